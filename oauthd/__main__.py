@@ -1,0 +1,3 @@
+from oauthd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,364 @@
+"""The config file: TOML in, frozen dataclasses out.
+
+The dataclasses below are the schema. Each key's field carries, in its metadata, the
+converter that checks and converts the TOML value and the default as it would be written
+in the file; one generic loader walks them. Unknown keys and sections are errors, and every
+error names the file and the key path: `config.toml: storage.save_debounce: ...`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+from oauthd.users import parse_password_hash
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Listen",
+    "LocalUser",
+    "LogConfig",
+    "LoginConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "TokensConfig",
+    "UpstreamConfig",
+    "default_config",
+    "load_config",
+    "parse_duration",
+]
+
+_D = TypeVar("_D", bound="DataclassInstance")
+_SCHEMA = "oauthd.config"
+_REQUIRED = object()  # default of a key that must be given
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """The config cannot be used; str() is `<file>: <key path>: <message>`."""
+
+    exit_code: ClassVar[int] = 78  # EX_CONFIG from sysexits.h
+
+
+def parse_duration(text: object) -> float:
+    """Seconds in a duration such as "500ms", "30s", "10m", "2h", "30d"; must be > 0.
+
+    Raises ValueError for anything else, including a non-string such as a bare 10.
+    """
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f'expected a duration like "1s", got {_show(text)}')
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    if seconds <= 0:
+        raise ValueError(f"must be greater than zero, got {_show(text)}")
+    return seconds
+
+
+# --- where a value sits, for error messages ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    file: str
+    path: str  # "" for the whole file, else like "login.users[1].username"
+    base_dir: Path  # relative paths in the file are resolved against this
+
+    def key(self, name: str) -> _At:
+        return _At(self.file, f"{self.path}.{name}" if self.path else name, self.base_dir)
+
+    def item(self, index: int) -> _At:
+        return _At(self.file, f"{self.path}[{index}]", self.base_dir)
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {self.path}: {message}")
+
+
+def _show(value: object) -> str:
+    """A value as the operator wrote it in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+# --- converters: (TOML value, where) -> Python value, or raise at.error(...) -------------
+
+Converter = Callable[[object, _At], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    convert: Converter
+    default: object  # as written in TOML, converted like a given value; or _REQUIRED
+
+
+def _key(convert: Converter, default: object = _REQUIRED) -> Mapping[str, _Key]:
+    return {_SCHEMA: _Key(convert, default)}
+
+
+def _string(value: object, at: _At) -> str:
+    if not isinstance(value, str):
+        raise at.error(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _duration(value: object, at: _At) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise at.error(str(exc)) from None
+
+
+def _choice(allowed: tuple[str, ...], later: tuple[str, ...] = ()) -> Converter:
+    def convert(value: object, at: _At) -> str:
+        text = _string(value, at)
+        if text in later:
+            supported = ", ".join(allowed)
+            raise at.error(
+                f"{_show(text)} is not available in this version (supported: {supported})"
+            )
+        if text not in allowed:
+            raise at.error(f"expected one of {', '.join(map(_show, allowed))}, got {_show(text)}")
+        return text
+
+    return convert
+
+
+def _path(value: object, at: _At) -> Path:
+    return at.base_dir / _string(value, at)  # an absolute path replaces base_dir
+
+
+def _http_url(value: object, at: _At) -> str:
+    text = _string(value, at)
+    if not _is_http_url(text):
+        raise at.error(f"expected an absolute http(s) URL, got {_show(text)}")
+    return text
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  # raises ValueError on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _issuer(value: object, at: _At) -> str:
+    text = _http_url(value, at)
+    if "?" in text or "#" in text:
+        raise at.error(f"must not have a query or fragment, got {_show(text)}")
+    parts = urlsplit(text)
+    if parts.username is not None:
+        raise at.error("must not contain a user name or password")  # not echoed: a secret
+    if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
+        raise at.error(
+            f"https is required unless the host is localhost or a loopback address, "
+            f"got {_show(text)}"
+        )
+    return text.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _username(value: object, at: _At) -> str:
+    text = _string(value, at)
+    if not text:
+        raise at.error("must not be empty")
+    return text
+
+
+def _password_hash(value: object, at: _At) -> str:
+    text = _string(value, at)
+    try:
+        parse_password_hash(text)
+    except ValueError as exc:
+        raise at.error(str(exc)) from None
+    return text
+
+
+def _section(cls: type[_D]) -> Converter:
+    return lambda value, at: _build(cls, value, at)
+
+
+def _users(value: object, at: _At) -> tuple[LocalUser, ...]:
+    if not isinstance(value, list):
+        raise at.error(f"expected an array of tables ([[login.users]]), got {_show(value)}")
+    users = tuple(_build(LocalUser, item, at.item(i)) for i, item in enumerate(value))
+    first_index: dict[str, int] = {}
+    for i, user in enumerate(users):
+        if user.username in first_index:
+            other = at.item(first_index[user.username]).key("username").path
+            raise at.item(i).key("username").error(f"duplicate username, already in {other}")
+        first_index[user.username] = i
+    return users
+
+
+def _listen(value: object, at: _At) -> Listen:
+    text = _string(value, at)
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^\[\]:]+):(\d{1,5})", text)
+    if match is None:
+        raise at.error(f'expected "host:port" or "[ipv6]:port", got {_show(text)}')
+    host, port = match[1] or match[3], int(match[2] or match[4])
+    if port > 65535:
+        raise at.error(f"port must be 0-65535, got {port}")
+    return Listen(host, port)
+
+
+# --- the schema ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str  # IPv6 without brackets
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: Listen = field(metadata=_key(_listen, "127.0.0.1:8080"))
+    issuer: str = field(metadata=_key(_issuer, "http://127.0.0.1:8080"))
+    shutdown_timeout: float = field(metadata=_key(_duration, "10s"))
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    url: str = field(metadata=_key(_http_url, "http://127.0.0.1:9000/mcp"))
+    connect_timeout: float = field(metadata=_key(_duration, "5s"))
+    read_timeout: float = field(metadata=_key(_duration, "300s"))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    backend: str = field(metadata=_key(_choice(("memory", "file"), ("redis", "postgres")), "file"))
+    path: Path = field(metadata=_key(_path, "var/oauthd"))
+    durability: str = field(metadata=_key(_choice(("journal", "snapshot")), "journal"))
+    save_interval: float = field(metadata=_key(_duration, "30s"))
+    save_debounce: float = field(metadata=_key(_duration, "1s"))
+    save_max_wait: float = field(metadata=_key(_duration, "5s"))
+
+
+@dataclass(frozen=True, slots=True)
+class TokensConfig:
+    access_ttl: float = field(metadata=_key(_duration, "1h"))
+    refresh_ttl: float = field(metadata=_key(_duration, "30d"))
+    code_ttl: float = field(metadata=_key(_duration, "60s"))
+    device_ttl: float = field(metadata=_key(_duration, "10m"))
+    pending_ttl: float = field(metadata=_key(_duration, "10m"))
+    consent_ttl: float = field(metadata=_key(_duration, "90d"))
+    refresh_grace: float = field(metadata=_key(_duration, "10s"))
+
+
+@dataclass(frozen=True, slots=True)
+class LocalUser:
+    username: str = field(metadata=_key(_username))
+    password_hash: str = field(metadata=_key(_password_hash))
+
+
+@dataclass(frozen=True, slots=True)
+class LoginConfig:
+    provider: str = field(metadata=_key(_choice(("local",), ("oidc", "github")), "local"))
+    users: tuple[LocalUser, ...] = field(metadata=_key(_users, []))
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = field(metadata=_key(_choice(("debug", "info", "warning", "error")), "info"))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path  # the config file, absolute
+    server: ServerConfig = field(metadata=_key(_section(ServerConfig), {}))
+    upstream: UpstreamConfig = field(metadata=_key(_section(UpstreamConfig), {}))
+    storage: StorageConfig = field(metadata=_key(_section(StorageConfig), {}))
+    tokens: TokensConfig = field(metadata=_key(_section(TokensConfig), {}))
+    login: LoginConfig = field(metadata=_key(_section(LoginConfig), {}))
+    log: LogConfig = field(metadata=_key(_section(LogConfig), {}))
+
+
+def _check_storage(storage: StorageConfig, at: _At) -> None:
+    if storage.save_max_wait < storage.save_debounce:
+        raise at.key("save_max_wait").error(
+            f"must be at least save_debounce ({storage.save_debounce:g}s), "
+            f"got {storage.save_max_wait:g}s"
+        )
+
+
+# Rules that involve more than one key of a section, run once the section is built.
+_CHECKS: dict[type[Any], Callable[[Any, _At], None]] = {StorageConfig: _check_storage}
+
+
+# --- the loader ---------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and check a config file; raises ConfigError naming the file and key."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as stream:
+            raw = tomllib.load(stream)
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    source = Path(file).absolute()
+    return _build(Config, raw, _At(file, "", source.parent), source=source)
+
+
+def default_config(base_dir: Path) -> Config:
+    """All defaults, no users, as if from an empty `base_dir/config.toml` (for tests)."""
+    source = base_dir / "config.toml"
+    return _build(Config, {}, _At(str(source), "", base_dir), source=source)
+
+
+def _build(cls: type[_D], value: object, at: _At, **given: object) -> _D:
+    """Build dataclass `cls` from a TOML table, converting each key its field declares."""
+    if not isinstance(value, dict):
+        raise at.error(f"expected a table, got {_show(value)}")
+    schema = {f.name: f.metadata[_SCHEMA] for f in fields(cls) if _SCHEMA in f.metadata}
+    for name in value:
+        if name not in schema:
+            raise at.key(name).error("unknown key" if at.path else "unknown section")
+    values = {name: _value(key, value, name, at.key(name)) for name, key in schema.items()}
+    built = cls(**values, **given)
+    check = _CHECKS.get(cls)
+    if check is not None:
+        check(built, at)
+    return built
+
+
+def _value(key: _Key, table: dict[str, object], name: str, at: _At) -> Any:
+    if name in table:
+        return key.convert(table[name], at)
+    if key.default is _REQUIRED:
+        raise at.error("missing (this key is required)")
+    return key.convert(key.default, at)

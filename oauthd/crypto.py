@@ -1,0 +1,62 @@
+"""Tokens and secrets: minting, hashing for rest, constant-time comparison.
+
+A token is `<key>.<secret>`: the key finds its record in O(1) in every backend, and only
+the SHA-256 digest of the secret is ever stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+SECRET_BYTES = 32  # 256 bits
+KEY_BYTES = 16
+
+
+@dataclass(slots=True, frozen=True)
+class MintedToken:
+    key: str
+    secret_hash: bytes
+    token: str  # the clear value: hand it to the client, never store or log it
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def new_key() -> str:
+    return _b64(secrets.token_bytes(KEY_BYTES))
+
+
+def hash_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def mint_token(key: str | None = None) -> MintedToken:
+    """A fresh token; pass `key` to reuse a record's key with a new secret."""
+    key = key or new_key()
+    secret = _b64(secrets.token_bytes(SECRET_BYTES))
+    return MintedToken(key=key, secret_hash=hash_secret(secret), token=f"{key}.{secret}")
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """(key, secret) of a well-formed token, else None."""
+    key, dot, secret = token.partition(".")
+    if not dot or not key or not secret or "." in secret or len(token) > 512:
+        return None
+    return key, secret
+
+
+def secret_matches(secret: str, stored_hash: bytes | None) -> bool:
+    if stored_hash is None:
+        return False
+    return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+def lookup_key(value: str) -> str:
+    """A stable, non-reversible key for a value that must not be stored in clear
+    (an upstream `Mcp-Session-Id`, for instance)."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()

@@ -1,0 +1,13 @@
+"""Typed application state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from oauthd.clock import Clock
+from oauthd.config import Config
+from oauthd.store import Store
+
+CONFIG = web.AppKey("config", Config)
+CLOCK = web.AppKey("clock", Clock)
+STORE = web.AppKey("store", Store)

@@ -1,0 +1,187 @@
+"""The records oauthd keeps (design section 2).
+
+Records are replaced whole, never mutated in place once stored: a table hands out the stored
+object, and the snapshot writer relies on a stored record never changing under it. Change a
+record with `dataclasses.replace` inside `Table.update`.
+
+`expires_at` is seconds since the epoch; `None` means the record does not expire by time.
+Digests (`*_hash`) are SHA-256 of a secret; the clear secret is never kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+INTERN = {"intern": True}  # field metadata: share equal strings/tuples between records
+
+
+@dataclass(slots=True)
+class Client:
+    """A registered client (RFC 7591) or a cached Client ID Metadata Document."""
+
+    KIND: ClassVar[str] = "clients"
+    client_id: str
+    client_name: str
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    response_types: tuple[str, ...]
+    token_endpoint_auth_method: str
+    application_type: str
+    scope: str
+    secret_hash: bytes | None
+    source: str  # "dcr" | "cimd"
+    created_at: float
+    expires_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.client_id
+
+
+def consent_key(user: str, client_id: str) -> str:
+    return f"{user}\x1f{client_id}"
+
+
+@dataclass(slots=True)
+class Consent:
+    """A user approved a client for some scopes."""
+
+    KIND: ClassVar[str] = "consents"
+    user: str = field(metadata=INTERN)
+    client_id: str = field(metadata=INTERN)
+    scopes: tuple[str, ...] = field(metadata=INTERN)
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return consent_key(self.user, self.client_id)
+
+
+@dataclass(slots=True)
+class PendingAuthorization:
+    """An authorization-code flow waiting for login, consent or the upstream IdP."""
+
+    KIND: ClassVar[str] = "pending"
+    id: str
+    client_id: str = field(metadata=INTERN)
+    redirect_uri: str
+    scopes: tuple[str, ...] = field(metadata=INTERN)
+    resource: str = field(metadata=INTERN)
+    state: str | None
+    code_challenge: str
+    user: str | None
+    upstream: bytes | None  # encrypted upstream-leg secrets (nonce, PKCE verifier)
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True)
+class AuthCode:
+    """An authorization code; single use. `grant_id` names what redeeming it issued."""
+
+    KIND: ClassVar[str] = "codes"
+    code_key: str
+    secret_hash: bytes
+    client_id: str = field(metadata=INTERN)
+    redirect_uri: str
+    user: str = field(metadata=INTERN)
+    scopes: tuple[str, ...] = field(metadata=INTERN)
+    resource: str = field(metadata=INTERN)
+    code_challenge: str
+    grant_id: str | None
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.code_key
+
+
+@dataclass(slots=True)
+class Grant:
+    """An OAuth session: one refresh-token family and its current access token.
+
+    The grant id is the key part of both of its tokens. `previous_refresh_hash` is the
+    superseded refresh token, honoured inside the grace window until `successor_used`.
+    """
+
+    KIND: ClassVar[str] = "grants"
+    id: str
+    user: str = field(metadata=INTERN)
+    client_id: str = field(metadata=INTERN)
+    scopes: tuple[str, ...] = field(metadata=INTERN)
+    resource: str = field(metadata=INTERN)
+    access_hash: bytes
+    access_expires_at: float
+    refresh_hash: bytes
+    previous_refresh_hash: bytes | None
+    rotated_at: float | None
+    successor_used: bool
+    upstream_tokens: bytes | None  # AES-GCM ciphertext of the user's upstream IdP tokens
+    created_at: float
+    last_used_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True)
+class DeviceFlow:
+    """An RFC 8628 device authorization, keyed by the device code's key."""
+
+    KIND: ClassVar[str] = "devices"
+    device_key: str
+    secret_hash: bytes
+    user_code: str
+    client_id: str = field(metadata=INTERN)
+    scopes: tuple[str, ...] = field(metadata=INTERN)
+    resource: str = field(metadata=INTERN)
+    status: str  # "pending" | "approved" | "denied"
+    user: str | None
+    grant_id: str | None
+    interval: float
+    last_poll_at: float | None
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.device_key
+
+
+@dataclass(slots=True)
+class McpSession:
+    """An upstream `Mcp-Session-Id` bound to a grant; keyed by a hash of the session id."""
+
+    KIND: ClassVar[str] = "mcp_sessions"
+    session_key: str
+    grant_id: str
+    user: str = field(metadata=INTERN)
+    client_id: str = field(metadata=INTERN)
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.session_key
+
+
+Record = Client | Consent | PendingAuthorization | AuthCode | Grant | DeviceFlow | McpSession
+
+RECORD_TYPES: tuple[type[Record], ...] = (
+    Client,
+    Consent,
+    PendingAuthorization,
+    AuthCode,
+    Grant,
+    DeviceFlow,
+    McpSession,
+)

@@ -1,0 +1,17 @@
+"""The durability engine: state dir and lock, journal, snapshot, recovery, save schedule.
+
+It knows bytes, files and sequence numbers, not OAuth: the store hands it opaque journal
+payloads and snapshot chunks."""
+
+from oauthd.persist.engine import Engine, Health, SaveSchedule, SnapshotSource
+from oauthd.persist.errors import DiskError, PersistError, RecoveryError
+
+__all__ = [
+    "DiskError",
+    "Engine",
+    "Health",
+    "PersistError",
+    "RecoveryError",
+    "SaveSchedule",
+    "SnapshotSource",
+]

@@ -1,0 +1,318 @@
+"""`Engine`: the file backend's durability, from start-up recovery to the last snapshot.
+
+Life cycle: `open()` (dir, lock, recovery) -> the store applies what was recovered ->
+`start(source)` (journal segment, saver task; the saver is disabled until here, so nothing
+is ever saved before a successful load) -> `commit()` per change -> `close()` (final
+snapshot, unlock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from oauthd.persist.errors import DiskError
+from oauthd.persist.journal import JournalWriter, list_segments
+from oauthd.persist.migrate import Migration
+from oauthd.persist.recovery import Loader, Recovered
+from oauthd.persist.snapshot import write_snapshot
+from oauthd.persist.statedir import StateDir
+
+log = logging.getLogger("oauthd.persist")
+
+RETRY_FIRST = 0.5
+RETRY_MAX = 5.0
+
+
+@dataclass(slots=True, frozen=True)
+class SaveSchedule:
+    """When to write a snapshot: `debounce` after the last change, but no later than
+    `max_wait` after the first unsaved change (steady traffic cannot starve saves), and at
+    most `interval` after the previous save. Nothing changed -> nothing written."""
+
+    interval: float
+    debounce: float
+    max_wait: float
+
+
+class SnapshotSource(Protocol):
+    """What the store gives the engine to snapshot."""
+
+    async def prepare_scan(self) -> None:
+        """Wait until a consistent scan can start (may wait for an earlier scan)."""
+
+    def freeze(self) -> Sequence[tuple[str, AsyncIterator[bytes]]]:
+        """Synchronously fix the state and return each kind's records as chunked JSON arrays."""
+
+    async def thaw(self) -> None:
+        """The scan is over (written or failed)."""
+
+
+@dataclass(slots=True)
+class Health:
+    loaded: bool
+    journal_error: str | None
+    snapshot_error: str | None
+    seq: int
+    snapshot_seq: int
+    last_save_at: float | None  # wall clock
+    last_save_seconds: float | None
+    last_save_bytes: int | None
+
+    @property
+    def healthy(self) -> bool:
+        return self.loaded and self.journal_error is None and self.snapshot_error is None
+
+
+@dataclass(slots=True)
+class FsyncStats:
+    count: int = 0
+    records: int = 0
+    total_seconds: float = 0.0
+    max_seconds: float = 0.0
+
+    def add(self, seconds: float, records: int) -> None:
+        self.count += 1
+        self.records += records
+        self.total_seconds += seconds
+        self.max_seconds = max(self.max_seconds, seconds)
+
+
+class Engine:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        journaled: bool,
+        schedule: SaveSchedule,
+        version: int,
+        migrations: Mapping[int, Migration],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = StateDir(path)
+        self.journaled = journaled
+        self.schedule = schedule
+        self.version = version
+        self.migrations = migrations
+        self._wall = wall_clock
+        self.seq = 0
+        self.fsync_stats = FsyncStats()
+        self._snapshot_seq = 0
+        self._loaded = False
+        self._source: SnapshotSource | None = None
+        self._journal: JournalWriter | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+        self._saver: asyncio.Task[None] | None = None
+        self._save_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._dirty_since: float | None = None
+        self._last_change = 0.0
+        self._last_save = 0.0
+        self._retry_delay = 0.0
+        self._snapshot_error: str | None = None
+        self._last_save_at: float | None = None
+        self._last_save_seconds: float | None = None
+        self._last_save_bytes: int | None = None
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def open(
+        self,
+        decode: Callable[[dict[str, Any]], Any],
+        *,
+        accept_empty: bool = False,
+        recover: bool = False,
+    ) -> Recovered:
+        """Create/lock the state dir and run recovery (see `Loader`). Blocking: call it
+        before serving."""
+        self.state.ensure()
+        self.state.lock()
+        try:
+            recovered = Loader(self.state, self.version, self.migrations, decode).recover(
+                accept_empty=accept_empty, recover_damage=recover
+            )
+        except BaseException:
+            self.state.unlock()
+            raise
+        for event in recovered.events:
+            log.info(event, extra={"event": "recovery"})
+        self.seq = recovered.last_seq
+        self._snapshot_seq = recovered.base_seq
+        return recovered
+
+    async def start(self, source: SnapshotSource, recovered: Recovered) -> None:
+        """The store has applied `recovered`: begin journaling and saving."""
+        self._source = source
+        self._loaded = True
+        if self.journaled:
+            self._journal = JournalWriter(self.state, self.fsync_stats.add)
+            await self._journal.open_segment(self.seq + 1)
+        if recovered.needs_save or recovered.entries:
+            self._dirty_since = self._last_change = asyncio.get_running_loop().time()
+            await self.save()
+        self._last_save = asyncio.get_running_loop().time()
+        self._saver = asyncio.create_task(self._save_loop(), name="snapshot-saver")
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Raise `DiskError` if a change made now could not be made durable."""
+        if not self._loaded:
+            raise DiskError("state not loaded")
+        if self._journal is not None and self._journal.failure is not None:
+            raise DiskError(self._journal.failure)
+        if not self.journaled and self._snapshot_error is not None:
+            raise DiskError(self._snapshot_error)
+
+    async def commit(self, payload: bytes) -> None:
+        """Record one change (already applied in memory); return once it is durable.
+        Runs synchronously up to the journal append, so seq order is memory order."""
+        self.seq += 1
+        now = asyncio.get_running_loop().time()
+        self._last_change = now
+        if self._dirty_since is None:
+            self._dirty_since = now
+            self._wake.set()
+        if self._journal is not None:
+            await self._journal.append(self.seq, payload)
+
+    # -- saving ---------------------------------------------------------------------------
+
+    def _due_in(self) -> float | None:
+        """Seconds until the next save is due; None if nothing needs saving."""
+        if self._dirty_since is None:
+            return None
+        s = self.schedule
+        due = min(
+            self._last_change + s.debounce,
+            self._dirty_since + s.max_wait,
+            self._last_save + s.interval,
+        )
+        if self._retry_delay:
+            due = max(due, self._last_save + self._retry_delay)
+        return max(0.0, due - asyncio.get_running_loop().time())
+
+    async def _save_loop(self) -> None:
+        while True:
+            delay = self._due_in()
+            if delay is None or delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                self._wake.clear()
+                continue
+            await self.save()
+
+    async def save(self) -> bool:
+        """Write a snapshot of the current state now. False (and health degraded) if the
+        disk refused; the previous generations are untouched then."""
+        assert self._loaded and self._source is not None, "no save before a successful load"
+        async with self._save_lock:
+            return await self._save_locked(self._source)
+
+    async def _save_locked(self, source: SnapshotSource) -> bool:
+        loop = asyncio.get_running_loop()
+        await source.prepare_scan()
+        seq, started, saved_at = self.seq, time.perf_counter(), self._wall()
+        self._last_save, self._dirty_since = loop.time(), None
+        sections = source.freeze()
+        if self._journal is not None:
+            self._journal.rotate(seq + 1)
+        try:
+            size = await write_snapshot(
+                self.state,
+                self._executor,
+                version=self.version,
+                seq=seq,
+                saved_at=saved_at,
+                sections=sections,
+            )
+        except OSError as exc:
+            self._save_failed(exc)
+            return False
+        finally:
+            await source.thaw()
+        self._save_succeeded(seq, saved_at, time.perf_counter() - started, size)
+        await self._after_save(loop, seq)
+        return True
+
+    def _save_failed(self, exc: OSError) -> None:
+        self._snapshot_error = f"snapshot write failed: {exc.strerror or exc}"
+        self._dirty_since = self._dirty_since or self._last_save
+        self._retry_delay = min(RETRY_MAX, max(RETRY_FIRST, self._retry_delay * 2))
+        log.error(self._snapshot_error, extra={"event": "snapshot_failed"})
+
+    def _save_succeeded(self, seq: int, saved_at: float, seconds: float, size: int) -> None:
+        if self._snapshot_error is not None:
+            log.warning("snapshot writes work again", extra={"event": "snapshot_recovered"})
+        self._snapshot_error = None
+        self._retry_delay = 0.0
+        self._last_save_at, self._last_save_seconds, self._last_save_bytes = saved_at, seconds, size
+        log.info(
+            "snapshot written",
+            extra={"event": "snapshot", "seq": seq, "bytes": size, "seconds": round(seconds, 3)},
+        )
+
+    async def _after_save(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
+        previous, self._snapshot_seq = self._snapshot_seq, seq
+        if self._journal is not None and self._journal.failure is not None:
+            try:  # the snapshot covers everything: journal afresh from here
+                await self._journal.open_segment(seq + 1)
+                log.warning("journal writes work again", extra={"event": "journal_recovered"})
+            except OSError as exc:
+                self._journal.failure = f"journal reopen failed: {exc.strerror or exc}"
+                return
+        try:
+            await loop.run_in_executor(self._executor, self._delete_segments, previous)
+        except OSError as exc:
+            log.warning(f"could not delete old journal segments: {exc}")
+
+    def _delete_segments(self, covered_seq: int) -> None:
+        """Delete segments whose every record is in BOTH kept generations (<= the older
+        one's seq): falling back to the previous generation still finds its journal."""
+        segments = list_segments(self.state)
+        doomed = [
+            name for (_, name), (nxt, _) in itertools.pairwise(segments) if nxt <= covered_seq + 1
+        ]
+        for name in doomed:
+            os.unlink(self.state.file(name))
+        if doomed:
+            self.state.fsync_dir()
+
+    # -- health and shutdown ------------------------------------------------------------------
+
+    def health(self) -> Health:
+        return Health(
+            loaded=self._loaded,
+            journal_error=self._journal.failure if self._journal else None,
+            snapshot_error=self._snapshot_error,
+            seq=self.seq,
+            snapshot_seq=self._snapshot_seq,
+            last_save_at=self._last_save_at,
+            last_save_seconds=self._last_save_seconds,
+            last_save_bytes=self._last_save_bytes,
+        )
+
+    async def close(self) -> None:
+        """Final snapshot if anything changed, flush the journal, release the lock."""
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+            self._saver = None
+        if self._loaded and (self._dirty_since is not None or self.seq != self._snapshot_seq):
+            await self.save()
+        if self._journal is not None:
+            await self._journal.close()
+            self._journal = None
+        self._executor.shutdown(wait=True)
+        self._loaded = False
+        self.state.unlock()

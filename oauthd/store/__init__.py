@@ -1,0 +1,53 @@
+"""The store: one small async interface over the backends (`open_store` picks one by name)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from oauthd.clock import Clock
+from oauthd.config import StorageConfig
+from oauthd.store.base import Conflict, Store, StoreError, StoreStatus, Table, Unavailable
+from oauthd.store.file import FileStore, make_engine
+from oauthd.store.memory import MemoryStore
+
+__all__ = [
+    "Conflict",
+    "FileStore",
+    "MemoryStore",
+    "Store",
+    "StoreError",
+    "StoreStatus",
+    "Table",
+    "Unavailable",
+    "open_store",
+]
+
+
+async def _open_memory(config: StorageConfig, clock: Clock, **_: bool) -> Store:
+    return MemoryStore(clock)
+
+
+async def _open_file(
+    config: StorageConfig, clock: Clock, *, accept_empty: bool = False, recover: bool = False
+) -> Store:
+    engine = make_engine(
+        config.path,
+        journaled=config.durability == "journal",
+        interval=config.save_interval,
+        debounce=config.save_debounce,
+        max_wait=config.save_max_wait,
+    )
+    return await FileStore.open(engine, clock, accept_empty=accept_empty, recover=recover)
+
+
+BACKENDS: dict[str, Callable[..., Awaitable[Store]]] = {
+    "memory": _open_memory,
+    "file": _open_file,
+}
+
+
+async def open_store(
+    config: StorageConfig, clock: Clock, *, accept_empty: bool = False, recover: bool = False
+) -> Store:
+    """Open the configured backend; for `file` this loads the state (blocking until done)."""
+    return await BACKENDS[config.backend](config, clock, accept_empty=accept_empty, recover=recover)

@@ -1,0 +1,141 @@
+"""The store contract: one small async interface that every backend implements.
+
+Every backend runs the ONE contract suite in `tests/store_contract.py`; what it checks is
+written here, where the interface is.
+
+- A record whose `expires_at` is at or before the clock's `now()` is invisible: `get`, `take`
+  and `update` behave as if it were absent, before any purge.
+- `take` is an atomic read-and-delete: of two concurrent `take`s of one key, exactly one
+  gets the record.
+- `update` is an atomic compare-and-swap: no concurrent change is lost. Its function may be
+  called more than once on shared backends (it must be pure: compute the new record from
+  the one it is given, nothing else).
+- Durable backends (`file`, `redis`, `postgres`) return the same records after `close`
+  and a fresh open. A write that returned is durable (for `file` with
+  `durability = "journal"`: fsynced before it returned).
+- A backend that cannot do a write or a read right now raises `Unavailable` (HTTP 503 with
+  Retry-After, never a 500). It never half-applies a write it reports as failed, except
+  that `file` keeps in memory a change whose fsync failed (see docs/persistence.md).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from oauthd.model import (
+    AuthCode,
+    Client,
+    Consent,
+    DeviceFlow,
+    Grant,
+    McpSession,
+    PendingAuthorization,
+    Record,
+)
+
+R = TypeVar("R", bound=Record)
+
+
+class StoreError(Exception):
+    """Base of the errors a store raises on purpose."""
+
+
+class Conflict(StoreError):
+    """`add` found a live record under that key."""
+
+
+class Unavailable(StoreError):
+    """The backend cannot serve this request now; the client should retry later."""
+
+    def __init__(self, reason: str, retry_after: float = 5.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True, frozen=True)
+class StoreStatus:
+    backend: str
+    healthy: bool
+    detail: str | None = None  # why not healthy
+
+
+class Table(ABC, Generic[R]):
+    """Records of one kind, by key."""
+
+    kind: str
+
+    @abstractmethod
+    async def get(self, key: str) -> R | None:
+        """The live record under `key`, or None (absent or expired)."""
+
+    @abstractmethod
+    async def add(self, record: R) -> None:
+        """Insert; raise `Conflict` if a live record has that key."""
+
+    @abstractmethod
+    async def put(self, record: R) -> None:
+        """Insert or replace whole."""
+
+    @abstractmethod
+    async def take(self, key: str) -> R | None:
+        """Atomically return and delete the live record (single-use codes), or None."""
+
+    @abstractmethod
+    async def update(self, key: str, change: Callable[[R], R]) -> R | None:
+        """Atomically replace the live record with `change(record)` and return the result.
+
+        None when the key is absent or expired (`change` is not called). When `change`
+        returns its argument unchanged (the same object), nothing is written. `change`
+        must be pure: shared backends may call it again after a concurrent write.
+        """
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove the record; True if a live record was there."""
+
+    @abstractmethod
+    async def count(self) -> int:
+        """How many records are stored, expired ones not yet purged included."""
+
+
+class Store(ABC):
+    """All tables of one backend, plus housekeeping."""
+
+    clients: Table[Client]
+    consents: Table[Consent]
+    pending: Table[PendingAuthorization]
+    codes: Table[AuthCode]
+    grants: Table[Grant]
+    devices: Table[DeviceFlow]
+    mcp_sessions: Table[McpSession]
+
+    def tables(self) -> tuple[Table[Any], ...]:
+        return (
+            self.clients,
+            self.consents,
+            self.pending,
+            self.codes,
+            self.grants,
+            self.devices,
+            self.mcp_sessions,
+        )
+
+    @abstractmethod
+    async def purge_expired(self) -> int:
+        """Delete expired records; return how many. Never needed for correctness."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise `Unavailable` unless the backend can serve reads and writes now."""
+
+    def status(self) -> StoreStatus:
+        """Backend name and health, without I/O (for /readyz and logs)."""
+        return StoreStatus(backend=type(self).__name__, healthy=True)
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the backend (file: final snapshot, unlock). Idempotent."""

@@ -1,0 +1,160 @@
+"""The memory backend: tables in process memory. Also the heart of the file backend, which
+wraps these tables with a `ChangeSink` that journals every change."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from oauthd.clock import Clock
+from oauthd.model import (
+    AuthCode,
+    Client,
+    Consent,
+    DeviceFlow,
+    Grant,
+    McpSession,
+    PendingAuthorization,
+    Record,
+)
+from oauthd.store.base import Conflict, R, Store, StoreStatus, Table
+from oauthd.store.records import RecordMap
+
+PURGE_CHUNK = 2000
+
+
+class ChangeSink(Protocol):
+    """Where a table reports its changes (the file backend's journal)."""
+
+    def check_writable(self) -> None:
+        """Raise `Unavailable` if a change could not be made durable now."""
+
+    async def changed(self, kind: str, key: str, record: Record | None) -> None:
+        """The change is applied in memory; return once it is durable."""
+
+
+class NullSink:
+    def check_writable(self) -> None:
+        return None
+
+    async def changed(self, kind: str, key: str, record: Record | None) -> None:
+        return None
+
+
+def _live(record: R | None, now: float) -> R | None:
+    if record is None or (record.expires_at is not None and record.expires_at <= now):
+        return None
+    return record
+
+
+class MemoryTable(Table[R]):
+    """Every mutation happens in one synchronous step (no await between the check and the
+    change), which is what makes `take` and `update` atomic here."""
+
+    def __init__(self, kind: str, clock: Clock, sink: ChangeSink) -> None:
+        self.kind = kind
+        self.records: RecordMap[R] = RecordMap()
+        self._clock = clock
+        self._sink = sink
+
+    def _now_live(self, key: str) -> R | None:
+        return _live(self.records.get(key), self._clock.now())
+
+    async def get(self, key: str) -> R | None:
+        return self._now_live(key)
+
+    async def add(self, record: R) -> None:
+        self._sink.check_writable()
+        if self._now_live(record.key) is not None:
+            raise Conflict(f"{self.kind}: key already present")
+        self.records.set(record.key, record)
+        await self._sink.changed(self.kind, record.key, record)
+
+    async def put(self, record: R) -> None:
+        self._sink.check_writable()
+        self.records.set(record.key, record)
+        await self._sink.changed(self.kind, record.key, record)
+
+    async def take(self, key: str) -> R | None:
+        self._sink.check_writable()
+        record = self._now_live(key)
+        if record is None:
+            return None
+        self.records.pop(key)
+        await self._sink.changed(self.kind, key, None)
+        return record
+
+    async def update(self, key: str, change: Callable[[R], R]) -> R | None:
+        self._sink.check_writable()
+        record = self._now_live(key)
+        if record is None:
+            return None
+        new = change(record)
+        if new is record:
+            return record
+        if new.key != key:
+            raise ValueError(f"{self.kind}: update must keep the key")
+        self.records.set(key, new)
+        await self._sink.changed(self.kind, key, new)
+        return new
+
+    async def delete(self, key: str) -> bool:
+        self._sink.check_writable()
+        if self.records.pop(key) is None:
+            return False
+        await self._sink.changed(self.kind, key, None)
+        return True
+
+    async def count(self) -> int:
+        return len(self.records)
+
+    async def purge_expired(self) -> int:
+        """Drop expired records without telling the sink: expiry is re-applied on load, so
+        a purge never needs to be durable."""
+        now = self._clock.now()
+        expired: list[str] = []
+        async with self.records.frozen() as values:
+            while True:
+                chunk = [r for _, r in zip(range(PURGE_CHUNK), values, strict=False)]
+                if not chunk:
+                    break
+                expired.extend(r.key for r in chunk if _live(r, now) is None)
+                await asyncio.sleep(0)
+        for key in expired:
+            record = self.records.get(key)
+            if record is not None and _live(record, now) is None:
+                self.records.pop(key)
+        return len(expired)
+
+
+class MemoryStore(Store):
+    def __init__(self, clock: Clock, sink: ChangeSink | None = None) -> None:
+        sink = sink or NullSink()
+        self.clock = clock
+        self.clients = MemoryTable[Client](Client.KIND, clock, sink)
+        self.consents = MemoryTable[Consent](Consent.KIND, clock, sink)
+        self.pending = MemoryTable[PendingAuthorization](PendingAuthorization.KIND, clock, sink)
+        self.codes = MemoryTable[AuthCode](AuthCode.KIND, clock, sink)
+        self.grants = MemoryTable[Grant](Grant.KIND, clock, sink)
+        self.devices = MemoryTable[DeviceFlow](DeviceFlow.KIND, clock, sink)
+        self.mcp_sessions = MemoryTable[McpSession](McpSession.KIND, clock, sink)
+        self.by_kind: dict[str, MemoryTable[Any]] = {t.kind: t for t in self.memory_tables()}
+
+    def memory_tables(self) -> tuple[MemoryTable[Any], ...]:
+        return self.tables()  # type: ignore[return-value]
+
+    async def purge_expired(self) -> int:
+        total = 0
+        for table in self.memory_tables():
+            total += await table.purge_expired()
+        return total
+
+    async def ping(self) -> None:
+        return None
+
+    def status(self) -> StoreStatus:
+        return StoreStatus(backend="memory", healthy=True)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,436 @@
+import dataclasses
+import tomllib
+import typing
+from pathlib import Path
+
+import pytest
+
+from oauthd import users
+from oauthd.config import (
+    Config,
+    ConfigError,
+    Listen,
+    LocalUser,
+    default_config,
+    load_config,
+    parse_duration,
+)
+from oauthd.users import hash_password, parse_password_hash, verify_password
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "config.example.toml"
+HASH = hash_password("pw")
+HASH_HINT = 'not a recognised password hash (make one with "oauthd users hash-password")'
+
+
+def load_text(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def error_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> str:
+    """The message for a config.toml in the current directory, as an operator would see it."""
+    (tmp_path / "config.toml").write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config("config.toml")
+    return str(info.value)
+
+
+# --- the example file ---------------------------------------------------------------------
+
+
+def test_example_loads_with_documented_values() -> None:
+    config = load_config(EXAMPLE)
+    assert config.source == EXAMPLE
+    assert config.server.listen == Listen("127.0.0.1", 8080)
+    assert config.server.issuer == "http://127.0.0.1:8080"
+    assert config.storage.backend == "file"
+    assert config.storage.path == REPO / "var" / "oauthd"
+    assert config.login.provider == "local"
+    (demo,) = config.login.users
+    assert demo.username == "demo"
+    assert verify_password(parse_password_hash(demo.password_hash), "demo-password")
+
+
+def test_example_values_are_the_defaults() -> None:
+    config = load_config(EXAMPLE)
+    without_users = dataclasses.replace(config.login, users=())
+    expected = dataclasses.replace(default_config(REPO), source=EXAMPLE)
+    assert dataclasses.replace(config, login=without_users) == expected
+
+
+def schema_keys(cls: type, prefix: str = "") -> set[str]:
+    """Every key path the config dataclasses accept, sections included."""
+    keys = set()
+    for name, hint in typing.get_type_hints(cls).items():
+        if name == "source" or cls is Listen:
+            continue
+        keys.add(f"{prefix}{name}")
+        for inner in (hint, *typing.get_args(hint)):
+            if dataclasses.is_dataclass(inner) and inner is not Listen:
+                keys |= schema_keys(inner, f"{prefix}{name}.")
+    return keys
+
+
+def toml_keys(table: dict[str, object], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, value in table.items():
+        keys.add(f"{prefix}{name}")
+        if isinstance(value, dict):
+            keys |= toml_keys(value, f"{prefix}{name}.")
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            keys |= toml_keys(value[0], f"{prefix}{name}.")
+    return keys
+
+
+def test_example_documents_every_key() -> None:
+    written = toml_keys(tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
+    assert written == schema_keys(Config)
+    assert "storage.save_max_wait" in written and "login.users.password_hash" in written
+
+
+# --- defaults -----------------------------------------------------------------------------
+
+
+def test_defaults(tmp_path: Path) -> None:
+    config = default_config(tmp_path)
+    assert config.source == tmp_path / "config.toml"
+    server, upstream, storage = config.server, config.upstream, config.storage
+    assert server.listen == Listen("127.0.0.1", 8080)
+    assert server.issuer == "http://127.0.0.1:8080"
+    assert server.shutdown_timeout == 10
+    assert upstream.url == "http://127.0.0.1:9000/mcp"
+    assert (upstream.connect_timeout, upstream.read_timeout) == (5, 300)
+    assert (storage.backend, storage.durability) == ("file", "journal")
+    assert storage.path == tmp_path / "var" / "oauthd"
+    assert (storage.save_interval, storage.save_debounce, storage.save_max_wait) == (30, 1, 5)
+    t = config.tokens
+    assert (t.access_ttl, t.refresh_ttl, t.code_ttl) == (3600, 30 * 86400, 60)
+    assert (t.device_ttl, t.pending_ttl, t.consent_ttl) == (600, 600, 90 * 86400)
+    assert t.refresh_grace == 10
+    assert (config.login.provider, config.login.users) == ("local", ())
+    assert config.log.level == "info"
+
+
+def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "") == default_config(tmp_path)
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        default_config(tmp_path).log.level = "debug"  # type: ignore[misc]
+
+
+def test_values_are_read(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        '[storage]\nbackend = "memory"\ndurability = "snapshot"\n'
+        '[tokens]\naccess_ttl = "15m"\n[log]\nlevel = "debug"\n'
+        f'[[login.users]]\nusername = "alice"\npassword_hash = "{HASH}"\n'
+        f'[[login.users]]\nusername = "bob"\npassword_hash = "{HASH}"\n',
+    )
+    assert (config.storage.backend, config.storage.durability) == ("memory", "snapshot")
+    assert config.tokens.access_ttl == 900
+    assert config.log.level == "debug"
+    assert config.login.users == (LocalUser("alice", HASH), LocalUser("bob", HASH))
+
+
+# --- error messages -----------------------------------------------------------------------
+
+
+def test_exit_code_is_ex_config() -> None:
+    assert ConfigError.exit_code == 78
+    assert ConfigError("x").exit_code == 78
+
+
+USER = f'[[login.users]]\nusername = "alice"\npassword_hash = "{HASH}"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[storage]\nsave_debounce = "fast"',
+            'storage.save_debounce: expected a duration like "1s", got "fast"',
+        ),
+        (
+            USER + '[[login.users]]\nusername = "bob"\npassword_hash = "hunter2"',
+            f"login.users[1].password_hash: {HASH_HINT}",
+        ),
+        ('[storage]\ncolour = "blue"', "storage.colour: unknown key"),
+        ("[colour]\nhue = 1", "colour: unknown section"),
+        ('debug = "yes"', "debug: unknown section"),
+        ("[storage.extra]", "storage.extra: unknown key"),
+        ("[server]\nlisten = 8080", "server.listen: expected a string, got 8080"),
+        ("[server]\nissuer = true", "server.issuer: expected a string, got true"),
+        ("[upstream]\nurl = [1]", "upstream.url: expected a string, got an array"),
+        ("server = 5", "server: expected a table, got 5"),
+        (
+            '[storage]\nbackend = "redis"',
+            'storage.backend: "redis" is not available in this version (supported: memory, file)',
+        ),
+        (
+            '[storage]\nbackend = "postgres"',
+            'storage.backend: "postgres" is not available in this version '
+            "(supported: memory, file)",
+        ),
+        (
+            '[storage]\nbackend = "sqlite"',
+            'storage.backend: expected one of "memory", "file", got "sqlite"',
+        ),
+        (
+            '[storage]\ndurability = "yolo"',
+            'storage.durability: expected one of "journal", "snapshot", got "yolo"',
+        ),
+        (
+            '[storage]\nsave_max_wait = "500ms"',
+            "storage.save_max_wait: must be at least save_debounce (1s), got 0.5s",
+        ),
+        (
+            '[storage]\nsave_debounce = "10s"',
+            "storage.save_max_wait: must be at least save_debounce (10s), got 5s",
+        ),
+        (
+            '[login]\nprovider = "oidc"',
+            'login.provider: "oidc" is not available in this version (supported: local)',
+        ),
+        (
+            '[log]\nlevel = "verbose"',
+            'log.level: expected one of "debug", "info", "warning", "error", got "verbose"',
+        ),
+        (
+            USER + USER,
+            "login.users[1].username: duplicate username, already in login.users[0].username",
+        ),
+        (
+            f'[[login.users]]\nusername = ""\npassword_hash = "{HASH}"',
+            "login.users[0].username: must not be empty",
+        ),
+        (
+            '[[login.users]]\nusername = "alice"',
+            "login.users[0].password_hash: missing (this key is required)",
+        ),
+        (USER + "admin = true", "login.users[0].admin: unknown key"),
+        (
+            '[login]\nusers = "alice"',
+            'login.users: expected an array of tables ([[login.users]]), got "alice"',
+        ),
+        ("[login]\nusers = [1]", "login.users[0]: expected a table, got 1"),
+        (
+            '[upstream]\nread_timeout = "0s"',
+            'upstream.read_timeout: must be greater than zero, got "0s"',
+        ),
+    ],
+)
+def test_error_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    assert error_for(tmp_path, monkeypatch, text) == f"config.toml: {message}"
+
+
+def test_argon2_hash_without_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(users, "_argon2", lambda: None)
+    argon2_hash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
+    text = f'[[login.users]]\nusername = "a"\npassword_hash = "{argon2_hash}"'
+    message = error_for(tmp_path, monkeypatch, text)
+    assert message.startswith("config.toml: login.users[0].password_hash: argon2id hashes need")
+    assert "argon2-cffi" in message
+
+
+def test_invalid_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = '[server\nlisten = "x"'
+    with pytest.raises(tomllib.TOMLDecodeError) as info:
+        tomllib.loads(text)
+    expected = f"config.toml: invalid TOML: {info.value}"
+    assert error_for(tmp_path, monkeypatch, text) == expected
+
+
+def test_not_utf8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config.toml").write_bytes(b'[log]\nlevel = "\xff"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^config\.toml: invalid TOML: "):
+        load_config("config.toml")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read: No such file or directory"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read: Is a directory"):
+        load_config(tmp_path)
+
+
+# --- durations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("1ms", 0.001),
+        ("30s", 30),
+        ("1.5s", 1.5),
+        ("10m", 600),
+        ("0.5m", 30),
+        ("2h", 7200),
+        ("30d", 30 * 86400),
+        ("0.25d", 21600),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("fast", 'expected a duration like "1s", got "fast"'),
+        ("-1s", 'expected a duration like "1s", got "-1s"'),
+        ("10", 'expected a duration like "1s", got "10"'),
+        ("1 s", 'expected a duration like "1s", got "1 s"'),
+        ("1.s", 'expected a duration like "1s", got "1.s"'),
+        ("1w", 'expected a duration like "1s", got "1w"'),
+        ("", 'expected a duration like "1s", got ""'),
+        (10, 'expected a duration like "1s", got 10'),
+        (1.5, 'expected a duration like "1s", got 1.5'),
+        ("0s", 'must be greater than zero, got "0s"'),
+        ("0.0ms", 'must be greater than zero, got "0.0ms"'),
+    ],
+)
+def test_bad_durations(value: object, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(value)
+    assert str(info.value) == message
+
+
+def test_bare_number_duration_in_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error_for(tmp_path, monkeypatch, "[tokens]\naccess_ttl = 10")
+    assert message == 'config.toml: tokens.access_ttl: expected a duration like "1s", got 10'
+
+
+# --- paths --------------------------------------------------------------------------------
+
+
+def test_relative_path_is_resolved_against_the_config_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "config.toml").write_text('[storage]\npath = "state"\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config("etc/config.toml")
+    assert config.source == tmp_path / "etc" / "config.toml"
+    assert config.storage.path == tmp_path / "etc" / "state"
+
+
+def test_absolute_path_is_kept(tmp_path: Path) -> None:
+    state = tmp_path / "elsewhere" / "state"
+    config = load_text(tmp_path, f'[storage]\npath = "{state}"\n')
+    assert config.storage.path == state
+
+
+# --- server.listen and server.issuer ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "listen"),
+    [
+        ("127.0.0.1:8080", Listen("127.0.0.1", 8080)),
+        ("0.0.0.0:0", Listen("0.0.0.0", 0)),
+        ("localhost:65535", Listen("localhost", 65535)),
+        ("[::1]:8080", Listen("::1", 8080)),
+        ("[::]:443", Listen("::", 443)),
+        ("[2001:db8::1]:8443", Listen("2001:db8::1", 8443)),
+    ],
+)
+def test_listen(tmp_path: Path, text: str, listen: Listen) -> None:
+    config = load_text(tmp_path, f'[server]\nlisten = "{text}"\n')
+    assert config.server.listen == listen
+    assert str(listen) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("8080", 'expected "host:port" or "[ipv6]:port", got "8080"'),
+        (":8080", 'expected "host:port" or "[ipv6]:port", got ":8080"'),
+        ("localhost", 'expected "host:port" or "[ipv6]:port", got "localhost"'),
+        ("::1:8080", 'expected "host:port" or "[ipv6]:port", got "::1:8080"'),
+        ("[::1]", 'expected "host:port" or "[ipv6]:port", got "[::1]"'),
+        ("localhost:http", 'expected "host:port" or "[ipv6]:port", got "localhost:http"'),
+        ("localhost:-1", 'expected "host:port" or "[ipv6]:port", got "localhost:-1"'),
+        ("localhost:65536", "port must be 0-65535, got 65536"),
+    ],
+)
+def test_bad_listen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    got = error_for(tmp_path, monkeypatch, f'[server]\nlisten = "{text}"\n')
+    assert got == f"config.toml: server.listen: {message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "issuer"),
+    [
+        ("https://auth.example.com", "https://auth.example.com"),
+        ("https://auth.example.com/", "https://auth.example.com"),
+        ("https://example.com/oauth/", "https://example.com/oauth"),
+        ("http://localhost:8080", "http://localhost:8080"),
+        ("http://127.0.0.1", "http://127.0.0.1"),
+        ("http://127.5.0.1:9", "http://127.5.0.1:9"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+    ],
+)
+def test_issuer(tmp_path: Path, text: str, issuer: str) -> None:
+    config = load_text(tmp_path, f'[server]\nissuer = "{text}"\n')
+    assert config.server.issuer == issuer
+
+
+HTTPS_NEEDED = "https is required unless the host is localhost or a loopback address"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("http://auth.example.com", f'{HTTPS_NEEDED}, got "http://auth.example.com"'),
+        ("http://10.0.0.1:8080", f'{HTTPS_NEEDED}, got "http://10.0.0.1:8080"'),
+        ("http://localhost.example.com", f'{HTTPS_NEEDED}, got "http://localhost.example.com"'),
+        (
+            "https://a.example/?x=1",
+            'must not have a query or fragment, got "https://a.example/?x=1"',
+        ),
+        ("https://a.example/?", 'must not have a query or fragment, got "https://a.example/?"'),
+        (
+            "https://a.example/#top",
+            'must not have a query or fragment, got "https://a.example/#top"',
+        ),
+        ("https://me:secret@a.example", "must not contain a user name or password"),
+        ("auth.example.com", 'expected an absolute http(s) URL, got "auth.example.com"'),
+        ("/oauth", 'expected an absolute http(s) URL, got "/oauth"'),
+        ("ftp://a.example", 'expected an absolute http(s) URL, got "ftp://a.example"'),
+        ("https://", 'expected an absolute http(s) URL, got "https://"'),
+        (
+            "https://a.example:99999",
+            'expected an absolute http(s) URL, got "https://a.example:99999"',
+        ),
+    ],
+)
+def test_bad_issuer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    got = error_for(tmp_path, monkeypatch, f'[server]\nissuer = "{text}"\n')
+    assert got == f"config.toml: server.issuer: {message}"
+
+
+def test_upstream_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_text(tmp_path, '[upstream]\nurl = "https://mcp.internal:8443/mcp?x=1"\n')
+    assert config.upstream.url == "https://mcp.internal:8443/mcp?x=1"
+    got = error_for(tmp_path, monkeypatch, '[upstream]\nurl = "localhost:9000"\n')
+    assert (
+        got == 'config.toml: upstream.url: expected an absolute http(s) URL, got "localhost:9000"'
+    )
