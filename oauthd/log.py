@@ -32,6 +32,7 @@ from typing import TextIO
 import orjson
 
 ROOT = "oauthd"
+FOREIGN = ("aiohttp", "asyncio")  # library loggers whose lines must be JSON as well
 LEVELS = ("debug", "info", "warning", "error", "critical")
 REDACTED = "[redacted]"
 
@@ -190,16 +191,19 @@ def setup_logging(level: str) -> None:
     attached (pytest's log capture) are left alone. Raises ValueError for an unknown level.
     """
     number = _level_number(level)
-    logger = logging.getLogger(ROOT)
-    for old in list(logger.handlers):
-        if isinstance(old, _StdoutHandler):
-            logger.removeHandler(old)
-            old.close()
-    handler = _StdoutHandler()
-    handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(number)
-    logger.propagate = False
+    for name in (ROOT, *FOREIGN):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if isinstance(old, _StdoutHandler):
+                logger.removeHandler(old)
+                old.close()
+        handler = _StdoutHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.getLogger(ROOT).setLevel(number)
+    for name in FOREIGN:  # libraries: their warnings and errors only, as JSON too
+        logging.getLogger(name).setLevel(max(number, logging.WARNING))
 
 
 def set_level(level: str) -> None:
