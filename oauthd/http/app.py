@@ -11,6 +11,7 @@ from oauthd.clock import Clock, SystemClock
 from oauthd.config import Config
 from oauthd.http import health
 from oauthd.http.errors import error_middleware
+from oauthd.http.housekeeping import housekeeping_context
 from oauthd.http.keys import CLOCK, CONFIG, STORE
 from oauthd.store import open_store
 
@@ -46,6 +47,7 @@ def create_app(
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(_store_context(accept_empty, recover))
+    app.cleanup_ctx.append(housekeeping_context)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     return app

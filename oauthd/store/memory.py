@@ -121,11 +121,15 @@ class MemoryTable(Table[R]):
                     break
                 expired.extend(r.key for r in chunk if _live(r, now) is None)
                 await asyncio.sleep(0)
-        for key in expired:
-            record = self.records.get(key)
-            if record is not None and _live(record, now) is None:
-                self.records.pop(key)
-        return len(expired)
+        removed = 0
+        for start in range(0, len(expired), PURGE_CHUNK):
+            for key in expired[start : start + PURGE_CHUNK]:
+                record = self.records.get(key)  # may have been replaced since the scan
+                if record is not None and _live(record, now) is None:
+                    self.records.pop(key)
+                    removed += 1
+            await asyncio.sleep(0)
+        return removed
 
 
 class MemoryStore(Store):

@@ -1,0 +1,39 @@
+"""Background housekeeping: drop expired records from memory now and then.
+
+Expired records are already invisible to every read; purging only frees memory, so a
+failed purge is logged and retried on the next round."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from oauthd.http.keys import STORE
+
+log = logging.getLogger("oauthd.housekeeping")
+
+PURGE_EVERY = 60.0
+
+
+async def _purge_forever(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(PURGE_EVERY)
+        try:
+            removed = await app[STORE].purge_expired()
+        except Exception:
+            log.exception("purge of expired records failed", extra={"event": "purge.failed"})
+            continue
+        if removed:
+            log.info("expired records purged", extra={"event": "purge", "removed": removed})
+
+
+async def housekeeping_context(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_purge_forever(app), name="purge-expired")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
