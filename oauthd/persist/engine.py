@@ -154,8 +154,12 @@ class Engine:
         self._source = source
         self._loaded = True
         if self.journaled:
-            self._journal = JournalWriter(self.state, self.fsync_stats.add)
-            await self._journal.open_segment(self.seq + 1)
+            self._journal = JournalWriter(self.state, self.fsync_stats.add, self._journal_failed)
+            try:
+                await self._journal.open_segment(self.seq + 1)
+            except OSError as exc:  # start degraded; the saver retries until the disk is back
+                self._journal.failure = f"journal segment not created: {exc.strerror or exc}"
+                self._journal_failed(self._journal.failure)
         if recovered.needs_save or recovered.entries:
             self._dirty_since = self._last_change = asyncio.get_running_loop().time()
             await self.save()
@@ -172,6 +176,15 @@ class Engine:
             raise DiskError(self._journal.failure)
         if not self.journaled and self._snapshot_error is not None:
             raise DiskError(self._snapshot_error)
+
+    def _journal_failed(self, reason: str) -> None:
+        """Memory now holds changes the disk may not: a snapshot must cover them before
+        the journal can start afresh, so make the saver try (with backoff)."""
+        log.error(reason, extra={"event": "journal_failed"})
+        if self._dirty_since is None:
+            self._dirty_since = self._last_change = asyncio.get_running_loop().time()
+        self._retry_delay = max(self._retry_delay, RETRY_FIRST)
+        self._wake.set()
 
     async def commit(self, payload: bytes) -> None:
         """Record one change (already applied in memory); return once it is durable.
@@ -263,12 +276,16 @@ class Engine:
 
     async def _after_save(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
         previous, self._snapshot_seq = self._snapshot_seq, seq
-        if self._journal is not None and self._journal.failure is not None:
-            try:  # the snapshot covers everything: journal afresh from here
-                await self._journal.open_segment(seq + 1)
+        journal = self._journal
+        # Start a new segment only when this snapshot holds every change in memory: changes
+        # after it failed to journal, and the next snapshot must cover them first.
+        if journal is not None and journal.failure is not None and seq == self.seq:
+            try:
+                await journal.open_segment(seq + 1)
                 log.warning("journal writes work again", extra={"event": "journal_recovered"})
             except OSError as exc:
-                self._journal.failure = f"journal reopen failed: {exc.strerror or exc}"
+                journal.failure = f"journal reopen failed: {exc.strerror or exc}"
+                self._journal_failed(journal.failure)
                 return
         try:
             await loop.run_in_executor(self._executor, self._delete_segments, previous)

@@ -133,9 +133,15 @@ class JournalWriter:
     fsynced again (a failed fsync may have dropped the dirty pages). `reopen` starts a new
     segment once a snapshot has covered everything."""
 
-    def __init__(self, state: StateDir, on_fsync: Callable[[float, int], None]) -> None:
+    def __init__(
+        self,
+        state: StateDir,
+        on_fsync: Callable[[float, int], None],
+        on_failure: Callable[[str], None],
+    ) -> None:
         self._state = state
         self._on_fsync = on_fsync
+        self._on_failure = on_failure
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._fd: int | None = None
         self._queue: deque[tuple[bytes, asyncio.Future[None]] | int] = deque()
@@ -246,6 +252,7 @@ class JournalWriter:
 
     def _fail(self, reason: str) -> None:
         self.failure = reason
+        self._on_failure(reason)
         if self._fd is not None:
             os.close(self._fd)  # never fsync this fd again
             self._fd = None

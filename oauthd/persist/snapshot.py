@@ -111,14 +111,16 @@ async def write_snapshot(
         await out.add(_header(version, seq, saved_at))
         await _write_sections(out, sections)
     except BaseException:
-        out.discard()
+        # Queued behind any write still running in the thread: closing the fd under it
+        # could let the number be reused by another file.
+        executor.submit(out.discard)
         raise
     try:
         await asyncio.get_running_loop().run_in_executor(
             executor, _install, state, out.name, out.fd
         )
     except BaseException:
-        state.remove_quietly(out.name)
+        executor.submit(state.remove_quietly, out.name)
         raise
     return out.size
 

@@ -114,8 +114,15 @@ class FileStore(MemoryStore):
     # -- SnapshotSource -----------------------------------------------------------------
 
     async def prepare_scan(self) -> None:
-        for table in self.memory_tables():
-            await table.records.acquire_scan()
+        acquired = []
+        try:
+            for table in self.memory_tables():
+                await table.records.acquire_scan()
+                acquired.append(table)
+        except BaseException:  # cancelled while waiting: hold no lock
+            for table in acquired:
+                table.records.release_scan()
+            raise
 
     def freeze(self) -> Sequence[tuple[str, AsyncIterator[bytes]]]:
         now = self.clock.now()

@@ -67,6 +67,11 @@ class RecordMap(Generic[V]):
     async def acquire_scan(self) -> None:
         await self._scan_lock.acquire()
 
+    def release_scan(self) -> None:
+        """Give up a scan that was acquired but never frozen."""
+        assert self._overlay is None
+        self._scan_lock.release()
+
     def freeze(self) -> Iterator[V]:
         """Start the overlay; return an iterator over the frozen values (call after
         `acquire_scan`, in the same turn for every map that must be consistent)."""
