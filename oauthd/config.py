@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Config",
     "ConfigError",
+    "IntrospectionConfig",
     "Listen",
     "LocalUser",
     "LogConfig",
     "LoginConfig",
+    "OAuthConfig",
     "ServerConfig",
     "StorageConfig",
     "TokensConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "default_config",
     "load_config",
     "parse_duration",
+    "read_secret",
 ]
 
 _D = TypeVar("_D", bound="DataclassInstance")
@@ -169,6 +172,11 @@ def _issuer(value: object, at: _At) -> str:
     parts = urlsplit(text)
     if parts.username is not None:
         raise at.error("must not contain a user name or password")  # not echoed: a secret
+    if parts.path.strip("/"):
+        raise at.error(
+            f"must be an origin without a path (oauthd serves /authorize, /mcp, ... at its "
+            f"root), got {_show(text)}"
+        )
     if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
         raise at.error(
             f"https is required unless the host is localhost or a loopback address, "
@@ -200,6 +208,58 @@ def _password_hash(value: object, at: _At) -> str:
     except ValueError as exc:
         raise at.error(str(exc)) from None
     return text
+
+
+def _bool(value: object, at: _At) -> bool:
+    if not isinstance(value, bool):
+        raise at.error(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _positive_int(value: object, at: _At) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise at.error(f"expected a whole number of at least 1, got {_show(value)}")
+    return value
+
+
+def _words(value: object, at: _At) -> tuple[str, ...]:
+    """An array of distinct non-empty strings without spaces (scopes, schemes)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise at.error(f"expected an array of strings, got {_show(value)}")
+    for i, word in enumerate(value):
+        if not word or any(c.isspace() for c in word):
+            raise at.item(i).error(f"must be non-empty without spaces, got {_show(word)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _secret_ref(value: object, at: _At) -> str:
+    """Where a secret comes from, never the secret itself: "file:PATH", "env:NAME" or
+    "credential:NAME" (systemd's $CREDENTIALS_DIRECTORY); "" for none."""
+    text = _string(value, at)
+    kind, _, name = text.partition(":")
+    if text and (kind not in ("file", "env", "credential") or not name):
+        raise at.error(
+            'expected "file:PATH", "env:NAME" or "credential:NAME" (never the secret itself)'
+        )
+    if kind == "file":
+        return f"file:{at.base_dir / name}"
+    return text
+
+
+def read_secret(ref: str) -> str | None:
+    """The secret a `_secret_ref` names; None if it is empty or cannot be read."""
+    kind, _, name = ref.partition(":")
+    try:
+        if kind == "env":
+            return os.environ.get(name) or None
+        if kind == "credential":
+            base = os.environ.get("CREDENTIALS_DIRECTORY")
+            return Path(base, name).read_text().strip() or None if base else None
+        if kind == "file":
+            return Path(name).read_text().strip() or None
+    except OSError:
+        return None
+    return None
 
 
 def _section(cls: type[_D]) -> Converter:
@@ -278,6 +338,23 @@ class TokensConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuthConfig:
+    scopes: tuple[str, ...] = field(metadata=_key(_words, ["mcp"]))
+    resource_name: str = field(metadata=_key(_string, "MCP server"))
+    registration: bool = field(metadata=_key(_bool, True))
+    client_id_metadata_documents: bool = field(metadata=_key(_bool, True))
+    allowed_redirect_schemes: tuple[str, ...] = field(metadata=_key(_words, []))
+    registrations_per_minute: int = field(metadata=_key(_positive_int, 20))
+    device_guesses_per_minute: int = field(metadata=_key(_positive_int, 10))
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectionConfig:
+    client_id: str = field(metadata=_key(_string, ""))
+    client_secret: str = field(metadata=_key(_secret_ref, ""))
+
+
+@dataclass(frozen=True, slots=True)
 class LocalUser:
     username: str = field(metadata=_key(_username))
     password_hash: str = field(metadata=_key(_password_hash))
@@ -287,6 +364,8 @@ class LocalUser:
 class LoginConfig:
     provider: str = field(metadata=_key(_choice(("local",), ("oidc", "github")), "local"))
     users: tuple[LocalUser, ...] = field(metadata=_key(_users, []))
+    max_failures: int = field(metadata=_key(_positive_int, 5))
+    failure_window: float = field(metadata=_key(_duration, "15m"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +380,8 @@ class Config:
     upstream: UpstreamConfig = field(metadata=_key(_section(UpstreamConfig), {}))
     storage: StorageConfig = field(metadata=_key(_section(StorageConfig), {}))
     tokens: TokensConfig = field(metadata=_key(_section(TokensConfig), {}))
+    oauth: OAuthConfig = field(metadata=_key(_section(OAuthConfig), {}))
+    introspection: IntrospectionConfig = field(metadata=_key(_section(IntrospectionConfig), {}))
     login: LoginConfig = field(metadata=_key(_section(LoginConfig), {}))
     log: LogConfig = field(metadata=_key(_section(LogConfig), {}))
 

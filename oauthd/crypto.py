@@ -60,3 +60,39 @@ def lookup_key(value: str) -> str:
     """A stable, non-reversible key for a value that must not be stored in clear
     (an upstream `Mcp-Session-Id`, for instance)."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+PKCE_VERIFIER_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+)
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The S256 code challenge of a PKCE verifier (RFC 7636 s4.2)."""
+    return _b64(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def is_pkce_value(value: str) -> bool:
+    """43-128 unreserved characters: the shape of a verifier, and of an S256 challenge."""
+    return 43 <= len(value) <= 128 and all(c in PKCE_VERIFIER_CHARS for c in value)
+
+
+def pkce_matches(verifier: str, challenge: str) -> bool:
+    if not is_pkce_value(verifier):
+        return False
+    return hmac.compare_digest(pkce_challenge(verifier), challenge)
+
+
+def new_secret() -> str:
+    """A random secret (client secrets, browser binding), 256 bits, URL-safe."""
+    return _b64(secrets.token_bytes(SECRET_BYTES))
+
+
+def keyed_digest(key: str, message: str) -> str:
+    """HMAC-SHA256 as URL-safe text: CSRF tokens bound to a browser secret."""
+    return _b64(hmac.new(key.encode(), message.encode(), hashlib.sha256).digest())
+
+
+def texts_match(given: str, expected: str) -> bool:
+    """Constant-time comparison of two strings (CSRF tokens, configured secrets)."""
+    return hmac.compare_digest(given.encode(), expected.encode())

@@ -61,7 +61,8 @@ class Consent:
 
 @dataclass(slots=True)
 class PendingAuthorization:
-    """An authorization-code flow waiting for login, consent or the upstream IdP."""
+    """An authorization (code flow, or approval of a device flow) waiting for login,
+    consent or the upstream IdP."""
 
     KIND: ClassVar[str] = "pending"
     id: str
@@ -69,10 +70,12 @@ class PendingAuthorization:
     redirect_uri: str
     scopes: tuple[str, ...] = field(metadata=INTERN)
     resource: str = field(metadata=INTERN)
-    state: str | None
-    code_challenge: str
-    user: str | None
-    upstream: bytes | None  # encrypted upstream-leg secrets (nonce, PKCE verifier)
+    state: str | None  # the client's state; for a device approval, the user code shown
+    code_challenge: str  # "" for a device approval
+    user: str | None  # set once the user logged in
+    browser_hash: bytes  # digest of the cookie secret of the browser that started the flow
+    device_key: str | None  # set when this approves a device flow (RFC 8628)
+    upstream: bytes | None  # encrypted upstream-leg secrets (state, nonce, PKCE verifier)
     created_at: float
     expires_at: float | None
 
@@ -135,12 +138,12 @@ class Grant:
 
 @dataclass(slots=True)
 class DeviceFlow:
-    """An RFC 8628 device authorization, keyed by the device code's key."""
+    """An RFC 8628 device authorization. Its key is a digest of the user code (so the page
+    finds it from what the user types) and the key part of the device code."""
 
     KIND: ClassVar[str] = "devices"
     device_key: str
-    secret_hash: bytes
-    user_code: str
+    secret_hash: bytes  # of the device code's secret
     client_id: str = field(metadata=INTERN)
     scopes: tuple[str, ...] = field(metadata=INTERN)
     resource: str = field(metadata=INTERN)
@@ -149,6 +152,7 @@ class DeviceFlow:
     grant_id: str | None
     interval: float
     last_poll_at: float | None
+    deadline: float  # the codes expire here; the record stays a while to say so
     created_at: float
     expires_at: float | None
 

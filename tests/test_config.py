@@ -379,7 +379,6 @@ def test_bad_listen(
     [
         ("https://auth.example.com", "https://auth.example.com"),
         ("https://auth.example.com/", "https://auth.example.com"),
-        ("https://example.com/oauth/", "https://example.com/oauth"),
         ("http://localhost:8080", "http://localhost:8080"),
         ("http://127.0.0.1", "http://127.0.0.1"),
         ("http://127.5.0.1:9", "http://127.5.0.1:9"),
@@ -410,6 +409,11 @@ HTTPS_NEEDED = "https is required unless the host is localhost or a loopback add
             'must not have a query or fragment, got "https://a.example/#top"',
         ),
         ("https://me:secret@a.example", "must not contain a user name or password"),
+        (
+            "https://example.com/oauth/",
+            "must be an origin without a path (oauthd serves /authorize, /mcp, ... at its "
+            'root), got "https://example.com/oauth/"',
+        ),
         ("auth.example.com", 'expected an absolute http(s) URL, got "auth.example.com"'),
         ("/oauth", 'expected an absolute http(s) URL, got "/oauth"'),
         ("ftp://a.example", 'expected an absolute http(s) URL, got "ftp://a.example"'),

@@ -9,11 +9,15 @@ from aiohttp import web
 
 from oauthd.clock import Clock, SystemClock
 from oauthd.config import Config
-from oauthd.http import health
+from oauthd.http import browser, cimd, health, oauth_api
 from oauthd.http.errors import error_middleware
 from oauthd.http.housekeeping import housekeeping_context
-from oauthd.http.keys import CLOCK, CONFIG, STORE
+from oauthd.http.keys import AUTH, CLOCK, CONFIG, STORE
+from oauthd.http.oauth_api import cors_middleware
+from oauthd.oauth import AuthServer
+from oauthd.oauth.clients import ClientDocumentError, FetchedDocument
 from oauthd.store import open_store
+from oauthd.users import Users
 
 log = logging.getLogger("oauthd.http")
 
@@ -27,13 +31,33 @@ def _store_context(
         )
         app[STORE] = store
         log.info("state loaded", extra={"event": "state.loaded", "backend": store.status().backend})
+        fetcher = cimd.CimdFetcher()
+        config = app[CONFIG]
+        app[AUTH] = AuthServer(
+            config, store, app[CLOCK], Users(config.login.users), DocumentFetcherAdapter(fetcher)
+        )
         try:
             yield
         finally:
+            await fetcher.close()
             await store.close()
             log.info("state saved and closed", extra={"event": "state.closed"})
 
     return store_context
+
+
+class DocumentFetcherAdapter:
+    """The protocol's view of the SSRF-guarded fetcher."""
+
+    def __init__(self, fetcher: cimd.CimdFetcher) -> None:
+        self._fetcher = fetcher
+
+    async def fetch(self, client_id: str) -> FetchedDocument:
+        try:
+            fetched = await self._fetcher.fetch(client_id)
+        except cimd.CimdError as exc:
+            raise ClientDocumentError(str(exc)) from None
+        return FetchedDocument(fetched.metadata, fetched.expires_at)
 
 
 def create_app(
@@ -43,11 +67,13 @@ def create_app(
     accept_empty: bool = False,
     recover: bool = False,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 20)
+    app = web.Application(middlewares=[cors_middleware, error_middleware], client_max_size=1 << 20)
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(_store_context(accept_empty, recover))
     app.cleanup_ctx.append(housekeeping_context)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    oauth_api.add_routes(app)
+    browser.add_routes(app)
     return app

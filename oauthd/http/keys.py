@@ -6,8 +6,10 @@ from aiohttp import web
 
 from oauthd.clock import Clock
 from oauthd.config import Config
+from oauthd.oauth import AuthServer
 from oauthd.store import Store
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
 STORE = web.AppKey("store", Store)
+AUTH = web.AppKey("auth", AuthServer)

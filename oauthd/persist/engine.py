@@ -122,6 +122,7 @@ class Engine:
         self._last_save_at: float | None = None
         self._last_save_seconds: float | None = None
         self._last_save_bytes: int | None = None
+        self._needs_marker = False
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -137,6 +138,8 @@ class Engine:
         self.state.ensure()
         self.state.lock()
         try:
+            for name in self.state.remove_temp_files():
+                log.info(f"removed {name}, left by a process that was killed mid-write")
             recovered = Loader(self.state, self.version, self.migrations, decode).recover(
                 accept_empty=accept_empty, recover_damage=recover
             )
@@ -147,6 +150,7 @@ class Engine:
             log.info(event, extra={"event": "recovery"})
         self.seq = recovered.last_seq
         self._snapshot_seq = recovered.base_seq
+        self._needs_marker = recovered.first_boot
         return recovered
 
     async def start(self, source: SnapshotSource, recovered: Recovered) -> None:
@@ -218,8 +222,11 @@ class Engine:
         while True:
             delay = self._due_in()
             if delay is None or delay > 0:
+                # not wait_for: on Python 3.11 it swallows a cancel (close()) that arrives
+                # in the turn the wake-up completes, and the saver then never stops
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
                 self._wake.clear()
                 continue
             await self.save()
@@ -276,6 +283,12 @@ class Engine:
 
     async def _after_save(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
         previous, self._snapshot_seq = self._snapshot_seq, seq
+        if self._needs_marker:  # first boot: the dir has state from now on
+            try:
+                await loop.run_in_executor(self._executor, self.state.write_marker)
+                self._needs_marker = False
+            except OSError as exc:
+                log.warning(f"could not write the first-boot marker: {exc}")
         journal = self._journal
         # Start a new segment only when this snapshot holds every change in memory: changes
         # after it failed to journal, and the next snapshot must cover them first.

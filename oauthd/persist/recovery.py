@@ -89,7 +89,8 @@ class Loader:
         result.events.append(
             "first boot: empty state" if not has_marker else "empty state accepted"
         )
-        self.state.write_marker()
+        # The engine writes the marker once the first snapshot is installed: a crash before
+        # that must leave a dir that still starts as a first boot, not one that refuses.
         return result
 
     def _load_snapshot(

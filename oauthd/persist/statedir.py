@@ -133,5 +133,15 @@ class StateDir:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.file(name))
 
+    def remove_temp_files(self) -> list[str]:
+        """Delete the temp files of a process killed mid-write (a snapshot's may be as big
+        as the state; left alone, each crash would leak one). Only under the lock."""
+        doomed = [n for n in self.names() if n.startswith(".") and ".tmp-" in n]
+        for name in doomed:
+            self.remove_quietly(name)
+        if doomed:
+            self.fsync_dir()
+        return doomed
+
     def names(self) -> list[str]:
         return sorted(os.listdir(self.path)) if self.path.is_dir() else []

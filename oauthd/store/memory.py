@@ -101,10 +101,11 @@ class MemoryTable(Table[R]):
 
     async def delete(self, key: str) -> bool:
         self._sink.check_writable()
-        if self.records.pop(key) is None:
+        record = self.records.pop(key)
+        if record is None:
             return False
         await self._sink.changed(self.kind, key, None)
-        return True
+        return _live(record, self._clock.now()) is not None
 
     async def count(self) -> int:
         return len(self.records)

@@ -1,0 +1,247 @@
+"""The pages a person goes through: /authorize -> login -> consent -> back to the app, and
+/device -> login -> approval. Each flow is bound to the browser that started it by a
+cookie secret; every form carries a CSRF token derived from that secret."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from oauthd import crypto
+from oauthd.http import pages
+from oauthd.http.forms import read_form, single_values
+from oauthd.http.keys import AUTH, CONFIG
+from oauthd.oauth import redirects
+from oauthd.oauth.authorize import Flow
+from oauthd.oauth.errors import OAuthError, page_error
+
+COOKIE_MAX_AGE = 24 * 3600
+
+
+def cookie_name(request: web.Request) -> str:
+    secure = request.app[CONFIG].server.issuer.startswith("https://")
+    return "__Host-oauthd_browser" if secure else "oauthd_browser"
+
+
+def browser_secret(request: web.Request) -> str | None:
+    value = request.cookies.get(cookie_name(request))
+    return value if value and len(value) <= 128 else None
+
+
+def browser_secret_or_new(request: web.Request) -> tuple[str, bool]:
+    """This browser's secret, or a fresh one (True) that the response must set."""
+    secret = browser_secret(request)
+    return (secret, False) if secret is not None else (crypto.new_secret(), True)
+
+
+def set_browser_cookie(request: web.Request, response: web.StreamResponse, secret: str) -> None:
+    response.set_cookie(
+        cookie_name(request),
+        secret,
+        max_age=COOKIE_MAX_AGE,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=request.app[CONFIG].server.issuer.startswith("https://"),
+    )
+
+
+def csrf_token(secret: str, purpose: str) -> str:
+    return crypto.keyed_digest(secret, f"csrf:{purpose}")
+
+
+def check_csrf(request: web.Request, form: dict[str, str], purpose: str) -> str:
+    """The browser secret, if the form's CSRF token was made from it for `purpose`."""
+    secret = browser_secret(request)
+    given = form.get("csrf_token", "")
+    if secret is None or not crypto.texts_match(given, csrf_token(secret, purpose)):
+        raise page_error(
+            "invalid_request",
+            "This form expired or did not come from this site (CSRF check failed). "
+            "Start again from the application.",
+            403,
+        )
+    return secret
+
+
+def html(body: str, status: int = 200, targets: tuple[str, ...] = ()) -> web.Response:
+    return web.Response(
+        text=body, status=status, content_type="text/html", headers=pages.page_headers(targets)
+    )
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def _targets(flow: Flow) -> tuple[str, ...]:
+    """Where a form on this flow's pages may end up (CSP form-action follows redirects)."""
+    uri = flow.pending.redirect_uri
+    return (uri,) if uri and uri.startswith(("http://", "https://")) else ()
+
+
+# -- /authorize ------------------------------------------------------------------------------
+
+
+async def authorize(request: web.Request) -> web.StreamResponse:
+    try:
+        params = single_values(request.query)
+    except OAuthError as exc:
+        raise page_error(exc.error, exc.description) from None
+    secret, new = browser_secret_or_new(request)
+    pending = await request.app[AUTH].authorizer.begin(params, secret)
+    response = web.Response(
+        status=302,
+        headers={"Location": f"/login?request={pending.id}", "Cache-Control": "no-store"},
+    )
+    if new:
+        set_browser_cookie(request, response, secret)
+    return response
+
+
+# -- login -----------------------------------------------------------------------------------
+
+
+def _login_page(
+    flow: Flow, secret: str, username: str = "", error: str | None = None, status: int = 200
+) -> web.Response:
+    view = pages.LoginView(
+        action="/login",
+        csrf=csrf_token(secret, flow.pending.id),
+        hidden={"request": flow.pending.id},
+        client_name=flow.client.client_name,
+        username=username,
+        error=error,
+    )
+    return html(pages.render_login(view), status, _targets(flow))
+
+
+async def _flow(request: web.Request, pending_id: str) -> tuple[Flow, str]:
+    secret = browser_secret(request)
+    flow = await request.app[AUTH].authorizer.flow(pending_id, secret)
+    assert secret is not None
+    return flow, secret
+
+
+async def login_page(request: web.Request) -> web.Response:
+    flow, secret = await _flow(request, request.query.get("request", ""))
+    return _login_page(flow, secret)
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    flow, secret = await _flow(request, form.get("request", ""))
+    check_csrf(request, form, flow.pending.id)
+    username = form.get("username", "")[:200]
+    auth = request.app[AUTH]
+    try:
+        user = await auth.check_login(username, form.get("password", ""), request.remote or "")
+    except OAuthError as exc:
+        return _login_page(flow, secret, username, exc.description, exc.status)
+    flow = await auth.authorizer.logged_in(flow, user)
+    if await auth.authorizer.has_consent(flow):
+        return await _finish(request, flow, allow=True)
+    return see_other(f"/consent?request={flow.pending.id}")
+
+
+# -- consent ---------------------------------------------------------------------------------
+
+
+async def _signed_in_flow(request: web.Request, pending_id: str) -> tuple[Flow, str]:
+    flow, secret = await _flow(request, pending_id)
+    if flow.pending.user is None:
+        raise page_error("login_required", "Sign in first.", 403)
+    return flow, secret
+
+
+async def consent_page(request: web.Request) -> web.Response:
+    flow, secret = await _signed_in_flow(request, request.query.get("request", ""))
+    pending, client = flow.pending, flow.client
+    csrf, hidden = csrf_token(secret, pending.id), {"request": pending.id}
+    user = pending.user or ""
+    if pending.device_key is not None:
+        approve = pages.DeviceApproveView(
+            "/consent", csrf, hidden, client.client_name, pending.scopes, user, pending.state or ""
+        )
+        return html(pages.render_device_approve(approve))
+    uri = pending.redirect_uri
+    consent = pages.ConsentView(
+        "/consent",
+        csrf,
+        hidden,
+        client.client_name,
+        redirects.redirect_host(uri),
+        pending.scopes,
+        user,
+        loopback_warning=redirects.is_loopback_redirect(uri),
+        unverified=client.source == "dcr",
+        redirect_uri=uri,
+    )
+    return html(pages.render_consent(consent), targets=_targets(flow))
+
+
+async def consent_submit(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    flow, _ = await _signed_in_flow(request, form.get("request", ""))
+    check_csrf(request, form, flow.pending.id)
+    decision = form.get("decision")
+    if decision not in ("allow", "deny"):
+        raise page_error("invalid_request", 'decision must be "allow" or "deny"')
+    return await _finish(request, flow, allow=decision == "allow")
+
+
+async def _finish(request: web.Request, flow: Flow, allow: bool) -> web.Response:
+    location = await request.app[AUTH].finish(flow, allow)
+    if location is None:
+        return html(pages.render_device_done(pages.DeviceDoneView(approved=allow)))
+    return see_other(location)
+
+
+# -- /device ---------------------------------------------------------------------------------
+
+
+def _device_page(
+    secret: str, user_code: str = "", error: str | None = None, status: int = 200
+) -> web.Response:
+    view = pages.DeviceCodeView("/device", csrf_token(secret, "device"), error, user_code)
+    return html(pages.render_device_code(view), status)
+
+
+async def device_page(request: web.Request) -> web.Response:
+    secret, new = browser_secret_or_new(request)
+    response = _device_page(secret, request.query.get("user_code", "")[:16])
+    if new:
+        set_browser_cookie(request, response, secret)
+    return response
+
+
+async def device_submit(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    secret = check_csrf(request, form, "device")
+    typed = form.get("user_code", "")[:16]
+    auth = request.app[AUTH]
+    try:
+        device = await auth.find_device_flow(typed, request.remote or "")
+    except OAuthError as exc:
+        return _device_page(secret, typed, exc.description, exc.status)
+    if device is None:
+        return _device_page(
+            secret, typed, "That code is not valid or has expired. Check it and try again.", 400
+        )
+    pending = await auth.devices.pending_for(device, secret, typed)
+    return see_other(f"/login?request={pending.id}")
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    return web.Response(body=pages.STYLESHEET, headers=pages.STYLESHEET_HEADERS)
+
+
+def add_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/authorize", authorize)
+    router.add_get("/login", login_page)
+    router.add_post("/login", login_submit)
+    router.add_get("/consent", consent_page)
+    router.add_post("/consent", consent_submit)
+    router.add_get("/device", device_page)
+    router.add_post("/device", device_submit)
+    router.add_get(pages.STYLESHEET_PATH, stylesheet)

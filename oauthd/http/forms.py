@@ -1,0 +1,69 @@
+"""Reading request parameters once, strictly: OAuth parameters appear at most once
+(RFC 6749 s3.1), bodies have a size limit, and bad input is an `invalid_request`."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from oauthd.oauth.errors import OAuthError, invalid_request
+
+FORM_LIMIT = 64 * 1024
+JSON_LIMIT = 16 * 1024
+
+
+def single_values(params: MultiMapping[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, value in params.items():
+        if name in values:
+            raise invalid_request(f"parameter {name!r} is repeated")
+        if len(value) > 4096:
+            raise invalid_request(f"parameter {name!r} is too long")
+        values[name] = value
+    return values
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise invalid_request("the body must be application/x-www-form-urlencoded")
+    body = await _read_limited(request, FORM_LIMIT)
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise invalid_request("the form body is not valid UTF-8 form data") from None
+    values: dict[str, str] = {}
+    for name, value in pairs:
+        if name in values:
+            raise invalid_request(f"parameter {name!r} is repeated")
+        values[name] = value
+    return values
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise OAuthError("invalid_client_metadata", "the body must be application/json")
+    body = await _read_limited(request, JSON_LIMIT)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise OAuthError("invalid_client_metadata", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise OAuthError("invalid_client_metadata", "the body must be a JSON object")
+    return value
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise OAuthError("invalid_request", f"the body is larger than {limit} bytes", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(8192):
+        size += len(chunk)
+        if size > limit:
+            raise OAuthError("invalid_request", f"the body is larger than {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,319 @@
+"""The HTML pages a person sees: login, consent, device code, result and error pages.
+
+Each `render_*` takes a frozen view model and returns a complete document. Every value
+from a view model is escaped with `html.escape`; markup is only ever assembled from
+`Html` fragments made here, so `layout` cannot be handed raw text. Pages use no script
+and load only `/static/oauthd.css`; send them with `page_headers()` (or `PAGE_HEADERS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import NewType
+from urllib.parse import urlsplit
+
+Html = NewType("Html", str)
+
+STYLESHEET_PATH = "/static/oauthd.css"
+STYLESHEET: bytes = resources.files("oauthd.http").joinpath("static/oauthd.css").read_bytes()
+STYLESHEET_HASH = hashlib.sha256(STYLESHEET).hexdigest()[:16]
+STYLESHEET_URL = f"{STYLESHEET_PATH}?v={STYLESHEET_HASH}"
+# The URL carries the hash, so a changed stylesheet is a new URL: cache it for a year.
+STYLESHEET_HEADERS = {
+    "Content-Type": "text/css; charset=utf-8",
+    "Cache-Control": "public, max-age=31536000, immutable",
+    "ETag": f'"{STYLESHEET_HASH}"',
+    "X-Content-Type-Options": "nosniff",
+}
+
+_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action {}; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": _CSP.format("'self'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_NEVER_TARGETS = frozenset({"javascript", "data", "blob", "filesystem", "file", "about"})
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+_HOST_PORT = re.compile(r"[a-z0-9.-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
+
+
+def csp_source(url: str) -> str:
+    """The CSP source expression admitting `url`: its origin for http(s), else its scheme
+    (`cursor:`). Raises ValueError for anything that is not a plain absolute URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if not _SCHEME.fullmatch(scheme):
+        raise ValueError(f"not an absolute URL: {url!r}")
+    if scheme in _NEVER_TARGETS:
+        raise ValueError(f"not a redirect target: {url!r}")
+    if scheme not in ("http", "https"):
+        return f"{scheme}:"
+    host = parts.netloc.rpartition("@")[2].lower()
+    if not _HOST_PORT.fullmatch(host):
+        raise ValueError(f"unusable host in URL: {url!r}")
+    return f"{scheme}://{host}"
+
+
+def page_headers(form_targets: Iterable[str] = ()) -> dict[str, str]:
+    """`PAGE_HEADERS`, with `form-action` also admitting each URL a form on this page may be
+    redirected to. Chrome and Safari check `form-action` against every redirect that follows
+    a submission, so a login or consent page whose POST ends in a redirect to the client's
+    `redirect_uri` (or to an upstream IdP) must name that target here, or the browser stops."""
+    sources = dict.fromkeys(["'self'", *(csp_source(url) for url in form_targets)])
+    return {**PAGE_HEADERS, "Content-Security-Policy": _CSP.format(" ".join(sources))}
+
+
+@dataclass(slots=True, frozen=True)
+class LoginView:
+    action: str
+    csrf: str
+    hidden: Mapping[str, str]
+    client_name: str | None
+    username: str = ""
+    error: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ConsentView:
+    action: str
+    csrf: str
+    hidden: Mapping[str, str]
+    client_name: str
+    client_uri_host: str
+    scopes: tuple[str, ...]
+    user: str
+    loopback_warning: bool = False
+    unverified: bool = False
+    redirect_uri: str = ""  # shown in full under the host when given (checklist item 32)
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceCodeView:
+    action: str
+    csrf: str
+    error: str | None = None
+    user_code: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceApproveView:
+    action: str
+    csrf: str
+    hidden: Mapping[str, str]
+    client_name: str
+    scopes: tuple[str, ...]
+    user: str
+    user_code: str
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceDoneView:
+    approved: bool
+
+
+@dataclass(slots=True, frozen=True)
+class ErrorView:
+    title: str
+    message: str
+    status: int
+    hint: str = "Go back to the app you came from and start signing in again from there."
+
+
+@dataclass(slots=True, frozen=True)
+class SuccessView:
+    title: str
+    message: str
+
+
+def esc(value: str) -> Html:
+    return Html(html.escape(value, quote=True))
+
+
+def layout(title: str, body: Html) -> str:
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<meta name="robots" content="noindex, nofollow">
+<title>{esc(title)} · oauthd</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{STYLESHEET_URL}">
+</head>
+<body>
+<main class="card">
+{body}
+</main>
+<footer>oauthd</footer>
+</body>
+</html>
+"""
+
+
+_ICONS = {
+    "ok": '<path d="M5 12.5l4.5 4.5L19 7.5"/>',
+    "error": '<path d="M12 7v6"/><path d="M12 16.5v.5"/>',
+    "lock": '<rect x="5" y="11" width="14" height="9" rx="2"/><path d="M8 11V8a4 4 0 0 1 8 0v3"/>',
+    "device": '<rect x="4" y="5" width="16" height="11" rx="2"/><path d="M9 20h6M12 16v4"/>',
+}
+
+
+def _icon(kind: str) -> Html:
+    badge = "badge-ok" if kind == "ok" else "badge-error" if kind == "error" else ""
+    return Html(
+        f'<div class="badge {badge}" aria-hidden="true"><svg viewBox="0 0 24 24" fill="none" '
+        f'stroke="currentColor" stroke-width="2.2" stroke-linecap="round" '
+        f'stroke-linejoin="round">{_ICONS[kind]}</svg></div>'
+    )
+
+
+def _initial(name: str) -> Html:
+    return Html(f'<div class="badge" aria-hidden="true">{esc(name.strip()[:1].upper())}</div>')
+
+
+def _form(action: str, csrf: str, hidden: Mapping[str, str], inner: Html) -> Html:
+    fields = [("csrf_token", csrf), *hidden.items()]
+    inputs = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields)
+    return Html(f'<form method="post" action="{esc(action)}">\n{inputs}\n{inner}\n</form>')
+
+
+def _decision(allow: str) -> Html:
+    # Deny comes first so that it is the form's default button (Enter never means "allow").
+    return Html(
+        '<div class="actions">'
+        '<button type="submit" name="decision" value="deny" class="secondary">Deny</button>'
+        f'<button type="submit" name="decision" value="allow">{esc(allow)}</button></div>'
+    )
+
+
+def _alert(error: str | None) -> Html:
+    if not error:
+        return Html("")
+    return Html(f'<div class="alert" role="alert" id="form-error"><p>{esc(error)}</p></div>')
+
+
+def _notice(title: str, text: str) -> Html:
+    return Html(f'<div class="notice"><p><strong>{esc(title)}</strong>{esc(text)}</p></div>')
+
+
+def _scopes(scopes: tuple[str, ...]) -> Html:
+    items = "".join(f"<li>{esc(s)}</li>" for s in scopes) or "<li>basic access</li>"
+    return Html(f'<h2>It will be able to use</h2><ul class="scopes">{items}</ul>')
+
+
+def _field(label: str, attrs: Mapping[str, str], error: str | None) -> Html:
+    if error:
+        attrs = {**attrs, "aria-invalid": "true", "aria-describedby": "form-error"}
+    rendered = "".join(f' {k}="{esc(v)}"' for k, v in attrs.items())
+    return Html(f'<label for="{esc(attrs["id"])}">{esc(label)}</label><input{rendered} required>')
+
+
+def render_login(view: LoginView) -> str:
+    if view.client_name:
+        badge, lead = _initial(view.client_name), f"<strong>{esc(view.client_name)}</strong> wants"
+        lead += " to access your MCP server. Sign in to continue."
+    else:
+        badge, lead = _icon("lock"), "Sign in to continue."
+    user = {"id": "username", "name": "username", "type": "text", "autocomplete": "username"}
+    user |= {"autocapitalize": "none", "spellcheck": "false", "value": view.username}
+    password = {"id": "password", "name": "password", "type": "password"}
+    password["autocomplete"] = "current-password"
+    fields = _field("Username", user, view.error) + _field("Password", password, view.error)
+    button = '<button type="submit">Sign in</button>'
+    body = (
+        f'{badge}<h1>Sign in</h1><p class="lead">{lead}</p>'
+        f"{_alert(view.error)}{_form(view.action, view.csrf, view.hidden, Html(fields + button))}"
+    )
+    return layout("Sign in", Html(body))
+
+
+def render_consent(view: ConsentView) -> str:
+    name, user = esc(view.client_name), esc(view.user)
+    full = f'<p class="muted center">{esc(view.redirect_uri)}</p>' if view.redirect_uri else ""
+    warnings = ""
+    if view.loopback_warning:
+        warnings += _notice(
+            "This app runs on your own computer. ",
+            "Only continue if you started it yourself just now.",
+        )
+    if view.unverified:
+        warnings += _notice(
+            "The app's details are not verified. ",
+            "Its name was supplied by the app itself. Only continue if you trust it.",
+        )
+    body = (
+        f"{_initial(view.client_name)}"
+        f"<h1>Allow <strong>{name}</strong> to access your MCP server as {user}?</h1>"
+        f'<p class="lead">You will be sent back to <strong>{esc(view.client_uri_host)}</strong>'
+        f"</p>{full}{_scopes(view.scopes)}{warnings}"
+        f"{_form(view.action, view.csrf, view.hidden, _decision('Allow'))}"
+    )
+    return layout(f"Allow {view.client_name}?", Html(body))
+
+
+def render_device_code(view: DeviceCodeView) -> str:
+    attrs = {"id": "user_code", "name": "user_code", "type": "text", "inputmode": "text"}
+    attrs |= {"class": "code-input", "placeholder": "XXXX-XXXX", "maxlength": "9"}
+    attrs |= {"autocapitalize": "characters", "autocomplete": "off", "spellcheck": "false"}
+    attrs["value"] = view.user_code
+    inner = _field("Code", attrs, view.error) + '<button type="submit">Continue</button>'
+    body = (
+        f"{_icon('device')}<h1>Connect a device</h1>"
+        '<p class="lead">Enter the code shown on your device or in your app.</p>'
+        f"{_alert(view.error)}{_form(view.action, view.csrf, {}, Html(inner))}"
+    )
+    return layout("Connect a device", Html(body))
+
+
+def render_device_approve(view: DeviceApproveView) -> str:
+    code = f'<span class="code">{esc(view.user_code)}</span>'
+    body = (
+        f"{_initial(view.client_name)}<h1>Allow <strong>{esc(view.client_name)}</strong> "
+        f"on your device (code {code})?</h1>"
+        f'<p class="lead">Signed in as <strong>{esc(view.user)}</strong></p>'
+        f"{_scopes(view.scopes)}"
+        + _notice(
+            "Check the code. ",
+            "Only continue if this code is on a device you are using right now. "
+            "Never enter a code that someone sent you.",
+        )
+        + _form(view.action, view.csrf, view.hidden, _decision("Allow"))
+    )
+    return layout(f"Allow {view.client_name}?", Html(body))
+
+
+def render_device_done(view: DeviceDoneView) -> str:
+    if view.approved:
+        return _message("Device connected", "You can close this window and use your device.", "ok")
+    return _message(
+        "Access denied", "The device was not given access. You can close this window.", "error"
+    )
+
+
+def render_error(view: ErrorView) -> str:
+    body = (
+        f"{_icon('error')}<h1>{esc(view.title)}</h1>"
+        f'<p class="center">{esc(view.message)}</p>'
+        f'<p class="lead">{esc(view.hint)}</p>'
+        f'<p class="muted center">Error {view.status}</p>'
+    )
+    return layout(view.title, Html(body))
+
+
+def render_success(view: SuccessView) -> str:
+    return _message(view.title, view.message, "ok")
+
+
+def _message(title: str, text: str, icon: str) -> str:
+    return layout(title, Html(f'{_icon(icon)}<h1>{esc(title)}</h1><p class="lead">{esc(text)}</p>'))

@@ -1,0 +1,6 @@
+"""The OAuth protocol: typed requests in, typed results or OAuthError out; no aiohttp."""
+
+from oauthd.oauth.errors import OAuthError
+from oauthd.oauth.server import AuthServer
+
+__all__ = ["AuthServer", "OAuthError"]

@@ -1,0 +1,265 @@
+"""The authorization-code flow (OAuth 2.1 s4.1 with PKCE S256, RFC 8707, RFC 9207).
+
+`/authorize` creates a `PendingAuthorization` bound to the browser (a cookie secret whose
+digest the record keeps); login and consent then act on it; approval issues a single-use
+code. Errors about the client or its redirect URI are pages; the others are redirected to
+the validated redirect URI with `state` and `iss`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from oauthd import crypto
+from oauthd.clock import Clock
+from oauthd.config import Config
+from oauthd.model import AuthCode, Client, Consent, PendingAuthorization, consent_key
+from oauthd.oauth import redirects
+from oauthd.oauth.clients import ClientRegistry
+from oauthd.oauth.errors import (
+    OAuthError,
+    RedirectTarget,
+    page_error,
+    redirect_error,
+)
+from oauthd.oauth.metadata import resource_of
+from oauthd.store import Store
+
+MAX_STATE = 2000
+
+
+@dataclass(slots=True, frozen=True)
+class Flow:
+    """A pending authorization with its client, as the pages need them."""
+
+    pending: PendingAuthorization
+    client: Client
+
+
+def add_query(uri: str, params: Mapping[str, str | None]) -> str:
+    """`uri` with `params` appended to its query (existing parameters kept)."""
+    parts = urlsplit(uri)
+    extra = urlencode({k: v for k, v in params.items() if v is not None})
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def canonical_resource(value: str) -> str:
+    parts = urlsplit(value)
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+
+
+class Authorizer:
+    def __init__(self, config: Config, store: Store, clock: Clock, clients: ClientRegistry) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self._clients = clients
+        self.issuer = config.server.issuer
+        self.resource = resource_of(config)
+
+    # -- /authorize ------------------------------------------------------------------------
+
+    async def begin(self, params: Mapping[str, str], browser_secret: str) -> PendingAuthorization:
+        client = await self._client_for_page(params.get("client_id", ""))
+        redirect_uri = self._redirect_uri(client, params.get("redirect_uri"))
+        state = params.get("state")
+        target = RedirectTarget(redirect_uri, state)
+        if state is not None and len(state) > MAX_STATE:
+            raise page_error("invalid_request", "the state parameter is too long")
+        self._check_response_type(params, client, target)
+        challenge = self._code_challenge(params, target)
+        scopes = self._scopes(params.get("scope"), client, target)
+        resource = self._resource(params.get("resource"), target)
+        now = self._clock.now()
+        pending = PendingAuthorization(
+            id=crypto.new_key(),
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            scopes=scopes,
+            resource=resource,
+            state=state,
+            code_challenge=challenge,
+            user=None,
+            browser_hash=crypto.hash_secret(browser_secret),
+            device_key=None,
+            upstream=None,
+            created_at=now,
+            expires_at=now + self._config.tokens.pending_ttl,
+        )
+        await self._store.pending.add(pending)
+        return pending
+
+    async def _client_for_page(self, client_id: str) -> Client:
+        try:
+            client = await self._clients.find(client_id)
+        except OAuthError as exc:
+            raise page_error("invalid_client", exc.description) from None
+        if client is None:
+            raise page_error(
+                "invalid_client",
+                "This application is not registered here (unknown client_id). "
+                "Ask it to register again.",
+            )
+        return client
+
+    def _redirect_uri(self, client: Client, requested: str | None) -> str:
+        if requested is None:
+            if len(client.redirect_uris) == 1 and not redirects.is_loopback_redirect(
+                client.redirect_uris[0]
+            ):
+                return client.redirect_uris[0]
+            raise page_error("invalid_request", "redirect_uri is required for this client")
+        if not redirects.redirect_matches(client.redirect_uris, requested):
+            raise page_error(
+                "invalid_request",
+                "The redirect_uri does not match any URI registered for this application.",
+            )
+        return requested
+
+    def _check_response_type(
+        self, params: Mapping[str, str], client: Client, target: RedirectTarget
+    ) -> None:
+        if params.get("response_type") != "code":
+            raise self._redirected(
+                "unsupported_response_type", 'response_type must be "code"', target
+            )
+        if "authorization_code" not in client.grant_types:
+            raise self._redirected(
+                "unauthorized_client",
+                "this client may not use the authorization code grant",
+                target,
+            )
+
+    def _code_challenge(self, params: Mapping[str, str], target: RedirectTarget) -> str:
+        challenge = params.get("code_challenge")
+        if not challenge:
+            raise self._redirected("invalid_request", "PKCE code_challenge is required", target)
+        if params.get("code_challenge_method") != "S256":
+            raise self._redirected("invalid_request", "code_challenge_method must be S256", target)
+        if len(challenge) != 43 or not crypto.is_pkce_value(challenge):
+            raise self._redirected("invalid_request", "malformed code_challenge", target)
+        return challenge
+
+    def _scopes(self, scope: str | None, client: Client, target: RedirectTarget) -> tuple[str, ...]:
+        allowed = client.scope.split()
+        if scope is None or not scope.strip():
+            return tuple(allowed)
+        wanted = tuple(dict.fromkeys(scope.split()))
+        unknown = [s for s in wanted if s not in allowed]
+        if unknown:
+            raise self._redirected("invalid_scope", f"scope {unknown[0]!r} is not offered", target)
+        return wanted
+
+    def _resource(self, resource: str | None, target: RedirectTarget) -> str:
+        if resource is None:
+            return self.resource
+        if canonical_resource(resource) != self.resource:
+            raise self._redirected(
+                "invalid_target",
+                f"unknown resource; this server protects {self.resource}",
+                target,
+            )
+        return self.resource
+
+    def _redirected(self, error: str, description: str, target: RedirectTarget) -> OAuthError:
+        return redirect_error(error, description, target)
+
+    # -- the pages' steps ------------------------------------------------------------------
+
+    async def flow(self, pending_id: str, browser_secret: str | None) -> Flow:
+        """The pending flow, if this browser started it; a page error otherwise."""
+        pending = await self._store.pending.get(pending_id) if pending_id else None
+        if pending is None:
+            raise page_error(
+                "invalid_request",
+                "This sign-in request has expired or was already used. Start again from the "
+                "application.",
+            )
+        if browser_secret is None or not crypto.secret_matches(
+            browser_secret, pending.browser_hash
+        ):
+            raise page_error(
+                "invalid_request",
+                "This sign-in request belongs to another browser window. Start again from the "
+                "application.",
+                403,
+            )
+        client = await self._clients.find(pending.client_id)
+        if client is None:
+            raise page_error("invalid_client", "This application is no longer registered.")
+        return Flow(pending, client)
+
+    async def logged_in(self, flow: Flow, user: str) -> Flow:
+        def set_user(p: PendingAuthorization) -> PendingAuthorization:
+            return dataclasses.replace(p, user=user)
+
+        pending = await self._store.pending.update(flow.pending.id, set_user)
+        if pending is None:
+            raise page_error("invalid_request", "This sign-in request has expired.")
+        return Flow(pending, flow.client)
+
+    async def has_consent(self, flow: Flow) -> bool:
+        user = flow.pending.user
+        if user is None:
+            return False
+        consent = await self._store.consents.get(consent_key(user, flow.client.client_id))
+        return consent is not None and set(flow.pending.scopes) <= set(consent.scopes)
+
+    async def remember_consent(self, flow: Flow) -> None:
+        user = flow.pending.user
+        assert user is not None
+        now = self._clock.now()
+        old = await self._store.consents.get(consent_key(user, flow.client.client_id))
+        scopes = tuple(dict.fromkeys((*(old.scopes if old else ()), *flow.pending.scopes)))
+        await self._store.consents.put(
+            Consent(user, flow.client.client_id, scopes, now, now + self._config.tokens.consent_ttl)
+        )
+
+    async def approve(self, flow: Flow) -> str:
+        """Issue the code; return the redirect URL. The pending request is used up."""
+        pending = await self._store.pending.take(flow.pending.id)
+        if pending is None or pending.user is None:
+            raise page_error("invalid_request", "This sign-in request has expired.")
+        minted = crypto.mint_token()
+        now = self._clock.now()
+        await self._store.codes.add(
+            AuthCode(
+                code_key=minted.key,
+                secret_hash=minted.secret_hash,
+                client_id=pending.client_id,
+                redirect_uri=pending.redirect_uri,
+                user=pending.user,
+                scopes=pending.scopes,
+                resource=pending.resource,
+                code_challenge=pending.code_challenge,
+                grant_id=None,
+                created_at=now,
+                expires_at=now + self._config.tokens.code_ttl,
+            )
+        )
+        return add_query(
+            pending.redirect_uri, {"code": minted.token, "state": pending.state, "iss": self.issuer}
+        )
+
+    async def deny(self, flow: Flow) -> str:
+        pending = await self._store.pending.take(flow.pending.id) or flow.pending
+        return self.error_redirect(
+            OAuthError("access_denied", "the user denied access"),
+            RedirectTarget(pending.redirect_uri, pending.state),
+        )
+
+    def error_redirect(self, error: OAuthError, target: RedirectTarget) -> str:
+        return add_query(
+            target.redirect_uri,
+            {
+                "error": error.error,
+                "error_description": error.description,
+                "state": target.state,
+                "iss": self.issuer,
+            },
+        )

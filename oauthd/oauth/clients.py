@@ -1,0 +1,295 @@
+"""Clients: RFC 7591 dynamic registration, Client ID Metadata Documents, and client
+authentication at the token endpoint."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from oauthd import crypto
+from oauthd.clock import Clock
+from oauthd.config import Config
+from oauthd.model import Client
+from oauthd.oauth import redirects
+from oauthd.oauth.errors import OAuthError, invalid_client
+from oauthd.oauth.metadata import AUTH_METHODS
+from oauthd.store import Store
+
+MAX_REDIRECT_URIS = 20
+MAX_NAME = 200
+SUPPORTED_GRANTS = frozenset(
+    {"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"}
+)
+DEFAULT_GRANTS = ("authorization_code", "refresh_token")
+
+
+class ClientDocumentError(Exception):
+    """A Client ID Metadata Document could not be fetched or is not acceptable."""
+
+
+@dataclass(slots=True, frozen=True)
+class FetchedDocument:
+    metadata: Mapping[str, object]
+    expires_at: float
+
+
+class DocumentFetcher(Protocol):
+    async def fetch(self, client_id: str) -> FetchedDocument:
+        """Fetch and check the document at `client_id`; raise ClientDocumentError."""
+        ...
+
+
+@dataclass(slots=True, frozen=True)
+class Registration:
+    client: Client
+    secret: str | None  # clear client secret: returned once, never stored
+    dropped_redirect_uris: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class ClientCredentials:
+    """How a client identified itself at the token, revoke or device endpoint."""
+
+    client_id: str
+    secret: str | None
+    method: str  # "client_secret_basic" | "client_secret_post" | "none"
+
+
+def _metadata_error(description: str) -> OAuthError:
+    return OAuthError("invalid_client_metadata", description)
+
+
+def _optional_text(body: Mapping[str, Any], name: str, limit: int = 2000) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise _metadata_error(f"{name} must be a string of at most {limit} characters")
+    return value
+
+
+def _text_list(body: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _metadata_error(f"{name} must be an array of strings")
+    return tuple(value)
+
+
+class ClientRegistry:
+    def __init__(
+        self, config: Config, store: Store, clock: Clock, fetcher: DocumentFetcher | None
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self._fetcher = fetcher
+        self._schemes = frozenset(s.lower() for s in config.oauth.allowed_redirect_schemes)
+
+    # -- registration (RFC 7591) ---------------------------------------------------------
+
+    async def register(self, body: Mapping[str, Any]) -> Registration:
+        if not self._config.oauth.registration:
+            raise OAuthError("access_denied", "dynamic client registration is disabled", 403)
+        uris, dropped = self._redirect_uris(body)
+        method = self._auth_method(body)
+        grants = self._grant_types(body)
+        secret = None if method == "none" else crypto.new_secret()
+        client = Client(
+            client_id=crypto.new_key(),
+            client_name=_optional_text(body, "client_name", MAX_NAME) or "Unnamed client",
+            redirect_uris=uris,
+            grant_types=grants,
+            response_types=self._response_types(body, grants),
+            token_endpoint_auth_method=method,
+            application_type=self._application_type(body, uris),
+            scope=self._scope(body),
+            secret_hash=crypto.hash_secret(secret) if secret else None,
+            source="dcr",
+            created_at=self._clock.now(),
+            expires_at=None,
+        )
+        await self._store.clients.add(client)
+        return Registration(client, secret, dropped)
+
+    def _redirect_uris(self, body: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        uris = _text_list(body, "redirect_uris") or ()
+        grants = _text_list(body, "grant_types") or DEFAULT_GRANTS
+        if not uris:
+            if "authorization_code" in grants:
+                raise OAuthError("invalid_redirect_uri", "redirect_uris is required")
+            return (), ()
+        if len(uris) > MAX_REDIRECT_URIS:
+            raise OAuthError(
+                "invalid_redirect_uri", f"at most {MAX_REDIRECT_URIS} redirect_uris are accepted"
+            )
+        result = redirects.filter_registration(uris, allowed_private_schemes=self._schemes)
+        if result.failure is not None:
+            raise OAuthError("invalid_redirect_uri", result.failure)
+        return result.accepted, tuple(uri for uri, _ in result.rejected)
+
+    def _auth_method(self, body: Mapping[str, Any]) -> str:
+        method = _optional_text(body, "token_endpoint_auth_method") or "client_secret_basic"
+        if method not in AUTH_METHODS:
+            raise _metadata_error(
+                f"token_endpoint_auth_method {method!r} is not supported "
+                f"(supported: {', '.join(AUTH_METHODS)})"
+            )
+        return method
+
+    def _grant_types(self, body: Mapping[str, Any]) -> tuple[str, ...]:
+        grants = _text_list(body, "grant_types") or DEFAULT_GRANTS
+        unknown = [g for g in grants if g not in SUPPORTED_GRANTS]
+        if unknown:
+            raise _metadata_error(f"grant_types: {unknown[0]!r} is not supported")
+        return tuple(dict.fromkeys(grants))
+
+    def _response_types(self, body: Mapping[str, Any], grants: tuple[str, ...]) -> tuple[str, ...]:
+        types = _text_list(body, "response_types")
+        if types is None:
+            return ("code",) if "authorization_code" in grants else ()
+        if any(t != "code" for t in types):
+            raise _metadata_error('response_types: only "code" is supported')
+        return tuple(dict.fromkeys(types))
+
+    def _application_type(self, body: Mapping[str, Any], uris: tuple[str, ...]) -> str:
+        kind = _optional_text(body, "application_type")
+        if kind is None:
+            loopback = bool(uris) and all(redirects.is_loopback_redirect(u) for u in uris)
+            return "native" if loopback else "web"
+        if kind not in ("web", "native"):
+            raise _metadata_error('application_type must be "web" or "native"')
+        return kind
+
+    def _scope(self, body: Mapping[str, Any]) -> str:
+        scope = _optional_text(body, "scope")
+        if scope is None:
+            return " ".join(self._config.oauth.scopes)
+        unknown = [s for s in scope.split() if s not in self._config.oauth.scopes]
+        if unknown:
+            raise _metadata_error(f"scope: {unknown[0]!r} is not offered by this server")
+        return " ".join(dict.fromkeys(scope.split()))
+
+    # -- lookup ----------------------------------------------------------------------------
+
+    async def find(self, client_id: str) -> Client | None:
+        """A registered client, or the (cached) metadata document at an https client_id."""
+        if not client_id or len(client_id) > 2000:
+            return None
+        client = await self._store.clients.get(client_id)
+        if client is not None or not self._is_document_url(client_id):
+            return client
+        return await self._fetch_document(client_id)
+
+    def _is_document_url(self, client_id: str) -> bool:
+        if self._fetcher is None or not self._config.oauth.client_id_metadata_documents:
+            return False
+        parts = urlsplit(client_id)
+        return parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/")
+
+    async def _fetch_document(self, client_id: str) -> Client:
+        assert self._fetcher is not None
+        try:
+            fetched = await self._fetcher.fetch(client_id)
+        except ClientDocumentError as exc:
+            raise invalid_client(f"client metadata document: {exc}") from None
+        meta = fetched.metadata
+        uris = _text_list(meta, "redirect_uris") or ()
+        bad = next(
+            (
+                u
+                for u in uris
+                if redirects.check_registered(u, allowed_private_schemes=self._schemes) is not None
+            ),
+            None,
+        )
+        if not uris or bad is not None:
+            raise invalid_client(f"client metadata document: unacceptable redirect URI {bad!r}")
+        method = meta.get("token_endpoint_auth_method", "none")
+        if method != "none":
+            raise invalid_client(
+                "client metadata document: only token_endpoint_auth_method "
+                '"none" is supported for metadata-document clients'
+            )
+        client = Client(
+            client_id=client_id,
+            client_name=str(meta.get("client_name", ""))[:MAX_NAME] or client_id,
+            redirect_uris=uris,
+            grant_types=DEFAULT_GRANTS,
+            response_types=("code",),
+            token_endpoint_auth_method="none",
+            application_type="native" if all(map(redirects.is_loopback_redirect, uris)) else "web",
+            scope=" ".join(self._config.oauth.scopes),
+            secret_hash=None,
+            source="cimd",
+            created_at=self._clock.now(),
+            expires_at=fetched.expires_at,
+        )
+        await self._store.clients.put(client)
+        return client
+
+    # -- client authentication ---------------------------------------------------------------
+
+    async def authenticate(self, credentials: ClientCredentials | None) -> Client:
+        """The client, authenticated as it registered; `invalid_client` otherwise."""
+        if credentials is None:
+            raise invalid_client("client authentication is required (client_id)")
+        basic = credentials.method == "client_secret_basic"
+        client = await self.find(credentials.client_id)
+        if client is None:
+            raise invalid_client("unknown client_id: register again", challenge=basic)
+        if client.token_endpoint_auth_method == "none":
+            if credentials.secret:
+                raise invalid_client("this client is public: send no client secret")
+            return client
+        if credentials.secret is None or not crypto.secret_matches(
+            credentials.secret, client.secret_hash
+        ):
+            raise invalid_client("client authentication failed", challenge=basic)
+        return client
+
+
+def credentials_from(
+    form: Mapping[str, str], authorization: str | None
+) -> ClientCredentials | None:
+    """Client credentials from an HTTP Basic header or the form (RFC 6749 s2.3.1)."""
+    if authorization and authorization[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise invalid_client("malformed HTTP Basic credentials", challenge=True) from None
+        client_id, colon, secret = decoded.partition(":")
+        if not colon or ("client_id" in form and form["client_id"] != unquote(client_id)):
+            raise invalid_client("malformed HTTP Basic credentials", challenge=True)
+        return ClientCredentials(unquote(client_id), unquote(secret), "client_secret_basic")
+    form_id = form.get("client_id")
+    if not form_id:
+        return None
+    form_secret = form.get("client_secret")
+    if form_secret is not None:
+        return ClientCredentials(form_id, form_secret, "client_secret_post")
+    return ClientCredentials(form_id, None, "none")
+
+
+def registration_response(registration: Registration) -> dict[str, Any]:
+    client = registration.client
+    body: dict[str, Any] = {
+        "client_id": client.client_id,
+        "client_id_issued_at": int(client.created_at),
+        "client_name": client.client_name,
+        "redirect_uris": list(client.redirect_uris),
+        "grant_types": list(client.grant_types),
+        "response_types": list(client.response_types),
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "application_type": client.application_type,
+        "scope": client.scope,
+    }
+    if registration.secret is not None:
+        body["client_secret"] = registration.secret
+        body["client_secret_expires_at"] = 0
+    return body

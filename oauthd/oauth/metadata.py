@@ -1,0 +1,58 @@
+"""Discovery documents: RFC 8414 authorization server metadata and RFC 9728 protected
+resource metadata. Everything derives from the configured issuer, never from a Host header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oauthd.config import Config
+
+GRANT_TYPES = (
+    "authorization_code",
+    "refresh_token",
+    "urn:ietf:params:oauth:grant-type:device_code",
+)
+AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+
+
+def resource_of(config: Config) -> str:
+    """The protected resource: the `/mcp` URL clients are configured with."""
+    return f"{config.server.issuer}/mcp"
+
+
+def authorization_server_metadata(config: Config) -> dict[str, Any]:
+    issuer = config.server.issuer
+    doc: dict[str, Any] = {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "introspection_endpoint": f"{issuer}/introspect",
+        "device_authorization_endpoint": f"{issuer}/device_authorization",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": list(GRANT_TYPES),
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "scopes_supported": list(config.oauth.scopes),
+        "authorization_response_iss_parameter_supported": True,
+        "client_id_metadata_document_supported": config.oauth.client_id_metadata_documents,
+    }
+    if config.oauth.registration:
+        doc["registration_endpoint"] = f"{issuer}/register"
+    return doc
+
+
+def protected_resource_metadata(config: Config) -> dict[str, Any]:
+    return {
+        "resource": resource_of(config),
+        "authorization_servers": [config.server.issuer],
+        "scopes_supported": list(config.oauth.scopes),
+        "bearer_methods_supported": ["header"],
+        "resource_name": config.oauth.resource_name,
+    }

@@ -1,0 +1,168 @@
+"""`AuthServer`: the protocol's door. HTTP code parses a request into plain values, calls
+one method here, and renders the result or the `OAuthError`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from oauthd import crypto
+from oauthd.clock import Clock
+from oauthd.config import Config, read_secret
+from oauthd.model import Grant
+from oauthd.oauth import metadata
+from oauthd.oauth.authorize import Authorizer, Flow
+from oauthd.oauth.clients import (
+    ClientCredentials,
+    ClientRegistry,
+    DocumentFetcher,
+    Registration,
+)
+from oauthd.oauth.device import DeviceFlows
+from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
+from oauthd.oauth.ratelimit import RateLimiter
+from oauthd.oauth.token_endpoint import TokenEndpoint
+from oauthd.oauth.tokens import TokenResponse, Tokens
+from oauthd.store import Store
+from oauthd.users import Users
+
+MINUTE = 60.0
+
+
+class AuthServer:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        users: Users,
+        fetcher: DocumentFetcher | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.users = users
+        self.clients = ClientRegistry(config, store, clock, fetcher)
+        self.tokens = Tokens(config, store, clock)
+        self.authorizer = Authorizer(config, store, clock, self.clients)
+        self.devices = DeviceFlows(config, store, clock, self.tokens)
+        self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices)
+        login = config.login
+        self.login_failures_by_user = RateLimiter(clock, login.max_failures, login.failure_window)
+        self.login_failures_by_address = RateLimiter(
+            clock, login.max_failures * 4, login.failure_window
+        )
+        self.registrations = RateLimiter(clock, config.oauth.registrations_per_minute, MINUTE)
+        self.device_guesses = RateLimiter(clock, config.oauth.device_guesses_per_minute, MINUTE)
+
+    # -- discovery -----------------------------------------------------------------------
+
+    def authorization_server_metadata(self) -> dict[str, Any]:
+        return metadata.authorization_server_metadata(self.config)
+
+    def protected_resource_metadata(self) -> dict[str, Any]:
+        return metadata.protected_resource_metadata(self.config)
+
+    # -- clients -------------------------------------------------------------------------
+
+    async def register(self, body: Mapping[str, Any], address: str) -> Registration:
+        if self.registrations.hit(address):
+            raise OAuthError(
+                "too_many_requests",
+                "too many registrations from this address; retry later",
+                429,
+                headers={"Retry-After": str(int(self.registrations.retry_after(address)) + 1)},
+            )
+        return await self.clients.register(body)
+
+    # -- tokens --------------------------------------------------------------------------
+
+    async def token(
+        self, form: Mapping[str, str], credentials: ClientCredentials | None
+    ) -> TokenResponse:
+        return await self.token_endpoint.handle(form, credentials)
+
+    async def revoke(self, form: Mapping[str, str], credentials: ClientCredentials | None) -> None:
+        token = form.get("token")
+        if not token:
+            raise invalid_request("token is required")
+        client = await self.clients.authenticate(credentials)
+        await self.tokens.revoke(client, token)
+
+    async def introspect(
+        self, form: Mapping[str, str], credentials: ClientCredentials | None
+    ) -> dict[str, Any]:
+        self._check_introspection_client(credentials)
+        token = form.get("token")
+        if not token:
+            raise invalid_request("token is required")
+        return await self.tokens.introspect(token, self.config.server.issuer)
+
+    def _check_introspection_client(self, credentials: ClientCredentials | None) -> None:
+        wanted = self.config.introspection
+        secret = read_secret(wanted.client_secret) if wanted.client_secret else None
+        if (
+            credentials is None
+            or not wanted.client_id
+            or secret is None
+            or credentials.secret is None
+            or not crypto.texts_match(credentials.client_id, wanted.client_id)
+            or not crypto.texts_match(credentials.secret, secret)
+        ):
+            raise invalid_client(
+                "introspection needs the client credential configured in [introspection]",
+                challenge=credentials is not None and credentials.method == "client_secret_basic",
+            )
+
+    async def verify_bearer(self, token: str) -> Grant | None:
+        return await self.tokens.verify_bearer(token)
+
+    async def device_authorization(
+        self, form: Mapping[str, str], credentials: ClientCredentials | None
+    ) -> dict[str, Any]:
+        client = await self.clients.authenticate(credentials)
+        return await self.devices.start(client, form)
+
+    # -- the browser's steps -------------------------------------------------------------
+
+    async def check_login(self, username: str, password: str, address: str) -> str:
+        """The user, if the password is right and neither the user nor the address has
+        failed too often; a page error otherwise."""
+        user_key = username.strip().lower()
+        if self.login_failures_by_user.blocked(user_key) or self.login_failures_by_address.blocked(
+            address
+        ):
+            raise page_error(
+                "too_many_requests",
+                "Too many failed sign-ins. Wait a few minutes and try again.",
+                429,
+            )
+        user = await self.users.authenticate(username, password)
+        if user is None:
+            self.login_failures_by_user.hit(user_key)
+            self.login_failures_by_address.hit(address)
+            raise page_error("access_denied", "Wrong username or password.", 401)
+        self.login_failures_by_user.reset(user_key)
+        return user
+
+    async def find_device_flow(self, typed: str, address: str) -> Any:
+        if self.device_guesses.blocked(address):
+            raise page_error(
+                "too_many_requests", "Too many wrong codes. Wait a minute and try again.", 429
+            )
+        flow = await self.devices.find(typed)
+        if flow is None:
+            self.device_guesses.hit(address)
+        return flow
+
+    async def finish(self, flow: Flow, allow: bool) -> str | None:
+        """Record the consent decision. For a code flow: the URL to send the browser to.
+        For a device approval: None (the device gets its tokens by polling)."""
+        if flow.pending.device_key is not None:
+            if allow:
+                await self.authorizer.remember_consent(flow)
+            await self.devices.decide(flow.pending, allow)
+            return None
+        if not allow:
+            return await self.authorizer.deny(flow)
+        await self.authorizer.remember_consent(flow)
+        return await self.authorizer.approve(flow)

@@ -1,0 +1,240 @@
+"""Grants and their tokens: issuing, refresh rotation with a grace window, bearer checks,
+revocation and introspection.
+
+A grant is one refresh-token family with one live branch. Both of its tokens are
+`<grant id>.<secret>`: the grant id finds the record in O(1), the secret's digest says
+which token it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from oauthd import crypto
+from oauthd.clock import Clock
+from oauthd.config import Config
+from oauthd.model import Client, Grant
+from oauthd.oauth.errors import OAuthError, invalid_grant
+from oauthd.oauth.metadata import resource_of
+from oauthd.store import Store
+
+LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
+
+
+@dataclass(slots=True, frozen=True)
+class TokenResponse:
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+    scope: str
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": self.scope,
+        }
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return body
+
+
+@dataclass(slots=True, frozen=True)
+class _Pair:
+    access: crypto.MintedToken
+    refresh: crypto.MintedToken
+
+
+def _digest_in(secret: str, *digests: bytes | None) -> bool:
+    return any(crypto.secret_matches(secret, d) for d in digests if d is not None)
+
+
+class Tokens:
+    def __init__(self, config: Config, store: Store, clock: Clock) -> None:
+        self._ttl = config.tokens
+        self._store = store
+        self._clock = clock
+        self.resource = resource_of(config)
+
+    def _pair(self, grant_id: str) -> _Pair:
+        return _Pair(crypto.mint_token(grant_id), crypto.mint_token(grant_id))
+
+    def _response(self, grant: Grant, pair: _Pair) -> TokenResponse:
+        return TokenResponse(
+            access_token=pair.access.token,
+            refresh_token=pair.refresh.token,
+            expires_in=int(self._ttl.access_ttl),
+            scope=" ".join(grant.scopes),
+        )
+
+    async def issue(
+        self, grant_id: str, user: str, client_id: str, scopes: tuple[str, ...], resource: str
+    ) -> TokenResponse:
+        """A new grant with its first token pair."""
+        now = self._clock.now()
+        pair = self._pair(grant_id)
+        grant = Grant(
+            id=grant_id,
+            user=user,
+            client_id=client_id,
+            scopes=scopes,
+            resource=resource,
+            access_hash=pair.access.secret_hash,
+            access_expires_at=now + self._ttl.access_ttl,
+            refresh_hash=pair.refresh.secret_hash,
+            previous_refresh_hash=None,
+            rotated_at=None,
+            successor_used=False,
+            upstream_tokens=None,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + self._ttl.refresh_ttl,
+        )
+        await self._store.grants.add(grant)
+        return self._response(grant, pair)
+
+    # -- refresh -------------------------------------------------------------------------
+
+    async def refresh(
+        self, client: Client, refresh_token: str, scope: str | None, resource: str | None
+    ) -> TokenResponse:
+        parts = crypto.split_token(refresh_token)
+        if parts is None:
+            raise invalid_grant("malformed refresh token")
+        grant_id, secret = parts
+        current = await self._store.grants.get(grant_id)
+        if current is None or current.client_id != client.client_id:
+            raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
+        scopes = self._narrowed(current, scope)
+        if resource is not None and resource.rstrip("/") != current.resource:
+            raise OAuthError("invalid_target", "resource differs from the one granted")
+        pair = self._pair(grant_id)
+        now = self._clock.now()
+        grace = self._ttl.refresh_grace
+
+        # Pure (may run again on shared backends): decides from the record it is given.
+        def rotate(grant: Grant) -> Grant:
+            fresh = dataclasses.replace(
+                grant,
+                scopes=scopes,
+                access_hash=pair.access.secret_hash,
+                access_expires_at=now + self._ttl.access_ttl,
+                refresh_hash=pair.refresh.secret_hash,
+                successor_used=False,
+                last_used_at=now,
+                expires_at=now + self._ttl.refresh_ttl,
+            )
+            if crypto.secret_matches(secret, grant.refresh_hash):
+                return dataclasses.replace(
+                    fresh, previous_refresh_hash=grant.refresh_hash, rotated_at=now
+                )
+            in_window = grant.rotated_at is not None and now - grant.rotated_at <= grace
+            if (
+                in_window
+                and not grant.successor_used
+                and crypto.secret_matches(secret, grant.previous_refresh_hash)
+            ):
+                return fresh  # a retry: new pair, the unused successor is void
+            return grant
+
+        updated = await self._store.grants.update(grant_id, rotate)
+        if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
+            return self._response(updated, pair)
+        return await self._refused(grant_id, secret, updated)
+
+    async def _refused(self, grant_id: str, secret: str, grant: Grant | None) -> TokenResponse:
+        if grant is not None and _digest_in(secret, grant.previous_refresh_hash):
+            await self._store.grants.delete(grant_id)  # reuse: end the whole family
+            raise invalid_grant("refresh token was already used; the session is revoked")
+        raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
+
+    def _narrowed(self, grant: Grant, scope: str | None) -> tuple[str, ...]:
+        if scope is None:
+            return grant.scopes
+        wanted = tuple(dict.fromkeys(scope.split()))
+        extra = [s for s in wanted if s not in grant.scopes]
+        if extra:
+            raise OAuthError("invalid_scope", f"scope {extra[0]!r} was not granted")
+        return wanted
+
+    # -- bearer ----------------------------------------------------------------------------
+
+    async def verify_bearer(self, token: str) -> Grant | None:
+        """The grant of a valid, unexpired access token for our resource, else None.
+        Using the access token ends the grace window of the refresh token it replaced."""
+        parts = crypto.split_token(token)
+        if parts is None:
+            return None
+        grant = await self._store.grants.get(parts[0])
+        now = self._clock.now()
+        if (
+            grant is None
+            or not crypto.secret_matches(parts[1], grant.access_hash)
+            or grant.access_expires_at <= now
+            or grant.resource != self.resource
+        ):
+            return None
+        if not grant.successor_used or now - grant.last_used_at >= LAST_USED_RESOLUTION:
+            grant = await self._mark_used(grant, now) or grant
+        return grant
+
+    async def _mark_used(self, grant: Grant, now: float) -> Grant | None:
+        access_hash = grant.access_hash
+
+        def used(current: Grant) -> Grant:
+            if current.access_hash != access_hash:
+                return current  # rotated meanwhile: the token checked is no longer current
+            return dataclasses.replace(current, successor_used=True, last_used_at=now)
+
+        return await self._store.grants.update(grant.id, used)
+
+    # -- revocation and introspection --------------------------------------------------------
+
+    async def revoke(self, client: Client, token: str) -> None:
+        """RFC 7009: unknown or foreign tokens are ignored (the caller answers 200 anyway).
+        A refresh token ends its grant; an access token is voided, its grant kept."""
+        parts = crypto.split_token(token)
+        grant = await self._store.grants.get(parts[0]) if parts else None
+        if parts is None or grant is None or grant.client_id != client.client_id:
+            return
+        grant_id, secret = parts
+        if _digest_in(secret, grant.refresh_hash, grant.previous_refresh_hash):
+            await self._store.grants.delete(grant_id)
+        elif _digest_in(secret, grant.access_hash):
+            void = crypto.hash_secret(crypto.new_secret())
+
+            def voided(current: Grant) -> Grant:
+                if current.access_hash != grant.access_hash:
+                    return current
+                return dataclasses.replace(current, access_hash=void, access_expires_at=0.0)
+
+            await self._store.grants.update(grant_id, voided)
+
+    async def introspect(self, token: str, issuer: str) -> dict[str, Any]:
+        """RFC 7662. Anything not active gets only `{"active": false}`."""
+        parts = crypto.split_token(token)
+        grant = await self._store.grants.get(parts[0]) if parts else None
+        if parts is None or grant is None:
+            return {"active": False}
+        now = self._clock.now()
+        if crypto.secret_matches(parts[1], grant.access_hash) and grant.access_expires_at > now:
+            kind, expires = "access_token", grant.access_expires_at
+        elif crypto.secret_matches(parts[1], grant.refresh_hash):
+            kind, expires = "refresh_token", grant.expires_at or 0.0
+        else:
+            return {"active": False}
+        return {
+            "active": True,
+            "token_type": "Bearer" if kind == "access_token" else kind,
+            "client_id": grant.client_id,
+            "username": grant.user,
+            "sub": grant.user,
+            "scope": " ".join(grant.scopes),
+            "aud": grant.resource,
+            "iss": issuer,
+            "exp": int(expires),
+            "iat": int(grant.created_at),
+        }
