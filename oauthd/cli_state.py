@@ -28,7 +28,7 @@ def render_inspect(report: StateReport, out: TextIO) -> None:
         status = snap.error or (
             f"format oauthd-state v{snap.version}, seq {snap.seq}, saved {_when(snap.saved_at)}"
         )
-        out.write(f"{snap.name:<13}{_size(snap.size)}, {status}\n")
+        out.write(f"{snap.name:<12} {_size(snap.size)}, {status}\n")
     records = sum(s.records for s in report.segments)
     size = sum(s.size for s in report.segments)
     out.write(

@@ -27,12 +27,14 @@ if TYPE_CHECKING:
 __all__ = [
     "Config",
     "ConfigError",
+    "GithubConfig",
     "IntrospectionConfig",
     "Listen",
     "LocalUser",
     "LogConfig",
     "LoginConfig",
     "OAuthConfig",
+    "OidcConfig",
     "ServerConfig",
     "StorageConfig",
     "TokensConfig",
@@ -163,6 +165,11 @@ def _is_http_url(text: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _optional_url(value: object, at: _At) -> str:
+    text = _string(value, at)
+    return _http_url(text, at).rstrip("/") if text else ""
 
 
 def _issuer(value: object, at: _At) -> str:
@@ -361,11 +368,34 @@ class LocalUser:
 
 
 @dataclass(frozen=True, slots=True)
+class OidcConfig:
+    issuer: str = field(metadata=_key(_optional_url, ""))
+    client_id: str = field(metadata=_key(_string, ""))
+    client_secret: str = field(metadata=_key(_secret_ref, ""))
+    scopes: tuple[str, ...] = field(metadata=_key(_words, ["openid", "email", "profile"]))
+    subject_claim: str = field(metadata=_key(_string, "email"))
+
+
+@dataclass(frozen=True, slots=True)
+class GithubConfig:
+    client_id: str = field(metadata=_key(_string, ""))
+    client_secret: str = field(metadata=_key(_secret_ref, ""))
+    scopes: tuple[str, ...] = field(metadata=_key(_words, ["read:user"]))
+    authorize_url: str = field(metadata=_key(_http_url, "https://github.com/login/oauth/authorize"))
+    token_url: str = field(metadata=_key(_http_url, "https://github.com/login/oauth/access_token"))
+    user_url: str = field(metadata=_key(_http_url, "https://api.github.com/user"))
+    username_field: str = field(metadata=_key(_string, "login"))
+
+
+@dataclass(frozen=True, slots=True)
 class LoginConfig:
-    provider: str = field(metadata=_key(_choice(("local",), ("oidc", "github")), "local"))
+    provider: str = field(metadata=_key(_choice(("local", "oidc", "github")), "local"))
     users: tuple[LocalUser, ...] = field(metadata=_key(_users, []))
     max_failures: int = field(metadata=_key(_positive_int, 5))
     failure_window: float = field(metadata=_key(_duration, "15m"))
+    encryption_key: str = field(metadata=_key(_secret_ref, ""))
+    oidc: OidcConfig = field(metadata=_key(_section(OidcConfig), {}))
+    github: GithubConfig = field(metadata=_key(_section(GithubConfig), {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,8 +424,30 @@ def _check_storage(storage: StorageConfig, at: _At) -> None:
         )
 
 
+def _check_login(login: LoginConfig, at: _At) -> None:
+    if login.provider == "local":
+        return
+    section = login.oidc if login.provider == "oidc" else login.github
+    required = ("issuer", "client_id") if login.provider == "oidc" else ("client_id",)
+    for name in required:
+        if not getattr(section, name):
+            raise (
+                at.key(login.provider)
+                .key(name)
+                .error(f'required when login.provider = "{login.provider}"')
+            )
+    if not login.encryption_key:
+        raise at.key("encryption_key").error(
+            f'required when login.provider = "{login.provider}" (upstream tokens are kept '
+            'encrypted): "file:PATH", "env:NAME" or "credential:NAME" holding 32 bytes'
+        )
+
+
 # Rules that involve more than one key of a section, run once the section is built.
-_CHECKS: dict[type[Any], Callable[[Any, _At], None]] = {StorageConfig: _check_storage}
+_CHECKS: dict[type[Any], Callable[[Any, _At], None]] = {
+    StorageConfig: _check_storage,
+    LoginConfig: _check_login,
+}
 
 
 # --- the loader ---------------------------------------------------------------------------

@@ -96,3 +96,42 @@ def keyed_digest(key: str, message: str) -> str:
 def texts_match(given: str, expected: str) -> bool:
     """Constant-time comparison of two strings (CSRF tokens, configured secrets)."""
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+class Sealer:
+    """AES-256-GCM for secrets from an upstream identity provider. Each ciphertext is bound
+    to the record that holds it (associated data), so it cannot be moved to another one."""
+
+    NONCE_BYTES = 12
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if len(key) != 32:
+            raise ValueError("the encryption key must be 32 bytes (AES-256)")
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, bound_to: str) -> bytes:
+        nonce = secrets.token_bytes(self.NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, bound_to.encode())
+
+    def open(self, sealed: bytes, bound_to: str) -> bytes:
+        """The plaintext; `ValueError` if the ciphertext was altered or moved."""
+        from cryptography.exceptions import InvalidTag
+
+        nonce, body = sealed[: self.NONCE_BYTES], sealed[self.NONCE_BYTES :]
+        try:
+            return self._aead.decrypt(nonce, body, bound_to.encode())
+        except InvalidTag:
+            raise ValueError("sealed value does not open (altered, or bound elsewhere)") from None
+
+
+def parse_key(text: str) -> bytes:
+    """A 32-byte key written as 64 hex digits or base64 (standard or URL-safe)."""
+    text = text.strip()
+    try:
+        if len(text) == 64:
+            return bytes.fromhex(text)
+        return base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "==")
+    except ValueError:
+        raise ValueError("the encryption key must be 64 hex digits or base64 of 32 bytes") from None

@@ -98,6 +98,7 @@ class AuthCode:
     resource: str = field(metadata=INTERN)
     code_challenge: str
     grant_id: str | None
+    upstream_tokens: bytes | None  # sealed upstream IdP tokens, bound to this code
     created_at: float
     expires_at: float | None
 

@@ -194,7 +194,16 @@ USER = f'[[login.users]]\nusername = "alice"\npassword_hash = "{HASH}"\n'
         ),
         (
             '[login]\nprovider = "oidc"',
-            'login.provider: "oidc" is not available in this version (supported: local)',
+            'login.oidc.issuer: required when login.provider = "oidc"',
+        ),
+        (
+            '[login]\nprovider = "github"\n[login.github]\nclient_id = "x"',
+            'login.encryption_key: required when login.provider = "github" (upstream tokens are '
+            'kept encrypted): "file:PATH", "env:NAME" or "credential:NAME" holding 32 bytes',
+        ),
+        (
+            '[login]\nprovider = "saml"',
+            'login.provider: expected one of "local", "oidc", "github", got "saml"',
         ),
         (
             '[log]\nlevel = "verbose"',

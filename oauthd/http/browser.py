@@ -124,6 +124,8 @@ async def _flow(request: web.Request, pending_id: str) -> tuple[Flow, str]:
 
 async def login_page(request: web.Request) -> web.Response:
     flow, secret = await _flow(request, request.query.get("request", ""))
+    if request.app[AUTH].upstream is not None:
+        return await _consent(request, flow, secret)
     return _login_page(flow, secret)
 
 
@@ -155,14 +157,24 @@ async def _signed_in_flow(request: web.Request, pending_id: str) -> tuple[Flow, 
 
 async def consent_page(request: web.Request) -> web.Response:
     flow, secret = await _signed_in_flow(request, request.query.get("request", ""))
+    return await _consent(request, flow, secret)
+
+
+async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Response:
+    """The consent (or device approval) page. With an upstream identity provider it comes
+    before the login, so the user is not known yet and the form leads to the provider."""
     pending, client = flow.pending, flow.client
     csrf, hidden = csrf_token(secret, pending.id), {"request": pending.id}
-    user = pending.user or ""
+    user = pending.user or "the account you sign in with next"
+    targets = _targets(flow)
+    upstream = request.app[AUTH].upstream
+    if upstream is not None and pending.user is None:
+        targets = (*targets, await upstream.form_target())
     if pending.device_key is not None:
         approve = pages.DeviceApproveView(
             "/consent", csrf, hidden, client.client_name, pending.scopes, user, pending.state or ""
         )
-        return html(pages.render_device_approve(approve))
+        return html(pages.render_device_approve(approve), targets=targets)
     uri = pending.redirect_uri
     consent = pages.ConsentView(
         "/consent",
@@ -176,17 +188,37 @@ async def consent_page(request: web.Request) -> web.Response:
         unverified=client.source == "dcr",
         redirect_uri=uri,
     )
-    return html(pages.render_consent(consent), targets=_targets(flow))
+    return html(pages.render_consent(consent), targets=targets)
 
 
 async def consent_submit(request: web.Request) -> web.Response:
     form = await read_form(request)
-    flow, _ = await _signed_in_flow(request, form.get("request", ""))
+    upstream = request.app[AUTH].upstream
+    if upstream is None:
+        flow, _ = await _signed_in_flow(request, form.get("request", ""))
+    else:
+        flow, _ = await _flow(request, form.get("request", ""))
     check_csrf(request, form, flow.pending.id)
     decision = form.get("decision")
     if decision not in ("allow", "deny"):
         raise page_error("invalid_request", 'decision must be "allow" or "deny"')
+    if upstream is not None and flow.pending.user is None and decision == "allow":
+        return see_other(await upstream.begin(flow))  # consent first, then the provider
     return await _finish(request, flow, allow=decision == "allow")
+
+
+async def upstream_callback(request: web.Request) -> web.Response:
+    """The identity provider sends the browser back here with `state` and `code`."""
+    upstream = request.app[AUTH].upstream
+    if upstream is None:
+        raise page_error("invalid_request", "Sign-in through an identity provider is off.", 404)
+    params = single_values(request.query)
+    state, secret = params.get("state", ""), browser_secret(request)
+    if "error" in params or not params.get("code"):
+        flow = await upstream.flow_of(state, secret)
+        return await _finish(request, flow, allow=False)
+    flow = await upstream.complete(state, params["code"], secret)
+    return await _finish(request, flow, allow=True)
 
 
 async def _finish(request: web.Request, flow: Flow, allow: bool) -> web.Response:
@@ -242,6 +274,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/login", login_submit)
     router.add_get("/consent", consent_page)
     router.add_post("/consent", consent_submit)
+    router.add_get("/login/callback", upstream_callback)
     router.add_get("/device", device_page)
     router.add_post("/device", device_submit)
     router.add_get(pages.STYLESHEET_PATH, stylesheet)

@@ -131,9 +131,21 @@ def _check_literal_host(host: str, policy: AddressPolicy) -> None:
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
+        if _is_legacy_ipv4(host):
+            raise CimdError(f"client_id host {host} is not a canonical IP address") from None
         return  # a name: the resolver checks what it resolves to
     if not policy(addr):
         raise CimdError(f"client_id host {host} is not a public address")
+
+
+def _is_legacy_ipv4(host: str) -> bool:
+    """`127.1`, `2130706433`, `0x7f.0.0.1`: forms `ipaddress` refuses but C resolvers
+    turn into an address without asking DNS."""
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
 
 
 class GuardedResolver(AbstractResolver):
@@ -299,22 +311,25 @@ class CimdFetcher:
     (created on first use, at most `CONNECTIONS` connections). `close()` is final.
 
     `resolver` replaces the DNS lookup (tests map names to chosen addresses); the address
-    policy still judges whatever it returns. `address_policy` is keyword-only and defaults
-    to `is_public_address`: only a test passes anything else."""
+    policy still judges whatever it returns. `ssl` replaces the system trust store (there is
+    no way to turn verification off). `address_policy` defaults to `is_public_address`:
+    only a test passes anything else."""
 
     def __init__(
         self,
         *,
         resolver: AbstractResolver | None = None,
-        ssl: bool | ssl_module.SSLContext = True,
+        ssl: ssl_module.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
         timeout: float = TIMEOUT,
         min_ttl: float = MIN_TTL,
         max_ttl: float = MAX_TTL,
         address_policy: AddressPolicy = is_public_address,
     ) -> None:
+        if not 0 <= min_ttl <= max_ttl or timeout <= 0:
+            raise ValueError("need 0 <= min_ttl <= max_ttl and timeout > 0")
         self._inner_resolver = resolver
-        self._ssl = ssl
+        self._ssl: ssl_module.SSLContext | bool = True if ssl is None else ssl
         self._clock = clock
         self._timeout = timeout
         self._ttl = (min_ttl, max_ttl)

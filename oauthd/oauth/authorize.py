@@ -54,7 +54,15 @@ def canonical_resource(value: str) -> str:
 
 
 class Authorizer:
-    def __init__(self, config: Config, store: Store, clock: Clock, clients: ClientRegistry) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        clients: ClientRegistry,
+        sealer: crypto.Sealer | None = None,
+    ) -> None:
+        self._sealer = sealer
         self._config = config
         self._store = store
         self._clock = clock
@@ -238,6 +246,7 @@ class Authorizer:
                 resource=pending.resource,
                 code_challenge=pending.code_challenge,
                 grant_id=None,
+                upstream_tokens=self._reseal(pending.upstream, pending.id, minted.key),
                 created_at=now,
                 expires_at=now + self._config.tokens.code_ttl,
             )
@@ -245,6 +254,12 @@ class Authorizer:
         return add_query(
             pending.redirect_uri, {"code": minted.token, "state": pending.state, "iss": self.issuer}
         )
+
+    def _reseal(self, sealed: bytes | None, old_owner: str, new_owner: str) -> bytes | None:
+        """Upstream tokens move from the pending request to the code, re-bound to it."""
+        if sealed is None or self._sealer is None:
+            return None
+        return self._sealer.seal(self._sealer.open(sealed, old_owner), new_owner)
 
     async def deny(self, flow: Flow) -> str:
         pending = await self._store.pending.take(flow.pending.id) or flow.pending

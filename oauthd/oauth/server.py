@@ -23,6 +23,7 @@ from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, pag
 from oauthd.oauth.ratelimit import RateLimiter
 from oauthd.oauth.token_endpoint import TokenEndpoint
 from oauthd.oauth.tokens import TokenResponse, Tokens
+from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin
 from oauthd.store import Store
 from oauthd.users import Users
 
@@ -37,15 +38,22 @@ class AuthServer:
         clock: Clock,
         users: Users,
         fetcher: DocumentFetcher | None = None,
+        provider: IdentityProvider | None = None,
+        sealer: crypto.Sealer | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.users = users
         self.clients = ClientRegistry(config, store, clock, fetcher)
         self.tokens = Tokens(config, store, clock)
-        self.authorizer = Authorizer(config, store, clock, self.clients)
+        self.authorizer = Authorizer(config, store, clock, self.clients, sealer)
         self.devices = DeviceFlows(config, store, clock, self.tokens)
-        self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices)
+        self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices, sealer)
+        self.upstream: UpstreamLogin | None = None
+        if provider is not None and sealer is not None:
+            self.upstream = UpstreamLogin(
+                store, self.authorizer, provider, sealer, config.server.issuer
+            )
         login = config.login
         self.login_failures_by_user = RateLimiter(clock, login.max_failures, login.failure_window)
         self.login_failures_by_address = RateLimiter(

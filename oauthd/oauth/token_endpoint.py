@@ -26,8 +26,14 @@ def _required(form: Mapping[str, str], name: str) -> str:
 
 class TokenEndpoint:
     def __init__(
-        self, store: Store, clients: ClientRegistry, tokens: Tokens, devices: DeviceFlows
+        self,
+        store: Store,
+        clients: ClientRegistry,
+        tokens: Tokens,
+        devices: DeviceFlows,
+        sealer: crypto.Sealer | None = None,
     ) -> None:
+        self._sealer = sealer
         self._store = store
         self._clients = clients
         self._tokens = tokens
@@ -93,6 +99,11 @@ class TokenEndpoint:
             if claimed.grant_id:
                 await self._store.grants.delete(claimed.grant_id)
             raise invalid_grant("authorization code was already used; its tokens are revoked")
+        upstream = None
+        if code.upstream_tokens is not None and self._sealer is not None:
+            upstream = self._sealer.seal(
+                self._sealer.open(code.upstream_tokens, code.code_key), grant_id
+            )
         return await self._tokens.issue(
-            grant_id, code.user, code.client_id, code.scopes, code.resource
+            grant_id, code.user, code.client_id, code.scopes, code.resource, upstream
         )

@@ -71,7 +71,13 @@ class Tokens:
         )
 
     async def issue(
-        self, grant_id: str, user: str, client_id: str, scopes: tuple[str, ...], resource: str
+        self,
+        grant_id: str,
+        user: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        resource: str,
+        upstream_tokens: bytes | None = None,
     ) -> TokenResponse:
         """A new grant with its first token pair."""
         now = self._clock.now()
@@ -88,7 +94,7 @@ class Tokens:
             previous_refresh_hash=None,
             rotated_at=None,
             successor_used=False,
-            upstream_tokens=None,
+            upstream_tokens=upstream_tokens,
             created_at=now,
             last_used_at=now,
             expires_at=now + self._ttl.refresh_ttl,

@@ -94,7 +94,10 @@ def _read_snapshot(state: StateDir, name: str, report: StateReport) -> dict[str,
 def _replay(state: StateDir, report: StateReport, live: dict[str, dict[str, Any]]) -> None:
     expected = report.base_seq + 1
     for first, name in list_segments(state):
-        scan = scan_segment(state.file(name))
+        try:
+            scan = scan_segment(state.file(name))
+        except FileNotFoundError:  # a running daemon deleted it: its records are in both
+            continue  # snapshot generations, so in the one read above
         seg = SegmentReport(
             name, first, scan.size, len(scan.entries), scan.last_seq, scan.damage, scan.torn
         )
@@ -120,6 +123,14 @@ def _replay(state: StateDir, report: StateReport, live: dict[str, dict[str, Any]
     report.last_seq = expected - 1
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    """None for a file a running daemon removed since the dir was listed."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
 def examine(path: Path, now: float) -> StateReport:
     state = StateDir(path)
     names = state.names()
@@ -127,7 +138,7 @@ def examine(path: Path, now: float) -> StateReport:
         path=str(path),
         initialized=MARKER in names,
         lock_holder=_lock_holder(state),
-        files={n: state.file(n).stat().st_size for n in names},
+        files={n: st.st_size for n in names if (st := _stat(state.file(n))) is not None},
         snapshots=[],
         segments=[],
     )

@@ -1,0 +1,151 @@
+"""Login through an upstream identity provider (OIDC or GitHub), the protocol side.
+
+The confused-deputy rules (MCP security best practices): the user consents to the MCP client
+first; only then is a random, single-use upstream `state` minted and the browser sent to the
+provider. The state is `<pending id>.<secret>` (only its digest is kept, sealed with the
+nonce and PKCE verifier in the pending record), so the callback finds its flow in O(1).
+The provider's tokens are kept sealed (AES-256-GCM) and bound to each record they move
+through: pending authorization -> code -> grant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from oauthd import crypto
+from oauthd.model import PendingAuthorization
+from oauthd.oauth.authorize import Authorizer, Flow
+from oauthd.oauth.errors import page_error
+from oauthd.store import Store
+
+CLAIMED = b"claimed:"  # the leg is being redeemed: a second callback must fail
+
+
+class UpstreamError(Exception):
+    """The provider refused or answered something unusable; the message says what."""
+
+
+@dataclass(slots=True, frozen=True)
+class UpstreamIdentity:
+    username: str
+    tokens: dict[str, Any]  # the provider's token response (access, refresh, expiry)
+
+
+class IdentityProvider(Protocol):
+    """The I/O part (discovery, token exchange, id_token validation) lives in `oauthd.http`."""
+
+    async def authorization_endpoint(self) -> str:
+        """Where `authorization_url` points (pages must allow forms to redirect there)."""
+        ...
+
+    async def authorization_url(
+        self, *, state: str, nonce: str, code_challenge: str, redirect_uri: str
+    ) -> str: ...
+
+    async def identify(
+        self, *, code: str, code_verifier: str, nonce: str, redirect_uri: str
+    ) -> UpstreamIdentity: ...
+
+    async def close(self) -> None: ...
+
+
+class UpstreamLogin:
+    def __init__(
+        self,
+        store: Store,
+        authorizer: Authorizer,
+        provider: IdentityProvider,
+        sealer: crypto.Sealer,
+        issuer: str,
+    ) -> None:
+        self._store = store
+        self._authorizer = authorizer
+        self._provider = provider
+        self._sealer = sealer
+        self.callback_uri = f"{issuer}/login/callback"
+
+    async def begin(self, flow: Flow) -> str:
+        """After consent: mint the upstream leg and return the provider's authorization URL."""
+        state = crypto.mint_token(flow.pending.id)
+        leg = {
+            "state": state.secret_hash.hex(),
+            "nonce": crypto.new_secret(),
+            "verifier": crypto.new_secret(),
+        }
+        sealed = self._sealer.seal(orjson.dumps(leg), flow.pending.id)
+
+        def with_leg(pending: PendingAuthorization) -> PendingAuthorization:
+            return dataclasses.replace(pending, upstream=sealed)
+
+        if await self._store.pending.update(flow.pending.id, with_leg) is None:
+            raise page_error("invalid_request", "This sign-in request has expired.")
+        return await self._provider.authorization_url(
+            state=state.token,
+            nonce=leg["nonce"],
+            code_challenge=crypto.pkce_challenge(leg["verifier"]),
+            redirect_uri=self.callback_uri,
+        )
+
+    async def form_target(self) -> str:
+        return await self._provider.authorization_endpoint()
+
+    async def flow_of(self, state: str, browser_secret: str | None) -> Flow:
+        """The flow an upstream callback belongs to (for an error answer)."""
+        parts = crypto.split_token(state)
+        if parts is None:
+            raise page_error("invalid_request", "The sign-in response is not valid (state).")
+        return await self._authorizer.flow(parts[0], browser_secret)
+
+    async def complete(self, state: str, code: str, browser_secret: str | None) -> Flow:
+        """The provider's callback: check the state (single use), identify the user."""
+        parts = crypto.split_token(state)
+        if parts is None:
+            raise page_error("invalid_request", "The sign-in response is not valid (state).")
+        flow = await self._authorizer.flow(parts[0], browser_secret)
+        leg = self._claim_leg(flow.pending, parts[1])
+        leg_seen, claim = flow.pending.upstream, CLAIMED + crypto.new_secret().encode()
+
+        def claimed(pending: PendingAuthorization) -> PendingAuthorization:
+            if pending.upstream != leg_seen:
+                return pending
+            return dataclasses.replace(pending, upstream=claim)
+
+        consumed = await self._store.pending.update(flow.pending.id, claimed)
+        if consumed is None or consumed.upstream != claim:  # another callback was first
+            raise page_error("invalid_request", "This sign-in response was already used.")
+        try:
+            identity = await self._provider.identify(
+                code=code,
+                code_verifier=leg["verifier"],
+                nonce=leg["nonce"],
+                redirect_uri=self.callback_uri,
+            )
+        except UpstreamError as exc:
+            raise page_error("access_denied", f"The identity provider refused: {exc}") from None
+        return await self._signed_in(flow, identity)
+
+    def _claim_leg(self, pending: PendingAuthorization, secret: str) -> dict[str, str]:
+        if pending.upstream is None or pending.upstream.startswith(CLAIMED) or pending.user:
+            raise page_error("invalid_request", "This sign-in response was already used.")
+        try:
+            leg: dict[str, str] = orjson.loads(self._sealer.open(pending.upstream, pending.id))
+        except ValueError:
+            raise page_error("invalid_request", "The sign-in response is not valid.") from None
+        if not crypto.secret_matches(secret, bytes.fromhex(leg["state"])):
+            raise page_error("invalid_request", "The sign-in response is not valid (state).")
+        return leg
+
+    async def _signed_in(self, flow: Flow, identity: UpstreamIdentity) -> Flow:
+        sealed = self._sealer.seal(orjson.dumps(identity.tokens), flow.pending.id)
+
+        def signed_in(pending: PendingAuthorization) -> PendingAuthorization:
+            return dataclasses.replace(pending, user=identity.username, upstream=sealed)
+
+        pending = await self._store.pending.update(flow.pending.id, signed_in)
+        if pending is None:
+            raise page_error("invalid_request", "This sign-in request has expired.")
+        return Flow(pending, flow.client)

@@ -1,0 +1,211 @@
+"""Valid records of every kind, for any test: `make_grant(**overrides)` and friends.
+
+Every factory fills every field (bytes, tuples and the optional fields set), with a fresh
+key per call, and times relative to `NOW` (the start of `oauthd.clock.FakeClock`), using
+the default lifetimes of design.md section 2. `nulled(record)` sets every optional field
+to None, to check that None survives a backend as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from oauthd.clock import FakeClock
+from oauthd.model import (
+    RECORD_TYPES,
+    AuthCode,
+    Client,
+    Consent,
+    DeviceFlow,
+    Grant,
+    McpSession,
+    PendingAuthorization,
+    Record,
+)
+
+NOW = FakeClock().now()
+DAY = 86_400.0
+_serial = itertools.count(1)
+
+T = TypeVar("T", bound=Record)
+
+
+def _n() -> int:
+    return next(_serial)
+
+
+def digest(label: str) -> bytes:
+    """A SHA-256 digest, as stored for a secret."""
+    return hashlib.sha256(label.encode()).digest()
+
+
+def _build(cls: type[T], fields: dict[str, Any], overrides: dict[str, Any]) -> T:
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    return cls(**{**fields, **overrides})
+
+
+def make_client(**overrides: Any) -> Client:
+    n = _n()
+    fields = {
+        "client_id": f"client-{n}",
+        "client_name": f"Client {n}",
+        "redirect_uris": (f"https://app{n}.example/cb", "http://127.0.0.1/cb"),
+        "grant_types": ("authorization_code", "refresh_token"),
+        "response_types": ("code",),
+        "token_endpoint_auth_method": "client_secret_basic",
+        "application_type": "web",
+        "scope": "mcp:read mcp:write",
+        "secret_hash": digest(f"client-secret-{n}"),
+        "source": "dcr",
+        "created_at": NOW - 60,
+        "expires_at": NOW + 30 * DAY,
+    }
+    return _build(Client, fields, overrides)
+
+
+def make_consent(**overrides: Any) -> Consent:
+    n = _n()
+    fields = {
+        "user": f"user-{n}",
+        "client_id": f"client-{n}",
+        "scopes": ("mcp:read", "mcp:write"),
+        "created_at": NOW - 60,
+        "expires_at": NOW + 90 * DAY,
+    }
+    return _build(Consent, fields, overrides)
+
+
+def make_pending(**overrides: Any) -> PendingAuthorization:
+    n = _n()
+    fields = {
+        "id": f"pending-{n}",
+        "client_id": f"client-{n}",
+        "redirect_uri": f"https://app{n}.example/cb",
+        "scopes": ("mcp:read",),
+        "resource": "https://mcp.example/",
+        "state": f"state-{n}",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "user": f"user-{n}",
+        "browser_hash": digest(f"browser-{n}"),
+        "device_key": None,
+        "upstream": b"\x00\x01ciphertext\xff" + n.to_bytes(4, "big"),
+        "created_at": NOW - 5,
+        "expires_at": NOW + 600,
+    }
+    return _build(PendingAuthorization, fields, overrides)
+
+
+def make_code(**overrides: Any) -> AuthCode:
+    n = _n()
+    fields = {
+        "code_key": f"code-{n}",
+        "secret_hash": digest(f"code-secret-{n}"),
+        "client_id": f"client-{n}",
+        "redirect_uri": f"https://app{n}.example/cb",
+        "user": f"user-{n}",
+        "scopes": ("mcp:read",),
+        "resource": "https://mcp.example/",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "grant_id": f"grant-of-code-{n}",
+        "upstream_tokens": b"\x00code-upstream\xff" + n.to_bytes(4, "big"),
+        "created_at": NOW - 1,
+        "expires_at": NOW + 60,
+    }
+    return _build(AuthCode, fields, overrides)
+
+
+def make_grant(**overrides: Any) -> Grant:
+    n = _n()
+    fields = {
+        "id": f"grant-{n}",
+        "user": f"user-{n}",
+        "client_id": f"client-{n}",
+        "scopes": ("mcp:read", "mcp:write"),
+        "resource": "https://mcp.example/",
+        "access_hash": digest(f"access-{n}"),
+        "access_expires_at": NOW + 3600,
+        "refresh_hash": digest(f"refresh-{n}"),
+        "previous_refresh_hash": digest(f"previous-refresh-{n}"),
+        "rotated_at": NOW - 10,
+        "successor_used": False,
+        "upstream_tokens": b"\x00upstream-ciphertext\xff" + n.to_bytes(4, "big"),
+        "created_at": NOW - DAY,
+        "last_used_at": NOW - 10,
+        "expires_at": NOW + 30 * DAY,
+    }
+    return _build(Grant, fields, overrides)
+
+
+def make_device(**overrides: Any) -> DeviceFlow:
+    n = _n()
+    fields = {
+        "device_key": f"device-{n}",
+        "secret_hash": digest(f"device-secret-{n}"),
+        "client_id": f"client-{n}",
+        "scopes": ("mcp:read",),
+        "resource": "https://mcp.example/",
+        "status": "approved",
+        "user": f"user-{n}",
+        "grant_id": f"grant-of-device-{n}",
+        "interval": 5.0,
+        "last_poll_at": NOW - 5,
+        "deadline": NOW + 540,
+        "created_at": NOW - 60,
+        "expires_at": NOW + 600,
+    }
+    return _build(DeviceFlow, fields, overrides)
+
+
+def make_mcp_session(**overrides: Any) -> McpSession:
+    n = _n()
+    fields = {
+        "session_key": f"mcp-session-{n}",
+        "grant_id": f"grant-{n}",
+        "user": f"user-{n}",
+        "client_id": f"client-{n}",
+        "created_at": NOW - 60,
+        "expires_at": NOW + 30 * DAY,
+    }
+    return _build(McpSession, fields, overrides)
+
+
+FACTORIES: dict[str, Callable[..., Record]] = {
+    Client.KIND: make_client,
+    Consent.KIND: make_consent,
+    PendingAuthorization.KIND: make_pending,
+    AuthCode.KIND: make_code,
+    Grant.KIND: make_grant,
+    DeviceFlow.KIND: make_device,
+    McpSession.KIND: make_mcp_session,
+}
+KINDS: tuple[str, ...] = tuple(cls.KIND for cls in RECORD_TYPES)
+assert set(FACTORIES) == set(KINDS), "a record class has no factory"
+
+
+def make(kind: str, **overrides: Any) -> Record:
+    """A valid record of `kind` (a `KIND`, e.g. "grants")."""
+    return FACTORIES[kind](**overrides)
+
+
+def optional_fields(cls: type[Record]) -> tuple[str, ...]:
+    """The fields whose type admits None."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        f.name
+        for f in dataclasses.fields(cls)
+        if isinstance(hints[f.name], types.UnionType)
+        and type(None) in typing.get_args(hints[f.name])
+    )
+
+
+def nulled(record: T) -> T:
+    """`record` with every optional field None (`expires_at` too: it never expires)."""
+    return dataclasses.replace(record, **dict.fromkeys(optional_fields(type(record))))
