@@ -30,7 +30,7 @@ from records_factory import KINDS, NOW, make, make_consent, make_grant
 
 from oauthd.clock import FakeClock
 from oauthd.persist import journal as journal_module
-from oauthd.persist.errors import RecoveryError
+from oauthd.persist.errors import PersistError, RecoveryError
 from oauthd.persist.journal import (
     FRAME_HEADER,
     MAGIC,
@@ -145,7 +145,7 @@ async def test_failed_start_releases_the_lock_and_saves_nothing(tmp_path: Path) 
     with pytest.raises(RecoveryError):
         await FileStore.open(engine, FakeClock())
     assert names(tmp_path) == {MARKER}
-    with pytest.raises(AssertionError, match="no save before a successful load"):
+    with pytest.raises(PersistError, match="no save before a successful load"):
         await engine.save()
     await engine.close()  # nothing to save, nothing written
     assert names(tmp_path) == {MARKER}
@@ -158,10 +158,10 @@ async def test_no_save_before_a_successful_load(tmp_path: Path) -> None:
     await store.close()
     before = stamp(tmp_path)
     engine = engine_for(tmp_path)
-    with pytest.raises(AssertionError, match="no save before a successful load"):
+    with pytest.raises(PersistError, match="no save before a successful load"):
         await engine.save()  # not even opened
     engine.open(codec_decode_document())
-    with pytest.raises(AssertionError, match="no save before a successful load"):
+    with pytest.raises(PersistError, match="no save before a successful load"):
         await engine.save()  # opened (recovered) but the store has not applied it yet
     await engine.close()
     assert stamp(tmp_path) == before

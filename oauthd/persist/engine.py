@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from oauthd.persist.errors import DiskError
+from oauthd.persist.errors import DiskError, PersistError
 from oauthd.persist.journal import JournalWriter, list_segments
 from oauthd.persist.migrate import Migration
 from oauthd.persist.recovery import Loader, Recovered
@@ -234,9 +234,11 @@ class Engine:
     async def save(self) -> bool:
         """Write a snapshot of the current state now. False (and health degraded) if the
         disk refused; the previous generations are untouched then."""
-        assert self._loaded and self._source is not None, "no save before a successful load"
+        source = self._source
+        if not self._loaded or source is None:  # an invariant, kept even under python -O
+            raise PersistError("no save before a successful load")
         async with self._save_lock:
-            return await self._save_locked(self._source)
+            return await self._save_locked(source)
 
     async def _save_locked(self, source: SnapshotSource) -> bool:
         loop = asyncio.get_running_loop()
