@@ -48,9 +48,13 @@ def add_query(uri: str, params: Mapping[str, str | None]) -> str:
 
 
 def canonical_resource(value: str) -> str:
+    """Case-insensitive scheme and host, no trailing slash (a fragment is kept, so that a
+    resource with one never matches: RFC 8707 s2 forbids it)."""
     parts = urlsplit(value)
     path = parts.path.rstrip("/")
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+    return urlunsplit(
+        (parts.scheme.lower(), parts.netloc.lower(), path, parts.query, parts.fragment)
+    )
 
 
 class Authorizer:
@@ -212,8 +216,11 @@ class Authorizer:
         return Flow(pending, flow.client)
 
     async def has_consent(self, flow: Flow) -> bool:
+        """True if the user already allowed this client these scopes. Never for a device
+        approval: its user code may have been sent by someone else (RFC 8628 s5.4), so the
+        page that shows the code and asks is never skipped."""
         user = flow.pending.user
-        if user is None:
+        if user is None or flow.pending.device_key is not None:
             return False
         consent = await self._store.consents.get(consent_key(user, flow.client.client_id))
         return consent is not None and set(flow.pending.scopes) <= set(consent.scopes)

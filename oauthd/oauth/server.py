@@ -166,9 +166,9 @@ class AuthServer:
         """Record the consent decision. For a code flow: the URL to send the browser to.
         For a device approval: None (the device gets its tokens by polling)."""
         if flow.pending.device_key is not None:
+            await self.devices.decide(flow.pending, allow)  # refuses an expired flow first
             if allow:
                 await self.authorizer.remember_consent(flow)
-            await self.devices.decide(flow.pending, allow)
             return None
         if not allow:
             return await self.authorizer.deny(flow)

@@ -16,6 +16,7 @@ from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.model import Client, Grant
+from oauthd.oauth.authorize import canonical_resource
 from oauthd.oauth.errors import OAuthError, invalid_grant
 from oauthd.oauth.metadata import resource_of
 from oauthd.store import Store
@@ -115,7 +116,7 @@ class Tokens:
         if current is None or current.client_id != client.client_id:
             raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
         scopes = self._narrowed(current, scope)
-        if resource is not None and resource.rstrip("/") != current.resource:
+        if resource is not None and canonical_resource(resource) != current.resource:
             raise OAuthError("invalid_target", "resource differs from the one granted")
         pair = self._pair(grant_id)
         now = self._clock.now()
@@ -152,7 +153,11 @@ class Tokens:
         return await self._refused(grant_id, secret, updated)
 
     async def _refused(self, grant_id: str, secret: str, grant: Grant | None) -> TokenResponse:
-        if grant is not None and _digest_in(secret, grant.previous_refresh_hash):
+        # The grant id is only ever handed out inside this grant's tokens, so any other
+        # secret under it is a superseded refresh token of the family (not only the last
+        # one: after the successor was used, the one before it): reuse, RFC 9700 s4.14.2.
+        # The current access token sent by mistake is not a refresh token, so it is spared.
+        if grant is not None and not _digest_in(secret, grant.access_hash):
             await self._store.grants.delete(grant_id)  # reuse: end the whole family
             raise invalid_grant("refresh token was already used; the session is revoked")
         raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
