@@ -269,6 +269,32 @@ def read_secret(ref: str) -> str | None:
     return None
 
 
+def _header_name(value: object, at: _At) -> str:
+    text = _string(value, at)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", text) or text.lower() in (
+        "authorization",
+        "host",
+        "cookie",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+    ):
+        raise at.error(f"expected an HTTP header name oauthd may set, got {_show(text)}")
+    return text
+
+
+def _origins(value: object, at: _At) -> tuple[str, ...]:
+    """Browser origins ("https://app.example", "http://localhost:6274") allowed at /mcp."""
+    words = _words(value, at)
+    for i, origin in enumerate(words):
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise at.item(i).error(
+                f'expected an origin like "https://app.example", got {_show(origin)}'
+            )
+    return tuple(o.lower() for o in words)
+
+
 def _section(cls: type[_D]) -> Converter:
     return lambda value, at: _build(cls, value, at)
 
@@ -321,6 +347,16 @@ class UpstreamConfig:
     url: str = field(metadata=_key(_http_url, "http://127.0.0.1:9000/mcp"))
     connect_timeout: float = field(metadata=_key(_duration, "5s"))
     read_timeout: float = field(metadata=_key(_duration, "300s"))
+    max_connections: int = field(metadata=_key(_positive_int, 100))
+    max_request_bytes: int = field(metadata=_key(_positive_int, 4 * 1024 * 1024))
+    required_scopes: tuple[str, ...] = field(metadata=_key(_words, ["mcp"]))
+    allowed_origins: tuple[str, ...] = field(metadata=_key(_origins, []))
+    user_header: str = field(metadata=_key(_header_name, "X-Forwarded-User"))
+    client_header: str = field(metadata=_key(_header_name, "X-Forwarded-Client-Id"))
+    scopes_header: str = field(metadata=_key(_header_name, "X-Forwarded-Scopes"))
+    forward_idp_token: bool = field(metadata=_key(_bool, False))
+    idp_token_header: str = field(metadata=_key(_header_name, "X-Forwarded-Access-Token"))
+    authorization: str = field(metadata=_key(_secret_ref, ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +460,16 @@ def _check_storage(storage: StorageConfig, at: _At) -> None:
         )
 
 
+def _check_config(config: Config, at: _At) -> None:
+    unknown = [s for s in config.upstream.required_scopes if s not in config.oauth.scopes]
+    if unknown:
+        raise (
+            at.key("upstream")
+            .key("required_scopes")
+            .error(f"{_show(unknown[0])} is not in oauth.scopes, so no token could ever carry it")
+        )
+
+
 def _check_login(login: LoginConfig, at: _At) -> None:
     if login.provider == "local":
         return
@@ -447,6 +493,7 @@ def _check_login(login: LoginConfig, at: _At) -> None:
 _CHECKS: dict[type[Any], Callable[[Any, _At], None]] = {
     StorageConfig: _check_storage,
     LoginConfig: _check_login,
+    Config: _check_config,
 }
 
 

@@ -59,6 +59,7 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
         handle_signals=False,
         access_log=None,
         shutdown_timeout=config.server.shutdown_timeout,
+        handler_cancellation=True,  # a client that goes away closes its upstream stream
     )
     try:
         await _start(runner, config)

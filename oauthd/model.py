@@ -128,6 +128,7 @@ class Grant:
     rotated_at: float | None
     successor_used: bool
     upstream_tokens: bytes | None  # AES-GCM ciphertext of the user's upstream IdP tokens
+    mcp_sessions: tuple[str, ...]  # keys of the McpSession records bound to this grant
     created_at: float
     last_used_at: float
     expires_at: float | None
@@ -171,6 +172,7 @@ class McpSession:
     grant_id: str
     user: str = field(metadata=INTERN)
     client_id: str = field(metadata=INTERN)
+    sealed_id: bytes | None  # the session id, encrypted: to close it upstream on revocation
     created_at: float
     expires_at: float | None
 

@@ -137,6 +137,7 @@ def make_grant(**overrides: Any) -> Grant:
         "rotated_at": NOW - 10,
         "successor_used": False,
         "upstream_tokens": b"\x00upstream-ciphertext\xff" + n.to_bytes(4, "big"),
+        "mcp_sessions": (f"session-{n}",),
         "created_at": NOW - DAY,
         "last_used_at": NOW - 10,
         "expires_at": NOW + 30 * DAY,
@@ -171,6 +172,7 @@ def make_mcp_session(**overrides: Any) -> McpSession:
         "grant_id": f"grant-{n}",
         "user": f"user-{n}",
         "client_id": f"client-{n}",
+        "sealed_id": b"\x01sealed-session-id\xfe" + n.to_bytes(4, "big"),
         "created_at": NOW - 60,
         "expires_at": NOW + 30 * DAY,
     }

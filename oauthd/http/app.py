@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -13,11 +14,12 @@ from oauthd.crypto import Sealer, parse_key
 from oauthd.http import browser, cimd, health, oauth_api
 from oauthd.http.errors import error_middleware
 from oauthd.http.housekeeping import housekeeping_context
-from oauthd.http.keys import AUTH, CLOCK, CONFIG, STORE
+from oauthd.http.keys import AUTH, CLOCK, CONFIG, PROXY, STORE
 from oauthd.http.oauth_api import cors_middleware
 from oauthd.http.upstream_idp import identity_provider
 from oauthd.oauth import AuthServer
 from oauthd.oauth.clients import ClientDocumentError, FetchedDocument
+from oauthd.proxy import McpProxy
 from oauthd.store import open_store
 from oauthd.users import Users
 
@@ -38,12 +40,17 @@ def _store_context(
         log.info("state loaded", extra={"event": "state.loaded", "backend": store.status().backend})
         fetcher = cimd.CimdFetcher(clock=app[CLOCK].now)
         provider = identity_provider(config.login)
-        app[AUTH] = AuthServer(
+        auth = AuthServer(
             config, store, app[CLOCK], users, DocumentFetcherAdapter(fetcher), provider, sealer
         )
+        app[AUTH] = auth
+        proxy = McpProxy(config, auth, store, app[CLOCK], sealer or _session_sealer(config))
+        await proxy.start()
+        app[PROXY] = proxy
         try:
             yield
         finally:
+            await proxy.close()
             await fetcher.close()
             if provider is not None:
                 await provider.close()
@@ -51,6 +58,25 @@ def _store_context(
             log.info("state saved and closed", extra={"event": "state.closed"})
 
     return store_context
+
+
+def _session_sealer(config: Config) -> Sealer:
+    """Without a configured key, MCP session ids are sealed with a key kept in the state
+    dir (0600), so that a revocation after a restart can still close them upstream; with
+    the memory backend, a key for this process only."""
+    if config.storage.backend != "file":
+        return Sealer(os.urandom(32))
+    path = config.storage.path / "session.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return Sealer(bytes.fromhex(path.read_text().strip()))
+    try:
+        os.write(fd, os.urandom(32).hex().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return Sealer(bytes.fromhex(path.read_text().strip()))
 
 
 def _sealer(config: Config) -> Sealer | None:
@@ -65,6 +91,10 @@ def _sealer(config: Config) -> Sealer | None:
         return Sealer(parse_key(text))
     except ValueError as exc:
         raise ConfigError(f"{config.source}: login.encryption_key: {exc}") from None
+
+
+async def _proxy_handler(request: web.Request) -> web.StreamResponse:
+    return await request.app[PROXY].handle(request)
 
 
 class DocumentFetcherAdapter:
@@ -95,6 +125,7 @@ def create_app(
     app.cleanup_ctx.append(housekeeping_context)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_route("*", "/mcp", _proxy_handler)
     oauth_api.add_routes(app)
     browser.add_routes(app)
     return app

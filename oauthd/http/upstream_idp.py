@@ -63,6 +63,20 @@ class _Client:
         if self._session is not None:
             await self._session.close()
 
+    async def _refresh_at(self, endpoint: str, refresh_token: str) -> dict[str, Any]:
+        auth, extra = self.token_auth()
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+        try:
+            async with self.session.post(
+                endpoint, data=form, auth=auth, headers={"Accept": "application/json"}
+            ) as response:
+                tokens = await _json(response, "the provider's token endpoint")
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"cannot reach the identity provider: {exc}") from None
+        if not isinstance(tokens.get("access_token"), str):
+            raise UpstreamError("the provider refused to refresh the token")
+        return _kept_tokens(tokens)
+
 
 class OidcProvider(_Client):
     def __init__(self, config: OidcConfig) -> None:
@@ -84,6 +98,10 @@ class OidcProvider(_Client):
                 raise UpstreamError("the provider's discovery document names another issuer")
             self._discovered, self._discovered_at, self._keys = doc, time.monotonic(), None
         return self._discovered
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        doc = await self._discovery()
+        return await self._refresh_at(doc["token_endpoint"], refresh_token)
 
     async def authorization_endpoint(self) -> str:
         return str((await self._discovery())["authorization_endpoint"])
@@ -178,6 +196,9 @@ class GithubProvider(_Client):
     def __init__(self, config: GithubConfig) -> None:
         super().__init__(config.client_id, config.client_secret)
         self.config = config
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        return await self._refresh_at(self.config.token_url, refresh_token)
 
     async def authorization_endpoint(self) -> str:
         return self.config.authorize_url

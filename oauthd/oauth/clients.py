@@ -258,9 +258,10 @@ def credentials_from(
     form: Mapping[str, str], authorization: str | None
 ) -> ClientCredentials | None:
     """Client credentials from an HTTP Basic header or the form (RFC 6749 s2.3.1)."""
-    if authorization and authorization[:6].lower() == "basic ":
+    scheme, _, encoded = (authorization or "").strip().partition(" ")
+    if scheme.lower() == "basic":  # a bare "Basic" is an attempt too: it gets the challenge
         try:
-            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise invalid_client("malformed HTTP Basic credentials", challenge=True) from None
         client_id, colon, secret = decoded.partition(":")

@@ -23,7 +23,7 @@ from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, pag
 from oauthd.oauth.ratelimit import RateLimiter
 from oauthd.oauth.token_endpoint import TokenEndpoint
 from oauthd.oauth.tokens import TokenResponse, Tokens
-from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin
+from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin, UpstreamTokens
 from oauthd.store import Store
 from oauthd.users import Users
 
@@ -50,10 +50,12 @@ class AuthServer:
         self.devices = DeviceFlows(config, store, clock, self.tokens)
         self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices, sealer)
         self.upstream: UpstreamLogin | None = None
+        self.upstream_tokens: UpstreamTokens | None = None
         if provider is not None and sealer is not None:
             self.upstream = UpstreamLogin(
                 store, self.authorizer, provider, sealer, config.server.issuer
             )
+            self.upstream_tokens = UpstreamTokens(store, provider, sealer, clock.now)
         login = config.login
         self.login_failures_by_user = RateLimiter(clock, login.max_failures, login.failure_window)
         self.login_failures_by_address = RateLimiter(
@@ -123,6 +125,12 @@ class AuthServer:
 
     async def verify_bearer(self, token: str) -> Grant | None:
         return await self.tokens.verify_bearer(token)
+
+    async def upstream_access_token(self, grant: Grant) -> str | None:
+        """The user's identity-provider access token (refreshed if expired), if any."""
+        if self.upstream_tokens is None:
+            return None
+        return await self.upstream_tokens.access_token(grant)
 
     async def device_authorization(
         self, form: Mapping[str, str], credentials: ClientCredentials | None

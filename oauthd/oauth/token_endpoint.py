@@ -86,7 +86,9 @@ class TokenEndpoint:
 
     async def _redeem(self, code: AuthCode) -> TokenResponse:
         """Single use: the first redemption claims the code; a replay revokes what the
-        first one issued (RFC 6749 s4.1.2)."""
+        first one issued (RFC 6749 s4.1.2), also while that one is still in flight: the
+        replay drops the code before the grant, and the first redemption answers only if
+        the code is still there after its grant was written."""
         grant_id = crypto.new_key()
 
         def claim(current: AuthCode) -> AuthCode:
@@ -97,13 +99,18 @@ class TokenEndpoint:
             raise invalid_grant("authorization code expired")
         if claimed.grant_id != grant_id:
             if claimed.grant_id:
-                await self._store.grants.delete(claimed.grant_id)
+                await self._store.codes.delete(code.code_key)
+                await self._tokens.end_grant(claimed.grant_id)
             raise invalid_grant("authorization code was already used; its tokens are revoked")
         upstream = None
         if code.upstream_tokens is not None and self._sealer is not None:
             upstream = self._sealer.seal(
                 self._sealer.open(code.upstream_tokens, code.code_key), grant_id
             )
-        return await self._tokens.issue(
+        issued = await self._tokens.issue(
             grant_id, code.user, code.client_id, code.scopes, code.resource, upstream
         )
+        if await self._store.codes.get(code.code_key) is None:  # replayed meanwhile
+            await self._tokens.end_grant(grant_id)
+            raise invalid_grant("authorization code was already used; its tokens are revoked")
+        return issued

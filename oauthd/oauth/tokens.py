@@ -8,7 +8,9 @@ which token it is.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +61,20 @@ class Tokens:
         self._store = store
         self._clock = clock
         self.resource = resource_of(config)
+        self.grant_ended: list[Callable[[Grant], Coroutine[Any, Any, None]]] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def end_grant(self, grant_id: str) -> Grant | None:
+        """Delete a grant (revocation, reuse, a replayed code) and tell the listeners, e.g.
+        the proxy, which closes the grant's MCP sessions upstream. Listeners run in the
+        background: the answer to the client does not wait for the upstream."""
+        grant = await self._store.grants.take(grant_id)
+        if grant is not None:
+            for listener in self.grant_ended:
+                task = asyncio.create_task(listener(grant), name=f"grant-ended-{grant_id[:8]}")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return grant
 
     def _pair(self, grant_id: str) -> _Pair:
         return _Pair(crypto.mint_token(grant_id), crypto.mint_token(grant_id))
@@ -96,6 +112,7 @@ class Tokens:
             rotated_at=None,
             successor_used=False,
             upstream_tokens=upstream_tokens,
+            mcp_sessions=(),
             created_at=now,
             last_used_at=now,
             expires_at=now + self._ttl.refresh_ttl,
@@ -158,7 +175,7 @@ class Tokens:
         # one: after the successor was used, the one before it): reuse, RFC 9700 s4.14.2.
         # The current access token sent by mistake is not a refresh token, so it is spared.
         if grant is not None and not _digest_in(secret, grant.access_hash):
-            await self._store.grants.delete(grant_id)  # reuse: end the whole family
+            await self.end_grant(grant_id)  # reuse: end the whole family
             raise invalid_grant("refresh token was already used; the session is revoked")
         raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
 
@@ -213,7 +230,7 @@ class Tokens:
             return
         grant_id, secret = parts
         if _digest_in(secret, grant.refresh_hash, grant.previous_refresh_hash):
-            await self._store.grants.delete(grant_id)
+            await self.end_grant(grant_id)
         elif _digest_in(secret, grant.access_hash):
             void = crypto.hash_secret(crypto.new_secret())
 

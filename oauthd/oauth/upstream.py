@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from oauthd import crypto
-from oauthd.model import PendingAuthorization
+from oauthd.model import Grant, PendingAuthorization
 from oauthd.oauth.authorize import Authorizer, Flow
 from oauthd.oauth.errors import page_error
 from oauthd.store import Store
@@ -49,6 +49,10 @@ class IdentityProvider(Protocol):
     async def identify(
         self, *, code: str, code_verifier: str, nonce: str, redirect_uri: str
     ) -> UpstreamIdentity: ...
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """New provider tokens from a refresh token; `UpstreamError` if refused."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -149,3 +153,48 @@ class UpstreamLogin:
         if pending is None:
             raise page_error("invalid_request", "This sign-in request has expired.")
         return Flow(pending, flow.client)
+
+
+class UpstreamTokens:
+    """The user's provider tokens kept with a grant, for the proxy to forward; refreshed
+    through the provider when the access token has expired."""
+
+    EARLY = 30.0  # refresh this long before the provider's expiry
+
+    def __init__(
+        self, store: Store, provider: IdentityProvider, sealer: crypto.Sealer, now: Any
+    ) -> None:
+        self._store = store
+        self._provider = provider
+        self._sealer = sealer
+        self._now = now
+
+    async def access_token(self, grant: Grant) -> str | None:
+        if grant.upstream_tokens is None:
+            return None
+        try:
+            tokens: dict[str, Any] = orjson.loads(
+                self._sealer.open(grant.upstream_tokens, grant.id)
+            )
+        except ValueError:
+            return None
+        expires_at = tokens.get("expires_at")
+        if isinstance(expires_at, int | float) and expires_at - self.EARLY <= self._now():
+            tokens = await self._refreshed(grant, tokens) or tokens
+        access = tokens.get("access_token")
+        return access if isinstance(access, str) else None
+
+    async def _refreshed(self, grant: Grant, tokens: dict[str, Any]) -> dict[str, Any] | None:
+        refresh = tokens.get("refresh_token")
+        if not isinstance(refresh, str):
+            return None
+        try:
+            fresh = await self._provider.refresh(refresh)
+        except UpstreamError:
+            return None
+        fresh.setdefault("refresh_token", refresh)
+        sealed = self._sealer.seal(orjson.dumps(fresh), grant.id)
+        await self._store.grants.update(
+            grant.id, lambda g: dataclasses.replace(g, upstream_tokens=sealed)
+        )
+        return fresh

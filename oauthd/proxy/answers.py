@@ -1,0 +1,50 @@
+"""The proxy's own answers: OAuth challenges (RFC 6750 s3) and JSON-RPC errors."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class ProxyRefusal(Exception):
+    """A request the proxy answers itself; `response` is what the client gets."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def challenge(
+    status: int,
+    resource_metadata: str,
+    scope: str,
+    error: str | None = None,
+    description: str | None = None,
+) -> ProxyRefusal:
+    parts = [f'resource_metadata="{resource_metadata}"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append(f'error_description="{description}"')
+    parts.append(f'scope="{scope}"')
+    headers = {"WWW-Authenticate": "Bearer " + ", ".join(parts), **NO_STORE}
+    body = {
+        "error": error or "unauthorized",
+        "error_description": description
+        or "a bearer token from this server's authorization server is required",
+    }
+    return ProxyRefusal(web.json_response(body, status=status, headers=headers))
+
+
+def jsonrpc_error(status: int, code: int, message: str) -> ProxyRefusal:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+    return ProxyRefusal(
+        web.Response(
+            body=orjson.dumps(body),
+            status=status,
+            content_type="application/json",
+            headers=NO_STORE,
+        )
+    )

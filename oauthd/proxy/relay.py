@@ -1,0 +1,270 @@
+"""`McpProxy`: every `/mcp` request is authenticated, bound to its MCP session, and relayed
+to the upstream without buffering, in both directions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from oauthd.clock import Clock
+from oauthd.config import Config, read_secret
+from oauthd.crypto import Sealer
+from oauthd.model import Grant
+from oauthd.oauth import AuthServer
+from oauthd.proxy.answers import ProxyRefusal, challenge, jsonrpc_error
+from oauthd.proxy.headers import client_response_headers, upstream_request_headers
+from oauthd.proxy.sessions import SessionBindings
+from oauthd.store import Store
+
+log = logging.getLogger("oauthd.proxy")
+
+SESSION_HEADER = "Mcp-Session-Id"
+CHUNK = 64 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class McpProxy:
+    def __init__(
+        self, config: Config, auth: AuthServer, store: Store, clock: Clock, sealer: Sealer
+    ) -> None:
+        self._config = config
+        self._up = config.upstream
+        self._auth = auth
+        self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
+        issuer = config.server.issuer
+        self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource/mcp"
+        self._own_origin = issuer.lower()
+        self._identity_headers = (
+            self._up.user_header,
+            self._up.client_header,
+            self._up.scopes_header,
+            self._up.idp_token_header,
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._static_authorization: str | None = None
+        auth.tokens.grant_ended.append(self.close_sessions_of)
+
+    async def start(self) -> None:
+        if self._up.authorization:
+            self._static_authorization = read_secret(self._up.authorization)
+            if self._static_authorization is None:
+                log.error(
+                    "upstream.authorization cannot be read; sending none",
+                    extra={"event": "proxy.no_static_credential"},
+                )
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._up.connect_timeout, sock_read=self._up.read_timeout
+        )
+        self._session = aiohttp.ClientSession(
+            timeout=timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            connector=aiohttp.TCPConnector(limit=self._up.max_connections),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._check_origin(request)
+            if request.method == "OPTIONS":
+                return self._preflight(request)
+            grant = await self._authenticate(request)
+            session_id = request.headers.get(SESSION_HEADER)
+            if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
+                raise jsonrpc_error(404, -32001, "Session not found")
+            return await self._relay(request, grant, session_id)
+        except ProxyRefusal as refusal:
+            self._add_cors(request, refusal.response)
+            return refusal.response
+
+    def _check_origin(self, request: web.Request) -> None:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return
+        if origin.lower() != self._own_origin and origin.lower() not in self._up.allowed_origins:
+            raise jsonrpc_error(403, -32000, "Origin not allowed")
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        response = web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept, "
+                "Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+        self._add_cors(request, response)
+        return response
+
+    def _add_cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = (
+                "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version"
+            )
+            response.headers["Vary"] = "Origin"
+
+    async def _authenticate(self, request: web.Request) -> Grant:
+        scope = " ".join(self._up.required_scopes)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise challenge(401, self._metadata_url, scope)
+        if scheme.lower() != "bearer" or not token.strip():
+            raise challenge(
+                401,
+                self._metadata_url,
+                scope,
+                "invalid_request",
+                "use the Authorization: Bearer scheme",
+            )
+        grant = await self._auth.verify_bearer(token.strip())
+        if grant is None:
+            raise challenge(
+                401,
+                self._metadata_url,
+                scope,
+                "invalid_token",
+                "the access token is invalid or has expired",
+            )
+        missing = [s for s in self._up.required_scopes if s not in grant.scopes]
+        if missing:
+            raise challenge(
+                403,
+                self._metadata_url,
+                scope,
+                "insufficient_scope",
+                f"the token lacks the scope {missing[0]}",
+            )
+        return grant
+
+    # -- relaying ----------------------------------------------------------------------------
+
+    def _upstream_headers(self, request: web.Request, grant: Grant) -> CIMultiDict[str]:
+        headers = upstream_request_headers(request.headers, self._identity_headers)
+        headers[self._up.user_header] = grant.user
+        headers[self._up.client_header] = grant.client_id
+        headers[self._up.scopes_header] = " ".join(grant.scopes)
+        if self._static_authorization:
+            headers["Authorization"] = self._static_authorization
+        return headers
+
+    async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
+        limit, seen = self._up.max_request_bytes, 0
+        async for chunk in request.content.iter_chunked(CHUNK):
+            seen += len(chunk)
+            if seen > limit:
+                raise _TooLarge()
+            yield chunk
+
+    async def _relay(
+        self, request: web.Request, grant: Grant, session_id: str | None
+    ) -> web.StreamResponse:
+        if (request.content_length or 0) > self._up.max_request_bytes:
+            raise jsonrpc_error(413, -32600, "request body too large")
+        headers = self._upstream_headers(request, grant)
+        if self._up.forward_idp_token:
+            token = await self._auth.upstream_access_token(grant)
+            if token:
+                headers[self._up.idp_token_header] = token
+        body = self._body(request) if request.body_exists else None
+        assert self._session is not None
+        try:
+            upstream = await self._session.request(
+                request.method,
+                self._up.url,
+                params=request.query,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+            )
+        except _TooLarge:
+            raise jsonrpc_error(413, -32600, "request body too large") from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise self._upstream_failed("timeout", 504, "upstream timed out") from None
+        except aiohttp.ClientError as exc:
+            raise self._upstream_failed(type(exc).__name__, 502, "upstream unavailable") from None
+        async with upstream:
+            await self._track_session(request, upstream, grant, session_id)
+            return await self._stream_back(request, upstream)
+
+    def _upstream_failed(self, kind: str, status: int, message: str) -> ProxyRefusal:
+        log.warning(
+            "upstream request failed",
+            extra={"event": "proxy.upstream_error", "kind": kind, "status": status},
+        )
+        return jsonrpc_error(status, -32000, message)
+
+    async def _track_session(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        grant: Grant,
+        session_id: str | None,
+    ) -> None:
+        new_id = upstream.headers.get(SESSION_HEADER)
+        if new_id and new_id != session_id and upstream.status < 400:
+            await self.sessions.bind(new_id, grant)
+        if request.method == "DELETE" and session_id and upstream.status in (200, 202, 204, 404):
+            await self.sessions.forget(session_id, grant)
+
+    async def _stream_back(
+        self, request: web.Request, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=client_response_headers(upstream.headers),
+        )
+        if upstream.content_length is not None and "chunked" not in upstream.headers.get(
+            "Transfer-Encoding", ""
+        ):
+            response.content_length = upstream.content_length
+        self._add_cors(request, response)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():  # SSE: every event as it comes
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ClientError):
+            log.info("upstream stream ended early", extra={"event": "proxy.stream_cut"})
+        except ConnectionResetError:
+            pass  # the client went away; leaving the block closes the upstream request
+        await response.write_eof()
+        return response
+
+    # -- revocation -------------------------------------------------------------------------
+
+    async def close_sessions_of(self, grant: Grant) -> None:
+        """A grant ended: close its MCP sessions upstream (DELETE) and forget them."""
+        for session_id in await self.sessions.release_all(grant):
+            headers = {
+                SESSION_HEADER: session_id,
+                self._up.user_header: grant.user,
+                self._up.client_header: grant.client_id,
+            }
+            try:
+                assert self._session is not None
+                async with self._session.delete(self._up.url, headers=headers) as response:
+                    log.info(
+                        "MCP session closed upstream",
+                        extra={"event": "proxy.session_closed", "status": response.status},
+                    )
+            except (TimeoutError, aiohttp.ClientError):
+                log.warning(
+                    "could not close an MCP session upstream",
+                    extra={"event": "proxy.session_close_failed"},
+                )

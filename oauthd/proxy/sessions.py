@@ -1,0 +1,82 @@
+"""MCP sessions bound to the OAuth grant that created them (MCP security best practices,
+"Session Hijacking"): an `Mcp-Session-Id` is never authentication; it only works with a
+token of the grant it was bound to, across refreshes and restarts."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from oauthd.clock import Clock
+from oauthd.crypto import Sealer, lookup_key
+from oauthd.model import Grant, McpSession
+from oauthd.store import Store
+
+log = logging.getLogger("oauthd.proxy")
+
+MAX_SESSIONS_PER_GRANT = 64  # oldest bindings are forgotten past this
+
+
+class SessionBindings:
+    def __init__(self, store: Store, clock: Clock, sealer: Sealer, ttl: float) -> None:
+        self._ttl = ttl  # a binding outlives no grant that has not been used for this long
+        self._store = store
+        self._clock = clock
+        self._sealer = sealer
+
+    async def belongs_to(self, session_id: str, grant: Grant) -> bool:
+        binding = await self._store.mcp_sessions.get(lookup_key(session_id))
+        return binding is not None and binding.grant_id == grant.id
+
+    async def bind(self, session_id: str, grant: Grant) -> None:
+        key = lookup_key(session_id)
+        existing = await self._store.mcp_sessions.get(key)
+        if existing is not None and existing.grant_id == grant.id:
+            return
+        await self._store.mcp_sessions.put(
+            McpSession(
+                session_key=key,
+                grant_id=grant.id,
+                user=grant.user,
+                client_id=grant.client_id,
+                sealed_id=self._sealer.seal(session_id.encode(), key),
+                created_at=self._clock.now(),
+                expires_at=self._clock.now() + self._ttl,
+            )
+        )
+
+        def listed(current: Grant) -> Grant:
+            keys = (*current.mcp_sessions, key)[-MAX_SESSIONS_PER_GRANT:]
+            return dataclasses.replace(current, mcp_sessions=keys)
+
+        await self._store.grants.update(grant.id, listed)
+
+    async def forget(self, session_id: str, grant: Grant) -> None:
+        key = lookup_key(session_id)
+        await self._store.mcp_sessions.delete(key)
+
+        def unlisted(current: Grant) -> Grant:
+            keys = tuple(k for k in current.mcp_sessions if k != key)
+            return (
+                current
+                if keys == current.mcp_sessions
+                else dataclasses.replace(current, mcp_sessions=keys)
+            )
+
+        await self._store.grants.update(grant.id, unlisted)
+
+    async def release_all(self, grant: Grant) -> list[str]:
+        """Forget every session of an ended grant; return their ids to close upstream."""
+        ids: list[str] = []
+        for key in grant.mcp_sessions:
+            binding = await self._store.mcp_sessions.take(key)
+            if binding is None or binding.grant_id != grant.id or binding.sealed_id is None:
+                continue
+            try:
+                ids.append(self._sealer.open(binding.sealed_id, key).decode())
+            except ValueError:
+                log.warning(
+                    "an MCP session id could not be unsealed (key changed?)",
+                    extra={"event": "proxy.session_unsealable"},
+                )
+        return ids
