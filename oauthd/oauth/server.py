@@ -9,7 +9,7 @@ from typing import Any
 from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config, read_secret
-from oauthd.model import Grant
+from oauthd.model import DeviceFlow, Grant
 from oauthd.oauth import metadata
 from oauthd.oauth.authorize import Authorizer, Flow
 from oauthd.oauth.clients import (
@@ -160,7 +160,9 @@ class AuthServer:
         self.login_failures_by_user.reset(user_key)
         return user
 
-    async def find_device_flow(self, typed: str, address: str) -> Any:
+    async def find_device_flow(self, typed: str, address: str) -> DeviceFlow | None:
+        """The pending device flow for a typed user code; wrong guesses are rate limited
+        per address (a 429 page once over the limit)."""
         if self.device_guesses.blocked(address):
             raise page_error(
                 "too_many_requests", "Too many wrong codes. Wait a minute and try again.", 429
