@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
@@ -53,23 +54,25 @@ class _Client:
     def secret(self) -> str | None:
         return read_secret(self._secret_ref) if self._secret_ref else None
 
-    def token_auth(self) -> tuple[aiohttp.BasicAuth | None, dict[str, str]]:
+    def token_auth(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(headers, form fields) that authenticate oauthd at the provider's token endpoint:
+        HTTP Basic with a secret (client_secret_basic), else the client_id alone."""
         secret = self.secret()
         if secret is None:
-            return None, {"client_id": self.client_id}
-        return aiohttp.BasicAuth(self.client_id, secret), {}
+            return {"Accept": "application/json"}, {"client_id": self.client_id}
+        # RFC 6749 s2.3.1: both parts are form-urlencoded before the Basic encoding
+        basic = aiohttp.encode_basic_auth(quote(self.client_id, safe=""), quote(secret, safe=""))
+        return {"Authorization": basic, "Accept": "application/json"}, {}
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
     async def _refresh_at(self, endpoint: str, refresh_token: str) -> dict[str, Any]:
-        auth, extra = self.token_auth()
+        auth_headers, extra = self.token_auth()
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
         try:
-            async with self.session.post(
-                endpoint, data=form, auth=auth, headers={"Accept": "application/json"}
-            ) as response:
+            async with self.session.post(endpoint, data=form, headers=auth_headers) as response:
                 tokens = await _json(response, "the provider's token endpoint")
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach the identity provider: {exc}") from None
@@ -143,7 +146,7 @@ class OidcProvider(_Client):
     async def _exchange(
         self, endpoint: str, code: str, verifier: str, redirect_uri: str
     ) -> dict[str, Any]:
-        auth, extra = self.token_auth()
+        auth_headers, extra = self.token_auth()
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -152,7 +155,7 @@ class OidcProvider(_Client):
             **extra,
         }
         try:
-            async with self.session.post(endpoint, data=form, auth=auth) as response:
+            async with self.session.post(endpoint, data=form, headers=auth_headers) as response:
                 return await _json(response, "the provider's token endpoint")
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach the identity provider: {exc}") from None
@@ -222,7 +225,7 @@ class GithubProvider(_Client):
     async def identify(
         self, *, code: str, code_verifier: str, nonce: str, redirect_uri: str
     ) -> UpstreamIdentity:
-        auth, extra = self.token_auth()
+        auth_headers, extra = self.token_auth()
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -233,7 +236,7 @@ class GithubProvider(_Client):
         headers = {"Accept": "application/json"}
         try:
             async with self.session.post(
-                self.config.token_url, data=form, auth=auth, headers=headers
+                self.config.token_url, data=form, headers={**headers, **auth_headers}
             ) as response:
                 tokens = await _json(response, "GitHub's token endpoint")
             access = tokens.get("access_token")
