@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from oauthd.clock import Clock
 from oauthd.config import Config, read_secret
@@ -59,8 +60,13 @@ class McpProxy:
                     "upstream.authorization cannot be read; sending none",
                     extra={"event": "proxy.no_static_credential"},
                 )
+        # `connect` bounds the wait for a free pooled connection too: long-lived streams
+        # can hold all `max_connections`, and a request must not queue behind them forever.
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._up.connect_timeout, sock_read=self._up.read_timeout
+            total=None,
+            connect=self._up.connect_timeout,
+            sock_connect=self._up.connect_timeout,
+            sock_read=self._up.read_timeout,
         )
         self._session = aiohttp.ClientSession(
             timeout=timeout,
@@ -93,8 +99,11 @@ class McpProxy:
         origin = request.headers.get("Origin")
         if origin is None:
             return
-        if origin.lower() != self._own_origin and origin.lower() not in self._up.allowed_origins:
+        if not self._origin_allowed(origin):
             raise jsonrpc_error(403, -32000, "Origin not allowed")
+
+    def _origin_allowed(self, origin: str) -> bool:
+        return origin.lower() == self._own_origin or origin.lower() in self._up.allowed_origins
 
     def _preflight(self, request: web.Request) -> web.Response:
         response = web.Response(
@@ -111,12 +120,14 @@ class McpProxy:
 
     def _add_cors(self, request: web.Request, response: web.StreamResponse) -> None:
         origin = request.headers.get("Origin")
-        if origin is not None:
+        if origin is not None and self._origin_allowed(origin):  # never to a refused origin
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = (
                 "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version"
             )
-            response.headers["Vary"] = "Origin"
+            vary = response.headers.get("Vary", "")  # the upstream's own Vary stays
+            if "origin" not in vary.lower():
+                response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
 
     async def _authenticate(self, request: web.Request) -> Grant:
         scope = " ".join(self._up.required_scopes)
@@ -163,6 +174,22 @@ class McpProxy:
             headers["Authorization"] = self._static_authorization
         return headers
 
+    def _upstream_url(self, request: web.Request) -> URL:
+        """`upstream.url` plus the client's query string exactly as it was sent (a round
+        trip through a dict would rewrite it: `flag` -> `flag=`, `%20` -> `+`)."""
+        url = URL(self._up.url)
+        raw = request.rel_url.raw_query_string
+        if not raw:
+            return url
+        query = f"{url.raw_query_string}&{raw}" if url.raw_query_string else raw
+        return URL.build(
+            scheme=url.scheme,
+            authority=url.raw_authority,
+            path=url.raw_path,
+            query_string=query,
+            encoded=True,
+        )
+
     async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
         limit, seen = self._up.max_request_bytes, 0
         async for chunk in request.content.iter_chunked(CHUNK):
@@ -186,8 +213,7 @@ class McpProxy:
         try:
             upstream = await self._session.request(
                 request.method,
-                self._up.url,
-                params=request.query,
+                self._upstream_url(request),
                 headers=headers,
                 data=body,
                 allow_redirects=False,
@@ -197,6 +223,8 @@ class McpProxy:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise self._upstream_failed("timeout", 504, "upstream timed out") from None
         except aiohttp.ClientError as exc:
+            if isinstance(exc.__cause__, _TooLarge):  # aiohttp wraps what the body raised
+                raise jsonrpc_error(413, -32600, "request body too large") from None
             raise self._upstream_failed(type(exc).__name__, 502, "upstream unavailable") from None
         async with upstream:
             await self._track_session(request, upstream, grant, session_id)
@@ -241,6 +269,11 @@ class McpProxy:
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError):
             log.info("upstream stream ended early", extra={"event": "proxy.stream_cut"})
+            if response.content_length is not None and request.transport is not None:
+                # The client was promised more bytes than will come: cut its connection,
+                # or it waits for them until its keep-alive ends.
+                request.transport.close()
+                return response
         except ConnectionResetError:
             pass  # the client went away; leaving the block closes the upstream request
         await response.write_eof()
@@ -255,7 +288,10 @@ class McpProxy:
                 SESSION_HEADER: session_id,
                 self._up.user_header: grant.user,
                 self._up.client_header: grant.client_id,
+                self._up.scopes_header: " ".join(grant.scopes),
             }
+            if self._static_authorization:  # an upstream that needs it refuses the DELETE
+                headers["Authorization"] = self._static_authorization
             try:
                 assert self._session is not None
                 async with self._session.delete(self._up.url, headers=headers) as response:

@@ -1,0 +1,199 @@
+"""An upstream that is down, slow, hanging or broken gets a JSON-RPC error in bounded time:
+502 when it cannot answer, 504 when it is too slow; never a 500, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from aiohttp import web
+from proxy_harness import FakeUpstream, Oauthd, Reply, Seen, StartOauthd, free_port, start_sse
+
+
+async def timed(call: asyncio.Future[Reply] | asyncio.Task[Reply]) -> tuple[Reply, float]:
+    started = time.monotonic()
+    reply = await asyncio.wait_for(call, 5)
+    return reply, time.monotonic() - started
+
+
+async def test_upstream_down_is_502(start_oauthd: StartOauthd) -> None:
+    oauthd = await start_oauthd(upstream={"url": f"http://127.0.0.1:{free_port()}/mcp"})
+    granted = await oauthd.grant()
+    for method in ("POST", "GET", "DELETE"):
+        reply, elapsed = await timed(asyncio.ensure_future(oauthd.mcp(method, granted)))
+        reply.assert_jsonrpc_error(502)
+        assert elapsed < 2
+        assert reply.headers.get("Cache-Control") == "no-store"
+
+
+async def test_an_upstream_that_drops_the_connection_is_502(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+    upstream.answer = answer
+    granted = await oauthd.grant()
+    reply, elapsed = await timed(asyncio.ensure_future(oauthd.mcp("POST", granted)))
+    reply.assert_jsonrpc_error(502)
+    assert elapsed < 2
+
+
+@pytest.fixture
+async def garbage_upstream() -> AsyncIterator[str]:
+    """Something on the upstream port that does not speak HTTP."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/mcp"
+    server.close()
+    await server.wait_closed()
+
+
+async def test_an_upstream_that_does_not_speak_http_is_502(
+    start_oauthd: StartOauthd, garbage_upstream: str
+) -> None:
+    oauthd = await start_oauthd(upstream={"url": garbage_upstream})
+    granted = await oauthd.grant()
+    reply, elapsed = await timed(asyncio.ensure_future(oauthd.mcp("POST", granted)))
+    reply.assert_jsonrpc_error(502)
+    assert elapsed < 2
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["slow", "hanging"])
+async def test_an_upstream_slower_than_the_read_timeout_is_504(
+    start_oauthd: StartOauthd, upstream: FakeUpstream, hang: bool
+) -> None:
+    oauthd = await start_oauthd(upstream={"read_timeout": 0.3})
+
+    async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
+        await (asyncio.Event().wait() if hang else asyncio.sleep(1.5))
+        return web.json_response({"too": "late"})
+
+    upstream.answer = answer
+    granted = await oauthd.grant()
+    reply, elapsed = await timed(asyncio.ensure_future(oauthd.mcp("POST", granted)))
+    reply.assert_jsonrpc_error(504)
+    assert 0.25 < elapsed < 1.2, elapsed
+
+
+async def test_an_answer_within_the_read_timeout_passes(
+    start_oauthd: StartOauthd, upstream: FakeUpstream
+) -> None:
+    oauthd = await start_oauthd(upstream={"read_timeout": 0.5})
+
+    async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
+        await asyncio.sleep(0.2)
+        return web.json_response({"in": "time"})
+
+    upstream.answer = answer
+    granted = await oauthd.grant()
+    reply = await oauthd.mcp("POST", granted)
+    assert (reply.status, reply.json()) == (200, {"in": "time"})
+
+
+async def test_a_stream_that_stalls_past_the_read_timeout_ends(
+    start_oauthd: StartOauthd, upstream: FakeUpstream
+) -> None:
+    """Headers and one event, then silence: the client's stream ends, it does not hang."""
+    oauthd = await start_oauthd(upstream={"read_timeout": 0.3})
+
+    async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
+        response = await start_sse(request)
+        await response.write(b"data: 1\n\n")
+        await asyncio.Event().wait()
+        return response
+
+    upstream.answer = answer
+    granted = await oauthd.grant()
+    started = time.monotonic()
+    async with oauthd.session.get(oauthd.mcp_url, headers=granted.bearer()) as response:
+        assert response.status == 200
+        body = await asyncio.wait_for(response.content.read(), 3)
+    assert body == b"data: 1\n\n"
+    assert time.monotonic() - started < 1.5
+    await asyncio.wait_for(upstream.gone.wait(), 2)  # and the upstream request was closed
+
+
+async def test_upstream_errors_pass_as_they_are(oauthd: Oauthd, upstream: FakeUpstream) -> None:
+    """The upstream's own error answers are its business: relayed, not rewritten."""
+
+    async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
+        return web.json_response({"upstream": "broke"}, status=500)
+
+    upstream.answer = answer
+    granted = await oauthd.grant()
+    reply = await oauthd.mcp("POST", granted)
+    assert (reply.status, reply.json()) == (500, {"upstream": "broke"})
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose accept queue is full: connection attempts get no answer at all."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for sock in (*fillers, listener):
+        sock.close()
+
+
+async def test_an_upstream_that_does_not_accept_is_504_after_the_connect_timeout(
+    start_oauthd: StartOauthd, unanswered_port: int
+) -> None:
+    oauthd = await start_oauthd(
+        upstream={"url": f"http://127.0.0.1:{unanswered_port}/mcp", "connect_timeout": 0.3}
+    )
+    granted = await oauthd.grant()
+    reply, elapsed = await timed(asyncio.ensure_future(oauthd.mcp("POST", granted)))
+    reply.assert_jsonrpc_error(504)
+    assert 0.25 < elapsed < 1.2, elapsed
+
+
+async def test_a_full_connection_pool_is_504_not_a_hang(
+    start_oauthd: StartOauthd, upstream: FakeUpstream
+) -> None:
+    """Long-lived GET streams hold upstream connections; with all of them taken, another
+    request waits at most the connect timeout, and gets its turn once one is free."""
+    oauthd = await start_oauthd(upstream={"max_connections": 1, "connect_timeout": 0.3})
+
+    async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
+        if request.method != "GET":
+            return web.json_response({})
+        response = await start_sse(request)
+        await response.write(b"data: open\n\n")
+        await asyncio.Event().wait()
+        return response
+
+    upstream.answer = answer
+    granted = await oauthd.grant()
+    async with oauthd.session.get(oauthd.mcp_url, headers=granted.bearer()) as stream:
+        await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 2)
+        reply, elapsed = await timed(asyncio.ensure_future(oauthd.mcp("POST", granted)))
+        reply.assert_jsonrpc_error(504)
+        assert elapsed < 1.2, elapsed
+        stream.close()
+    await asyncio.wait_for(upstream.gone.wait(), 2)
+    reply = await asyncio.wait_for(oauthd.mcp("POST", granted), 2)
+    assert reply.status == 200, reply.text
