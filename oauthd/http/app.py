@@ -93,6 +93,12 @@ def _sealer(config: Config) -> Sealer | None:
         raise ConfigError(f"{config.source}: login.encryption_key: {exc}") from None
 
 
+async def _end_streams(app: web.Application) -> None:
+    proxy = app.get(PROXY)
+    if proxy is not None:
+        await proxy.end_streams()
+
+
 async def _proxy_handler(request: web.Request) -> web.StreamResponse:
     return await request.app[PROXY].handle(request)
 
@@ -123,6 +129,7 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(_store_context(accept_empty, recover))
     app.cleanup_ctx.append(housekeeping_context)
+    app.on_shutdown.append(_end_streams)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_route("*", "/mcp", _proxy_handler)

@@ -20,7 +20,21 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Never forwarded upstream: the client's credentials and oauthd's own cookies.
-REQUEST_DROPPED = frozenset({"host", "authorization", "cookie", "content-length", "origin"})
+REQUEST_DROPPED = frozenset(
+    {
+        "host",
+        "authorization",
+        "cookie",
+        "content-length",
+        "origin",
+        # set by oauthd itself from what it knows, never taken from the client
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
 RESPONSE_DROPPED = frozenset({"set-cookie", "content-length"})
 
 

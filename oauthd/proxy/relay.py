@@ -50,6 +50,7 @@ class McpProxy:
         )
         self._session: aiohttp.ClientSession | None = None
         self._static_authorization: str | None = None
+        self._open_streams: set[aiohttp.ClientResponse] = set()
         auth.tokens.grant_ended.append(self.close_sessions_of)
 
     async def start(self) -> None:
@@ -74,6 +75,13 @@ class McpProxy:
             cookie_jar=aiohttp.DummyCookieJar(),
             connector=aiohttp.TCPConnector(limit=self._up.max_connections),
         )
+
+    async def end_streams(self) -> None:
+        """At shutdown: end the long-lived GET streams now (clients reconnect, with
+        Last-Event-ID, to the next instance), so that the drain waits only for requests
+        that finish by themselves (tool calls and their SSE answers)."""
+        for upstream in list(self._open_streams):
+            upstream.close()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -167,6 +175,10 @@ class McpProxy:
 
     def _upstream_headers(self, request: web.Request, grant: Grant) -> CIMultiDict[str]:
         headers = upstream_request_headers(request.headers, self._identity_headers)
+        headers["X-Forwarded-For"] = request.remote or ""
+        headers["X-Forwarded-Proto"], _, headers["X-Forwarded-Host"] = (
+            self._config.server.issuer.partition("://")
+        )
         headers[self._up.user_header] = grant.user
         headers[self._up.client_header] = grant.client_id
         headers[self._up.scopes_header] = " ".join(grant.scopes)
@@ -175,10 +187,15 @@ class McpProxy:
         return headers
 
     def _upstream_url(self, request: web.Request) -> URL:
-        """`upstream.url` plus the client's query string exactly as it was sent (a round
-        trip through a dict would rewrite it: `flag` -> `flag=`, `%20` -> `+`)."""
+        """`upstream.url` plus the client's query string as it was sent, less any
+        `access_token` (a round trip through a dict would rewrite it: `flag` -> `flag=`,
+        `%20` -> `+`)."""
         url = URL(self._up.url)
-        raw = request.rel_url.raw_query_string
+        raw = "&".join(  # a token in the query is never accepted, and never passed on
+            part
+            for part in request.rel_url.raw_query_string.split("&")
+            if part and part.split("=", 1)[0] != "access_token"
+        )
         if not raw:
             return url
         query = f"{url.raw_query_string}&{raw}" if url.raw_query_string else raw
@@ -228,7 +245,13 @@ class McpProxy:
             raise self._upstream_failed(type(exc).__name__, 502, "upstream unavailable") from None
         async with upstream:
             await self._track_session(request, upstream, grant, session_id)
-            return await self._stream_back(request, upstream)
+            if request.method != "GET":
+                return await self._stream_back(request, upstream)
+            self._open_streams.add(upstream)  # long-lived: ended at shutdown, see below
+            try:
+                return await self._stream_back(request, upstream)
+            finally:
+                self._open_streams.discard(upstream)
 
     def _upstream_failed(self, kind: str, status: int, message: str) -> ProxyRefusal:
         log.warning(

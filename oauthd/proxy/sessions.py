@@ -25,13 +25,28 @@ class SessionBindings:
         self._sealer = sealer
 
     async def belongs_to(self, session_id: str, grant: Grant) -> bool:
+        """True if the session was opened with this grant; a binding in use is kept alive
+        (its expiry slides like the grant's)."""
         binding = await self._store.mcp_sessions.get(lookup_key(session_id))
-        return binding is not None and binding.grant_id == grant.id
+        if binding is None or binding.grant_id != grant.id:
+            return False
+        now = self._clock.now()
+        if binding.expires_at is not None and binding.expires_at - now < self._ttl / 2:
+            renewed = now + self._ttl
+            await self._store.mcp_sessions.update(
+                binding.session_key, lambda b: dataclasses.replace(b, expires_at=renewed)
+            )
+        return True
 
     async def bind(self, session_id: str, grant: Grant) -> None:
         key = lookup_key(session_id)
         existing = await self._store.mcp_sessions.get(key)
-        if existing is not None and existing.grant_id == grant.id:
+        if existing is not None:
+            if existing.grant_id != grant.id:  # an upstream handing out one id twice
+                log.warning(
+                    "upstream reused an MCP session id of another grant; not rebound",
+                    extra={"event": "proxy.session_id_reused"},
+                )
             return
         await self._store.mcp_sessions.put(
             McpSession(
