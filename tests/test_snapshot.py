@@ -418,7 +418,7 @@ async def test_snapshot_is_consistent_while_writes_continue(tmp_path: Path) -> N
     for seq, kind, key, record in history:
         if seq <= doc["seq"]:
             _apply(at_seq, kind, key, record)
-    decoded = decode_document(doc)
+    decoded = decode_document((k, v) for k, v in doc.items() if isinstance(v, list))
     assert as_contents(r for records in decoded.values() for r in records) == at_seq
 
     # And after a crash, snapshot + journal give every acknowledged change.

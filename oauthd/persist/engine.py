@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from oauthd.persist.errors import DiskError, PersistError
 from oauthd.persist.journal import JournalWriter, list_segments
 from oauthd.persist.migrate import Migration
 from oauthd.persist.recovery import Loader, Recovered
-from oauthd.persist.snapshot import write_snapshot
+from oauthd.persist.snapshot import Chunk, write_snapshot
 from oauthd.persist.statedir import StateDir
 
 log = logging.getLogger("oauthd.persist")
@@ -128,7 +128,7 @@ class Engine:
 
     def open(
         self,
-        decode: Callable[[dict[str, Any]], Any],
+        decode: Callable[[Iterable[Chunk]], Any],
         *,
         accept_empty: bool = False,
         recover: bool = False,

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from oauthd.persist.errors import CorruptFile, RecoveryError
 from oauthd.persist.journal import SegmentScan, list_segments, scan_segment
 from oauthd.persist.migrate import Migration, migrate
-from oauthd.persist.snapshot import read_snapshot
+from oauthd.persist.snapshot import ENVELOPE, Chunk, Snapshot, open_snapshot
 from oauthd.persist.statedir import FILE_MODE, MARKER, PREVIOUS, SNAPSHOT, StateDir, utc_stamp
 
 log = logging.getLogger("oauthd.persist")
@@ -46,20 +46,17 @@ class Recovered:
         return self.entries[-1][0] if self.entries else self.base_seq
 
 
-def empty_document(version: int) -> dict[str, Any]:
-    return {"format": "oauthd-state", "version": version, "seq": 0, "saved_at": 0.0}
-
-
 class Loader:
     def __init__(
         self,
         state: StateDir,
         version: int,
         migrations: Mapping[int, Migration],
-        decode: Callable[[dict[str, Any]], Any],
+        decode: Callable[[Iterable[Chunk]], Any],
     ) -> None:
-        """`decode` turns a (migrated) document into what the caller keeps; a ValueError
-        from it marks the file as damaged, like a parse error."""
+        """`decode` turns a snapshot's records, (kind, records) chunk by chunk, into what
+        the caller keeps; a ValueError (or `CorruptFile` from the reader) marks the file as
+        damaged, like a parse error."""
         self.state = state
         self.version = version
         self.migrations = migrations
@@ -84,7 +81,7 @@ class Loader:
                 "missing: refusing to start empty. Restore them from a backup, or start with "
                 "--accept-empty-state if losing every login is intended"
             )
-        result = Recovered(self.decode(empty_document(self.version)), 0, needs_save=True)
+        result = Recovered(self.decode(()), 0, needs_save=True)
         result.first_boot = not has_marker
         result.events.append(
             "first boot: empty state" if not has_marker else "empty state accepted"
@@ -97,14 +94,13 @@ class Loader:
         self, snapshots: list[str], segments: list[tuple[int, str]], recover_damage: bool
     ) -> Recovered:
         for name in snapshots:
-            doc = self._read_one(name)
-            if doc is None:
+            snapshot = self._open(name)
+            if snapshot is None:
                 continue
-            result = Recovered(doc, doc["seq"])
-            self._migrate(name, result)
+            result = Recovered(None, snapshot.header["seq"])
             try:
-                result.document = self.decode(result.document)
-            except ValueError as exc:
+                result.document = self.decode(self._chunks(name, snapshot, result))
+            except (CorruptFile, ValueError) as exc:
                 self._quarantine(name, f"records do not decode: {exc}")
                 continue
             if name != SNAPSHOT:
@@ -117,14 +113,15 @@ class Loader:
                 f"no valid snapshot in {self.state.path} (damaged files were quarantined) and "
                 f"the journal does not reach back to the beginning; {RECOVER_HINT}"
             )
-        result = Recovered(self.decode(empty_document(self.version)), 0, needs_save=True)
+        result = Recovered(self.decode(()), 0, needs_save=True)
         result.events.append("no snapshot: state rebuilt from the journal alone")
         return result
 
-    def _read_one(self, name: str) -> dict[str, Any] | None:
+    def _open(self, name: str) -> Snapshot | None:
+        """The snapshot's envelope, or None once a damaged file was quarantined."""
         path = self.state.file(name)
         try:
-            doc = read_snapshot(path)
+            snapshot = open_snapshot(path)
         except CorruptFile as exc:
             self._quarantine(name, str(exc))
             return None
@@ -133,13 +130,14 @@ class Loader:
                 f"{path}: cannot read ({exc.strerror or exc}); refusing to start, nothing was "
                 "changed"
             ) from None
-        if doc["version"] > self.version:
+        version = snapshot.header["version"]
+        if version > self.version:
             raise RecoveryError(
-                f"{path} has snapshot format version {doc['version']}, newer than this "
+                f"{path} has snapshot format version {version}, newer than this "
                 f"oauthd's {self.version}: refusing to start (upgrade oauthd, or restore a "
                 "backup made by this version); the file was not modified"
             )
-        return doc
+        return snapshot
 
     def _quarantine(self, name: str, reason: str) -> str:
         digest = hashlib.sha256(self.state.file(name).read_bytes()).hexdigest()
@@ -156,19 +154,22 @@ class Loader:
         )
         return moved
 
-    def _migrate(self, name: str, result: Recovered) -> None:
-        old = result.document["version"]
+    def _chunks(self, name: str, snapshot: Snapshot, result: Recovered) -> Iterable[Chunk]:
+        """The records to decode: streamed from a current file; an older format version is
+        read whole and migrated in memory (the original kept as `snapshot.v<N>.bak`)."""
+        old = snapshot.header["version"]
         if old == self.version:
-            return
+            return snapshot.chunks()
         backup = f"snapshot.v{old}.bak"
         if not self.state.file(backup).exists():
             os.link(self.state.file(name), self.state.file(backup))
             self.state.fsync_dir()
-        result.document = migrate(result.document, self.version, self.migrations)
+        document = migrate(snapshot.document(), self.version, self.migrations)
         result.needs_save = True
         result.events.append(
             f"migrated {name} from format version {old} (original kept as {backup})"
         )
+        return [(k, v) for k, v in document.items() if k not in ENVELOPE]
 
     def _replay_journal(
         self, result: Recovered, segments: list[tuple[int, str]], recover_damage: bool

@@ -42,64 +42,81 @@ _TUPLE_CACHE: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _interned_tuple(value: list[str]) -> tuple[str, ...]:
-    as_tuple = tuple(sys.intern(item) for item in value)
-    return _TUPLE_CACHE.setdefault(as_tuple, as_tuple)
+    """One shared tuple of interned strings per distinct value (scope sets repeat)."""
+    key = tuple(value)
+    cached = _TUPLE_CACHE.get(key)
+    if cached is None:
+        cached = _TUPLE_CACHE.setdefault(key, tuple(sys.intern(item) for item in key))
+    return cached
 
 
-def _tuple(value: list[str]) -> tuple[str, ...]:
-    return tuple(value)
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "fromhex": bytes.fromhex,
+    "itup": _interned_tuple,
+    "tup": tuple,
+    "intern": sys.intern,
+}
 
 
-def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
-
-
-def _converter(hint: Any, intern: bool) -> Callable[[Any], Any] | None:
-    """How to turn a decoded JSON value into the field's type; None when it already is."""
+def _converter(hint: Any, intern: bool) -> tuple[str | None, bool]:
+    """(name of the converter from JSON to the field's type or None, is it optional)."""
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
         (inner,) = (a for a in args if a is not type(None))
-        convert = _converter(inner, intern)
-        return None if convert is None else _optional(convert)
+        return _converter(inner, intern)[0], True
     if hint is bytes:
-        return bytes.fromhex
+        return "fromhex", False
     if typing.get_origin(hint) is tuple:
-        return _interned_tuple if intern else _tuple
+        return ("itup" if intern else "tup"), False
     if hint is str and intern:
-        return sys.intern
-    return None
+        return "intern", False
+    return None, False
 
 
 def _make_decoder(cls: type[Record]) -> Decoder:
+    """A decoder generated for `cls` (as `collections.namedtuple` generates code): a million
+    records at start-up make a generic loop over fields three times slower."""
     hints = typing.get_type_hints(cls)
-    converters = []
-    for f in dataclasses.fields(cls):
-        convert = _converter(hints[f.name], bool(f.metadata.get("intern")))
-        if convert is not None:
-            converters.append((f.name, convert))
-
-    def decode(doc: dict[str, Any]) -> Record:
-        try:
-            for name, convert in converters:
-                doc[name] = convert(doc[name])
-            return cls(**doc)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DecodeError(f"{cls.KIND}: {exc}") from None
-
-    return decode
+    fields = dataclasses.fields(cls)
+    args = []
+    for i, f in enumerate(fields):
+        convert, optional = _converter(hints[f.name], bool(f.metadata.get("intern")))
+        value = f"d[{f.name!r}]"
+        if convert is not None and optional:
+            value = f"(None if (v{i} := {value}) is None else {convert}(v{i}))"
+        elif convert is not None:
+            value = f"{convert}({value})"
+        args.append(value)
+    source = (
+        f"def decode(d):\n"
+        f"    if len(d) != {len(fields)}:\n"
+        f"        raise KeyError('expected the fields ' + {', '.join(f.name for f in fields)!r})\n"
+        f"    return cls({', '.join(args)})\n"
+    )
+    namespace: dict[str, Any] = {"cls": cls, **_CONVERTERS}
+    exec(source, namespace)
+    decoder: Decoder = namespace["decode"]
+    return decoder
 
 
 DECODERS: dict[str, Decoder] = {kind: _make_decoder(cls) for kind, cls in RECORD_CLASS.items()}
+_DECODE_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
 
 def decode(kind: str, doc: dict[str, Any]) -> Record:
-    """A record of `kind` from its JSON object (which this mutates); `DecodeError` if bad."""
+    """A record of `kind` from its JSON object; `DecodeError` if it does not fit."""
+    return decode_many(kind, [doc])[0]
+
+
+def decode_many(kind: str, docs: list[Any]) -> list[Record]:
+    """Records of `kind` from a list of JSON objects; `DecodeError` if any does not fit."""
     decoder = DECODERS.get(kind)
     if decoder is None:
         raise DecodeError(f"unknown record kind {kind!r}")
-    if not isinstance(doc, dict):
-        raise DecodeError(f"{kind}: expected an object, got {type(doc).__name__}")
-    return decoder(doc)
+    try:
+        return [decoder(doc) for doc in docs]
+    except _DECODE_ERRORS as exc:
+        raise DecodeError(f"{kind}: {type(exc).__name__}: {exc}") from None
 
 
 def encode_change(kind: str, key: str, record: Record | None) -> bytes:

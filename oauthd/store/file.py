@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 from oauthd.clock import Clock
@@ -22,7 +22,7 @@ from oauthd.store.base import StoreStatus, Unavailable
 from oauthd.store.memory import MemoryStore
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 
-SNAPSHOT_CHUNK = 1000  # records serialised per event-loop turn (about 1-2 ms)
+SNAPSHOT_CHUNK = 250  # records serialised per event-loop turn (about 0.3-0.5 ms)
 
 Decoded = dict[str, list[Record]]
 
@@ -46,20 +46,14 @@ class EngineSink:
             raise Unavailable(f"state cannot be saved: {exc}") from None
 
 
-def decode_document(doc: dict[str, Any]) -> Decoded:
-    """Every record of a snapshot document, by kind; ValueError if any is damaged."""
+def decode_document(chunks: Iterable[tuple[str, list[Any]]]) -> Decoded:
+    """Every record of a snapshot, by kind, decoded chunk by chunk; ValueError if any is
+    damaged."""
     decoded: Decoded = {kind: [] for kind in codec.KINDS}
-    for kind, items in doc.items():
-        if kind in ("format", "version", "seq", "saved_at"):
-            continue
+    for kind, items in chunks:
         if kind not in decoded:
             raise codec.DecodeError(f"unknown record kind {kind!r}")
-        decoder = codec.DECODERS[kind]
-        append = decoded[kind].append
-        for item in items:
-            if not isinstance(item, dict):
-                raise codec.DecodeError(f"{kind}: a record is not an object")
-            append(decoder(item))
+        decoded[kind].extend(codec.decode_many(kind, items))
     return decoded
 
 

@@ -61,8 +61,11 @@ class RecordMap(Generic[V]):
         return value
 
     def load(self, key: str, value: V) -> None:
-        """`set` for bulk loading before anything else runs."""
-        self.set(key, value)
+        """`set` for bulk loading at start-up, before any scan: straight into the base."""
+        assert self._overlay is None
+        if key not in self._base:
+            self._size += 1
+        self._base[key] = value
 
     async def acquire_scan(self) -> None:
         await self._scan_lock.acquire()
