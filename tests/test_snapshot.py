@@ -457,3 +457,55 @@ def _apply(state: dict[str, dict[str, Record]], kind: str, key: str, record: Rec
         state[kind].pop(key, None)
     else:
         state[kind][key] = record
+
+
+async def test_records_are_one_line_per_chunk_and_any_layout_loads(tmp_path: Path) -> None:
+    """oauthd writes a line per chunk of records (so a loader decodes a chunk at a time);
+    the same document on one line, or pretty-printed, loads the same."""
+    store = await open_store(tmp_path / "live")
+    grants = [make_grant() for _ in range(700)]
+    await put_all(store, grants)
+    assert await store.engine.save()
+    raw = (tmp_path / "live" / SNAPSHOT).read_bytes()
+    await store.close()
+    lines = raw.split(b"\n")
+    assert lines[0].startswith(b'{"format":"oauthd-state"') and lines[-2:] == [b"}", b""]
+    grant_lines = lines[lines.index(b',"grants":[') + 1 : lines.index(b',"grants":[') + 4]
+    assert [line.count(b'"access_hash"') for line in grant_lines] == [250, 250, 200]
+    for name, layout in (
+        ("one-line", orjson.dumps(orjson.loads(raw))),
+        ("pretty", json.dumps(orjson.loads(raw), indent=2).encode()),
+    ):
+        copy = crash_copy(tmp_path / "live", tmp_path / name)
+        (copy / SNAPSHOT).write_bytes(layout)
+        reopened = await open_store(copy)
+        assert await contents(reopened) == as_contents(grants)
+        await reopened.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw.replace(b'"access_hash":"', b'"access_hash":', 1),  # one bad line
+        lambda raw: raw[: raw.index(b',"grants":[') + 400],  # truncated mid-array
+        lambda raw: raw.replace(b"\n]\n", b"\n", 1),  # an array never closed
+        lambda raw: raw + b'{"more":1}\n',  # data after the end
+    ],
+)
+async def test_a_damaged_chunk_quarantines_the_whole_generation(
+    tmp_path: Path, damage: Any
+) -> None:
+    store = await open_store(tmp_path)
+    await put_all(store, [make_grant() for _ in range(600)])
+    assert await store.engine.save()  # generation 1
+    await put_all(store, [make_grant()])
+    assert await store.engine.save()  # generation 2, damaged below
+    everything = await contents(store)
+    await store.close()
+    final = (tmp_path / SNAPSHOT).read_bytes()
+    (tmp_path / SNAPSHOT).write_bytes(damage(final))
+    reopened = await open_store(tmp_path)  # the previous generation + the journal
+    got = await contents(reopened)
+    await reopened.close()
+    assert got == everything  # nothing acknowledged is lost
+    assert any(name.startswith(f"{SNAPSHOT}.corrupt-") for name in os.listdir(tmp_path))
