@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 __all__ = [
+    "AdminConfig",
     "Config",
     "ConfigError",
     "GithubConfig",
@@ -33,6 +34,7 @@ __all__ = [
     "LocalUser",
     "LogConfig",
     "LoginConfig",
+    "MetricsConfig",
     "OAuthConfig",
     "OidcConfig",
     "ServerConfig",
@@ -41,6 +43,7 @@ __all__ = [
     "UpstreamConfig",
     "default_config",
     "load_config",
+    "admin_socket_path",
     "parse_duration",
     "read_secret",
 ]
@@ -295,6 +298,20 @@ def _origins(value: object, at: _At) -> tuple[str, ...]:
     return tuple(o.lower() for o in words)
 
 
+def _networks(value: object, at: _At) -> tuple[str, ...]:
+    """Addresses or networks ("127.0.0.1", "10.0.0.0/8", "::1"), normalised to CIDR."""
+    words = _words(value, at)
+    out = []
+    for i, word in enumerate(words):
+        try:
+            out.append(str(ipaddress.ip_network(word, strict=False)))
+        except ValueError:
+            raise at.item(i).error(
+                f"expected an IP address or network, got {_show(word)}"
+            ) from None
+    return tuple(out)
+
+
 def _section(cls: type[_D]) -> Converter:
     return lambda value, at: _build(cls, value, at)
 
@@ -435,6 +452,16 @@ class LoginConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    allow: tuple[str, ...] = field(metadata=_key(_networks, ["127.0.0.1/32", "::1/128"]))
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    socket: str = field(metadata=_key(_string, ""))  # "" = admin.sock in the state dir
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = field(metadata=_key(_choice(("debug", "info", "warning", "error")), "info"))
 
@@ -449,6 +476,8 @@ class Config:
     oauth: OAuthConfig = field(metadata=_key(_section(OAuthConfig), {}))
     introspection: IntrospectionConfig = field(metadata=_key(_section(IntrospectionConfig), {}))
     login: LoginConfig = field(metadata=_key(_section(LoginConfig), {}))
+    metrics: MetricsConfig = field(metadata=_key(_section(MetricsConfig), {}))
+    admin: AdminConfig = field(metadata=_key(_section(AdminConfig), {}))
     log: LogConfig = field(metadata=_key(_section(LogConfig), {}))
 
 
@@ -498,6 +527,13 @@ _CHECKS: dict[type[Any], Callable[[Any, _At], None]] = {
 
 
 # --- the loader ---------------------------------------------------------------------------
+
+
+def admin_socket_path(config: Config) -> Path:
+    """Where the admin socket lives: `admin.socket`, else `admin.sock` in the state dir."""
+    if config.admin.socket:
+        return config.source.parent / config.admin.socket
+    return config.storage.path / "admin.sock"
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
