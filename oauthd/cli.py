@@ -13,7 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from oauthd.config import Config, ConfigError, load_config
+from oauthd import cli_admin
+from oauthd.admin.client import AdminRefused, AdminUnreachable
+from oauthd.config import Config, ConfigError, admin_socket_path, load_config
 from oauthd.log import setup_logging
 
 EX_USAGE = 64
@@ -32,6 +34,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from oauthd.admin.server import AdminSocketError
     from oauthd.daemon import StartupError, serve
     from oauthd.persist.errors import LockedError, RecoveryError
 
@@ -39,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(config.log.level)
     try:
         asyncio.run(serve(config, accept_empty=args.accept_empty_state, recover=args.recover))
-    except (LockedError, RecoveryError, StartupError) as exc:
+    except (LockedError, RecoveryError, StartupError, AdminSocketError) as exc:
         import logging
 
         logging.getLogger("oauthd.daemon").error(
@@ -101,6 +104,26 @@ def cmd_state(args: argparse.Namespace) -> int:
     return EX_DAMAGE if args.action == "verify" and report.damage else 0
 
 
+def _admin_socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    config = _load(args)
+    if config.storage.backend == "memory" and not config.admin.socket:
+        raise ConfigError(
+            f"{config.source}: the memory backend keeps no state dir, so the daemon has an "
+            "admin socket only where admin.socket says"
+        )
+    return admin_socket_path(config)
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    try:
+        return cli_admin.main(args, _admin_socket(args))
+    except (AdminUnreachable, AdminRefused) as exc:
+        print(f"oauthd: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oauthd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         where.add_argument("--state-dir")
         cmd.add_argument("--json", action="store_true", help="machine-readable output")
         cmd.set_defaults(run=cmd_state)
+
+    cli_admin.add_commands(sub, cmd_admin)
     return parser
 
 

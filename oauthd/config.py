@@ -41,9 +41,9 @@ __all__ = [
     "StorageConfig",
     "TokensConfig",
     "UpstreamConfig",
+    "admin_socket_path",
     "default_config",
     "load_config",
-    "admin_socket_path",
     "parse_duration",
     "read_secret",
 ]

@@ -1,5 +1,6 @@
 """The daemon: start-up (load state, then listen), serve until a signal, shut down in
-order (stop accepting, drain, final snapshot, unlock)."""
+order (stop accepting, drain, final snapshot, unlock). systemd is told each step
+(`oauthd.notify`); SIGHUP reloads users and log level (`oauthd.reload`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import signal
 
 from aiohttp import web
 
-from oauthd.config import Config
+from oauthd.config import Config, Listen
 from oauthd.http import create_app
+from oauthd.http.keys import AUTH, STORE
+from oauthd.notify import Notifier
+from oauthd.reload import Reloader
 
 log = logging.getLogger("oauthd.daemon")
 
@@ -52,6 +56,17 @@ async def _start(runner: web.AppRunner, config: Config) -> None:
         raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}", 71) from None
 
 
+async def _describe(runner: web.AppRunner, app: web.Application) -> str:
+    """The STATUS= line: "serving on 127.0.0.1:8080, 1234 grants"."""
+    where = ", ".join(str(Listen(a[0], a[1])) for a in runner.addresses) or "nothing"
+    store = app.get(STORE)
+    try:
+        grants = str(await store.grants.count()) if store is not None else "no"
+    except Exception:  # a remote backend that is down: the status line must not fail
+        grants = "unknown"
+    return f"serving on {where}, {grants} grants"
+
+
 async def serve(config: Config, *, accept_empty: bool = False, recover: bool = False) -> None:
     app = create_app(config, accept_empty=accept_empty, recover=recover)
     runner = web.AppRunner(
@@ -61,8 +76,18 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
         shutdown_timeout=config.server.shutdown_timeout,
         handler_cancellation=True,  # a client that goes away closes its upstream stream
     )
+    notifier = Notifier()
+    reloader = Reloader(config, notifier, lambda: app[AUTH], lambda: _describe(runner, app))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)  # ignored until serving
+    background = [asyncio.create_task(notifier.watchdog())]  # systemd arms it at READY=1
+    notifier.status("loading the state")
     try:
-        await _start(runner, config)
+        try:
+            await _start(runner, config)
+        except Exception as exc:
+            notifier.status(f"failed to start: {exc}")
+            raise
         log.info(
             "listening",
             extra={
@@ -71,8 +96,17 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
                 "issuer": config.server.issuer,
             },
         )
+        notifier.ready(await _describe(runner, app))  # the state is loaded, the port bound
+        reloader.serving = True
+        background.append(asyncio.create_task(notifier.keep_status(reloader.describe)))
         name = await _wait_for_signal()
+        reloader.serving = False
+        notifier.stopping()
         log.info("shutting down", extra={"event": "daemon.stopping", "signal": name})
     finally:
         await runner.cleanup()  # stop accepting, drain in-flight, then the store closes
+        loop.remove_signal_handler(signal.SIGHUP)  # not before: SIGHUP's default kills
+        for task in background:
+            task.cancel()
+        notifier.close()
     log.info("stopped", extra={"event": "daemon.stopped"})

@@ -209,3 +209,16 @@ def setup_logging(level: str) -> None:
 def set_level(level: str) -> None:
     """Change the level of the `oauthd` logger (SIGHUP reload). Raises ValueError."""
     logging.getLogger(ROOT).setLevel(_level_number(level))
+
+
+AUDIT_LOGGER = "oauthd.audit"
+_audit_log = logging.getLogger(AUDIT_LOGGER)
+
+
+def audit(event: str, message: str, *, level: int = logging.INFO, **fields: object) -> None:
+    """One audit line (logger `oauthd.audit`, `event` = "audit.<event>"): sign-ins,
+    consents, tokens issued, refreshed and revoked, reuse detected, registrations. Fields
+    name who and what (user, client_id, grant: 8 characters of the grant id), never a
+    secret; the request id comes with every line as usual. A field must not be named like
+    a `LogRecord` attribute (`name`, `msg`, `args`, ...)."""
+    _audit_log.log(level, message, extra={"event": f"audit.{event}", **fields})

@@ -286,6 +286,102 @@ class StoreContract:
         assert await t.get(record.key) is None
         assert await t.count() == 0
 
+    # -- scan -------------------------------------------------------------------------------
+
+    @every_kind
+    async def test_scan_yields_every_live_record_once_and_no_expired_one(
+        self, harness: StoreHarness, kind: str
+    ) -> None:
+        t = table(harness.store, kind)
+        assert [r async for r in t.scan()] == []
+        expiring = [make(kind, expires_at=NOW + 60) for _ in range(3)]
+        live = [make(kind, expires_at=NOW + 61) for _ in range(5)] + [nulled(make(kind))]
+        for record in expiring + live:
+            await t.add(record)
+        gone = make(kind)
+        await t.add(gone)
+        await t.delete(gone.key)
+        harness.clock.advance(60)
+        scanned = [r async for r in t.scan()]
+        assert sorted(r.key for r in scanned) == sorted(r.key for r in live)
+        assert {r.key: r for r in scanned} == {r.key: r for r in live}
+
+    async def test_scan_is_consistent_under_concurrent_writes(
+        self, harness: StoreHarness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Writes while a scan runs: untouched records come exactly once, a touched one at
+        most once and in one of its versions; the memory tables show the start exactly."""
+        monkeypatch.setattr(memory, "SCAN_CHUNK", 3)  # many event-loop turns
+        t = harness.store.grants
+        before = [make_grant(expires_at=NOW + DAY) for _ in range(60)]
+        for record in before:
+            await t.add(record)
+        deleted, updated, untouched = before[:10], before[10:20], before[20:]
+        added = [make_grant() for _ in range(10)]
+
+        async def consume() -> list[Record]:
+            seen = []
+            async for record in t.scan():
+                seen.append(record)
+                await asyncio.sleep(0)
+            return seen
+
+        async def write() -> None:
+            for old, new in zip(deleted, added, strict=True):
+                await asyncio.sleep(0)
+                assert await t.delete(old.key)
+                await t.add(new)
+            for record in updated:
+                await asyncio.sleep(0)
+                await t.update(record.key, bumped)
+
+        scanned, _ = await asyncio.gather(consume(), write())
+        keys = [r.key for r in scanned]
+        assert len(keys) == len(set(keys)), "a record came twice"
+        assert {r.key for r in untouched} <= set(keys)
+        assert set(keys) <= {r.key for r in before + added}
+        versions = {r.key: (r, bumped(r)) for r in updated}
+        for record in scanned:
+            assert record in versions.get(record.key, (record,))
+        if isinstance(harness.store, MemoryStore):
+            assert {r.key: r for r in scanned} == {r.key: r for r in before}
+        assert await t.count() == 60
+
+    async def test_a_scan_stopped_early_holds_nothing_up(self, harness: StoreHarness) -> None:
+        t = harness.store.grants
+        for _ in range(10):
+            await t.add(make_grant(expires_at=NOW + 60))
+        async for _ in t.scan():
+            break  # neither closed nor run to the end
+        harness.clock.advance(60)
+        assert await asyncio.wait_for(harness.store.purge_expired(), 2) == 10
+        assert [r async for r in t.scan()] == []
+
+    async def test_scan_lets_the_event_loop_run(
+        self, harness: StoreHarness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(memory, "SCAN_CHUNK", 100)
+        t = harness.store.grants
+        for _ in range(1000):
+            await t.add(make_grant())
+        turns = 0
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        started = turns
+        count = 0
+        async for _ in t.scan():
+            count += 1  # no await here: only the scan itself yields to the loop
+        ticking.cancel()
+        assert count == 1000
+        assert turns - started >= 5, "the scan held the loop for the whole table"
+
     # -- housekeeping -------------------------------------------------------------------------
 
     async def test_a_healthy_store_pings_and_reports_healthy(self, harness: StoreHarness) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-OUTER = ("oauthd.http", "oauthd.proxy", "oauthd.daemon", "oauthd.cli")
+OUTER = ("oauthd.http", "oauthd.proxy", "oauthd.admin", "oauthd.daemon", "oauthd.cli")
 FOUNDATIONS = ("oauthd/model.py", "oauthd/config.py", "oauthd/crypto.py", "oauthd/clock.py")
 
 
@@ -36,7 +36,18 @@ RULES = (
     Rule(
         "persistence knows bytes, not OAuth",
         ("oauthd/persist/",),
-        ("aiohttp", "oauthd.store", "oauthd.oauth", "oauthd.model", *OUTER),
+        ("aiohttp", "oauthd.store", "oauthd.oauth", "oauthd.model", "oauthd.metrics", *OUTER),
+    ),
+    Rule(
+        "metrics are a leaf that every room may use",
+        ("oauthd/metrics.py",),
+        ("aiohttp", "oauthd.persist", "oauthd.store", "oauthd.oauth", *OUTER),
+    ),
+    Rule(
+        "prometheus stays in the metrics room",
+        ("oauthd/",),
+        ("prometheus_client",),
+        unless=("oauthd/metrics.py",),
     ),
     Rule(
         "the store is below the protocol", ("oauthd/store/",), ("aiohttp", "oauthd.oauth", *OUTER)
@@ -45,6 +56,11 @@ RULES = (
         "foundations import no room",
         FOUNDATIONS,
         ("aiohttp", "oauthd.persist", "oauthd.store", "oauthd.oauth", *OUTER),
+    ),
+    Rule(
+        "the admin socket drives the protocol, not the web side",
+        ("oauthd/admin/",),
+        ("aiohttp", "oauthd.http", "oauthd.proxy", "oauthd.daemon", "oauthd.cli"),
     ),
     Rule(
         "only the command line reaches the composition root",

@@ -18,6 +18,8 @@ from aiohttp import web
 
 from oauthd.http import pages
 from oauthd.http.pages import (
+    AccountView,
+    AppRow,
     ConsentView,
     DeviceApproveView,
     DeviceCodeView,
@@ -115,6 +117,16 @@ NOT_VALID = ErrorView(
     "The link has expired or was already used.",
     400,
 )
+NOW = 1_760_000_000.0  # 2025-10-09 08:53 UTC
+ACCOUNT = AccountView(
+    "alice",
+    "csrf-5",
+    (
+        AppRow("g-1", "Claude Code", ("mcp:read", "mcp:write"), NOW - 40 * 86400, NOW - 300),
+        AppRow("g-2", "A tool with a rather long name indeed", (), NOW - 3 * 86400, NOW - 86400),
+    ),
+    NOW,
+)
 # name -> rendered page: every page a person can see, in the states that look different.
 PAGES: dict[str, Callable[[], str]] = {
     "login": lambda: pages.render_login(login()),
@@ -143,6 +155,14 @@ PAGES: dict[str, Callable[[], str]] = {
     "error": lambda: pages.render_error(NOT_VALID),
     "success": lambda: pages.render_success(
         pages.SuccessView("You are signed in", "You can close this window.")
+    ),
+    "account": lambda: pages.render_account(ACCOUNT),
+    "account-revoked": lambda: pages.render_account(
+        AccountView("alice", "csrf-5", ACCOUNT.apps[1:], NOW, "Access revoked.")
+    ),
+    "account-empty": lambda: pages.render_account(AccountView("alice", "csrf-5", (), NOW)),
+    "account-login": lambda: pages.render_login(
+        login(action="/account/login", client_name=None, hidden={}, lead="Sign in to see apps.")
     ),
     "hostile": lambda: pages.render_consent(
         consent(
@@ -284,6 +304,52 @@ def test_error_and_success_pages() -> None:
     assert success.text["h1"] == "Done" and "Close this window." in success.text["p"]
 
 
+def test_account_lists_each_app_with_a_revoke_form() -> None:
+    page = Page(pages.render_account(ACCOUNT))
+    revokes = [f for f in page.forms if f.attrs["action"] == "/account/revoke"]
+    assert [f.hidden() for f in revokes] == [
+        {"csrf_token": "csrf-5", "grant": "g-1"},
+        {"csrf_token": "csrf-5", "grant": "g-2"},
+    ]
+    assert [label for f in revokes for _, label in f.buttons] == ["Revoke", "Revoke"]
+    labels = [a["aria-label"] for a, _ in revokes[0].buttons + revokes[1].buttons]
+    assert labels == ["Revoke Claude Code", "Revoke A tool with a rather long name indeed"]
+    (logout,) = [f for f in page.forms if f.attrs["action"] == "/account/logout"]
+    assert logout.hidden() == {"csrf_token": "csrf-5"}
+    assert [label for _, label in logout.buttons] == ["Sign out"]
+    assert "mcp:read" in page.text["li"] and "basic access" in page.text["li"]
+    assert "Signed in as alice" in page.text["p"]
+    assert page.find("time", datetime="2025-10-09T08:48Z")  # last used 5 minutes ago
+
+
+def test_account_without_apps_and_with_a_notice() -> None:
+    empty = Page(pages.render_account(AccountView("bob", "csrf-6", (), NOW)))
+    assert "No apps are connected" in empty.text["p"] and not empty.find("div", role="status")
+    revoked = Page(pages.render_account(AccountView("bob", "csrf-6", (), NOW, "Gone.")))
+    assert revoked.find("div", role="status")
+
+
+@pytest.mark.parametrize(
+    ("ago", "text"),
+    [
+        (0, "just now"),
+        (59, "just now"),
+        (60, "1 minute ago"),
+        (59 * 60, "59 minutes ago"),
+        (3600, "1 hour ago"),
+        (5 * 3600, "5 hours ago"),
+        (86400, "yesterday"),
+        (6 * 86400, "6 days ago"),
+        (7 * 86400, "2 Oct 2025"),
+        (-30, "just now"),  # a clock step backwards is not "in the future"
+    ],
+)
+def test_human_time(ago: float, text: str) -> None:
+    rendered = pages.human_time(NOW - ago, NOW)
+    assert rendered.endswith(f">{text}</time>")
+    assert re.match(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\dZ" title="[^"]+ UTC">', rendered)
+
+
 def test_hostile_values_are_escaped_and_survive_round_trip() -> None:
     text = PAGES["hostile"]()
     assert "<script" not in text.lower()
@@ -292,6 +358,16 @@ def test_hostile_values_are_escaped_and_survive_round_trip() -> None:
     assert HOSTILE in page.text["h1"] and QUOTES in page.text["h1"]
     assert page.forms[0].hidden()[QUOTES] == QUOTES
     assert page.text["li"] == HOSTILE
+
+
+def test_account_escapes_hostile_values() -> None:
+    row = AppRow(QUOTES, HOSTILE, (HOSTILE,), NOW, NOW)
+    text = pages.render_account(AccountView(QUOTES, QUOTES, (row,), NOW, HOSTILE))
+    assert "<script" not in text.lower()
+    page = Page(text)
+    assert page.forms[0].hidden() == {"csrf_token": QUOTES, "grant": QUOTES}
+    assert page.forms[0].buttons[0][0]["aria-label"] == f"Revoke {HOSTILE}"
+    assert HOSTILE in page.text["h2"] and QUOTES in page.text["strong"]
 
 
 def test_escaping_in_attributes_and_title() -> None:
@@ -387,6 +463,7 @@ PAIRS = [
     ("chip-text", "chip", 4.5),
     ("warn-text", "warn-bg", 4.5),
     ("error-text", "error-bg", 4.5),
+    ("error-text", "card", 4.5),
     ("ok-text", "ok-bg", 4.5),
     ("focus", "card", 3.0),
     ("focus", "bg", 3.0),

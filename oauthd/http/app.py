@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from oauthd.admin import server as admin_server
 from oauthd.clock import Clock, SystemClock
 from oauthd.config import Config, ConfigError, read_secret
 from oauthd.crypto import Sealer, parse_key
-from oauthd.http import browser, cimd, health, oauth_api
+from oauthd.http import account, browser, cimd, health, oauth_api
+from oauthd.http import metrics as metrics_route
 from oauthd.http.errors import error_middleware
 from oauthd.http.housekeeping import housekeeping_context
-from oauthd.http.keys import AUTH, CLOCK, CONFIG, PROXY, STORE
+from oauthd.http.keys import AUTH, CLOCK, CONFIG, METRICS, PROXY, STORE
 from oauthd.http.oauth_api import cors_middleware
 from oauthd.http.upstream_idp import identity_provider
+from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
 from oauthd.oauth.clients import ClientDocumentError, FetchedDocument
 from oauthd.proxy import McpProxy
@@ -33,18 +36,33 @@ def _store_context(
         config = app[CONFIG]
         sealer = _sealer(config)  # before the state: a bad key must not hold the lock
         users = Users(config.login.users)
+        metrics = app[METRICS]
         store = await open_store(
-            config.storage, app[CLOCK], accept_empty=accept_empty, recover=recover
+            config.storage,
+            app[CLOCK],
+            accept_empty=accept_empty,
+            recover=recover,
+            observer=metrics,
         )
         app[STORE] = store
+        metrics.watch_records(store)
         log.info("state loaded", extra={"event": "state.loaded", "backend": store.status().backend})
         fetcher = cimd.CimdFetcher(clock=app[CLOCK].now)
         provider = identity_provider(config.login)
         auth = AuthServer(
-            config, store, app[CLOCK], users, DocumentFetcherAdapter(fetcher), provider, sealer
+            config,
+            store,
+            app[CLOCK],
+            users,
+            DocumentFetcherAdapter(fetcher),
+            provider,
+            sealer,
+            metrics=metrics,
         )
         app[AUTH] = auth
-        proxy = McpProxy(config, auth, store, app[CLOCK], sealer or _session_sealer(config))
+        proxy = McpProxy(
+            config, auth, store, app[CLOCK], sealer or _session_sealer(config), metrics
+        )
         await proxy.start()
         app[PROXY] = proxy
         try:
@@ -55,6 +73,7 @@ def _store_context(
             if provider is not None:
                 await provider.close()
             await store.close()
+            metrics.watch_records(None)
             log.info("state saved and closed", extra={"event": "state.closed"})
 
     return store_context
@@ -93,6 +112,12 @@ def _sealer(config: Config) -> Sealer | None:
         raise ConfigError(f"{config.source}: login.encryption_key: {exc}") from None
 
 
+async def _admin_context(app: web.Application) -> AsyncIterator[None]:
+    """The admin socket (oauthd sessions|clients ...): after the state, closed before it."""
+    async with admin_server.serving(app[CONFIG], app[STORE], app[AUTH]):
+        yield
+
+
 async def _end_streams(app: web.Application) -> None:
     proxy = app.get(PROXY)
     if proxy is not None:
@@ -127,12 +152,16 @@ def create_app(
     app = web.Application(middlewares=[cors_middleware, error_middleware], client_max_size=1 << 20)
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_context(accept_empty, recover))
     app.cleanup_ctx.append(housekeeping_context)
+    app.cleanup_ctx.append(_admin_context)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_route("*", "/mcp", _proxy_handler)
+    metrics_route.add_routes(app)
     oauth_api.add_routes(app)
     browser.add_routes(app)
+    account.add_routes(app)
     return app

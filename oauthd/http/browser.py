@@ -136,12 +136,14 @@ async def login_submit(request: web.Request) -> web.Response:
     username = form.get("username", "")[:200]
     auth = request.app[AUTH]
     try:
-        user = await auth.check_login(username, form.get("password", ""), request.remote or "")
+        user = await auth.check_login(
+            username, form.get("password", ""), request.remote or "", flow.client.client_id
+        )
     except OAuthError as exc:
         return _login_page(flow, secret, username, exc.description, exc.status)
     flow = await auth.authorizer.logged_in(flow, user)
     if await auth.authorizer.has_consent(flow):
-        return await _finish(request, flow, allow=True)
+        return await _finish(request, flow, allow=True, remembered=True)
     return see_other(f"/consent?request={flow.pending.id}")
 
 
@@ -221,8 +223,10 @@ async def upstream_callback(request: web.Request) -> web.Response:
     return await _finish(request, flow, allow=True)
 
 
-async def _finish(request: web.Request, flow: Flow, allow: bool) -> web.Response:
-    location = await request.app[AUTH].finish(flow, allow)
+async def _finish(
+    request: web.Request, flow: Flow, allow: bool, remembered: bool = False
+) -> web.Response:
+    location = await request.app[AUTH].finish(flow, allow, remembered=remembered)
     if location is None:
         return html(pages.render_device_done(pages.DeviceDoneView(approved=allow)))
     return see_other(location)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from oauthd.clock import Clock
 from oauthd.config import Config
+from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
 from oauthd.proxy import McpProxy
 from oauthd.store import Store
@@ -15,3 +16,4 @@ CLOCK = web.AppKey("clock", Clock)
 STORE = web.AppKey("store", Store)
 AUTH = web.AppKey("auth", AuthServer)
 PROXY = web.AppKey("proxy", McpProxy)
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,4 +1,5 @@
-"""The HTML pages a person sees: login, consent, device code, result and error pages.
+"""The HTML pages a person sees: login, consent, device code, result and error pages, and
+the account page ("Connected apps").
 
 Each `render_*` takes a frozen view model and returns a complete document. Every value
 from a view model is escaped with `html.escape`; markup is only ever assembled from
@@ -13,6 +14,7 @@ import html
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import NewType
 from urllib.parse import urlsplit
@@ -81,6 +83,7 @@ class LoginView:
     client_name: str | None
     username: str = ""
     error: str | None = None
+    lead: str | None = None  # instead of the default line under the heading
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,6 +136,28 @@ class ErrorView:
 class SuccessView:
     title: str
     message: str
+
+
+@dataclass(slots=True, frozen=True)
+class AppRow:
+    """One grant on the account page."""
+
+    grant_id: str
+    client_name: str
+    scopes: tuple[str, ...]
+    created_at: float
+    last_used_at: float
+
+
+@dataclass(slots=True, frozen=True)
+class AccountView:
+    """The "Connected apps" page: the signed-in user's grants, each with a Revoke form."""
+
+    user: str
+    csrf: str
+    apps: tuple[AppRow, ...]
+    now: float
+    notice: str | None = None
 
 
 def esc(value: str) -> Html:
@@ -225,6 +250,8 @@ def render_login(view: LoginView) -> str:
         lead += " to access your MCP server. Sign in to continue."
     else:
         badge, lead = _icon("lock"), "Sign in to continue."
+    if view.lead:
+        lead = esc(view.lead)
     user = {"id": "username", "name": "username", "type": "text", "autocomplete": "username"}
     user |= {"autocapitalize": "none", "spellcheck": "false", "value": view.username}
     password = {"id": "password", "name": "password", "type": "password"}
@@ -317,3 +344,68 @@ def render_success(view: SuccessView) -> str:
 
 def _message(title: str, text: str, icon: str) -> str:
     return layout(title, Html(f'{_icon(icon)}<h1>{esc(title)}</h1><p class="lead">{esc(text)}</p>'))
+
+
+def human_time(when: float, now: float) -> Html:
+    """`<time>` with the UTC date as its machine value and tooltip, and as text how long
+    ago it was (a week or more: the date). Pages run no script, so no local time zone."""
+    moment = datetime.fromtimestamp(when, UTC)
+    ago = max(0.0, now - when)
+    if ago < 60:
+        text = "just now"
+    elif ago < 3600:
+        text = _plural(int(ago // 60), "minute") + " ago"
+    elif ago < 86400:
+        text = _plural(int(ago // 3600), "hour") + " ago"
+    elif ago < 7 * 86400:
+        days = int(ago // 86400)
+        text = "yesterday" if days == 1 else f"{days} days ago"
+    else:
+        text = f"{moment.day} {moment:%b %Y}"
+    return Html(
+        f'<time datetime="{moment:%Y-%m-%dT%H:%MZ}" title="{moment:%Y-%m-%d %H:%M} UTC">'
+        f"{esc(text)}</time>"
+    )
+
+
+_BASIC_ACCESS = '<li class="chip">basic access</li>'
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
+def _app_row(app: AppRow, csrf: str, now: float) -> Html:
+    scopes = "".join(f'<li class="chip">{esc(s)}</li>' for s in app.scopes)
+    revoke = Html(
+        f'<button type="submit" class="danger" aria-label="Revoke {esc(app.client_name)}">'
+        "Revoke</button>"
+    )
+    return Html(
+        f'<li class="app">{_initial(app.client_name)}<div class="app-body">'
+        f"<h2>{esc(app.client_name)}</h2>"
+        f'<ul class="chips" aria-label="Scopes">{scopes or _BASIC_ACCESS}</ul>'
+        f'<p class="muted">Connected {human_time(app.created_at, now)}<br>'
+        f"Last used {human_time(app.last_used_at, now)}</p></div>"
+        f"{_form('/account/revoke', csrf, {'grant': app.grant_id}, revoke)}</li>"
+    )
+
+
+def render_account(view: AccountView) -> str:
+    if view.apps:
+        rows = "".join(_app_row(app, view.csrf, view.now) for app in view.apps)
+        listing = f'<ul class="apps">{rows}</ul>'
+    else:
+        listing = '<p class="empty">No apps are connected to your account.</p>'
+    status = ""
+    if view.notice:
+        status = f'<div class="status" role="status"><p>{esc(view.notice)}</p></div>'
+    sign_out = Html('<button type="submit" class="secondary">Sign out</button>')
+    body = (
+        f"{_icon('lock')}<h1>Connected apps</h1>"
+        f'<p class="lead">Signed in as <strong>{esc(view.user)}</strong>. These apps can use '
+        "your MCP server; revoking one signs it out at once.</p>"
+        f"{status}{listing}"
+        f"{_form('/account/logout', view.csrf, {}, sign_out)}"
+    )
+    return layout("Connected apps", Html(body))

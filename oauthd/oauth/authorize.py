@@ -266,7 +266,13 @@ class Authorizer:
         """Upstream tokens move from the pending request to the code, re-bound to it."""
         if sealed is None or self._sealer is None:
             return None
-        return self._sealer.seal(self._sealer.open(sealed, old_owner), new_owner)
+        try:
+            opened = self._sealer.open(sealed, old_owner)
+        except ValueError:  # sealed under an earlier login.encryption_key
+            raise page_error(
+                "invalid_request", "This sign-in can no longer be completed. Start again."
+            ) from None
+        return self._sealer.seal(opened, new_owner)
 
     async def deny(self, flow: Flow) -> str:
         pending = await self._store.pending.take(flow.pending.id) or flow.pending

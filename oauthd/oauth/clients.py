@@ -13,6 +13,8 @@ from urllib.parse import unquote, urlsplit
 from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config
+from oauthd.log import audit
+from oauthd.metrics import Metrics
 from oauthd.model import Client
 from oauthd.oauth import redirects
 from oauthd.oauth.errors import OAuthError, invalid_client
@@ -83,8 +85,14 @@ def _text_list(body: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
 
 class ClientRegistry:
     def __init__(
-        self, config: Config, store: Store, clock: Clock, fetcher: DocumentFetcher | None
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        fetcher: DocumentFetcher | None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._config = config
         self._store = store
         self._clock = clock
@@ -115,6 +123,16 @@ class ClientRegistry:
             expires_at=None,
         )
         await self._store.clients.add(client)
+        self._metrics.client_registered()
+        audit(
+            "client_registered",
+            "client registered",
+            client_id=client.client_id,
+            client_name=client.client_name,
+            auth_method=method,
+            grant_types=" ".join(grants),
+            redirect_uris=list(uris),
+        )
         return Registration(client, secret, dropped)
 
     def _redirect_uris(self, body: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:

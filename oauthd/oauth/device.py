@@ -195,5 +195,10 @@ class DeviceFlows:
         if taken is None or taken.status != "approved" or taken.user is None:
             raise invalid_grant("device_code was already used")
         return await self._tokens.issue(
-            crypto.new_key(), taken.user, taken.client_id, taken.scopes, taken.resource
+            crypto.new_key(),
+            taken.user,
+            taken.client_id,
+            taken.scopes,
+            taken.resource,
+            grant_type=DEVICE_GRANT,
         )

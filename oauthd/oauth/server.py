@@ -3,12 +3,15 @@ one method here, and renders the result or the `OAuthError`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config, read_secret
+from oauthd.log import audit
+from oauthd.metrics import Metrics
 from oauthd.model import DeviceFlow, Grant
 from oauthd.oauth import metadata
 from oauthd.oauth.authorize import Authorizer, Flow
@@ -40,12 +43,14 @@ class AuthServer:
         fetcher: DocumentFetcher | None = None,
         provider: IdentityProvider | None = None,
         sealer: crypto.Sealer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.users = users
-        self.clients = ClientRegistry(config, store, clock, fetcher)
-        self.tokens = Tokens(config, store, clock)
+        self.metrics = metrics or Metrics()
+        self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics)
+        self.tokens = Tokens(config, store, clock, self.metrics)
         self.authorizer = Authorizer(config, store, clock, self.clients, sealer)
         self.devices = DeviceFlows(config, store, clock, self.tokens)
         self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices, sealer)
@@ -53,7 +58,7 @@ class AuthServer:
         self.upstream_tokens: UpstreamTokens | None = None
         if provider is not None and sealer is not None:
             self.upstream = UpstreamLogin(
-                store, self.authorizer, provider, sealer, config.server.issuer
+                store, self.authorizer, provider, sealer, config.server.issuer, self.metrics
             )
             self.upstream_tokens = UpstreamTokens(store, provider, sealer, clock.now)
         login = config.login
@@ -140,13 +145,17 @@ class AuthServer:
 
     # -- the browser's steps -------------------------------------------------------------
 
-    async def check_login(self, username: str, password: str, address: str) -> str:
+    async def check_login(
+        self, username: str, password: str, address: str, client_id: str | None = None
+    ) -> str:
         """The user, if the password is right and neither the user nor the address has
-        failed too often; a page error otherwise."""
+        failed too often; a page error otherwise. Counted and audited, with the client
+        whose sign-in page it was, if any."""
         user_key = username.strip().lower()
         if self.login_failures_by_user.blocked(user_key) or self.login_failures_by_address.blocked(
             address
         ):
+            self._login_audit("rate_limited", username, address, client_id)
             raise page_error(
                 "too_many_requests",
                 "Too many failed sign-ins. Wait a few minutes and try again.",
@@ -156,9 +165,24 @@ class AuthServer:
         if user is None:
             self.login_failures_by_user.hit(user_key)
             self.login_failures_by_address.hit(address)
+            self._login_audit("failure", username, address, client_id)
             raise page_error("access_denied", "Wrong username or password.", 401)
         self.login_failures_by_user.reset(user_key)
+        self._login_audit("success", user, address, client_id)
         return user
+
+    def _login_audit(self, result: str, user: str, address: str, client_id: str | None) -> None:
+        self.metrics.login(result)
+        audit(
+            "login",
+            f"sign-in: {result}",
+            level=logging.INFO if result == "success" else logging.WARNING,
+            result=result,
+            method="password",
+            user=user,
+            client_id=client_id,
+            address=address,
+        )
 
     async def find_device_flow(self, typed: str, address: str) -> DeviceFlow | None:
         """The pending device flow for a typed user code; wrong guesses are rate limited
@@ -172,15 +196,33 @@ class AuthServer:
             self.device_guesses.hit(address)
         return flow
 
-    async def finish(self, flow: Flow, allow: bool) -> str | None:
-        """Record the consent decision. For a code flow: the URL to send the browser to.
-        For a device approval: None (the device gets its tokens by polling)."""
+    async def finish(self, flow: Flow, allow: bool, *, remembered: bool = False) -> str | None:
+        """Record the consent decision (`remembered`: an earlier one, applied without a
+        page). For a code flow: the URL to send the browser to. For a device approval:
+        None (the device gets its tokens by polling)."""
         if flow.pending.device_key is not None:
             await self.devices.decide(flow.pending, allow)  # refuses an expired flow first
             if allow:
                 await self.authorizer.remember_consent(flow)
+            self._consent_audit(flow, allow, remembered)
             return None
         if not allow:
-            return await self.authorizer.deny(flow)
-        await self.authorizer.remember_consent(flow)
-        return await self.authorizer.approve(flow)
+            location = await self.authorizer.deny(flow)
+        else:
+            await self.authorizer.remember_consent(flow)
+            location = await self.authorizer.approve(flow)
+        self._consent_audit(flow, allow, remembered)
+        return location
+
+    def _consent_audit(self, flow: Flow, allow: bool, remembered: bool) -> None:
+        decision = "allow" if allow else "deny"
+        audit(
+            "consent",
+            f"consent: {decision}",
+            decision=decision,
+            user=flow.pending.user,
+            client_id=flow.client.client_id,
+            scopes=" ".join(flow.pending.scopes),
+            device=flow.pending.device_key is not None,
+            remembered=remembered,
+        )

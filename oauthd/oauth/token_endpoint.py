@@ -101,12 +101,19 @@ class TokenEndpoint:
             if claimed.grant_id:
                 await self._store.codes.delete(code.code_key)
                 await self._tokens.end_grant(claimed.grant_id)
+                self._tokens.reuse_detected(
+                    "authorization_code", code.user, code.client_id, claimed.grant_id
+                )
             raise invalid_grant("authorization code was already used; its tokens are revoked")
         upstream = None
         if code.upstream_tokens is not None and self._sealer is not None:
-            upstream = self._sealer.seal(
-                self._sealer.open(code.upstream_tokens, code.code_key), grant_id
-            )
+            try:
+                opened = self._sealer.open(code.upstream_tokens, code.code_key)
+            except ValueError:  # sealed under an earlier login.encryption_key
+                raise invalid_grant(
+                    "authorization code can no longer be used; sign in again"
+                ) from None
+            upstream = self._sealer.seal(opened, grant_id)
         issued = await self._tokens.issue(
             grant_id, code.user, code.client_id, code.scopes, code.resource, upstream
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config
+from oauthd.log import audit
+from oauthd.metrics import Metrics
 from oauthd.model import Client, Grant
 from oauthd.oauth.authorize import canonical_resource
 from oauthd.oauth.errors import OAuthError, invalid_grant
@@ -55,8 +58,16 @@ def _digest_in(secret: str, *digests: bytes | None) -> bool:
     return any(crypto.secret_matches(secret, d) for d in digests if d is not None)
 
 
+def grant_ref(grant_id: str) -> str:
+    """What logs show of a grant id: its first 8 characters (enough to correlate)."""
+    return grant_id[:8]
+
+
 class Tokens:
-    def __init__(self, config: Config, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, store: Store, clock: Clock, metrics: Metrics | None = None
+    ) -> None:
+        self._metrics = metrics or Metrics()
         self._ttl = config.tokens
         self._store = store
         self._clock = clock
@@ -95,8 +106,10 @@ class Tokens:
         scopes: tuple[str, ...],
         resource: str,
         upstream_tokens: bytes | None = None,
+        *,
+        grant_type: str = "authorization_code",
     ) -> TokenResponse:
-        """A new grant with its first token pair."""
+        """A new grant with its first token pair (`grant_type`: how it was obtained)."""
         now = self._clock.now()
         pair = self._pair(grant_id)
         grant = Grant(
@@ -118,6 +131,16 @@ class Tokens:
             expires_at=now + self._ttl.refresh_ttl,
         )
         await self._store.grants.add(grant)
+        self._metrics.token_issued(grant_type)
+        audit(
+            "token_issued",
+            "tokens issued",
+            grant_type=grant_type,
+            user=user,
+            client_id=client_id,
+            grant=grant_ref(grant_id),
+            scopes=" ".join(scopes),
+        )
         return self._response(grant, pair)
 
     # -- refresh -------------------------------------------------------------------------
@@ -166,6 +189,15 @@ class Tokens:
 
         updated = await self._store.grants.update(grant_id, rotate)
         if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
+            self._metrics.token_refreshed()
+            audit(
+                "token_refreshed",
+                "tokens refreshed",
+                user=updated.user,
+                client_id=updated.client_id,
+                grant=grant_ref(grant_id),
+                scopes=" ".join(updated.scopes),
+            )
             return self._response(updated, pair)
         return await self._refused(grant_id, secret, updated)
 
@@ -176,8 +208,22 @@ class Tokens:
         # The current access token sent by mistake is not a refresh token, so it is spared.
         if grant is not None and not _digest_in(secret, grant.access_hash):
             await self.end_grant(grant_id)  # reuse: end the whole family
+            self.reuse_detected("refresh_token", grant.user, grant.client_id, grant_id)
             raise invalid_grant("refresh token was already used; the session is revoked")
         raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
+
+    def reuse_detected(self, token_type: str, user: str, client_id: str, grant_id: str) -> None:
+        """Count and audit a replayed refresh token or code (the caller ends its grant)."""
+        self._metrics.reuse_detected(token_type)
+        audit(
+            "reuse_detected",
+            "reuse detected: grant revoked",
+            level=logging.WARNING,
+            token_type=token_type,
+            user=user,
+            client_id=client_id,
+            grant=grant_ref(grant_id),
+        )
 
     def _narrowed(self, grant: Grant, scope: str | None) -> tuple[str, ...]:
         if scope is None:
@@ -230,7 +276,8 @@ class Tokens:
             return
         grant_id, secret = parts
         if _digest_in(secret, grant.refresh_hash, grant.previous_refresh_hash):
-            await self.end_grant(grant_id)
+            if await self.end_grant(grant_id) is not None:
+                self._revoked(grant, "refresh_token", "client")
         elif _digest_in(secret, grant.access_hash):
             void = crypto.hash_secret(crypto.new_secret())
 
@@ -239,7 +286,29 @@ class Tokens:
                     return current
                 return dataclasses.replace(current, access_hash=void, access_expires_at=0.0)
 
-            await self._store.grants.update(grant_id, voided)
+            updated = await self._store.grants.update(grant_id, voided)
+            if updated is not None and updated.access_hash == void:
+                self._revoked(grant, "access_token", "client")
+
+    async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None:
+        """End a whole grant on request (`by`: "account" for its user, "admin"), counted
+        and audited as a revocation; None if it was not there."""
+        grant = await self.end_grant(grant_id)
+        if grant is not None:
+            self._revoked(grant, "grant", by)
+        return grant
+
+    def _revoked(self, grant: Grant, token_type: str, by: str) -> None:
+        self._metrics.token_revoked(token_type)
+        audit(
+            "token_revoked",
+            "token revoked",
+            token_type=token_type,
+            by=by,
+            user=grant.user,
+            client_id=grant.client_id,
+            grant=grant_ref(grant.id),
+        )
 
     async def introspect(self, token: str, issuer: str) -> dict[str, Any]:
         """RFC 7662. Anything not active gets only `{"active": false}`."""

@@ -11,12 +11,15 @@ through: pending authorization -> code -> grant.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from oauthd import crypto
+from oauthd.log import audit
+from oauthd.metrics import Metrics
 from oauthd.model import Grant, PendingAuthorization
 from oauthd.oauth.authorize import Authorizer, Flow
 from oauthd.oauth.errors import page_error
@@ -65,7 +68,9 @@ class UpstreamLogin:
         provider: IdentityProvider,
         sealer: crypto.Sealer,
         issuer: str,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._store = store
         self._authorizer = authorizer
         self._provider = provider
@@ -129,8 +134,23 @@ class UpstreamLogin:
                 redirect_uri=self.callback_uri,
             )
         except UpstreamError as exc:
+            self._login_audit("failure", None, flow)
             raise page_error("access_denied", f"The identity provider refused: {exc}") from None
-        return await self._signed_in(flow, identity)
+        signed_in = await self._signed_in(flow, identity)
+        self._login_audit("success", identity.username, flow)
+        return signed_in
+
+    def _login_audit(self, result: str, user: str | None, flow: Flow) -> None:
+        self._metrics.login(result)
+        audit(
+            "login",
+            f"sign-in: {result}",
+            level=logging.INFO if result == "success" else logging.WARNING,
+            result=result,
+            method="upstream",
+            user=user,
+            client_id=flow.client.client_id,
+        )
 
     def _claim_leg(self, pending: PendingAuthorization, secret: str) -> dict[str, str]:
         if pending.upstream is None or pending.upstream.startswith(CLAIMED) or pending.user:

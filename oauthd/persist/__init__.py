@@ -3,12 +3,13 @@
 It knows bytes, files and sequence numbers, not OAuth: the store hands it opaque journal
 payloads and snapshot chunks."""
 
-from oauthd.persist.engine import Engine, Health, SaveSchedule, SnapshotSource
+from oauthd.persist.engine import Engine, EngineObserver, Health, SaveSchedule, SnapshotSource
 from oauthd.persist.errors import DiskError, PersistError, RecoveryError
 
 __all__ = [
     "DiskError",
     "Engine",
+    "EngineObserver",
     "Health",
     "PersistError",
     "RecoveryError",

@@ -57,6 +57,14 @@ class SnapshotSource(Protocol):
         """The scan is over (written or failed)."""
 
 
+class EngineObserver(Protocol):
+    """Told of every journal fsync and snapshot write (the metrics); must not raise."""
+
+    def journal_fsynced(self, seconds: float, records: int) -> None: ...
+
+    def snapshot_written(self, saved_at: float, seconds: float, size: int) -> None: ...
+
+
 @dataclass(slots=True)
 class Health:
     loaded: bool
@@ -97,8 +105,10 @@ class Engine:
         version: int,
         migrations: Mapping[int, Migration],
         wall_clock: Callable[[], float] = time.time,
+        observer: EngineObserver | None = None,
     ) -> None:
         self.state = StateDir(path)
+        self.observer = observer
         self.journaled = journaled
         self.schedule = schedule
         self.version = version
@@ -158,7 +168,7 @@ class Engine:
         self._source = source
         self._loaded = True
         if self.journaled:
-            self._journal = JournalWriter(self.state, self.fsync_stats.add, self._journal_failed)
+            self._journal = JournalWriter(self.state, self._fsynced, self._journal_failed)
             try:
                 await self._journal.open_segment(self.seq + 1)
             except OSError as exc:  # start degraded; the saver retries until the disk is back
@@ -180,6 +190,11 @@ class Engine:
             raise DiskError(self._journal.failure)
         if not self.journaled and self._snapshot_error is not None:
             raise DiskError(self._snapshot_error)
+
+    def _fsynced(self, seconds: float, records: int) -> None:
+        self.fsync_stats.add(seconds, records)
+        if self.observer is not None:
+            self.observer.journal_fsynced(seconds, records)
 
     def _journal_failed(self, reason: str) -> None:
         """Memory now holds changes the disk may not: a snapshot must cover them before
@@ -278,6 +293,8 @@ class Engine:
         self._snapshot_error = None
         self._retry_delay = 0.0
         self._last_save_at, self._last_save_seconds, self._last_save_bytes = saved_at, seconds, size
+        if self.observer is not None:
+            self.observer.snapshot_written(saved_at, seconds, size)
         log.info(
             "snapshot written",
             extra={"event": "snapshot", "seq": seq, "bytes": size, "seconds": round(seconds, 3)},

@@ -3,7 +3,9 @@ to the upstream without buffering, in both directions."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,6 +16,7 @@ from yarl import URL
 from oauthd.clock import Clock
 from oauthd.config import Config, read_secret
 from oauthd.crypto import Sealer
+from oauthd.metrics import Metrics
 from oauthd.model import Grant
 from oauthd.oauth import AuthServer
 from oauthd.proxy.answers import ProxyRefusal, challenge, jsonrpc_error
@@ -25,16 +28,43 @@ log = logging.getLogger("oauthd.proxy")
 
 SESSION_HEADER = "Mcp-Session-Id"
 CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024  # bodies up to this size (with a Content-Length) are sent in one piece
 
 
 class _TooLarge(Exception):
     pass
 
 
+def upstream_error_kind(exc: BaseException) -> str:
+    """How a request to the upstream failed, for the metrics: connect, timeout, tls,
+    reset, protocol (an answer that is not HTTP as expected) or other."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "tls"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return "reset"
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        return "reset"
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "protocol"
+    return "other"
+
+
 class McpProxy:
     def __init__(
-        self, config: Config, auth: AuthServer, store: Store, clock: Clock, sealer: Sealer
+        self,
+        config: Config,
+        auth: AuthServer,
+        store: Store,
+        clock: Clock,
+        sealer: Sealer,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
+        self._ending_streams = False
         self._config = config
         self._up = config.upstream
         self._auth = auth
@@ -80,6 +110,7 @@ class McpProxy:
         """At shutdown: end the long-lived GET streams now (clients reconnect, with
         Last-Event-ID, to the next instance), so that the drain waits only for requests
         that finish by themselves (tool calls and their SSE answers)."""
+        self._ending_streams = True  # these ends are not upstream errors
         for upstream in list(self._open_streams):
             upstream.close()
 
@@ -90,18 +121,26 @@ class McpProxy:
     # -- the request path ------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
             self._check_origin(request)
             if request.method == "OPTIONS":
-                return self._preflight(request)
+                response = self._preflight(request)
+                self._observe(request, response.status, started)
+                return response
             grant = await self._authenticate(request)
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise jsonrpc_error(404, -32001, "Session not found")
-            return await self._relay(request, grant, session_id)
+            return await self._relay(request, grant, session_id, started)
         except ProxyRefusal as refusal:
             self._add_cors(request, refusal.response)
+            self._observe(request, refusal.response.status, started)
             return refusal.response
+
+    def _observe(self, request: web.Request, status: int, started: float) -> None:
+        """The latency metric: until the response headers go out (not a stream's life)."""
+        self._metrics.proxy_request(request.method, status, time.perf_counter() - started)
 
     def _check_origin(self, request: web.Request) -> None:
         origin = request.headers.get("Origin")
@@ -216,7 +255,7 @@ class McpProxy:
             yield chunk
 
     async def _relay(
-        self, request: web.Request, grant: Grant, session_id: str | None
+        self, request: web.Request, grant: Grant, session_id: str | None, started: float
     ) -> web.StreamResponse:
         if (request.content_length or 0) > self._up.max_request_bytes:
             raise jsonrpc_error(413, -32600, "request body too large")
@@ -225,7 +264,11 @@ class McpProxy:
             token = await self._auth.upstream_access_token(grant)
             if token:
                 headers[self._up.idp_token_header] = token
-        body = self._body(request) if request.body_exists else None
+        body: bytes | AsyncIterator[bytes] | None = None
+        if request.content_length is not None and request.content_length <= SMALL_BODY:
+            body = await request.read()  # one write upstream, with a Content-Length
+        elif request.body_exists:
+            body = self._body(request)  # streamed, counted against max_request_bytes
         assert self._session is not None
         try:
             upstream = await self._session.request(
@@ -237,26 +280,33 @@ class McpProxy:
             )
         except _TooLarge:
             raise jsonrpc_error(413, -32600, "request body too large") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise self._upstream_failed("timeout", 504, "upstream timed out") from None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise self._upstream_failed(exc, 504, "upstream timed out") from None
         except aiohttp.ClientError as exc:
             if isinstance(exc.__cause__, _TooLarge):  # aiohttp wraps what the body raised
                 raise jsonrpc_error(413, -32600, "request body too large") from None
-            raise self._upstream_failed(type(exc).__name__, 502, "upstream unavailable") from None
+            raise self._upstream_failed(exc, 502, "upstream unavailable") from None
         async with upstream:
             await self._track_session(request, upstream, grant, session_id)
             if request.method != "GET":
-                return await self._stream_back(request, upstream)
+                return await self._stream_back(request, upstream, started)
             self._open_streams.add(upstream)  # long-lived: ended at shutdown, see below
             try:
-                return await self._stream_back(request, upstream)
+                return await self._stream_back(request, upstream, started)
             finally:
                 self._open_streams.discard(upstream)
 
-    def _upstream_failed(self, kind: str, status: int, message: str) -> ProxyRefusal:
+    def _upstream_failed(self, exc: BaseException, status: int, message: str) -> ProxyRefusal:
+        kind = upstream_error_kind(exc)
+        self._metrics.upstream_error(kind)
         log.warning(
             "upstream request failed",
-            extra={"event": "proxy.upstream_error", "kind": kind, "status": status},
+            extra={
+                "event": "proxy.upstream_error",
+                "kind": kind,
+                "error": type(exc).__name__,
+                "status": status,
+            },
         )
         return jsonrpc_error(status, -32000, message)
 
@@ -274,7 +324,7 @@ class McpProxy:
             await self.sessions.forget(session_id, grant)
 
     async def _stream_back(
-        self, request: web.Request, upstream: aiohttp.ClientResponse
+        self, request: web.Request, upstream: aiohttp.ClientResponse, started: float
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=upstream.status,
@@ -287,11 +337,17 @@ class McpProxy:
             response.content_length = upstream.content_length
         self._add_cors(request, response)
         await response.prepare(request)
+        self._observe(request, upstream.status, started)
         try:
             async for chunk in upstream.content.iter_any():  # SSE: every event as it comes
                 await response.write(chunk)
-        except (TimeoutError, aiohttp.ClientError):
-            log.info("upstream stream ended early", extra={"event": "proxy.stream_cut"})
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if not self._ending_streams:
+                self._metrics.upstream_error("stream_cut")
+            log.info(
+                "upstream stream ended early",
+                extra={"event": "proxy.stream_cut", "error": type(exc).__name__},
+            )
             if response.content_length is not None and request.transport is not None:
                 # The client was promised more bytes than will come: cut its connection,
                 # or it waits for them until its keep-alive ends.

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from oauthd.clock import Clock
 from oauthd.config import StorageConfig
+from oauthd.persist import EngineObserver
 from oauthd.store.base import Conflict, Store, StoreError, StoreStatus, Table, Unavailable
 from oauthd.store.file import FileStore, make_engine
 from oauthd.store.memory import MemoryStore
@@ -23,12 +24,17 @@ __all__ = [
 ]
 
 
-async def _open_memory(config: StorageConfig, clock: Clock, **_: bool) -> Store:
+async def _open_memory(config: StorageConfig, clock: Clock, **_: object) -> Store:
     return MemoryStore(clock)
 
 
 async def _open_file(
-    config: StorageConfig, clock: Clock, *, accept_empty: bool = False, recover: bool = False
+    config: StorageConfig,
+    clock: Clock,
+    *,
+    accept_empty: bool = False,
+    recover: bool = False,
+    observer: EngineObserver | None = None,
 ) -> Store:
     engine = make_engine(
         config.path,
@@ -36,6 +42,7 @@ async def _open_file(
         interval=config.save_interval,
         debounce=config.save_debounce,
         max_wait=config.save_max_wait,
+        observer=observer,
     )
     return await FileStore.open(engine, clock, accept_empty=accept_empty, recover=recover)
 
@@ -47,7 +54,15 @@ BACKENDS: dict[str, Callable[..., Awaitable[Store]]] = {
 
 
 async def open_store(
-    config: StorageConfig, clock: Clock, *, accept_empty: bool = False, recover: bool = False
+    config: StorageConfig,
+    clock: Clock,
+    *,
+    accept_empty: bool = False,
+    recover: bool = False,
+    observer: EngineObserver | None = None,
 ) -> Store:
-    """Open the configured backend; for `file` this loads the state (blocking until done)."""
-    return await BACKENDS[config.backend](config, clock, accept_empty=accept_empty, recover=recover)
+    """Open the configured backend; for `file` this loads the state (blocking until done).
+    `observer` (the metrics) hears of the file backend's fsyncs and snapshots."""
+    return await BACKENDS[config.backend](
+        config, clock, accept_empty=accept_empty, recover=recover, observer=observer
+    )

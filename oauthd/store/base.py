@@ -13,6 +13,11 @@ written here, where the interface is.
 - Durable backends (`file`, `redis`, `postgres`) return the same records after `close`
   and a fresh open. A write that returned is durable (for `file` with
   `durability = "journal"`: fsynced before it returned).
+- `scan` yields every live record once: a record live from the start of the scan to its
+  end (not written meanwhile) is yielded exactly once; one added, changed or deleted while
+  the scan runs may be yielded or not, in one of its versions, but never twice; a record
+  already expired when the scan starts is never yielded. The memory and file backends
+  give more: the table as it was at the start (a consistent view).
 - A backend that cannot do a write or a read right now raises `Unavailable` (HTTP 503 with
   Retry-After, never a 500). It never half-applies a write it reports as failed, except
   that `file` keeps in memory a change whose fsync failed (see docs/persistence.md).
@@ -21,7 +26,7 @@ written here, where the interface is.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -96,6 +101,17 @@ class Table(ABC, Generic[R]):
     @abstractmethod
     async def delete(self, key: str) -> bool:
         """Remove the record; True if a live record was there."""
+
+    @abstractmethod
+    def scan(self) -> AsyncIterator[R]:
+        """Every live record, in no particular order (`async for record in t.scan()`),
+        without blocking the event loop for long: a chunk per turn.
+
+        For listings (the admin socket, a user's connected apps), not for hot paths: it
+        walks the whole table. Each record once; see the module docstring for what
+        concurrent writes may do to it. A consumer may stop early: nothing stays locked
+        (the memory backend gathers its frozen view before handing out the first record).
+        """
 
     @abstractmethod
     async def count(self) -> int:

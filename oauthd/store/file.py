@@ -15,7 +15,7 @@ from typing import Any
 
 from oauthd.clock import Clock
 from oauthd.model import Record
-from oauthd.persist import DiskError, Engine, RecoveryError, SaveSchedule
+from oauthd.persist import DiskError, Engine, EngineObserver, RecoveryError, SaveSchedule
 from oauthd.persist.recovery import Recovered
 from oauthd.store import codec
 from oauthd.store.base import StoreStatus, Unavailable
@@ -151,7 +151,13 @@ class FileStore(MemoryStore):
 
 
 def make_engine(
-    path: Any, *, journaled: bool, interval: float, debounce: float, max_wait: float
+    path: Any,
+    *,
+    journaled: bool,
+    interval: float,
+    debounce: float,
+    max_wait: float,
+    observer: EngineObserver | None = None,
 ) -> Engine:
     return Engine(
         path,
@@ -159,4 +165,5 @@ def make_engine(
         schedule=SaveSchedule(interval=interval, debounce=debounce, max_wait=max_wait),
         version=CURRENT_VERSION,
         migrations=MIGRATIONS,
+        observer=observer,
     )

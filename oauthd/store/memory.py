@@ -4,7 +4,8 @@ wraps these tables with a `ChangeSink` that journals every change."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import itertools
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from oauthd.clock import Clock
@@ -22,6 +23,7 @@ from oauthd.store.base import Conflict, R, Store, StoreStatus, Table
 from oauthd.store.records import RecordMap
 
 PURGE_CHUNK = 2000
+SCAN_CHUNK = 1000  # records looked at per event-loop turn by `scan`
 
 
 class ChangeSink(Protocol):
@@ -109,6 +111,23 @@ class MemoryTable(Table[R]):
 
     async def count(self) -> int:
         return len(self.records)
+
+    async def scan(self) -> AsyncIterator[R]:
+        """The live records of the moment the scan froze the map. They are gathered first
+        (a chunk per turn) and handed out after the thaw, so that a slow or abandoned
+        consumer never holds the map frozen (which would hold up the snapshot writer)."""
+        now = self._clock.now()
+        found: list[R] = []
+        async with self.records.frozen() as values:
+            while chunk := list(itertools.islice(values, SCAN_CHUNK)):
+                found.extend(r for r in chunk if _live(r, now) is not None)
+                await asyncio.sleep(0)
+        for start in range(0, len(found), SCAN_CHUNK):
+            now = self._clock.now()  # nor one that expired since
+            for record in found[start : start + SCAN_CHUNK]:
+                if _live(record, now) is not None:
+                    yield record
+            await asyncio.sleep(0)
 
     async def purge_expired(self) -> int:
         """Drop expired records without telling the sink: expiry is re-applied on load, so

@@ -1,0 +1,659 @@
+"""Proxy and token endpoint benchmark: a token-checked `/mcp` call through oauthd against a
+bare aiohttp proxy hop, and refresh-grant throughput of `/token` with journal durability.
+
+In one run, all on 127.0.0.1 with free ports picked at start:
+- `bench/upstream_stub.py`: the upstream, answering POST /mcp with a small JSON-RPC result;
+- `bench/bare_proxy.py`: the baseline, a bare aiohttp reverse-proxy hop to the stub;
+- `oauthd serve` on a temp config (file backend, `durability = "journal"`, a local user)
+  and a temp state dir, with the stub as its `upstream.url`.
+The script logs in over HTTP as a client would (register, /authorize, the login and consent
+pages, /token), then runs wrk (POST with a JSON-RPC body; for oauthd with the
+`Authorization: Bearer` header) against the hop and oauthd, alternating, at each connection
+count, and then N concurrent refresh clients against /token, each with its own grant and
+always presenting the refresh token it was given last (every refresh rotates).
+
+Usage:
+    .venv/bin/python bench/proxy.py                       # 8 and 128 connections, 3 x 10 s
+    .venv/bin/python bench/proxy.py --rounds 1 --duration 5 --connections 8 --refresh-clients 1,8
+    .venv/bin/python bench/proxy.py --pin                 # proxies on CPU 0, the rest on 1
+    .venv/bin/python bench/proxy.py --profile /tmp/oauthd.prof  # oauthd under cProfile
+
+Needs `wrk` (Debian: apt-get install wrk). Prints a Markdown table on stdout, progress on
+stderr. Every step is bounded in time; the processes it started are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urljoin, urlsplit
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+USER, PASSWORD = "bench", "bench-password-not-secret"
+REDIRECT_URI = "http://127.0.0.1:43123/callback"
+TARGET_THROUGHPUT, TARGET_P99 = 0.90, 1.5
+RPC_BODY = (
+    '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+    '"params":{"name":"echo","arguments":{"text":"hello"}}}'
+)
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = '%(body)s'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+%(auth)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\\"requests\\":%%d,\\"duration_us\\":%%d,\\"p50_us\\":%%d,\\"p90_us\\":%%d," ..
+    "\\"p99_us\\":%%d,\\"mean_us\\":%%.1f,\\"connect\\":%%d,\\"read\\":%%d,\\"write\\":%%d," ..
+    "\\"status\\":%%d,\\"timeout\\":%%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(utime, stime) of a process, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]), int(fields[12])
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    import aiohttp as _aiohttp
+
+    return (
+        f"{os.cpu_count()} x {model}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, aiohttp {_aiohttp.__version__}, "
+        f"asyncio default loop (no uvloop), load average before {load}"
+    )
+
+
+def fs_type(path: Path) -> str:
+    out = subprocess.run(
+        ["df", "--output=fstype", str(path)], capture_output=True, text=True, timeout=10
+    )
+    lines = out.stdout.split()
+    return lines[-1] if len(lines) > 1 else "?"
+
+
+def password_hash(password: str) -> str:
+    """The cheapest hash oauthd accepts (ln=10): logins are set-up, not what is measured."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**10, r=8, p=1, dklen=32)
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode().rstrip("=")
+
+    return f"scrypt$ln=10,r=8,p=1${b64(salt)}${b64(digest)}"
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+class Processes:
+    """Child processes, each stopped (SIGTERM, then SIGKILL) by `stop_all`."""
+
+    def __init__(self, logs: Path, pin: bool) -> None:
+        self.logs = logs
+        self.pin = pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], cpus: str | None = None) -> subprocess.Popen[bytes]:
+        if self.pin and cpus is not None:
+            argv = ["taskset", "-c", cpus, *argv]
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the child
+        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        log.close()
+        self.children[name] = child
+        return child
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.logs / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, name: str, timeout: float = 15.0) -> int | None:
+        child = self.children.pop(name, None)
+        if child is None:
+            return None
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+        return child.returncode
+
+    def stop_all(self) -> None:
+        for name in list(self.children):
+            self.stop(name)
+
+
+async def wait_ready(url: str, child: subprocess.Popen[bytes], method: str = "GET") -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise RuntimeError(f"{url}: the process exited with {child.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.request(method, url, data=b"{}") as response:
+                    if response.status < 500:
+                        return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url}: not ready within 30 s")
+
+
+def write_config(tmp: Path, port: int, upstream_url: str) -> Path:
+    path = tmp / "oauthd.toml"
+    path.write_text(
+        f"""\
+[server]
+listen = "127.0.0.1:{port}"
+issuer = "http://127.0.0.1:{port}"
+
+[upstream]
+url = "{upstream_url}"
+
+[storage]
+backend = "file"
+path = "state"
+durability = "journal"
+
+[[login.users]]
+username = "{USER}"
+password_hash = "{password_hash(PASSWORD)}"
+"""
+    )
+    return path
+
+
+# -- logging in over HTTP ---------------------------------------------------------------------
+
+
+class _Form(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and self.action is None:
+            self.action = a.get("action", "")
+        elif tag == "input" and "name" in a and self.action is not None:
+            self.fields.setdefault(a["name"], a.get("value", ""))
+
+
+@dataclass
+class Grant:
+    client_id: str
+    access: str
+    refresh: str
+
+
+async def _follow(
+    browser: aiohttp.ClientSession, base: str, method: str, url: str, **kwargs: Any
+) -> tuple[int, str, str, str]:
+    """One request, then oauthd's own redirects: (status, url, Location, body)."""
+    for _ in range(10):
+        async with browser.request(method, url, allow_redirects=False, **kwargs) as response:
+            status, text = response.status, await response.text()
+            location = response.headers.get("Location", "")
+        if status not in (301, 302, 303, 307) or not (
+            location.startswith("/") or location.startswith(base + "/")
+        ):
+            return status, url, location, text
+        method, url, kwargs = "GET", urljoin(url, location), {}
+    raise RuntimeError("redirect loop")
+
+
+async def register(api: aiohttp.ClientSession, base: str) -> str:
+    metadata = {
+        "redirect_uris": [REDIRECT_URI],
+        "token_endpoint_auth_method": "none",
+        "client_name": "bench",
+    }
+    async with api.post(f"{base}/register", json=metadata) as response:
+        body = await response.json()
+        if response.status != 201:
+            raise RuntimeError(f"register: {response.status} {body}")
+        client_id: str = body["client_id"]
+        return client_id
+
+
+async def login(api: aiohttp.ClientSession, base: str, client_id: str) -> Grant:
+    """Authorization code + PKCE through the real login and consent pages, then /token."""
+    verifier = base64.urlsafe_b64encode(os.urandom(40)).rstrip(b"=").decode()
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "code_challenge": challenge.rstrip(b"=").decode(),
+        "code_challenge_method": "S256",
+        "state": os.urandom(8).hex(),
+        "resource": f"{base}/mcp",
+        "scope": "mcp",
+    }
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        page = await _follow(browser, base, "GET", f"{base}/authorize", params=params)
+        typed = {"username": USER, "password": PASSWORD}
+        for _ in range(3):  # the login page, then the consent page (unless remembered)
+            status, url, location, text = page
+            if status in (302, 303) and location.startswith(REDIRECT_URI):
+                break
+            form = _Form()
+            form.feed(text)
+            if form.action is None:
+                raise RuntimeError(f"no form at {url} ({status}): {text[:300]}")
+            data = {**form.fields, **typed}
+            if "username" not in form.fields:
+                data["decision"] = "allow"
+            typed = {}
+            page = await _follow(browser, base, "POST", urljoin(url, form.action), data=data)
+        status, url, location, text = page
+    if not location.startswith(REDIRECT_URI + "?"):
+        raise RuntimeError(f"login did not end at the client: {status} {location} {text[:300]}")
+    code = dict(parse_qsl(urlsplit(location).query))["code"]
+    form_data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "redirect_uri": REDIRECT_URI,
+        "client_id": client_id,
+        "resource": f"{base}/mcp",
+    }
+    async with api.post(f"{base}/token", data=form_data) as response:
+        body = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"token: {response.status} {body}")
+    return Grant(client_id, body["access_token"], body["refresh_token"])
+
+
+# -- wrk ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    target: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    user_us: float  # CPU time of the proxy process per request: user
+    sys_us: float  # ... and system
+
+    @property
+    def cpu_us(self) -> float:
+        return self.user_us + self.sys_us
+
+
+def run_wrk(
+    tmp: Path,
+    target: str,
+    url: str,
+    pid: int,
+    token: str | None,
+    connections: int,
+    threads: int,
+    duration: float,
+    cpus: str | None,
+) -> WrkResult:
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
+    script = tmp / f"wrk-{target}.lua"
+    script.write_text(WRK_SCRIPT % {"body": RPC_BODY, "auth": auth})
+    argv = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    if cpus is not None:
+        argv = ["taskset", "-c", cpus, *argv]
+    user0, sys0 = cpu_ticks(pid)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    user1, sys1 = cpu_ticks(pid)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout}\n{out.stderr}")
+    r = json.loads(line.removeprefix("WRKJSON "))
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    return WrkResult(
+        target,
+        connections,
+        rps=r["requests"] / (r["duration_us"] / 1e6),
+        p50_ms=r["p50_us"] / 1e3,
+        p99_ms=r["p99_us"] / 1e3,
+        errors=errors,
+        user_us=(user1 - user0) / TICK / max(1, r["requests"]) * 1e6,
+        sys_us=(sys1 - sys0) / TICK / max(1, r["requests"]) * 1e6,
+    )
+
+
+# -- the token endpoint --------------------------------------------------------------------------
+
+
+@dataclass
+class RefreshResult:
+    clients: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: float
+
+
+async def refresh_load(
+    base: str, grants: list[Grant], duration: float, warmup: float, pid: int
+) -> RefreshResult:
+    """Each client loops refresh-grant requests on its own grant, always with the refresh
+    token from its previous answer. Only answers after the warm-up are counted."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=len(grants))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        measure_from, end = started + warmup, started + warmup + duration
+        ticks0: list[int] = []
+
+        async def client(grant: Grant) -> None:
+            nonlocal errors
+            while (t := time.perf_counter()) < end:
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": grant.refresh,
+                    "client_id": grant.client_id,
+                }
+                async with session.post(f"{base}/token", data=form) as response:
+                    body = await response.read()
+                    status = response.status
+                done = time.perf_counter()
+                if status != 200:
+                    errors += 1
+                    raise RuntimeError(f"refresh: {status} {body[:300]!r}")
+                grant.refresh = json.loads(body)["refresh_token"]
+                if t >= measure_from:
+                    latencies.append(done - t)
+
+        async def cpu_mark() -> None:
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            ticks0.append(sum(cpu_ticks(pid)))
+
+        await asyncio.wait_for(
+            asyncio.gather(cpu_mark(), *(client(g) for g in grants)), timeout=duration + 60
+        )
+        elapsed = time.perf_counter() - measure_from
+        ticks = sum(cpu_ticks(pid)) - ticks0[0]
+    return RefreshResult(
+        clients=len(grants),
+        rps=len(latencies) / elapsed,
+        p50_ms=pct(latencies, 0.5) * 1e3,
+        p99_ms=pct(latencies, 0.99) * 1e3,
+        errors=errors,
+        cpu_us=ticks / TICK / max(1, len(latencies)) * 1e6,
+    )
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def temp_dir(where: str | None) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="oauthd-proxy-bench-", dir=where))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    if shutil.which("wrk") is None:
+        print("bench/proxy.py: wrk not found (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    connections = [int(c) for c in args.connections.split(",")]
+    refresh_clients = [int(c) for c in args.refresh_clients.split(",") if c]
+    about = machine()
+    with temp_dir(args.dir) as tmp:
+        procs = Processes(tmp, args.pin)
+        proxies_cpu, others_cpu = ("0", "1") if procs.pin else (None, None)
+        try:
+            stub_port, bare_port, oauthd_port = free_port(), free_port(), free_port()
+            upstream = f"http://127.0.0.1:{stub_port}/mcp"
+            py = sys.executable
+            stub = procs.start(
+                "stub", [py, str(BENCH / "upstream_stub.py"), "--port", str(stub_port)], others_cpu
+            )
+            bare = procs.start(
+                "bare",
+                [
+                    py,
+                    str(BENCH / "bare_proxy.py"),
+                    "--port",
+                    str(bare_port),
+                    "--upstream",
+                    upstream,
+                ],
+                proxies_cpu,
+            )
+            config = write_config(tmp, oauthd_port, upstream)
+            serve = ["-m", "oauthd", "serve", "--config", str(config)]
+            if args.profile:
+                serve = ["-m", "cProfile", "-o", args.profile, *serve]
+            oauthd = procs.start("oauthd", [py, *serve], proxies_cpu)
+            base = f"http://127.0.0.1:{oauthd_port}"
+            await wait_ready(upstream, stub, "POST")
+            await wait_ready(f"http://127.0.0.1:{bare_port}/mcp", bare, "POST")
+            await wait_ready(f"{base}/readyz", oauthd)
+            print(f"# state dir on {fs_type(tmp)} ({tmp})", file=sys.stderr, flush=True)
+
+            needed = max([1, *refresh_clients])
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as api:
+                client_id = await register(api, base)
+                grants = [await login(api, base, client_id) for _ in range(needed + 1)]
+            bearer = grants.pop().access  # its own grant: refreshing the others never ends it
+            print(f"# logged in: {len(grants) + 1} grants", file=sys.stderr, flush=True)
+
+            targets = {
+                "bare hop": (f"http://127.0.0.1:{bare_port}/mcp", bare.pid, None),
+                "oauthd": (f"{base}/mcp", oauthd.pid, bearer),
+            }
+            results: dict[tuple[str, int], list[WrkResult]] = {}
+            for c in connections:
+                for _ in range(args.rounds):
+                    for name, (url, pid, token) in targets.items():
+                        print(f"# wrk {name}, {c} connections", file=sys.stderr, flush=True)
+                        load = (tmp, name, url, pid, token, c, args.threads)
+                        if args.warmup > 0:
+                            run_wrk(*load, args.warmup, others_cpu)
+                        r = run_wrk(*load, args.duration, others_cpu)
+                        print(
+                            f"#   {r.rps:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} "
+                            f"ms, CPU/request user {r.user_us:.0f} us + system {r.sys_us:.0f} us",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        results.setdefault((name, c), []).append(r)
+
+            refreshes = []
+            for n in refresh_clients:
+                print(f"# refresh grant, {n} clients", file=sys.stderr, flush=True)
+                refreshes.append(
+                    await refresh_load(base, grants[:n], args.refresh_duration, 1.0, oauthd.pid)
+                )
+            code = procs.stop("oauthd")
+            if code != 0:
+                print(procs.log_tail("oauthd"), file=sys.stderr)
+                raise RuntimeError(f"oauthd exited with {code}")
+        except BaseException:
+            for name in list(procs.children):
+                print(f"--- {name} log:\n{procs.log_tail(name)}", file=sys.stderr)
+            raise
+        finally:
+            procs.stop_all()
+        fs = fs_type(tmp)
+
+    report(args, about, fs, procs.pin, connections, results, refreshes)
+    return 0
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _column(
+    pairs: list[tuple[WrkResult, WrkResult]], which: int, pick: Callable[[WrkResult], float]
+) -> float:
+    return _median([pick(pair[which]) for pair in pairs])
+
+
+def report(
+    args: argparse.Namespace,
+    about: str,
+    fs: str,
+    pinned: bool,
+    connections: list[int],
+    results: dict[tuple[str, int], list[WrkResult]],
+    refreshes: list[RefreshResult],
+) -> None:
+    print(
+        "| connections | bare hop req/s | oauthd req/s | throughput ratio "
+        "| bare hop p50 / p99 (ms) | oauthd p50 / p99 (ms) | p99 ratio "
+        "| CPU per request bare / oauthd (us) | errors |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in connections:
+        # Rounds pair up (the hop, then oauthd, back to back): ratios are taken per round,
+        # then the median of each column and of each ratio is shown.
+        pairs = list(zip(results[("bare hop", c)], results[("oauthd", c)], strict=True))
+
+        tr = _median([ratio(o.rps, h.rps) for h, o in pairs])
+        lr = _median([ratio(o.p99_ms, h.p99_ms) for h, o in pairs])
+        miss_t = " (miss)" if tr < TARGET_THROUGHPUT else ""
+        miss_l = " (miss)" if lr > TARGET_P99 else ""
+        errors = (sum(h.errors for h, _ in pairs), sum(o.errors for _, o in pairs))
+        hop = {f: _column(pairs, 0, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+        ours = {f: _column(pairs, 1, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+        print(
+            f"| {c} | {hop['rps']:,.0f} | {ours['rps']:,.0f} | {tr:.3f}x{miss_t} "
+            f"| {hop['p50_ms']:.2f} / {hop['p99_ms']:.2f} "
+            f"| {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} "
+            f"| {lr:.3f}x{miss_l} | {hop['cpu_us']:.0f} / {ours['cpu_us']:.0f} "
+            f"| {errors[0]} / {errors[1]} |"
+        )
+    if refreshes:
+        print(
+            "\n| refresh clients | refresh grants/s | p50 (ms) | p99 (ms) "
+            "| oauthd CPU per refresh (us) | errors |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
+        for r in refreshes:
+            print(
+                f"| {r.clients} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+                f"| {r.cpu_us:.0f} | {r.errors} |"
+            )
+    rounds = (
+        f", median of {args.rounds} rounds (ratios per round, oauthd vs the hop run just before it)"
+        if args.rounds > 1
+        else ""
+    )
+    print(
+        f"\nwrk {args.threads} threads, {args.duration:g} s per row after a "
+        f"{args.warmup:g} s warm-up{rounds}, hop and oauthd alternating; POST /mcp with a "
+        f"{len(RPC_BODY)}-byte JSON-RPC body, the upstream answers 79 bytes. Targets: oauthd "
+        f">= {TARGET_THROUGHPUT:.2f}x the hop's requests/s and p99 <= {TARGET_P99:g}x; "
+        '"(miss)" marks a row that misses. CPU per request is the proxy process\'s user + '
+        "system time divided by the requests. Refresh: Python asyncio clients (aiohttp), "
+        f"each with its own grant, {args.refresh_duration:g} s per row after 1 s warm-up, "
+        f'durability = "journal" with the state dir on {fs}.'
+    )
+    placement = (
+        "bare hop and oauthd pinned to CPU 0, stub and wrk to CPU 1"
+        if pinned
+        else "no CPU pinning: wrk, the stub and the proxy under test share the cores"
+    )
+    after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"\nMachine: {about}, after {after}; {placement}.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", default="8,128", help="wrk connection counts")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk row")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured wrk seconds first")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk rows per case (median)")
+    parser.add_argument("--refresh-clients", default="1,8,64", help="'' to skip")
+    parser.add_argument("--refresh-duration", type=float, default=5.0)
+    parser.add_argument("--pin", action="store_true", help="taskset: proxies CPU 0, rest CPU 1")
+    parser.add_argument("--dir", default=None, help="where the temp state dir goes (local disk)")
+    parser.add_argument("--profile", default=None, help="run oauthd under cProfile, stats here")
+    args = parser.parse_args()
+    if args.profile:
+        args.profile = str(Path(args.profile).resolve())  # oauthd runs in the repo root
+    sys.exit(asyncio.run(main_async(args)))
+
+
+if __name__ == "__main__":
+    main()

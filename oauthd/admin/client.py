@@ -1,0 +1,104 @@
+"""The command's side of the admin socket: blocking, one request per connection (the
+protocol is in `oauthd.admin.server`)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from oauthd.admin.views import ClientView, SessionView, from_json
+
+TIMEOUT = 120.0  # per read: revoking a great many sessions takes a while
+
+
+class AdminUnreachable(Exception):
+    """No daemon answers on the socket."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class AdminRefused(Exception):
+    """The daemon answered with an error (no such session, ...)."""
+
+    exit_code = 1
+
+
+@dataclass(slots=True, frozen=True)
+class Reply:
+    items: list[dict[str, Any]]
+    result: dict[str, Any]
+
+
+class AdminClient:
+    def __init__(self, path: Path, timeout: float = TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def sessions(self, user: str | None = None, client: str | None = None) -> list[SessionView]:
+        reply = self.ask("sessions.list", user=user, client=client)
+        return [from_json(SessionView, item) for item in reply.items]
+
+    def revoke(
+        self, grant_id: str | None = None, user: str | None = None, client: str | None = None
+    ) -> list[SessionView]:
+        reply = self.ask("sessions.revoke", id=grant_id, user=user, client=client)
+        return [from_json(SessionView, item) for item in reply.items]
+
+    def clients(self) -> list[ClientView]:
+        return [from_json(ClientView, item) for item in self.ask("clients.list").items]
+
+    def delete_client(self, client_id: str) -> tuple[ClientView | None, list[SessionView]]:
+        reply = self.ask("clients.delete", client=client_id)
+        client = reply.result.get("client")
+        ended = [from_json(SessionView, item) for item in reply.items]
+        return (from_json(ClientView, client) if client else None), ended
+
+    def ask(self, op: str, **args: str | None) -> Reply:
+        request = {"op": op, "args": {k: v for k, v in args.items() if v is not None}}
+        items: list[dict[str, Any]] = []
+        with self._connect() as sock, sock.makefile("rb") as lines:
+            try:
+                sock.sendall(orjson.dumps(request) + b"\n")
+                for line in lines:
+                    message = orjson.loads(line)
+                    if "items" in message:
+                        items.extend(message["items"])
+                    elif message.get("ok"):
+                        return Reply(items, message)
+                    else:
+                        raise AdminRefused(message.get("error") or "the daemon refused")
+            except TimeoutError:
+                raise AdminUnreachable(f"oauthd on {self.path} did not answer in time") from None
+            except (OSError, orjson.JSONDecodeError) as exc:
+                raise AdminUnreachable(f"talking to oauthd on {self.path}: {exc}") from None
+        raise AdminUnreachable(
+            f"oauthd on {self.path} closed the connection without an answer (did it stop?)"
+        )
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise AdminUnreachable(
+                f"no oauthd is running on {self.path} "
+                "(start it, or use `oauthd state inspect` offline)"
+            ) from None
+        except PermissionError:
+            sock.close()
+            raise AdminUnreachable(
+                f"cannot connect to {self.path}: permission denied "
+                "(run as the daemon's user or root)"
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise AdminUnreachable(
+                f"cannot connect to {self.path}: {exc.strerror or exc}"
+            ) from None
+        return sock

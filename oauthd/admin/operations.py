@@ -1,0 +1,132 @@
+"""What an operator can do to the running daemon: list and end sessions (grants), list and
+delete clients.
+
+Grants and clients are keyed by id only, so every listing and every revocation by user or
+client is a scan of a table (`Table.scan`: chunked, the event loop keeps serving). That is
+fine for an operator's command; nothing on a request path scans.
+
+Sessions end through `Tokens.revoke_grant` (counted and audited), as at `/revoke`: the grant is
+gone from the store at once (the next request with its tokens gets 401) and the proxy
+closes its MCP sessions upstream. The user's consent to that client is forgotten as well
+(as on `/account`), so that the app has to ask again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from oauthd.admin.views import ClientView, SessionView
+from oauthd.model import Client, Grant, consent_key
+from oauthd.oauth import AuthServer
+from oauthd.store import Store
+
+END_BATCH = 64  # grants ended concurrently: their journal writes share fsyncs
+
+
+class AdminError(Exception):
+    """The operation cannot be done as asked; str() says why, for the operator."""
+
+
+@dataclass(slots=True, frozen=True)
+class ClientDeletion:
+    client: Client | None  # None: no record (a cached document that expired)
+    ended: list[Grant]
+
+
+def _matches(grant: Grant, user: str | None, client_id: str | None) -> bool:
+    return (user is None or grant.user == user) and (
+        client_id is None or grant.client_id == client_id
+    )
+
+
+class Admin:
+    """The operations return records; `views` turns sessions into what is shown, a chunk
+    at a time while they are sent: a million views made at once would keep the garbage
+    collector busy (and the event loop stalled) for seconds."""
+
+    def __init__(self, store: Store, auth: AuthServer) -> None:
+        self._store = store
+        self._tokens = auth.tokens
+
+    async def sessions(self, user: str | None = None, client_id: str | None = None) -> list[Grant]:
+        """Live sessions, of `user` and/or `client_id` if given, in no particular order
+        (sorting a million in the daemon would stall it: the command sorts)."""
+        return [g async for g in self._store.grants.scan() if _matches(g, user, client_id)]
+
+    async def revoke(
+        self,
+        grant_id: str | None = None,
+        user: str | None = None,
+        client_id: str | None = None,
+    ) -> list[Grant]:
+        """End one session by id, or every session of `user` and/or `client_id`; the
+        sessions ended. A session created while this runs is not ended."""
+        if grant_id is not None:
+            grant = await self._store.grants.get(grant_id)
+            if grant is None:
+                raise AdminError(f"no live session {grant_id!r}")
+            grants = [grant]
+        elif user is None and client_id is None:
+            raise AdminError("say which sessions to revoke: an id, a user or a client")
+        else:
+            grants = await self.sessions(user, client_id)
+        return await self._end(grants)
+
+    async def clients(self) -> list[ClientView]:
+        """Registered clients and cached client metadata documents, with their session
+        counts, in no particular order."""
+        sessions = Counter([g.client_id async for g in self._store.grants.scan()])
+        return [ClientView.of(c, sessions[c.client_id]) async for c in self._store.clients.scan()]
+
+    async def delete_client(self, client_id: str) -> ClientDeletion:
+        """Forget a client and everything of it: its sessions end, its consents, codes and
+        pending authorizations go. The record goes first, so that it can start nothing new
+        meanwhile. A metadata-document client is only forgotten: it is fetched again the
+        next time it is used."""
+        client = await self._store.clients.take(client_id)
+        ended = await self._end(await self.sessions(None, client_id))
+        leftovers = await self._delete_leftovers(client_id)
+        if client is None and not ended and not leftovers:
+            raise AdminError(f"no client {client_id!r}")
+        return ClientDeletion(client, ended)
+
+    async def views(
+        self, grants: Sequence[Grant], size: int, known: Client | None = None
+    ) -> AsyncIterator[list[SessionView]]:
+        """`grants` as views, `size` at a time, one chunk per event-loop turn; `known`: a
+        client already deleted, whose name is still wanted."""
+        clients: dict[str, Client | None] = {known.client_id: known} if known else {}
+        for start in range(0, len(grants), size):
+            chunk = []
+            for grant in grants[start : start + size]:
+                if grant.client_id not in clients:
+                    clients[grant.client_id] = await self._store.clients.get(grant.client_id)
+                chunk.append(SessionView.of(grant, clients[grant.client_id]))
+            yield chunk
+            await asyncio.sleep(0)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _end(self, grants: list[Grant]) -> list[Grant]:
+        ended: list[Grant] = []
+        for start in range(0, len(grants), END_BATCH):
+            batch = grants[start : start + END_BATCH]
+            results = await asyncio.gather(
+                *(self._tokens.revoke_grant(g.id, by="admin") for g in batch)
+            )
+            ended.extend(g for g in results if g is not None)
+        for key in {consent_key(g.user, g.client_id) for g in ended}:
+            await self._store.consents.delete(key)
+        return ended
+
+    async def _delete_leftovers(self, client_id: str) -> int:
+        """The client's consents, codes, pending authorizations and device flows."""
+        store, deleted = self._store, 0
+        for table in (store.consents, store.codes, store.pending, store.devices):
+            keys = [r.key async for r in table.scan() if r.client_id == client_id]
+            for key in keys:
+                deleted += await table.delete(key)
+        return deleted

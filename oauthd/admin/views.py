@@ -1,0 +1,85 @@
+"""What the admin socket shows of a session (grant) or a client.
+
+Each view names every field it shows, so that a digest, a secret or a sealed upstream token
+cannot slip into an answer when a record grows a field. orjson writes them as JSON objects
+(tuples as arrays); `from_json` reads them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from oauthd.model import Client, Grant
+
+V = TypeVar("V", "SessionView", "ClientView")
+
+
+@dataclass(slots=True, frozen=True)
+class SessionView:
+    id: str  # the grant id: the key part of its tokens, not a secret
+    user: str
+    client_id: str
+    client_name: str  # "" when the client is no longer registered (or cached)
+    scopes: tuple[str, ...]
+    created_at: float
+    last_used_at: float
+    expires_at: float | None
+    mcp_sessions: int
+
+    @classmethod
+    def of(cls, grant: Grant, client: Client | None) -> SessionView:
+        return cls(
+            id=grant.id,
+            user=grant.user,
+            client_id=grant.client_id,
+            client_name=client.client_name if client else "",
+            scopes=grant.scopes,
+            created_at=grant.created_at,
+            last_used_at=grant.last_used_at,
+            expires_at=grant.expires_at,
+            mcp_sessions=len(grant.mcp_sessions),
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class ClientView:
+    client_id: str
+    client_name: str
+    source: str  # "dcr" (registered) or "cimd" (a cached metadata document)
+    auth_method: str
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    created_at: float
+    expires_at: float | None  # a cached document's expiry; None for a registration
+    sessions: int
+
+    @classmethod
+    def of(cls, client: Client, sessions: int) -> ClientView:
+        return cls(
+            client_id=client.client_id,
+            client_name=client.client_name,
+            source=client.source,
+            auth_method=client.token_endpoint_auth_method,
+            redirect_uris=client.redirect_uris,
+            grant_types=client.grant_types,
+            created_at=client.created_at,
+            expires_at=client.expires_at,
+            sessions=sessions,
+        )
+
+
+_FIELDS: dict[type[Any], frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in (SessionView, ClientView)
+}
+
+
+def from_json(cls: type[V], item: Mapping[str, Any]) -> V:
+    """A view from its JSON object (lists back to tuples; unknown keys ignored)."""
+    names = _FIELDS[cls]
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in item.items() if k in names
+    }
+    return cls(**fields)

@@ -1,0 +1,173 @@
+"""`oauthd sessions ...` and `oauthd clients ...`: the running daemon's sessions and
+clients, over the admin socket. Tables for people, `--json` for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from oauthd.admin.client import AdminClient
+from oauthd.admin.views import ClientView, SessionView
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def add_commands(sub: Any, run: Command) -> None:
+    """The `sessions` and `clients` commands; `run(args)` finds the socket and calls
+    `main(args, socket)`."""
+    sessions = sub.add_parser("sessions", help="sessions (grants) of the running daemon")
+    actions = sessions.add_subparsers(dest="action", required=True)
+    listing = _command(actions, "list", "list live sessions", run)
+    listing.add_argument("--user", help="only this user's")
+    listing.add_argument("--client", metavar="CLIENT_ID", help="only this client's")
+    revoke = _command(actions, "revoke", "end sessions now (their tokens stop working)", run)
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", help="the session with this id")
+    which.add_argument("--user", help="every session of this user")
+    which.add_argument("--client", metavar="CLIENT_ID", help="every session of this client")
+
+    clients = sub.add_parser("clients", help="clients known to the running daemon")
+    actions = clients.add_subparsers(dest="action", required=True)
+    _command(actions, "list", "list registered clients and cached documents", run)
+    delete = _command(actions, "delete", "forget a client and end its sessions", run)
+    delete.add_argument("client_id", metavar="CLIENT_ID")
+
+
+def _command(actions: Any, name: str, text: str, run: Command) -> argparse.ArgumentParser:
+    cmd: argparse.ArgumentParser = actions.add_parser(name, help=text)
+    where = cmd.add_mutually_exclusive_group()
+    where.add_argument("--config", help="config file (default: $OAUTHD_CONFIG)")
+    where.add_argument("--socket", help="the admin socket (instead of --config)")
+    cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    cmd.set_defaults(run=run)
+    return cmd
+
+
+def main(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> int:
+    """One admin command; the daemon answers in no order, so the listings are sorted here
+    (by user, then client; clients by name)."""
+    admin = AdminClient(socket)
+    if args.command == "sessions" and args.action == "list":
+        sessions = _by_user(admin.sessions(args.user, args.client))
+        _emit(args, out, sessions, lambda: render_sessions(sessions, out))
+    elif args.command == "sessions":
+        ended = _by_user(admin.revoke(args.id, args.user, args.client))
+        _emit(args, out, {"revoked": ended}, lambda: render_ended(ended, out))
+    elif args.action == "list":
+        clients = sorted(admin.clients(), key=lambda c: (c.client_name.casefold(), c.client_id))
+        _emit(args, out, clients, lambda: render_clients(clients, out))
+    else:
+        client, ended = admin.delete_client(args.client_id)
+        doc = {"client": client, "ended": _by_user(ended)}
+        _emit(args, out, doc, lambda: render_deleted(args.client_id, client, ended, out))
+    return 0
+
+
+def _by_user(sessions: list[SessionView]) -> list[SessionView]:
+    return sorted(sessions, key=lambda s: (s.user, s.client_name, s.client_id, s.created_at))
+
+
+def _emit(args: argparse.Namespace, out: TextIO, doc: Any, render: Callable[[], None]) -> None:
+    if args.json:
+        out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")  # dataclasses too
+    else:
+        render()
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _when(ts: float | None) -> str:
+    return "never" if ts is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+
+
+def _cell(text: str) -> str:
+    """Names come from clients (registration is open): no control characters reach the
+    terminal."""
+    if text.isprintable():
+        return text or "-"
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    cells = [list(headers), *([_cell(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+        out.write(line.rstrip() + "\n")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def render_sessions(sessions: Sequence[SessionView], out: TextIO) -> None:
+    if not sessions:
+        out.write("no sessions\n")
+        return
+    headers = (
+        "SESSION",
+        "USER",
+        "CLIENT",
+        "CLIENT ID",
+        "SCOPES",
+        "CREATED",
+        "LAST USED",
+        "EXPIRES",
+    )
+    rows = [
+        (
+            s.id,
+            s.user,
+            s.client_name,
+            s.client_id,
+            " ".join(s.scopes),
+            _when(s.created_at),
+            _when(s.last_used_at),
+            _when(s.expires_at),
+        )
+        for s in sessions
+    ]
+    _table(headers, rows, out)
+    out.write(f"\n{_plural(len(sessions), 'session')}\n")
+
+
+def render_ended(ended: Sequence[SessionView], out: TextIO) -> None:
+    for s in ended:
+        out.write(_cell(f"revoked {s.id} (user {s.user}, client {s.client_name or s.client_id})"))
+        out.write("\n")
+    out.write(f"{_plural(len(ended), 'session')} revoked\n")
+
+
+def render_clients(clients: Sequence[ClientView], out: TextIO) -> None:
+    if not clients:
+        out.write("no clients\n")
+        return
+    headers = ("CLIENT ID", "NAME", "SOURCE", "AUTH", "SESSIONS", "CREATED", "REDIRECT URIS")
+    rows = [
+        (
+            c.client_id,
+            c.client_name,
+            c.source,
+            c.auth_method,
+            str(c.sessions),
+            _when(c.created_at),
+            " ".join(c.redirect_uris),
+        )
+        for c in clients
+    ]
+    _table(headers, rows, out)
+    out.write(f"\n{_plural(len(clients), 'client')}\n")
+
+
+def render_deleted(
+    client_id: str, client: ClientView | None, ended: Sequence[SessionView], out: TextIO
+) -> None:
+    what = f"client {client_id}" + (f" ({client.client_name})" if client else " (not cached)")
+    out.write(_cell(f"deleted {what}; {_plural(len(ended), 'session')} ended") + "\n")

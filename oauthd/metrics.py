@@ -1,0 +1,229 @@
+"""Prometheus metrics: one `Metrics` per app, with a registry of its own (never the global
+one, so that a test can build many apps).
+
+Code reports events through the methods (`login("success")`, `token_refreshed()`, ...) and
+never touches a prometheus object. Values that exist only when asked (records per kind,
+snapshot age) are read by `render()`, the text `/metrics` serves (`oauthd.http.metrics`).
+The persistence engine reports fsyncs and snapshot writes through `journal_fsynced` and
+`snapshot_written` (its `EngineObserver`), so `oauthd.persist` knows nothing of this.
+
+No aiohttp here, and no import of a room: oauth/, proxy/, store/ and http/ may import this.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from oauthd import __version__
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what `generate_latest` writes
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+LOGIN_RESULTS = ("success", "failure", "rate_limited")
+ISSUING_GRANTS = ("authorization_code", DEVICE_GRANT)
+REVOCABLE = ("access_token", "refresh_token", "grant")
+REUSABLE = ("refresh_token", "authorization_code")
+UPSTREAM_ERRORS = ("connect", "timeout", "reset", "tls", "protocol", "stream_cut", "other")
+PROXY_METHODS = frozenset({"GET", "POST", "DELETE", "OPTIONS"})
+
+PROXY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SNAPSHOT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class CountedTable(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    async def count(self) -> int: ...
+
+
+class RecordSource(Protocol):
+    """The store, as far as the metrics see it."""
+
+    def tables(self) -> Iterable[CountedTable]: ...
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+class Metrics:
+    def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self._wall = wall_clock
+        self._records: RecordSource | None = None
+        self._record_counts: dict[str, int] = {}
+        self._last_snapshot_at: float | None = None
+        self.registry = r = CollectorRegistry()
+
+        Gauge("oauthd_up", "1 while oauthd answers scrapes.", registry=r).set(1)
+        Info("oauthd_build", "The running oauthd and Python versions.", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        self._logins = Counter(
+            "oauthd_logins",
+            "Sign-ins on the login page or at the identity provider, by result "
+            "(success, failure: wrong password or refused by the provider, rate_limited).",
+            ["result"],
+            registry=r,
+        )
+        self._issued = Counter(
+            "oauthd_tokens_issued",
+            "New grants (a first access and refresh token pair), by grant type.",
+            ["grant_type"],
+            registry=r,
+        )
+        self._refreshed = Counter(
+            "oauthd_tokens_refreshed",
+            "Refresh token rotations that issued a new token pair.",
+            registry=r,
+        )
+        self._revoked = Counter(
+            "oauthd_tokens_revoked",
+            "Revocations that took effect, by what was revoked: access_token or refresh_token "
+            "at /revoke (RFC 7009), grant: a whole grant ended by its user or an admin.",
+            ["token_type"],
+            registry=r,
+        )
+        self._reuse = Counter(
+            "oauthd_reuse_detected",
+            "Replays of a used refresh token or authorization code; each one revoked the "
+            "grant it belonged to.",
+            ["token_type"],
+            registry=r,
+        )
+        self._registrations = Counter(
+            "oauthd_client_registrations",
+            "Clients registered through dynamic client registration (RFC 7591).",
+            registry=r,
+        )
+        self._snapshot_seconds = Histogram(
+            "oauthd_snapshot_duration_seconds",
+            "Time to write one state snapshot, from the scan to the rename.",
+            buckets=SNAPSHOT_BUCKETS,
+            registry=r,
+        )
+        self._fsync_seconds = Histogram(
+            "oauthd_journal_fsync_seconds",
+            "Time of one journal write and fdatasync (one group commit of one or more changes).",
+            buckets=FSYNC_BUCKETS,
+            registry=r,
+        )
+        self._journaled = Counter(
+            "oauthd_journal_records",
+            "Changes made durable in the journal.",
+            registry=r,
+        )
+        self._proxy_seconds = Histogram(
+            "oauthd_proxy_request_duration_seconds",
+            "Time from a /mcp request's arrival until oauthd sends the response headers "
+            "(for a stream: not its whole life), by method and status class.",
+            ["method", "status_class"],
+            buckets=PROXY_BUCKETS,
+            registry=r,
+        )
+        self._upstream_errors = Counter(
+            "oauthd_upstream_errors",
+            "Proxied requests that failed at the upstream MCP server, by kind (connect, "
+            "timeout, reset, tls, protocol, stream_cut: the answer broke off, other).",
+            ["kind"],
+            registry=r,
+        )
+        for result in LOGIN_RESULTS:
+            self._logins.labels(result)
+        for grant_type in ISSUING_GRANTS:
+            self._issued.labels(grant_type)
+        for token_type in REVOCABLE:
+            self._revoked.labels(token_type)
+        for token_type in REUSABLE:
+            self._reuse.labels(token_type)
+        for kind in UPSTREAM_ERRORS:
+            self._upstream_errors.labels(kind)
+        r.register(_ScrapeTimeCollector(self))
+
+    # -- events: the protocol --------------------------------------------------------------
+
+    def login(self, result: str) -> None:
+        self._logins.labels(result).inc()
+
+    def token_issued(self, grant_type: str) -> None:
+        self._issued.labels(grant_type).inc()
+
+    def token_refreshed(self) -> None:
+        self._refreshed.inc()
+
+    def token_revoked(self, token_type: str) -> None:
+        self._revoked.labels(token_type).inc()
+
+    def reuse_detected(self, token_type: str) -> None:
+        self._reuse.labels(token_type).inc()
+
+    def client_registered(self) -> None:
+        self._registrations.inc()
+
+    # -- events: the proxy -------------------------------------------------------------------
+
+    def proxy_request(self, method: str, status: int, seconds: float) -> None:
+        method = method if method in PROXY_METHODS else "other"
+        self._proxy_seconds.labels(method, status_class(status)).observe(seconds)
+
+    def upstream_error(self, kind: str) -> None:
+        self._upstream_errors.labels(kind if kind in UPSTREAM_ERRORS else "other").inc()
+
+    # -- events: persistence (the engine's `EngineObserver`) ----------------------------------
+
+    def journal_fsynced(self, seconds: float, records: int) -> None:
+        self._fsync_seconds.observe(seconds)
+        self._journaled.inc(records)
+
+    def snapshot_written(self, saved_at: float, seconds: float, size: int) -> None:
+        self._snapshot_seconds.observe(seconds)
+        self._last_snapshot_at = saved_at
+
+    # -- scraping ------------------------------------------------------------------------------
+
+    def watch_records(self, source: RecordSource | None) -> None:
+        """Count `source`'s records per kind at each `render()` (None: stop)."""
+        self._records = source
+        self._record_counts = {}
+
+    async def render(self) -> bytes:
+        """The Prometheus text exposition, with the scrape-time values read now."""
+        source = self._records
+        if source is not None:
+            self._record_counts = {t.kind: await t.count() for t in source.tables()}
+        return generate_latest(self.registry)
+
+    def _scrape_time_families(self) -> Iterator[Metric]:
+        records = GaugeMetricFamily(
+            "oauthd_records",
+            "Records in the store, by kind (expired ones not yet purged included).",
+            labels=["kind"],
+        )
+        for kind, count in self._record_counts.items():
+            records.add_metric([kind], count)
+        yield records
+        age = GaugeMetricFamily(
+            "oauthd_snapshot_age_seconds",
+            "Seconds since this process last wrote a snapshot (absent before its first).",
+        )
+        if self._last_snapshot_at is not None:
+            age.add_metric([], max(0.0, self._wall() - self._last_snapshot_at))
+        yield age
+
+
+class _ScrapeTimeCollector:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics._scrape_time_families()
+
+    def describe(self) -> Iterator[Metric]:
+        return self._metrics._scrape_time_families()

@@ -1,0 +1,183 @@
+"""One scripted run through oauthd over real HTTP, shared by `test_metrics.py` and
+`test_audit_log.py`: oauthd on a `TestServer` (file-backed state in the test's temp dir)
+in front of a small aiohttp MCP upstream, and the steps below, each of which the metrics
+count and the audit log records.
+
+1. register a public client (DCR);
+2. alice: a wrong password, then the right one, consent allow, code -> tokens A;
+3. refresh A -> B; a proxied /mcp call with B's access token (200 from the upstream);
+4. replay A's refresh token -> reuse detected (the grant ends); /mcp with A's access
+   token -> 401;
+5. alice again (consent remembered, no page) -> tokens C; the upstream is stopped and
+   /mcp with C's access token -> 502 (connect error); C's refresh token revoked;
+6. bob: signs in and denies;
+7. alice again -> a code, exchanged, then replayed -> reuse detected (code);
+8. a snapshot save.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "http"))  # the HTTP test harness
+
+from http_harness import (
+    OTHER_PASSWORD,
+    OTHER_USER,
+    PASSWORD,
+    USER,
+    Browser,
+    OauthdClient,
+    Pkce,
+    client_auth,
+    free_port,
+    make_config,
+)
+
+from oauthd.clock import FakeClock
+from oauthd.config import Config
+from oauthd.http import create_app
+from oauthd.http.keys import STORE
+from oauthd.store import FileStore
+
+REDIRECT = "http://127.0.0.1:43123/callback"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+async def _mcp(request: web.Request) -> web.Response:
+    await request.read()
+    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
+
+
+@dataclass
+class Running:
+    config: Config
+    app: web.Application
+    server: TestServer
+    upstream: TestServer
+    client: OauthdClient
+    upstream_stopped: bool = False
+
+    @property
+    def base(self) -> str:
+        return self.client.base
+
+    def store(self) -> FileStore:
+        store = self.app[STORE]
+        assert isinstance(store, FileStore)
+        return store
+
+    async def stop_upstream(self) -> None:
+        if not self.upstream_stopped:
+            self.upstream_stopped = True
+            await self.upstream.close()
+
+    async def stop(self) -> None:
+        await self.client.close()
+        await self.server.close()
+        await self.stop_upstream()
+
+
+async def start(directory: Path, **sections: Any) -> Running:
+    """oauthd on 127.0.0.1 with the upstream below; `sections` change config keys."""
+    upstream_app = web.Application()
+    upstream_app.router.add_post("/mcp", _mcp)
+    upstream = TestServer(upstream_app, host="127.0.0.1")
+    await upstream.start_server()
+    port = free_port()
+    upstream_section = {"url": f"http://127.0.0.1:{upstream.port}/mcp"}
+    config = make_config(directory, port, upstream=upstream_section, **sections)
+    app = create_app(config, clock=FakeClock(time.time()))
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    client = OauthdClient(f"http://127.0.0.1:{port}", config.server.issuer)
+    return Running(config, app, server, upstream, client)
+
+
+@dataclass
+class Script:
+    """What the run handed out and saw."""
+
+    client_id: str = ""
+    tokens: list[dict[str, Any]] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+async def _code(
+    run: Running, client: dict[str, Any], browser: Browser, *, wrong_first: bool = False
+) -> tuple[str, Pkce]:
+    pkce = Pkce.new()
+    params = run.client.authorize_params(client["client_id"], REDIRECT, pkce)
+    page = await browser.authorize(params)
+    if wrong_first:
+        page = await browser.sign_in(page, password="not the password")
+        assert page.status == 401, page.text
+    answer = await browser.sign_in(page, USER, PASSWORD)
+    if answer.status == 200:  # the consent page (not yet remembered)
+        answer = await browser.decide(answer, "allow")
+    assert answer.status == 303, (answer.status, answer.text[:300])
+    code = answer.redirect_query()["code"]
+    run.client.remember(code)
+    return code, pkce
+
+
+async def _exchange(run: Running, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
+    return await run.client.token(
+        grant_type="authorization_code",
+        code=code,
+        code_verifier=pkce.verifier,
+        redirect_uri=REDIRECT,
+        **client_auth(client),
+    )
+
+
+async def _tokens(run: Running, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
+    answer = await _exchange(run, client, code, pkce)
+    assert answer.status == 200, answer.text
+    return answer.json()
+
+
+async def scripted_run(run: Running) -> Script:
+    script = Script()
+    api = run.client
+    public = await api.register_public(client_name="Scripted App")
+    script.client_id = public["client_id"]
+
+    code, pkce = await _code(run, public, api.browser(), wrong_first=True)
+    a = await _tokens(run, public, code, pkce)
+    refreshed = await api.refresh(public, a["refresh_token"])
+    assert refreshed.status == 200, refreshed.text
+    b = refreshed.json()
+    script.statuses["mcp_ok"] = (await api.call_mcp(b["access_token"])).status
+    replay = await api.refresh(public, a["refresh_token"])
+    assert replay.status == 400 and "already used" in replay.text, replay.text
+    script.statuses["mcp_revoked"] = (await api.call_mcp(a["access_token"])).status
+
+    code, pkce = await _code(run, public, api.browser())
+    c = await _tokens(run, public, code, pkce)
+    await run.stop_upstream()
+    script.statuses["mcp_down"] = (await api.call_mcp(c["access_token"])).status
+    revoke = {"token": c["refresh_token"], **client_auth(public)}
+    script.statuses["revoke"] = (await api.call("POST", "/revoke", data=revoke)).status
+
+    bob = api.browser()
+    page = await bob.authorize(api.authorize_params(public["client_id"], REDIRECT, Pkce.new()))
+    consent = await bob.sign_in(page, OTHER_USER, OTHER_PASSWORD)
+    denied = await bob.decide(consent, "deny")
+    assert denied.redirect_query()["error"] == "access_denied"
+
+    code, pkce = await _code(run, public, api.browser())
+    d = await _tokens(run, public, code, pkce)
+    replayed = await _exchange(run, public, code, pkce)
+    assert replayed.status == 400 and "already used" in replayed.text, replayed.text
+
+    assert await run.store().engine.save()
+    script.tokens = [a, b, c, d]
+    return script
