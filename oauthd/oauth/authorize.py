@@ -18,7 +18,7 @@ from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.model import AuthCode, Client, Consent, PendingAuthorization, consent_key
 from oauthd.oauth import redirects
-from oauthd.oauth.clients import ClientRegistry
+from oauthd.oauth.clients import ClientRegistry, granted_scopes
 from oauthd.oauth.errors import (
     OAuthError,
     RedirectTarget,
@@ -158,14 +158,10 @@ class Authorizer:
         return challenge
 
     def _scopes(self, scope: str | None, client: Client, target: RedirectTarget) -> tuple[str, ...]:
-        allowed = client.scope.split()
-        if scope is None or not scope.strip():
-            return tuple(allowed)
-        wanted = tuple(dict.fromkeys(scope.split()))
-        unknown = [s for s in wanted if s not in allowed]
-        if unknown:
-            raise self._redirected("invalid_scope", f"scope {unknown[0]!r} is not offered", target)
-        return wanted
+        try:
+            return granted_scopes(client, scope)
+        except ValueError as exc:
+            raise self._redirected("invalid_scope", str(exc), target) from None
 
     def _resource(self, resource: str | None, target: RedirectTarget) -> str:
         if resource is None:

@@ -272,6 +272,19 @@ class ClientRegistry:
         return client
 
 
+def granted_scopes(client: Client, scope: str | None) -> tuple[str, ...]:
+    """The scopes a request asks of `client`'s registered ones: all of them when it asks
+    none; `ValueError` naming the first scope the client may not ask for."""
+    allowed = client.scope.split()
+    if scope is None or not scope.strip():
+        return tuple(allowed)
+    wanted = tuple(dict.fromkeys(scope.split()))
+    unknown = [s for s in wanted if s not in allowed]
+    if unknown:
+        raise ValueError(f"scope {unknown[0]!r} is not offered")
+    return wanted
+
+
 def credentials_from(
     form: Mapping[str, str], authorization: str | None
 ) -> ClientCredentials | None:

@@ -19,6 +19,7 @@ from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.model import Client, DeviceFlow, PendingAuthorization
+from oauthd.oauth.clients import granted_scopes
 from oauthd.oauth.errors import OAuthError, invalid_grant, page_error
 from oauthd.oauth.metadata import resource_of
 from oauthd.oauth.tokens import TokenResponse, Tokens
@@ -98,14 +99,10 @@ class DeviceFlows:
         raise OAuthError("temporarily_unavailable", "could not allocate a user code", 503)
 
     def _scopes(self, client: Client, scope: str | None) -> tuple[str, ...]:
-        allowed = client.scope.split()
-        if not scope:
-            return tuple(allowed)
-        wanted = tuple(dict.fromkeys(scope.split()))
-        unknown = [s for s in wanted if s not in allowed]
-        if unknown:
-            raise OAuthError("invalid_scope", f"scope {unknown[0]!r} is not offered")
-        return wanted
+        try:
+            return granted_scopes(client, scope)
+        except ValueError as exc:
+            raise OAuthError("invalid_scope", str(exc)) from None
 
     # -- the user's side -------------------------------------------------------------------
 
