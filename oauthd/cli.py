@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from oauthd.config import Config, ConfigError, admin_socket_path, load_config
 from oauthd.log import setup_logging
 
 EX_USAGE = 64
+EX_UNAVAILABLE = 69
 EX_DAMAGE = 1
 
 
@@ -37,20 +39,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from oauthd.admin.server import AdminSocketError
     from oauthd.daemon import StartupError, serve
     from oauthd.persist.errors import LockedError, RecoveryError
+    from oauthd.store import Unavailable
 
     config = _load(args)
     setup_logging(config.log.level)
     try:
         asyncio.run(serve(config, accept_empty=args.accept_empty_state, recover=args.recover))
     except (LockedError, RecoveryError, StartupError, AdminSocketError) as exc:
-        import logging
-
-        logging.getLogger("oauthd.daemon").error(
-            "cannot start", extra={"event": "daemon.failed", "reason": str(exc)}
-        )
-        print(f"oauthd: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _cannot_start(str(exc), exc.exit_code)
+    except Unavailable as exc:  # a shared backend that is down at start: systemd retries
+        return _cannot_start(f"the storage backend is unavailable: {exc.reason}", EX_UNAVAILABLE)
     return 0
+
+
+def _cannot_start(reason: str, exit_code: int) -> int:
+    logging.getLogger("oauthd.daemon").error(
+        "cannot start", extra={"event": "daemon.failed", "reason": reason}
+    )
+    print(f"oauthd: {reason}", file=sys.stderr)
+    return exit_code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -79,6 +86,33 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
         print("oauthd: empty password", file=sys.stderr)
         return EX_USAGE
     print(hash_password(password))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from oauthd.store import Unavailable
+    from oauthd.store.postgres import SchemaError, migrate
+
+    config = _load(args)
+    if config.storage.backend != "postgres":
+        raise ConfigError(
+            f"{config.source}: storage.backend is {config.storage.backend!r}: only the "
+            "postgres backend has a schema to migrate"
+        )
+    try:
+        before, applied = asyncio.run(
+            migrate(config.storage.postgres_dsn, op_timeout=config.storage.timeout)
+        )
+    except SchemaError as exc:
+        print(f"oauthd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Unavailable as exc:
+        print(f"oauthd: {exc.reason}", file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
+    if applied:
+        print(f"schema migrated from version {before} to {applied[-1]}")
+    else:
+        print(f"schema up to date (version {before})")
     return 0
 
 
@@ -164,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
         where.add_argument("--state-dir")
         cmd.add_argument("--json", action="store_true", help="machine-readable output")
         cmd.set_defaults(run=cmd_state)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the PostgreSQL schema")
+    migrate.add_argument("--config", help="config file (default: $OAUTHD_CONFIG)")
+    migrate.set_defaults(run=cmd_migrate)
 
     cli_admin.add_commands(sub, cmd_admin)
     return parser

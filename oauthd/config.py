@@ -376,14 +376,29 @@ class UpstreamConfig:
     authorization: str = field(metadata=_key(_secret_ref, ""))
 
 
+def _redis_url(value: object, at: _At) -> str:
+    text = _string(value, at)
+    scheme = text.partition("://")[0]
+    if scheme not in ("redis", "rediss", "unix") or not text.partition("://")[2]:
+        # not echoed: the URL may hold a password
+        raise at.error("expected a redis://, rediss:// or unix:// URL")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    backend: str = field(metadata=_key(_choice(("memory", "file"), ("redis", "postgres")), "file"))
+    backend: str = field(metadata=_key(_choice(("memory", "file", "redis", "postgres")), "file"))
     path: Path = field(metadata=_key(_path, "var/oauthd"))
     durability: str = field(metadata=_key(_choice(("journal", "snapshot")), "journal"))
     save_interval: float = field(metadata=_key(_duration, "30s"))
     save_debounce: float = field(metadata=_key(_duration, "1s"))
     save_max_wait: float = field(metadata=_key(_duration, "5s"))
+    redis_url: str = field(metadata=_key(_redis_url, "redis://127.0.0.1:6379/0"))
+    redis_prefix: str = field(metadata=_key(_string, "oauthd:"))
+    redis_pool_size: int = field(metadata=_key(_positive_int, 20))
+    timeout: float = field(metadata=_key(_duration, "2s"))
+    postgres_dsn: str = field(metadata=_key(_string, "postgresql://postgres@127.0.0.1:5432/oauthd"))
+    postgres_pool_size: int = field(metadata=_key(_positive_int, 10))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ import pytest
 
 pytest.register_assert_rewrite("store_contract")
 
+from pg_helpers import open_postgres, postgres_cleanup, postgres_probe, postgres_writes  # noqa: E402
+from redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes  # noqa: E402
 from services import service_missing  # noqa: E402
 
 from oauthd.clock import FakeClock  # noqa: E402
@@ -91,6 +93,8 @@ class Backend:
     # Only in the durability tests (a mode of a backend that the contract already runs).
     durability_only: bool = False
     why_not_durable: str = ""
+    # Shared servers: remove what the test wrote (after the store is closed).
+    cleanup: Callable[[StateRef], Awaitable[None]] | None = None
 
 
 BACKENDS: tuple[Backend, ...] = (
@@ -108,6 +112,22 @@ BACKENDS: tuple[Backend, ...] = (
         durable=True,
         writes=file_writes,
         durability_only=True,
+    ),
+    Backend(
+        "redis",
+        open_redis,
+        durable=True,
+        writes=redis_writes,
+        probe=redis_probe,
+        cleanup=redis_cleanup,
+    ),
+    Backend(
+        "postgres",
+        open_postgres,
+        durable=True,
+        writes=postgres_writes,
+        probe=postgres_probe,
+        cleanup=postgres_cleanup,
     ),
 )
 BY_NAME = {b.name: b for b in BACKENDS}
@@ -161,11 +181,13 @@ async def _harness(name: str, tmp_path: Path) -> AsyncIterator[StoreHarness]:
     if backend.probe is not None and (reason := await backend.probe()) is not None:
         service_missing(f"{name}: {reason}")
     harness = StoreHarness(backend, StateRef(tmp_path, f"oauthd-test-{uuid.uuid4().hex}"))
-    await harness.open()
     try:
+        await harness.open()
         yield harness
     finally:
         await harness.close()
+        if backend.cleanup is not None:
+            await backend.cleanup(harness.state)
 
 
 @pytest.fixture(params=CONTRACT_BACKENDS)

@@ -168,17 +168,8 @@ USER = f'[[login.users]]\nusername = "alice"\npassword_hash = "{HASH}"\n'
         ("[upstream]\nurl = [1]", "upstream.url: expected a string, got an array"),
         ("server = 5", "server: expected a table, got 5"),
         (
-            '[storage]\nbackend = "redis"',
-            'storage.backend: "redis" is not available in this version (supported: memory, file)',
-        ),
-        (
-            '[storage]\nbackend = "postgres"',
-            'storage.backend: "postgres" is not available in this version '
-            "(supported: memory, file)",
-        ),
-        (
             '[storage]\nbackend = "sqlite"',
-            'storage.backend: expected one of "memory", "file", got "sqlite"',
+            'storage.backend: expected one of "memory", "file", "redis", "postgres", got "sqlite"',
         ),
         (
             '[storage]\ndurability = "yolo"',

@@ -128,11 +128,11 @@ class AdminServer:
                 await writer.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with asyncio.timeout(READ_TIMEOUT):
+            line = await _read_line(reader)  # read first: closing on unread bytes resets
         if not _peer_allowed(writer):
             await _send(writer, {"ok": False, "error": "permission denied"})
             return
-        async with asyncio.timeout(READ_TIMEOUT):
-            line = await _read_line(reader)
         try:
             op, args = _parse(line)
             run = self._ops.get(op)

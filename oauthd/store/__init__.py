@@ -47,9 +47,31 @@ async def _open_file(
     return await FileStore.open(engine, clock, accept_empty=accept_empty, recover=recover)
 
 
+async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store:
+    from oauthd.store.redis import RedisStore  # redis-py is an optional extra
+
+    return RedisStore(
+        clock,
+        config.redis_url,
+        prefix=config.redis_prefix,
+        pool_size=config.redis_pool_size,
+        timeout=config.timeout,
+    )
+
+
+async def _open_postgres(config: StorageConfig, clock: Clock, **_: object) -> Store:
+    from oauthd.store.postgres import PostgresStore  # psycopg is an optional extra
+
+    return await PostgresStore.open(
+        config.postgres_dsn, clock, pool_size=config.postgres_pool_size, op_timeout=config.timeout
+    )
+
+
 BACKENDS: dict[str, Callable[..., Awaitable[Store]]] = {
     "memory": _open_memory,
     "file": _open_file,
+    "redis": _open_redis,
+    "postgres": _open_postgres,
 }
 
 

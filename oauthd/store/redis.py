@@ -1,0 +1,300 @@
+"""The redis backend: Redis or Valkey through redis-py's asyncio client.
+
+One key per record, `<prefix><kind>:<key>`, holding the record's JSON (`codec.encode`), with
+native expiry (`SET ... PXAT`; no expiry when `expires_at` is None). Atomicity comes from the
+server: `add` is `SET NX`, `take` a small Lua script (read, check expiry, delete), `update` a
+WATCH/MULTI retry loop (its change function may run more than once, as the contract allows).
+
+Expiry is also checked against the injected clock on every read, so a record is invisible
+from its `expires_at` on even if this instance's clock runs ahead of the server's; the
+server's expiry is set from the same clock (`expires_at - clock.now()` from now), which is
+`expires_at` itself under the system clock.
+
+Every call is bounded by `timeout`; any connection, timeout or server error is raised as
+`Unavailable` (HTTP 503 + Retry-After), never as another exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from oauthd.clock import Clock
+from oauthd.model import (
+    AuthCode,
+    Client,
+    Consent,
+    DeviceFlow,
+    Grant,
+    McpSession,
+    PendingAuthorization,
+)
+from oauthd.store import codec
+from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, Unavailable
+
+T = TypeVar("T")
+
+SCAN_COUNT = 200  # keys asked for per SCAN round trip
+RETRY_AFTER = 5.0
+
+# Atomically: the value if it is live at ARGV[1] (deleting it), else nil (leaving it).
+_TAKE = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local e = cjson.decode(v)['expires_at']
+if e ~= cjson.null and e <= tonumber(ARGV[1]) then return false end
+redis.call('DEL', KEYS[1])
+return v
+"""
+
+# Atomically: delete KEYS[1] if it still holds ARGV[1]; 1 if deleted.
+_DELETE_IF_SAME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _escape_glob(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class RedisTable(Table[R]):
+    def __init__(self, kind: str, store: RedisStore) -> None:
+        self.kind = kind
+        self._store = store
+        self._prefix = f"{store.prefix}{kind}:"
+        self._pattern = _escape_glob(self._prefix) + "*"
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    def _decode(self, value: bytes | str) -> R:
+        record: R = codec.decode(self.kind, orjson.loads(value))  # type: ignore[assignment]
+        return record
+
+    def _live(self, record: R | None) -> R | None:
+        if record is None:
+            return None
+        if record.expires_at is not None and record.expires_at <= self._store.clock.now():
+            return None
+        return record
+
+    def _expiry(self, record: R) -> dict[str, Any]:
+        """The SET options for the record's native expiry (none when it never expires)."""
+        if record.expires_at is None:
+            return {}
+        remaining = record.expires_at - self._store.clock.now()
+        return {"pxat": int((time.time() + max(remaining, 0.001)) * 1000)}
+
+    # -- the contract ---------------------------------------------------------------------
+
+    async def get(self, key: str) -> R | None:
+        value = await self._store.call(self._store.client.get(self._key(key)))
+        return None if value is None else self._live(self._decode(value))
+
+    async def add(self, record: R) -> None:
+        name, value = self._key(record.key), codec.encode(record)
+        client = self._store.client
+
+        async def add() -> None:
+            if await client.set(name, value, nx=True, **self._expiry(record)):
+                return
+            # Present: maybe only expired by our clock, not yet by the server's.
+            async with client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(name)
+                        old = await pipe.get(name)
+                        if old is not None and self._live(self._decode(old)) is not None:
+                            raise Conflict(f"{self.kind}: key already present")
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(name, value, **self._expiry(record))
+                        await pipe.execute()
+                        return
+                    except WatchError:
+                        continue
+
+        await self._store.call(add())
+        self._store.writes += 1
+
+    async def put(self, record: R) -> None:
+        name, value = self._key(record.key), codec.encode(record)
+        await self._store.call(self._store.client.set(name, value, **self._expiry(record)))
+        self._store.writes += 1
+
+    async def take(self, key: str) -> R | None:
+        now = repr(self._store.clock.now())
+        value = await self._store.call(self._store.take_script(keys=[self._key(key)], args=[now]))
+        if value is None:
+            return None
+        self._store.writes += 1
+        return self._decode(value)
+
+    async def update(self, key: str, change: Callable[[R], R]) -> R | None:
+        name = self._key(key)
+        client = self._store.client
+
+        async def update() -> R | None:
+            async with client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(name)
+                        value = await pipe.get(name)
+                        record = None if value is None else self._live(self._decode(value))
+                        if record is None:
+                            return None
+                        new = change(record)
+                        if new is record:
+                            return record
+                        if new.key != key:
+                            raise ValueError(f"{self.kind}: update must keep the key")
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(name, codec.encode(new), **self._expiry(new))
+                        await pipe.execute()
+                        self._store.writes += 1
+                        return new
+                    except WatchError:
+                        continue
+
+        return await self._store.call(update())
+
+    async def delete(self, key: str) -> bool:
+        value = await self._store.call(self._store.client.getdel(self._key(key)))
+        if value is None:
+            return False
+        self._store.writes += 1
+        return self._live(self._decode(value)) is not None
+
+    async def _keys(self) -> AsyncIterator[list[bytes | str]]:
+        """The table's keys, a batch per SCAN round trip, each key once."""
+        seen: set[bytes | str] = set()
+        cursor: int = 0
+        while True:
+            cursor, batch = await self._store.call(
+                self._store.client.scan(cursor, match=self._pattern, count=SCAN_COUNT)
+            )
+            fresh = [k for k in batch if k not in seen]  # SCAN may return a key twice
+            seen.update(fresh)
+            if fresh:
+                yield fresh
+            if cursor == 0:
+                return
+
+    async def _values(self) -> AsyncIterator[list[tuple[bytes | str, bytes | str]]]:
+        """(key, value) of the table's records, a batch at a time; vanished keys skipped."""
+        async for keys in self._keys():
+            values = await self._store.call(self._store.client.mget(keys))
+            found = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
+            if found:
+                yield found
+
+    async def count(self) -> int:
+        total = 0
+        async for keys in self._keys():
+            total += len(keys)
+        return total
+
+    async def scan(self) -> AsyncIterator[R]:
+        async for batch in self._values():
+            records: list[R] = codec.decode_many(  # type: ignore[assignment]
+                self.kind, [orjson.loads(v) for _, v in batch]
+            )
+            for record in records:
+                if self._live(record) is not None:
+                    yield record
+
+    async def purge_expired(self) -> int:
+        """Delete the records expired by our clock that the server has not expired yet
+        (only when the clocks disagree: normally the server has removed them already)."""
+        removed = 0
+        async for batch in self._values():
+            for name, value in batch:
+                if self._live(self._decode(value)) is None:
+                    removed += await self._store.call(
+                        self._store.delete_if_same_script(keys=[name], args=[value])
+                    )
+        return removed
+
+
+class RedisStore(Store):
+    def __init__(
+        self,
+        clock: Clock,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "oauthd:",
+        pool_size: int = 20,
+        timeout: float = 2.0,
+    ) -> None:
+        self.clock = clock
+        self.prefix = prefix
+        self.timeout = timeout
+        self.writes = 0  # how many writes this store made (for tests and metrics)
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        self.client = aioredis.Redis(connection_pool=self._pool)
+        self.take_script = self.client.register_script(_TAKE)
+        self.delete_if_same_script = self.client.register_script(_DELETE_IF_SAME)
+        self._error: str | None = None
+        self._closed = False
+        self.clients = RedisTable[Client](Client.KIND, self)
+        self.consents = RedisTable[Consent](Consent.KIND, self)
+        self.pending = RedisTable[PendingAuthorization](PendingAuthorization.KIND, self)
+        self.codes = RedisTable[AuthCode](AuthCode.KIND, self)
+        self.grants = RedisTable[Grant](Grant.KIND, self)
+        self.devices = RedisTable[DeviceFlow](DeviceFlow.KIND, self)
+        self.mcp_sessions = RedisTable[McpSession](McpSession.KIND, self)
+
+    async def call(self, operation: Awaitable[T]) -> T:
+        """Await one backend operation within the timeout; trouble becomes `Unavailable`."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await operation
+        except (RedisError, OSError, TimeoutError) as exc:
+            reason = f"redis: {type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = f"redis: no answer within {self.timeout:g}s"
+            self._error = reason
+            raise Unavailable(reason, RETRY_AFTER) from None
+        self._error = None
+        return result
+
+    def redis_tables(self) -> tuple[RedisTable[Any], ...]:
+        return self.tables()  # type: ignore[return-value]
+
+    async def purge_expired(self) -> int:
+        total = 0
+        for table in self.redis_tables():
+            total += await table.purge_expired()
+        return total
+
+    async def ping(self) -> None:
+        await self.call(self.client.ping())
+
+    def status(self) -> StoreStatus:
+        if self._closed:
+            return StoreStatus(backend="redis", healthy=False, detail="closed")
+        return StoreStatus(backend="redis", healthy=self._error is None, detail=self._error)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self.client.aclose(close_connection_pool=True), self.timeout)

@@ -1,0 +1,146 @@
+"""The PostgreSQL backend beyond the contract: `oauthd migrate`, the schema check on open,
+an unreachable server. The contract itself runs in `test_store_contract.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pg_helpers import create_schema, drop_schema, postgres_probe, schema_dsn
+from services import service_missing
+
+from oauthd import cli
+from oauthd.clock import FakeClock
+from oauthd.store import Unavailable
+
+postgres = pytest.importorskip("oauthd.store.postgres")
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    """A fresh, empty schema of the test server, dropped afterwards."""
+    if (reason := await postgres_probe()) is not None:
+        service_missing(f"postgres: {reason}")
+    name = f"oauthd_test_{uuid.uuid4().hex}"
+    await create_schema(name)
+    try:
+        yield name
+    finally:
+        await drop_schema(name)
+
+
+def write_config(tmp_path: Path, dsn: str, timeout: str = "2s") -> Path:
+    path = tmp_path / "oauthd.toml"
+    dsn_toml = dsn.replace("\\", "\\\\").replace('"', '\\"')
+    path.write_text(
+        f'[storage]\nbackend = "postgres"\npostgres_dsn = "{dsn_toml}"\ntimeout = "{timeout}"\n'
+    )
+    return path
+
+
+async def test_migrate_twice_is_idempotent(
+    schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, schema_dsn(schema))
+    latest = postgres.latest_version()
+    assert await asyncio.to_thread(cli.main, ["migrate", "--config", str(config)]) == 0
+    assert f"from version 0 to {latest}" in capsys.readouterr().out
+    assert await asyncio.to_thread(cli.main, ["migrate", "--config", str(config)]) == 0
+    assert f"up to date (version {latest})" in capsys.readouterr().out
+    store = await postgres.PostgresStore.open(schema_dsn(schema), FakeClock())
+    await store.ping()
+    await store.close()
+
+
+async def test_concurrent_migrates_take_turns(schema: str) -> None:
+    dsn = schema_dsn(schema)
+    results = await asyncio.gather(*(postgres.migrate(dsn, op_timeout=10) for _ in range(3)))
+    applied = sorted(tuple(versions) for _, versions in results)
+    latest = postgres.latest_version()
+    assert applied == [(), (), tuple(range(1, latest + 1))]
+    store = await postgres.PostgresStore.open(dsn, FakeClock())
+    await store.close()
+
+
+async def test_open_on_an_unmigrated_schema_says_to_migrate(schema: str) -> None:
+    with pytest.raises(postgres.SchemaError, match="run `oauthd migrate") as raised:
+        await postgres.PostgresStore.open(schema_dsn(schema), FakeClock())
+    assert raised.value.exit_code == 78
+
+
+async def test_serve_on_an_unmigrated_schema_exits_78(schema: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, schema_dsn(schema))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from oauthd.cli import main; sys.exit(main(sys.argv[1:]))",
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 78, err.decode()
+    assert "oauthd migrate" in err.decode()
+
+
+async def test_open_on_a_newer_schema_refuses(schema: str) -> None:
+    dsn = schema_dsn(schema)
+    await postgres.migrate(dsn)
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("INSERT INTO oauthd_schema (version) VALUES (999)")
+    with pytest.raises(postgres.SchemaError, match="newer"):
+        await postgres.PostgresStore.open(dsn, FakeClock())
+    with pytest.raises(postgres.SchemaError, match="newer"):
+        await postgres.migrate(dsn)
+
+
+async def test_a_closed_port_is_unavailable_within_the_timeout(tmp_path: Path) -> None:
+    dsn = "postgresql://postgres@127.0.0.1:1/test"
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        await postgres.PostgresStore.open(dsn, FakeClock(), op_timeout=0.5)
+    with pytest.raises(Unavailable):
+        await postgres.migrate(dsn, op_timeout=0.5)
+    assert time.monotonic() - started < 3
+    config = write_config(tmp_path, dsn, timeout="500ms")
+    assert await asyncio.to_thread(cli.main, ["migrate", "--config", str(config)]) == 69
+
+
+async def test_serve_with_the_backend_down_exits_69_without_a_traceback(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "postgresql://postgres@127.0.0.1:1/test", timeout="500ms")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from oauthd.cli import main; sys.exit(main(sys.argv[1:]))",
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 69, err.decode()
+    assert "storage backend is unavailable" in err.decode()
+    assert "Traceback" not in err.decode()
+
+
+async def test_a_closed_store_is_unavailable_not_an_error(schema: str) -> None:
+    dsn = schema_dsn(schema)
+    await postgres.migrate(dsn)
+    store = await postgres.PostgresStore.open(dsn, FakeClock(), op_timeout=0.5)
+    assert store.status().healthy
+    await store.close()
+    with pytest.raises(Unavailable):
+        await store.grants.get("x")
+    status = store.status()
+    assert not status.healthy and status.detail
+    assert status.backend == "postgres"
