@@ -198,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
         where.add_argument("--state-dir")
         cmd.add_argument("--json", action="store_true", help="machine-readable output")
         cmd.set_defaults(run=cmd_state)
+    from oauthd.cli_copy import add_command as add_state_copy
+
+    add_state_copy(state)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the PostgreSQL schema")
     migrate.add_argument("--config", help="config file (default: $OAUTHD_CONFIG)")

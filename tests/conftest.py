@@ -20,21 +20,12 @@ pytest.register_assert_rewrite("store_contract")
 
 from pg_helpers import open_postgres, postgres_cleanup, postgres_probe, postgres_writes  # noqa: E402
 from redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes  # noqa: E402
-from services import service_missing  # noqa: E402
+from services import StateRef, service_missing  # noqa: E402
 
 from oauthd.clock import FakeClock  # noqa: E402
 from oauthd.model import Record  # noqa: E402
 from oauthd.store import FileStore, MemoryStore, Store  # noqa: E402
 from oauthd.store.file import make_engine  # noqa: E402
-
-
-@dataclass(frozen=True, slots=True)
-class StateRef:
-    """Where one test's state lives: a private dir, and a unique name for shared servers
-    (a key prefix, a schema). Reopening uses the same ref."""
-
-    path: Path
-    namespace: str
 
 
 class CountingSink:

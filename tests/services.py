@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -14,3 +16,13 @@ def service_missing(reason: str, *, required: bool | None = None) -> None:
     if REQUIRE_SERVICES if required is None else required:
         pytest.fail(f"{reason} (OAUTHD_REQUIRE_SERVICES=1)")
     pytest.skip(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class StateRef:
+    """Where one test's state lives: a private dir, and a unique name for shared servers
+    (a key prefix, a schema). Reopening uses the same ref. (Here, not in conftest.py:
+    `import conftest` may find another directory's conftest.)"""
+
+    path: Path
+    namespace: str

@@ -1,0 +1,121 @@
+"""Copy every live record from one store to another (`oauthd state copy`), then verify.
+
+Each table of the source is scanned (expired records are never yielded, so never copied),
+written to the target with `put` in batches of bounded concurrency, and the target is then
+counted: it must hold at least as many live records of each kind as were copied, and
+exactly as many when it was empty before (a non-empty target is refused unless `merge`).
+A copied record that expires while the copy runs is not expected in the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from oauthd.model import Record
+from oauthd.store.base import Store, StoreError, Table
+
+Progress = Callable[[str, int, int], None]
+
+BATCH = 64  # puts in flight at once per batch
+
+
+class TargetNotEmpty(StoreError):
+    """The target holds live records and `merge` was not asked for."""
+
+    def __init__(self, kinds: list[str]) -> None:
+        super().__init__(
+            f"the target already holds live records ({', '.join(kinds)}): refusing to copy "
+            "into it; pass --merge to add to (and overwrite records of the same key in) it"
+        )
+        self.kinds = kinds
+
+
+class CountMismatch(StoreError):
+    """After the copy the target holds fewer live records of a kind than expected."""
+
+    def __init__(
+        self,
+        copied: dict[str, int],
+        expected: dict[str, int],
+        found: dict[str, int],
+        bad: list[str],
+    ) -> None:
+        super().__init__(
+            "count mismatch after the copy: "
+            + ", ".join(f"{k} expected {expected[k]}, found {found.get(k, 0)}" for k in bad)
+        )
+        self.copied = copied
+        self.expected = expected
+        self.found = found
+
+
+async def _live(table: Table[Any]) -> int:
+    n = 0
+    async for _ in table.scan():
+        n += 1
+    return n
+
+
+async def _has_live(table: Table[Any]) -> bool:
+    async for _ in table.scan():
+        return True
+    return False
+
+
+def _pairs(source: Store, target: Store) -> list[tuple[Table[Any], Table[Any]]]:
+    targets = {t.kind: t for t in target.tables()}
+    return [(s, targets[s.kind]) for s in source.tables()]
+
+
+async def copy_state(
+    source: Store,
+    target: Store,
+    progress: Progress,
+    *,
+    merge: bool = False,
+    batch: int = BATCH,
+) -> dict[str, int]:
+    """Copy; return how many records of each kind were copied.
+
+    Raises `TargetNotEmpty` (nothing was written), `CountMismatch`, or what the backends
+    raise (`Unavailable`)."""
+    pairs = _pairs(source, target)
+    if not merge:
+        busy = [t.kind for _, t in pairs if await _has_live(t)]
+        if busy:
+            raise TargetNotEmpty(busy)
+    before = {t.kind: await _live(t) for _, t in pairs} if merge else {}
+    copied: dict[str, int] = {}
+    expiries: dict[str, list[float | None]] = {}
+    for src, dst in pairs:
+        records: list[Record] = [r async for r in src.scan()]
+        total = len(records)
+        progress(src.kind, 0, total)
+        for start in range(0, total, batch):
+            chunk = records[start : start + batch]
+            await asyncio.gather(*(dst.put(r) for r in chunk))
+            progress(src.kind, start + len(chunk), total)
+        copied[src.kind] = total
+        expiries[src.kind] = [r.expires_at for r in records]
+        del records
+    now = target_now(target)
+    expected = {kind: sum(1 for e in exp if e is None or e > now) for kind, exp in expiries.items()}
+    found = {t.kind: await _live(t) for _, t in pairs}
+    if merge:
+        # keys may overlap those already there: only "at least" can be checked
+        expected = {k: max(expected[k], before[k]) for k in expected}
+        bad = [k for k in expected if found[k] < expected[k]]
+    else:
+        bad = [k for k in expected if found[k] != expected[k]]
+    if bad:
+        raise CountMismatch(copied, expected, found, bad)
+    return copied
+
+
+def target_now(store: Store) -> float:
+    clock = getattr(store, "clock", None)
+    now: float = clock.now() if clock is not None else time.time()
+    return now
