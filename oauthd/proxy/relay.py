@@ -71,6 +71,7 @@ class McpProxy:
         self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
         issuer = config.server.issuer
         self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource/mcp"
+        self._upstream_base = URL(self._up.url)  # parsed once, not per request
         self._own_origin = issuer.lower()
         self._identity_headers = (
             self._up.user_header,
@@ -229,7 +230,7 @@ class McpProxy:
         """`upstream.url` plus the client's query string as it was sent, less any
         `access_token` (a round trip through a dict would rewrite it: `flag` -> `flag=`,
         `%20` -> `+`)."""
-        url = URL(self._up.url)
+        url = self._upstream_base
         raw = "&".join(  # a token in the query is never accepted, and never passed on
             part
             for part in request.rel_url.raw_query_string.split("&")
@@ -373,7 +374,7 @@ class McpProxy:
                 headers["Authorization"] = self._static_authorization
             try:
                 assert self._session is not None
-                async with self._session.delete(self._up.url, headers=headers) as response:
+                async with self._session.delete(self._upstream_base, headers=headers) as response:
                     log.info(
                         "MCP session closed upstream",
                         extra={"event": "proxy.session_closed", "status": response.status},

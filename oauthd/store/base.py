@@ -44,6 +44,11 @@ from oauthd.model import (
 R = TypeVar("R", bound=Record)
 
 
+def is_live(record: Record, now: float) -> bool:
+    """The one expiry rule: a record whose `expires_at` is at or before `now` is gone."""
+    return record.expires_at is None or record.expires_at > now
+
+
 class StoreError(Exception):
     """Base of the errors a store raises on purpose."""
 

@@ -18,7 +18,7 @@ from oauthd.model import Record
 from oauthd.persist import DiskError, Engine, EngineObserver, RecoveryError, SaveSchedule
 from oauthd.persist.recovery import Recovered
 from oauthd.store import codec
-from oauthd.store.base import StoreStatus, Unavailable
+from oauthd.store.base import StoreStatus, Unavailable, is_live
 from oauthd.store.memory import MemoryStore
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 
@@ -91,7 +91,7 @@ class FileStore(MemoryStore):
         for kind, records in recovered.document.items():
             target = self.by_kind[kind].records
             for record in records:
-                if record.expires_at is None or record.expires_at > now:
+                if is_live(record, now):
                     target.load(record.key, record)
         recovered.document = None  # let the decoded lists go
         for seq, payload in recovered.entries:
@@ -100,7 +100,7 @@ class FileStore(MemoryStore):
                 target = self.by_kind[kind].records
             except (codec.DecodeError, KeyError) as exc:
                 raise RecoveryError(f"journal record {seq} does not decode: {exc}") from None
-            if record is None or (record.expires_at is not None and record.expires_at <= now):
+            if record is None or not is_live(record, now):
                 target.pop(key)
             else:
                 target.set(key, record)
@@ -129,7 +129,7 @@ class FileStore(MemoryStore):
     async def _chunks(self, values: Iterator[Record], now: float) -> AsyncIterator[bytes]:
         """Live records as JSON arrays of up to SNAPSHOT_CHUNK, one per event-loop turn."""
         while batch := list(itertools.islice(values, SNAPSHOT_CHUNK)):
-            live = [r for r in batch if r.expires_at is None or r.expires_at > now]
+            live = [r for r in batch if is_live(r, now)]
             yield codec.encode(live)
             await asyncio.sleep(0)
 

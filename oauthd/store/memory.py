@@ -19,7 +19,7 @@ from oauthd.model import (
     PendingAuthorization,
     Record,
 )
-from oauthd.store.base import Conflict, R, Store, StoreStatus, Table
+from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, is_live
 from oauthd.store.records import RecordMap
 
 PURGE_CHUNK = 2000
@@ -45,9 +45,7 @@ class NullSink:
 
 
 def _live(record: R | None, now: float) -> R | None:
-    if record is None or (record.expires_at is not None and record.expires_at <= now):
-        return None
-    return record
+    return record if record is not None and is_live(record, now) else None
 
 
 class MemoryTable(Table[R]):

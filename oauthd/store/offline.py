@@ -15,6 +15,7 @@ from oauthd.persist.journal import list_segments, scan_segment
 from oauthd.persist.snapshot import read_snapshot
 from oauthd.persist.statedir import LOCK, MARKER, PREVIOUS, SNAPSHOT, StateDir
 from oauthd.store import codec
+from oauthd.store.base import is_live
 from oauthd.store.migrations import CURRENT_VERSION
 
 
@@ -156,6 +157,6 @@ def examine(path: Path, now: float) -> StateReport:
     _replay(state, report, live)
     for kind, items in live.items():
         alive = [r for r in items.values() if r is not None]
-        fresh = sum(1 for r in alive if r.expires_at is None or r.expires_at > now)
+        fresh = sum(1 for r in alive if is_live(r, now))
         report.counts[kind], report.expired[kind] = fresh, len(alive) - fresh
     return report

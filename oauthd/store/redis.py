@@ -37,7 +37,7 @@ from oauthd.model import (
     PendingAuthorization,
 )
 from oauthd.store import codec
-from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, Unavailable
+from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, Unavailable, is_live
 
 T = TypeVar("T")
 
@@ -84,9 +84,7 @@ class RedisTable(Table[R]):
         return record
 
     def _live(self, record: R | None) -> R | None:
-        if record is None:
-            return None
-        if record.expires_at is not None and record.expires_at <= self._store.clock.now():
+        if record is None or not is_live(record, self._store.clock.now()):
             return None
         return record
 
