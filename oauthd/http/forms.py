@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,15 +17,21 @@ FORM_LIMIT = 64 * 1024
 JSON_LIMIT = 16 * 1024
 
 
-def single_values(params: MultiMapping[str]) -> dict[str, str]:
+def _once_each(pairs: Iterable[tuple[str, str]], max_value: int | None) -> dict[str, str]:
+    """Parameters as a dict; `invalid_request` for a repeated one (RFC 6749 s3.1) or, with
+    `max_value`, one longer than that."""
     values: dict[str, str] = {}
-    for name, value in params.items():
+    for name, value in pairs:
         if name in values:
             raise invalid_request(f"parameter {name!r} is repeated")
-        if len(value) > 4096:
+        if max_value is not None and len(value) > max_value:
             raise invalid_request(f"parameter {name!r} is too long")
         values[name] = value
     return values
+
+
+def single_values(params: MultiMapping[str]) -> dict[str, str]:
+    return _once_each(params.items(), 4096)
 
 
 async def read_form(request: web.Request) -> dict[str, str]:
@@ -35,12 +42,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except (UnicodeDecodeError, ValueError):
         raise invalid_request("the form body is not valid UTF-8 form data") from None
-    values: dict[str, str] = {}
-    for name, value in pairs:
-        if name in values:
-            raise invalid_request(f"parameter {name!r} is repeated")
-        values[name] = value
-    return values
+    return _once_each(pairs, None)  # the body as a whole is bounded by FORM_LIMIT
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
