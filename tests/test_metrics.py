@@ -188,3 +188,30 @@ async def test_metrics_without_a_store_render_the_rest() -> None:
     count = "oauthd_proxy_request_duration_seconds_count"
     assert value(samples, count, method="other", status_class="5xx") == 1
     assert Metrics().registry is not metrics.registry  # each app its own
+
+
+async def test_proxy_latency_buckets_are_cumulative_with_inclusive_bounds() -> None:
+    """The lock-free /mcp histogram exposes what prometheus_client's would: `le` is
+    inclusive, buckets are cumulative, +Inf equals the count, and the sum adds up."""
+    metrics = Metrics()
+    for seconds in (0.001, 0.005, 0.007, 0.2, 75.0):
+        metrics.proxy_request("POST", 200, seconds)
+    metrics.proxy_request("GET", 404, 0.03)
+    samples = parse((await metrics.render()).decode())
+    name = "oauthd_proxy_request_duration_seconds"
+
+    def bucket(le: str) -> float:
+        return value(samples, f"{name}_bucket", method="POST", status_class="2xx", le=le)
+
+    assert [bucket(le) for le in ("0.005", "0.01", "0.1", "0.25", "60.0", "+Inf")] == [
+        2,
+        3,
+        3,
+        4,
+        4,
+        5,
+    ]
+    assert value(samples, f"{name}_count", method="POST", status_class="2xx") == 5
+    assert value(samples, f"{name}_sum", method="POST", status_class="2xx") == pytest.approx(75.213)
+    assert value(samples, f"{name}_bucket", method="GET", status_class="4xx", le="0.025") == 0
+    assert value(samples, f"{name}_bucket", method="GET", status_class="4xx", le="0.05") == 1

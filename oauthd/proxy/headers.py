@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from functools import lru_cache
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -36,6 +36,7 @@ REQUEST_DROPPED = frozenset(
     }
 )
 RESPONSE_DROPPED = frozenset({"set-cookie", "content-length"})
+_RESPONSE_DROPPED = HOP_BY_HOP | RESPONSE_DROPPED
 
 
 def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
@@ -45,24 +46,24 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     return listed
 
 
+@lru_cache(maxsize=8)
+def _request_dropped(identity_names: tuple[str, ...]) -> frozenset[str]:
+    return HOP_BY_HOP | REQUEST_DROPPED | {name.lower() for name in identity_names}
+
+
+def _kept(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
+    if "Connection" in headers:
+        dropped = dropped | _connection_listed(headers)
+    return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in dropped])
+
+
 def upstream_request_headers(
-    incoming: CIMultiDictProxy[str], identity_names: Iterable[str]
+    incoming: CIMultiDictProxy[str], identity_names: tuple[str, ...]
 ) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop ones, credentials, cookies, and any header
     oauthd sets itself (a client must not be able to claim an identity)."""
-    dropped = HOP_BY_HOP | REQUEST_DROPPED | _connection_listed(incoming)
-    dropped |= {name.lower() for name in identity_names}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        if name.lower() not in dropped:
-            out.add(name, value)
-    return out
+    return _kept(incoming, _request_dropped(identity_names))
 
 
 def client_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    dropped = HOP_BY_HOP | RESPONSE_DROPPED | _connection_listed(upstream)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        if name.lower() not in dropped:
-            out.add(name, value)
-    return out
+    return _kept(upstream, _RESPONSE_DROPPED)

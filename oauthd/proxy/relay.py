@@ -3,6 +3,7 @@ to the upstream without buffering, in both directions."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import time
@@ -20,6 +21,7 @@ from oauthd.metrics import Metrics
 from oauthd.model import Grant
 from oauthd.oauth import AuthServer
 from oauthd.proxy.answers import ProxyRefusal, challenge, jsonrpc_error
+from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
 from oauthd.proxy.headers import client_response_headers, upstream_request_headers
 from oauthd.proxy.sessions import SessionBindings
 from oauthd.store import Store
@@ -33,6 +35,15 @@ SMALL_BODY = 64 * 1024  # bodies up to this size (with a Content-Length) are sen
 
 class _TooLarge(Exception):
     pass
+
+
+class _HeadersWithBody(web.StreamResponse):
+    """A response whose headers go out with its first body write: one send instead of two
+    for an answer of known length. (`_send_headers_immediately` is aiohttp's own switch,
+    which `web.Response` uses; a test pins that it still exists.) Never for SSE: an event
+    stream's headers must reach the client before its first event."""
+
+    _send_headers_immediately = False
 
 
 def upstream_error_kind(exc: BaseException) -> str:
@@ -68,11 +79,14 @@ class McpProxy:
         self._config = config
         self._up = config.upstream
         self._auth = auth
+        self._verify_bearer = auth.tokens.verify_bearer  # the hot path: one call less
         self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
         issuer = config.server.issuer
         self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource/mcp"
         self._upstream_base = URL(self._up.url)  # parsed once, not per request
         self._own_origin = issuer.lower()
+        self._forwarded_proto, _, self._forwarded_host = issuer.partition("://")
+        self._scope = " ".join(self._up.required_scopes)
         self._identity_headers = (
             self._up.user_header,
             self._up.client_header,
@@ -82,6 +96,14 @@ class McpProxy:
         self._session: aiohttp.ClientSession | None = None
         self._static_authorization: str | None = None
         self._open_streams: set[aiohttp.ClientResponse] = set()
+        self._deadlines = ReadDeadlines(self._up.read_timeout)
+        self._delete_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self._up.connect_timeout,
+            sock_connect=self._up.connect_timeout,
+            sock_read=self._up.read_timeout,
+        )
+        self._loop_time = time.monotonic  # what asyncio's loop.time() reads
         auth.tokens.grant_ended.append(self.close_sessions_of)
 
     async def start(self) -> None:
@@ -94,12 +116,13 @@ class McpProxy:
                 )
         # `connect` bounds the wait for a free pooled connection too: long-lived streams
         # can hold all `max_connections`, and a request must not queue behind them forever.
+        # The read timeout is `self._deadlines`, not aiohttp's `sock_read` (see deadlines.py).
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self._up.connect_timeout,
             sock_connect=self._up.connect_timeout,
-            sock_read=self._up.read_timeout,
         )
+        self._deadlines.start()
         self._session = aiohttp.ClientSession(
             timeout=timeout,
             auto_decompress=False,
@@ -116,6 +139,7 @@ class McpProxy:
             upstream.close()
 
     async def close(self) -> None:
+        await self._deadlines.stop()
         if self._session is not None:
             await self._session.close()
 
@@ -178,7 +202,7 @@ class McpProxy:
                 response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
 
     async def _authenticate(self, request: web.Request) -> Grant:
-        scope = " ".join(self._up.required_scopes)
+        scope = self._scope
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
@@ -191,7 +215,7 @@ class McpProxy:
                 "invalid_request",
                 "use the Authorization: Bearer scheme",
             )
-        grant = await self._auth.verify_bearer(token.strip())
+        grant = await self._verify_bearer(token.strip())
         if grant is None:
             raise challenge(
                 401,
@@ -216,9 +240,8 @@ class McpProxy:
     def _upstream_headers(self, request: web.Request, grant: Grant) -> CIMultiDict[str]:
         headers = upstream_request_headers(request.headers, self._identity_headers)
         headers["X-Forwarded-For"] = request.remote or ""
-        headers["X-Forwarded-Proto"], _, headers["X-Forwarded-Host"] = (
-            self._config.server.issuer.partition("://")
-        )
+        headers["X-Forwarded-Proto"] = self._forwarded_proto
+        headers["X-Forwarded-Host"] = self._forwarded_host
         headers[self._up.user_header] = grant.user
         headers[self._up.client_header] = grant.client_id
         headers[self._up.scopes_header] = " ".join(grant.scopes)
@@ -231,6 +254,8 @@ class McpProxy:
         `access_token` (a round trip through a dict would rewrite it: `flag` -> `flag=`,
         `%20` -> `+`)."""
         url = self._upstream_base
+        if not request.rel_url.raw_query_string:
+            return url
         raw = "&".join(  # a token in the query is never accepted, and never passed on
             part
             for part in request.rel_url.raw_query_string.split("&")
@@ -258,7 +283,8 @@ class McpProxy:
     async def _relay(
         self, request: web.Request, grant: Grant, session_id: str | None, started: float
     ) -> web.StreamResponse:
-        if (request.content_length or 0) > self._up.max_request_bytes:
+        length = request.content_length
+        if (length or 0) > self._up.max_request_bytes:
             raise jsonrpc_error(413, -32600, "request body too large")
         headers = self._upstream_headers(request, grant)
         if self._up.forward_idp_token:
@@ -266,12 +292,29 @@ class McpProxy:
             if token:
                 headers[self._up.idp_token_header] = token
         body: bytes | AsyncIterator[bytes] | None = None
-        if request.content_length is not None and request.content_length <= SMALL_BODY:
+        if length is not None and length <= SMALL_BODY:
             body = await request.read()  # one write upstream, with a Content-Length
         elif request.body_exists:
             body = self._body(request)  # streamed, counted against max_request_bytes
+        watch = self._deadlines.watch()
+        try:
+            return await self._exchange(request, grant, session_id, started, headers, body, watch)
+        finally:
+            self._deadlines.release(watch)
+
+    async def _exchange(
+        self,
+        request: web.Request,
+        grant: Grant,
+        session_id: str | None,
+        started: float,
+        headers: CIMultiDict[str],
+        body: bytes | AsyncIterator[bytes] | None,
+        watch: Watch,
+    ) -> web.StreamResponse:
         assert self._session is not None
         try:
+            watch.waiting_since = self._loop_time()
             upstream = await self._session.request(
                 request.method,
                 self._upstream_url(request),
@@ -279,6 +322,11 @@ class McpProxy:
                 data=body,
                 allow_redirects=False,
             )
+            watch.waiting_since = IDLE
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(watch):
+                raise
+            raise self._upstream_failed(TimeoutError(), 504, "upstream timed out") from None
         except _TooLarge:
             raise jsonrpc_error(413, -32600, "request body too large") from None
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -288,12 +336,14 @@ class McpProxy:
                 raise jsonrpc_error(413, -32600, "request body too large") from None
             raise self._upstream_failed(exc, 502, "upstream unavailable") from None
         async with upstream:
-            await self._track_session(request, upstream, grant, session_id)
+            new_id = upstream.headers.get(SESSION_HEADER)
+            if (new_id and new_id != session_id) or request.method == "DELETE":
+                await self._track_session(request, upstream, grant, session_id, new_id)
             if request.method != "GET":
-                return await self._stream_back(request, upstream, started)
+                return await self._stream_back(request, upstream, started, watch)
             self._open_streams.add(upstream)  # long-lived: ended at shutdown, see below
             try:
-                return await self._stream_back(request, upstream, started)
+                return await self._stream_back(request, upstream, started, watch)
             finally:
                 self._open_streams.discard(upstream)
 
@@ -317,30 +367,47 @@ class McpProxy:
         upstream: aiohttp.ClientResponse,
         grant: Grant,
         session_id: str | None,
+        new_id: str | None,
     ) -> None:
-        new_id = upstream.headers.get(SESSION_HEADER)
         if new_id and new_id != session_id and upstream.status < 400:
             await self.sessions.bind(new_id, grant)
         if request.method == "DELETE" and session_id and upstream.status in (200, 202, 204, 404):
             await self.sessions.forget(session_id, grant)
 
     async def _stream_back(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, started: float
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        started: float,
+        watch: Watch,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
+        length = upstream.content_length
+        if "chunked" in upstream.headers.get("Transfer-Encoding", ""):
+            length = None
+        known_length = length is not None and upstream.content_type != "text/event-stream"
+        response = (_HeadersWithBody if known_length else web.StreamResponse)(
             status=upstream.status,
             reason=upstream.reason,
             headers=client_response_headers(upstream.headers),
         )
-        if upstream.content_length is not None and "chunked" not in upstream.headers.get(
-            "Transfer-Encoding", ""
-        ):
-            response.content_length = upstream.content_length
+        if length is not None:
+            response.content_length = length
         self._add_cors(request, response)
         await response.prepare(request)
         self._observe(request, upstream.status, started)
+        content, now = upstream.content, self._loop_time
         try:
-            async for chunk in upstream.content.iter_any():  # SSE: every event as it comes
+            while True:  # SSE: every event as it comes
+                watch.waiting_since = now()
+                try:
+                    chunk = await content.readany()
+                except asyncio.CancelledError:
+                    if not self._deadlines.expired(watch):
+                        raise
+                    raise TimeoutError from None
+                watch.waiting_since = IDLE
+                if not chunk:
+                    break
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not self._ending_streams:
@@ -374,7 +441,9 @@ class McpProxy:
                 headers["Authorization"] = self._static_authorization
             try:
                 assert self._session is not None
-                async with self._session.delete(self._upstream_base, headers=headers) as response:
+                async with self._session.delete(
+                    self._upstream_base, headers=headers, timeout=self._delete_timeout
+                ) as response:
                     log.info(
                         "MCP session closed upstream",
                         extra={"event": "proxy.session_closed", "status": response.status},
