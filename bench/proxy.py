@@ -193,7 +193,17 @@ async def wait_ready(url: str, child: subprocess.Popen[bytes], method: str = "GE
     raise RuntimeError(f"{url}: not ready within 30 s")
 
 
-def write_config(tmp: Path, port: int, upstream_url: str) -> Path:
+FILE_STORAGE = """\
+backend = "file"
+path = "state"
+durability = "journal"
+"""
+
+
+def write_config(
+    tmp: Path, port: int, upstream_url: str, storage: str = FILE_STORAGE, login: str = ""
+) -> Path:
+    """`tmp/oauthd.toml`; `storage` and `login` are the bodies of those sections (TOML)."""
     path = tmp / "oauthd.toml"
     path.write_text(
         f"""\
@@ -205,10 +215,9 @@ issuer = "http://127.0.0.1:{port}"
 url = "{upstream_url}"
 
 [storage]
-backend = "file"
-path = "state"
-durability = "journal"
-
+{storage}
+[login]
+{login}
 [[login.users]]
 username = "{USER}"
 password_hash = "{password_hash(PASSWORD)}"
@@ -334,6 +343,7 @@ class WrkResult:
     errors: int
     user_us: float  # CPU time of the proxy process per request: user
     sys_us: float  # ... and system
+    requests: int = 0  # answered in the measured window
 
     @property
     def cpu_us(self) -> float:
@@ -350,8 +360,12 @@ def run_wrk(
     threads: int,
     duration: float,
     cpus: str | None,
+    headers: dict[str, str] | None = None,
 ) -> WrkResult:
-    auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
+    """`headers`: more request headers, beside the bearer token (if any)."""
+    extra = {"Authorization": f"Bearer {token}"} if token else {}
+    extra.update(headers or {})
+    auth = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in extra.items())
     script = tmp / f"wrk-{target}.lua"
     script.write_text(WRK_SCRIPT % {"body": RPC_BODY, "auth": auth})
     argv = [
@@ -385,6 +399,7 @@ def run_wrk(
         errors=errors,
         user_us=(user1 - user0) / TICK / max(1, r["requests"]) * 1e6,
         sys_us=(sys1 - sys0) / TICK / max(1, r["requests"]) * 1e6,
+        requests=r["requests"],
     )
 
 
