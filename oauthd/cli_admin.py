@@ -39,6 +39,38 @@ def add_commands(sub: Any, run: Command) -> None:
     delete.add_argument("client_id", metavar="CLIENT_ID")
 
 
+ID_OPTIONS = frozenset({"--id", "--client", "--user"})
+OWN_OPTIONS = frozenset({"--config", "--socket", "--json", "-h", "--help"})
+
+
+def dash_safe(argv: Sequence[str]) -> list[str]:
+    """Session and client ids are base64url and may start with "-", which argparse takes
+    for an option: `--id -x` becomes `--id=-x`, and the id of `clients delete -x` goes
+    last, after `--`."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in ID_OPTIONS:
+            value = next(args, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    if out[:2] != ["clients", "delete"]:
+        return out
+    rest, ids, skip = out[2:], [], False
+    for i, arg in enumerate(rest):
+        if skip:
+            skip = False
+        elif arg in ("--config", "--socket"):
+            skip = True  # its value, even one that starts with "-"
+        elif arg.startswith("-") and arg.split("=", 1)[0] not in OWN_OPTIONS and arg != "--":
+            ids.append(i)
+    if not ids:
+        return out
+    kept = [a for i, a in enumerate(rest) if i not in ids and a != "--"]
+    return [*out[:2], *kept, "--", *(rest[i] for i in ids)]
+
+
 def _command(actions: Any, name: str, text: str, run: Command) -> argparse.ArgumentParser:
     cmd: argparse.ArgumentParser = actions.add_parser(name, help=text)
     where = cmd.add_mutually_exclusive_group()
