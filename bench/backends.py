@@ -31,8 +31,13 @@ Usage:
     .venv/bin/python bench/backends.py                    # 8 and 64 connections, 3 x 10 s
     .venv/bin/python bench/backends.py --rounds 2 --duration 8
     .venv/bin/python bench/backends.py --backends file,redis --variants token
+    .venv/bin/python bench/backends.py --backends file,redis,redis-nocache,postgres,postgres-nocache
     .venv/bin/python bench/backends.py --profile /tmp/prof    # oauthd under cProfile
     .venv/bin/python bench/backends.py --py-spy /tmp/spy      # then one py-spy pass each
+
+`redis-nocache` and `postgres-nocache` (not run by default) are the same backends with
+`storage.cache_size = 0`: the read cache of grants and MCP session bindings off, to compare
+with and without it in one run.
 
 Needs `wrk` (Debian: apt-get install wrk), `redis-server` (it starts one of its own on a
 free port, without persistence, unless `--redis-url` names one) and PostgreSQL
@@ -78,6 +83,7 @@ from proxy import (
 
 TARGET = 0.6  # requests/s of a shared backend vs the file backend
 BACKENDS = ("file", "redis", "postgres")
+KNOWN = ("file", "redis", "redis-nocache", "postgres", "postgres-nocache")
 VARIANTS = ("token", "token+session")
 INITIALIZE = (
     '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
@@ -213,8 +219,18 @@ class Row:
     ops: dict[str, float]
 
 
+def engine(backend: str) -> str:
+    """The storage backend of a bench backend ("redis-nocache" -> "redis")."""
+    return backend.removesuffix("-nocache")
+
+
 def storage_section(backend: str, args: argparse.Namespace, tag: str) -> str:
     """The [storage] section; `path` (made by the caller) holds the admin socket only."""
+    cache = "cache_size = 0\n" if backend.endswith("-nocache") else ""
+    return _storage_section(engine(backend), args, tag) + cache
+
+
+def _storage_section(backend: str, args: argparse.Namespace, tag: str) -> str:
     if backend == "redis":
         return (
             f'backend = "redis"\npath = "state"\nredis_url = {json.dumps(args.redis_url)}\n'
@@ -232,6 +248,7 @@ def storage_section(backend: str, args: argparse.Namespace, tag: str) -> str:
 
 def prepare_backend(backend: str, args: argparse.Namespace, tag: str) -> tuple[Server, Any]:
     """Reach the server (and make the PostgreSQL schema); the server's counters."""
+    backend = engine(backend)
     if backend == "redis":
         return redis_server(args.redis_url)
     if backend == "postgres":
@@ -242,6 +259,7 @@ def prepare_backend(backend: str, args: argparse.Namespace, tag: str) -> tuple[S
 
 
 def remove_backend_state(backend: str, handle: Any, tag: str) -> None:
+    backend = engine(backend)
     if backend == "redis":
         keys = list(handle.scan_iter(match=f"{tag}:*", count=500))
         for start in range(0, len(keys), 500):
@@ -353,7 +371,7 @@ async def start_instances(
         inst = Instance(backend, 0, f"http://127.0.0.1:{port}", server)
         inst.cleanup.append(lambda b=backend, h=handle, t=tag: remove_backend_state(b, h, t))
         instances.append(inst)
-        if backend == "postgres":
+        if engine(backend) == "postgres":
             migrate = await asyncio.create_subprocess_exec(
                 *[py, "-m", "oauthd", "migrate", "--config", str(config)],
                 stdout=asyncio.subprocess.PIPE,
@@ -384,7 +402,7 @@ async def main_async(args: argparse.Namespace) -> int:
         print("bench/backends.py: wrk not found (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
     connections = [int(c) for c in args.connections.split(",")]
-    backends = [b for b in BACKENDS if b in args.backends.split(",")]
+    backends = [b for b in KNOWN if b in args.backends.split(",")]
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
     about = f"{machine()}, CPU pressure {cpu_pressure()}"
     results: dict[tuple[int, str, str], list[Row]] = {}
@@ -398,7 +416,7 @@ async def main_async(args: argparse.Namespace) -> int:
             stub = procs.start("stub", [*stub_argv, "--port", str(stub_port)])
             await wait_ready(upstream, stub, "POST")
             args.private_redis = False
-            if "redis" in backends and not args.redis_url:
+            if "redis" in map(engine, backends) and not args.redis_url:
                 if shutil.which("redis-server"):
                     args.redis_url = private_redis(procs)
                     args.private_redis = True

@@ -135,6 +135,14 @@ def _duration(value: object, at: _At) -> float:
         raise at.error(str(exc)) from None
 
 
+def _duration_or_off(value: object, at: _At) -> float:
+    """A duration, or "0s" for none (a window that can be turned off)."""
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if match is not None and float(match[1]) == 0:
+        return 0.0
+    return _duration(value, at)
+
+
 def _choice(allowed: tuple[str, ...], later: tuple[str, ...] = ()) -> Converter:
     def convert(value: object, at: _At) -> str:
         text = _string(value, at)
@@ -229,6 +237,12 @@ def _bool(value: object, at: _At) -> bool:
 def _positive_int(value: object, at: _At) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise at.error(f"expected a whole number of at least 1, got {_show(value)}")
+    return value
+
+
+def _count(value: object, at: _At) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise at.error(f"expected a whole number of at least 0, got {_show(value)}")
     return value
 
 
@@ -399,6 +413,8 @@ class StorageConfig:
     timeout: float = field(metadata=_key(_duration, "2s"))
     postgres_dsn: str = field(metadata=_key(_string, "postgresql://postgres@127.0.0.1:5432/oauthd"))
     postgres_pool_size: int = field(metadata=_key(_positive_int, 10))
+    # redis/postgres: grants and MCP session bindings kept in memory per kind (0: off)
+    cache_size: int = field(metadata=_key(_count, 10000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +425,7 @@ class TokensConfig:
     device_ttl: float = field(metadata=_key(_duration, "10m"))
     pending_ttl: float = field(metadata=_key(_duration, "10m"))
     consent_ttl: float = field(metadata=_key(_duration, "90d"))
-    refresh_grace: float = field(metadata=_key(_duration, "10s"))
+    refresh_grace: float = field(metadata=_key(_duration_or_off, "10s"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,6 +527,24 @@ def _check_config(config: Config, at: _At) -> None:
             at.key("upstream")
             .key("required_scopes")
             .error(f"{_show(unknown[0])} is not in oauth.scopes, so no token could ever carry it")
+        )
+    _check_shared_key(config, at)
+
+
+def _check_shared_key(config: Config, at: _At) -> None:
+    # Instances on one shared backend seal MCP session ids for each other: a revocation on
+    # any of them must open the ids another one stored to close the sessions upstream.
+    backend = config.storage.backend
+    if backend in ("redis", "postgres") and not config.login.encryption_key:
+        raise (
+            at.key("login")
+            .key("encryption_key")
+            .error(
+                f'required when storage.backend = "{backend}": every instance on the shared '
+                "backend must seal MCP session ids with the same key, so that a revocation "
+                "on any instance can close the sessions another one opened; "
+                '"file:PATH", "env:NAME" or "credential:NAME" holding 32 bytes'
+            )
         )
 
 

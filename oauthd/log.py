@@ -32,7 +32,7 @@ from typing import TextIO
 import orjson
 
 ROOT = "oauthd"
-FOREIGN = ("aiohttp", "asyncio")  # library loggers whose lines must be JSON as well
+FOREIGN = ("aiohttp", "asyncio", "psycopg", "redis")  # library loggers: their lines as JSON too
 LEVELS = ("debug", "info", "warning", "error", "critical")
 REDACTED = "[redacted]"
 

@@ -390,6 +390,16 @@ class StoreContract:
         assert status.healthy and status.detail is None
         assert status.backend == harness.name.split("-")[0]
 
+    async def test_check_reports_a_reachable_backend_healthy(self, harness: StoreHarness) -> None:
+        """`check` (/readyz) agrees with `status` on a healthy store, also when asked
+        often and at once (shared backends reuse one ping for a second: `Probe`). Backends
+        that go away and come back: tests/test_backend_outage.py."""
+        checks = await asyncio.gather(*(harness.store.check() for _ in range(5)))
+        checks.append(await harness.store.check())
+        for status in checks:
+            assert status.healthy and status.detail is None
+            assert status.backend == harness.name.split("-")[0]
+
     async def test_close_is_idempotent(self, harness: StoreHarness) -> None:
         await harness.store.close()
         await harness.store.close()
@@ -539,6 +549,7 @@ class FileBackendContract:
         assert await store.grants.get(failed.id) == failed
         status = store.status()
         assert not status.healthy and status.detail and "journal" in status.detail
+        assert await store.check() == status
         with pytest.raises(Unavailable) as pinged:
             await store.ping()
         assert pinged.value.retry_after > 0
@@ -548,6 +559,7 @@ class FileBackendContract:
         monkeypatch.undo()  # space again: the next snapshot covers all, the journal reopens
         assert await store.engine.save()
         assert store.status().healthy
+        assert (await store.check()).healthy
         later = make_grant()
         await store.grants.add(later)
         store = await h.reopen()

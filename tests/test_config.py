@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from oauthd import users
+from oauthd import cli, users
 from oauthd.config import (
     Config,
     ConfigError,
@@ -137,6 +137,11 @@ def test_values_are_read(tmp_path: Path) -> None:
     assert config.login.users == (LocalUser("alice", HASH), LocalUser("bob", HASH))
 
 
+def test_the_read_cache_may_be_off(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "[storage]\ncache_size = 0\n").storage.cache_size == 0
+    assert load_text(tmp_path, "").storage.cache_size == 10000
+
+
 # --- error messages -----------------------------------------------------------------------
 
 
@@ -193,6 +198,20 @@ USER = f'[[login.users]]\nusername = "alice"\npassword_hash = "{HASH}"\n'
             'kept encrypted): "file:PATH", "env:NAME" or "credential:NAME" holding 32 bytes',
         ),
         (
+            '[storage]\nbackend = "redis"',
+            'login.encryption_key: required when storage.backend = "redis": every instance on '
+            "the shared backend must seal MCP session ids with the same key, so that a "
+            "revocation on any instance can close the sessions another one opened; "
+            '"file:PATH", "env:NAME" or "credential:NAME" holding 32 bytes',
+        ),
+        (
+            '[storage]\nbackend = "postgres"',
+            'login.encryption_key: required when storage.backend = "postgres": every instance '
+            "on the shared backend must seal MCP session ids with the same key, so that a "
+            "revocation on any instance can close the sessions another one opened; "
+            '"file:PATH", "env:NAME" or "credential:NAME" holding 32 bytes',
+        ),
+        (
             '[login]\nprovider = "saml"',
             'login.provider: expected one of "local", "oidc", "github", got "saml"',
         ),
@@ -222,12 +241,39 @@ USER = f'[[login.users]]\nusername = "alice"\npassword_hash = "{HASH}"\n'
             '[upstream]\nread_timeout = "0s"',
             'upstream.read_timeout: must be greater than zero, got "0s"',
         ),
+        (
+            "[storage]\ncache_size = -1",
+            "storage.cache_size: expected a whole number of at least 0, got -1",
+        ),
+        (
+            '[storage]\ncache_size = "big"',
+            'storage.cache_size: expected a whole number of at least 0, got "big"',
+        ),
     ],
 )
 def test_error_messages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
 ) -> None:
     assert error_for(tmp_path, monkeypatch, text) == f"config.toml: {message}"
+
+
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+def test_a_shared_backend_with_its_shared_key_loads(tmp_path: Path, backend: str) -> None:
+    text = f'[storage]\nbackend = "{backend}"\n[login]\nencryption_key = "env:OAUTHD_KEY"\n'
+    config = load_text(tmp_path, text)
+    assert config.storage.backend == backend
+    assert config.login.encryption_key == "env:OAUTHD_KEY"
+
+
+def test_serve_refuses_a_shared_backend_without_the_shared_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before it touches the backend: exit 78 (EX_CONFIG), naming the key and why."""
+    path = tmp_path / "config.toml"
+    path.write_text('[storage]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:1/0"\n')
+    assert cli.main(["serve", "--config", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert "login.encryption_key: required" in err and "seal MCP session ids" in err
 
 
 def test_argon2_hash_without_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,6 +313,17 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 
 
 # --- durations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0s", 0.0), ("0ms", 0.0), ("2s", 2.0)])
+def test_refresh_grace_may_be_off(tmp_path: Path, text: str, seconds: float) -> None:
+    config = load_text(tmp_path, f'[tokens]\nrefresh_grace = "{text}"\n')
+    assert config.tokens.refresh_grace == seconds
+
+
+def test_other_durations_may_not_be_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error_for(tmp_path, monkeypatch, '[tokens]\naccess_ttl = "0s"')
+    assert message == 'config.toml: tokens.access_ttl: must be greater than zero, got "0s"'
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from records_factory import make_grant
 from oauthd.clock import SystemClock
 from oauthd.config import default_config
 from oauthd.http import create_app
+from oauthd.http.errors import Routes
 from oauthd.http.keys import STORE
 from oauthd.model import Grant
 from oauthd.store import Unavailable
@@ -252,7 +253,7 @@ async def test_http_503_with_retry_after_while_degraded_and_back_after_recovery(
         await request.app[STORE].grants.put(grant(request.match_info["key"]))
         return web.json_response({"ok": True})
 
-    app.router.add_post("/test/grants/{key}", write)
+    Routes(app).post("/test/grants/{key}", write)  # errors rendered as on every route
     disk = DiskDown(monkeypatch, tmp_path / "state")
     async with TestClient(TestServer(app)) as client:
         assert (await client.get("/readyz")).status == 200

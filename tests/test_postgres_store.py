@@ -4,6 +4,7 @@ an unreachable server. The contract itself runs in `test_store_contract.py`."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 import time
 import uuid
@@ -37,8 +38,10 @@ async def schema() -> AsyncIterator[str]:
 def write_config(tmp_path: Path, dsn: str, timeout: str = "2s") -> Path:
     path = tmp_path / "oauthd.toml"
     dsn_toml = dsn.replace("\\", "\\\\").replace('"', '\\"')
+    (tmp_path / "oauthd.key").write_text(secrets.token_hex(32))  # a shared backend needs it
     path.write_text(
         f'[storage]\nbackend = "postgres"\npostgres_dsn = "{dsn_toml}"\ntimeout = "{timeout}"\n'
+        '[login]\nencryption_key = "file:oauthd.key"\n'
     )
     return path
 
@@ -144,3 +147,43 @@ async def test_a_closed_store_is_unavailable_not_an_error(schema: str) -> None:
     status = store.status()
     assert not status.healthy and status.detail
     assert status.backend == "postgres"
+
+
+async def test_version_1_is_refused_and_migrated_to_the_invalidation_triggers(schema: str) -> None:
+    """Version 2 adds the triggers that tell every instance's read cache of a change to a
+    grant or an MCP session binding (store/postgres_notify.py)."""
+    import orjson
+    import psycopg
+
+    dsn = schema_dsn(schema)
+    first = postgres.migrations()[0]
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE oauthd_schema (version int NOT NULL)")
+        await conn.execute(first.sql.encode())
+        await conn.execute("INSERT INTO oauthd_schema (version) VALUES (1)")
+    with pytest.raises(postgres.SchemaError, match="at version 1, this oauthd needs 2"):
+        await postgres.PostgresStore.open(dsn, FakeClock())
+    assert await postgres.migrate(dsn) == (1, [2])
+
+    async with (
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener,
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as writer,
+    ):
+        await listener.execute("LISTEN oauthd_invalidate")
+        for kind in ("grants", "mcp_sessions", "clients"):
+            await writer.execute(
+                "INSERT INTO oauthd_records (kind, key, record) VALUES (%s, 'k', '{}')", (kind,)
+            )
+            await writer.execute(
+                "UPDATE oauthd_records SET record = '{\"a\": 1}' WHERE kind = %s", (kind,)
+            )
+            await writer.execute("DELETE FROM oauthd_records WHERE kind = %s", (kind,))
+        await writer.execute("TRUNCATE oauthd_records")
+        heard = [orjson.loads(n.payload) async for n in listener.notifies(timeout=1, stop_after=5)]
+    assert heard == [
+        [schema, "grants", "k"],  # the UPDATE
+        [schema, "grants", "k"],  # the DELETE (each its own transaction)
+        [schema, "mcp_sessions", "k"],
+        [schema, "mcp_sessions", "k"],
+        [schema, None, None],  # TRUNCATE: forget everything; inserts and clients: nothing
+    ]

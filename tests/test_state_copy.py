@@ -5,6 +5,7 @@ PostgreSQL servers (skipped without them; failed with `OAUTHD_REQUIRE_SERVICES=1
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -150,6 +151,12 @@ def file_config(path: Path, state: Path) -> Path:
     return path
 
 
+def shared_key(directory: Path) -> str:
+    """The `[login]` table a shared backend's config needs (the instances' common key)."""
+    (directory / "oauthd.key").write_text(secrets.token_hex(32))
+    return '[login]\nencryption_key = "file:oauthd.key"\n'
+
+
 @pytest.fixture
 async def schema(services: None) -> AsyncIterator[str]:
     name = f"oauthd_test_{uuid.uuid4().hex}"
@@ -170,11 +177,14 @@ async def test_cli_copies_file_to_postgres_to_redis_and_back(
     a = file_config(tmp_path / "a.toml", tmp_path / "a")
     pg = tmp_path / "pg.toml"
     dsn = schema_dsn(schema).replace("\\", "\\\\").replace('"', '\\"')
-    pg.write_text(f'[storage]\nbackend = "postgres"\npostgres_dsn = "{dsn}"\n')
+    pg.write_text(
+        f'[storage]\nbackend = "postgres"\npostgres_dsn = "{dsn}"\n' + shared_key(tmp_path)
+    )
     prefix = f"oauthd-test-{uuid.uuid4().hex}"
     rd = tmp_path / "redis.toml"
     rd.write_text(
         f'[storage]\nbackend = "redis"\nredis_url = "{REDIS_URL}"\nredis_prefix = "{prefix}:"\n'
+        + shared_key(tmp_path)
     )
     b = file_config(tmp_path / "b.toml", tmp_path / "b")
 
@@ -225,7 +235,9 @@ async def test_cli_backend_unavailable_is_69(
     await source.close()
     a = file_config(tmp_path / "a.toml", tmp_path / "a")
     rd = tmp_path / "redis.toml"
-    rd.write_text('[storage]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:1/0"\n')
+    rd.write_text(
+        '[storage]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:1/0"\n' + shared_key(tmp_path)
+    )
     code = await asyncio.to_thread(cli.main, ["state", "copy", "--from", str(a), "--to", str(rd)])
     assert code == 69
     assert "unavailable" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from oauthd.http.browser import (
     see_other,
     set_browser_cookie,
 )
+from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form
 from oauthd.http.keys import AUTH, CLOCK, CONFIG
 from oauthd.oauth.account import Accounts
@@ -206,7 +207,8 @@ async def logout_submit(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app[SESSIONS] = AccountSessions()
-    app.router.add_get("/account", account_page)
-    app.router.add_post("/account/login", login_submit)
-    app.router.add_post("/account/revoke", revoke_submit)
-    app.router.add_post("/account/logout", logout_submit)
+    routes = Routes(app)
+    routes.get("/account", account_page)
+    routes.post("/account/login", login_submit)
+    routes.post("/account/revoke", revoke_submit)
+    routes.post("/account/logout", logout_submit)

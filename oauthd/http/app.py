@@ -14,10 +14,9 @@ from oauthd.config import Config, ConfigError, read_secret
 from oauthd.crypto import Sealer, parse_key
 from oauthd.http import account, browser, cimd, health, oauth_api
 from oauthd.http import metrics as metrics_route
-from oauthd.http.errors import error_middleware
+from oauthd.http.errors import Routes, refusals
 from oauthd.http.housekeeping import housekeeping_context
 from oauthd.http.keys import AUTH, CLOCK, CONFIG, METRICS, PROXY, STORE
-from oauthd.http.oauth_api import cors_middleware
 from oauthd.http.upstream_idp import identity_provider
 from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
@@ -61,7 +60,13 @@ def _store_context(
         )
         app[AUTH] = auth
         proxy = McpProxy(
-            config, auth, store, app[CLOCK], sealer or _session_sealer(config), metrics
+            config,
+            auth,
+            store,
+            app[CLOCK],
+            sealer or _session_sealer(config),
+            metrics,
+            on_unavailable=refusals.refused,
         )
         await proxy.start()
         app[PROXY] = proxy
@@ -80,11 +85,19 @@ def _store_context(
 
 
 def _session_sealer(config: Config) -> Sealer:
-    """Without a configured key, MCP session ids are sealed with a key kept in the state
-    dir (0600), so that a revocation after a restart can still close them upstream; with
-    the memory backend, a key for this process only."""
-    if config.storage.backend != "file":
+    """Without `login.encryption_key`, MCP session ids are sealed with a key kept in the
+    state dir (0600), so that a revocation after a restart can still close them upstream;
+    with the memory backend, a key for this process only. A shared backend needs the
+    configured key (the config check refuses it without): every instance must open the ids
+    the others sealed."""
+    backend = config.storage.backend
+    if backend == "memory":
         return Sealer(os.urandom(32))
+    if backend != "file":
+        raise ConfigError(
+            f"{config.source}: login.encryption_key: required when storage.backend = "
+            f'"{backend}" (instances on a shared backend seal MCP session ids for each other)'
+        )
     path = config.storage.path / "session.key"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -149,7 +162,7 @@ def create_app(
     accept_empty: bool = False,
     recover: bool = False,
 ) -> web.Application:
-    app = web.Application(middlewares=[cors_middleware, error_middleware], client_max_size=1 << 20)
+    app = web.Application(client_max_size=1 << 20)  # no middlewares: see `Routes`
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[METRICS] = Metrics()
@@ -157,9 +170,10 @@ def create_app(
     app.cleanup_ctx.append(housekeeping_context)
     app.cleanup_ctx.append(_admin_context)
     app.on_shutdown.append(_end_streams)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_route("*", "/mcp", _proxy_handler)
+    app.router.add_route("*", "/mcp", _proxy_handler)  # the proxy renders its own answers
+    routes = Routes(app)
+    routes.get("/healthz", health.healthz)
+    routes.get("/readyz", health.readyz)
     metrics_route.add_routes(app)
     oauth_api.add_routes(app)
     browser.add_routes(app)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from oauthd import crypto
 from oauthd.http import pages
+from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form, single_values
 from oauthd.http.keys import AUTH, CONFIG
 from oauthd.oauth import redirects
@@ -272,13 +273,13 @@ async def stylesheet(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    router = app.router
-    router.add_get("/authorize", authorize)
-    router.add_get("/login", login_page)
-    router.add_post("/login", login_submit)
-    router.add_get("/consent", consent_page)
-    router.add_post("/consent", consent_submit)
-    router.add_get("/login/callback", upstream_callback)
-    router.add_get("/device", device_page)
-    router.add_post("/device", device_submit)
-    router.add_get(pages.STYLESHEET_PATH, stylesheet)
+    routes = Routes(app)
+    routes.get("/authorize", authorize)
+    routes.get("/login", login_page)
+    routes.post("/login", login_submit)
+    routes.get("/consent", consent_page)
+    routes.post("/consent", consent_submit)
+    routes.get("/login/callback", upstream_callback)
+    routes.get("/device", device_page)
+    routes.post("/device", device_submit)
+    routes.get(pages.STYLESHEET_PATH, stylesheet)

@@ -1,15 +1,20 @@
 """The one place where errors become HTTP responses.
 
 An `OAuthError` becomes JSON, a redirect to the client (with `state` and `iss`) or an HTML
-page, as it says. Store trouble (`Unavailable`) is a 503 with Retry-After; anything
+page, as it says. Store trouble (`Unavailable`) is a 503 with Retry-After, whatever the
+endpoint (an HTML page for a browser, JSON `temporarily_unavailable` for the rest); during
+an outage it is logged once every few seconds with a count, not once per request. Anything
 unexpected is a 500 `server_error` naming the request id, with the traceback only in the
 log."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import secrets
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -24,6 +29,7 @@ from oauthd.store import Unavailable
 log = logging.getLogger("oauthd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Wrapper = Callable[[Handler], Handler]
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -34,14 +40,62 @@ def json_error(
     return web.json_response(body, status=status, headers={**NO_STORE, **(headers or {})})
 
 
-def unavailable(exc: Unavailable) -> web.Response:
+def unavailable(exc: Unavailable, *, page: bool = False) -> web.Response:
     retry = str(max(1, math.ceil(exc.retry_after)))
+    if page:  # a person in a browser: a page, not JSON
+        view = pages.ErrorView(
+            "Temporarily unavailable",
+            "This service cannot reach its storage right now.",
+            503,
+            hint=f"Nothing was lost. Please try again in {retry} seconds or a little later.",
+        )
+        return web.Response(
+            text=pages.render_error(view),
+            status=503,
+            content_type="text/html",
+            headers={**pages.PAGE_HEADERS, "Retry-After": retry},
+        )
     return json_error(
         503,
         "temporarily_unavailable",
         "the service cannot save state right now; retry later",
         {"Retry-After": retry},
     )
+
+
+def wants_page(request: web.Request) -> bool:
+    """A browser's navigation or form post (it asks for HTML); API clients do not."""
+    return "text/html" in request.headers.get("Accept", "")
+
+
+class RefusalLog:
+    """Logs requests refused for an unavailable store: the first at once, then at most one
+    line every `every` seconds, counting those refused in between (an outage under load
+    would otherwise write a line per request)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self._logged_at = -math.inf
+        self._unlogged = 0
+
+    def refused(self, exc: Unavailable, path: str) -> None:
+        now = time.monotonic()
+        if now - self._logged_at < self.every:
+            self._unlogged += 1
+            return
+        log.warning(
+            "request refused: store unavailable",
+            extra={
+                "event": "http.unavailable",
+                "reason": exc.reason,
+                "path": path,
+                "also_refused": self._unlogged,  # since the last such line
+            },
+        )
+        self._logged_at, self._unlogged = now, 0
+
+
+refusals = RefusalLog()
 
 
 PAGE_TITLES = {
@@ -75,8 +129,47 @@ def oauth_error(request: web.Request, error: OAuthError) -> web.Response:
     return json_error(error.status, error.error, error.description, error.headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+class Routes:
+    """Where every route but `/mcp` is added: its handler runs under a request id, and what
+    it raises is rendered here (`OAuthError`, `Unavailable`, anything unexpected).
+
+    A wrapper per route, not an aiohttp middleware: middlewares run for every request, and
+    the `/mcp` proxy, which answers for itself in JSON-RPC, would pay two layers per call.
+    `outer` wraps the rendered handler (CORS headers on the API's answers, errors included).
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self._router = app.router
+
+    def get(self, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
+        self._router.add_get(path, self._rendered(handler, outer))  # HEAD too
+
+    def post(self, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
+        self._router.add_post(path, self._rendered(handler, outer))
+
+    def add(self, method: str, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
+        self._router.add_route(method, path, self._rendered(handler, outer))
+
+    @staticmethod
+    def _rendered(handler: Handler, outer: Wrapper | None) -> Handler:
+        rendered = rendering_errors(handler)
+        final = outer(rendered) if outer is not None else rendered
+        RENDERED.add(final)
+        return final
+
+
+RENDERED: weakref.WeakSet[Handler] = weakref.WeakSet()  # what `Routes` added (for a test)
+
+
+def rendering_errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def rendered(request: web.Request) -> web.StreamResponse:
+        return await _render_errors(request, handler)
+
+    return rendered
+
+
+async def _render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
     token = request_id_var.set(request_id)
     try:
@@ -95,11 +188,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         response = oauth_error(request, exc)
     except Unavailable as exc:
-        log.warning(
-            "request refused: store unavailable",
-            extra={"event": "http.unavailable", "reason": exc.reason},
-        )
-        response = unavailable(exc)
+        refusals.refused(exc, request.path)
+        response = unavailable(exc, page=wants_page(request))
     except Exception:
         log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
         response = json_error(500, "server_error", f"internal error (request id {request_id})")

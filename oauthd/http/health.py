@@ -1,4 +1,5 @@
-"""/healthz (the process answers) and /readyz (state loaded, persistence healthy)."""
+"""/healthz (the process answers) and /readyz (state loaded, persistence healthy, backend
+reachable)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from aiohttp import web
 from oauthd.http.keys import STORE
 
 NO_STORE = {"Cache-Control": "no-store"}
+# Every 503 carries Retry-After; /readyz may change at the next probe, a second later.
+NOT_READY = {**NO_STORE, "Retry-After": "1"}
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -14,11 +17,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 while the store can serve; 503 with the reason while it cannot. For redis and
+    postgres that is a ping of the server (within `storage.timeout`, at most one a second,
+    `Store.check`), so an instance that a load balancer took out of rotation for a backend
+    outage reports ready again by itself, with no request needed to find out."""
     store = request.app.get(STORE)
     if store is None:
-        return web.json_response({"status": "loading"}, status=503, headers=NO_STORE)
-    status = store.status()
+        return web.json_response({"status": "loading"}, status=503, headers=NOT_READY)
+    status = await store.check()
     body = {"status": "ready" if status.healthy else "degraded", "backend": status.backend}
     if status.detail:
         body["detail"] = status.detail
-    return web.json_response(body, status=200 if status.healthy else 503, headers=NO_STORE)
+    if status.healthy:
+        return web.json_response(body, headers=NO_STORE)
+    return web.json_response(body, status=503, headers=NOT_READY)

@@ -7,7 +7,7 @@ import ipaddress
 
 from aiohttp import web
 
-from oauthd.http.errors import json_error
+from oauthd.http.errors import Routes, json_error
 from oauthd.http.keys import CONFIG, METRICS
 from oauthd.metrics import CONTENT_TYPE
 
@@ -42,4 +42,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics)
+    Routes(app).get("/metrics", metrics)

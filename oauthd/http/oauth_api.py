@@ -3,9 +3,11 @@ introspection and device authorization. Each handler parses, calls `AuthServer`,
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
-from oauthd.http.errors import NO_STORE, Handler
+from oauthd.http.errors import NO_STORE, Handler, Routes, Wrapper
 from oauthd.http.forms import read_form, read_json_object
 from oauthd.http.keys import AUTH
 from oauthd.oauth.clients import credentials_from, registration_response
@@ -79,12 +81,13 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def with_cors(handler: Handler) -> Handler:
     """Browser-based clients (the MCP Inspector) call discovery, /register and /token from
     another origin. No cookies are involved there, so any origin may."""
-    response = await handler(request)
-    if request.path in CORS_PATHS:
+
+    @functools.wraps(handler)
+    async def cors(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
         response.headers["Access-Control-Allow-Origin"] = "*"
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
@@ -92,22 +95,31 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 "Authorization, Content-Type, MCP-Protocol-Version"
             )
             response.headers["Access-Control-Max-Age"] = "86400"
-    return response
+        return response
+
+    return cors
 
 
 def add_routes(app: web.Application) -> None:
-    router = app.router
+    routes = Routes(app)
+
+    def cors_for(path: str) -> Wrapper | None:
+        return with_cors if path in CORS_PATHS else None
+
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
-        router.add_get(path, as_metadata)
+        routes.get(path, as_metadata, cors_for(path))
     for path in (
         "/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource/mcp",
     ):
-        router.add_get(path, pr_metadata)
-    router.add_post("/register", register)
-    router.add_post("/token", token)
-    router.add_post("/revoke", revoke)
-    router.add_post("/introspect", introspect)
-    router.add_post("/device_authorization", device_authorization)
+        routes.get(path, pr_metadata, cors_for(path))
+    for path, handler in (
+        ("/register", register),
+        ("/token", token),
+        ("/revoke", revoke),
+        ("/introspect", introspect),
+        ("/device_authorization", device_authorization),
+    ):
+        routes.post(path, handler, cors_for(path))
     for path in CORS_PATHS:
-        router.add_route("OPTIONS", path, preflight)
+        routes.add("OPTIONS", path, preflight, with_cors)

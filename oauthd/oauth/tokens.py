@@ -178,7 +178,11 @@ class Tokens:
                 return dataclasses.replace(
                     fresh, previous_refresh_hash=grant.refresh_hash, rotated_at=now
                 )
-            in_window = grant.rotated_at is not None and now - grant.rotated_at <= grace
+            # grace 0 turns the window off: "now" may be earlier than another instance's
+            # (or a concurrent request's) rotated_at, so the comparison alone would not.
+            in_window = (
+                grace > 0 and grant.rotated_at is not None and now - grant.rotated_at <= grace
+            )
             if (
                 in_window
                 and not grant.successor_used
@@ -261,6 +265,8 @@ class Tokens:
         def used(current: Grant) -> Grant:
             if current.access_hash != access_hash:
                 return current  # rotated meanwhile: the token checked is no longer current
+            if current.successor_used and now - current.last_used_at < LAST_USED_RESOLUTION:
+                return current  # a concurrent request marked it already: no second write
             return dataclasses.replace(current, successor_used=True, last_used_at=now)
 
         return await self._store.grants.update(grant.id, used)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from aiohttp import web
+
+from oauthd.store import Unavailable
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -38,13 +42,29 @@ def challenge(
     return ProxyRefusal(web.json_response(body, status=status, headers=headers))
 
 
-def jsonrpc_error(status: int, code: int, message: str) -> ProxyRefusal:
+def jsonrpc_error(
+    status: int, code: int, message: str, headers: dict[str, str] | None = None
+) -> ProxyRefusal:
     body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
     return ProxyRefusal(
         web.Response(
             body=orjson.dumps(body),
             status=status,
             content_type="application/json",
-            headers=NO_STORE,
+            headers={**NO_STORE, **headers} if headers else NO_STORE,
         )
+    )
+
+
+def store_unavailable(exc: Unavailable) -> ProxyRefusal:
+    """The store cannot answer now: 503 with Retry-After, as on every other endpoint."""
+    retry = str(max(1, math.ceil(exc.retry_after)))
+    return jsonrpc_error(
+        503, -32000, "temporarily unavailable; retry later", {"Retry-After": retry}
+    )
+
+
+def internal_error(request_id: str) -> ProxyRefusal:
+    return jsonrpc_error(
+        500, -32603, f"internal error (request id {request_id})", {"X-Request-Id": request_id}
     )

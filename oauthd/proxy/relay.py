@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -17,14 +18,21 @@ from yarl import URL
 from oauthd.clock import Clock
 from oauthd.config import Config, read_secret
 from oauthd.crypto import Sealer
+from oauthd.log import request_id_var
 from oauthd.metrics import Metrics
 from oauthd.model import Grant
 from oauthd.oauth import AuthServer
-from oauthd.proxy.answers import ProxyRefusal, challenge, jsonrpc_error
+from oauthd.proxy.answers import (
+    ProxyRefusal,
+    challenge,
+    internal_error,
+    jsonrpc_error,
+    store_unavailable,
+)
 from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
 from oauthd.proxy.headers import client_response_headers, upstream_request_headers
 from oauthd.proxy.sessions import SessionBindings
-from oauthd.store import Store
+from oauthd.store import Store, Unavailable
 
 log = logging.getLogger("oauthd.proxy")
 
@@ -64,6 +72,13 @@ def upstream_error_kind(exc: BaseException) -> str:
     return "other"
 
 
+def _log_unavailable(exc: Unavailable, path: str) -> None:
+    log.warning(
+        "request refused: store unavailable",
+        extra={"event": "http.unavailable", "reason": exc.reason, "path": path},
+    )
+
+
 class McpProxy:
     def __init__(
         self,
@@ -73,8 +88,10 @@ class McpProxy:
         clock: Clock,
         sealer: Sealer,
         metrics: Metrics | None = None,
+        on_unavailable: Callable[[Unavailable, str], None] | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._on_unavailable = on_unavailable or _log_unavailable
         self._ending_streams = False
         self._config = config
         self._up = config.upstream
@@ -159,9 +176,25 @@ class McpProxy:
                 raise jsonrpc_error(404, -32001, "Session not found")
             return await self._relay(request, grant, session_id, started)
         except ProxyRefusal as refusal:
-            self._add_cors(request, refusal.response)
-            self._observe(request, refusal.response.status, started)
-            return refusal.response
+            return self._refused(request, refusal, started)
+        except Unavailable as exc:
+            self._on_unavailable(exc, request.path)
+            return self._refused(request, store_unavailable(exc), started)
+        except Exception:  # a bug; anything after the headers went out is `_stream_back`'s
+            request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+            token = request_id_var.set(request_id)
+            try:
+                log.exception("unhandled error", extra={"event": "http.error", "path": "/mcp"})
+            finally:
+                request_id_var.reset(token)
+            return self._refused(request, internal_error(request_id), started)
+
+    def _refused(
+        self, request: web.Request, refusal: ProxyRefusal, started: float
+    ) -> web.StreamResponse:
+        self._add_cors(request, refusal.response)
+        self._observe(request, refusal.response.status, started)
+        return refusal.response
 
     def _observe(self, request: web.Request, status: int, started: float) -> None:
         """The latency metric: until the response headers go out (not a stream's life)."""
@@ -195,7 +228,7 @@ class McpProxy:
         if origin is not None and self._origin_allowed(origin):  # never to a refused origin
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = (
-                "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version"
+                "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, Retry-After"
             )
             vary = response.headers.get("Vary", "")  # the upstream's own Vary stays
             if "origin" not in vary.lower():
@@ -423,6 +456,11 @@ class McpProxy:
                 return response
         except ConnectionResetError:
             pass  # the client went away; leaving the block closes the upstream request
+        except Exception:  # a bug, after the headers went out: cut the stream, keep serving
+            log.exception("unhandled error in a stream", extra={"event": "http.error"})
+            if request.transport is not None:
+                request.transport.close()
+            return response
         await response.write_eof()
         return response
 

@@ -56,6 +56,7 @@ async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store
         prefix=config.redis_prefix,
         pool_size=config.redis_pool_size,
         timeout=config.timeout,
+        cache_size=config.cache_size,
     )
 
 
@@ -63,7 +64,11 @@ async def _open_postgres(config: StorageConfig, clock: Clock, **_: object) -> St
     from oauthd.store.postgres import PostgresStore  # psycopg is an optional extra
 
     return await PostgresStore.open(
-        config.postgres_dsn, clock, pool_size=config.postgres_pool_size, op_timeout=config.timeout
+        config.postgres_dsn,
+        clock,
+        pool_size=config.postgres_pool_size,
+        op_timeout=config.timeout,
+        cache_size=config.cache_size,
     )
 
 

@@ -21,12 +21,17 @@ written here, where the interface is.
 - A backend that cannot do a write or a read right now raises `Unavailable` (HTTP 503 with
   Retry-After, never a 500). It never half-applies a write it reports as failed, except
   that `file` keeps in memory a change whose fsync failed (see docs/persistence.md).
+- `check` (for /readyz) never raises: it reports the backend unhealthy while it cannot
+  serve, healthy again by itself once it can, without any other call in between.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -71,6 +76,79 @@ class StoreStatus:
     backend: str
     healthy: bool
     detail: str | None = None  # why not healthy
+
+
+T = TypeVar("T")
+
+PROBE_EVERY = 1.0  # seconds a shared backend's health answer is reused (see `Probe`)
+
+
+async def finish_within(operation: Awaitable[T], seconds: float) -> T:
+    """`operation`'s result, or TimeoutError after `seconds`, and really then: the
+    operation runs as a task of its own, which is cancelled and left to wind down in the
+    background rather than awaited. (A client library's cleanup after a cancellation may
+    itself wait on a silent server: psycopg cancels the query server-side and waits up to
+    10 s; redis-py sends UNWATCH and waits for the answer. `asyncio.timeout` would wait
+    for that too.) Cancelling the caller cancels the operation the same way."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(operation)
+    waiter = loop.create_future()  # done when the task is, or at the deadline
+
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(seconds, wake, None)
+    try:
+        await waiter
+    except BaseException:  # the caller was cancelled
+        _abandon(task)
+        raise
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    if not task.done():
+        _abandon(task)
+        raise TimeoutError
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    task.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+class Probe:
+    """A shared backend's health, found out by pinging its server: at most one ping per
+    `every` seconds, shared by concurrent and repeated checks (load balancers poll /readyz
+    of every instance often; the backend must not feel it). The ping is bounded by the
+    store's own timeout, so a check never waits longer than that."""
+
+    def __init__(self, ping: Callable[[], Awaitable[None]], every: float = PROBE_EVERY) -> None:
+        self._ping = ping
+        self._every = every
+        self._lock = asyncio.Lock()
+        self._checked_at = -math.inf
+        self._problem: str | None = None
+
+    async def problem(self) -> str | None:
+        """None if the server answered the last ping (at most `every` seconds ago), else
+        why it did not."""
+        async with self._lock:  # a second caller waits for the ping under way, then reuses it
+            if time.monotonic() - self._checked_at >= self._every:
+                try:
+                    await self._ping()
+                    self._problem = None
+                except Unavailable as exc:
+                    self._problem = exc.reason
+                self._checked_at = time.monotonic()
+            return self._problem
 
 
 class Table(ABC, Generic[R]):
@@ -154,8 +232,16 @@ class Store(ABC):
         """Raise `Unavailable` unless the backend can serve reads and writes now."""
 
     def status(self) -> StoreStatus:
-        """Backend name and health, without I/O (for /readyz and logs)."""
+        """Backend name and health, without I/O (for logs; for a shared backend it only
+        reflects the last call)."""
         return StoreStatus(backend=type(self).__name__, healthy=True)
+
+    async def check(self) -> StoreStatus:
+        """Backend name and health now, for /readyz; never raises. The memory and file
+        backends know it without I/O (`status`); a shared backend pings its server (within
+        its timeout, at most once a second: `Probe`), so that /readyz turns false while the
+        server is down and true again by itself once it answers."""
+        return self.status()
 
     @abstractmethod
     async def close(self) -> None:

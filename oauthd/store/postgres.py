@@ -7,6 +7,14 @@ expired record is invisible before the sweeper (`purge_expired`) deletes it. `ta
 `add` an upsert that only replaces an expired row. Any connection, server or timeout
 trouble raises `Unavailable`; every operation is bounded by `timeout`.
 
+After a server restart every pooled connection is dead. Each one is found before a query
+is sent on it (an idle connection has nothing to read unless the server closed it), closed
+and replaced, so no request fails for it; a write is never sent twice, since whether a
+failed one took effect is unknown, but a read whose connection broke under it runs once
+more. The pool tries to reconnect at least every `RECONNECT_WITHIN` seconds while the
+server is down (psycopg_pool's own backoff would grow to minutes), and `check` (/readyz)
+pings the server at most once a second (`Probe`), so recovery needs no restart.
+
 The schema is versioned SQL under `oauthd/store/sql/NNN_name.sql`, applied by `oauthd
 migrate` (`migrate` below): in one transaction, under an advisory lock so that two
 instances migrating at once take turns. A store refuses to open on an older or newer
@@ -17,18 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+import select
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Generic
+from typing import Any, Generic, TypeVar
 
 import orjson
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from oauthd.clock import Clock
 from oauthd.model import (
@@ -41,10 +50,26 @@ from oauthd.model import (
     PendingAuthorization,
 )
 from oauthd.persist.errors import RecoveryError
-from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, Unavailable
+from oauthd.store.base import (
+    Conflict,
+    Probe,
+    R,
+    Store,
+    StoreStatus,
+    Table,
+    Unavailable,
+    finish_within,
+)
+from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
 from oauthd.store.codec import decode_many, encode
+from oauthd.store.postgres_notify import PostgresInvalidations
+
+T = TypeVar("T")
 
 SCAN_BATCH = 200  # rows fetched per query by `scan` (keyset pagination)
+# While the server is down, a pool connection attempt is given up after this long (and a
+# new one starts on demand), so the gap between attempts never grows past it.
+RECONNECT_WITHIN = 5.0
 # pg_advisory_xact_lock key of `migrate` ("oauthd" in ASCII): one migration at a time.
 MIGRATION_LOCK = 0x6F6175746864
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -86,6 +111,20 @@ def _unavailable(exc: BaseException, timeout: float) -> Unavailable:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         reason = f"postgres: {first_line}"
     return Unavailable(reason)
+
+
+def _closed_by_server(conn: AsyncConnection[Any]) -> bool:
+    """True if an idle pooled connection is dead: closed, or readable. Nothing arrives on
+    an idle connection (no LISTEN here) unless the server ended it: a shutdown or a
+    terminated backend sends a FATAL message, then EOF. One poll, no round trip."""
+    if conn.closed:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):
+        return True
 
 
 def _connect_timeout(timeout: float) -> int:
@@ -171,100 +210,94 @@ class PostgresTable(Table[R], Generic[R]):
         return {"record": encode(record).decode(), "expires_at": record.expires_at}
 
     async def get(self, key: str) -> R | None:
-        async with self._store.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT record FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
-                f"AND {_LIVE}",
-                self._params(key),
-            )
-            row = await cur.fetchone()
-        return None if row is None else self._decode(row[0])
+        rows = await self._store.read(
+            f"SELECT record FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
+            f"AND {_LIVE}",
+            self._params(key),
+        )
+        return self._decode(rows[0][0]) if rows else None
 
     async def add(self, record: R) -> None:
-        async with self._store.connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO oauthd_records (kind, key, record, expires_at) "
-                "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
-                "ON CONFLICT (kind, key) DO UPDATE "
-                "SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at "
-                "WHERE oauthd_records.expires_at IS NOT NULL "
-                "AND oauthd_records.expires_at <= %(now)s RETURNING 1",
-                self._params(record.key) | self._row(record),
-            )
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._store.write(
+            "INSERT INTO oauthd_records (kind, key, record, expires_at) "
+            "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
+            "ON CONFLICT (kind, key) DO UPDATE "
+            "SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at "
+            "WHERE oauthd_records.expires_at IS NOT NULL "
+            "AND oauthd_records.expires_at <= %(now)s RETURNING 1",
+            self._params(record.key) | self._row(record),
+        )
+        if not rows:
             raise Conflict(f"{self.kind}: key already present")
         self._store.writes += 1
 
     async def put(self, record: R) -> None:
-        async with self._store.connection() as conn:
-            await conn.execute(
-                "INSERT INTO oauthd_records (kind, key, record, expires_at) "
-                "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
-                "ON CONFLICT (kind, key) DO UPDATE "
-                "SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at",
-                {"kind": self.kind, "key": record.key} | self._row(record),
-            )
+        await self._store.write(
+            "INSERT INTO oauthd_records (kind, key, record, expires_at) "
+            "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
+            "ON CONFLICT (kind, key) DO UPDATE "
+            "SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at",
+            {"kind": self.kind, "key": record.key} | self._row(record),
+        )
         self._store.writes += 1
 
     async def take(self, key: str) -> R | None:
-        async with self._store.connection() as conn:
-            cur = await conn.execute(
-                f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
-                f"AND {_LIVE} RETURNING record",
-                self._params(key),
-            )
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._store.write(
+            f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
+            f"AND {_LIVE} RETURNING record",
+            self._params(key),
+        )
+        if not rows:
             return None
         self._store.writes += 1
-        return self._decode(row[0])
+        return self._decode(rows[0][0])
 
     async def update(self, key: str, change: Callable[[R], R]) -> R | None:
-        async with self._store.connection() as conn, conn.transaction():
-            params = self._params(key)
-            cur = await conn.execute(
-                f"SELECT record FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
-                f"AND {_LIVE} FOR UPDATE",
-                params,
-            )
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            record = self._decode(row[0])
-            new = change(record)
-            if new is record:
-                return record
-            if new.key != key:
-                raise ValueError(f"{self.kind}: update must keep the key")
-            await conn.execute(
-                "UPDATE oauthd_records SET record = %(record)s::jsonb, "
-                "expires_at = %(expires_at)s WHERE kind = %(kind)s AND key = %(key)s",
-                params | self._row(new),
-            )
-        self._store.writes += 1
-        return new
+        params = self._params(key)
+
+        async def swap(conn: AsyncConnection[Any]) -> tuple[R | None, bool]:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    f"SELECT record FROM oauthd_records WHERE kind = %(kind)s "
+                    f"AND key = %(key)s AND {_LIVE} FOR UPDATE",
+                    params,
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    return None, False
+                record = self._decode(row[0])
+                new = change(record)
+                if new is record:
+                    return record, False
+                if new.key != key:
+                    raise ValueError(f"{self.kind}: update must keep the key")
+                await conn.execute(
+                    "UPDATE oauthd_records SET record = %(record)s::jsonb, "
+                    "expires_at = %(expires_at)s WHERE kind = %(kind)s AND key = %(key)s",
+                    params | self._row(new),
+                )
+            return new, True
+
+        result, written = await self._store.run(swap)
+        if written:
+            self._store.writes += 1
+        return result
 
     async def delete(self, key: str) -> bool:
-        async with self._store.connection() as conn:
-            cur = await conn.execute(
-                "DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
-                f"RETURNING {_LIVE}",
-                self._params(key),
-            )
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._store.write(
+            f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s RETURNING {_LIVE}",
+            self._params(key),
+        )
+        if not rows:
             return False
         self._store.writes += 1
-        return bool(row[0])
+        return bool(rows[0][0])
 
     async def count(self) -> int:
-        async with self._store.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM oauthd_records WHERE kind = %s", (self.kind,)
-            )
-            row = await cur.fetchone()
-        return int(row[0]) if row is not None else 0
+        rows = await self._store.read(
+            "SELECT count(*) FROM oauthd_records WHERE kind = %(kind)s", {"kind": self.kind}
+        )
+        return int(rows[0][0]) if rows else 0
 
     async def scan(self) -> AsyncIterator[R]:
         """Keyset pagination by key: each batch is its own short query (nothing stays
@@ -273,14 +306,12 @@ class PostgresTable(Table[R], Generic[R]):
         while True:
             params = {"kind": self.kind, "now": self._store.clock.now(), "after": after}
             params["limit"] = SCAN_BATCH
-            async with self._store.connection() as conn:
-                cur = await conn.execute(
-                    f"SELECT key, record FROM oauthd_records WHERE kind = %(kind)s "
-                    f"AND (%(after)s::text IS NULL OR key > %(after)s::text) AND {_LIVE} "
-                    f"ORDER BY key LIMIT %(limit)s",
-                    params,
-                )
-                rows = await cur.fetchall()
+            rows = await self._store.read(
+                f"SELECT key, record FROM oauthd_records WHERE kind = %(kind)s "
+                f"AND (%(after)s::text IS NULL OR key > %(after)s::text) AND {_LIVE} "
+                f"ORDER BY key LIMIT %(limit)s",
+                params,
+            )
             if not rows:
                 return
             records = decode_many(self.kind, [doc for _, doc in rows])
@@ -292,6 +323,19 @@ class PostgresTable(Table[R], Generic[R]):
                 return
 
 
+Rows = list[tuple[Any, ...]]
+
+
+def _rows_of(
+    query: str, params: dict[str, Any]
+) -> Callable[[AsyncConnection[Any]], Awaitable[Rows]]:
+    async def rows(conn: AsyncConnection[Any]) -> Rows:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall() if cur.description is not None else []
+
+    return rows
+
+
 class PostgresStore(Store):
     def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock, timeout: float) -> None:
         self.pool = pool
@@ -299,6 +343,7 @@ class PostgresStore(Store):
         self.timeout = timeout
         self.writes = 0  # rows written (what the contract tests count)
         self._detail: str | None = None
+        self._probe = Probe(self.ping)
         self.clients = PostgresTable[Client](Client.KIND, self)
         self.consents = PostgresTable[Consent](Consent.KIND, self)
         self.pending = PostgresTable[PendingAuthorization](PendingAuthorization.KIND, self)
@@ -306,10 +351,17 @@ class PostgresStore(Store):
         self.grants = PostgresTable[Grant](Grant.KIND, self)
         self.devices = PostgresTable[DeviceFlow](DeviceFlow.KIND, self)
         self.mcp_sessions = PostgresTable[McpSession](McpSession.KIND, self)
+        self.read_cache: ReadCache | None = None  # set by `open` (store/cache.py)
 
     @classmethod
     async def open(
-        cls, dsn: str, clock: Clock, *, pool_size: int = 10, op_timeout: float = 2.0
+        cls,
+        dsn: str,
+        clock: Clock,
+        *,
+        pool_size: int = 10,
+        op_timeout: float = 2.0,
+        cache_size: int = CACHE_SIZE,
     ) -> PostgresStore:
         """Open the pool and check the schema version: `Unavailable` when the server is
         unreachable within `op_timeout`, `SchemaError` when `oauthd migrate` is needed."""
@@ -327,48 +379,111 @@ class PostgresStore(Store):
             kwargs={"autocommit": True},
             configure=configure,
             name="oauthd",
+            reconnect_timeout=RECONNECT_WITHIN,
         )
         store = cls(pool, clock, timeout)
         try:
             await pool.open(wait=False)
-            async with store.connection() as conn:
-                version = await _schema_version(conn)
+            version = await store.run(_schema_version, read=True)
             _check_version(version)
         except BaseException:
             await pool.close()
             raise
+        listen = PostgresInvalidations(dsn, timeout)
+        store.read_cache = attach(store, clock, listen, size=cache_size, timeout=timeout)
         return store
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A pooled connection for one operation; any failure becomes `Unavailable`."""
+    # -- running one operation ---------------------------------------------------------------
+
+    async def read(self, query: str, params: dict[str, Any]) -> Rows:
+        """The rows of a read-only query (`run` with `read=True`)."""
+        return await self.run(_rows_of(query, params), read=True)
+
+    async def write(self, query: str, params: dict[str, Any]) -> Rows:
+        """The rows a writing query returns (`run`: never sent twice)."""
+        return await self.run(_rows_of(query, params))
+
+    async def run(
+        self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]], *, read: bool = False
+    ) -> T:
+        """`operation` on a live pooled connection, finished within the timeout; any
+        failure, and no result in time, is `Unavailable`.
+
+        A read (`read=True`) whose connection broke under it runs once more on another
+        (the server went away after the connection was last used); a write never: whether
+        it took effect is unknown. At the timeout the operation is abandoned, not awaited
+        (`finish_within`): psycopg's cancellation waits on the server, maybe a silent one."""
+        work = self._twice_if_broken(operation) if read else self._once(operation)
         try:
-            async with asyncio.timeout(self.timeout), self.pool.connection() as conn:
-                yield conn
+            result = await finish_within(work, self.timeout)
         except _FAILURES as exc:
-            error = _unavailable(exc, self.timeout)
-            self._detail = error.reason
-            raise error from None
+            raise self._failed(exc) from None
         self._detail = None
+        return result
+
+    async def _once(self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        async with self._live_connection() as conn:
+            return await operation(conn)
+
+    async def _twice_if_broken(
+        self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]
+    ) -> T:
+        used: AsyncConnection[Any] | None = None
+        try:
+            async with self._live_connection() as used:
+                return await operation(used)
+        except psycopg.OperationalError as exc:
+            if isinstance(exc, PoolTimeout) or used is None or not used.broken:
+                raise
+        return await self._once(operation)
+
+    @asynccontextmanager
+    async def _live_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection that the server has not closed. Dead ones (after a server
+        restart, every idle one) are closed here before any query is sent on them, and
+        the pool replaces them."""
+        while True:
+            conn = await self.pool.getconn()
+            if not _closed_by_server(conn):
+                break
+            await conn.close()  # the pool opens a new connection for a closed one returned
+            await self.pool.putconn(conn)
+        try:
+            yield conn
+        finally:
+            await self.pool.putconn(conn)
+
+    def _failed(self, exc: BaseException) -> Unavailable:
+        error = _unavailable(exc, self.timeout)
+        self._detail = error.reason
+        return error
+
+    # -- housekeeping ------------------------------------------------------------------------
 
     async def purge_expired(self) -> int:
-        async with self.connection() as conn:
+        async def purge(conn: AsyncConnection[Any]) -> int:
             cur = await conn.execute(
                 "DELETE FROM oauthd_records WHERE expires_at <= %s", (self.clock.now(),)
             )
             return max(cur.rowcount, 0)
 
+        return await self.run(purge)
+
     async def ping(self) -> None:
-        async with self.connection() as conn:
-            cur = await conn.execute("SELECT pg_is_in_recovery()")
-            row = await cur.fetchone()
-        if row is not None and row[0]:
+        rows = await self.read("SELECT pg_is_in_recovery()", {})
+        if rows and rows[0][0]:
             self._detail = "postgres: the server is a read-only standby"
             raise Unavailable(self._detail)
 
     def status(self) -> StoreStatus:
         return StoreStatus(backend="postgres", healthy=self._detail is None, detail=self._detail)
 
+    async def check(self) -> StoreStatus:
+        problem = await self._probe.problem()
+        return StoreStatus(backend="postgres", healthy=problem is None, detail=problem)
+
     async def close(self) -> None:
+        if self.read_cache is not None:
+            await self.read_cache.close()
         if not self.pool.closed:
             await self.pool.close()

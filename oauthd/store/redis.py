@@ -11,7 +11,15 @@ server's expiry is set from the same clock (`expires_at - clock.now()` from now)
 `expires_at` itself under the system clock.
 
 Every call is bounded by `timeout`; any connection, timeout or server error is raised as
-`Unavailable` (HTTP 503 + Retry-After), never as another exception.
+`Unavailable` (HTTP 503 + Retry-After), never as another exception. Nothing is retried
+(the pool is built without redis-py's `retry`): a command that failed may have run, and
+`take` or `add` run twice would lose a code or report a false conflict. A pooled
+connection that the server closed (it restarted) is found before a command is sent on it:
+redis-py's pool checks each connection it hands out for unexpected data or EOF and
+reconnects it, so no request fails for a stale connection, and no `health_check_interval`
+PING is needed. (redis-py skips that check while its "maintenance notifications", a Redis
+Enterprise feature, may be on, which they are by default: they are turned off here.)
+`check` (for /readyz) pings the server, at most once a second (`Probe`).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any, TypeVar
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from oauthd.clock import Clock
 from oauthd.model import (
@@ -37,7 +46,19 @@ from oauthd.model import (
     PendingAuthorization,
 )
 from oauthd.store import codec
-from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, Unavailable, is_live
+from oauthd.store.base import (
+    Conflict,
+    Probe,
+    R,
+    Store,
+    StoreStatus,
+    Table,
+    Unavailable,
+    finish_within,
+    is_live,
+)
+from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
+from oauthd.store.redis_tracking import RedisInvalidations
 
 T = TypeVar("T")
 
@@ -234,6 +255,7 @@ class RedisStore(Store):
         prefix: str = "oauthd:",
         pool_size: int = 20,
         timeout: float = 2.0,
+        cache_size: int = CACHE_SIZE,
     ) -> None:
         self.clock = clock
         self.prefix = prefix
@@ -245,12 +267,14 @@ class RedisStore(Store):
             timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
         self.client = aioredis.Redis(connection_pool=self._pool)
         self.take_script = self.client.register_script(_TAKE)
         self.delete_if_same_script = self.client.register_script(_DELETE_IF_SAME)
         self._error: str | None = None
         self._closed = False
+        self._probe = Probe(self.ping)
         self.clients = RedisTable[Client](Client.KIND, self)
         self.consents = RedisTable[Consent](Consent.KIND, self)
         self.pending = RedisTable[PendingAuthorization](PendingAuthorization.KIND, self)
@@ -258,12 +282,16 @@ class RedisStore(Store):
         self.grants = RedisTable[Grant](Grant.KIND, self)
         self.devices = RedisTable[DeviceFlow](DeviceFlow.KIND, self)
         self.mcp_sessions = RedisTable[McpSession](McpSession.KIND, self)
+        listen = RedisInvalidations(url, prefix, (Grant.KIND, McpSession.KIND), timeout)
+        self.read_cache: ReadCache | None = attach(
+            self, clock, listen, size=cache_size, timeout=timeout
+        )  # grants and MCP sessions read from memory (store/cache.py)
 
     async def call(self, operation: Awaitable[T]) -> T:
-        """Await one backend operation within the timeout; trouble becomes `Unavailable`."""
+        """Await one backend operation within the timeout (`finish_within`: not a moment
+        longer, even when the server is silent); trouble becomes `Unavailable`."""
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await operation
+            result = await finish_within(operation, self.timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             reason = f"redis: {type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if isinstance(exc, TimeoutError):
@@ -290,9 +318,17 @@ class RedisStore(Store):
             return StoreStatus(backend="redis", healthy=False, detail="closed")
         return StoreStatus(backend="redis", healthy=self._error is None, detail=self._error)
 
+    async def check(self) -> StoreStatus:
+        if self._closed:
+            return self.status()
+        problem = await self._probe.problem()
+        return StoreStatus(backend="redis", healthy=problem is None, detail=problem)
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.read_cache is not None:
+            await self.read_cache.close()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await asyncio.wait_for(self.client.aclose(close_connection_pool=True), self.timeout)

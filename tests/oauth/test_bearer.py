@@ -84,3 +84,23 @@ async def test_use_is_recorded_at_most_once_a_minute(env: Env) -> None:
     await env.server.verify_bearer(issued.tokens.access_token)
     later = await env.store.grants.get(grant_id)
     assert later is not None and later.last_used_at == created + 65
+
+
+async def test_requests_racing_the_first_use_do_not_all_write(env: Env) -> None:
+    """Concurrent requests that all read the grant before the first of them marked it used
+    call `_mark_used` with that old copy; the change sees the mark in the current record
+    and leaves it alone, so only the first one writes (no burst of writes)."""
+    issued = await env.code_flow()
+    grant_id = issued.tokens.access_token.split(".")[0]
+    env.clock.advance(5)
+    before = await env.store.grants.get(grant_id)
+    assert before is not None and not before.successor_used  # what every request read
+    await env.server.verify_bearer(issued.tokens.access_token)  # the first one marks it
+    marked = await env.store.grants.get(grant_id)
+    assert marked is not None and marked.successor_used
+    env.clock.advance(1)
+    assert await env.server.tokens._mark_used(before, env.clock.now()) is marked
+    assert await env.store.grants.get(grant_id) is marked  # not rewritten
+    env.clock.advance(60)  # a minute later the next use is recorded again
+    later = await env.server.tokens._mark_used(before, env.clock.now())
+    assert later is not None and later is not marked and later.last_used_at == env.clock.now()

@@ -125,6 +125,17 @@ async def test_grace_window_length_comes_from_the_config(env_with: EnvFactory) -
     assert await _grant_gone(env, issued)
 
 
+async def test_no_grace_window_when_it_is_zero(env_with: EnvFactory) -> None:
+    """refresh_grace = "0s": even a retry at the very same instant (or with a clock behind
+    the rotation's, as on another instance) is reuse and ends the grant."""
+    env = env_with(tokens={"refresh_grace": 0.0})
+    issued = await env.code_flow()
+    successor = await env.refresh(issued)
+    assert (await refused(env.refresh(issued))).error == "invalid_grant"
+    assert not await _alive(env, successor.access_token)
+    assert await _grant_gone(env, issued)
+
+
 async def test_access_token_sent_as_refresh_token_is_refused(env: Env) -> None:
     issued = await env.code_flow()
     error = await refused(env.refresh(issued, issued.tokens.access_token))

@@ -13,6 +13,9 @@ import pytest
 from aiohttp import web
 from proxy_harness import FakeUpstream, Oauthd, Reply, Seen, StartOauthd, free_port, start_sse
 
+from oauthd.http.keys import PROXY
+from oauthd.store import Unavailable
+
 
 async def timed(call: asyncio.Future[Reply] | asyncio.Task[Reply]) -> tuple[Reply, float]:
     started = time.monotonic()
@@ -197,3 +200,41 @@ async def test_a_full_connection_pool_is_504_not_a_hang(
     await asyncio.wait_for(upstream.gone.wait(), 2)
     reply = await asyncio.wait_for(oauthd.mcp("POST", granted), 2)
     assert reply.status == 200, reply.text
+
+
+async def test_a_store_outage_is_503_with_retry_after_readable_cross_origin(
+    oauthd: Oauthd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy renders its own errors (no middleware on /mcp): the store's Unavailable
+    is a JSON-RPC 503 with Retry-After, and a browser client may read Retry-After."""
+    granted = await oauthd.grant()
+    proxy = oauthd.app[PROXY]
+
+    async def unavailable(token: str) -> None:
+        raise Unavailable("redis: connection refused", retry_after=2.5)
+
+    monkeypatch.setattr(proxy, "_verify_bearer", unavailable)
+    reply = await oauthd.mcp("POST", granted, headers={"Origin": oauthd.base})
+    reply.assert_jsonrpc_error(503)
+    assert reply.headers["Retry-After"] == "3"
+    assert reply.headers["Access-Control-Allow-Origin"] == oauthd.base
+    assert "Retry-After" in reply.headers["Access-Control-Expose-Headers"]
+
+
+async def test_a_bug_in_the_proxy_is_a_jsonrpc_500_naming_the_request(
+    oauthd: Oauthd, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    granted = await oauthd.grant()
+    proxy = oauthd.app[PROXY]
+
+    async def broken(token: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(proxy, "_verify_bearer", broken)
+    reply = await oauthd.mcp("POST", granted, headers={"X-Request-Id": "req-42"})
+    error = reply.assert_jsonrpc_error(500)
+    assert "req-42" in error["message"] and "a bug" not in reply.text
+    assert reply.headers["X-Request-Id"] == "req-42"
+    assert any(r.getMessage() == "unhandled error" for r in caplog.records)
+    monkeypatch.undo()
+    assert (await oauthd.mcp("POST", granted)).status == 200  # and it keeps serving

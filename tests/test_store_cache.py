@@ -1,0 +1,539 @@
+"""The read cache of grants and MCP session bindings (`oauthd/store/cache.py`).
+
+First on the memory store with a listener driven by the test (what the cache does with
+invalidations, in-flight reads, its bound, its own writes and a listener that fails);
+then on Redis and PostgreSQL with two stores on one namespace, two "instances": a change
+made through one is seen by the other's very next read, a read racing a change is not
+kept, and a listener that loses its connection turns the cache off until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pg_helpers import DSN, open_postgres, postgres_cleanup, postgres_probe
+from records_factory import make_grant, make_mcp_session
+from redis_backend import REDIS_URL, open_redis, redis_cleanup, redis_probe
+from services import StateRef, service_missing
+
+from oauthd.clock import FakeClock
+from oauthd.model import Grant
+from oauthd.store import MemoryStore, Store
+from oauthd.store import cache as cache_module
+from oauthd.store.cache import CachedTable, ReadCache, attach
+
+WITHIN = 10.0  # seconds a listener may take to (re)connect on a busy machine
+
+
+async def eventually(condition: Callable[[], bool], within: float = WITHIN) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+# -- on the memory store, with a listener the test drives ------------------------------------
+
+
+class Listener:
+    """A `Listen` that subscribes at once (unless told to fail) and then waits; the test
+    delivers the invalidations itself."""
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.fail: Exception | None = None
+        self.end = asyncio.Event()
+
+    async def __call__(self, cache: ReadCache) -> None:
+        self.sessions += 1
+        if self.fail is not None:
+            raise self.fail
+        cache.up()
+        self.end.clear()
+        await self.end.wait()
+
+
+@dataclass
+class Local:
+    store: Store
+    cache: ReadCache
+    listener: Listener
+    clock: FakeClock
+
+    @property
+    def grants(self) -> CachedTable[Grant]:
+        assert isinstance(self.store.grants, CachedTable)
+        return self.store.grants
+
+
+@pytest.fixture
+async def local() -> AsyncIterator[Local]:
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    listener = Listener()
+    cache = attach(store, clock, listener, size=3, timeout=1.0)
+    assert cache is not None
+    await eventually(lambda: cache.ready)
+    yield Local(store, cache, listener, clock)
+    await cache.close()
+
+
+async def test_a_found_record_is_served_from_memory_until_invalidated(local: Local) -> None:
+    grant = make_grant()
+    await local.store.grants.add(grant)
+    assert await local.store.grants.get(grant.id) == grant
+    assert (local.cache.hits, local.cache.misses) == (0, 1)
+    assert await local.store.grants.get(grant.id) is not None
+    assert local.cache.hits == 1
+    local.cache.invalidate(Grant.KIND, grant.id)
+    assert await local.store.grants.get(grant.id) == grant
+    assert local.cache.misses == 2
+    assert await local.store.grants.get("absent") is None
+    assert await local.store.grants.get("absent") is None
+    assert local.cache.misses == 4  # nothing negative is kept
+
+
+async def test_the_other_kinds_are_not_cached(local: Local) -> None:
+    assert not isinstance(local.store.clients, CachedTable)
+    assert isinstance(local.store.mcp_sessions, CachedTable)
+    assert attach(MemoryStore(local.clock), local.clock, Listener(), size=0, timeout=1) is None
+
+
+async def test_expiry_is_checked_on_every_hit(local: Local) -> None:
+    grant = make_grant(expires_at=local.clock.now() + 10)
+    await local.store.grants.add(grant)
+    assert await local.store.grants.get(grant.id) is not None
+    assert await local.store.grants.get(grant.id) is not None
+    hits = local.cache.hits
+    local.clock.advance(10)
+    assert await local.store.grants.get(grant.id) is None
+    assert local.cache.hits == hits
+
+
+async def test_the_least_recently_used_go_first(local: Local) -> None:
+    grants = [make_grant() for _ in range(4)]
+    for grant in grants:
+        await local.store.grants.add(grant)
+    for grant in grants[:3]:
+        await local.store.grants.get(grant.id)
+    await local.store.grants.get(grants[0].id)  # a hit: the most recently used now
+    await local.store.grants.get(grants[3].id)  # the fourth pushes out grants[1]
+    hits = local.cache.hits
+    for grant in (grants[0], grants[2], grants[3]):
+        await local.store.grants.get(grant.id)
+    assert local.cache.hits == hits + 3
+    await local.store.grants.get(grants[1].id)
+    assert local.cache.hits == hits + 3
+
+
+async def test_a_read_that_raced_an_invalidation_is_not_kept(
+    local: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grant = make_grant()
+    await local.store.grants.add(grant)
+    inner = local.grants.inner
+    read = inner.get
+
+    async def racing(key: str) -> Grant | None:
+        found = await read(key)  # the old record, read before the change...
+        local.cache.invalidate(Grant.KIND, key)  # ...whose invalidation comes meanwhile
+        return found
+
+    monkeypatch.setattr(inner, "get", racing)
+    assert await local.store.grants.get(grant.id) == grant  # returned once, as uncached
+    monkeypatch.undo()
+    misses = local.cache.misses
+    await local.store.grants.get(grant.id)
+    assert local.cache.misses == misses + 1, "the raced read was kept"
+
+
+async def test_a_read_that_spans_a_reconnect_is_not_kept(
+    local: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grant = make_grant()
+    await local.store.grants.add(grant)
+    inner = local.grants.inner
+    read = inner.get
+
+    async def spanning(key: str) -> Grant | None:
+        found = await read(key)
+        local.cache.down()
+        local.cache.up()
+        return found
+
+    monkeypatch.setattr(inner, "get", spanning)
+    await local.store.grants.get(grant.id)
+    monkeypatch.undo()
+    misses = local.cache.misses
+    await local.store.grants.get(grant.id)
+    assert local.cache.misses == misses + 1
+
+
+async def test_own_writes_drop_the_key_and_wait_for_its_invalidation(local: Local) -> None:
+    grant = make_grant()
+    await local.store.grants.add(grant)
+    await local.store.grants.get(grant.id)
+    write = asyncio.create_task(
+        local.store.grants.update(grant.id, lambda g: dataclasses.replace(g, user="bob"))
+    )
+    await asyncio.sleep(0.05)
+    assert not write.done(), "returned before the listener heard the write"
+    found = await local.store.grants.get(grant.id)  # dropped at once, before the echo
+    assert found is not None and found.user == "bob"
+    local.cache.invalidate(Grant.KIND, grant.id)  # the echo
+    updated = await asyncio.wait_for(write, 1)
+    assert updated is not None and updated.user == "bob"
+
+
+async def test_writes_that_change_nothing_do_not_wait(local: Local) -> None:
+    grant = make_grant()
+    await local.store.grants.add(grant)
+    await asyncio.wait_for(local.store.grants.update(grant.id, lambda g: g), 0.5)
+    await asyncio.wait_for(local.store.grants.take("absent"), 0.5)
+    await asyncio.wait_for(local.store.grants.delete("absent"), 0.5)
+
+
+async def test_a_lost_echo_clears_the_whole_cache(
+    local: Local, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "ECHO_WITHIN", 0.1)
+    kept, changed = make_grant(), make_grant()
+    for grant in (kept, changed):
+        await local.store.grants.add(grant)
+        await local.store.grants.get(grant.id)
+    with caplog.at_level(logging.WARNING, "oauthd.store"):
+        assert await local.store.grants.delete(changed.id)
+    assert [r.event for r in caplog.records] == ["store.cache_echo_late"]  # type: ignore[attr-defined]
+    misses = local.cache.misses
+    await local.store.grants.get(kept.id)
+    assert local.cache.misses == misses + 1
+
+
+async def test_while_the_listener_is_down_every_read_goes_to_the_backend(
+    local: Local, caplog: pytest.LogCaptureFixture
+) -> None:
+    grant = make_grant()
+    await local.store.grants.add(grant)
+    await local.store.grants.get(grant.id)
+    local.listener.fail = ConnectionError("refused")
+    with caplog.at_level(logging.INFO, "oauthd.store"):
+        local.listener.end.set()  # the connection ends; reconnecting fails a few times
+        await eventually(lambda: local.listener.sessions >= 3)
+        assert not local.cache.ready
+        hits = local.cache.hits
+        for _ in range(3):
+            assert await local.store.grants.get(grant.id) == grant
+        assert local.cache.hits == hits
+        write = local.store.grants.update(grant.id, lambda g: dataclasses.replace(g, user="x"))
+        await asyncio.wait_for(write, 0.5)  # nothing to wait for
+        local.listener.fail = None
+        await eventually(lambda: local.cache.ready)
+    events = [getattr(r, "event", "") for r in caplog.records]
+    assert events == ["store.cache_off", "store.cache_on"], events
+    await local.store.grants.get(grant.id)
+    found = await local.store.grants.get(grant.id)
+    assert local.cache.hits == hits + 1 and found is not None and found.user == "x"
+
+
+async def test_a_listener_bug_does_not_stop_it(local: Local) -> None:
+    local.listener.fail = RuntimeError("a bug")
+    local.listener.end.set()
+    await eventually(lambda: local.listener.sessions >= 3)
+    local.listener.fail = None
+    await eventually(lambda: local.cache.ready)
+
+
+async def test_close_stops_the_listener(local: Local) -> None:
+    await local.cache.close()
+    assert not local.cache.ready
+    sessions = local.listener.sessions
+    await asyncio.sleep(0.2)
+    assert local.listener.sessions == sessions
+
+
+def test_the_listeners_map_messages_to_kinds_and_keys() -> None:
+    from oauthd.store.postgres_notify import PostgresInvalidations
+    from oauthd.store.redis_tracking import RedisInvalidations
+
+    heard: list[tuple[str, str] | None] = []
+
+    class Heard:
+        def invalidate(self, kind: str, key: str) -> None:
+            heard.append((kind, key))
+
+        def flush(self) -> None:
+            heard.append(None)
+
+    kinds = ("grants", "mcp_sessions")
+    listener = RedisInvalidations("redis://127.0.0.1:1/0", "p:", kinds, 1.0)
+    cache: Any = Heard()
+    listener._deliver(cache, [b"p:grants:g1", b"p:clients:c1", b"q:grants:g2"])
+    listener._deliver(cache, [b"p:mcp_sessions:s1"])
+    listener._deliver(cache, None)  # FLUSHDB / FLUSHALL
+    assert heard == [("grants", "g1"), ("mcp_sessions", "s1"), None]
+    heard.clear()
+    PostgresInvalidations._deliver(cache, "mine", '["mine", "grants", "g1"]')
+    PostgresInvalidations._deliver(cache, "mine", '["other", "grants", "g2"]')
+    PostgresInvalidations._deliver(cache, "mine", '["mine", null, null]')  # TRUNCATE
+    PostgresInvalidations._deliver(cache, "mine", "not json")  # to be safe: everything
+    assert heard == [("grants", "g1"), None, None]
+
+
+# -- Redis and PostgreSQL: two instances on one namespace ------------------------------------
+
+
+@dataclass(frozen=True)
+class Shared:
+    name: str
+    open: Callable[[StateRef, FakeClock], Awaitable[Store]]
+    probe: Callable[[], Awaitable[str | None]]
+    cleanup: Callable[[StateRef], Awaitable[None]]
+
+
+SHARED = {
+    "redis": Shared("redis", open_redis, redis_probe, redis_cleanup),
+    "postgres": Shared("postgres", open_postgres, postgres_probe, postgres_cleanup),
+}
+
+
+@dataclass
+class Pair:
+    name: str
+    a: Store
+    b: Store
+    clock: FakeClock
+
+    @staticmethod
+    def cache(store: Store) -> ReadCache:
+        cache = getattr(store, "read_cache", None)
+        assert isinstance(cache, ReadCache)
+        return cache
+
+
+@pytest.fixture(params=list(SHARED))
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
+    backend = SHARED[request.param]
+    if (reason := await backend.probe()) is not None:
+        service_missing(f"{backend.name}: {reason}")
+    state = StateRef(tmp_path, f"oauthd-test-{uuid.uuid4().hex}")
+    clock = FakeClock()
+    stores: list[Store] = []
+    try:
+        stores.append(await backend.open(state, clock))
+        stores.append(await backend.open(state, clock))
+        for store in stores:
+            await eventually(lambda s=store: Pair.cache(s).ready)  # type: ignore[misc]
+        yield Pair(backend.name, stores[0], stores[1], clock)
+    finally:
+        for store in stores:
+            await store.close()
+        await backend.cleanup(state)
+
+
+async def cached_on(store: Store, key: str) -> Grant:
+    """Read until the record is served from the cache (a first read racing the
+    invalidation of the write that made it is not kept)."""
+    cache = Pair.cache(store)
+    for _ in range(200):
+        hits = cache.hits
+        found = await store.grants.get(key)
+        assert found is not None
+        if cache.hits > hits:
+            return found
+        await asyncio.sleep(0.001)
+    raise AssertionError("never served from the cache")
+
+
+async def seen_by_b(
+    pair: Pair, read: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool]
+) -> bool:
+    """B's next read (`read`) satisfies `ok`: True. On PostgreSQL only, B's copy of the
+    invalidation may come a little after A's (each listener's server process sends its
+    own): then False, once a read within a second satisfied it."""
+    if ok(await read()):
+        return True
+    assert pair.name == "postgres", "B read the old record after A's write returned"
+    deadline = time.monotonic() + 1.0
+    while not ok(await read()):
+        assert time.monotonic() < deadline, "B never saw the change"
+        await asyncio.sleep(0.001)
+    return False
+
+
+async def test_a_change_on_one_instance_is_seen_by_the_others_next_read(pair: Pair) -> None:
+    """B reads right after A's write returned, with no sleep in between. Redis: always the
+    new state (it writes every listener's copy in one step, and A waited for its own).
+    PostgreSQL: each listener's copy is sent by its own server process once that process
+    runs after the commit, so B's may trail A's by that process's wake-up; such late
+    rounds are counted (and B must see the change as soon as its copy came)."""
+    grant = make_grant()
+    await pair.a.grants.add(grant)
+    late = 0
+
+    async def b_sees(ok: Callable[[Grant | None], bool], round_: int) -> None:
+        nonlocal late
+        if not await seen_by_b(pair, lambda: pair.b.grants.get(grant.id), ok):
+            late += 1
+
+    for round_ in range(200):
+        await cached_on(pair.b, grant.id)
+        match round_ % 3:
+            case 0:
+                used = float(round_)
+                await pair.a.grants.update(
+                    grant.id, lambda g, u=used: dataclasses.replace(g, last_used_at=u)
+                )
+                await b_sees(lambda g, u=used: g is not None and g.last_used_at == u, round_)
+            case 1:
+                assert await pair.a.grants.delete(grant.id)
+                await b_sees(lambda g: g is None, round_)
+                await pair.a.grants.add(grant)
+            case _:
+                assert await pair.a.grants.take(grant.id) is not None
+                await b_sees(lambda g: g is None, round_)
+                await pair.a.grants.add(grant)
+    print(f"{pair.name}: B read the old record right after A's write in {late} of 200 rounds")
+
+
+async def test_session_bindings_are_cached_and_invalidated_too(pair: Pair) -> None:
+    binding = make_mcp_session()
+    await pair.a.mcp_sessions.put(binding)
+    cache = Pair.cache(pair.b)
+    for _ in range(200):
+        hits = cache.hits
+        await pair.b.mcp_sessions.get(binding.session_key)
+        if cache.hits > hits:
+            break
+        await asyncio.sleep(0.001)
+    assert cache.hits > 0
+    assert await pair.a.mcp_sessions.delete(binding.session_key)
+    await seen_by_b(pair, lambda: pair.b.mcp_sessions.get(binding.session_key), lambda b: b is None)
+
+
+async def test_an_in_flight_read_racing_a_change_is_not_kept(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grant = make_grant()
+    await pair.a.grants.add(grant)
+    table = pair.b.grants
+    assert isinstance(table, CachedTable)
+    read = table.inner.get
+    heard = Pair.cache(pair.b)
+
+    async def racing(key: str) -> Grant | None:
+        found = await read(key)  # the old record...
+        epoch = heard.epoch
+        await pair.a.grants.update(key, lambda g: dataclasses.replace(g, user="bob"))
+        # ...and A's change reaches B before this read's answer is handled
+        await eventually(lambda: any(r.stale for r in table._cached.reads.get(key, ())))
+        assert heard.epoch == epoch
+        return found
+
+    monkeypatch.setattr(table.inner, "get", racing)
+    old = await pair.b.grants.get(grant.id)
+    monkeypatch.undo()
+    assert old is not None and old.user == grant.user
+    now = await pair.b.grants.get(grant.id)
+    assert now is not None and now.user == "bob"
+
+
+async def test_own_writes_are_seen_at_once(pair: Pair) -> None:
+    grant = make_grant()
+    await pair.b.grants.add(grant)
+    await cached_on(pair.b, grant.id)
+    await pair.b.grants.update(grant.id, lambda g: dataclasses.replace(g, user="carol"))
+    found = await pair.b.grants.get(grant.id)
+    assert found is not None and found.user == "carol"
+    assert await pair.b.grants.delete(grant.id)
+    assert await pair.b.grants.get(grant.id) is None
+
+
+async def test_expiry_is_honoured_on_a_hit(pair: Pair) -> None:
+    grant = make_grant(expires_at=pair.clock.now() + 30)
+    await pair.a.grants.add(grant)
+    await cached_on(pair.b, grant.id)
+    pair.clock.advance(30)
+    hits = Pair.cache(pair.b).hits
+    assert await pair.b.grants.get(grant.id) is None
+    assert Pair.cache(pair.b).hits == hits
+
+
+async def kill_listener(pair: Pair, store: Store) -> None:
+    """End the listener's connection from the server side."""
+    listener: Any = Pair.cache(store).listener
+    if pair.name == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            assert listener.client_id is not None
+            assert await client.client_kill_filter(_id=listener.client_id) == 1
+        finally:
+            await client.aclose()
+    else:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+            assert listener.backend_pid is not None
+            cur = await conn.execute("SELECT pg_terminate_backend(%s)", (listener.backend_pid,))
+            assert (await cur.fetchone()) == (True,)
+
+
+async def test_a_lost_listener_turns_the_cache_off_until_it_is_back(pair: Pair) -> None:
+    grant = make_grant()
+    await pair.a.grants.add(grant)
+    await cached_on(pair.b, grant.id)
+    cache = Pair.cache(pair.b)
+    await kill_listener(pair, pair.b)
+    await eventually(lambda: not cache.ready)
+    # Bypassed while down: A's change is read from the backend, nothing is kept.
+    await pair.a.grants.update(grant.id, lambda g: dataclasses.replace(g, user="dave"))
+    hits = cache.hits
+    if not cache.ready:
+        found = await pair.b.grants.get(grant.id)
+        assert found is not None and found.user == "dave"
+        assert cache.hits == hits
+    await eventually(lambda: cache.ready)  # reconnected by itself
+    found = await cached_on(pair.b, grant.id)
+    assert found.user == "dave"
+    await pair.a.grants.update(grant.id, lambda g: dataclasses.replace(g, user="erin"))
+    await seen_by_b(
+        pair, lambda: pair.b.grants.get(grant.id), lambda g: g is not None and g.user == "erin"
+    )
+
+
+async def listener_connected(pair: Pair, ident: int) -> bool:
+    if pair.name == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            return any(int(c["id"]) == ident for c in await client.client_list())
+        finally:
+            await client.aclose()
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (ident,))
+        return await cur.fetchone() is not None
+
+
+async def test_close_ends_the_listener_connection(pair: Pair) -> None:
+    listener: Any = Pair.cache(pair.b).listener
+    ident = listener.client_id if pair.name == "redis" else listener.backend_pid
+    assert ident is not None and await listener_connected(pair, ident)
+    await pair.b.close()
+    assert not Pair.cache(pair.b).ready
+    deadline = time.monotonic() + WITHIN
+    while await listener_connected(pair, ident):
+        assert time.monotonic() < deadline, "the listener's connection is still open"
+        await asyncio.sleep(0.01)
