@@ -207,7 +207,7 @@ async def logout_submit(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app[SESSIONS] = AccountSessions()
-    routes = Routes(app)
+    routes = Routes(app, pages=True)
     routes.get("/account", account_page)
     routes.post("/account/login", login_submit)
     routes.post("/account/revoke", revoke_submit)

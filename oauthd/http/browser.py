@@ -273,7 +273,7 @@ async def stylesheet(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    routes = Routes(app)
+    routes = Routes(app, pages=True)
     routes.get("/authorize", authorize)
     routes.get("/login", login_page)
     routes.post("/login", login_submit)

@@ -63,11 +63,6 @@ def unavailable(exc: Unavailable, *, page: bool = False) -> web.Response:
     )
 
 
-def wants_page(request: web.Request) -> bool:
-    """A browser's navigation or form post (it asks for HTML); API clients do not."""
-    return "text/html" in request.headers.get("Accept", "")
-
-
 class RefusalLog:
     """Logs requests refused for an unavailable store: the first at once, then at most one
     line every `every` seconds, counting those refused in between (an outage under load
@@ -136,10 +131,13 @@ class Routes:
     A wrapper per route, not an aiohttp middleware: middlewares run for every request, and
     the `/mcp` proxy, which answers for itself in JSON-RPC, would pay two layers per call.
     `outer` wraps the rendered handler (CORS headers on the API's answers, errors included).
+    `pages`: the routes are a person's browser pages, so an unavailable store is a page
+    (decided by the route, not by sniffing `Accept`: API clients may accept text/html).
     """
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, *, pages: bool = False) -> None:
         self._router = app.router
+        self._pages = pages
 
     def get(self, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
         self._router.add_get(path, self._rendered(handler, outer))  # HEAD too
@@ -150,9 +148,8 @@ class Routes:
     def add(self, method: str, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
         self._router.add_route(method, path, self._rendered(handler, outer))
 
-    @staticmethod
-    def _rendered(handler: Handler, outer: Wrapper | None) -> Handler:
-        rendered = rendering_errors(handler)
+    def _rendered(self, handler: Handler, outer: Wrapper | None) -> Handler:
+        rendered = rendering_errors(handler, pages=self._pages)
         final = outer(rendered) if outer is not None else rendered
         RENDERED.add(final)
         return final
@@ -161,15 +158,15 @@ class Routes:
 RENDERED: weakref.WeakSet[Handler] = weakref.WeakSet()  # what `Routes` added (for a test)
 
 
-def rendering_errors(handler: Handler) -> Handler:
+def rendering_errors(handler: Handler, *, pages: bool = False) -> Handler:
     @functools.wraps(handler)
     async def rendered(request: web.Request) -> web.StreamResponse:
-        return await _render_errors(request, handler)
+        return await _render_errors(request, handler, pages)
 
     return rendered
 
 
-async def _render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _render_errors(request: web.Request, handler: Handler, pages: bool) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
     token = request_id_var.set(request_id)
     try:
@@ -189,7 +186,7 @@ async def _render_errors(request: web.Request, handler: Handler) -> web.StreamRe
         response = oauth_error(request, exc)
     except Unavailable as exc:
         refusals.refused(exc, request.path)
-        response = unavailable(exc, page=wants_page(request))
+        response = unavailable(exc, page=pages)
     except Exception:
         log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
         response = json_error(500, "server_error", f"internal error (request id {request_id})")

@@ -55,12 +55,12 @@ class ReadDeadlines:
         self._watches.discard(watch)
 
     def expired(self, watch: Watch) -> bool:
-        """After a `CancelledError`: True if this sweeper caused it (the cancellation is
-        then withdrawn, so the handler can answer), False for any other cancellation."""
+        """After a `CancelledError`: True if this sweeper caused it and nobody else also
+        cancelled the task (the sweeper's cancellation is then withdrawn, so the handler can
+        answer); False if another cancellation (a shutdown, say) must go on."""
         if not watch.expired:
             return False
-        watch.task.uncancel()
-        return True
+        return watch.task.uncancel() == 0
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import secrets
 import time
@@ -114,6 +115,7 @@ class McpProxy:
         self._static_authorization: str | None = None
         self._open_streams: set[aiohttp.ClientResponse] = set()
         self._deadlines = ReadDeadlines(self._up.read_timeout)
+        self._id_prefix, self._ids = secrets.token_hex(4) + "-", itertools.count(1)
         self._delete_timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self._up.connect_timeout,
@@ -164,6 +166,12 @@ class McpProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        # The request id of this request's log lines: the client's, else a counter (cheaper
+        # than random bytes per request, and unique within the process).
+        request_id = request.headers.get("X-Request-Id", "")[:64] or (
+            f"{self._id_prefix}{next(self._ids):x}"
+        )
+        token = request_id_var.set(request_id)
         try:
             self._check_origin(request)
             if request.method == "OPTIONS":
@@ -181,13 +189,10 @@ class McpProxy:
             self._on_unavailable(exc, request.path)
             return self._refused(request, store_unavailable(exc), started)
         except Exception:  # a bug; anything after the headers went out is `_stream_back`'s
-            request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
-            token = request_id_var.set(request_id)
-            try:
-                log.exception("unhandled error", extra={"event": "http.error", "path": "/mcp"})
-            finally:
-                request_id_var.reset(token)
+            log.exception("unhandled error", extra={"event": "http.error", "path": "/mcp"})
             return self._refused(request, internal_error(request_id), started)
+        finally:
+            request_id_var.reset(token)
 
     def _refused(
         self, request: web.Request, refusal: ProxyRefusal, started: float
@@ -348,14 +353,16 @@ class McpProxy:
         assert self._session is not None
         try:
             watch.waiting_since = self._loop_time()
-            upstream = await self._session.request(
-                request.method,
-                self._upstream_url(request),
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            )
-            watch.waiting_since = IDLE
+            try:
+                upstream = await self._session.request(
+                    request.method,
+                    self._upstream_url(request),
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                )
+            finally:
+                watch.waiting_since = IDLE
         except asyncio.CancelledError:
             if not self._deadlines.expired(watch):
                 raise
@@ -426,10 +433,25 @@ class McpProxy:
         if length is not None:
             response.content_length = length
         self._add_cors(request, response)
+        content, now = upstream.content, self._loop_time
+        first = b""
+        if known_length and length:
+            # Its headers go out with the first chunk: read that before committing to a
+            # status, so an upstream that breaks off now is a 502/504, not a closed socket.
+            try:
+                first = await self._first_chunk(content, watch)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                status, message = (
+                    (504, "upstream timed out")
+                    if isinstance(exc, TimeoutError)
+                    else (502, "upstream unavailable")
+                )
+                raise self._upstream_failed(exc, status, message) from None
         await response.prepare(request)
         self._observe(request, upstream.status, started)
-        content, now = upstream.content, self._loop_time
         try:
+            if first:
+                await response.write(first)
             while True:  # SSE: every event as it comes
                 watch.waiting_since = now()
                 try:
@@ -438,7 +460,8 @@ class McpProxy:
                     if not self._deadlines.expired(watch):
                         raise
                     raise TimeoutError from None
-                watch.waiting_since = IDLE
+                finally:
+                    watch.waiting_since = IDLE
                 if not chunk:
                     break
                 await response.write(chunk)
@@ -463,6 +486,17 @@ class McpProxy:
             return response
         await response.write_eof()
         return response
+
+    async def _first_chunk(self, content: aiohttp.StreamReader, watch: Watch) -> bytes:
+        watch.waiting_since = self._loop_time()
+        try:
+            return await content.readany()
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(watch):
+                raise
+            raise TimeoutError from None
+        finally:
+            watch.waiting_since = IDLE
 
     # -- revocation -------------------------------------------------------------------------
 

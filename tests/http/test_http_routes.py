@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from http_harness import Running
 
 from oauthd.config import default_config
 from oauthd.http import create_app
-from oauthd.http.errors import RENDERED
+from oauthd.http.errors import RENDERED, Routes
+from oauthd.store import Unavailable
 
 
 def test_every_route_but_mcp_renders_its_errors_here(tmp_path: Path) -> None:
@@ -40,3 +43,21 @@ async def test_cors_on_api_answers_and_their_errors_not_on_pages(oauthd: Running
         assert answer.headers["X-Request-Id"]
     async with http.post(f"{base}/introspect", data={}) as answer:
         assert "Access-Control-Allow-Origin" not in answer.headers
+
+
+async def test_an_unavailable_store_is_a_page_on_page_routes_only() -> None:
+    """Decided by the route: an API client that accepts text/html still gets JSON."""
+    app = web.Application()
+
+    async def down(request: web.Request) -> web.Response:
+        raise Unavailable("redis: connection refused", retry_after=2)
+
+    Routes(app).post("/api", down)
+    Routes(app, pages=True).post("/page", down)
+    async with TestClient(TestServer(app)) as client:
+        api = await client.post("/api", headers={"Accept": "text/html,*/*"})
+        assert api.status == 503 and api.headers["Retry-After"] == "2"
+        assert (await api.json())["error"] == "temporarily_unavailable"
+        page = await client.post("/page", headers={"Accept": "application/json"})
+        assert page.status == 503 and page.headers["Retry-After"] == "2"
+        assert page.content_type == "text/html"

@@ -49,6 +49,26 @@ async def test_an_upstream_that_drops_the_connection_is_502(
     assert elapsed < 2
 
 
+async def test_an_answer_cut_before_its_first_byte_is_502_not_a_closed_socket(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    """A known-length answer's headers go out with its first chunk; if the upstream breaks
+    off before that chunk, the client still gets an answer: a JSON-RPC 502."""
+
+    async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 100
+        await response.prepare(request)  # headers only, then the connection goes
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    upstream.answer = answer
+    granted = await oauthd.grant()
+    reply = await oauthd.mcp("POST", granted)
+    reply.assert_jsonrpc_error(502)
+
+
 @pytest.fixture
 async def garbage_upstream() -> AsyncIterator[str]:
     """Something on the upstream port that does not speak HTTP."""
