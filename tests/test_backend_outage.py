@@ -54,7 +54,11 @@ from oauthd.store.base import PROBE_EVERY, Probe
 TIMEOUT = 1.0  # storage.timeout in these tests
 MARGIN = 1.0  # what a call may take beyond the timeout on a busy 2-core machine
 RECOVER_WITHIN = 10.0  # seconds from the server's return to /readyz 200 (measured: ~1 s)
-DAEMON_MARGIN = 1.5  # beyond the timeout, for a request through the daemon under load
+# Beyond the timeout, for a request through the daemon under load. Generous on purpose: a
+# loaded 2-core CI machine stalls the daemon and the load's own client for a second or
+# more now and then. What this catches, a request waiting on the dead backend instead of
+# giving up at storage.timeout, runs to HANG_LIMIT (10 s) and past this limit (4 s).
+DAEMON_MARGIN = 3.0
 OUTAGE = 3.0  # seconds the backend stays down
 AFTER_READY_FAILURES = 3  # 503s allowed for requests started after /readyz said 200 again
 
@@ -357,8 +361,15 @@ async def test_the_daemon_under_load_rides_out_a_backend_crash(
 
         log = daemon.log()
         assert "Traceback" not in log and '"http.error"' not in log, log[-3000:]
-        # hundreds of requests refused, a line every 5 s at most (errors.RefusalLog)
-        assert 1 <= log.count('"event":"http.unavailable"') <= 3, log[-3000:]
+        # Hundreds of requests refused, a line every 5 s at most (errors.RefusalLog): one at
+        # the first refusal, then at most one per 5 s of the outage, plus one for those
+        # refused just after /readyz turned 200 again. The outage lasts longer than
+        # OUTAGE when the machine is slow, so the bound follows its measured length; one
+        # line per request would still be far above it.
+        every = errors.RefusalLog().every  # the daemon's default
+        most = int((ready_at - down_at) / every) + 2
+        lines = log.count('"event":"http.unavailable"')
+        assert 1 <= lines <= most, (lines, most, log[-3000:])
         assert await daemon.stop() == 0, daemon.log()[-3000:]
     finally:
         load.stop.set()

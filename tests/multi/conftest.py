@@ -65,9 +65,11 @@ async def cluster(
         stack.balance(stack.instances)
         yield stack
     finally:
-        if stack is not None:
-            await stack.stop()
-        await backend.cleanup()
+        try:
+            if stack is not None:
+                await stack.stop()
+        finally:  # the namespace goes even if a process would not stop cleanly
+            await backend.cleanup()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -78,10 +78,12 @@ class RoundRobin:
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._http is not None:
-            await self._http.close()
+        try:
+            if self._runner is not None:
+                await self._runner.cleanup()
+        finally:  # the client session closes even if the server's cleanup failed
+            if self._http is not None:
+                await self._http.close()
 
     def _next(self) -> Member:
         assert self.pool, "no instance to balance over"

@@ -206,7 +206,11 @@ class Cluster:
         cluster = cls(directory, backend, upstream_url, RoundRobin(free_port()))
         (directory / "encryption.key").write_text(secrets.token_hex(32))
         (directory / "introspection.secret").write_text(cluster.introspection_secret)
-        await cluster.balancer.start()
+        try:
+            await cluster.balancer.start()
+        except BaseException:  # half started (its client session, its runner): stop that
+            await cluster.balancer.stop()
+            raise
         return cluster
 
     async def add_instances(self, count: int, **tokens: str) -> list[Instance]:
@@ -222,7 +226,14 @@ class Cluster:
         self.instances.extend(added)
         if len(self.instances) == count:  # the first: the backend needs its schema
             await self.backend.prepare(added[0].config)
-        await asyncio.gather(*(instance.start() for instance in added))
+        # Every start runs to its end before a failure is raised, so that `stop` (which
+        # stops all of `self.instances`) never races a start still under way.
+        outcomes = await asyncio.gather(
+            *(instance.start() for instance in added), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return added
 
     def config_text(self, port: int, tokens: dict[str, str]) -> str:
@@ -266,8 +277,17 @@ socket = "admin.sock"
         self.balancer.served.clear()
 
     async def stop(self) -> None:
-        await self.balancer.stop()
-        await asyncio.gather(*(instance.stop() for instance in self.instances))
+        """The balancer and every instance, each even if stopping another one failed; then
+        the first failure, if any."""
+        try:
+            await self.balancer.stop()
+        finally:
+            outcomes = await asyncio.gather(
+                *(instance.stop() for instance in self.instances), return_exceptions=True
+            )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def logs(self) -> str:
         return "\n".join(f"--- {i.name} ---\n{i.log()[-8000:]}" for i in self.instances)
