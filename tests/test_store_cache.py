@@ -10,6 +10,7 @@ kept, and a listener that loses its connection turns the cache off until it is b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -45,13 +46,18 @@ async def eventually(condition: Callable[[], bool], within: float = WITHIN) -> N
 
 
 class Listener:
-    """A `Listen` that subscribes at once (unless told to fail) and then waits; the test
-    delivers the invalidations itself."""
+    """A `Listen` that subscribes at once (unless told to fail) and then hears from its
+    "server" every 20 ms (unless `silent`); the test delivers the invalidations itself, and
+    answers confirmations itself when `confirming` is off."""
 
     def __init__(self) -> None:
         self.sessions = 0
         self.fail: Exception | None = None
         self.end = asyncio.Event()
+        self.silent = False
+        self.grace = 0.0
+        self.confirming = True  # answer every confirmation at once
+        self.confirms: list[asyncio.Future[None]] = []  # asked for, not answered
 
     async def __call__(self, cache: ReadCache) -> None:
         self.sessions += 1
@@ -59,7 +65,18 @@ class Listener:
             raise self.fail
         cache.up()
         self.end.clear()
-        await self.end.wait()
+        while not self.end.is_set():
+            if not self.silent:
+                cache.alive()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.end.wait(), 0.02)
+
+    async def confirm(self) -> None:
+        if self.confirming:
+            return
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.confirms.append(answer)
+        await answer
 
 
 @dataclass
@@ -178,34 +195,97 @@ async def test_a_read_that_spans_a_reconnect_is_not_kept(
     assert local.cache.misses == misses + 1
 
 
-async def test_own_writes_drop_the_key_and_wait_for_its_invalidation(local: Local) -> None:
+async def test_own_writes_drop_the_key_and_wait_for_their_confirmation(local: Local) -> None:
+    local.listener.confirming = False
     grant = make_grant()
     await local.store.grants.add(grant)
     await local.store.grants.get(grant.id)
     write = asyncio.create_task(
         local.store.grants.update(grant.id, lambda g: dataclasses.replace(g, user="bob"))
     )
-    await asyncio.sleep(0.05)
-    assert not write.done(), "returned before the listener heard the write"
+    await eventually(lambda: len(local.listener.confirms) == 1)
     found = await local.store.grants.get(grant.id)  # dropped at once, before the echo
     assert found is not None and found.user == "bob"
-    local.cache.invalidate(Grant.KIND, grant.id)  # the echo
+    # Another instance's invalidation of the same key (of an earlier write of theirs,
+    # heard only now) must not stand in for this write's own.
+    local.cache.invalidate(Grant.KIND, grant.id)
+    await asyncio.sleep(0.05)
+    assert not write.done(), "released by someone else's invalidation"
+    local.listener.confirms.pop().set_result(None)
     updated = await asyncio.wait_for(write, 1)
     assert updated is not None and updated.user == "bob"
 
 
+async def test_the_confirmation_is_asked_for_after_the_write(
+    local: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local.listener.confirming = False
+    grant = make_grant()
+    await local.store.grants.add(grant)
+    inner = local.grants.inner
+    delete = inner.delete
+    asked_during: list[int] = []
+
+    async def slow(key: str) -> bool:
+        await asyncio.sleep(0.05)
+        asked_during.append(len(local.listener.confirms))
+        return await delete(key)
+
+    monkeypatch.setattr(inner, "delete", slow)
+    write = asyncio.create_task(local.store.grants.delete(grant.id))
+    await eventually(lambda: len(local.listener.confirms) == 1)
+    assert asked_during == [0]  # not while the write was in flight
+    local.listener.confirms.pop().set_result(None)
+    assert await asyncio.wait_for(write, 1)
+
+
 async def test_writes_that_change_nothing_do_not_wait(local: Local) -> None:
+    local.listener.confirming = False
+    local.listener.grace = 5.0
     grant = make_grant()
     await local.store.grants.add(grant)
     await asyncio.wait_for(local.store.grants.update(grant.id, lambda g: g), 0.5)
     await asyncio.wait_for(local.store.grants.take("absent"), 0.5)
     await asyncio.wait_for(local.store.grants.delete("absent"), 0.5)
+    assert local.listener.confirms == []
+
+
+async def test_writes_that_end_a_record_or_an_access_token_wait_the_grace(local: Local) -> None:
+    local.listener.grace = 0.2
+
+    async def took(write: Awaitable[Any]) -> float:
+        started = time.monotonic()
+        await write
+        return time.monotonic() - started
+
+    grants = [make_grant() for _ in range(3)]
+    for grant in grants:
+        await local.store.grants.add(grant)
+    used = await took(local.store.grants.update(grants[0].id, lambda g: replace_used(g)))
+    assert used < 0.2
+    void = b"void"
+    voided = await took(
+        local.store.grants.update(grants[0].id, lambda g: dataclasses.replace(g, access_hash=void))
+    )
+    assert voided >= 0.2
+    assert await took(local.store.grants.delete(grants[1].id)) >= 0.2
+    assert await took(local.store.grants.take(grants[2].id)) >= 0.2
+    local.listener.end.set()  # even while this cache is down: the others' is waited for
+    local.listener.fail = ConnectionError("refused")
+    await eventually(lambda: not local.cache.ready)
+    await local.store.grants.add(grants[1])
+    assert await took(local.store.grants.delete(grants[1].id)) >= 0.2
+
+
+def replace_used(grant: Grant) -> Grant:
+    return dataclasses.replace(grant, last_used_at=grant.last_used_at + 1)
 
 
 async def test_a_lost_echo_clears_the_whole_cache(
     local: Local, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cache_module, "ECHO_WITHIN", 0.1)
+    local.listener.confirming = False
     kept, changed = make_grant(), make_grant()
     for grant in (kept, changed):
         await local.store.grants.add(grant)
@@ -216,6 +296,29 @@ async def test_a_lost_echo_clears_the_whole_cache(
     misses = local.cache.misses
     await local.store.grants.get(kept.id)
     assert local.cache.misses == misses + 1
+
+
+async def test_a_silent_listener_stops_the_hits_within_the_freshness_window(
+    local: Local,
+) -> None:
+    grant = make_grant()
+    await local.store.grants.add(grant)
+    await local.store.grants.get(grant.id)
+    hits = local.cache.hits
+    assert await local.store.grants.get(grant.id) is not None
+    assert local.cache.hits == hits + 1
+    local.listener.silent = True  # the connection went quiet; nothing detected it yet
+    started = time.monotonic()
+    await eventually(lambda: not local.cache.fresh())
+    assert time.monotonic() - started <= cache_module.FRESH_WITHIN + 0.5
+    assert local.cache.ready
+    hits, skips = local.cache.hits, local.cache.stale_skips
+    assert await local.store.grants.get(grant.id) == grant  # from the backend
+    assert (local.cache.hits, local.cache.stale_skips) == (hits, skips + 1)
+    local.listener.silent = False  # heard again (in order: whatever came meanwhile first)
+    await eventually(local.cache.fresh)
+    assert await local.store.grants.get(grant.id) is not None
+    assert local.cache.hits == hits + 1
 
 
 async def test_while_the_listener_is_down_every_read_goes_to_the_backend(
@@ -288,6 +391,37 @@ def test_the_listeners_map_messages_to_kinds_and_keys() -> None:
     assert heard == [("grants", "g1"), None, None]
 
 
+async def test_the_listeners_confirm_only_with_their_own_answer() -> None:
+    """A confirmation is released by its own pong or marker, by nothing else."""
+    from oauthd.store.postgres_notify import MARK, PostgresInvalidations
+    from oauthd.store.redis_tracking import RedisInvalidations
+
+    loop = asyncio.get_running_loop()
+    redis = RedisInvalidations("redis://127.0.0.1:1/0", "p:", ("grants",), 1.0)
+    mine, earlier = loop.create_future(), loop.create_future()
+    redis._pings = {7: (time.monotonic(), earlier), 8: (time.monotonic(), mine)}
+    redis._answered(b"9")  # an unknown number
+    redis._answered(b"")  # a plain PING's pong
+    redis._answered(b"7")
+    assert earlier.done() and not mine.done()
+    redis._answered(b"8")
+    assert mine.done()
+
+    cache: Any = ReadCache(FakeClock(), Listener())
+    cache.wrap(MemoryStore(FakeClock()).grants)
+    postgres = PostgresInvalidations("postgresql://127.0.0.1:1/test", 1.0)
+    postgres._schema = "mine"
+    answer = loop.create_future()
+    postgres._marks["12.3"] = answer
+    postgres._heard(cache, '["mine", "grants", "g1"]')  # an invalidation, anyone's
+    postgres._heard(cache, f'["mine", "{MARK}", "12.4"]')  # someone else's marker
+    postgres._heard(cache, f'["other", "{MARK}", "12.3"]')  # another schema's
+    assert not answer.done()
+    epoch = cache.epoch
+    postgres._heard(cache, f'["mine", "{MARK}", "12.3"]')
+    assert answer.done() and cache.epoch == epoch  # a marker flushes nothing
+
+
 # -- Redis and PostgreSQL: two instances on one namespace ------------------------------------
 
 
@@ -354,14 +488,22 @@ async def cached_on(store: Store, key: str) -> Grant:
 
 
 async def seen_by_b(
-    pair: Pair, read: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool]
+    pair: Pair,
+    read: Callable[[], Awaitable[Any]],
+    ok: Callable[[Any], bool],
+    *,
+    revocation: bool = False,
 ) -> bool:
-    """B's next read (`read`) satisfies `ok`: True. On PostgreSQL only, B's copy of the
-    invalidation may come a little after A's (each listener's server process sends its
-    own): then False, once a read within a second satisfied it."""
+    """B's next read (`read`) satisfies `ok`: True. Redis: always (the PING ordering), and
+    on PostgreSQL after a revocation (A waited `REVOKE_GRACE`). On PostgreSQL, after any
+    other change, B's copy of the invalidation may come a little after A's (each
+    listener's server process sends its own): then False, once a read within a second
+    satisfied it."""
     if ok(await read()):
         return True
-    assert pair.name == "postgres", "B read the old record after A's write returned"
+    assert pair.name == "postgres" and not revocation, (
+        "B read the old record after A's write returned"
+    )
     deadline = time.monotonic() + 1.0
     while not ok(await read()):
         assert time.monotonic() < deadline, "B never saw the change"
@@ -371,36 +513,45 @@ async def seen_by_b(
 
 async def test_a_change_on_one_instance_is_seen_by_the_others_next_read(pair: Pair) -> None:
     """B reads right after A's write returned, with no sleep in between. Redis: always the
-    new state (it writes every listener's copy in one step, and A waited for its own).
-    PostgreSQL: each listener's copy is sent by its own server process once that process
-    runs after the commit, so B's may trail A's by that process's wake-up; such late
-    rounds are counted (and B must see the change as soon as its copy came)."""
+    new state (A's confirming PING was answered after every listener's copy was queued).
+    PostgreSQL: the same for revocations (deletes, takes, an access token voided: A waited
+    `REVOKE_GRACE` after its own copy came); after other changes each listener's copy is
+    sent by its own server process once that process runs after the commit, so B's may
+    trail A's by that process's wake-up; such late rounds are counted (and B must see the
+    change as soon as its copy came)."""
     grant = make_grant()
     await pair.a.grants.add(grant)
     late = 0
 
-    async def b_sees(ok: Callable[[Grant | None], bool], round_: int) -> None:
+    async def b_sees(ok: Callable[[Grant | None], bool], revocation: bool) -> None:
         nonlocal late
-        if not await seen_by_b(pair, lambda: pair.b.grants.get(grant.id), ok):
+        read = lambda: pair.b.grants.get(grant.id)  # noqa: E731
+        if not await seen_by_b(pair, read, ok, revocation=revocation):
             late += 1
 
     for round_ in range(200):
         await cached_on(pair.b, grant.id)
-        match round_ % 3:
+        match round_ % 4:
             case 0:
                 used = float(round_)
                 await pair.a.grants.update(
                     grant.id, lambda g, u=used: dataclasses.replace(g, last_used_at=u)
                 )
-                await b_sees(lambda g, u=used: g is not None and g.last_used_at == u, round_)
+                await b_sees(lambda g, u=used: g is not None and g.last_used_at == u, False)
             case 1:
                 assert await pair.a.grants.delete(grant.id)
-                await b_sees(lambda g: g is None, round_)
+                await b_sees(lambda g: g is None, True)
+                await pair.a.grants.add(grant)
+            case 2:
+                assert await pair.a.grants.take(grant.id) is not None
+                await b_sees(lambda g: g is None, True)
                 await pair.a.grants.add(grant)
             case _:
-                assert await pair.a.grants.take(grant.id) is not None
-                await b_sees(lambda g: g is None, round_)
-                await pair.a.grants.add(grant)
+                void = uuid.uuid4().bytes
+                await pair.a.grants.update(
+                    grant.id, lambda g, v=void: dataclasses.replace(g, access_hash=v)
+                )
+                await b_sees(lambda g, v=void: g is not None and g.access_hash == v, True)
     print(f"{pair.name}: B read the old record right after A's write in {late} of 200 rounds")
 
 
@@ -416,7 +567,12 @@ async def test_session_bindings_are_cached_and_invalidated_too(pair: Pair) -> No
         await asyncio.sleep(0.001)
     assert cache.hits > 0
     assert await pair.a.mcp_sessions.delete(binding.session_key)
-    await seen_by_b(pair, lambda: pair.b.mcp_sessions.get(binding.session_key), lambda b: b is None)
+    await seen_by_b(
+        pair,
+        lambda: pair.b.mcp_sessions.get(binding.session_key),
+        lambda b: b is None,
+        revocation=True,
+    )
 
 
 async def test_an_in_flight_read_racing_a_change_is_not_kept(
@@ -537,3 +693,89 @@ async def test_close_ends_the_listener_connection(pair: Pair) -> None:
     while await listener_connected(pair, ident):
         assert time.monotonic() < deadline, "the listener's connection is still open"
         await asyncio.sleep(0.01)
+
+
+class Proxy:
+    """A TCP relay to the backend that can go silent: while `frozen`, what either side
+    sends is held (the connections stay open), as on a dead network path."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = 0
+        self.connections = 0
+        self.open = asyncio.Event()
+        self.open.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += [writer, up_writer]
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await source.read(65536):
+                await self.open.wait()
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+
+
+async def test_a_silent_listener_connection_stops_the_hits_at_once(pair: Pair) -> None:
+    """B's listener connection goes silent (nothing closed, nothing detected yet): within
+    `FRESH_WITHIN` B reads from the backend again, so A's change is seen."""
+    cache = Pair.cache(pair.b)
+    listener: Any = cache.listener
+    if pair.name == "redis":
+        proxy = Proxy(int(listener._pool.connection_kwargs.get("port", 6379)))
+        await proxy.start()
+        listener._pool.connection_kwargs["port"] = proxy.port
+        listener._pool.connection_kwargs["host"] = "127.0.0.1"
+    else:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        proxy = Proxy(int(conninfo_to_dict(listener._conninfo).get("port") or 5432))
+        await proxy.start()
+        listener._conninfo = make_conninfo(listener._conninfo, host="127.0.0.1", port=proxy.port)
+    try:
+        await kill_listener(pair, pair.b)  # it reconnects, through the proxy
+        await eventually(lambda: proxy.connections > 0 and cache.ready)
+        grant = make_grant()
+        await pair.a.grants.add(grant)
+        await cached_on(pair.b, grant.id)
+        await asyncio.sleep(2 * cache_module.PING_EVERY)
+        assert cache.fresh(), "an idle healthy listener stays fresh"
+        proxy.open.clear()
+        silenced = time.monotonic()
+        await pair.a.grants.update(grant.id, lambda g: dataclasses.replace(g, user="frank"))
+        while True:
+            found = await pair.b.grants.get(grant.id)
+            assert found is not None
+            if found.user == "frank":
+                break
+            elapsed = time.monotonic() - silenced
+            assert elapsed < cache_module.FRESH_WITHIN + 0.5, "B kept serving the old record"
+            await asyncio.sleep(0.01)
+        proxy.open.set()  # heard again, or replaced once found dead: hits come back
+        found = await cached_on(pair.b, grant.id)
+        assert found.user == "frank"
+    finally:
+        await proxy.close()

@@ -163,6 +163,8 @@ async def test_token_from_one_instance_works_on_all_and_revoke_on_one_ends_it_on
 
         revoked = await oauth.revoke(c.url, tokens["refresh_token"])
         assert revoked.status == 200, revoked
+        # Right away, strictly: the read caches are confirmed on Redis, and on PostgreSQL
+        # the revoking instance waited REVOKE_GRACE for the others' (store/cache.py).
         assert await statuses(http, [a, b, c], access) == [401, 401, 401]
         refresh = await oauth.token(a.url, oauth.refresh_form(tokens["refresh_token"]))
         assert is_invalid_grant(refresh), refresh
@@ -183,6 +185,7 @@ async def test_access_token_revoked_on_one_instance_is_refused_by_all(cluster: C
         tokens = await oauth.tokens(b.url)
         assert await statuses(http, [a, b, c], tokens["access_token"]) == [200, 200, 200]
         assert (await oauth.revoke(a.url, tokens["access_token"])).status == 200
+        # Strictly, as above: voiding the access token waits the grace too.
         assert await statuses(http, [a, b, c], tokens["access_token"]) == [401, 401, 401]
         # Only the access token was voided: the grant refreshes on C, used on B.
         fresh = await oauth.token(c.url, oauth.refresh_form(tokens["refresh_token"]))
