@@ -433,13 +433,13 @@ class McpProxy:
         if length is not None:
             response.content_length = length
         self._add_cors(request, response)
-        content, now = upstream.content, self._loop_time
+        content = upstream.content
         first = b""
         if known_length and length:
             # Its headers go out with the first chunk: read that before committing to a
             # status, so an upstream that breaks off now is a 502/504, not a closed socket.
             try:
-                first = await self._first_chunk(content, watch)
+                first = await self._next_chunk(content, watch)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 status, message = (
                     (504, "upstream timed out")
@@ -452,18 +452,7 @@ class McpProxy:
         try:
             if first:
                 await response.write(first)
-            while True:  # SSE: every event as it comes
-                watch.waiting_since = now()
-                try:
-                    chunk = await content.readany()
-                except asyncio.CancelledError:
-                    if not self._deadlines.expired(watch):
-                        raise
-                    raise TimeoutError from None
-                finally:
-                    watch.waiting_since = IDLE
-                if not chunk:
-                    break
+            while chunk := await self._next_chunk(content, watch):  # SSE: event by event
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not self._ending_streams:
@@ -487,7 +476,9 @@ class McpProxy:
         await response.write_eof()
         return response
 
-    async def _first_chunk(self, content: aiohttp.StreamReader, watch: Watch) -> bytes:
+    async def _next_chunk(self, content: aiohttp.StreamReader, watch: Watch) -> bytes:
+        """What the upstream sends next (b"" at the end), under the read deadline; a
+        deadline passed is a TimeoutError."""
         watch.waiting_since = self._loop_time()
         try:
             return await content.readany()
