@@ -444,12 +444,9 @@ async def test_housekeeping_rides_out_an_outage_and_logs_it_once(
     assert "purge.failed" not in events
 
 
-def test_refused_requests_are_logged_once_every_few_seconds(
-    monkeypatch: pytest.MonkeyPatch, captured: Captured
-) -> None:
+def test_refused_requests_are_logged_once_every_few_seconds(captured: Captured) -> None:
     now = 100.0
-    monkeypatch.setattr(errors.time, "monotonic", lambda: now)
-    refusals = errors.RefusalLog(every=5.0)
+    refusals = errors.RefusalLog(every=5.0, clock=lambda: now)
     for _ in range(50):
         refusals.refused(Unavailable("redis: gone"), "/mcp")
     now += 5.0

@@ -14,7 +14,7 @@ from oauthd.config import Config, ConfigError, read_secret
 from oauthd.crypto import Sealer, parse_key
 from oauthd.http import account, browser, cimd, health, oauth_api
 from oauthd.http import metrics as metrics_route
-from oauthd.http.errors import Routes, refusals
+from oauthd.http.errors import REFUSALS, Routes
 from oauthd.http.housekeeping import housekeeping_context
 from oauthd.http.keys import AUTH, CLOCK, CONFIG, METRICS, PROXY, STORE
 from oauthd.http.upstream_idp import identity_provider
@@ -66,7 +66,7 @@ def _store_context(
             app[CLOCK],
             sealer or _session_sealer(config),
             metrics,
-            on_unavailable=refusals.refused,
+            on_unavailable=app[REFUSALS].refused,
         )
         await proxy.start()
         app[PROXY] = proxy

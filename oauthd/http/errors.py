@@ -68,13 +68,14 @@ class RefusalLog:
     line every `every` seconds, counting those refused in between (an outage under load
     would otherwise write a line per request)."""
 
-    def __init__(self, every: float = 5.0) -> None:
+    def __init__(self, every: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
+        self._clock = clock
         self._logged_at = -math.inf
         self._unlogged = 0
 
     def refused(self, exc: Unavailable, path: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._logged_at < self.every:
             self._unlogged += 1
             return
@@ -90,7 +91,7 @@ class RefusalLog:
         self._logged_at, self._unlogged = now, 0
 
 
-refusals = RefusalLog()
+REFUSALS = web.AppKey("refusals", RefusalLog)  # one per app (added by `Routes`)
 
 
 PAGE_TITLES = {
@@ -138,6 +139,8 @@ class Routes:
     def __init__(self, app: web.Application, *, pages: bool = False) -> None:
         self._router = app.router
         self._pages = pages
+        if REFUSALS not in app:
+            app[REFUSALS] = RefusalLog()
 
     def get(self, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
         self._router.add_get(path, self._rendered(handler, outer))  # HEAD too
@@ -185,7 +188,7 @@ async def _render_errors(request: web.Request, handler: Handler, pages: bool) ->
         )
         response = oauth_error(request, exc)
     except Unavailable as exc:
-        refusals.refused(exc, request.path)
+        request.app[REFUSALS].refused(exc, request.path)
         response = unavailable(exc, page=pages)
     except Exception:
         log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
