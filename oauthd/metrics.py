@@ -12,6 +12,7 @@ No aiohttp here, and no import of a room: oauth/, proxy/, store/ and http/ may i
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from bisect import bisect_left
@@ -207,7 +208,10 @@ class Metrics:
         """The Prometheus text exposition, with the scrape-time values read now."""
         source = self._records
         if source is not None:
-            self._record_counts = {t.kind: await t.count() for t in source.tables()}
+            # If the store is down, the rest is scraped anyway, with the last counts (monitoring
+            # matters most during an outage).
+            with contextlib.suppress(Exception):
+                self._record_counts = {t.kind: await t.count() for t in source.tables()}
         return generate_latest(self.registry)
 
     def _scrape_time_families(self) -> Iterator[Metric]:

@@ -215,3 +215,26 @@ async def test_proxy_latency_buckets_are_cumulative_with_inclusive_bounds() -> N
     assert value(samples, f"{name}_sum", method="POST", status_class="2xx") == pytest.approx(75.213)
     assert value(samples, f"{name}_bucket", method="GET", status_class="4xx", le="0.025") == 0
     assert value(samples, f"{name}_bucket", method="GET", status_class="4xx", le="0.05") == 1
+
+
+async def test_a_scrape_during_a_store_outage_keeps_the_last_counts() -> None:
+    """Monitoring matters most during an outage: /metrics still answers, with the record
+    counts it last read."""
+
+    class Table:
+        kind = "grants"
+        down = False
+
+        async def count(self) -> int:
+            if self.down:
+                raise RuntimeError("store unavailable")
+            return 7
+
+    table = Table()
+    metrics = Metrics()
+    metrics.watch_records(SimpleNamespace(tables=lambda: [table]))  # type: ignore[arg-type]
+    assert value(parse((await metrics.render()).decode()), "oauthd_records", kind="grants") == 7
+    table.down = True
+    samples = parse((await metrics.render()).decode())
+    assert value(samples, "oauthd_records", kind="grants") == 7
+    assert value(samples, "oauthd_up") == 1
