@@ -366,15 +366,13 @@ class McpProxy:
         except asyncio.CancelledError:
             if not self._deadlines.expired(watch):
                 raise
-            raise self._upstream_failed(TimeoutError(), 504, "upstream timed out") from None
+            raise self._upstream_failed(TimeoutError()) from None
         except _TooLarge:
             raise jsonrpc_error(413, -32600, "request body too large") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise self._upstream_failed(exc, 504, "upstream timed out") from None
-        except aiohttp.ClientError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             if isinstance(exc.__cause__, _TooLarge):  # aiohttp wraps what the body raised
                 raise jsonrpc_error(413, -32600, "request body too large") from None
-            raise self._upstream_failed(exc, 502, "upstream unavailable") from None
+            raise self._upstream_failed(exc) from None
         async with upstream:
             new_id = upstream.headers.get(SESSION_HEADER)
             if (new_id and new_id != session_id) or request.method == "DELETE":
@@ -387,7 +385,13 @@ class McpProxy:
             finally:
                 self._open_streams.discard(upstream)
 
-    def _upstream_failed(self, exc: BaseException, status: int, message: str) -> ProxyRefusal:
+    def _upstream_failed(self, exc: BaseException) -> ProxyRefusal:
+        """504 for an upstream that did not answer in time, else 502; counted and logged."""
+        status, message = (
+            (504, "upstream timed out")
+            if isinstance(exc, TimeoutError)  # aiohttp's ServerTimeoutError included
+            else (502, "upstream unavailable")
+        )
         kind = upstream_error_kind(exc)
         self._metrics.upstream_error(kind)
         log.warning(
@@ -441,12 +445,7 @@ class McpProxy:
             try:
                 first = await self._next_chunk(content, watch)
             except (TimeoutError, aiohttp.ClientError) as exc:
-                status, message = (
-                    (504, "upstream timed out")
-                    if isinstance(exc, TimeoutError)
-                    else (502, "upstream unavailable")
-                )
-                raise self._upstream_failed(exc, status, message) from None
+                raise self._upstream_failed(exc) from None
         await response.prepare(request)
         self._observe(request, upstream.status, started)
         try:
