@@ -76,8 +76,9 @@ async def test_open_on_an_unmigrated_schema_says_to_migrate(schema: str) -> None
     assert raised.value.exit_code == 78
 
 
-async def test_serve_on_an_unmigrated_schema_exits_78(schema: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path, schema_dsn(schema))
+async def serve_until_exit(config: Path) -> tuple[int | None, str]:
+    """`oauthd serve --config CONFIG` in a subprocess that is expected to refuse to start:
+    its exit code and stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -89,8 +90,14 @@ async def test_serve_on_an_unmigrated_schema_exits_78(schema: str, tmp_path: Pat
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 78, err.decode()
-    assert "oauthd migrate" in err.decode()
+    return proc.returncode, err.decode()
+
+
+async def test_serve_on_an_unmigrated_schema_exits_78(schema: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, schema_dsn(schema))
+    code, err = await serve_until_exit(config)
+    assert code == 78, err
+    assert "oauthd migrate" in err
 
 
 async def test_open_on_a_newer_schema_refuses(schema: str) -> None:
@@ -120,20 +127,10 @@ async def test_a_closed_port_is_unavailable_within_the_timeout(tmp_path: Path) -
 
 async def test_serve_with_the_backend_down_exits_69_without_a_traceback(tmp_path: Path) -> None:
     config = write_config(tmp_path, "postgresql://postgres@127.0.0.1:1/test", timeout="500ms")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from oauthd.cli import main; sys.exit(main(sys.argv[1:]))",
-        "serve",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 69, err.decode()
-    assert "storage backend is unavailable" in err.decode()
-    assert "Traceback" not in err.decode()
+    code, err = await serve_until_exit(config)
+    assert code == 69, err
+    assert "storage backend is unavailable" in err
+    assert "Traceback" not in err
 
 
 async def test_a_closed_store_is_unavailable_not_an_error(schema: str) -> None:
