@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from oauthd.users import parse_password_hash
+from oauthd.exits import ExitCode
+from oauthd.passwords import parse_password_hash
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -58,7 +59,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 class ConfigError(Exception):
     """The config cannot be used; str() is `<file>: <key path>: <message>`."""
 
-    exit_code: ClassVar[int] = 78  # EX_CONFIG from sysexits.h
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFIG
 
 
 def parse_duration(text: object) -> float:
