@@ -299,6 +299,16 @@ class PostgresTable(Table[R], Generic[R]):
         )
         return int(rows[0][0]) if rows else 0
 
+    async def purge_expired(self) -> int:
+        async def purge(conn: AsyncConnection[Any]) -> int:
+            cur = await conn.execute(
+                "DELETE FROM oauthd_records WHERE kind = %s AND expires_at <= %s",
+                (self.kind, self._store.clock.now()),
+            )
+            return max(cur.rowcount, 0)
+
+        return await self._store.run(purge)
+
     async def scan(self) -> AsyncIterator[R]:
         """Keyset pagination by key: each batch is its own short query (nothing stays
         open between batches), and keys only grow, so no record comes twice."""
@@ -459,15 +469,6 @@ class PostgresStore(Store):
         return error
 
     # -- housekeeping ------------------------------------------------------------------------
-
-    async def purge_expired(self) -> int:
-        async def purge(conn: AsyncConnection[Any]) -> int:
-            cur = await conn.execute(
-                "DELETE FROM oauthd_records WHERE expires_at <= %s", (self.clock.now(),)
-            )
-            return max(cur.rowcount, 0)
-
-        return await self.run(purge)
 
     async def ping(self) -> None:
         rows = await self.read("SELECT pg_is_in_recovery()", {})
