@@ -21,7 +21,7 @@ def add_commands(sub: Any) -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> ExitCode:
     from oauthd.store import Unavailable
-    from oauthd.store.postgres import SchemaError, migrate
+    from oauthd.store.postgres_schema import SchemaError, migrate
 
     config = load(args)
     if config.storage.backend != "postgres":

@@ -15,21 +15,16 @@ more. The pool tries to reconnect at least every `RECONNECT_WITHIN` seconds whil
 server is down (psycopg_pool's own backoff would grow to minutes), and `check` (/readyz)
 pings the server at most once a second (`Probe`), so recovery needs no restart.
 
-The schema is versioned SQL under `oauthd/store/sql/NNN_name.sql`, applied by `oauthd
-migrate` (`migrate` below): in one transaction, under an advisory lock so that two
-instances migrating at once take turns. A store refuses to open on an older or newer
-schema (`SchemaError`, exit 78) and says what to run.
+A store refuses to open on an older or newer schema (`SchemaError`, exit 78) and says
+what to run; the schema and `migrate` are in `postgres_schema.py`, what counts as a
+connection failure in `postgres_connection.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-import select
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -49,7 +44,6 @@ from oauthd.model import (
     McpSession,
     PendingAuthorization,
 )
-from oauthd.persist.errors import RecoveryError
 from oauthd.store.base import (
     Conflict,
     Probe,
@@ -62,7 +56,16 @@ from oauthd.store.base import (
 )
 from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
 from oauthd.store.codec import decode_many, encode
+from oauthd.store.postgres_connection import (
+    FAILURES,
+    Rows,
+    closed_by_server,
+    connect_timeout,
+    rows_of,
+    unavailable,
+)
 from oauthd.store.postgres_notify import PostgresInvalidations
+from oauthd.store.postgres_schema import check_version, schema_version
 
 T = TypeVar("T")
 
@@ -70,125 +73,6 @@ SCAN_BATCH = 200  # rows fetched per query by `scan` (keyset pagination)
 # While the server is down, a pool connection attempt is given up after this long (and a
 # new one starts on demand), so the gap between attempts never grows past it.
 RECONNECT_WITHIN = 5.0
-# pg_advisory_xact_lock key of `migrate` ("oauthd" in ASCII): one migration at a time.
-MIGRATION_LOCK = 0x6F6175746864
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-_FAILURES: tuple[type[BaseException], ...] = (psycopg.Error, OSError, TimeoutError)
-
-
-class SchemaError(RecoveryError):
-    """The database schema is not the one this oauthd runs on (exit 78: an operator acts)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def migrations() -> tuple[Migration, ...]:
-    """The versioned SQL files, in order; versions are 1, 2, 3, ... without gaps."""
-    found = []
-    for entry in resources.files("oauthd.store").joinpath("sql").iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
-    found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migration versions have a gap: {[m.name for m in found]}")
-    return tuple(found)
-
-
-def latest_version() -> int:
-    return len(migrations())
-
-
-def _unavailable(exc: BaseException, timeout: float) -> Unavailable:
-    if isinstance(exc, TimeoutError):
-        reason = f"postgres: no answer within {timeout:g}s"
-    else:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = f"postgres: {first_line}"
-    return Unavailable(reason)
-
-
-def _closed_by_server(conn: AsyncConnection[Any]) -> bool:
-    """True if an idle pooled connection is dead: closed, or readable. Nothing arrives on
-    an idle connection (no LISTEN here) unless the server ended it: a shutdown or a
-    terminated backend sends a FATAL message, then EOF. One poll, no round trip."""
-    if conn.closed:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError, psycopg.Error):
-        return True
-
-
-def _connect_timeout(timeout: float) -> int:
-    return max(2, round(timeout))  # libpq: whole seconds, at least 2
-
-
-async def _schema_version(conn: AsyncConnection[Any]) -> int:
-    cur = await conn.execute("SELECT to_regclass('oauthd_schema') IS NOT NULL")
-    row = await cur.fetchone()
-    if row is None or not row[0]:
-        return 0
-    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM oauthd_schema")
-    row = await cur.fetchone()
-    return int(row[0]) if row is not None else 0
-
-
-def _check_version(version: int) -> None:
-    latest = latest_version()
-    if version < latest:
-        raise SchemaError(
-            f"the PostgreSQL schema is at version {version}, this oauthd needs {latest}: "
-            "run `oauthd migrate --config PATH` first"
-        )
-    if version > latest:
-        raise SchemaError(
-            f"the PostgreSQL schema is at version {version}, newer than this oauthd knows "
-            f"({latest}): run a newer oauthd (or restore the database)"
-        )
-
-
-async def migrate(dsn: str, *, op_timeout: float = 2.0) -> tuple[int, list[int]]:
-    """Apply the migrations not applied yet; return (version before, versions applied).
-
-    Idempotent; one transaction; under `pg_advisory_xact_lock` so that concurrent callers
-    run one after the other (the second finds nothing left to do). `Unavailable` when the
-    server cannot be reached within `op_timeout`; `SchemaError` on a newer schema."""
-    timeout = op_timeout
-    try:
-        async with asyncio.timeout(timeout):
-            conn = await AsyncConnection.connect(
-                dsn, connect_timeout=_connect_timeout(timeout), autocommit=True
-            )
-    except _FAILURES as exc:
-        raise _unavailable(exc, timeout) from None
-    try:
-        async with conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            await conn.execute("CREATE TABLE IF NOT EXISTS oauthd_schema (version int NOT NULL)")
-            before = await _schema_version(conn)
-            if before > latest_version():
-                _check_version(before)
-            applied = []
-            for migration in migrations():
-                if migration.version <= before:
-                    continue
-                await conn.execute(migration.sql.encode())
-                await conn.execute(
-                    "INSERT INTO oauthd_schema (version) VALUES (%s)", (migration.version,)
-                )
-                applied.append(migration.version)
-            return before, applied
-    except _FAILURES as exc:
-        raise _unavailable(exc, timeout) from None
-
 
 _LIVE = "(expires_at IS NULL OR expires_at > %(now)s)"
 
@@ -333,19 +217,6 @@ class PostgresTable(Table[R], Generic[R]):
                 return
 
 
-Rows = list[tuple[Any, ...]]
-
-
-def _rows_of(
-    query: str, params: dict[str, Any]
-) -> Callable[[AsyncConnection[Any]], Awaitable[Rows]]:
-    async def rows(conn: AsyncConnection[Any]) -> Rows:
-        cur = await conn.execute(query, params)
-        return await cur.fetchall() if cur.description is not None else []
-
-    return rows
-
-
 class PostgresStore(Store):
     def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock, timeout: float) -> None:
         self.pool = pool
@@ -381,7 +252,7 @@ class PostgresStore(Store):
             set_json_loads(orjson.loads, conn)
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            make_conninfo(dsn, connect_timeout=_connect_timeout(timeout)),
+            make_conninfo(dsn, connect_timeout=connect_timeout(timeout)),
             min_size=1,
             max_size=pool_size,
             open=False,
@@ -394,8 +265,8 @@ class PostgresStore(Store):
         store = cls(pool, clock, timeout)
         try:
             await pool.open(wait=False)
-            version = await store.run(_schema_version, read=True)
-            _check_version(version)
+            version = await store.run(schema_version, read=True)
+            check_version(version)
         except BaseException:
             await pool.close()
             raise
@@ -407,11 +278,11 @@ class PostgresStore(Store):
 
     async def read(self, query: str, params: dict[str, Any]) -> Rows:
         """The rows of a read-only query (`run` with `read=True`)."""
-        return await self.run(_rows_of(query, params), read=True)
+        return await self.run(rows_of(query, params), read=True)
 
     async def write(self, query: str, params: dict[str, Any]) -> Rows:
         """The rows a writing query returns (`run`: never sent twice)."""
-        return await self.run(_rows_of(query, params))
+        return await self.run(rows_of(query, params))
 
     async def run(
         self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]], *, read: bool = False
@@ -426,7 +297,7 @@ class PostgresStore(Store):
         work = self._twice_if_broken(operation) if read else self._once(operation)
         try:
             result = await finish_within(work, self.timeout)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise self._failed(exc) from None
         self._detail = None
         return result
@@ -454,7 +325,7 @@ class PostgresStore(Store):
         the pool replaces them."""
         while True:
             conn = await self.pool.getconn()
-            if not _closed_by_server(conn):
+            if not closed_by_server(conn):
                 break
             await conn.close()  # the pool opens a new connection for a closed one returned
             await self.pool.putconn(conn)
@@ -464,7 +335,7 @@ class PostgresStore(Store):
             await self.pool.putconn(conn)
 
     def _failed(self, exc: BaseException) -> Unavailable:
-        error = _unavailable(exc, self.timeout)
+        error = unavailable(exc, self.timeout)
         self._detail = error.reason
         return error
 
