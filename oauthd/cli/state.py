@@ -16,6 +16,7 @@ from oauthd.config import Config, ConfigError, StorageConfig, load_config
 from oauthd.exits import ExitCode
 
 if TYPE_CHECKING:
+    from oauthd.store import Store
     from oauthd.store.inspection import StateReport
 
 
@@ -155,7 +156,7 @@ def _check(source: Config, target: Config) -> None:
         raise ConfigError(f"{source.source}: {source.storage.path}: no such state directory")
 
 
-async def _open(config: Config, role: str) -> Any:
+async def _open(config: Config, role: str) -> Store:
     from oauthd.clock import SystemClock
     from oauthd.persist.errors import LockedError, RecoveryError
     from oauthd.store import Unavailable, open_store

@@ -7,32 +7,27 @@ expired record is invisible before the sweeper (`purge_expired`) deletes it. `ta
 `add` an upsert that only replaces an expired row. Any connection, server or timeout
 trouble raises `Unavailable`; every operation is bounded by `timeout`.
 
-After a server restart every pooled connection is dead. Each one is found before a query
-is sent on it (an idle connection has nothing to read unless the server closed it), closed
-and replaced, so no request fails for it; a write is never sent twice, since whether a
-failed one took effect is unknown, but a read whose connection broke under it runs once
-more. The pool tries to reconnect at least every `RECONNECT_WITHIN` seconds while the
-server is down (psycopg_pool's own backoff would grow to minutes), and `check` (/readyz)
-pings the server at most once a second (`Probe`), so recovery needs no restart.
+After a server restart every pooled connection is dead; `Connections`
+(`postgres_connection.py`) finds each one before a query is sent on it. The pool tries to
+reconnect at least every `RECONNECT_WITHIN` seconds while the server is down
+(psycopg_pool's own backoff would grow to minutes), and `check` (/readyz) pings the server
+at most once a second (`Probe`), so recovery needs no restart.
 
 A store refuses to open on an older or newer schema (`SchemaError`, exit 78) and says
-what to run; the schema and `migrate` are in `postgres_schema.py`, what counts as a
-connection failure in `postgres_connection.py`.
+what to run; the schema and `migrate` are in `postgres_schema.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Generic
 
 import orjson
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import set_json_loads
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from oauthd.clock import Clock
 from oauthd.model import (
@@ -52,22 +47,12 @@ from oauthd.store.base import (
     StoreStatus,
     Table,
     Unavailable,
-    finish_within,
 )
 from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
 from oauthd.store.codec import decode_many, encode
-from oauthd.store.postgres_connection import (
-    FAILURES,
-    Rows,
-    closed_by_server,
-    connect_timeout,
-    rows_of,
-    unavailable,
-)
+from oauthd.store.postgres_connection import Connections, connect_timeout
 from oauthd.store.postgres_notify import PostgresInvalidations
 from oauthd.store.postgres_schema import check_version, schema_version
-
-T = TypeVar("T")
 
 SCAN_BATCH = 200  # rows fetched per query by `scan` (keyset pagination)
 # While the server is down, a pool connection attempt is given up after this long (and a
@@ -81,6 +66,7 @@ class PostgresTable(Table[R], Generic[R]):
     def __init__(self, kind: str, store: PostgresStore) -> None:
         self.kind = kind
         self._store = store
+        self._sql = store.connections
 
     def _decode(self, doc: Any) -> R:
         record: R = decode_many(self.kind, [doc])[0]  # type: ignore[assignment]
@@ -94,7 +80,7 @@ class PostgresTable(Table[R], Generic[R]):
         return {"record": encode(record).decode(), "expires_at": record.expires_at}
 
     async def get(self, key: str) -> R | None:
-        rows = await self._store.read(
+        rows = await self._sql.read(
             f"SELECT record FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
             f"AND {_LIVE}",
             self._params(key),
@@ -102,7 +88,7 @@ class PostgresTable(Table[R], Generic[R]):
         return self._decode(rows[0][0]) if rows else None
 
     async def add(self, record: R) -> None:
-        rows = await self._store.write(
+        rows = await self._sql.write(
             "INSERT INTO oauthd_records (kind, key, record, expires_at) "
             "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
             "ON CONFLICT (kind, key) DO UPDATE "
@@ -116,7 +102,7 @@ class PostgresTable(Table[R], Generic[R]):
         self._store.writes += 1
 
     async def put(self, record: R) -> None:
-        await self._store.write(
+        await self._sql.write(
             "INSERT INTO oauthd_records (kind, key, record, expires_at) "
             "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
             "ON CONFLICT (kind, key) DO UPDATE "
@@ -126,7 +112,7 @@ class PostgresTable(Table[R], Generic[R]):
         self._store.writes += 1
 
     async def take(self, key: str) -> R | None:
-        rows = await self._store.write(
+        rows = await self._sql.write(
             f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
             f"AND {_LIVE} RETURNING record",
             self._params(key),
@@ -162,13 +148,13 @@ class PostgresTable(Table[R], Generic[R]):
                 )
             return new, True
 
-        result, written = await self._store.run(swap)
+        result, written = await self._sql.run(swap)
         if written:
             self._store.writes += 1
         return result
 
     async def delete(self, key: str) -> bool:
-        rows = await self._store.write(
+        rows = await self._sql.write(
             f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s RETURNING {_LIVE}",
             self._params(key),
         )
@@ -178,7 +164,7 @@ class PostgresTable(Table[R], Generic[R]):
         return bool(rows[0][0])
 
     async def count(self) -> int:
-        rows = await self._store.read(
+        rows = await self._sql.read(
             "SELECT count(*) FROM oauthd_records WHERE kind = %(kind)s", {"kind": self.kind}
         )
         return int(rows[0][0]) if rows else 0
@@ -191,7 +177,7 @@ class PostgresTable(Table[R], Generic[R]):
             )
             return max(cur.rowcount, 0)
 
-        return await self._store.run(purge)
+        return await self._sql.run(purge)
 
     async def scan(self) -> AsyncIterator[R]:
         """Keyset pagination by key: each batch is its own short query (nothing stays
@@ -200,7 +186,7 @@ class PostgresTable(Table[R], Generic[R]):
         while True:
             params = {"kind": self.kind, "now": self._store.clock.now(), "after": after}
             params["limit"] = SCAN_BATCH
-            rows = await self._store.read(
+            rows = await self._sql.read(
                 f"SELECT key, record FROM oauthd_records WHERE kind = %(kind)s "
                 f"AND (%(after)s::text IS NULL OR key > %(after)s::text) AND {_LIVE} "
                 f"ORDER BY key LIMIT %(limit)s",
@@ -221,9 +207,8 @@ class PostgresStore(Store):
     def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock, timeout: float) -> None:
         self.pool = pool
         self.clock = clock
-        self.timeout = timeout
         self.writes = 0  # rows written (what the contract tests count)
-        self._detail: str | None = None
+        self.connections = Connections(pool, timeout)
         self._probe = Probe(self.ping)
         self.clients = PostgresTable[Client](Client.KIND, self)
         self.consents = PostgresTable[Consent](Consent.KIND, self)
@@ -265,7 +250,7 @@ class PostgresStore(Store):
         store = cls(pool, clock, timeout)
         try:
             await pool.open(wait=False)
-            version = await store.run(schema_version, read=True)
+            version = await store.connections.run(schema_version, read=True)
             check_version(version)
         except BaseException:
             await pool.close()
@@ -274,81 +259,17 @@ class PostgresStore(Store):
         store.read_cache = attach(store, clock, listen, size=cache_size, timeout=timeout)
         return store
 
-    # -- running one operation ---------------------------------------------------------------
-
-    async def read(self, query: str, params: dict[str, Any]) -> Rows:
-        """The rows of a read-only query (`run` with `read=True`)."""
-        return await self.run(rows_of(query, params), read=True)
-
-    async def write(self, query: str, params: dict[str, Any]) -> Rows:
-        """The rows a writing query returns (`run`: never sent twice)."""
-        return await self.run(rows_of(query, params))
-
-    async def run(
-        self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]], *, read: bool = False
-    ) -> T:
-        """`operation` on a live pooled connection, finished within the timeout; any
-        failure, and no result in time, is `Unavailable`.
-
-        A read (`read=True`) whose connection broke under it runs once more on another
-        (the server went away after the connection was last used); a write never: whether
-        it took effect is unknown. At the timeout the operation is abandoned, not awaited
-        (`finish_within`): psycopg's cancellation waits on the server, maybe a silent one."""
-        work = self._twice_if_broken(operation) if read else self._once(operation)
-        try:
-            result = await finish_within(work, self.timeout)
-        except FAILURES as exc:
-            raise self._failed(exc) from None
-        self._detail = None
-        return result
-
-    async def _once(self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        async with self._live_connection() as conn:
-            return await operation(conn)
-
-    async def _twice_if_broken(
-        self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]
-    ) -> T:
-        used: AsyncConnection[Any] | None = None
-        try:
-            async with self._live_connection() as used:
-                return await operation(used)
-        except psycopg.OperationalError as exc:
-            if isinstance(exc, PoolTimeout) or used is None or not used.broken:
-                raise
-        return await self._once(operation)
-
-    @asynccontextmanager
-    async def _live_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A pooled connection that the server has not closed. Dead ones (after a server
-        restart, every idle one) are closed here before any query is sent on them, and
-        the pool replaces them."""
-        while True:
-            conn = await self.pool.getconn()
-            if not closed_by_server(conn):
-                break
-            await conn.close()  # the pool opens a new connection for a closed one returned
-            await self.pool.putconn(conn)
-        try:
-            yield conn
-        finally:
-            await self.pool.putconn(conn)
-
-    def _failed(self, exc: BaseException) -> Unavailable:
-        error = unavailable(exc, self.timeout)
-        self._detail = error.reason
-        return error
-
     # -- housekeeping ------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        rows = await self.read("SELECT pg_is_in_recovery()", {})
+        rows = await self.connections.read("SELECT pg_is_in_recovery()", {})
         if rows and rows[0][0]:
-            self._detail = "postgres: the server is a read-only standby"
-            raise Unavailable(self._detail)
+            self.connections.problem = "postgres: the server is a read-only standby"
+            raise Unavailable(self.connections.problem)
 
     def status(self) -> StoreStatus:
-        return StoreStatus(backend="postgres", healthy=self._detail is None, detail=self._detail)
+        problem = self.connections.problem
+        return StoreStatus(backend="postgres", healthy=problem is None, detail=problem)
 
     async def check(self) -> StoreStatus:
         problem = await self._probe.problem()

@@ -1,16 +1,21 @@
-"""Talking to PostgreSQL: which failures mean "unavailable" and how they are named, and
-whether an idle pooled connection is still alive. Shared by the store and `migrate`."""
+"""Talking to PostgreSQL: which failures mean "unavailable" and how they are named (shared
+by the store and `migrate`), and running the store's operations on pooled connections
+that are alive (`Connections`)."""
 
 from __future__ import annotations
 
 import select
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from oauthd.store.base import Unavailable
+from oauthd.store.base import Unavailable, finish_within
+
+T = TypeVar("T")
 
 FAILURES: tuple[type[BaseException], ...] = (psycopg.Error, OSError, TimeoutError)
 
@@ -52,3 +57,81 @@ def rows_of(
         return await cur.fetchall() if cur.description is not None else []
 
     return rows
+
+
+class Connections:
+    """Operations on the pool's connections, each bounded by `timeout`. `problem` is why the
+    last operation failed, None once one worked again.
+
+    After a server restart every pooled connection is dead. Each one is found before a
+    query is sent on it, closed and replaced, so no request fails for it; a write is never
+    sent twice, since whether a failed one took effect is unknown, but a read whose
+    connection broke under it runs once more."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], timeout: float) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.problem: str | None = None
+
+    async def read(self, query: str, params: dict[str, Any]) -> Rows:
+        """The rows of a read-only query (`run` with `read=True`)."""
+        return await self.run(rows_of(query, params), read=True)
+
+    async def write(self, query: str, params: dict[str, Any]) -> Rows:
+        """The rows a writing query returns (`run`: never sent twice)."""
+        return await self.run(rows_of(query, params))
+
+    async def run(
+        self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]], *, read: bool = False
+    ) -> T:
+        """`operation` on a live pooled connection, finished within the timeout; any
+        failure, and no result in time, is `Unavailable`.
+
+        A read (`read=True`) whose connection broke under it runs once more on another
+        (the server went away after the connection was last used); a write never: whether
+        it took effect is unknown. At the timeout the operation is abandoned, not awaited
+        (`finish_within`): psycopg's cancellation waits on the server, maybe a silent one."""
+        work = self._twice_if_broken(operation) if read else self._once(operation)
+        try:
+            result = await finish_within(work, self.timeout)
+        except FAILURES as exc:
+            raise self._failed(exc) from None
+        self.problem = None
+        return result
+
+    async def _once(self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        async with self._live_connection() as conn:
+            return await operation(conn)
+
+    async def _twice_if_broken(
+        self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]
+    ) -> T:
+        used: AsyncConnection[Any] | None = None
+        try:
+            async with self._live_connection() as used:
+                return await operation(used)
+        except psycopg.OperationalError as exc:
+            if isinstance(exc, PoolTimeout) or used is None or not used.broken:
+                raise
+        return await self._once(operation)
+
+    @asynccontextmanager
+    async def _live_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection that the server has not closed. Dead ones (after a server
+        restart, every idle one) are closed here before any query is sent on them, and
+        the pool replaces them."""
+        while True:
+            conn = await self.pool.getconn()
+            if not closed_by_server(conn):
+                break
+            await conn.close()  # the pool opens a new connection for a closed one returned
+            await self.pool.putconn(conn)
+        try:
+            yield conn
+        finally:
+            await self.pool.putconn(conn)
+
+    def _failed(self, exc: BaseException) -> Unavailable:
+        error = unavailable(exc, self.timeout)
+        self.problem = error.reason
+        return error
