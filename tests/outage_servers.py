@@ -334,7 +334,7 @@ class PostgresBackend(Backend):
     async def start(self) -> None:
         await asyncio.to_thread(self.server.init)
         await asyncio.to_thread(self.server.start)
-        from oauthd.store.postgres import migrate
+        from oauthd.store.postgres_schema import migrate
 
         await migrate(self.server.dsn, op_timeout=10)
 

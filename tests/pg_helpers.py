@@ -66,7 +66,8 @@ async def postgres_cleanup(state: StateRef) -> None:
 
 async def open_postgres(state: StateRef, clock: FakeClock) -> Store:
     """The contract's opener: a schema per test, migrated on first open."""
-    from oauthd.store.postgres import PostgresStore, migrate
+    from oauthd.store.postgres import PostgresStore
+    from oauthd.store.postgres_schema import migrate
 
     schema = schema_name(state.namespace)
     marker = state.path / "postgres-schema"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd import cli
-from oauthd.cli_admin import dash_safe
+from oauthd.cli.admin import dash_safe
 
 
 @pytest.mark.parametrize(
@@ -41,5 +41,5 @@ def test_dash_safe(argv: list[str], expected: list[str]) -> None:
     ],
 )
 def test_the_parser_gets_the_whole_id(argv: list[str], field: str, value: str) -> None:
-    args = cli._parser().parse_args(dash_safe(argv))
+    args = cli.build_parser().parse_args(dash_safe(argv))
     assert getattr(args, field) == value

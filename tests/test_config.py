@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from oauthd import cli, users
+from oauthd import cli, passwords
 from oauthd.config import (
     Config,
     ConfigError,
@@ -15,7 +15,7 @@ from oauthd.config import (
     load_config,
     parse_duration,
 )
-from oauthd.users import hash_password, parse_password_hash, verify_password
+from oauthd.passwords import hash_password, parse_password_hash, verify_password
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.toml"
@@ -277,7 +277,7 @@ def test_serve_refuses_a_shared_backend_without_the_shared_key(
 
 
 def test_argon2_hash_without_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(users, "_argon2", lambda: None)
+    monkeypatch.setattr(passwords, "_argon2", lambda: None)
     argon2_hash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
     text = f'[[login.users]]\nusername = "a"\npassword_hash = "{argon2_hash}"'
     message = error_for(tmp_path, monkeypatch, text)

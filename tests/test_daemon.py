@@ -26,10 +26,10 @@ from records_factory import make_grant
 
 from oauthd.clock import SystemClock
 from oauthd.config import load_config
+from oauthd.passwords import parse_password_hash, verify_password
 from oauthd.persist.statedir import MARKER, SNAPSHOT
 from oauthd.store.file import FileStore, make_engine
-from oauthd.store.offline import examine
-from oauthd.users import parse_password_hash, verify_password
+from oauthd.store.inspection import examine
 
 EX_CONFIG = 78
 BIG_STATE = 30_000  # grants: loading takes a visible moment

@@ -20,6 +20,7 @@ from oauthd.clock import FakeClock
 from oauthd.store import Unavailable
 
 postgres = pytest.importorskip("oauthd.store.postgres")
+postgres_schema = pytest.importorskip("oauthd.store.postgres_schema")
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ async def test_migrate_twice_is_idempotent(
     schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(tmp_path, schema_dsn(schema))
-    latest = postgres.latest_version()
+    latest = postgres_schema.latest_version()
     assert await asyncio.to_thread(cli.main, ["migrate", "--config", str(config)]) == 0
     assert f"from version 0 to {latest}" in capsys.readouterr().out
     assert await asyncio.to_thread(cli.main, ["migrate", "--config", str(config)]) == 0
@@ -62,16 +63,16 @@ async def test_migrate_twice_is_idempotent(
 
 async def test_concurrent_migrates_take_turns(schema: str) -> None:
     dsn = schema_dsn(schema)
-    results = await asyncio.gather(*(postgres.migrate(dsn, op_timeout=10) for _ in range(3)))
+    results = await asyncio.gather(*(postgres_schema.migrate(dsn, op_timeout=10) for _ in range(3)))
     applied = sorted(tuple(versions) for _, versions in results)
-    latest = postgres.latest_version()
+    latest = postgres_schema.latest_version()
     assert applied == [(), (), tuple(range(1, latest + 1))]
     store = await postgres.PostgresStore.open(dsn, FakeClock())
     await store.close()
 
 
 async def test_open_on_an_unmigrated_schema_says_to_migrate(schema: str) -> None:
-    with pytest.raises(postgres.SchemaError, match="run `oauthd migrate") as raised:
+    with pytest.raises(postgres_schema.SchemaError, match="run `oauthd migrate") as raised:
         await postgres.PostgresStore.open(schema_dsn(schema), FakeClock())
     assert raised.value.exit_code == 78
 
@@ -102,15 +103,15 @@ async def test_serve_on_an_unmigrated_schema_exits_78(schema: str, tmp_path: Pat
 
 async def test_open_on_a_newer_schema_refuses(schema: str) -> None:
     dsn = schema_dsn(schema)
-    await postgres.migrate(dsn)
+    await postgres_schema.migrate(dsn)
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute("INSERT INTO oauthd_schema (version) VALUES (999)")
-    with pytest.raises(postgres.SchemaError, match="newer"):
+    with pytest.raises(postgres_schema.SchemaError, match="newer"):
         await postgres.PostgresStore.open(dsn, FakeClock())
-    with pytest.raises(postgres.SchemaError, match="newer"):
-        await postgres.migrate(dsn)
+    with pytest.raises(postgres_schema.SchemaError, match="newer"):
+        await postgres_schema.migrate(dsn)
 
 
 async def test_a_closed_port_is_unavailable_within_the_timeout(tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ async def test_a_closed_port_is_unavailable_within_the_timeout(tmp_path: Path) -
     with pytest.raises(Unavailable):
         await postgres.PostgresStore.open(dsn, FakeClock(), op_timeout=0.5)
     with pytest.raises(Unavailable):
-        await postgres.migrate(dsn, op_timeout=0.5)
+        await postgres_schema.migrate(dsn, op_timeout=0.5)
     assert time.monotonic() - started < 3
     config = write_config(tmp_path, dsn, timeout="500ms")
     assert await asyncio.to_thread(cli.main, ["migrate", "--config", str(config)]) == 69
@@ -135,7 +136,7 @@ async def test_serve_with_the_backend_down_exits_69_without_a_traceback(tmp_path
 
 async def test_a_closed_store_is_unavailable_not_an_error(schema: str) -> None:
     dsn = schema_dsn(schema)
-    await postgres.migrate(dsn)
+    await postgres_schema.migrate(dsn)
     store = await postgres.PostgresStore.open(dsn, FakeClock(), op_timeout=0.5)
     assert store.status().healthy
     await store.close()
@@ -153,14 +154,14 @@ async def test_version_1_is_refused_and_migrated_to_the_invalidation_triggers(sc
     import psycopg
 
     dsn = schema_dsn(schema)
-    first = postgres.migrations()[0]
+    first = postgres_schema.migrations()[0]
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute("CREATE TABLE oauthd_schema (version int NOT NULL)")
         await conn.execute(first.sql.encode())
         await conn.execute("INSERT INTO oauthd_schema (version) VALUES (1)")
-    with pytest.raises(postgres.SchemaError, match="at version 1, this oauthd needs 2"):
+    with pytest.raises(postgres_schema.SchemaError, match="at version 1, this oauthd needs 2"):
         await postgres.PostgresStore.open(dsn, FakeClock())
-    assert await postgres.migrate(dsn) == (1, [2])
+    assert await postgres_schema.migrate(dsn) == (1, [2])
 
     async with (
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener,

@@ -18,7 +18,7 @@ import pytest
 from notify_listener import Message, NotifyListener
 from test_daemon import Daemon, _login_form, free_port, write_config
 
-from oauthd.users import hash_password
+from oauthd.passwords import hash_password
 
 OLD, NEW = "old correct horse", "new battery staple"
 

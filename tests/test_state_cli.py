@@ -18,7 +18,7 @@ from oauthd.cli import main
 from oauthd.clock import FakeClock
 from oauthd.persist.journal import FRAME_HEADER, SEGMENT_HEADER, encode_frame, scan_segment
 from oauthd.persist.statedir import PREVIOUS, SNAPSHOT
-from oauthd.store import offline
+from oauthd.store import inspection
 from oauthd.store.file import FileStore
 from oauthd.store.migrations import CURRENT_VERSION
 
@@ -178,14 +178,14 @@ async def test_inspect_survives_a_segment_deleted_while_it_reads(
     path = tmp_path / "running"
     store = await populate(path)
     try:
-        real = offline.list_segments
+        real = inspection.list_segments
 
         def racing(state: Any) -> list[tuple[int, str]]:
             found = real(state)
             (path / found[0][1]).unlink()  # the daemon's next save deleted it meanwhile
             return found
 
-        monkeypatch.setattr(offline, "list_segments", racing)
+        monkeypatch.setattr(inspection, "list_segments", racing)
         code, out, _ = run(capsys, "verify", "--state-dir", str(path))
         assert code == 0, out
     finally:

@@ -6,9 +6,10 @@ import threading
 
 import pytest
 
-from oauthd import users
+from oauthd import passwords, users
 from oauthd.config import LocalUser
-from oauthd.users import PasswordHash, Users, hash_password, parse_password_hash, verify_password
+from oauthd.passwords import PasswordHash, hash_password, parse_password_hash, verify_password
+from oauthd.users import Users
 
 ALICE_HASH = hash_password("alice-password")  # computed once: each hash costs ~0.1 s
 
@@ -80,7 +81,7 @@ def test_malformed_hashes_are_rejected(text: str, message: str) -> None:
 
 
 def test_argon2_without_the_package_says_what_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(users, "_argon2", lambda: None)
+    monkeypatch.setattr(passwords, "_argon2", lambda: None)
     argon2_hash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
     with pytest.raises(ValueError, match="argon2-cffi"):
         parse_password_hash(argon2_hash)

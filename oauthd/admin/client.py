@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from oauthd.admin.views import ClientView, SessionView, from_json
+from oauthd.exits import ExitCode
 
 TIMEOUT = 120.0  # per read: revoking a great many sessions takes a while
 
@@ -18,13 +19,13 @@ TIMEOUT = 120.0  # per read: revoking a great many sessions takes a while
 class AdminUnreachable(Exception):
     """No daemon answers on the socket."""
 
-    exit_code = 69  # EX_UNAVAILABLE
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class AdminRefused(Exception):
     """The daemon answered with an error (no such session, ...)."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILURE
 
 
 @dataclass(slots=True, frozen=True)

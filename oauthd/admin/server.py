@@ -30,6 +30,7 @@ import orjson
 from oauthd.admin.operations import Admin, AdminError
 from oauthd.admin.views import ClientView, SessionView
 from oauthd.config import Config, admin_socket_path
+from oauthd.exits import ExitCode
 from oauthd.oauth import AuthServer
 from oauthd.store import Store, Unavailable
 
@@ -48,7 +49,7 @@ Answer = tuple[Chunks, dict[str, Any]]
 class AdminSocketError(Exception):
     """The admin socket cannot be created; the daemon does not start."""
 
-    exit_code = 71  # EX_OSERR
+    exit_code = ExitCode.OSERR
 
 
 def wanted(config: Config) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from oauthd.exits import ExitCode
+
 
 class PersistError(Exception):
     """Base class."""
@@ -13,13 +15,13 @@ class RecoveryError(PersistError):
     `exit_code` 78 (EX_CONFIG): an operator has to look. The message names the file and
     the choice the operator has (`--recover`, `--accept-empty-state`)."""
 
-    exit_code = 78
+    exit_code = ExitCode.CONFIG
 
 
 class LockedError(PersistError):
     """Another process holds the state dir's lock."""
 
-    exit_code = 75  # EX_TEMPFAIL
+    exit_code = ExitCode.TEMPFAIL
 
 
 class DiskError(PersistError):

@@ -200,6 +200,11 @@ class Table(ABC, Generic[R]):
     async def count(self) -> int:
         """How many records are stored, expired ones not yet purged included."""
 
+    @abstractmethod
+    async def purge_expired(self) -> int:
+        """Delete this table's expired records; return how many. Never needed for
+        correctness (reads filter expiry); a record replaced by a live one meanwhile stays."""
+
 
 class Store(ABC):
     """All tables of one backend, plus housekeeping."""
@@ -223,9 +228,13 @@ class Store(ABC):
             self.mcp_sessions,
         )
 
-    @abstractmethod
     async def purge_expired(self) -> int:
-        """Delete expired records; return how many. Never needed for correctness."""
+        """Delete expired records of every table, one table after the other; return how
+        many. Never needed for correctness."""
+        total = 0
+        for table in self.tables():
+            total += await table.purge_expired()
+        return total
 
     @abstractmethod
     async def ping(self) -> None:

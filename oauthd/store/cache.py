@@ -265,7 +265,7 @@ class ReadCache:
 class CachedTable(Table[R]):
     """A table whose `get` is served from the cache while the listener is subscribed and
     fresh; every other operation, and any attribute the backend's table has beyond the
-    `Table` interface (e.g. `purge_expired`), goes to the backend's table."""
+    `Table` interface, goes to the backend's table."""
 
     def __init__(self, inner: Table[R], cache: ReadCache) -> None:
         self.kind = inner.kind
@@ -359,6 +359,11 @@ class CachedTable(Table[R]):
 
     def scan(self) -> AsyncIterator[R]:
         return self.inner.scan()
+
+    async def purge_expired(self) -> int:
+        """The backend's purge; the cache needs no news of it, as it never hands out an
+        expired record."""
+        return await self.inner.purge_expired()
 
     async def count(self) -> int:
         return await self.inner.count()

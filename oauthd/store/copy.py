@@ -18,6 +18,8 @@ from oauthd.model import Record
 from oauthd.store.base import Store, StoreError, Table
 
 Progress = Callable[[str, int, int], None]
+Pairs = list[tuple[Table[Any], Table[Any]]]  # (source table, target table) of each kind
+Expiries = list[float | None]
 
 BATCH = 64  # puts in flight at once per batch
 
@@ -65,7 +67,7 @@ async def _has_live(table: Table[Any]) -> bool:
     return False
 
 
-def _pairs(source: Store, target: Store) -> list[tuple[Table[Any], Table[Any]]]:
+def _pairs(source: Store, target: Store) -> Pairs:
     targets = {t.kind: t for t in target.tables()}
     return [(s, targets[s.kind]) for s in source.tables()]
 
@@ -78,41 +80,65 @@ async def copy_state(
     merge: bool = False,
     batch: int = BATCH,
 ) -> dict[str, int]:
-    """Copy; return how many records of each kind were copied.
+    """Copy, then verify; return how many records of each kind were copied.
 
     Raises `TargetNotEmpty` (nothing was written), `CountMismatch`, or what the backends
     raise (`Unavailable`)."""
     pairs = _pairs(source, target)
-    if not merge:
-        busy = [t.kind for _, t in pairs if await _has_live(t)]
-        if busy:
-            raise TargetNotEmpty(busy)
-    before = {t.kind: await _live(t) for _, t in pairs} if merge else {}
+    before = await _target_before(pairs, merge)
     copied: dict[str, int] = {}
     expiries: dict[str, list[float | None]] = {}
     for src, dst in pairs:
-        records: list[Record] = [r async for r in src.scan()]
-        total = len(records)
-        progress(src.kind, 0, total)
-        for start in range(0, total, batch):
-            chunk = records[start : start + batch]
-            await asyncio.gather(*(dst.put(r) for r in chunk))
-            progress(src.kind, start + len(chunk), total)
-        copied[src.kind] = total
-        expiries[src.kind] = [r.expires_at for r in records]
-        del records
-    now = target_now(target)
-    expected = {kind: sum(1 for e in exp if e is None or e > now) for kind, exp in expiries.items()}
-    found = {t.kind: await _live(t) for _, t in pairs}
+        expiries[src.kind] = await _copy_table(src, dst, progress, batch)
+        copied[src.kind] = len(expiries[src.kind])
+    expected = _expected(expiries, target_now(target))
+    await _verify(pairs, copied, expected, before if merge else None)
+    return copied
+
+
+async def _target_before(pairs: Pairs, merge: bool) -> dict[str, int]:
+    """The target's live counts before a merge; without `merge` the target must be empty."""
     if merge:
-        # keys may overlap those already there: only "at least" can be checked
+        return {t.kind: await _live(t) for _, t in pairs}
+    busy = [t.kind for _, t in pairs if await _has_live(t)]
+    if busy:
+        raise TargetNotEmpty(busy)
+    return {}
+
+
+async def _copy_table(src: Table[Any], dst: Table[Any], progress: Progress, batch: int) -> Expiries:
+    """Put every live record of `src` into `dst`; return the expiry of each one copied."""
+    records: list[Record] = [r async for r in src.scan()]
+    total = len(records)
+    progress(src.kind, 0, total)
+    for start in range(0, total, batch):
+        chunk = records[start : start + batch]
+        await asyncio.gather(*(dst.put(r) for r in chunk))
+        progress(src.kind, start + len(chunk), total)
+    return [r.expires_at for r in records]
+
+
+def _expected(expiries: dict[str, Expiries], now: float) -> dict[str, int]:
+    """How many copied records of each kind are still live at `now`."""
+    return {kind: sum(1 for e in exp if e is None or e > now) for kind, exp in expiries.items()}
+
+
+async def _verify(
+    pairs: Pairs,
+    copied: dict[str, int],
+    expected: dict[str, int],
+    before: dict[str, int] | None,
+) -> None:
+    """Count the target: exactly `expected` after a copy into an empty target; after a
+    merge (`before` given) at least that many, as keys may overlap those already there."""
+    found = {t.kind: await _live(t) for _, t in pairs}
+    if before is not None:
         expected = {k: max(expected[k], before[k]) for k in expected}
         bad = [k for k in expected if found[k] < expected[k]]
     else:
         bad = [k for k in expected if found[k] != expected[k]]
     if bad:
         raise CountMismatch(copied, expected, found, bad)
-    return copied
 
 
 def target_now(store: Store) -> float:

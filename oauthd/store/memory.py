@@ -166,12 +166,6 @@ class MemoryStore(Store):
     def memory_tables(self) -> tuple[MemoryTable[Any], ...]:
         return self.tables()  # type: ignore[return-value]
 
-    async def purge_expired(self) -> int:
-        total = 0
-        for table in self.memory_tables():
-            total += await table.purge_expired()
-        return total
-
     async def ping(self) -> None:
         return None
 

@@ -7,37 +7,27 @@ expired record is invisible before the sweeper (`purge_expired`) deletes it. `ta
 `add` an upsert that only replaces an expired row. Any connection, server or timeout
 trouble raises `Unavailable`; every operation is bounded by `timeout`.
 
-After a server restart every pooled connection is dead. Each one is found before a query
-is sent on it (an idle connection has nothing to read unless the server closed it), closed
-and replaced, so no request fails for it; a write is never sent twice, since whether a
-failed one took effect is unknown, but a read whose connection broke under it runs once
-more. The pool tries to reconnect at least every `RECONNECT_WITHIN` seconds while the
-server is down (psycopg_pool's own backoff would grow to minutes), and `check` (/readyz)
-pings the server at most once a second (`Probe`), so recovery needs no restart.
+After a server restart every pooled connection is dead; `Connections`
+(`postgres_connection.py`) finds each one before a query is sent on it. The pool tries to
+reconnect at least every `RECONNECT_WITHIN` seconds while the server is down
+(psycopg_pool's own backoff would grow to minutes), and `check` (/readyz) pings the server
+at most once a second (`Probe`), so recovery needs no restart.
 
-The schema is versioned SQL under `oauthd/store/sql/NNN_name.sql`, applied by `oauthd
-migrate` (`migrate` below): in one transaction, under an advisory lock so that two
-instances migrating at once take turns. A store refuses to open on an older or newer
-schema (`SchemaError`, exit 78) and says what to run.
+A store refuses to open on an older or newer schema (`SchemaError`, exit 78) and says
+what to run; the schema and `migrate` are in `postgres_schema.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-import select
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from importlib import resources
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Generic
 
 import orjson
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import set_json_loads
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from oauthd.clock import Clock
 from oauthd.model import (
@@ -49,7 +39,6 @@ from oauthd.model import (
     McpSession,
     PendingAuthorization,
 )
-from oauthd.persist.errors import RecoveryError
 from oauthd.store.base import (
     Conflict,
     Probe,
@@ -58,137 +47,17 @@ from oauthd.store.base import (
     StoreStatus,
     Table,
     Unavailable,
-    finish_within,
 )
 from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
 from oauthd.store.codec import decode_many, encode
+from oauthd.store.postgres_connection import Connections, connect_timeout
 from oauthd.store.postgres_notify import PostgresInvalidations
-
-T = TypeVar("T")
+from oauthd.store.postgres_schema import check_version, schema_version
 
 SCAN_BATCH = 200  # rows fetched per query by `scan` (keyset pagination)
 # While the server is down, a pool connection attempt is given up after this long (and a
 # new one starts on demand), so the gap between attempts never grows past it.
 RECONNECT_WITHIN = 5.0
-# pg_advisory_xact_lock key of `migrate` ("oauthd" in ASCII): one migration at a time.
-MIGRATION_LOCK = 0x6F6175746864
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-_FAILURES: tuple[type[BaseException], ...] = (psycopg.Error, OSError, TimeoutError)
-
-
-class SchemaError(RecoveryError):
-    """The database schema is not the one this oauthd runs on (exit 78: an operator acts)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def migrations() -> tuple[Migration, ...]:
-    """The versioned SQL files, in order; versions are 1, 2, 3, ... without gaps."""
-    found = []
-    for entry in resources.files("oauthd.store").joinpath("sql").iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
-    found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migration versions have a gap: {[m.name for m in found]}")
-    return tuple(found)
-
-
-def latest_version() -> int:
-    return len(migrations())
-
-
-def _unavailable(exc: BaseException, timeout: float) -> Unavailable:
-    if isinstance(exc, TimeoutError):
-        reason = f"postgres: no answer within {timeout:g}s"
-    else:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = f"postgres: {first_line}"
-    return Unavailable(reason)
-
-
-def _closed_by_server(conn: AsyncConnection[Any]) -> bool:
-    """True if an idle pooled connection is dead: closed, or readable. Nothing arrives on
-    an idle connection (no LISTEN here) unless the server ended it: a shutdown or a
-    terminated backend sends a FATAL message, then EOF. One poll, no round trip."""
-    if conn.closed:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError, psycopg.Error):
-        return True
-
-
-def _connect_timeout(timeout: float) -> int:
-    return max(2, round(timeout))  # libpq: whole seconds, at least 2
-
-
-async def _schema_version(conn: AsyncConnection[Any]) -> int:
-    cur = await conn.execute("SELECT to_regclass('oauthd_schema') IS NOT NULL")
-    row = await cur.fetchone()
-    if row is None or not row[0]:
-        return 0
-    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM oauthd_schema")
-    row = await cur.fetchone()
-    return int(row[0]) if row is not None else 0
-
-
-def _check_version(version: int) -> None:
-    latest = latest_version()
-    if version < latest:
-        raise SchemaError(
-            f"the PostgreSQL schema is at version {version}, this oauthd needs {latest}: "
-            "run `oauthd migrate --config PATH` first"
-        )
-    if version > latest:
-        raise SchemaError(
-            f"the PostgreSQL schema is at version {version}, newer than this oauthd knows "
-            f"({latest}): run a newer oauthd (or restore the database)"
-        )
-
-
-async def migrate(dsn: str, *, op_timeout: float = 2.0) -> tuple[int, list[int]]:
-    """Apply the migrations not applied yet; return (version before, versions applied).
-
-    Idempotent; one transaction; under `pg_advisory_xact_lock` so that concurrent callers
-    run one after the other (the second finds nothing left to do). `Unavailable` when the
-    server cannot be reached within `op_timeout`; `SchemaError` on a newer schema."""
-    timeout = op_timeout
-    try:
-        async with asyncio.timeout(timeout):
-            conn = await AsyncConnection.connect(
-                dsn, connect_timeout=_connect_timeout(timeout), autocommit=True
-            )
-    except _FAILURES as exc:
-        raise _unavailable(exc, timeout) from None
-    try:
-        async with conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            await conn.execute("CREATE TABLE IF NOT EXISTS oauthd_schema (version int NOT NULL)")
-            before = await _schema_version(conn)
-            if before > latest_version():
-                _check_version(before)
-            applied = []
-            for migration in migrations():
-                if migration.version <= before:
-                    continue
-                await conn.execute(migration.sql.encode())
-                await conn.execute(
-                    "INSERT INTO oauthd_schema (version) VALUES (%s)", (migration.version,)
-                )
-                applied.append(migration.version)
-            return before, applied
-    except _FAILURES as exc:
-        raise _unavailable(exc, timeout) from None
-
 
 _LIVE = "(expires_at IS NULL OR expires_at > %(now)s)"
 
@@ -197,6 +66,7 @@ class PostgresTable(Table[R], Generic[R]):
     def __init__(self, kind: str, store: PostgresStore) -> None:
         self.kind = kind
         self._store = store
+        self._sql = store.connections
 
     def _decode(self, doc: Any) -> R:
         record: R = decode_many(self.kind, [doc])[0]  # type: ignore[assignment]
@@ -210,7 +80,7 @@ class PostgresTable(Table[R], Generic[R]):
         return {"record": encode(record).decode(), "expires_at": record.expires_at}
 
     async def get(self, key: str) -> R | None:
-        rows = await self._store.read(
+        rows = await self._sql.read(
             f"SELECT record FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
             f"AND {_LIVE}",
             self._params(key),
@@ -218,7 +88,7 @@ class PostgresTable(Table[R], Generic[R]):
         return self._decode(rows[0][0]) if rows else None
 
     async def add(self, record: R) -> None:
-        rows = await self._store.write(
+        rows = await self._sql.write(
             "INSERT INTO oauthd_records (kind, key, record, expires_at) "
             "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
             "ON CONFLICT (kind, key) DO UPDATE "
@@ -232,7 +102,7 @@ class PostgresTable(Table[R], Generic[R]):
         self._store.writes += 1
 
     async def put(self, record: R) -> None:
-        await self._store.write(
+        await self._sql.write(
             "INSERT INTO oauthd_records (kind, key, record, expires_at) "
             "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
             "ON CONFLICT (kind, key) DO UPDATE "
@@ -242,7 +112,7 @@ class PostgresTable(Table[R], Generic[R]):
         self._store.writes += 1
 
     async def take(self, key: str) -> R | None:
-        rows = await self._store.write(
+        rows = await self._sql.write(
             f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
             f"AND {_LIVE} RETURNING record",
             self._params(key),
@@ -278,13 +148,13 @@ class PostgresTable(Table[R], Generic[R]):
                 )
             return new, True
 
-        result, written = await self._store.run(swap)
+        result, written = await self._sql.run(swap)
         if written:
             self._store.writes += 1
         return result
 
     async def delete(self, key: str) -> bool:
-        rows = await self._store.write(
+        rows = await self._sql.write(
             f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s RETURNING {_LIVE}",
             self._params(key),
         )
@@ -294,10 +164,20 @@ class PostgresTable(Table[R], Generic[R]):
         return bool(rows[0][0])
 
     async def count(self) -> int:
-        rows = await self._store.read(
+        rows = await self._sql.read(
             "SELECT count(*) FROM oauthd_records WHERE kind = %(kind)s", {"kind": self.kind}
         )
         return int(rows[0][0]) if rows else 0
+
+    async def purge_expired(self) -> int:
+        async def purge(conn: AsyncConnection[Any]) -> int:
+            cur = await conn.execute(
+                "DELETE FROM oauthd_records WHERE kind = %s AND expires_at <= %s",
+                (self.kind, self._store.clock.now()),
+            )
+            return max(cur.rowcount, 0)
+
+        return await self._sql.run(purge)
 
     async def scan(self) -> AsyncIterator[R]:
         """Keyset pagination by key: each batch is its own short query (nothing stays
@@ -306,7 +186,7 @@ class PostgresTable(Table[R], Generic[R]):
         while True:
             params = {"kind": self.kind, "now": self._store.clock.now(), "after": after}
             params["limit"] = SCAN_BATCH
-            rows = await self._store.read(
+            rows = await self._sql.read(
                 f"SELECT key, record FROM oauthd_records WHERE kind = %(kind)s "
                 f"AND (%(after)s::text IS NULL OR key > %(after)s::text) AND {_LIVE} "
                 f"ORDER BY key LIMIT %(limit)s",
@@ -323,26 +203,12 @@ class PostgresTable(Table[R], Generic[R]):
                 return
 
 
-Rows = list[tuple[Any, ...]]
-
-
-def _rows_of(
-    query: str, params: dict[str, Any]
-) -> Callable[[AsyncConnection[Any]], Awaitable[Rows]]:
-    async def rows(conn: AsyncConnection[Any]) -> Rows:
-        cur = await conn.execute(query, params)
-        return await cur.fetchall() if cur.description is not None else []
-
-    return rows
-
-
 class PostgresStore(Store):
     def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock, timeout: float) -> None:
         self.pool = pool
         self.clock = clock
-        self.timeout = timeout
         self.writes = 0  # rows written (what the contract tests count)
-        self._detail: str | None = None
+        self.connections = Connections(pool, timeout)
         self._probe = Probe(self.ping)
         self.clients = PostgresTable[Client](Client.KIND, self)
         self.consents = PostgresTable[Consent](Consent.KIND, self)
@@ -371,7 +237,7 @@ class PostgresStore(Store):
             set_json_loads(orjson.loads, conn)
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            make_conninfo(dsn, connect_timeout=_connect_timeout(timeout)),
+            make_conninfo(dsn, connect_timeout=connect_timeout(timeout)),
             min_size=1,
             max_size=pool_size,
             open=False,
@@ -384,8 +250,8 @@ class PostgresStore(Store):
         store = cls(pool, clock, timeout)
         try:
             await pool.open(wait=False)
-            version = await store.run(_schema_version, read=True)
-            _check_version(version)
+            version = await store.connections.run(schema_version, read=True)
+            check_version(version)
         except BaseException:
             await pool.close()
             raise
@@ -393,90 +259,17 @@ class PostgresStore(Store):
         store.read_cache = attach(store, clock, listen, size=cache_size, timeout=timeout)
         return store
 
-    # -- running one operation ---------------------------------------------------------------
-
-    async def read(self, query: str, params: dict[str, Any]) -> Rows:
-        """The rows of a read-only query (`run` with `read=True`)."""
-        return await self.run(_rows_of(query, params), read=True)
-
-    async def write(self, query: str, params: dict[str, Any]) -> Rows:
-        """The rows a writing query returns (`run`: never sent twice)."""
-        return await self.run(_rows_of(query, params))
-
-    async def run(
-        self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]], *, read: bool = False
-    ) -> T:
-        """`operation` on a live pooled connection, finished within the timeout; any
-        failure, and no result in time, is `Unavailable`.
-
-        A read (`read=True`) whose connection broke under it runs once more on another
-        (the server went away after the connection was last used); a write never: whether
-        it took effect is unknown. At the timeout the operation is abandoned, not awaited
-        (`finish_within`): psycopg's cancellation waits on the server, maybe a silent one."""
-        work = self._twice_if_broken(operation) if read else self._once(operation)
-        try:
-            result = await finish_within(work, self.timeout)
-        except _FAILURES as exc:
-            raise self._failed(exc) from None
-        self._detail = None
-        return result
-
-    async def _once(self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        async with self._live_connection() as conn:
-            return await operation(conn)
-
-    async def _twice_if_broken(
-        self, operation: Callable[[AsyncConnection[Any]], Awaitable[T]]
-    ) -> T:
-        used: AsyncConnection[Any] | None = None
-        try:
-            async with self._live_connection() as used:
-                return await operation(used)
-        except psycopg.OperationalError as exc:
-            if isinstance(exc, PoolTimeout) or used is None or not used.broken:
-                raise
-        return await self._once(operation)
-
-    @asynccontextmanager
-    async def _live_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A pooled connection that the server has not closed. Dead ones (after a server
-        restart, every idle one) are closed here before any query is sent on them, and
-        the pool replaces them."""
-        while True:
-            conn = await self.pool.getconn()
-            if not _closed_by_server(conn):
-                break
-            await conn.close()  # the pool opens a new connection for a closed one returned
-            await self.pool.putconn(conn)
-        try:
-            yield conn
-        finally:
-            await self.pool.putconn(conn)
-
-    def _failed(self, exc: BaseException) -> Unavailable:
-        error = _unavailable(exc, self.timeout)
-        self._detail = error.reason
-        return error
-
     # -- housekeeping ------------------------------------------------------------------------
 
-    async def purge_expired(self) -> int:
-        async def purge(conn: AsyncConnection[Any]) -> int:
-            cur = await conn.execute(
-                "DELETE FROM oauthd_records WHERE expires_at <= %s", (self.clock.now(),)
-            )
-            return max(cur.rowcount, 0)
-
-        return await self.run(purge)
-
     async def ping(self) -> None:
-        rows = await self.read("SELECT pg_is_in_recovery()", {})
+        rows = await self.connections.read("SELECT pg_is_in_recovery()", {})
         if rows and rows[0][0]:
-            self._detail = "postgres: the server is a read-only standby"
-            raise Unavailable(self._detail)
+            self.connections.problem = "postgres: the server is a read-only standby"
+            raise Unavailable(self.connections.problem)
 
     def status(self) -> StoreStatus:
-        return StoreStatus(backend="postgres", healthy=self._detail is None, detail=self._detail)
+        problem = self.connections.problem
+        return StoreStatus(backend="postgres", healthy=problem is None, detail=problem)
 
     async def check(self) -> StoreStatus:
         problem = await self._probe.problem()

@@ -301,15 +301,6 @@ class RedisStore(Store):
         self._error = None
         return result
 
-    def redis_tables(self) -> tuple[RedisTable[Any], ...]:
-        return self.tables()  # type: ignore[return-value]
-
-    async def purge_expired(self) -> int:
-        total = 0
-        for table in self.redis_tables():
-            total += await table.purge_expired()
-        return total
-
     async def ping(self) -> None:
         await self.call(self.client.ping())
 

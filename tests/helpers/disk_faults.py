@@ -40,7 +40,7 @@ from records_factory import make_code, make_grant
 from oauthd.clock import SystemClock
 from oauthd.model import AuthCode, Grant
 from oauthd.store.file import FileStore, make_engine
-from oauthd.store.offline import examine
+from oauthd.store.inspection import examine
 
 FAR = time.time() + 86400
 Model = dict[str, float | None]  # key -> last_used_at / created_at, None: absent

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 
-from oauthd.users import hash_password
+from oauthd.passwords import hash_password
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo_server.py"

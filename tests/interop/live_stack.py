@@ -33,7 +33,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import pytest
 
-from oauthd.users import hash_password
+from oauthd.passwords import hash_password
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

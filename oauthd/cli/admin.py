@@ -5,28 +5,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import orjson
-
-from oauthd.admin.client import AdminClient
+from oauthd.admin.client import AdminClient, AdminRefused, AdminUnreachable
 from oauthd.admin.views import ClientView, SessionView
+from oauthd.cli.options import load
+from oauthd.cli.output import cell, fail, plural, table, utc, write_json
+from oauthd.config import ConfigError, admin_socket_path
+from oauthd.exits import ExitCode
 
-Command = Callable[[argparse.Namespace], int]
 
-
-def add_commands(sub: Any, run: Command) -> None:
-    """The `sessions` and `clients` commands; `run(args)` finds the socket and calls
-    `main(args, socket)`."""
+def add_commands(sub: Any) -> None:
+    """The `sessions` and `clients` commands (`sub` is argparse's subparsers action)."""
     sessions = sub.add_parser("sessions", help="sessions (grants) of the running daemon")
     actions = sessions.add_subparsers(dest="action", required=True)
-    listing = _command(actions, "list", "list live sessions", run)
+    listing = _command(actions, "list", "list live sessions")
     listing.add_argument("--user", help="only this user's")
     listing.add_argument("--client", metavar="CLIENT_ID", help="only this client's")
-    revoke = _command(actions, "revoke", "end sessions now (their tokens stop working)", run)
+    revoke = _command(actions, "revoke", "end sessions now (their tokens stop working)")
     which = revoke.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", help="the session with this id")
     which.add_argument("--user", help="every session of this user")
@@ -34,8 +32,8 @@ def add_commands(sub: Any, run: Command) -> None:
 
     clients = sub.add_parser("clients", help="clients known to the running daemon")
     actions = clients.add_subparsers(dest="action", required=True)
-    _command(actions, "list", "list registered clients and cached documents", run)
-    delete = _command(actions, "delete", "forget a client and end its sessions", run)
+    _command(actions, "list", "list registered clients and cached documents")
+    delete = _command(actions, "delete", "forget a client and end its sessions")
     delete.add_argument("client_id", metavar="CLIENT_ID")
 
 
@@ -71,17 +69,36 @@ def dash_safe(argv: Sequence[str]) -> list[str]:
     return [*out[:2], *kept, "--", *(rest[i] for i in ids)]
 
 
-def _command(actions: Any, name: str, text: str, run: Command) -> argparse.ArgumentParser:
+def _command(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
     cmd: argparse.ArgumentParser = actions.add_parser(name, help=text)
     where = cmd.add_mutually_exclusive_group()
     where.add_argument("--config", help="config file (default: $OAUTHD_CONFIG)")
     where.add_argument("--socket", help="the admin socket (instead of --config)")
     cmd.add_argument("--json", action="store_true", help="machine-readable output")
-    cmd.set_defaults(run=run)
+    cmd.set_defaults(run=cmd_admin)
     return cmd
 
 
-def main(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> int:
+def _admin_socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    config = load(args)
+    if config.storage.backend == "memory" and not config.admin.socket:
+        raise ConfigError(
+            f"{config.source}: the memory backend keeps no state dir, so the daemon has an "
+            "admin socket only where admin.socket says"
+        )
+    return admin_socket_path(config)
+
+
+def cmd_admin(args: argparse.Namespace) -> ExitCode:
+    try:
+        return run(args, _admin_socket(args))
+    except (AdminUnreachable, AdminRefused) as exc:
+        return fail(exc, exc.exit_code)
+
+
+def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> ExitCode:
     """One admin command; the daemon answers in no order, so the listings are sorted here
     (by user, then client; clients by name)."""
     admin = AdminClient(socket)
@@ -98,7 +115,7 @@ def main(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> in
         client, ended = admin.delete_client(args.client_id)
         doc = {"client": client, "ended": _by_user(ended)}
         _emit(args, out, doc, lambda: render_deleted(args.client_id, client, ended, out))
-    return 0
+    return ExitCode.OK
 
 
 def _by_user(sessions: list[SessionView]) -> list[SessionView]:
@@ -107,7 +124,7 @@ def _by_user(sessions: list[SessionView]) -> list[SessionView]:
 
 def _emit(args: argparse.Namespace, out: TextIO, doc: Any, render: Callable[[], None]) -> None:
     if args.json:
-        out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")  # dataclasses too
+        write_json(doc, out)
     else:
         render()
 
@@ -116,27 +133,7 @@ def _emit(args: argparse.Namespace, out: TextIO, doc: Any, render: Callable[[], 
 
 
 def _when(ts: float | None) -> str:
-    return "never" if ts is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
-
-
-def _cell(text: str) -> str:
-    """Names come from clients (registration is open): no control characters reach the
-    terminal."""
-    if text.isprintable():
-        return text or "-"
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    cells = [list(headers), *([_cell(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
-        out.write(line.rstrip() + "\n")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    return "never" if ts is None else utc(ts)
 
 
 def render_sessions(sessions: Sequence[SessionView], out: TextIO) -> None:
@@ -166,15 +163,15 @@ def render_sessions(sessions: Sequence[SessionView], out: TextIO) -> None:
         )
         for s in sessions
     ]
-    _table(headers, rows, out)
-    out.write(f"\n{_plural(len(sessions), 'session')}\n")
+    table(headers, rows, out)
+    out.write(f"\n{plural(len(sessions), 'session')}\n")
 
 
 def render_ended(ended: Sequence[SessionView], out: TextIO) -> None:
     for s in ended:
-        out.write(_cell(f"revoked {s.id} (user {s.user}, client {s.client_name or s.client_id})"))
+        out.write(cell(f"revoked {s.id} (user {s.user}, client {s.client_name or s.client_id})"))
         out.write("\n")
-    out.write(f"{_plural(len(ended), 'session')} revoked\n")
+    out.write(f"{plural(len(ended), 'session')} revoked\n")
 
 
 def render_clients(clients: Sequence[ClientView], out: TextIO) -> None:
@@ -194,12 +191,12 @@ def render_clients(clients: Sequence[ClientView], out: TextIO) -> None:
         )
         for c in clients
     ]
-    _table(headers, rows, out)
-    out.write(f"\n{_plural(len(clients), 'client')}\n")
+    table(headers, rows, out)
+    out.write(f"\n{plural(len(clients), 'client')}\n")
 
 
 def render_deleted(
     client_id: str, client: ClientView | None, ended: Sequence[SessionView], out: TextIO
 ) -> None:
     what = f"client {client_id}" + (f" ({client.client_name})" if client else " (not cached)")
-    out.write(_cell(f"deleted {what}; {_plural(len(ended), 'session')} ended") + "\n")
+    out.write(cell(f"deleted {what}; {plural(len(ended), 'session')} ended") + "\n")

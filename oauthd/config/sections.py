@@ -1,0 +1,241 @@
+"""The sections of the config file, each a frozen dataclass whose fields declare their
+converter and default (`oauthd.config.schema`), and the rules over several keys."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oauthd.config import convert as to
+from oauthd.config.schema import At, build, key, section, show
+from oauthd.config.secret_refs import secret_ref
+
+
+def _listen(value: object, at: At) -> Listen:
+    text = to.string(value, at)
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^\[\]:]+):(\d{1,5})", text)
+    if match is None:
+        raise at.error(f'expected "host:port" or "[ipv6]:port", got {show(text)}')
+    host, port = match[1] or match[3], int(match[2] or match[4])
+    if port > 65535:
+        raise at.error(f"port must be 0-65535, got {port}")
+    return Listen(host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str  # IPv6 without brackets
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: Listen = field(metadata=key(_listen, "127.0.0.1:8080"))
+    issuer: str = field(metadata=key(to.issuer, "http://127.0.0.1:8080"))
+    shutdown_timeout: float = field(metadata=key(to.duration, "10s"))
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    url: str = field(metadata=key(to.http_url, "http://127.0.0.1:9000/mcp"))
+    connect_timeout: float = field(metadata=key(to.duration, "5s"))
+    read_timeout: float = field(metadata=key(to.duration, "300s"))
+    max_connections: int = field(metadata=key(to.positive_int, 100))
+    max_request_bytes: int = field(metadata=key(to.positive_int, 4 * 1024 * 1024))
+    required_scopes: tuple[str, ...] = field(metadata=key(to.words, ["mcp"]))
+    allowed_origins: tuple[str, ...] = field(metadata=key(to.origins, []))
+    user_header: str = field(metadata=key(to.header_name, "X-Forwarded-User"))
+    client_header: str = field(metadata=key(to.header_name, "X-Forwarded-Client-Id"))
+    scopes_header: str = field(metadata=key(to.header_name, "X-Forwarded-Scopes"))
+    forward_idp_token: bool = field(metadata=key(to.boolean, False))
+    idp_token_header: str = field(metadata=key(to.header_name, "X-Forwarded-Access-Token"))
+    authorization: str = field(metadata=key(secret_ref, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    backend: str = field(metadata=key(to.choice(("memory", "file", "redis", "postgres")), "file"))
+    path: Path = field(metadata=key(to.path, "var/oauthd"))
+    durability: str = field(metadata=key(to.choice(("journal", "snapshot")), "journal"))
+    save_interval: float = field(metadata=key(to.duration, "30s"))
+    save_debounce: float = field(metadata=key(to.duration, "1s"))
+    save_max_wait: float = field(metadata=key(to.duration, "5s"))
+    redis_url: str = field(metadata=key(to.redis_url, "redis://127.0.0.1:6379/0"))
+    redis_prefix: str = field(metadata=key(to.string, "oauthd:"))
+    redis_pool_size: int = field(metadata=key(to.positive_int, 20))
+    timeout: float = field(metadata=key(to.duration, "2s"))
+    postgres_dsn: str = field(
+        metadata=key(to.string, "postgresql://postgres@127.0.0.1:5432/oauthd")
+    )
+    postgres_pool_size: int = field(metadata=key(to.positive_int, 10))
+    # redis/postgres: grants and MCP session bindings kept in memory per kind (0: off)
+    cache_size: int = field(metadata=key(to.count, 10000))
+
+
+@dataclass(frozen=True, slots=True)
+class TokensConfig:
+    access_ttl: float = field(metadata=key(to.duration, "1h"))
+    refresh_ttl: float = field(metadata=key(to.duration, "30d"))
+    code_ttl: float = field(metadata=key(to.duration, "60s"))
+    device_ttl: float = field(metadata=key(to.duration, "10m"))
+    pending_ttl: float = field(metadata=key(to.duration, "10m"))
+    consent_ttl: float = field(metadata=key(to.duration, "90d"))
+    refresh_grace: float = field(metadata=key(to.duration_or_off, "10s"))
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthConfig:
+    scopes: tuple[str, ...] = field(metadata=key(to.words, ["mcp"]))
+    resource_name: str = field(metadata=key(to.string, "MCP server"))
+    registration: bool = field(metadata=key(to.boolean, True))
+    client_id_metadata_documents: bool = field(metadata=key(to.boolean, True))
+    allowed_redirect_schemes: tuple[str, ...] = field(metadata=key(to.words, []))
+    registrations_per_minute: int = field(metadata=key(to.positive_int, 20))
+    device_guesses_per_minute: int = field(metadata=key(to.positive_int, 10))
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectionConfig:
+    client_id: str = field(metadata=key(to.string, ""))
+    client_secret: str = field(metadata=key(secret_ref, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class LocalUser:
+    username: str = field(metadata=key(to.username))
+    password_hash: str = field(metadata=key(to.password_hash))
+
+
+def _users(value: object, at: At) -> tuple[LocalUser, ...]:
+    if not isinstance(value, list):
+        raise at.error(f"expected an array of tables ([[login.users]]), got {show(value)}")
+    users = tuple(build(LocalUser, item, at.item(i)) for i, item in enumerate(value))
+    first_index: dict[str, int] = {}
+    for i, user in enumerate(users):
+        if user.username in first_index:
+            other = at.item(first_index[user.username]).key("username").path
+            raise at.item(i).key("username").error(f"duplicate username, already in {other}")
+        first_index[user.username] = i
+    return users
+
+
+@dataclass(frozen=True, slots=True)
+class OidcConfig:
+    issuer: str = field(metadata=key(to.optional_url, ""))
+    client_id: str = field(metadata=key(to.string, ""))
+    client_secret: str = field(metadata=key(secret_ref, ""))
+    scopes: tuple[str, ...] = field(metadata=key(to.words, ["openid", "email", "profile"]))
+    subject_claim: str = field(metadata=key(to.string, "email"))
+
+
+@dataclass(frozen=True, slots=True)
+class GithubConfig:
+    client_id: str = field(metadata=key(to.string, ""))
+    client_secret: str = field(metadata=key(secret_ref, ""))
+    scopes: tuple[str, ...] = field(metadata=key(to.words, ["read:user"]))
+    authorize_url: str = field(
+        metadata=key(to.http_url, "https://github.com/login/oauth/authorize")
+    )
+    token_url: str = field(metadata=key(to.http_url, "https://github.com/login/oauth/access_token"))
+    user_url: str = field(metadata=key(to.http_url, "https://api.github.com/user"))
+    username_field: str = field(metadata=key(to.string, "login"))
+
+
+@dataclass(frozen=True, slots=True)
+class LoginConfig:
+    provider: str = field(metadata=key(to.choice(("local", "oidc", "github")), "local"))
+    users: tuple[LocalUser, ...] = field(metadata=key(_users, []))
+    max_failures: int = field(metadata=key(to.positive_int, 5))
+    failure_window: float = field(metadata=key(to.duration, "15m"))
+    encryption_key: str = field(metadata=key(secret_ref, ""))
+    oidc: OidcConfig = field(metadata=key(section(OidcConfig), {}))
+    github: GithubConfig = field(metadata=key(section(GithubConfig), {}))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    allow: tuple[str, ...] = field(metadata=key(to.networks, ["127.0.0.1/32", "::1/128"]))
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    socket: str = field(metadata=key(to.string, ""))  # "" = admin.sock in the state dir
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = field(metadata=key(to.choice(("debug", "info", "warning", "error")), "info"))
+
+
+def _check_storage(storage: StorageConfig, at: At) -> None:
+    if storage.save_max_wait < storage.save_debounce:
+        raise at.key("save_max_wait").error(
+            f"must be at least save_debounce ({storage.save_debounce:g}s), "
+            f"got {storage.save_max_wait:g}s"
+        )
+
+
+def check_config(config: Config, at: At) -> None:
+    unknown = [s for s in config.upstream.required_scopes if s not in config.oauth.scopes]
+    if unknown:
+        raise (
+            at.key("upstream")
+            .key("required_scopes")
+            .error(f"{show(unknown[0])} is not in oauth.scopes, so no token could ever carry it")
+        )
+    _check_shared_key(config, at)
+
+
+def _check_shared_key(config: Config, at: At) -> None:
+    # Instances on one shared backend seal MCP session ids for each other: a revocation on
+    # any of them must open the ids another one stored to close the sessions upstream.
+    backend = config.storage.backend
+    if backend in ("redis", "postgres") and not config.login.encryption_key:
+        raise (
+            at.key("login")
+            .key("encryption_key")
+            .error(
+                f'required when storage.backend = "{backend}": every instance on the shared '
+                "backend must seal MCP session ids with the same key, so that a revocation "
+                "on any instance can close the sessions another one opened; "
+                '"file:PATH", "env:NAME" or "credential:NAME" holding 32 bytes'
+            )
+        )
+
+
+def _check_login(login: LoginConfig, at: At) -> None:
+    if login.provider == "local":
+        return
+    provider = login.oidc if login.provider == "oidc" else login.github
+    required = ("issuer", "client_id") if login.provider == "oidc" else ("client_id",)
+    for name in required:
+        if not getattr(provider, name):
+            raise (
+                at.key(login.provider)
+                .key(name)
+                .error(f'required when login.provider = "{login.provider}"')
+            )
+    if not login.encryption_key:
+        raise at.key("encryption_key").error(
+            f'required when login.provider = "{login.provider}" (upstream tokens are kept '
+            'encrypted): "file:PATH", "env:NAME" or "credential:NAME" holding 32 bytes'
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path  # the config file, absolute
+    server: ServerConfig = field(metadata=key(section(ServerConfig), {}))
+    upstream: UpstreamConfig = field(metadata=key(section(UpstreamConfig), {}))
+    storage: StorageConfig = field(metadata=key(section(StorageConfig, _check_storage), {}))
+    tokens: TokensConfig = field(metadata=key(section(TokensConfig), {}))
+    oauth: OAuthConfig = field(metadata=key(section(OAuthConfig), {}))
+    introspection: IntrospectionConfig = field(metadata=key(section(IntrospectionConfig), {}))
+    login: LoginConfig = field(metadata=key(section(LoginConfig, _check_login), {}))
+    metrics: MetricsConfig = field(metadata=key(section(MetricsConfig), {}))
+    admin: AdminConfig = field(metadata=key(section(AdminConfig), {}))
+    log: LogConfig = field(metadata=key(section(LogConfig), {}))

@@ -1,0 +1,95 @@
+"""oauthd/cli/admin.py: finding the admin socket and rendering what the daemon answers
+(the runs against a daemon are in tests/test_admin.py; ids that start with "-" in
+tests/test_cli_ids.py)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from oauthd.admin.views import ClientView, SessionView
+from oauthd.cli import main
+from oauthd.cli.admin import render_clients, render_deleted, render_ended, render_sessions
+
+
+def test_no_daemon_on_the_socket_exits_69(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    socket = tmp_path / "admin.sock"
+    assert main(["sessions", "list", "--socket", str(socket)]) == 69
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(
+        f"oauthd: no oauthd is running on {socket}"
+    )
+
+
+def test_the_memory_backend_has_a_socket_only_where_the_config_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "oauthd.toml"
+    config.write_text('[storage]\nbackend = "memory"\n')
+    assert main(["clients", "list", "--config", str(config)]) == 78
+    assert "the memory backend keeps no state dir" in capsys.readouterr().err
+
+
+def session(client_name: str = "App") -> SessionView:
+    return SessionView(
+        id="g1",
+        user="alice",
+        client_id="c1",
+        client_name=client_name,
+        scopes=("mcp",),
+        created_at=0.0,
+        last_used_at=60.0,
+        expires_at=None,
+        mcp_sessions=0,
+    )
+
+
+def client() -> ClientView:
+    return ClientView(
+        client_id="c1",
+        client_name="App\x1b[2J",
+        source="dcr",
+        auth_method="none",
+        redirect_uris=("http://127.0.0.1/cb",),
+        grant_types=("authorization_code",),
+        created_at=0.0,
+        expires_at=None,
+        sessions=2,
+    )
+
+
+def test_sessions_are_a_table_with_a_count() -> None:
+    out = io.StringIO()
+    render_sessions([session()], out)
+    header, row, _, total = out.getvalue().splitlines()
+    assert header.split("  ")[0] == "SESSION" and header.endswith("EXPIRES")
+    assert row.endswith("1970-01-01 00:00:00Z  1970-01-01 00:01:00Z  never")
+    assert total == "1 session"
+    out = io.StringIO()
+    render_sessions([], out)
+    assert out.getvalue() == "no sessions\n"
+
+
+def test_clients_are_a_table_without_control_characters() -> None:
+    out = io.StringIO()
+    render_clients([client()], out)
+    lines = out.getvalue().splitlines()
+    assert "App?[2J" in lines[1] and "\x1b" not in out.getvalue()
+    assert lines[-1] == "1 client"
+
+
+def test_revoked_and_deleted_say_what_ended() -> None:
+    out = io.StringIO()
+    render_ended([session(client_name="")], out)
+    render_deleted("c1", None, [], out)
+    render_deleted("c1", client(), [session()], out)
+    assert out.getvalue().splitlines() == [
+        "revoked g1 (user alice, client c1)",
+        "1 session revoked",
+        "deleted client c1 (not cached); 0 sessions ended",
+        "deleted client c1 (App?[2J); 1 session ended",
+    ]
