@@ -10,8 +10,10 @@ The fetch is an SSRF surface: anyone can make oauthd request a URL of their choo
   which aiohttp never resolves, are checked with the URL;
 - no redirects, a total time limit, a body cap, JSON content types only, no compression.
 
-Every failure is a `CimdError` whose reason is safe to show to the client (it becomes an
-`invalid_client` description): resolved addresses are logged, never put in the reason.
+These are the transport's rules; what the document must contain is the protocol's
+(`oauthd.oauth.clients.document_problem`). Every failure is a `ClientDocumentError` whose
+reason is safe to show to the client (it becomes an `invalid_client` description):
+resolved addresses are logged, never put in the reason.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC
 
 import aiohttp
@@ -33,6 +34,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from multidict import MultiMapping
 from yarl import URL
+
+from oauthd.oauth import ClientDocumentError, FetchedDocument
 
 log = logging.getLogger("oauthd.cimd")
 
@@ -54,21 +57,6 @@ _HEADERS = {
     "Accept-Encoding": "identity",  # a compressed body would defeat the size cap
     "User-Agent": "oauthd (client metadata fetcher)",
 }
-
-
-class CimdError(Exception):
-    """The document could not be fetched or is not acceptable; `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(slots=True, frozen=True)
-class FetchedDocument:
-    metadata: dict[str, object]  # the checked JSON object
-    expires_at: float  # cache it until then (== fetched_at: do not cache)
-    fetched_at: float
 
 
 def is_public_address(addr: IPAddress) -> bool:
@@ -101,28 +89,29 @@ def _embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def check_client_id_url(client_id: str, policy: AddressPolicy = is_public_address) -> URL:
-    """The URL to fetch for `client_id`, exactly as given; CimdError if it may not be fetched."""
+    """The URL to fetch for `client_id`, exactly as given; ClientDocumentError if it may
+    not be fetched."""
     if len(client_id) > MAX_URL:
-        raise CimdError(f"client_id is longer than {MAX_URL} characters")
+        raise ClientDocumentError(f"client_id is longer than {MAX_URL} characters")
     if not client_id.isascii() or any(c <= " " or c == "\x7f" for c in client_id):
-        raise CimdError("client_id contains characters that are not allowed in a URL")
+        raise ClientDocumentError("client_id contains characters that are not allowed in a URL")
     try:
         url = URL(client_id, encoded=True)  # encoded: the request line carries it verbatim
         user, password, host, _ = url.raw_user, url.raw_password, url.raw_host, url.port
     except ValueError:  # yarl splits the authority lazily, on first access
-        raise CimdError("client_id is not a valid URL") from None
+        raise ClientDocumentError("client_id is not a valid URL") from None
     if url.scheme != "https":
-        raise CimdError("client_id must be an https URL")
+        raise ClientDocumentError("client_id must be an https URL")
     if user is not None or password is not None:
-        raise CimdError("client_id must not contain a user name or password")
+        raise ClientDocumentError("client_id must not contain a user name or password")
     if "#" in client_id:
-        raise CimdError("client_id must not contain a fragment")
+        raise ClientDocumentError("client_id must not contain a fragment")
     if not host:
-        raise CimdError("client_id must have a host")
+        raise ClientDocumentError("client_id must have a host")
     if url.raw_path in ("", "/"):
-        raise CimdError("client_id must have a path")
+        raise ClientDocumentError("client_id must have a path")
     if any(segment in (".", "..") for segment in url.path.split("/")):
-        raise CimdError("client_id must not contain . or .. path segments")
+        raise ClientDocumentError("client_id must not contain . or .. path segments")
     _check_literal_host(host, policy)
     return url
 
@@ -132,10 +121,12 @@ def _check_literal_host(host: str, policy: AddressPolicy) -> None:
         addr = ipaddress.ip_address(host)
     except ValueError:
         if _is_legacy_ipv4(host):
-            raise CimdError(f"client_id host {host} is not a canonical IP address") from None
+            raise ClientDocumentError(
+                f"client_id host {host} is not a canonical IP address"
+            ) from None
         return  # a name: the resolver checks what it resolves to
     if not policy(addr):
-        raise CimdError(f"client_id host {host} is not a public address")
+        raise ClientDocumentError(f"client_id host {host} is not a public address")
 
 
 def _is_legacy_ipv4(host: str) -> bool:
@@ -162,14 +153,14 @@ class GuardedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         if not results:
-            raise CimdError(f"host {host} has no address")
+            raise ClientDocumentError(f"host {host} has no address")
         for result in results:
             if not self._allowed(result["host"]):
                 log.warning(
                     "client metadata host resolves to a non-public address",
                     extra={"event": "cimd.blocked", "host": host, "address": result["host"]},
                 )
-                raise CimdError(f"host {host} resolves to a non-public address")
+                raise ClientDocumentError(f"host {host} resolves to a non-public address")
         return results
 
     def _allowed(self, address: str) -> bool:
@@ -240,24 +231,13 @@ def _http_date(value: str) -> float | None:
     return moment.timestamp()
 
 
-def parse_document(body: bytes, client_id: str) -> dict[str, object]:
-    """The document as a JSON object, checked for the fields the draft requires."""
+def _json_object(body: bytes) -> dict[str, object]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise CimdError("document is not valid JSON") from None
+        raise ClientDocumentError("document is not valid JSON") from None
     if not isinstance(document, dict):
-        raise CimdError("document is not a JSON object")
-    if "client_id" not in document:
-        raise CimdError("document has no client_id")
-    if document["client_id"] != client_id:
-        raise CimdError("client_id in the document is not the URL it was fetched from")
-    name = document.get("client_name")
-    if not isinstance(name, str) or not name.strip():
-        raise CimdError("client_name must be a non-empty string")
-    uris = document.get("redirect_uris")
-    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
-        raise CimdError("redirect_uris must be a non-empty array of strings")
+        raise ClientDocumentError("document is not a JSON object")
     return document
 
 
@@ -270,25 +250,27 @@ def _is_json(content_type: str) -> bool:
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     length = response.content_length
     if length is not None and length > MAX_BODY:
-        raise CimdError(f"document is larger than {MAX_BODY} bytes (Content-Length {length})")
+        raise ClientDocumentError(
+            f"document is larger than {MAX_BODY} bytes (Content-Length {length})"
+        )
     body = bytearray()
     async for chunk in response.content.iter_chunked(4096):
         body += chunk
         if len(body) > MAX_BODY:
-            raise CimdError(f"document is larger than {MAX_BODY} bytes")
+            raise ClientDocumentError(f"document is larger than {MAX_BODY} bytes")
     return bytes(body)
 
 
 def _check_response(response: aiohttp.ClientResponse) -> None:
     if 300 <= response.status < 400:
-        raise CimdError(f"redirects are not followed (HTTP {response.status})")
+        raise ClientDocumentError(f"redirects are not followed (HTTP {response.status})")
     if response.status != 200:
-        raise CimdError(f"HTTP {response.status} from the client_id URL")
+        raise ClientDocumentError(f"HTTP {response.status} from the client_id URL")
     if not _is_json(response.content_type):
-        raise CimdError(f"Content-Type {response.content_type} is not JSON")
+        raise ClientDocumentError(f"Content-Type {response.content_type} is not JSON")
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise CimdError(f"Content-Encoding {encoding} is not accepted")
+        raise ClientDocumentError(f"Content-Encoding {encoding} is not accepted")
 
 
 def _failure_reason(exc: BaseException, url: URL, timeout: float) -> str:
@@ -339,24 +321,22 @@ class CimdFetcher:
         self._closed = False
 
     async def fetch(self, client_id: str) -> FetchedDocument:
-        """The checked document at `client_id`; CimdError for every kind of failure."""
+        """The JSON object at `client_id`; ClientDocumentError for every kind of failure."""
         url = check_client_id_url(client_id, self._policy)
         session = self._open_session()
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._get(session, url, client_id)
-        except CimdError:
+                return await self._get(session, url)
+        except ClientDocumentError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.info(
                 "client metadata fetch failed",
                 extra={"event": "cimd.failed", "client_id": client_id, "error": repr(exc)},
             )
-            raise CimdError(_failure_reason(exc, url, self._timeout)) from None
+            raise ClientDocumentError(_failure_reason(exc, url, self._timeout)) from None
 
-    async def _get(
-        self, session: aiohttp.ClientSession, url: URL, client_id: str
-    ) -> FetchedDocument:
+    async def _get(self, session: aiohttp.ClientSession, url: URL) -> FetchedDocument:
         async with session.get(url, allow_redirects=False) as response:
             _check_response(response)
             body = await _read_capped(response)
@@ -364,7 +344,7 @@ class CimdFetcher:
             expires_at = expiry_from_headers(
                 response.headers, fetched_at, min_ttl=self._ttl[0], max_ttl=self._ttl[1]
             )
-        return FetchedDocument(parse_document(body, client_id), expires_at, fetched_at)
+        return FetchedDocument(_json_object(body), expires_at, fetched_at)
 
     def _open_session(self) -> aiohttp.ClientSession:
         if self._closed:
