@@ -5,10 +5,9 @@ Documents").
 The fetch is an SSRF surface: anyone can make oauthd request a URL of their choosing. So:
 - only `https` URLs with a host and a path, no userinfo, no fragment, no dot segments;
 - every address the host resolves to must pass the address policy (public only), or the
-  fetch fails before any connection. The check sits in the resolver the connector uses, so
-  the addresses checked are the ones connected to (no rebinding window); IP-literal hosts,
-  which aiohttp never resolves, are checked with the URL;
-- no redirects, a total time limit, a body cap, JSON content types only, no compression.
+  fetch fails before any connection (`ssrf.py`);
+- no redirects, a total time limit, a body cap, JSON content types only, no compression;
+- cached as long as the response's cache headers say, within bounds (`freshness.py`).
 
 These are the transport's rules; what the document must contain is the protocol's
 (`oauthd.oauth.clients.document_problem`). Every failure is a `ClientDocumentError` whose
@@ -19,216 +18,36 @@ resolved addresses are logged, never put in the reason.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import ipaddress
 import logging
-import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable
-from datetime import UTC
 
 import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-from multidict import MultiMapping
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from oauthd.oauth import ClientDocumentError, FetchedDocument
+from oauthd.outbound.freshness import MAX_TTL, MIN_TTL, expiry_from_headers
+from oauthd.outbound.ssrf import (
+    AddressPolicy,
+    GuardedResolver,
+    check_client_id_url,
+    is_public_address,
+)
 
 log = logging.getLogger("oauthd.cimd")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-AddressPolicy = Callable[[IPAddress], bool]
-
 MAX_BODY = 16 * 1024
-MAX_URL = 2000
 TIMEOUT = 5.0
-MIN_TTL = 60.0
-MAX_TTL = 24 * 3600.0
-DEFAULT_TTL = 3600.0
 CONNECTIONS = 10
 
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _HEADERS = {
     "Accept": "application/json",
     "Accept-Encoding": "identity",  # a compressed body would defeat the size cap
     "User-Agent": "oauthd (client metadata fetcher)",
 }
-
-
-def is_public_address(addr: IPAddress) -> bool:
-    """True for a globally routable unicast address. Addresses that embed an IPv4 address
-    (IPv4-mapped, NAT64, 6to4) are judged by the address they lead to."""
-    embedded = _embedded_ipv4(addr)
-    if embedded is not None:
-        return is_public_address(embedded)
-    special = (
-        addr.is_private
-        or addr.is_loopback
-        or addr.is_link_local
-        or addr.is_multicast  # 224/4 counts as is_global
-        or addr.is_reserved
-        or addr.is_unspecified
-        or addr in _CGNAT
-        or (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local)  # fec0::/10 too
-    )
-    return addr.is_global and not special
-
-
-def _embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
-    if isinstance(addr, ipaddress.IPv4Address):
-        return None
-    if addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    if addr in _NAT64:
-        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
-    return addr.sixtofour
-
-
-def check_client_id_url(client_id: str, policy: AddressPolicy = is_public_address) -> URL:
-    """The URL to fetch for `client_id`, exactly as given; ClientDocumentError if it may
-    not be fetched."""
-    if len(client_id) > MAX_URL:
-        raise ClientDocumentError(f"client_id is longer than {MAX_URL} characters")
-    if not client_id.isascii() or any(c <= " " or c == "\x7f" for c in client_id):
-        raise ClientDocumentError("client_id contains characters that are not allowed in a URL")
-    try:
-        url = URL(client_id, encoded=True)  # encoded: the request line carries it verbatim
-        user, password, host, _ = url.raw_user, url.raw_password, url.raw_host, url.port
-    except ValueError:  # yarl splits the authority lazily, on first access
-        raise ClientDocumentError("client_id is not a valid URL") from None
-    if url.scheme != "https":
-        raise ClientDocumentError("client_id must be an https URL")
-    if user is not None or password is not None:
-        raise ClientDocumentError("client_id must not contain a user name or password")
-    if "#" in client_id:
-        raise ClientDocumentError("client_id must not contain a fragment")
-    if not host:
-        raise ClientDocumentError("client_id must have a host")
-    if url.raw_path in ("", "/"):
-        raise ClientDocumentError("client_id must have a path")
-    if any(segment in (".", "..") for segment in url.path.split("/")):
-        raise ClientDocumentError("client_id must not contain . or .. path segments")
-    _check_literal_host(host, policy)
-    return url
-
-
-def _check_literal_host(host: str, policy: AddressPolicy) -> None:
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        if _is_legacy_ipv4(host):
-            raise ClientDocumentError(
-                f"client_id host {host} is not a canonical IP address"
-            ) from None
-        return  # a name: the resolver checks what it resolves to
-    if not policy(addr):
-        raise ClientDocumentError(f"client_id host {host} is not a public address")
-
-
-def _is_legacy_ipv4(host: str) -> bool:
-    """`127.1`, `2130706433`, `0x7f.0.0.1`: forms `ipaddress` refuses but C resolvers
-    turn into an address without asking DNS."""
-    try:
-        socket.inet_aton(host)
-    except OSError:
-        return False
-    return True
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves with `inner` (the default resolver when None, then owned and closed here)
-    and fails unless EVERY address passes `policy`: one bad address rejects the host."""
-
-    def __init__(self, inner: AbstractResolver | None, policy: AddressPolicy) -> None:
-        self._owned = inner is None
-        self._inner = DefaultResolver() if inner is None else inner
-        self._policy = policy
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        if not results:
-            raise ClientDocumentError(f"host {host} has no address")
-        for result in results:
-            if not self._allowed(result["host"]):
-                log.warning(
-                    "client metadata host resolves to a non-public address",
-                    extra={"event": "cimd.blocked", "host": host, "address": result["host"]},
-                )
-                raise ClientDocumentError(f"host {host} resolves to a non-public address")
-        return results
-
-    def _allowed(self, address: str) -> bool:
-        try:
-            return self._policy(ipaddress.ip_address(address))
-        except ValueError:
-            return False
-
-    async def close(self) -> None:
-        if self._owned:
-            await self._inner.close()
-
-
-def expiry_from_headers(
-    headers: MultiMapping[str],
-    fetched_at: float,
-    *,
-    min_ttl: float = MIN_TTL,
-    max_ttl: float = MAX_TTL,
-    default_ttl: float = DEFAULT_TTL,
-) -> float:
-    """When a response fetched at `fetched_at` stops being fresh (RFC 9111 s4.2, private
-    cache). `no-store`/`no-cache` give `fetched_at` (not cached); otherwise `max-age` (less
-    `Age`) or else `Expires` (against `Date`), clamped to [min_ttl, max_ttl]; neither gives
-    `default_ttl`. An unparsable value counts as already stale, so it gets `min_ttl`."""
-    directives = _cache_directives(headers)
-    if "no-store" in directives or "no-cache" in directives:
-        return fetched_at
-    lifetime = _lifetime(headers, directives, fetched_at)
-    if lifetime is None:
-        lifetime = default_ttl
-    return fetched_at + min(max(lifetime, min_ttl), max_ttl)
-
-
-def _cache_directives(headers: MultiMapping[str]) -> dict[str, str]:
-    directives: dict[str, str] = {}
-    for value in headers.getall("Cache-Control", []):
-        for item in value.split(","):
-            name, _, argument = item.strip().partition("=")
-            directives.setdefault(name.strip().lower(), argument.strip().strip('"'))
-    return directives
-
-
-def _lifetime(
-    headers: MultiMapping[str], directives: dict[str, str], fetched_at: float
-) -> float | None:
-    if "max-age" in directives:
-        age = _seconds(headers.get("Age", "0")) or 0
-        return (_seconds(directives["max-age"]) or 0) - age
-    if "Expires" in headers:
-        expires = _http_date(headers["Expires"])
-        date = _http_date(headers.get("Date", "")) or fetched_at
-        return 0 if expires is None else expires - date
-    return None
-
-
-def _seconds(value: str) -> int | None:
-    return int(value) if value.isdigit() else None
-
-
-def _http_date(value: str) -> float | None:
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _json_object(body: bytes) -> dict[str, object]:
