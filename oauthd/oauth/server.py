@@ -71,7 +71,7 @@ class AuthServer:
         )
         self.registrations = RateLimiter(clock, config.oauth.registrations_per_minute, MINUTE)
         self.device_guesses = RateLimiter(clock, config.oauth.device_guesses_per_minute, MINUTE)
-        self.accounts = Accounts(store, self.tokens)
+        self._accounts = Accounts(store, self.tokens)
 
     # -- discovery -----------------------------------------------------------------------
 
@@ -262,10 +262,10 @@ class AuthServer:
     # -- a person's own grants ("Connected apps") ------------------------------------------
 
     async def connected_apps(self, user: str) -> list[ConnectedApp]:
-        return await self.accounts.connected_apps(user)
+        return await self._accounts.connected_apps(user)
 
     async def revoke_connected_app(self, user: str, grant_id: str) -> Grant | None:
-        return await self.accounts.revoke(user, grant_id)
+        return await self._accounts.revoke(user, grant_id)
 
     async def finish(self, flow: Flow, allow: bool, *, remembered: bool = False) -> str | None:
         """Record the consent decision (`remembered`: an earlier one, applied without a
