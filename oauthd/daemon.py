@@ -10,9 +10,10 @@ import signal
 
 from aiohttp import web
 
+from oauthd.assembly import STORE, create_app
 from oauthd.config import Config, Listen
-from oauthd.http import create_app
-from oauthd.http.keys import AUTH, STORE
+from oauthd.exits import ExitCode
+from oauthd.http.keys import AUTH
 from oauthd.notify import Notifier
 from oauthd.reload import Reloader
 
@@ -53,7 +54,9 @@ async def _start(runner: web.AppRunner, config: Config) -> None:
     try:
         await site.start()
     except OSError as exc:
-        raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}", 71) from None
+        raise StartupError(
+            f"cannot listen on {listen}: {exc.strerror or exc}", ExitCode.OSERR
+        ) from None
 
 
 async def _describe(runner: web.AppRunner, app: web.Application) -> str:

@@ -41,10 +41,9 @@ from http_harness import (
     make_config,
 )
 
+from oauthd.assembly import STORE, create_app
 from oauthd.clock import FakeClock
 from oauthd.config import Config
-from oauthd.http import create_app
-from oauthd.http.keys import STORE
 from oauthd.store import FileStore
 
 REDIRECT = "http://127.0.0.1:43123/callback"

@@ -44,10 +44,11 @@ from outage_daemon import (
 from outage_servers import Backend, PostgresBackend, PrivatePostgres, RedisBackend
 from records_factory import make_client, make_grant
 
+from oauthd import housekeeping
+from oauthd.assembly import STORE, create_app
 from oauthd.clock import FakeClock
 from oauthd.config import default_config
-from oauthd.http import create_app, errors, housekeeping
-from oauthd.http.keys import STORE
+from oauthd.http import errors
 from oauthd.store import Store, StoreStatus, Unavailable
 from oauthd.store.base import PROBE_EVERY, Probe
 

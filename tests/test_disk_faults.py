@@ -28,11 +28,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from records_factory import make_grant
 
+from oauthd.assembly import STORE, create_app
 from oauthd.clock import SystemClock
 from oauthd.config import default_config
-from oauthd.http import create_app
 from oauthd.http.errors import Routes
-from oauthd.http.keys import STORE
 from oauthd.model import Grant
 from oauthd.store import Unavailable
 from oauthd.store.file import FileStore, make_engine

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from oauthd import housekeeping
+from oauthd.assembly import STORE, create_app
 from oauthd.clock import FakeClock
 from oauthd.config import default_config
-from oauthd.http import create_app, housekeeping
-from oauthd.http.keys import STORE
 from oauthd.model import Consent
 
 

@@ -5,7 +5,7 @@ Grants and clients are keyed by id only, so every listing and every revocation b
 client is a scan of a table (`Table.scan`: chunked, the event loop keeps serving). That is
 fine for an operator's command; nothing on a request path scans.
 
-Sessions end through `Tokens.revoke_grant` (counted and audited), as at `/revoke`: the grant is
+Sessions end through `AuthServer.revoke_grant` (counted and audited), as at `/revoke`: the grant is
 gone from the store at once (the next request with its tokens gets 401) and the proxy
 closes its MCP sessions upstream. The user's consent to that client is forgotten as well
 (as on `/account`), so that the app has to ask again.
@@ -17,10 +17,10 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from oauthd.admin.views import ClientView, SessionView
 from oauthd.model import Client, Grant, consent_key
-from oauthd.oauth import AuthServer
 from oauthd.store import Store
 
 END_BATCH = 64  # grants ended concurrently: their journal writes share fsyncs
@@ -36,6 +36,12 @@ class ClientDeletion:
     ended: list[Grant]
 
 
+class GrantRevoker(Protocol):
+    """What the admin socket needs of the protocol (`AuthServer` is one)."""
+
+    async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None: ...
+
+
 def _matches(grant: Grant, user: str | None, client_id: str | None) -> bool:
     return (user is None or grant.user == user) and (
         client_id is None or grant.client_id == client_id
@@ -47,9 +53,9 @@ class Admin:
     at a time while they are sent: a million views made at once would keep the garbage
     collector busy (and the event loop stalled) for seconds."""
 
-    def __init__(self, store: Store, auth: AuthServer) -> None:
+    def __init__(self, store: Store, auth: GrantRevoker) -> None:
         self._store = store
-        self._tokens = auth.tokens
+        self._auth = auth
 
     async def sessions(self, user: str | None = None, client_id: str | None = None) -> list[Grant]:
         """Live sessions, of `user` and/or `client_id` if given, in no particular order
@@ -115,7 +121,7 @@ class Admin:
         for start in range(0, len(grants), END_BATCH):
             batch = grants[start : start + END_BATCH]
             results = await asyncio.gather(
-                *(self._tokens.revoke_grant(g.id, by="admin") for g in batch)
+                *(self._auth.revoke_grant(g.id, by="admin") for g in batch)
             )
             ended.extend(g for g in results if g is not None)
         for key in {consent_key(g.user, g.client_id) for g in ended}:

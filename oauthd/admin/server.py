@@ -27,11 +27,10 @@ from typing import Any
 
 import orjson
 
-from oauthd.admin.operations import Admin, AdminError
+from oauthd.admin.operations import Admin, AdminError, GrantRevoker
 from oauthd.admin.views import ClientView, SessionView
 from oauthd.config import Config, admin_socket_path
 from oauthd.exits import ExitCode
-from oauthd.oauth import AuthServer
 from oauthd.store import Store, Unavailable
 
 log = logging.getLogger("oauthd.admin")
@@ -59,8 +58,8 @@ def wanted(config: Config) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def serving(config: Config, store: Store, auth: AuthServer) -> AsyncIterator[None]:
-    """The admin socket, for as long as the block runs (a `cleanup_ctx` entry)."""
+async def serving(config: Config, store: Store, auth: GrantRevoker) -> AsyncIterator[None]:
+    """The admin socket, for as long as the block runs."""
     if not wanted(config):
         yield
         return

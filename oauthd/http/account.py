@@ -27,8 +27,7 @@ from oauthd.http.browser import (
 from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form
 from oauthd.http.keys import AUTH, CLOCK, CONFIG
-from oauthd.oauth.account import Accounts
-from oauthd.oauth.errors import OAuthError, page_error
+from oauthd.oauth import OAuthError, page_error
 
 SESSION_TTL = 30 * 60.0
 LOGIN_PURPOSE = "account-login"
@@ -92,22 +91,17 @@ def _session(request: web.Request) -> Session | None:
     a reload is signed out at once)."""
     value = request.cookies.get(cookie_name(request))
     session = request.app[SESSIONS].check(value, request.app[CLOCK].now())
-    return session if session is not None and session.user in request.app[AUTH].users else None
+    return session if session is not None and request.app[AUTH].is_user(session.user) else None
 
 
 def _local_login_only(request: web.Request) -> None:
-    if request.app[AUTH].upstream is not None:
+    if request.app[AUTH].signs_in_upstream:
         raise page_error(
             "invalid_request",
             "Connected apps can only be shown for local accounts, and this server signs "
             "people in through an identity provider.",
             404,
         )
-
-
-def _accounts(request: web.Request) -> Accounts:
-    auth = request.app[AUTH]
-    return Accounts(auth.store, auth.tokens)
 
 
 def _session_csrf(secret: str, session: Session) -> str:
@@ -137,7 +131,7 @@ async def account_page(request: web.Request) -> web.Response:
         response = _login_page(secret)
     else:
         now = request.app[CLOCK].now()
-        apps = await _accounts(request).connected_apps(session.user)
+        apps = await request.app[AUTH].connected_apps(session.user)
         rows = tuple(
             pages.AppRow(a.grant_id, a.client_name, a.scopes, a.created_at, a.last_used_at)
             for a in apps
@@ -188,7 +182,7 @@ async def _signed_in_form(request: web.Request) -> tuple[Session, dict[str, str]
 async def revoke_submit(request: web.Request) -> web.Response:
     _local_login_only(request)
     session, form = await _signed_in_form(request)
-    ended = await _accounts(request).revoke(session.user, form.get("grant", ""))
+    ended = await request.app[AUTH].revoke_connected_app(session.user, form.get("grant", ""))
     return see_other("/account?revoked=1" if ended is not None else "/account")
 
 

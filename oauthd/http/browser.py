@@ -11,9 +11,7 @@ from oauthd.http import pages
 from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form, single_values
 from oauthd.http.keys import AUTH, CONFIG
-from oauthd.oauth import redirects
-from oauthd.oauth.authorize import Flow
-from oauthd.oauth.errors import OAuthError, page_error
+from oauthd.oauth import Flow, OAuthError, is_loopback_redirect, page_error, redirect_host
 
 COOKIE_MAX_AGE = 24 * 3600
 
@@ -89,7 +87,7 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     except OAuthError as exc:
         raise page_error(exc.error, exc.description) from None
     secret, new = browser_secret_or_new(request)
-    pending = await request.app[AUTH].authorizer.begin(params, secret)
+    pending = await request.app[AUTH].begin_authorization(params, secret)
     response = web.Response(
         status=302,
         headers={"Location": f"/login?request={pending.id}", "Cache-Control": "no-store"},
@@ -118,14 +116,14 @@ def _login_page(
 
 async def _flow(request: web.Request, pending_id: str) -> tuple[Flow, str]:
     secret = browser_secret(request)
-    flow = await request.app[AUTH].authorizer.flow(pending_id, secret)
+    flow = await request.app[AUTH].flow(pending_id, secret)
     assert secret is not None
     return flow, secret
 
 
 async def login_page(request: web.Request) -> web.Response:
     flow, secret = await _flow(request, request.query.get("request", ""))
-    if request.app[AUTH].upstream is not None:
+    if request.app[AUTH].signs_in_upstream:
         return await _consent(request, flow, secret)
     return _login_page(flow, secret)
 
@@ -142,8 +140,8 @@ async def login_submit(request: web.Request) -> web.Response:
         )
     except OAuthError as exc:
         return _login_page(flow, secret, username, exc.description, exc.status)
-    flow = await auth.authorizer.logged_in(flow, user)
-    if await auth.authorizer.has_consent(flow):
+    flow, consented = await auth.signed_in(flow, user)
+    if consented:
         return await _finish(request, flow, allow=True, remembered=True)
     return see_other(f"/consent?request={flow.pending.id}")
 
@@ -170,9 +168,9 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
     csrf, hidden = csrf_token(secret, pending.id), {"request": pending.id}
     user = pending.user or "the account you sign in with next"
     targets = _targets(flow)
-    upstream = request.app[AUTH].upstream
-    if upstream is not None and pending.user is None:
-        targets = (*targets, await upstream.form_target())
+    auth = request.app[AUTH]
+    if auth.signs_in_upstream and pending.user is None:
+        targets = (*targets, await auth.upstream_form_target())
     if pending.device_key is not None:
         approve = pages.DeviceApproveView(
             "/consent", csrf, hidden, client.client_name, pending.scopes, user, pending.state or ""
@@ -184,10 +182,10 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
         csrf,
         hidden,
         client.client_name,
-        redirects.redirect_host(uri),
+        redirect_host(uri),
         pending.scopes,
         user,
-        loopback_warning=redirects.is_loopback_redirect(uri),
+        loopback_warning=is_loopback_redirect(uri),
         unverified=client.source == "dcr",
         redirect_uri=uri,
     )
@@ -196,31 +194,31 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
 
 async def consent_submit(request: web.Request) -> web.Response:
     form = await read_form(request)
-    upstream = request.app[AUTH].upstream
-    if upstream is None:
-        flow, _ = await _signed_in_flow(request, form.get("request", ""))
-    else:
+    auth = request.app[AUTH]
+    if auth.signs_in_upstream:
         flow, _ = await _flow(request, form.get("request", ""))
+    else:
+        flow, _ = await _signed_in_flow(request, form.get("request", ""))
     check_csrf(request, form, flow.pending.id)
     decision = form.get("decision")
     if decision not in ("allow", "deny"):
         raise page_error("invalid_request", 'decision must be "allow" or "deny"')
-    if upstream is not None and flow.pending.user is None and decision == "allow":
-        return see_other(await upstream.begin(flow))  # consent first, then the provider
+    if auth.signs_in_upstream and flow.pending.user is None and decision == "allow":
+        return see_other(await auth.begin_upstream_login(flow))  # consent, then the provider
     return await _finish(request, flow, allow=decision == "allow")
 
 
 async def upstream_callback(request: web.Request) -> web.Response:
     """The identity provider sends the browser back here with `state` and `code`."""
-    upstream = request.app[AUTH].upstream
-    if upstream is None:
+    auth = request.app[AUTH]
+    if not auth.signs_in_upstream:
         raise page_error("invalid_request", "Sign-in through an identity provider is off.", 404)
     params = single_values(request.query)
     state, secret = params.get("state", ""), browser_secret(request)
     if "error" in params or not params.get("code"):
-        flow = await upstream.flow_of(state, secret)
+        flow = await auth.upstream_flow(state, secret)
         return await _finish(request, flow, allow=False)
-    flow = await upstream.complete(state, params["code"], secret)
+    flow = await auth.complete_upstream_login(state, params["code"], secret)
     return await _finish(request, flow, allow=True)
 
 
@@ -264,7 +262,7 @@ async def device_submit(request: web.Request) -> web.Response:
         return _device_page(
             secret, typed, "That code is not valid or has expired. Check it and try again.", 400
         )
-    pending = await auth.devices.pending_for(device, secret, typed)
+    pending = await auth.device_pending(device, secret, typed)
     return see_other(f"/login?request={pending.id}")
 
 

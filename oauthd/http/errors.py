@@ -22,8 +22,7 @@ from aiohttp import web
 from oauthd.http import pages
 from oauthd.http.keys import CONFIG
 from oauthd.log import request_id_var
-from oauthd.oauth.authorize import add_query
-from oauthd.oauth.errors import Delivery, OAuthError
+from oauthd.oauth import Delivery, OAuthError, add_query
 from oauthd.store import Unavailable
 
 log = logging.getLogger("oauthd.http")

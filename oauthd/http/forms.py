@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from oauthd.oauth.errors import OAuthError, invalid_request
+from oauthd.oauth import OAuthError, invalid_request
 
 FORM_LIMIT = 64 * 1024
 JSON_LIMIT = 16 * 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oauthd.http.keys import STORE
+from oauthd.http.keys import STATE
 
 NO_STORE = {"Cache-Control": "no-store"}
 # Every 503 carries Retry-After; /readyz may change at the next probe, a second later.
@@ -21,10 +21,10 @@ async def readyz(request: web.Request) -> web.Response:
     postgres that is a ping of the server (within `storage.timeout`, at most one a second,
     `Store.check`), so an instance that a load balancer took out of rotation for a backend
     outage reports ready again by itself, with no request needed to find out."""
-    store = request.app.get(STORE)
-    if store is None:
+    state = request.app.get(STATE)
+    if state is None:
         return web.json_response({"status": "loading"}, status=503, headers=NOT_READY)
-    status = await store.check()
+    status = await state.check()
     body = {"status": "ready" if status.healthy else "degraded", "backend": status.backend}
     if status.detail:
         body["detail"] = status.detail

@@ -10,7 +10,7 @@ from aiohttp import web
 from oauthd.http.errors import NO_STORE, Handler, Routes, Wrapper
 from oauthd.http.forms import read_form, read_json_object
 from oauthd.http.keys import AUTH
-from oauthd.oauth.clients import credentials_from, registration_response
+from oauthd.oauth import credentials_from, registration_response
 
 CORS_PATHS = frozenset(
     {

@@ -1,6 +1,44 @@
-"""The OAuth protocol: typed requests in, typed results or OAuthError out; no aiohttp."""
+"""The OAuth protocol: typed requests in, typed results or OAuthError out; no aiohttp.
 
-from oauthd.oauth.errors import OAuthError
+The door: `AuthServer` and the names below are all that the rooms outside the protocol
+(`http/`, `proxy/`, `admin/`, `outbound/`) may import from it; never a submodule
+(`tests/test_layers.py`)."""
+
+from oauthd.oauth.account import ConnectedApp
+from oauthd.oauth.authorize import Flow, add_query
+from oauthd.oauth.clients import (
+    ClientCredentials,
+    ClientDocumentError,
+    DocumentFetcher,
+    FetchedDocument,
+    credentials_from,
+    registration_response,
+)
+from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_error
+from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
 from oauthd.oauth.server import AuthServer
+from oauthd.oauth.tokens import GrantEndedListener
+from oauthd.oauth.upstream import IdentityProvider, UpstreamError, UpstreamIdentity
 
-__all__ = ["AuthServer", "OAuthError"]
+__all__ = [
+    "AuthServer",
+    "ClientCredentials",
+    "ClientDocumentError",
+    "ConnectedApp",
+    "Delivery",
+    "DocumentFetcher",
+    "FetchedDocument",
+    "Flow",
+    "GrantEndedListener",
+    "IdentityProvider",
+    "OAuthError",
+    "UpstreamError",
+    "UpstreamIdentity",
+    "add_query",
+    "credentials_from",
+    "invalid_request",
+    "is_loopback_redirect",
+    "page_error",
+    "redirect_host",
+    "registration_response",
+]

@@ -30,19 +30,40 @@ DEFAULT_GRANTS = ("authorization_code", "refresh_token")
 
 
 class ClientDocumentError(Exception):
-    """A Client ID Metadata Document could not be fetched or is not acceptable."""
+    """A Client ID Metadata Document could not be fetched or is not acceptable; str() is a
+    reason safe to show to the client."""
 
 
 @dataclass(slots=True, frozen=True)
 class FetchedDocument:
-    metadata: Mapping[str, object]
-    expires_at: float
+    metadata: Mapping[str, object]  # a JSON object, not yet checked as a client document
+    expires_at: float  # cache it until then (== fetched_at: do not cache)
+    fetched_at: float
 
 
 class DocumentFetcher(Protocol):
+    """The transport of Client ID Metadata Documents (URL safety, size, time, cache
+    headers); what the document must say is checked here, in `document_problem`."""
+
     async def fetch(self, client_id: str) -> FetchedDocument:
-        """Fetch and check the document at `client_id`; raise ClientDocumentError."""
+        """The JSON object at `client_id`; ClientDocumentError for any failure."""
         ...
+
+
+def document_problem(meta: Mapping[str, object], client_id: str) -> str | None:
+    """Why `meta` is not an acceptable metadata document for `client_id` (the fields the
+    draft requires; the document names its own URL), or None."""
+    if "client_id" not in meta:
+        return "document has no client_id"
+    if meta["client_id"] != client_id:
+        return "client_id in the document is not the URL it was fetched from"
+    name = meta.get("client_name")
+    if not isinstance(name, str) or not name.strip():
+        return "client_name must be a non-empty string"
+    uris = meta.get("redirect_uris")
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+        return "redirect_uris must be a non-empty array of strings"
+    return None
 
 
 @dataclass(slots=True, frozen=True)
@@ -217,6 +238,9 @@ class ClientRegistry:
         except ClientDocumentError as exc:
             raise invalid_client(f"client metadata document: {exc}") from None
         meta = fetched.metadata
+        problem = document_problem(meta, client_id)
+        if problem is not None:
+            raise invalid_client(f"client metadata document: {problem}")
         uris = _text_list(meta, "redirect_uris") or ()
         bad = next(
             (
@@ -226,7 +250,7 @@ class ClientRegistry:
             ),
             None,
         )
-        if not uris or bad is not None:
+        if bad is not None:
             raise invalid_client(f"client metadata document: unacceptable redirect URI {bad!r}")
         method = meta.get("token_endpoint_auth_method", "none")
         if method != "none":
@@ -245,7 +269,7 @@ class ClientRegistry:
             scope=" ".join(self._config.oauth.scopes),
             secret_hash=None,
             source="cimd",
-            created_at=self._clock.now(),
+            created_at=fetched.fetched_at,
             expires_at=fetched.expires_at,
         )
         await self._store.clients.put(client)

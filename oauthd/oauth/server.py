@@ -1,9 +1,10 @@
 """`AuthServer`: the protocol's door. HTTP code parses a request into plain values, calls
-one method here, and renders the result or the `OAuthError`."""
+one method here, and renders the result or the `OAuthError`. The rooms outside the
+protocol (`http/`, `proxy/`, `admin/`) use only its public methods; its attributes are
+the protocol's own parts (tests reach them, other rooms do not: `tests/test_layers.py`)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,8 +13,9 @@ from oauthd.clock import Clock
 from oauthd.config import Config, read_secret
 from oauthd.log import audit
 from oauthd.metrics import Metrics
-from oauthd.model import DeviceFlow, Grant
+from oauthd.model import DeviceFlow, Grant, PendingAuthorization
 from oauthd.oauth import metadata
+from oauthd.oauth.account import Accounts, ConnectedApp
 from oauthd.oauth.authorize import Authorizer, Flow
 from oauthd.oauth.clients import (
     ClientCredentials,
@@ -23,9 +25,10 @@ from oauthd.oauth.clients import (
 )
 from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
+from oauthd.oauth.login import record_login
 from oauthd.oauth.ratelimit import RateLimiter
 from oauthd.oauth.token_endpoint import TokenEndpoint
-from oauthd.oauth.tokens import TokenResponse, Tokens
+from oauthd.oauth.tokens import GrantEndedListener, TokenResponse, Tokens
 from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin, UpstreamTokens
 from oauthd.store import Store
 from oauthd.users import Users
@@ -68,6 +71,7 @@ class AuthServer:
         )
         self.registrations = RateLimiter(clock, config.oauth.registrations_per_minute, MINUTE)
         self.device_guesses = RateLimiter(clock, config.oauth.device_guesses_per_minute, MINUTE)
+        self._accounts = Accounts(store, self.tokens)
 
     # -- discovery -----------------------------------------------------------------------
 
@@ -114,6 +118,7 @@ class AuthServer:
 
     def _check_introspection_client(self, credentials: ClientCredentials | None) -> None:
         wanted = self.config.introspection
+        # read when used, not at start: a rotated secret works without a restart
         secret = read_secret(wanted.client_secret) if wanted.client_secret else None
         if (
             credentials is None
@@ -130,6 +135,16 @@ class AuthServer:
 
     async def verify_bearer(self, token: str) -> Grant | None:
         return await self.tokens.verify_bearer(token)
+
+    def on_grant_ended(self, listener: GrantEndedListener) -> None:
+        """Call `listener(grant)` (awaited) whenever a grant is revoked or ends by
+        refresh-token reuse detection."""
+        self.tokens.grant_ended.append(listener)
+
+    async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None:
+        """End a grant as `/revoke` does (counted, audited, listeners called); None if
+        there is no such grant."""
+        return await self.tokens.revoke_grant(grant_id, by=by)
 
     async def upstream_access_token(self, grant: Grant) -> str | None:
         """The user's identity-provider access token (refreshed if expired), if any."""
@@ -172,16 +187,8 @@ class AuthServer:
         return user
 
     def _login_audit(self, result: str, user: str, address: str, client_id: str | None) -> None:
-        self.metrics.login(result)
-        audit(
-            "login",
-            f"sign-in: {result}",
-            level=logging.INFO if result == "success" else logging.WARNING,
-            result=result,
-            method="password",
-            user=user,
-            client_id=client_id,
-            address=address,
+        record_login(
+            self.metrics, result, method="password", user=user, client_id=client_id, address=address
         )
 
     async def find_device_flow(self, typed: str, address: str) -> DeviceFlow | None:
@@ -195,6 +202,70 @@ class AuthServer:
         if flow is None:
             self.device_guesses.hit(address)
         return flow
+
+    async def begin_authorization(
+        self, params: Mapping[str, str], browser_secret: str
+    ) -> PendingAuthorization:
+        """Check an /authorize request and keep it, bound to this browser."""
+        return await self.authorizer.begin(params, browser_secret)
+
+    async def flow(self, pending_id: str, browser_secret: str | None) -> Flow:
+        """The pending authorization of this browser, with its client; a page error else."""
+        return await self.authorizer.flow(pending_id, browser_secret)
+
+    async def signed_in(self, flow: Flow, user: str) -> tuple[Flow, bool]:
+        """The flow with its user set, and whether that user already consented to all it
+        asks (then `finish(..., remembered=True)` needs no page)."""
+        flow = await self.authorizer.logged_in(flow, user)
+        return flow, await self.authorizer.has_consent(flow)
+
+    async def device_pending(
+        self, flow: DeviceFlow, browser_secret: str, user_code: str
+    ) -> PendingAuthorization:
+        """The pending authorization through which this browser approves a device flow."""
+        return await self.devices.pending_for(flow, browser_secret, user_code)
+
+    def is_user(self, name: str) -> bool:
+        """Whether `name` is a configured local user (a reload may have removed it)."""
+        return name in self.users
+
+    # -- sign-in through an upstream identity provider ----------------------------------
+
+    @property
+    def signs_in_upstream(self) -> bool:
+        """True when people sign in at an identity provider instead of with a password."""
+        return self.upstream is not None
+
+    def _upstream_login(self) -> UpstreamLogin:
+        if self.upstream is None:
+            raise page_error("invalid_request", "Sign-in through an identity provider is off.", 404)
+        return self.upstream
+
+    async def upstream_form_target(self) -> str:
+        """Where the consent form may send the browser (the provider's endpoint)."""
+        return await self._upstream_login().form_target()
+
+    async def begin_upstream_login(self, flow: Flow) -> str:
+        """The provider URL to send the browser to, after consent."""
+        return await self._upstream_login().begin(flow)
+
+    async def upstream_flow(self, state: str, browser_secret: str | None) -> Flow:
+        """The flow a provider callback belongs to (for a refusal at the provider)."""
+        return await self._upstream_login().flow_of(state, browser_secret)
+
+    async def complete_upstream_login(
+        self, state: str, code: str, browser_secret: str | None
+    ) -> Flow:
+        """Redeem the provider's code: the flow, signed in as the provider's user."""
+        return await self._upstream_login().complete(state, code, browser_secret)
+
+    # -- a person's own grants ("Connected apps") ------------------------------------------
+
+    async def connected_apps(self, user: str) -> list[ConnectedApp]:
+        return await self._accounts.connected_apps(user)
+
+    async def revoke_connected_app(self, user: str, grant_id: str) -> Grant | None:
+        return await self._accounts.revoke(user, grant_id)
 
     async def finish(self, flow: Flow, allow: bool, *, remembered: bool = False) -> str | None:
         """Record the consent decision (`remembered`: an earlier one, applied without a

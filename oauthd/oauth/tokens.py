@@ -26,6 +26,8 @@ from oauthd.oauth.errors import OAuthError, invalid_grant
 from oauthd.oauth.metadata import resource_of
 from oauthd.store import Store
 
+GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
+
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
 
 
@@ -72,7 +74,7 @@ class Tokens:
         self._store = store
         self._clock = clock
         self.resource = resource_of(config)
-        self.grant_ended: list[Callable[[Grant], Coroutine[Any, Any, None]]] = []
+        self.grant_ended: list[GrantEndedListener] = []
         self._background: set[asyncio.Task[None]] = set()
 
     async def end_grant(self, grant_id: str) -> Grant | None:

@@ -11,18 +11,17 @@ through: pending authorization -> code -> grant.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from oauthd import crypto
-from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import Grant, PendingAuthorization
 from oauthd.oauth.authorize import Authorizer, Flow
 from oauthd.oauth.errors import page_error
+from oauthd.oauth.login import record_login
 from oauthd.store import Store
 
 CLAIMED = b"claimed:"  # the leg is being redeemed: a second callback must fail
@@ -39,7 +38,8 @@ class UpstreamIdentity:
 
 
 class IdentityProvider(Protocol):
-    """The I/O part (discovery, token exchange, id_token validation) lives in `oauthd.http`."""
+    """The I/O part (discovery, token exchange, id_token validation) lives in
+    `oauthd.outbound.idp`."""
 
     async def authorization_endpoint(self) -> str:
         """Where `authorization_url` points (pages must allow forms to redirect there)."""
@@ -141,15 +141,8 @@ class UpstreamLogin:
         return signed_in
 
     def _login_audit(self, result: str, user: str | None, flow: Flow) -> None:
-        self._metrics.login(result)
-        audit(
-            "login",
-            f"sign-in: {result}",
-            level=logging.INFO if result == "success" else logging.WARNING,
-            result=result,
-            method="upstream",
-            user=user,
-            client_id=flow.client.client_id,
+        record_login(
+            self._metrics, result, method="upstream", user=user, client_id=flow.client.client_id
         )
 
     def _claim_leg(self, pending: PendingAuthorization, secret: str) -> dict[str, str]:

@@ -37,9 +37,9 @@ from http_harness import (
 )
 from services import service_missing
 
+from oauthd.assembly import create_app
 from oauthd.clock import FakeClock
 from oauthd.config import Config
-from oauthd.http import create_app
 
 try:
     from playwright.async_api import (

@@ -19,8 +19,8 @@ pytest.register_assert_rewrite("http_harness")
 from aiohttp.test_utils import TestServer  # noqa: E402
 from http_harness import OauthdClient, Running, Start, free_port, make_config  # noqa: E402
 
+from oauthd.assembly import create_app  # noqa: E402
 from oauthd.clock import FakeClock  # noqa: E402
-from oauthd.http import create_app  # noqa: E402
 
 
 @pytest.fixture

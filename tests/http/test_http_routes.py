@@ -9,8 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from http_harness import Running
 
+from oauthd.assembly import create_app
 from oauthd.config import default_config
-from oauthd.http import create_app
 from oauthd.http.errors import RENDERED, Routes
 from oauthd.store import Unavailable
 

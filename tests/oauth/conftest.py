@@ -79,7 +79,8 @@ class FakeFetcher:
         document = self.documents.get(client_id)
         if document is None:
             raise ClientDocumentError("HTTP 404")
-        return FetchedDocument(document, self.clock.now() + self.lifetime)
+        now = self.clock.now()
+        return FetchedDocument(document, now + self.lifetime, now)
 
 
 def make_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:

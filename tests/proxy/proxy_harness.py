@@ -28,10 +28,10 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 from oauthd import crypto
+from oauthd.assembly import STORE, create_app
 from oauthd.clock import FakeClock
 from oauthd.config import Config, Listen, LocalUser, default_config
-from oauthd.http import create_app
-from oauthd.http.keys import AUTH, STORE
+from oauthd.http.keys import AUTH
 from oauthd.oauth import AuthServer
 from oauthd.store import Store
 

@@ -23,9 +23,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from idp_fixture import Idp, idp_cancel, idp_login, running_idp
 
+from oauthd.assembly import STORE, create_app
 from oauthd.config import Config, default_config
-from oauthd.http import create_app
-from oauthd.http.keys import AUTH, STORE
+from oauthd.http.keys import AUTH
 from oauthd.model import Grant
 
 CLIENT_ID, CLIENT_SECRET = "oauthd-test", "oauthd-test-secret-value"

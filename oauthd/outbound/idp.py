@@ -15,8 +15,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from oauthd.config import GithubConfig, LoginConfig, OidcConfig, read_secret
-from oauthd.oauth.upstream import IdentityProvider, UpstreamError, UpstreamIdentity
+from oauthd.config import GithubConfig, LoginConfig, OidcConfig
+from oauthd.oauth import IdentityProvider, UpstreamError, UpstreamIdentity
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
@@ -36,11 +36,12 @@ async def _json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
 
 
 class _Client:
-    """A shared session and the provider's client credentials."""
+    """A shared session and the provider's client credentials (the secret as read at
+    start, `oauthd.keyring`; None: the client_id alone)."""
 
-    def __init__(self, client_id: str, secret_ref: str) -> None:
+    def __init__(self, client_id: str, secret: str | None) -> None:
         self.client_id = client_id
-        self._secret_ref = secret_ref
+        self._secret = secret
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -51,13 +52,10 @@ class _Client:
             )
         return self._session
 
-    def secret(self) -> str | None:
-        return read_secret(self._secret_ref) if self._secret_ref else None
-
     def token_auth(self) -> tuple[dict[str, str], dict[str, str]]:
         """(headers, form fields) that authenticate oauthd at the provider's token endpoint:
         HTTP Basic with a secret (client_secret_basic), else the client_id alone."""
-        secret = self.secret()
+        secret = self._secret
         if secret is None:
             return {"Accept": "application/json"}, {"client_id": self.client_id}
         # RFC 6749 s2.3.1: both parts are form-urlencoded before the Basic encoding
@@ -82,8 +80,8 @@ class _Client:
 
 
 class OidcProvider(_Client):
-    def __init__(self, config: OidcConfig) -> None:
-        super().__init__(config.client_id, config.client_secret)
+    def __init__(self, config: OidcConfig, secret: str | None) -> None:
+        super().__init__(config.client_id, secret)
         self.config = config
         self._discovered: dict[str, Any] | None = None
         self._discovered_at = 0.0
@@ -196,8 +194,8 @@ class OidcProvider(_Client):
 
 
 class GithubProvider(_Client):
-    def __init__(self, config: GithubConfig) -> None:
-        super().__init__(config.client_id, config.client_secret)
+    def __init__(self, config: GithubConfig, secret: str | None) -> None:
+        super().__init__(config.client_id, secret)
         self.config = config
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
@@ -265,9 +263,11 @@ def _kept_tokens(tokens: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def identity_provider(login: LoginConfig) -> IdentityProvider | None:
+def identity_provider(login: LoginConfig, secret: str | None) -> IdentityProvider | None:
+    """The configured provider's client (`secret`: its client secret, read at start), or
+    None for local sign-in."""
     if login.provider == "oidc":
-        return OidcProvider(login.oidc)
+        return OidcProvider(login.oidc, secret)
     if login.provider == "github":
-        return GithubProvider(login.github)
+        return GithubProvider(login.github, secret)
     return None

@@ -11,22 +11,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import web
-
-from oauthd.http.keys import STORE
-from oauthd.store import Unavailable
+from oauthd.store import Store, Unavailable
 
 log = logging.getLogger("oauthd.housekeeping")
 
 PURGE_EVERY = 60.0
 
 
-async def _purge_forever(app: web.Application) -> None:
+async def _purge_forever(store: Store) -> None:
     unavailable = False  # the last round met an unavailable store (already logged)
     while True:
         await asyncio.sleep(PURGE_EVERY)
         try:
-            removed = await app[STORE].purge_expired()
+            removed = await store.purge_expired()
         except Unavailable as exc:
             if not unavailable:
                 log.warning(
@@ -45,9 +42,13 @@ async def _purge_forever(app: web.Application) -> None:
             log.info("expired records purged", extra={"event": "purge", "removed": removed})
 
 
-async def housekeeping_context(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_purge_forever(app), name="purge-expired")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+@contextlib.asynccontextmanager
+async def housekeeping(store: Store) -> AsyncIterator[None]:
+    """Purge `store` every PURGE_EVERY seconds while the block runs."""
+    task = asyncio.create_task(_purge_forever(store), name="purge-expired")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,136 @@
+"""The composition root: the daemon's services, each one entry of an `AsyncExitStack`,
+built in order and unwound in reverse.
+
+Start: key material (before the state: a bad key must not hold the state lock), the
+state, the identity provider's client, the metadata-document fetcher, `AuthServer`, the
+MCP proxy, housekeeping, the admin socket. Stop, after the app stopped accepting, drained
+in-flight requests and ended the proxy's streams (`oauthd.http.web_app`): the admin
+socket, housekeeping, the proxy, the fetcher, the provider's client, then the state (the
+file backend's final snapshot) last."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from oauthd.admin import server as admin_server
+from oauthd.clock import Clock, SystemClock
+from oauthd.config import Config
+from oauthd.housekeeping import housekeeping
+from oauthd.http import refusal_log, web_app
+from oauthd.http.keys import AUTH, PROXY, STATE
+from oauthd.keyring import read_keyring, session_sealer
+from oauthd.metrics import Metrics
+from oauthd.oauth import AuthServer
+from oauthd.outbound.cimd import CimdFetcher
+from oauthd.outbound.idp import identity_provider
+from oauthd.proxy import McpProxy
+from oauthd.store import Store, Unavailable, open_store
+from oauthd.users import Users
+
+log = logging.getLogger("oauthd.assembly")
+
+STORE = web.AppKey("store", Store)  # for the daemon's status line and for tests
+
+
+@dataclass(slots=True, frozen=True)
+class Services:
+    store: Store
+    auth: AuthServer
+    proxy: McpProxy
+
+
+@dataclass(slots=True, frozen=True)
+class Start:
+    """How the state is opened (the `serve` command's flags)."""
+
+    accept_empty: bool = False
+    recover: bool = False
+
+
+@contextlib.asynccontextmanager
+async def _state(
+    config: Config, clock: Clock, metrics: Metrics, start: Start
+) -> AsyncIterator[Store]:
+    store = await open_store(
+        config.storage,
+        clock,
+        accept_empty=start.accept_empty,
+        recover=start.recover,
+        observer=metrics,
+    )
+    metrics.watch_records(store)
+    log.info("state loaded", extra={"event": "state.loaded", "backend": store.status().backend})
+    try:
+        yield store
+    finally:
+        await store.close()
+        metrics.watch_records(None)
+        log.info("state saved and closed", extra={"event": "state.closed"})
+
+
+@contextlib.asynccontextmanager
+async def services(
+    config: Config,
+    clock: Clock,
+    metrics: Metrics,
+    start: Start,
+    on_unavailable: Callable[[Unavailable, str], None],
+) -> AsyncIterator[Services]:
+    """The daemon's services while the block runs; `on_unavailable`: where the proxy
+    reports a request refused for a store outage."""
+    keyring = read_keyring(config)
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(_state(config, clock, metrics, start))
+        provider = identity_provider(config.login, keyring.idp_secret)
+        if provider is not None:
+            stack.push_async_callback(provider.close)
+        fetcher = CimdFetcher(clock=clock.now)
+        stack.push_async_callback(fetcher.close)
+        auth = AuthServer(
+            config,
+            store,
+            clock,
+            Users(config.login.users),
+            fetcher,
+            provider,
+            keyring.sealer,
+            metrics=metrics,
+        )
+        sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
+        proxy = McpProxy(config, auth, store, clock, sealer, metrics, on_unavailable=on_unavailable)
+        await proxy.start()
+        stack.push_async_callback(proxy.close)
+        await stack.enter_async_context(housekeeping(store))
+        await stack.enter_async_context(admin_server.serving(config, store, auth))
+        yield Services(store, auth, proxy)
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    accept_empty: bool = False,
+    recover: bool = False,
+) -> web.Application:
+    """The daemon's app: the routes, and the services as one cleanup context (built when
+    the app starts, before it listens; closed after it stopped and drained)."""
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    app = web_app(config, clock, metrics)
+    start = Start(accept_empty, recover)
+
+    async def running(app: web.Application) -> AsyncIterator[None]:
+        async with services(config, clock, metrics, start, refusal_log(app)) as built:
+            app[STORE] = built.store
+            app[STATE] = built.store
+            app[AUTH] = built.auth
+            app[PROXY] = built.proxy
+            yield
+
+    app.cleanup_ctx.append(running)
+    return app
