@@ -2,5 +2,6 @@
 
 from oauthd.oauth.errors import OAuthError
 from oauthd.oauth.server import AuthServer
+from oauthd.oauth.tokens import GrantEndedListener
 
-__all__ = ["AuthServer", "OAuthError"]
+__all__ = ["AuthServer", "GrantEndedListener", "OAuthError"]

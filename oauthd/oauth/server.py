@@ -25,7 +25,7 @@ from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
 from oauthd.oauth.ratelimit import RateLimiter
 from oauthd.oauth.token_endpoint import TokenEndpoint
-from oauthd.oauth.tokens import TokenResponse, Tokens
+from oauthd.oauth.tokens import GrantEndedListener, TokenResponse, Tokens
 from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin, UpstreamTokens
 from oauthd.store import Store
 from oauthd.users import Users
@@ -130,6 +130,11 @@ class AuthServer:
 
     async def verify_bearer(self, token: str) -> Grant | None:
         return await self.tokens.verify_bearer(token)
+
+    def on_grant_ended(self, listener: GrantEndedListener) -> None:
+        """Call `listener(grant)` (awaited) whenever a grant is revoked or ends by
+        refresh-token reuse detection."""
+        self.tokens.grant_ended.append(listener)
 
     async def upstream_access_token(self, grant: Grant) -> str | None:
         """The user's identity-provider access token (refreshed if expired), if any."""

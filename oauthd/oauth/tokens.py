@@ -28,6 +28,8 @@ from oauthd.store import Store
 
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
 
+GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
+
 
 @dataclass(slots=True, frozen=True)
 class TokenResponse:
@@ -72,7 +74,7 @@ class Tokens:
         self._store = store
         self._clock = clock
         self.resource = resource_of(config)
-        self.grant_ended: list[Callable[[Grant], Coroutine[Any, Any, None]]] = []
+        self.grant_ended: list[GrantEndedListener] = []
         self._background: set[asyncio.Task[None]] = set()
 
     async def end_grant(self, grant_id: str) -> Grant | None:
