@@ -213,9 +213,15 @@ class Relay:
         finally:
             self._open_streams.discard(upstream)
 
-    def _response_to(
-        self, request: web.Request, upstream: aiohttp.ClientResponse
+    async def stream_back(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        started: float,
+        watch: Watch,
     ) -> web.StreamResponse:
+        """The upstream's answer to the client as it arrives; `observe` is called when its
+        headers go out. A break before that is a 502/504 refusal, after it a cut stream."""
         length = upstream.content_length
         if "chunked" in upstream.headers.get("Transfer-Encoding", ""):
             length = None
@@ -228,21 +234,9 @@ class Relay:
         if length is not None:
             response.content_length = length
         self._add_cors(request, response)
-        return response
-
-    async def stream_back(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        started: float,
-        watch: Watch,
-    ) -> web.StreamResponse:
-        """The upstream's answer to the client as it arrives; `observe` is called when its
-        headers go out. A break before that is a 502/504 refusal, after it a cut stream."""
-        response = self._response_to(request, upstream)
         content = upstream.content
         first = b""
-        if type(response) is _HeadersWithBody and response.content_length:
+        if known_length and length:
             # Its headers go out with the first chunk: read that before committing to a
             # status, so an upstream that breaks off now is a 502/504, not a closed socket.
             try:
