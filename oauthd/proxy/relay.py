@@ -21,7 +21,7 @@ from oauthd.config import UpstreamConfig
 from oauthd.metrics import Metrics
 from oauthd.proxy.answers import ProxyRefusal, body_too_large, jsonrpc_error
 from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
-from oauthd.proxy.headers import client_response_headers
+from oauthd.proxy.headers import client_response_headers, upstream_url
 
 log = logging.getLogger("oauthd.proxy")
 
@@ -132,7 +132,7 @@ class Relay:
             try:
                 return await self._session.request(
                     request.method,
-                    self._upstream_url(request),
+                    upstream_url(self._upstream_base, request.rel_url.raw_query_string),
                     headers=headers,
                     data=body,
                     allow_redirects=False,
@@ -149,29 +149,6 @@ class Relay:
             if isinstance(exc.__cause__, _TooLarge):  # aiohttp wraps what the body raised
                 raise body_too_large() from None
             raise self._upstream_failed(exc) from None
-
-    def _upstream_url(self, request: web.Request) -> URL:
-        """`upstream.url` plus the client's query string as it was sent, less any
-        `access_token` (a round trip through a dict would rewrite it: `flag` -> `flag=`,
-        `%20` -> `+`)."""
-        url = self._upstream_base
-        if not request.rel_url.raw_query_string:
-            return url
-        raw = "&".join(  # a token in the query is never accepted, and never passed on
-            part
-            for part in request.rel_url.raw_query_string.split("&")
-            if part and part.split("=", 1)[0] != "access_token"
-        )
-        if not raw:
-            return url
-        query = f"{url.raw_query_string}&{raw}" if url.raw_query_string else raw
-        return URL.build(
-            scheme=url.scheme,
-            authority=url.raw_authority,
-            path=url.raw_path,
-            query_string=query,
-            encoded=True,
-        )
 
     async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
         limit, seen = self._max_request_bytes, 0
