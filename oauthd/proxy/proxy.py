@@ -112,14 +112,15 @@ class McpProxy:
     ) -> web.StreamResponse:
         """The request upstream with its caller's identity, the answer back to the client;
         the sessions follow what the answer did to `session_id`."""
-        if (request.content_length or 0) > self._max_request_bytes:
+        length = request.content_length
+        if (length or 0) > self._max_request_bytes:
             raise body_too_large()
         headers = self._identity.request_headers(request, grant)
         if self._identity.forwards_idp_token:
             await self._identity.add_idp_token(headers, grant)
         watch = self._relay.watch()
         try:
-            upstream = await self._relay.send(request, headers, watch)
+            upstream = await self._relay.send(request, length, headers, watch)
             async with upstream:
                 new_id = upstream.headers.get(SESSION_HEADER)
                 if (new_id and new_id != session_id) or request.method == "DELETE":

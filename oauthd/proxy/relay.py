@@ -116,11 +116,11 @@ class Relay:
     # -- client to upstream ----------------------------------------------------------------
 
     async def send(
-        self, request: web.Request, headers: CIMultiDict[str], watch: Watch
+        self, request: web.Request, length: int | None, headers: CIMultiDict[str], watch: Watch
     ) -> aiohttp.ClientResponse:
         """The request, with `headers`, to the upstream: its answer's head, or a refusal
-        (413 for a body over `max_request_bytes`, else 502/504)."""
-        length = request.content_length
+        (413 for a body over `max_request_bytes`, else 502/504). `length` is the request's
+        Content-Length, already checked against the limit."""
         body: bytes | AsyncIterator[bytes] | None = None
         if length is not None and length <= SMALL_BODY:
             body = await request.read()  # one write upstream, with a Content-Length
