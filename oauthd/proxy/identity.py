@@ -30,20 +30,20 @@ class Identity:
         self._client_header = up.client_header
         self._scopes_header = up.scopes_header
         self._idp_token_header = up.idp_token_header
-        self.names = (up.user_header, up.client_header, up.scopes_header, up.idp_token_header)
+        self._names = (up.user_header, up.client_header, up.scopes_header, up.idp_token_header)
         self.forwards_idp_token = up.forward_idp_token
         self._idp_token = idp_token
         self._forwarded_proto, _, self._forwarded_host = config.server.issuer.partition("://")
         self._authorization_ref = up.authorization
-        self.authorization: str | None = None  # `upstream.authorization`, once read
+        self._authorization: str | None = None  # `upstream.authorization`, once read
 
     def read_authorization(self) -> None:
         """Read the static `Authorization` value for the upstream (at start); if it is
         configured but unreadable, requests go without one and an error is logged."""
         if not self._authorization_ref:
             return
-        self.authorization = read_secret(self._authorization_ref)
-        if self.authorization is None:
+        self._authorization = read_secret(self._authorization_ref)
+        if self._authorization is None:
             log.error(
                 "upstream.authorization cannot be read; sending none",
                 extra={"event": "proxy.no_static_credential"},
@@ -55,13 +55,13 @@ class Identity:
         headers[self._user_header] = grant.user
         headers[self._client_header] = grant.client_id
         headers[self._scopes_header] = " ".join(grant.scopes)
-        if self.authorization:
-            headers["Authorization"] = self.authorization
+        if self._authorization:
+            headers["Authorization"] = self._authorization
 
     def request_headers(self, request: web.Request, grant: Grant) -> CIMultiDict[str]:
         """What goes upstream with a relayed request: the client's own headers that may
         cross (headers.py), where it came from (X-Forwarded-*), and who it is."""
-        headers = upstream_request_headers(request.headers, self.names)
+        headers = upstream_request_headers(request.headers, self._names)
         headers["X-Forwarded-For"] = request.remote or ""
         headers["X-Forwarded-Proto"] = self._forwarded_proto
         headers["X-Forwarded-Host"] = self._forwarded_host
