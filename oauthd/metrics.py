@@ -64,11 +64,17 @@ class Metrics:
         self._record_counts: dict[str, int] = {}
         self._last_snapshot_at: float | None = None
         self.registry = r = CollectorRegistry()
-
         Gauge("oauthd_up", "1 while oauthd answers scrapes.", registry=r).set(1)
         Info("oauthd_build", "The running oauthd and Python versions.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
+        # The families in the order `render()` lists them.
+        self._register_protocol(r)
+        self._register_persistence(r)
+        self._register_proxy(r)
+        r.register(_ScrapeTimeCollector(self))
+
+    def _register_protocol(self, r: CollectorRegistry) -> None:
         self._logins = Counter(
             "oauthd_logins",
             "Sign-ins on the login page or at the identity provider, by result "
@@ -106,6 +112,16 @@ class Metrics:
             "Clients registered through dynamic client registration (RFC 7591).",
             registry=r,
         )
+        for result in LOGIN_RESULTS:
+            self._logins.labels(result)
+        for grant_type in ISSUING_GRANTS:
+            self._issued.labels(grant_type)
+        for token_type in REVOCABLE:
+            self._revoked.labels(token_type)
+        for token_type in REUSABLE:
+            self._reuse.labels(token_type)
+
+    def _register_persistence(self, r: CollectorRegistry) -> None:
         self._snapshot_seconds = Histogram(
             "oauthd_snapshot_duration_seconds",
             "Time to write one state snapshot, from the scan to the rename.",
@@ -123,6 +139,8 @@ class Metrics:
             "Changes made durable in the journal.",
             registry=r,
         )
+
+    def _register_proxy(self, r: CollectorRegistry) -> None:
         self._proxy_seconds = LoopHistogram(
             "oauthd_proxy_request_duration_seconds",
             "Time from a /mcp request's arrival until oauthd sends the response headers "
@@ -139,17 +157,8 @@ class Metrics:
             ["kind"],
             registry=r,
         )
-        for result in LOGIN_RESULTS:
-            self._logins.labels(result)
-        for grant_type in ISSUING_GRANTS:
-            self._issued.labels(grant_type)
-        for token_type in REVOCABLE:
-            self._revoked.labels(token_type)
-        for token_type in REUSABLE:
-            self._reuse.labels(token_type)
         for kind in UPSTREAM_ERRORS:
             self._upstream_errors.labels(kind)
-        r.register(_ScrapeTimeCollector(self))
 
     # -- events: the protocol --------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""The `/mcp` reverse proxy: bearer check, MCP session binding, streaming relay."""
+"""The `/mcp` reverse proxy: the gate (origin, CORS, bearer), MCP session binding, the
+caller's identity for the upstream, and the streaming relay."""
 
-from oauthd.proxy.relay import McpProxy
+from oauthd.proxy.proxy import McpProxy
 
 __all__ = ["McpProxy"]

@@ -68,3 +68,12 @@ def internal_error(request_id: str) -> ProxyRefusal:
     return jsonrpc_error(
         500, -32603, f"internal error (request id {request_id})", {"X-Request-Id": request_id}
     )
+
+
+def body_too_large() -> ProxyRefusal:
+    return jsonrpc_error(413, -32600, "request body too large")
+
+
+def session_not_found() -> ProxyRefusal:
+    """An `Mcp-Session-Id` unknown, or bound to another grant: never a hint which."""
+    return jsonrpc_error(404, -32001, "Session not found")

@@ -1,10 +1,12 @@
-"""Which headers cross the proxy, in each direction."""
+"""What of a request crosses the proxy: which headers, in each direction, and which part
+of the query string."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 HOP_BY_HOP = frozenset(
     {
@@ -67,3 +69,24 @@ def upstream_request_headers(
 
 def client_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return _kept(upstream, _RESPONSE_DROPPED)
+
+
+def upstream_url(base: URL, raw_query: str) -> URL:
+    """`base` (`upstream.url`) plus the client's query string as it was sent, less any
+    `access_token` (a round trip through a dict would rewrite it: `flag` -> `flag=`,
+    `%20` -> `+`)."""
+    if not raw_query:
+        return base
+    raw = "&".join(  # a token in the query is never accepted, and never passed on
+        part for part in raw_query.split("&") if part and part.split("=", 1)[0] != "access_token"
+    )
+    if not raw:
+        return base
+    query = f"{base.raw_query_string}&{raw}" if base.raw_query_string else raw
+    return URL.build(
+        scheme=base.scheme,
+        authority=base.raw_authority,
+        path=base.raw_path,
+        query_string=query,
+        encoded=True,
+    )

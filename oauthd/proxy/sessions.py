@@ -14,7 +14,9 @@ from oauthd.store import Store
 
 log = logging.getLogger("oauthd.proxy")
 
+SESSION_HEADER = "Mcp-Session-Id"
 MAX_SESSIONS_PER_GRANT = 64  # oldest bindings are forgotten past this
+CLOSED = frozenset({200, 202, 204, 404})  # a DELETE's statuses after which a session is gone
 
 
 class SessionBindings:
@@ -65,6 +67,17 @@ class SessionBindings:
             return dataclasses.replace(current, mcp_sessions=keys)
 
         await self._store.grants.update(grant.id, listed)
+
+    async def track(
+        self, method: str, status: int, grant: Grant, session_id: str | None, new_id: str | None
+    ) -> None:
+        """Follow the upstream's answer to a request in `session_id` (None: none yet): a
+        new session id it handed out (`new_id`, status below 400) is bound to the grant; a
+        DELETE it accepted, or of a session it did not know, forgets `session_id`."""
+        if new_id and new_id != session_id and status < 400:
+            await self.bind(new_id, grant)
+        if method == "DELETE" and session_id and status in CLOSED:
+            await self.forget(session_id, grant)
 
     async def forget(self, session_id: str, grant: Grant) -> None:
         key = lookup_key(session_id)

@@ -1,0 +1,20 @@
+"""What the proxy needs of the protocol, and no more: a narrow view of `AuthServer` (the
+door, design.md section 1), which `AuthServer` satisfies as it is."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from oauthd.model import Grant
+from oauthd.oauth import GrantEndedListener
+
+
+class Authority(Protocol):
+    async def verify_bearer(self, token: str) -> Grant | None:
+        """The live grant an access token belongs to, or None."""
+
+    async def upstream_access_token(self, grant: Grant) -> str | None:
+        """The user's identity-provider access token, if there is one."""
+
+    def on_grant_ended(self, listener: GrantEndedListener) -> None:
+        """Call `listener(grant)` whenever a grant is revoked or ends."""

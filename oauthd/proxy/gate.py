@@ -1,0 +1,103 @@
+"""The gate: what a `/mcp` request must pass before anything of it reaches the upstream.
+
+In order: its Origin (a browser page on another site must not reach a local MCP server:
+DNS rebinding), then its bearer token and the scopes that token carries (RFC 6750 s3
+challenges). Each step either passes or raises a `ProxyRefusal`. Per-tool policy (a pure
+`decide(rules, principal, scopes, message)`) is the next step after `authenticate`, its
+Deny and StepUp rendered here like the other refusals. The CORS headers go on every answer
+to an allowed origin, refusals included, so that a browser client can read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from oauthd.config import Config
+from oauthd.model import Grant
+from oauthd.proxy.answers import challenge, jsonrpc_error
+
+BearerCheck = Callable[[str], Awaitable[Grant | None]]
+
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept, "
+    "Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name",
+    "Access-Control-Max-Age": "86400",
+}
+EXPOSED_HEADERS = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, Retry-After"
+
+
+class Gate:
+    def __init__(self, config: Config, verify_bearer: BearerCheck) -> None:
+        issuer = config.server.issuer
+        self._own_origin = issuer.lower()
+        self._allowed_origins = config.upstream.allowed_origins
+        self._required_scopes = config.upstream.required_scopes
+        self._scope = " ".join(self._required_scopes)
+        self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource/mcp"
+        self._verify_bearer = verify_bearer  # bound once: the hot path
+
+    def check_origin(self, request: web.Request) -> None:
+        """A request without Origin is not from a browser and passes; any other origin
+        than oauthd's own or a configured one is refused (403)."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return
+        if not self._origin_allowed(origin):
+            raise jsonrpc_error(403, -32000, "Origin not allowed")
+
+    def _origin_allowed(self, origin: str) -> bool:
+        return origin.lower() == self._own_origin or origin.lower() in self._allowed_origins
+
+    def preflight(self, request: web.Request) -> web.Response:
+        """The answer to a CORS preflight (OPTIONS) from an origin that passed."""
+        response = web.Response(status=204, headers=PREFLIGHT_HEADERS)
+        self.add_cors(request, response)
+        return response
+
+    def add_cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is not None and self._origin_allowed(origin):  # never to a refused origin
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+            vary = response.headers.get("Vary", "")  # the upstream's own Vary stays
+            if "origin" not in vary.lower():
+                response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+
+    async def authenticate(self, request: web.Request) -> Grant:
+        """The grant of the request's bearer token, which must carry every required scope;
+        else a 401 (no, malformed or dead token) or 403 (a scope missing) challenge."""
+        scope = self._scope
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise challenge(401, self._metadata_url, scope)
+        if scheme.lower() != "bearer" or not token.strip():
+            raise challenge(
+                401,
+                self._metadata_url,
+                scope,
+                "invalid_request",
+                "use the Authorization: Bearer scheme",
+            )
+        grant = await self._verify_bearer(token.strip())
+        if grant is None:
+            raise challenge(
+                401,
+                self._metadata_url,
+                scope,
+                "invalid_token",
+                "the access token is invalid or has expired",
+            )
+        missing = [s for s in self._required_scopes if s not in grant.scopes]
+        if missing:
+            raise challenge(
+                403,
+                self._metadata_url,
+                scope,
+                "insufficient_scope",
+                f"the token lacks the scope {missing[0]}",
+            )
+        return grant

@@ -1,0 +1,81 @@
+"""The identity headers: who is calling, as the upstream MCP server learns it.
+
+One builder (`stamp`) serves both kinds of request oauthd sends upstream: a relayed client
+request and the DELETE that closes an ended grant's MCP session. A client can never set
+these headers itself: `upstream_request_headers` drops them from what it sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from oauthd.config import Config, read_secret
+from oauthd.model import Grant
+from oauthd.proxy.headers import upstream_request_headers
+from oauthd.proxy.sessions import SESSION_HEADER
+
+log = logging.getLogger("oauthd.proxy")
+
+IdpTokenSource = Callable[[Grant], Awaitable[str | None]]
+
+
+class Identity:
+    def __init__(self, config: Config, idp_token: IdpTokenSource) -> None:
+        up = config.upstream
+        self._user_header = up.user_header
+        self._client_header = up.client_header
+        self._scopes_header = up.scopes_header
+        self._idp_token_header = up.idp_token_header
+        self._names = (up.user_header, up.client_header, up.scopes_header, up.idp_token_header)
+        self.forwards_idp_token = up.forward_idp_token
+        self._idp_token = idp_token
+        self._forwarded_proto, _, self._forwarded_host = config.server.issuer.partition("://")
+        self._authorization_ref = up.authorization
+        self._authorization: str | None = None  # `upstream.authorization`, once read
+
+    def read_authorization(self) -> None:
+        """Read the static `Authorization` value for the upstream (at start); if it is
+        configured but unreadable, requests go without one and an error is logged."""
+        if not self._authorization_ref:
+            return
+        self._authorization = read_secret(self._authorization_ref)
+        if self._authorization is None:
+            log.error(
+                "upstream.authorization cannot be read; sending none",
+                extra={"event": "proxy.no_static_credential"},
+            )
+
+    def stamp(self, headers: MutableMapping[str, str], grant: Grant) -> None:
+        """Set the user, client and scopes of `grant`, and the static credential if any
+        (an upstream that needs it refuses a request without it)."""
+        headers[self._user_header] = grant.user
+        headers[self._client_header] = grant.client_id
+        headers[self._scopes_header] = " ".join(grant.scopes)
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+
+    def request_headers(self, request: web.Request, grant: Grant) -> CIMultiDict[str]:
+        """What goes upstream with a relayed request: the client's own headers that may
+        cross (headers.py), where it came from (X-Forwarded-*), and who it is."""
+        headers = upstream_request_headers(request.headers, self._names)
+        headers["X-Forwarded-For"] = request.remote or ""
+        headers["X-Forwarded-Proto"] = self._forwarded_proto
+        headers["X-Forwarded-Host"] = self._forwarded_host
+        self.stamp(headers, grant)
+        return headers
+
+    async def add_idp_token(self, headers: MutableMapping[str, str], grant: Grant) -> None:
+        """With `forward_idp_token`: the user's identity-provider access token, if any."""
+        token = await self._idp_token(grant)
+        if token:
+            headers[self._idp_token_header] = token
+
+    def session_close_headers(self, grant: Grant, session_id: str) -> dict[str, str]:
+        """The headers of the DELETE that closes `session_id` of an ended grant."""
+        headers = {SESSION_HEADER: session_id}
+        self.stamp(headers, grant)
+        return headers

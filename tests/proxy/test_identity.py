@@ -1,0 +1,123 @@
+"""The identity headers alone, without a server: one builder for relayed requests and for
+the DELETE that closes an ended grant's session."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
+from records_factory import make_grant
+
+from oauthd.config import Config, default_config
+from oauthd.model import Grant
+from oauthd.proxy.identity import Identity
+
+GRANT = make_grant(user="alice", client_id="client-1", scopes=("mcp", "files:read"))
+IDENTITY = {
+    "X-Forwarded-User": "alice",
+    "X-Forwarded-Client-Id": "client-1",
+    "X-Forwarded-Scopes": "mcp files:read",
+}
+
+
+def config(tmp_path: Path, **upstream: object) -> Config:
+    base = default_config(tmp_path)
+    return dataclasses.replace(
+        base,
+        server=dataclasses.replace(base.server, issuer="https://auth.example"),
+        upstream=dataclasses.replace(base.upstream, **upstream),  # type: ignore[arg-type]
+    )
+
+
+async def no_idp_token(grant: Grant) -> str | None:
+    return None
+
+
+def identity(tmp_path: Path, **upstream: object) -> Identity:
+    return Identity(config(tmp_path, **upstream), no_idp_token)
+
+
+def test_a_relayed_request_says_who_calls_and_from_where(tmp_path: Path) -> None:
+    request = make_mocked_request(
+        "POST",
+        "/mcp",
+        headers={
+            "Accept": "application/json",
+            "Authorization": "Bearer the-clients-token",
+            "X-Forwarded-User": "mallory",  # a client cannot claim an identity
+            "x-forwarded-scopes": "admin",
+            "X-Forwarded-Access-Token": "forged",
+            "X-Forwarded-For": "10.0.0.1",
+        },
+    )
+    headers = identity(tmp_path).request_headers(request, GRANT)
+    assert dict(headers) == {
+        "Accept": "application/json",
+        "X-Forwarded-For": request.remote or "",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "auth.example",
+        **IDENTITY,
+    }
+
+
+def test_the_header_names_are_configurable(tmp_path: Path) -> None:
+    request = make_mocked_request("POST", "/mcp", headers={"X-User": "mallory"})
+    named = identity(tmp_path, user_header="X-User", scopes_header="X-Scopes")
+    headers = named.request_headers(request, GRANT)
+    assert headers.getall("X-User") == ["alice"]
+    assert headers["X-Scopes"] == "mcp files:read"
+    assert "X-Forwarded-User" not in headers
+
+
+def test_the_session_close_carries_the_same_identity(tmp_path: Path) -> None:
+    headers = identity(tmp_path).session_close_headers(GRANT, "session-1")
+    assert headers == {"Mcp-Session-Id": "session-1", **IDENTITY}
+
+
+def test_a_static_credential_goes_with_both(tmp_path: Path) -> None:
+    secret = tmp_path / "upstream-token"
+    secret.write_text("Bearer upstream-secret\n")
+    sender = identity(tmp_path, authorization=f"file:{secret}")
+    sender.read_authorization()
+    request = make_mocked_request("POST", "/mcp", headers={"Authorization": "Bearer client"})
+    assert sender.request_headers(request, GRANT)["Authorization"] == "Bearer upstream-secret"
+    closing = sender.session_close_headers(GRANT, "session-1")
+    assert closing["Authorization"] == "Bearer upstream-secret"
+
+
+def test_an_unreadable_credential_is_logged_and_none_is_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = identity(tmp_path, authorization=f"file:{tmp_path / 'missing'}")
+    sender.read_authorization()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "upstream.authorization cannot be read; sending none"
+    ]
+    caplog.clear()  # an expected error (the proxy tests fail on any other)
+    assert "Authorization" not in sender.session_close_headers(GRANT, "session-1")
+
+
+async def test_the_idp_token_is_added_when_there_is_one(tmp_path: Path) -> None:
+    asked: list[Grant] = []
+
+    async def idp_token(grant: Grant) -> str | None:
+        asked.append(grant)
+        return "idp-access" if grant.user == "alice" else None
+
+    sender = Identity(config(tmp_path, forward_idp_token=True), idp_token)
+    assert sender.forwards_idp_token
+    headers: CIMultiDict[str] = CIMultiDict()
+    await sender.add_idp_token(headers, GRANT)
+    assert headers["X-Forwarded-Access-Token"] == "idp-access"
+    none: CIMultiDict[str] = CIMultiDict()
+    await sender.add_idp_token(none, dataclasses.replace(GRANT, user="bob"))
+    assert "X-Forwarded-Access-Token" not in none
+    assert [g.user for g in asked] == ["alice", "bob"]
+
+
+def test_no_idp_token_unless_configured(tmp_path: Path) -> None:
+    assert not identity(tmp_path).forwards_idp_token
