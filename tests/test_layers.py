@@ -16,8 +16,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 
 OUTER = (
@@ -31,7 +29,8 @@ OUTER = (
 )
 FOUNDATIONS = (
     "oauthd/model.py",
-    "oauthd/config.py",
+    "oauthd/config/",
+    "oauthd/passwords.py",
     "oauthd/crypto.py",
     "oauthd/clock.py",
     "oauthd/exits.py",
@@ -100,6 +99,7 @@ RULES = (
         FOUNDATIONS,
         ("aiohttp", "oauthd.persist", "oauthd.store", "oauthd.oauth", *OUTER),
     ),
+    Rule("foundations do not import users", FOUNDATIONS, ("oauthd.users",)),
     Rule(
         "the admin socket drives the protocol, not the web side",
         ("oauthd/admin/",),
@@ -124,7 +124,7 @@ RULES = (
         "only the command line reaches the daemon",
         ("oauthd/",),
         ("oauthd.cli", "oauthd.daemon"),
-        unless=("oauthd/cli.py", "oauthd/cli/", "oauthd/__main__.py"),
+        unless=("oauthd/cli/", "oauthd/__main__.py"),
     ),
     Rule(
         "only the daemon reaches the composition root",
@@ -142,16 +142,10 @@ RULES = (
             "oauthd/outbound/",
             "oauthd/assembly.py",
             "oauthd/daemon.py",
-            "oauthd/cli.py",
             "oauthd/cli/",
         ),
     ),
 )
-
-# Rules that another branch of issue #10 makes true (config.py stops importing users.py
-# when the password-hash format moves to a leaf): checked by an xfail(strict) test until
-# then, and moved into RULES when it passes.
-PENDING = (Rule("foundations do not import users", FOUNDATIONS, ("oauthd.users",)),)
 
 
 def matches(path: str, patterns: tuple[str, ...]) -> bool:
@@ -285,25 +279,9 @@ def test_imports_follow_the_rooms() -> None:
     assert not problems, "forbidden imports:\n" + "\n".join(problems)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="config.py imports users.py until the password-hash format moves"
-)
-def test_pending_rules_hold() -> None:
-    problems = violations(REPO, PENDING)
-    assert not problems, "forbidden imports:\n" + "\n".join(problems)
-
-
-@pytest.mark.xfail(
-    strict=True, reason="the one circle left: oauthd.config <-> oauthd.users (being broken)"
-)
 def test_no_import_cycle() -> None:
     found = cycles(import_graph(REPO))
     assert found == [], "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
-
-
-def test_the_only_cycle_left_is_config_and_users() -> None:
-    """Keeps the xfail above honest: no other circle may hide behind it."""
-    assert cycles(import_graph(REPO)) in ([], [["oauthd.config", "oauthd.users"]])
 
 
 def write_tree(root: Path, files: dict[str, str]) -> None:
@@ -342,18 +320,21 @@ def test_checker_finds_each_kind_of_violation(tmp_path: Path) -> None:
         "oauthd/outbound/cimd.py": "from oauthd.http import app\nfrom oauthd.oauth import Flow\n",
         "oauthd/daemon.py": "from oauthd.assembly import create_app\n",
         "oauthd/assembly.py": "from oauthd.http import app\nimport aiohttp\n",
-        "oauthd/cli.py": "from oauthd import daemon\nimport aiohttp\nfrom oauthd import assembly\n",
+        "oauthd/cli/__init__.py": (
+            "from oauthd import daemon\nimport aiohttp\nfrom oauthd import assembly\n"
+        ),
         "oauthd/__main__.py": "from oauthd.cli import main\n",
     }
     write_tree(tmp_path, files)
     where = [p.split(" (")[0] for p in violations(tmp_path)]
     assert where == [
         "oauthd/admin/operations.py:1: imports oauthd.oauth.server",
-        "oauthd/cli.py:3: imports oauthd.assembly",
+        "oauthd/cli/__init__.py:3: imports oauthd.assembly",
         "oauthd/clock.py:2: imports oauthd.store.memory",
         "oauthd/http/pages.py:2: imports oauthd.store.Store",
         "oauthd/http/pages.py:3: imports oauthd.users",
         "oauthd/http/pages.py:5: imports oauthd.oauth.server.AuthServer",
+        "oauthd/model.py:1: imports oauthd.users.Users",
         "oauthd/oauth/__init__.py:1: imports oauthd.http.errors",
         "oauthd/oauth/token.py:3: imports aiohttp.web",
         "oauthd/oauth/token.py:4: imports oauthd.daemon",
@@ -363,12 +344,10 @@ def test_checker_finds_each_kind_of_violation(tmp_path: Path) -> None:
         "oauthd/store/file.py:1: imports oauthd.oauth",
     ]
     found = violations(tmp_path)
-    assert found[7].endswith("(the protocol does no I/O: no aiohttp)")
+    assert found[8].endswith("(the protocol does no I/O: no aiohttp)")
     assert found[3].endswith(": not oauthd.store)")
-    assert found[11].endswith(": not a submodule of oauthd.oauth)")
-    assert [p.split(" (")[0] for p in violations(tmp_path, PENDING)] == [
-        "oauthd/model.py:1: imports oauthd.users.Users"
-    ]
+    assert found[12].endswith(": not a submodule of oauthd.oauth)")
+    assert found[6].endswith("(foundations do not import users: no oauthd.users)")
 
 
 def test_cycle_finder_finds_circles(tmp_path: Path) -> None:

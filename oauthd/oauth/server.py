@@ -72,6 +72,7 @@ class AuthServer:
         self.registrations = RateLimiter(clock, config.oauth.registrations_per_minute, MINUTE)
         self.device_guesses = RateLimiter(clock, config.oauth.device_guesses_per_minute, MINUTE)
         self._accounts = Accounts(store, self.tokens)
+        self.verify_bearer = self.tokens.verify_bearer  # type: ignore[method-assign]
 
     # -- discovery -----------------------------------------------------------------------
 
@@ -134,6 +135,9 @@ class AuthServer:
             )
 
     async def verify_bearer(self, token: str) -> Grant | None:
+        """The live grant a bearer token belongs to, or None. (`__init__` binds this name
+        to `Tokens.verify_bearer` itself: the proxy calls it on every request, and a
+        forwarding coroutine here cost 0.5 % of its instructions.)"""
         return await self.tokens.verify_bearer(token)
 
     def on_grant_ended(self, listener: GrantEndedListener) -> None:

@@ -30,8 +30,6 @@ GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
 
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
 
-GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
-
 
 @dataclass(slots=True, frozen=True)
 class TokenResponse:
