@@ -100,9 +100,19 @@ async def services(
             provider,
             keyring.sealer,
             metrics=metrics,
+            introspection_secret=keyring.introspection_secret,
         )
         sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
-        proxy = McpProxy(config, auth, store, clock, sealer, metrics, on_unavailable=on_unavailable)
+        proxy = McpProxy(
+            config,
+            auth,
+            store,
+            clock,
+            sealer,
+            metrics,
+            on_unavailable=on_unavailable,
+            authorization=keyring.upstream_authorization,
+        )
         await proxy.start()
         stack.push_async_callback(proxy.close)
         await stack.enter_async_context(housekeeping(store))

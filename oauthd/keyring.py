@@ -3,23 +3,27 @@ request): a secret that cannot be read is found at start, and no request reads a
 
 `read_keyring` runs before the state is opened, so that a bad key never holds the state
 lock; `session_sealer` runs after it, because its fallback key lives in the state dir.
-Not here: the introspection client secret, read when used (`AuthServer.introspect`) so
-that a rotated secret works without a restart; and the proxy's `upstream.authorization`,
-read once by `McpProxy.start`."""
+The introspection client secret is read again on SIGHUP (`oauthd.reload`), so that a
+rotated secret takes effect without a restart."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 from oauthd.config import Config, ConfigError, read_secret
 from oauthd.crypto import Sealer, parse_key
 
+log = logging.getLogger("oauthd.keyring")
+
 
 @dataclass(slots=True, frozen=True)
 class Keyring:
     sealer: Sealer | None  # login.encryption_key: upstream tokens (and MCP session ids)
     idp_secret: str | None  # the identity provider's client secret; None sends none
+    introspection_secret: str | None  # [introspection] client_secret; None refuses all
+    upstream_authorization: str | None  # upstream.authorization; None sends none
 
 
 def read_keyring(config: Config) -> Keyring:
@@ -30,7 +34,36 @@ def read_keyring(config: Config) -> Keyring:
     return Keyring(
         sealer=_login_sealer(config),
         idp_secret=_optional_secret(idp.get(login.provider, "")),
+        introspection_secret=introspection_secret(config),
+        upstream_authorization=_upstream_authorization(config),
     )
+
+
+def introspection_secret(config: Config) -> str | None:
+    """The secret `/introspect` callers authenticate with (None: introspection refused,
+    with an error logged if one is configured but cannot be read)."""
+    ref = config.introspection.client_secret
+    value = _optional_secret(ref)
+    if ref and value is None:
+        log.error(
+            "introspection.client_secret cannot be read; introspection is refused",
+            extra={"event": "config.secret_unreadable", "key": "introspection.client_secret"},
+        )
+    return value
+
+
+def _upstream_authorization(config: Config) -> str | None:
+    """The static `Authorization` value for the upstream; if it is configured but
+    unreadable, requests go without one and an error is logged (the upstream, not
+    oauthd, decides whether that is fatal)."""
+    ref = config.upstream.authorization
+    value = _optional_secret(ref)
+    if ref and value is None:
+        log.error(
+            "upstream.authorization cannot be read; sending none",
+            extra={"event": "proxy.no_static_credential"},
+        )
+    return value
 
 
 def _optional_secret(ref: str) -> str | None:

@@ -1,7 +1,9 @@
 """SIGHUP: re-read the config file and apply what can change while serving.
 
-The local users (`[[login.users]]`) and the log level (`log.level`) take effect at once;
-no connection is touched. Any other key that changed is logged as needing a restart and
+The local users (`[[login.users]]`), the log level (`log.level`) and the introspection
+client secret (`introspection.client_secret`, re-read from its file or credential even
+when the reference is unchanged: that is how it is rotated) take effect at once; no
+connection is touched. Any other key that changed is logged as needing a restart and
 keeps its running value. A config that does not load keeps the running one, and the
 reason (the ConfigError message, naming the file and key) is logged. Password hashes are
 never logged: only which usernames were added, removed or changed.
@@ -16,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from oauthd.config import Config, ConfigError, load_config
+from oauthd.keyring import introspection_secret
 from oauthd.log import LEVELS, set_level
 from oauthd.notify import Notifier
 from oauthd.oauth import AuthServer
@@ -23,7 +26,7 @@ from oauthd.users import Users
 
 log = logging.getLogger("oauthd.daemon")
 
-RELOADABLE = frozenset({"login.users", "log.level"})
+RELOADABLE = frozenset({"login.users", "log.level", "introspection.client_secret"})
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -73,7 +76,9 @@ class Reloader:
             failure: str | None = None
             try:
                 new = await asyncio.to_thread(load_config, self.running.source)
+                secret = await asyncio.to_thread(introspection_secret, new)
                 self._apply(new, Users(new.login.users))
+                self._apply_introspection_secret(secret)
             except (ConfigError, ValueError) as exc:
                 failure = str(exc)
             except Exception as exc:
@@ -121,6 +126,9 @@ class Reloader:
             old,
             login=dataclasses.replace(old.login, users=new.login.users),
             log=dataclasses.replace(old.log, level=new.log.level),
+            introspection=dataclasses.replace(
+                old.introspection, client_secret=new.introspection.client_secret
+            ),
         )
         log.info(
             "configuration reloaded",
@@ -129,6 +137,17 @@ class Reloader:
                 "applied": [k for k in changed if k in RELOADABLE],
                 "restart_needed": [k for k in changed if k not in RELOADABLE],
             },
+        )
+
+    def _apply_introspection_secret(self, secret: str | None) -> None:
+        """Use the secret as read now; say whether it changed (never what it is)."""
+        auth = self._auth()
+        if secret == auth.introspection_secret:
+            return
+        auth.introspection_secret = secret
+        log.info(
+            "introspection secret reloaded",
+            extra={"event": "config.secret_reloaded", "key": "introspection.client_secret"},
         )
 
     @staticmethod

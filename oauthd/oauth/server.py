@@ -10,7 +10,7 @@ from typing import Any
 
 from oauthd import crypto
 from oauthd.clock import Clock
-from oauthd.config import Config, read_secret
+from oauthd.config import Config
 from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import DeviceFlow, Grant, PendingAuthorization
@@ -47,8 +47,10 @@ class AuthServer:
         provider: IdentityProvider | None = None,
         sealer: crypto.Sealer | None = None,
         metrics: Metrics | None = None,
+        introspection_secret: str | None = None,
     ) -> None:
         self.config = config
+        self.introspection_secret = introspection_secret  # resolved at start and on SIGHUP
         self.store = store
         self.users = users
         self.metrics = metrics or Metrics()
@@ -119,8 +121,7 @@ class AuthServer:
 
     def _check_introspection_client(self, credentials: ClientCredentials | None) -> None:
         wanted = self.config.introspection
-        # read when used, not at start: a rotated secret works without a restart
-        secret = read_secret(wanted.client_secret) if wanted.client_secret else None
+        secret = self.introspection_secret
         if (
             credentials is None
             or not wanted.client_id

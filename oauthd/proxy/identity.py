@@ -7,24 +7,23 @@ these headers itself: `upstream_request_headers` drops them from what it sent.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from oauthd.config import Config, read_secret
+from oauthd.config import Config
 from oauthd.model import Grant
 from oauthd.proxy.headers import upstream_request_headers
 from oauthd.proxy.sessions import SESSION_HEADER
-
-log = logging.getLogger("oauthd.proxy")
 
 IdpTokenSource = Callable[[Grant], Awaitable[str | None]]
 
 
 class Identity:
-    def __init__(self, config: Config, idp_token: IdpTokenSource) -> None:
+    def __init__(
+        self, config: Config, idp_token: IdpTokenSource, authorization: str | None = None
+    ) -> None:
         up = config.upstream
         self._user_header = up.user_header
         self._client_header = up.client_header
@@ -34,20 +33,7 @@ class Identity:
         self.forwards_idp_token = up.forward_idp_token
         self._idp_token = idp_token
         self._forwarded_proto, _, self._forwarded_host = config.server.issuer.partition("://")
-        self._authorization_ref = up.authorization
-        self._authorization: str | None = None  # `upstream.authorization`, once read
-
-    def read_authorization(self) -> None:
-        """Read the static `Authorization` value for the upstream (at start); if it is
-        configured but unreadable, requests go without one and an error is logged."""
-        if not self._authorization_ref:
-            return
-        self._authorization = read_secret(self._authorization_ref)
-        if self._authorization is None:
-            log.error(
-                "upstream.authorization cannot be read; sending none",
-                extra={"event": "proxy.no_static_credential"},
-            )
+        self._authorization = authorization  # `upstream.authorization`, read at start
 
     def stamp(self, headers: MutableMapping[str, str], grant: Grant) -> None:
         """Set the user, client and scopes of `grant`, and the static credential if any

@@ -51,19 +51,21 @@ class McpProxy:
         sealer: Sealer,
         metrics: Metrics | None = None,
         on_unavailable: Callable[[Unavailable, str], None] | None = None,
+        authorization: str | None = None,
     ) -> None:
+        """`authorization`: the static `Authorization` value for the upstream
+        (`upstream.authorization`, resolved at start by `oauthd.keyring`)."""
         self._metrics = metrics or Metrics()
         self._on_unavailable = on_unavailable or _log_unavailable
         self._gate = Gate(config, auth.verify_bearer)
         self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
-        self._identity = Identity(config, auth.upstream_access_token)
+        self._identity = Identity(config, auth.upstream_access_token, authorization)
         self._relay = Relay(config.upstream, self._metrics, self._gate.add_cors, self._observe)
         self._max_request_bytes = config.upstream.max_request_bytes
         self._id_prefix, self._ids = secrets.token_hex(4) + "-", itertools.count(1)
         auth.on_grant_ended(self.close_sessions_of)
 
     async def start(self) -> None:
-        self._identity.read_authorization()
         await self._relay.start()
 
     async def end_streams(self) -> None:

@@ -22,6 +22,7 @@ import pytest
 from oauthd import crypto
 from oauthd.clock import FakeClock
 from oauthd.config import Config, LocalUser, default_config
+from oauthd.keyring import read_keyring
 from oauthd.model import Client, PendingAuthorization
 from oauthd.oauth.authorize import Flow
 from oauthd.oauth.clients import (
@@ -247,7 +248,14 @@ def build_env(tmp_path: Path, **sections: Mapping[str, Any]) -> Env:
     clock = FakeClock()
     store = MemoryStore(clock)
     fetcher = FakeFetcher(clock)
-    server = AuthServer(config, store, clock, Users(config.login.users), fetcher)
+    server = AuthServer(
+        config,
+        store,
+        clock,
+        Users(config.login.users),
+        fetcher,
+        introspection_secret=read_keyring(config).introspection_secret,
+    )
     return Env(config, clock, store, fetcher, server)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from oauthd import crypto
+from oauthd.keyring import read_keyring
 from oauthd.oauth.clients import ClientCredentials
 
 from .conftest import (
@@ -197,17 +198,23 @@ async def test_introspection_without_configured_credential(env_with: EnvFactory)
         assert error.error == "invalid_client"
 
 
-async def test_introspection_secret_file_is_read_when_used(env: Env, tmp_path: Path) -> None:
+async def test_introspection_secret_is_read_at_start_not_per_request(
+    env: Env, tmp_path: Path
+) -> None:
+    """The secret file is read once (oauthd.keyring); rotating it takes a SIGHUP, which
+    sets `introspection_secret` (tests/test_reload_secrets.py)."""
     issued = await env.code_flow()
     form = {"token": issued.tokens.access_token}
     (tmp_path / "introspection.secret").write_text("rotated-secret\n")
+    assert (await env.server.introspect(form, INTROSPECTOR))["active"] is True
+    rotated = ClientCredentials(INTROSPECTION_ID, "rotated-secret", "client_secret_basic")
+    assert (await refused(env.server.introspect(form, rotated))).error == "invalid_client"
+    env.server.introspection_secret = read_keyring(env.config).introspection_secret
+    assert (await env.server.introspect(form, rotated))["active"] is True
     error = await refused(env.server.introspect(form, INTROSPECTOR))
     assert error.error == "invalid_client"
-    rotated = ClientCredentials(INTROSPECTION_ID, "rotated-secret", "client_secret_basic")
-    assert (await env.server.introspect(form, rotated))["active"] is True
-    (tmp_path / "introspection.secret").unlink()
-    error = await refused(env.server.introspect(form, rotated))
-    assert error.error == "invalid_client"
+    env.server.introspection_secret = None  # configured but unreadable: refused
+    assert (await refused(env.server.introspect(form, rotated))).error == "invalid_client"
 
 
 async def test_introspection_needs_a_token(env: Env) -> None:

@@ -4,10 +4,8 @@ the DELETE that closes an ended grant's session."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
-import pytest
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 from records_factory import make_grant
@@ -79,26 +77,17 @@ def test_the_session_close_carries_the_same_identity(tmp_path: Path) -> None:
 
 
 def test_a_static_credential_goes_with_both(tmp_path: Path) -> None:
-    secret = tmp_path / "upstream-token"
-    secret.write_text("Bearer upstream-secret\n")
-    sender = identity(tmp_path, authorization=f"file:{secret}")
-    sender.read_authorization()
+    sender = Identity(config(tmp_path), no_idp_token, "Bearer upstream-secret")
     request = make_mocked_request("POST", "/mcp", headers={"Authorization": "Bearer client"})
     assert sender.request_headers(request, GRANT)["Authorization"] == "Bearer upstream-secret"
     closing = sender.session_close_headers(GRANT, "session-1")
     assert closing["Authorization"] == "Bearer upstream-secret"
 
 
-def test_an_unreadable_credential_is_logged_and_none_is_sent(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    sender = identity(tmp_path, authorization=f"file:{tmp_path / 'missing'}")
-    sender.read_authorization()
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
-        "upstream.authorization cannot be read; sending none"
-    ]
-    caplog.clear()  # an expected error (the proxy tests fail on any other)
-    assert "Authorization" not in sender.session_close_headers(GRANT, "session-1")
+def test_without_a_static_credential_none_is_sent(tmp_path: Path) -> None:
+    request = make_mocked_request("POST", "/mcp", headers={"Authorization": "Bearer client"})
+    assert "Authorization" not in identity(tmp_path).request_headers(request, GRANT)
+    assert "Authorization" not in identity(tmp_path).session_close_headers(GRANT, "session-1")
 
 
 async def test_the_idp_token_is_added_when_there_is_one(tmp_path: Path) -> None:

@@ -1,0 +1,119 @@
+"""oauthd.keyring: every key and secret the config names, resolved once at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from oauthd.config import Config, ConfigError, load_config
+from oauthd.keyring import introspection_secret, read_keyring, session_sealer
+
+KEY = "00" * 32
+
+
+def config(tmp_path: Path, body: str = "", backend: str = "file") -> Config:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[server]\nissuer = "https://auth.example"\n'
+        f'[storage]\nbackend = "{backend}"\npath = "{tmp_path / "state"}"\n' + body
+    )
+    return load_config(path)
+
+
+def test_nothing_configured_means_no_secrets(tmp_path: Path) -> None:
+    keyring = read_keyring(config(tmp_path))
+    assert keyring.sealer is None
+    assert keyring.idp_secret is None
+    assert keyring.introspection_secret is None
+    assert keyring.upstream_authorization is None
+
+
+def test_each_reference_is_read_once_with_its_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "enc.key").write_text(KEY + "\n")
+    (tmp_path / "introspection.secret").write_text("intro-secret\n")
+    monkeypatch.setenv("UPSTREAM_AUTH", "Bearer upstream-secret")
+    keyring = read_keyring(
+        config(
+            tmp_path,
+            '[login]\nencryption_key = "file:enc.key"\n'
+            '[introspection]\nclient_id = "rs"\nclient_secret = "file:introspection.secret"\n'
+            '[upstream]\nauthorization = "env:UPSTREAM_AUTH"\n',
+        )
+    )
+    assert keyring.sealer is not None
+    assert keyring.introspection_secret == "intro-secret"
+    assert keyring.upstream_authorization == "Bearer upstream-secret"
+    (tmp_path / "introspection.secret").write_text("rotated\n")
+    assert keyring.introspection_secret == "intro-secret"  # a value, not a reference
+
+
+def test_a_bad_encryption_key_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "enc.key").write_text("not a key\n")
+    with pytest.raises(ConfigError, match=r"login\.encryption_key: "):
+        read_keyring(config(tmp_path, '[login]\nencryption_key = "file:enc.key"\n'))
+    with pytest.raises(ConfigError, match=r"login.encryption_key: cannot read .*missing"):
+        read_keyring(config(tmp_path, '[login]\nencryption_key = "file:missing"\n'))
+
+
+def test_unreadable_optional_secrets_are_logged_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keyring = read_keyring(
+        config(
+            tmp_path,
+            '[introspection]\nclient_id = "rs"\nclient_secret = "file:gone"\n'
+            '[upstream]\nauthorization = "file:gone-too"\n',
+        )
+    )
+    assert (keyring.introspection_secret, keyring.upstream_authorization) == (None, None)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "introspection.client_secret cannot be read; introspection is refused",
+        "upstream.authorization cannot be read; sending none",
+    ]
+    caplog.clear()
+
+
+def test_introspection_secret_reads_the_reference_now(tmp_path: Path) -> None:
+    secret = tmp_path / "introspection.secret"
+    secret.write_text("one\n")
+    loaded = config(
+        tmp_path, '[introspection]\nclient_id = "rs"\nclient_secret = "file:introspection.secret"\n'
+    )
+    assert introspection_secret(loaded) == "one"
+    secret.write_text("two\n")
+    assert introspection_secret(loaded) == "two"
+
+
+def test_the_session_key_is_kept_in_the_state_dir(tmp_path: Path) -> None:
+    loaded = config(tmp_path)
+    loaded.storage.path.mkdir(mode=0o700)
+    first = session_sealer(loaded, read_keyring(loaded))
+    path = loaded.storage.path / "session.key"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again = session_sealer(loaded, read_keyring(loaded))
+    assert again.open(first.seal(b"session", "ad"), "ad") == b"session"
+
+
+def test_the_configured_key_seals_sessions_and_no_file_is_written(tmp_path: Path) -> None:
+    (tmp_path / "enc.key").write_text(KEY + "\n")
+    loaded = config(tmp_path, '[login]\nencryption_key = "file:enc.key"\n')
+    keyring = read_keyring(loaded)
+    assert session_sealer(loaded, keyring) is keyring.sealer
+    assert not (loaded.storage.path / "session.key").exists()
+
+
+def test_a_shared_backend_needs_the_configured_key(tmp_path: Path) -> None:
+    memory = config(tmp_path, backend="memory")
+    assert session_sealer(memory, read_keyring(memory)) is not None
+    file = config(tmp_path)
+    shared = dataclasses.replace(file, storage=dataclasses.replace(file.storage, backend="redis"))
+    with pytest.raises(ConfigError, match=r'required when storage\.backend = "redis"'):
+        session_sealer(shared, read_keyring(shared))
