@@ -16,16 +16,15 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("store_contract")
-
-from pg_helpers import open_postgres, postgres_cleanup, postgres_probe, postgres_writes  # noqa: E402
-from redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes  # noqa: E402
-from services import StateRef, service_missing  # noqa: E402
+pytest.register_assert_rewrite("tests.support", "tests.e2e", "tests.interop")
 
 from oauthd.clock import FakeClock  # noqa: E402
 from oauthd.model import Record  # noqa: E402
 from oauthd.store import FileStore, MemoryStore, Store  # noqa: E402
 from oauthd.store.file import make_engine  # noqa: E402
+from tests.support.postgres import open_postgres, postgres_cleanup, postgres_probe, postgres_writes  # noqa: E402
+from tests.support.redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes  # noqa: E402
+from tests.support.services import StateRef, service_missing  # noqa: E402
 
 
 class CountingSink:

@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from records_factory import make_grant
 
 from oauthd.clock import SystemClock
 from oauthd.config import load_config
@@ -30,6 +29,7 @@ from oauthd.persist.statedir import MARKER, SNAPSHOT
 from oauthd.store.file import FileStore, make_engine
 from oauthd.store.offline import examine
 from oauthd.users import parse_password_hash, verify_password
+from tests.support.records import make_grant
 
 EX_CONFIG = 78
 BIG_STATE = 30_000  # grants: loading takes a visible moment

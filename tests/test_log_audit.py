@@ -11,9 +11,16 @@ from typing import Any
 
 import orjson
 import pytest
-from scripted_run import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER, scripted_run, start
 
 from oauthd.log import ROOT, setup_logging
+from tests.support.scripted_run import (
+    OTHER_PASSWORD,
+    OTHER_USER,
+    PASSWORD,
+    USER,
+    scripted_run,
+    start,
+)
 
 LOGGERS = (ROOT, "aiohttp", "asyncio")
 

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from scripted_run import DEVICE_GRANT, Running, scripted_run, start
 
 from oauthd.http.metrics import allowed
 from oauthd.metrics import CONTENT_TYPE, Metrics
 from oauthd.proxy.relay import upstream_error_kind
+from tests.support.scripted_run import DEVICE_GRANT, Running, scripted_run, start
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -20,8 +20,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from notify_listener import Message, NotifyListener
-from test_daemon import (
+
+from oauthd.notify import Notifier
+from oauthd.persist.statedir import MARKER
+from tests.support.notify import Message, NotifyListener
+from tests.test_daemon import (
     BIG_STATE,
     EX_CONFIG,
     Daemon,
@@ -33,10 +36,7 @@ from test_daemon import (
     write_config,
 )
 
-from oauthd.notify import Notifier
-from oauthd.persist.statedir import MARKER
-
-BLOCKER = Path(__file__).parent / "helpers" / "block_loop"
+BLOCKER = Path(__file__).parent / "support" / "scripts" / "block_loop"
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from notify_listener import Message, NotifyListener
-from test_daemon import Daemon, _login_form, free_port, write_config
 
 from oauthd.users import hash_password
+from tests.support.notify import Message, NotifyListener
+from tests.test_daemon import Daemon, _login_form, free_port, write_config
 
 OLD, NEW = "old correct horse", "new battery staple"
 

@@ -21,12 +21,12 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from idp_fixture import Idp, idp_cancel, idp_login, running_idp
 
 from oauthd.config import Config, default_config
 from oauthd.http import create_app
 from oauthd.http.keys import AUTH, STORE
 from oauthd.model import Grant
+from tests.support.idp import Idp, idp_cancel, idp_login, running_idp
 
 CLIENT_ID, CLIENT_SECRET = "oauthd-test", "oauthd-test-secret-value"
 APP_REDIRECT = "http://127.0.0.1:5555/cb"

@@ -30,11 +30,16 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from records_factory import make_client, make_grant
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "http"))  # the HTTP test harness
-
-from http_harness import (
+from oauthd.admin import server as admin_server
+from oauthd.admin.client import AdminClient, AdminRefused
+from oauthd.admin.operations import Admin
+from oauthd.clock import FakeClock
+from oauthd.config import AdminConfig, default_config
+from oauthd.oauth import AuthServer
+from oauthd.store import MemoryStore
+from oauthd.users import Users
+from tests.support.http_client import (
     OTHER_PASSWORD,
     OTHER_PASSWORD_HASH,
     OTHER_USER,
@@ -46,15 +51,7 @@ from http_harness import (
     client_auth,
     free_port,
 )
-
-from oauthd.admin import server as admin_server
-from oauthd.admin.client import AdminClient, AdminRefused
-from oauthd.admin.operations import Admin
-from oauthd.clock import FakeClock
-from oauthd.config import AdminConfig, default_config
-from oauthd.oauth import AuthServer
-from oauthd.store import MemoryStore
-from oauthd.users import Users
+from tests.support.records import make_client, make_grant
 
 REDIRECT = "http://127.0.0.1:45678/callback"
 EX_UNAVAILABLE = 69

@@ -26,7 +26,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from http_harness import (
+
+from oauthd.clock import FakeClock
+from oauthd.config import Config
+from oauthd.http import create_app
+from tests.support.http_client import (
     PASSWORD,
     USER,
     OauthdClient,
@@ -35,11 +39,7 @@ from http_harness import (
     make_config,
     user_code_as_typed,
 )
-from services import service_missing
-
-from oauthd.clock import FakeClock
-from oauthd.config import Config
-from oauthd.http import create_app
+from tests.support.services import service_missing
 
 try:
     from playwright.async_api import (

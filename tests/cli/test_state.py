@@ -11,8 +11,6 @@ from typing import Any
 
 import orjson
 import pytest
-from persist_helpers import crash_copy, open_store, put_all, segments, snapshot_doc
-from records_factory import DAY, make_client, make_code, make_grant
 
 from oauthd.cli import main
 from oauthd.clock import FakeClock
@@ -21,6 +19,8 @@ from oauthd.persist.statedir import PREVIOUS, SNAPSHOT
 from oauthd.store import offline
 from oauthd.store.file import FileStore
 from oauthd.store.migrations import CURRENT_VERSION
+from tests.support.persist import crash_copy, open_store, put_all, segments, snapshot_doc
+from tests.support.records import DAY, make_client, make_code, make_grant
 
 EMPTY = {"consents": 0, "pending": 0, "devices": 0, "mcp_sessions": 0}
 

@@ -22,9 +22,8 @@ from urllib.parse import urljoin
 import aiohttp
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "http"))  # the HTTP test harness
-
-from http_harness import (
+from oauthd import crypto
+from tests.support.http_client import (
     INTROSPECTION_ID,
     PASSWORD,
     PASSWORD_HASH,
@@ -40,8 +39,6 @@ from http_harness import (
     parse_forms,
     user_code_as_typed,
 )
-
-from oauthd import crypto
 
 START_WITHIN = 20.0
 HANG_LIMIT = 10.0  # a request not answered by then is recorded as a hang (status 0)

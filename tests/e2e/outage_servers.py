@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from services import service_missing
-
 from oauthd.clock import FakeClock
 from oauthd.store import Store
+from tests.support.services import service_missing
 
 REDIS_SERVER = os.environ.get("OAUTHD_TEST_REDIS_SERVER", "/usr/bin/redis-server")
 PG_BIN = Path(os.environ.get("OAUTHD_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))

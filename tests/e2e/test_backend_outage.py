@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,10 +25,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "http"))  # the HTTP test harness
-
-from http_harness import PASSWORD, USER, Answer, OauthdClient, Pkce
-from outage_daemon import (
+from oauthd.clock import FakeClock
+from oauthd.config import default_config
+from oauthd.http import create_app, errors, housekeeping
+from oauthd.http.keys import STORE
+from oauthd.store import Store, StoreStatus, Unavailable
+from oauthd.store.base import PROBE_EVERY, Probe
+from tests.e2e.outage_daemon import (
     EXPECTED,
     HANG_LIMIT,
     REDIRECT,
@@ -41,15 +43,9 @@ from outage_daemon import (
     start_load,
     wait_for_readyz,
 )
-from outage_servers import Backend, PostgresBackend, PrivatePostgres, RedisBackend
-from records_factory import make_client, make_grant
-
-from oauthd.clock import FakeClock
-from oauthd.config import default_config
-from oauthd.http import create_app, errors, housekeeping
-from oauthd.http.keys import STORE
-from oauthd.store import Store, StoreStatus, Unavailable
-from oauthd.store.base import PROBE_EVERY, Probe
+from tests.e2e.outage_servers import Backend, PostgresBackend, PrivatePostgres, RedisBackend
+from tests.support.http_client import PASSWORD, USER, Answer, OauthdClient, Pkce
+from tests.support.records import make_client, make_grant
 
 TIMEOUT = 1.0  # storage.timeout in these tests
 MARGIN = 1.0  # what a call may take beyond the timeout on a busy 2-core machine

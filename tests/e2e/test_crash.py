@@ -26,7 +26,7 @@ from oauthd.clock import SystemClock
 from oauthd.persist.statedir import SNAPSHOT
 from oauthd.store.file import FileStore, make_engine
 
-HELPER = Path(__file__).parent / "helpers" / "crash_writer.py"
+HELPER = Path(__file__).parents[1] / "support" / "scripts" / "crash_writer.py"
 GRANTS = 4000  # preloaded: each snapshot holds a few thousand records
 CODES = 200
 Key = tuple[str, str]

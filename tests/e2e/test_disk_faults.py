@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from records_factory import make_grant
 
 from oauthd.clock import SystemClock
 from oauthd.config import default_config
@@ -36,8 +35,9 @@ from oauthd.http.keys import STORE
 from oauthd.model import Grant
 from oauthd.store import Unavailable
 from oauthd.store.file import FileStore, make_engine
+from tests.support.records import make_grant
 
-HELPER = Path(__file__).parent / "helpers" / "disk_faults.py"
+HELPER = Path(__file__).parents[1] / "support" / "scripts" / "disk_faults.py"
 REQUIRE_SERVICES = os.environ.get("OAUTHD_REQUIRE_SERVICES") == "1"
 FAR = time.time() + 86400
 

@@ -16,7 +16,10 @@ import aiohttp
 import pytest
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from idp_fixture import (
+from joserfc import jwt
+from joserfc.jwk import KeySet, KeySetSerialization
+
+from tests.support.idp import (
     Idp,
     IdpLoginError,
     ensure_idp_installed,
@@ -24,8 +27,6 @@ from idp_fixture import (
     idp_login,
     running_idp,
 )
-from joserfc import jwt
-from joserfc.jwk import KeySet, KeySetSerialization
 
 CLIENT_ID = "oauthd-test"
 CLIENT_SECRET = "s3cret-" + "x" * 24

@@ -16,9 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "http"))  # the HTTP test harness
-
-from http_harness import (
+from oauthd import crypto
+from tests.support.http_client import (
     INTROSPECTION_ID,
     PASSWORD_HASH,
     USER,
@@ -27,8 +26,6 @@ from http_harness import (
     free_port,
     user_code_as_typed,
 )
-
-from oauthd import crypto
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 REDIRECT = "http://127.0.0.1:45678/callback"

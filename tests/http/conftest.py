@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
-pytest.register_assert_rewrite("http_harness")
-
-from aiohttp.test_utils import TestServer  # noqa: E402
-from http_harness import OauthdClient, Running, Start, free_port, make_config  # noqa: E402
-
-from oauthd.clock import FakeClock  # noqa: E402
-from oauthd.http import create_app  # noqa: E402
+from oauthd.clock import FakeClock
+from oauthd.http import create_app
+from tests.support.http_client import OauthdClient, Running, Start, free_port, make_config
 
 
 @pytest.fixture

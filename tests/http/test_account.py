@@ -8,7 +8,11 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import pytest
-from http_harness import (
+
+from oauthd.http.account import SESSION_TTL
+from oauthd.http.keys import AUTH
+from oauthd.users import Users
+from tests.support.http_client import (
     OTHER_PASSWORD,
     OTHER_USER,
     PASSWORD,
@@ -21,10 +25,6 @@ from http_harness import (
     Start,
     parse_forms,
 )
-
-from oauthd.http.account import SESSION_TTL
-from oauthd.http.keys import AUTH
-from oauthd.users import Users
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
-from http_harness import PASSWORD, Running, Start, basic_auth, user_code_as_typed
 
 from oauthd.log import ROOT, setup_logging
+from tests.support.http_client import PASSWORD, Running, Start, basic_auth, user_code_as_typed
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 LOGGERS = (ROOT, "aiohttp", "asyncio")

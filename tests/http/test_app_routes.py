@@ -7,12 +7,12 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from http_harness import Running
 
 from oauthd.config import default_config
 from oauthd.http import create_app
 from oauthd.http.errors import RENDERED, Routes
 from oauthd.store import Unavailable
+from tests.support.http_client import Running
 
 
 def test_every_route_but_mcp_renders_its_errors_here(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import pytest
-from http_harness import (
+
+from tests.support.http_client import (
     PASSWORD,
     USER,
     Answer,

@@ -7,9 +7,9 @@ import base64
 from typing import Any
 
 import pytest
-from http_harness import Running, check_page_headers
 
 from oauthd.http.keys import AUTH
+from tests.support.http_client import Running, check_page_headers
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 BIG_FORM = b"a=" + b"x" * (65 * 1024)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from http_harness import Running
 
 from oauthd.http import pages
+from tests.support.http_client import Running
 
 AS_PATHS = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
 PRM_PATHS = ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource")

@@ -7,7 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
-from http_harness import Pkce, Running, Start, basic_auth, client_auth
+
+from tests.support.http_client import Pkce, Running, Start, basic_auth, client_auth
 
 # Shaped like the registrations the clients send (mcp-auth-checklist section 2).
 CLAUDE_CODE = {

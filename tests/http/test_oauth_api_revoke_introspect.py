@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from http_harness import INTROSPECTION_ID, Running, Start, basic_auth, client_auth
+
+from tests.support.http_client import INTROSPECTION_ID, Running, Start, basic_auth, client_auth
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from oauthd.http.pages import (
     SuccessView,
 )
 
-ARTIFACTS = Path(__file__).parent / "artifacts" / "pages"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts" / "pages"
 CSS_FILE = Path(pages.__file__).parent / "static" / "oauthd.css"
 HOSTILE = "<script>alert(1)</script>"
 QUOTES = "a\"b'c&d<e>"

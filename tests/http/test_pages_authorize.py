@@ -4,7 +4,8 @@ there: no redirect ever goes to a URI that was not registered."""
 from __future__ import annotations
 
 import pytest
-from http_harness import (
+
+from tests.support.http_client import (
     OTHER_PASSWORD,
     OTHER_USER,
     PASSWORD,

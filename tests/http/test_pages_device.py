@@ -7,9 +7,16 @@ import re
 from typing import Any
 
 import pytest
-from http_harness import Answer, Browser, OauthdClient, Running, client_auth, user_code_as_typed
 
 from oauthd.oauth.device import USER_CODE_ALPHABET
+from tests.support.http_client import (
+    Answer,
+    Browser,
+    OauthdClient,
+    Running,
+    client_auth,
+    user_code_as_typed,
+)
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 

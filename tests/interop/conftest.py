@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("interop_harness")
-
-from interop_harness import DemoUpstream, OauthdProcess  # noqa: E402
+from tests.support.daemon import DemoUpstream, OauthdProcess
 
 _PROCESSES = pytest.StashKey[list[OauthdProcess | DemoUpstream]]()
 

@@ -25,7 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from live_stack import (
+
+from tests.interop.live_stack import (
     CONFORMANCE_JS,
     HERE,
     Oauthd,

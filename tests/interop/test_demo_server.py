@@ -17,7 +17,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo_server.py"
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo_server.py"
 
 pytestmark = pytest.mark.timeout(15)
 

@@ -28,7 +28,6 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from interop_harness import USER, Browser, OauthdProcess, free_port
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -39,6 +38,8 @@ from mcp.shared.auth import (
     OAuthToken,
 )
 from pydantic import AnyUrl
+
+from tests.support.daemon import USER, Browser, OauthdProcess, free_port
 
 REFRESH_GRACE = 10.0  # oauthd's default tokens.refresh_grace (the test config keeps it)
 MCP_ACCEPT = "application/json, text/event-stream"

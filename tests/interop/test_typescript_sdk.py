@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_stack import HERE, PASSWORD, USER, Oauthd, ensure_node_packages, running_stack
+
+from tests.interop.live_stack import (
+    HERE,
+    PASSWORD,
+    USER,
+    Oauthd,
+    ensure_node_packages,
+    running_stack,
+)
 
 SCRIPT = HERE / "ts_client.mjs"
 RUN_TIMEOUT = 60.0

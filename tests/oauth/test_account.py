@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from records_factory import DAY, NOW, make_client, make_consent, make_grant
-
 from oauthd.clock import FakeClock
 from oauthd.config import default_config
 from oauthd.model import consent_key
 from oauthd.oauth.account import Accounts
 from oauthd.oauth.tokens import Tokens
 from oauthd.store import MemoryStore
+from tests.support.records import DAY, NOW, make_client, make_consent, make_grant
 
 
 def accounts(tmp_path: Path) -> tuple[Accounts, MemoryStore, FakeClock]:

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from persist_helpers import open_store
-from records_factory import make_grant
 
 from oauthd.persist import engine as engine_module
 from oauthd.store.file import FileStore
+from tests.support.persist import open_store
+from tests.support.records import make_grant
 
 DEBOUNCE = 0.05
 MAX_WAIT = 0.3

@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 import pytest
-from persist_helpers import as_contents, contents, open_store, snapshot_doc
 
 from oauthd.clock import FakeClock
 from oauthd.model import (
@@ -36,6 +35,7 @@ from oauthd.persist.migrate import migrate
 from oauthd.persist.statedir import SNAPSHOT
 from oauthd.store.codec import KINDS
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
+from tests.support.persist import as_contents, contents, open_store, snapshot_doc
 
 FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
 NOW = 1_800_000_000.0

@@ -15,18 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from persist_helpers import (
-    Contents,
-    contents,
-    crash_copy,
-    engine_for,
-    files,
-    open_store,
-    put_all,
-    segments,
-    snapshot_doc,
-)
-from records_factory import KINDS, NOW, make, make_consent, make_grant
 
 from oauthd.clock import FakeClock
 from oauthd.persist import journal as journal_module
@@ -43,6 +31,18 @@ from oauthd.persist.statedir import MARKER, PREVIOUS, SNAPSHOT
 from oauthd.store import codec
 from oauthd.store.base import Unavailable
 from oauthd.store.file import FileStore
+from tests.support.persist import (
+    Contents,
+    contents,
+    crash_copy,
+    engine_for,
+    files,
+    open_store,
+    put_all,
+    segments,
+    snapshot_doc,
+)
+from tests.support.records import KINDS, NOW, make, make_consent, make_grant
 
 
 def names(path: Path) -> set[str]:

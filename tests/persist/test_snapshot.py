@@ -21,7 +21,16 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from persist_helpers import (
+
+from oauthd.clock import FakeClock
+from oauthd.model import RECORD_TYPES, Grant, Record
+from oauthd.persist import snapshot as snapshot_module
+from oauthd.persist.journal import segment_name
+from oauthd.persist.statedir import PREVIOUS, SNAPSHOT
+from oauthd.store import codec
+from oauthd.store.file import decode_document
+from oauthd.store.migrations import CURRENT_VERSION
+from tests.support.persist import (
     as_contents,
     contents,
     crash_copy,
@@ -32,16 +41,7 @@ from persist_helpers import (
     segments,
     snapshot_doc,
 )
-from records_factory import KINDS, NOW, make, make_code, make_grant
-
-from oauthd.clock import FakeClock
-from oauthd.model import RECORD_TYPES, Grant, Record
-from oauthd.persist import snapshot as snapshot_module
-from oauthd.persist.journal import segment_name
-from oauthd.persist.statedir import PREVIOUS, SNAPSHOT
-from oauthd.store import codec
-from oauthd.store.file import decode_document
-from oauthd.store.migrations import CURRENT_VERSION
+from tests.support.records import KINDS, NOW, make, make_code, make_grant
 
 # -- any state survives a snapshot exactly ------------------------------------------------
 

@@ -15,11 +15,8 @@ from typing import Any
 
 import pytest
 
-pytest.register_assert_rewrite("proxy_harness")
-
-from proxy_harness import FakeUpstream, Oauthd, StartOauthd, free_port, make_config  # noqa: E402
-
-from oauthd.clock import FakeClock  # noqa: E402
+from oauthd.clock import FakeClock
+from tests.support.upstream import FakeUpstream, Oauthd, StartOauthd, free_port, make_config
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ required scopes; otherwise the proxy answers itself and the upstream sees nothin
 
 from __future__ import annotations
 
-from proxy_harness import FakeUpstream, Oauthd, Reply, StartOauthd
+from tests.support.upstream import FakeUpstream, Oauthd, Reply, StartOauthd
 
 
 def metadata_url(oauthd: Oauthd) -> str:

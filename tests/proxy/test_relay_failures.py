@@ -11,10 +11,18 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
-from proxy_harness import FakeUpstream, Oauthd, Reply, Seen, StartOauthd, free_port, start_sse
 
 from oauthd.http.keys import PROXY
 from oauthd.store import Unavailable
+from tests.support.upstream import (
+    FakeUpstream,
+    Oauthd,
+    Reply,
+    Seen,
+    StartOauthd,
+    free_port,
+    start_sse,
+)
 
 
 async def timed(call: asyncio.Future[Reply] | asyncio.Task[Reply]) -> tuple[Reply, float]:

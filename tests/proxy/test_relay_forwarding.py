@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
-from proxy_harness import FakeUpstream, Oauthd, Seen, StartOauthd
 from yarl import URL
+
+from tests.support.upstream import FakeUpstream, Oauthd, Seen, StartOauthd
 
 
 async def test_client_credentials_never_reach_the_upstream(

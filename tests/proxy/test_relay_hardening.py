@@ -8,9 +8,9 @@ import asyncio
 import time
 
 from aiohttp import web
-from proxy_harness import FakeUpstream, Oauthd, Seen, start_sse
 
 from oauthd.crypto import lookup_key
+from tests.support.upstream import FakeUpstream, Oauthd, Seen, start_sse
 
 
 async def test_forwarding_headers_are_oauthds_not_the_clients(

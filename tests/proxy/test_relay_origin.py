@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 from aiohttp import web
-from proxy_harness import FakeUpstream, Oauthd, Reply, Seen, StartOauthd
+
+from tests.support.upstream import FakeUpstream, Oauthd, Reply, Seen, StartOauthd
 
 APP_ORIGIN = "http://localhost:6274"  # e.g. the MCP Inspector
 

@@ -8,7 +8,8 @@ import time
 
 import aiohttp
 from aiohttp import web
-from proxy_harness import FakeUpstream, Granted, Oauthd, Seen, sse_event, start_sse
+
+from tests.support.upstream import FakeUpstream, Granted, Oauthd, Seen, sse_event, start_sse
 
 
 async def next_event(response: aiohttp.ClientResponse, within: float = 2.0) -> bytes:

@@ -8,7 +8,9 @@ import asyncio
 from pathlib import Path
 
 from aiohttp import web
-from proxy_harness import (
+
+from oauthd.crypto import lookup_key
+from tests.support.upstream import (
     OTHER_USER,
     FakeUpstream,
     Granted,
@@ -17,8 +19,6 @@ from proxy_harness import (
     StartOauthd,
     eventually,
 )
-
-from oauthd.crypto import lookup_key
 
 SESSION = "3f6c1e0a-session-A"
 

@@ -1,8 +1,9 @@
 """Every backend in `conftest.BACKENDS` runs the ONE store contract suite."""
 
 import pytest
-from services import service_missing
-from store_contract import DurabilityContract, FileBackendContract, StoreContract
+
+from tests.support.services import service_missing
+from tests.support.store_contract import DurabilityContract, FileBackendContract, StoreContract
 
 
 class TestStore(StoreContract):

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg_helpers import DSN, open_postgres, postgres_cleanup, postgres_probe
-from records_factory import make_grant, make_mcp_session
-from redis_backend import REDIS_URL, open_redis, redis_cleanup, redis_probe
-from services import StateRef, service_missing
 
 from oauthd.clock import FakeClock
 from oauthd.model import Grant
 from oauthd.store import MemoryStore, Store
 from oauthd.store import cache as cache_module
 from oauthd.store.cache import CachedTable, ReadCache, attach
+from tests.support.postgres import DSN, open_postgres, postgres_cleanup, postgres_probe
+from tests.support.records import make_grant, make_mcp_session
+from tests.support.redis_backend import REDIS_URL, open_redis, redis_cleanup, redis_probe
+from tests.support.services import StateRef, service_missing
 
 WITHIN = 10.0  # seconds a listener may take to (re)connect on a busy machine
 

@@ -13,17 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg_helpers import (
-    create_schema,
-    drop_schema,
-    open_postgres,
-    postgres_cleanup,
-    postgres_probe,
-    schema_dsn,
-)
-from records_factory import KINDS, NOW, make, nulled
-from redis_backend import REDIS_URL, open_redis, redis_cleanup, redis_probe
-from services import StateRef, service_missing
 
 from oauthd import cli
 from oauthd.clock import FakeClock, SystemClock
@@ -31,6 +20,17 @@ from oauthd.model import Record
 from oauthd.store import FileStore, MemoryStore, Store
 from oauthd.store.copy import CountMismatch, TargetNotEmpty, copy_state
 from oauthd.store.file import make_engine
+from tests.support.postgres import (
+    create_schema,
+    drop_schema,
+    open_postgres,
+    postgres_cleanup,
+    postgres_probe,
+    schema_dsn,
+)
+from tests.support.records import KINDS, NOW, make, nulled
+from tests.support.redis_backend import REDIS_URL, open_redis, redis_cleanup, redis_probe
+from tests.support.services import StateRef, service_missing
 
 
 @pytest.fixture

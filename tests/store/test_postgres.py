@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pg_helpers import create_schema, drop_schema, postgres_probe, schema_dsn
-from services import service_missing
 
 from oauthd import cli
 from oauthd.clock import FakeClock
 from oauthd.store import Unavailable
+from tests.support.postgres import create_schema, drop_schema, postgres_probe, schema_dsn
+from tests.support.services import service_missing
 
 postgres = pytest.importorskip("oauthd.store.postgres")
 

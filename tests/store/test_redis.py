@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from records_factory import make_grant
 
 from oauthd.clock import FakeClock
 from oauthd.config import load_config
 from oauthd.store import Unavailable, open_store
 from oauthd.store.redis import RedisStore
+from tests.support.records import make_grant
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
 
 def closed_port() -> int:

@@ -36,7 +36,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import aiohttp
 import pytest
 
-IDP_DIR = Path(__file__).resolve().parent / "idp"
+IDP_DIR = Path(__file__).resolve().parents[1] / "idp"
 PROVIDER = IDP_DIR / "provider.mjs"
 READY_TIMEOUT = 20.0
 INSTALL_TIMEOUT = 300.0

@@ -11,7 +11,7 @@ from oauthd.clock import FakeClock
 from oauthd.store import Store
 
 if TYPE_CHECKING:
-    from services import StateRef
+    from tests.support.services import StateRef
 
 DSN = os.environ.get("OAUTHD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 

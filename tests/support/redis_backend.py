@@ -14,7 +14,7 @@ from oauthd.store import Store
 from oauthd.store.redis import RedisStore
 
 if TYPE_CHECKING:
-    from services import StateRef
+    from tests.support.services import StateRef
 
 REDIS_URL = os.environ.get("OAUTHD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -17,7 +17,6 @@ count and the audit log records.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "http"))  # the HTTP test harness
-
-from http_harness import (
+from oauthd.clock import FakeClock
+from oauthd.config import Config
+from oauthd.http import create_app
+from oauthd.http.keys import STORE
+from oauthd.store import FileStore
+from tests.support.http_client import (
     OTHER_PASSWORD,
     OTHER_USER,
     PASSWORD,
@@ -40,12 +42,6 @@ from http_harness import (
     free_port,
     make_config,
 )
-
-from oauthd.clock import FakeClock
-from oauthd.config import Config
-from oauthd.http import create_app
-from oauthd.http.keys import STORE
-from oauthd.store import FileStore
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from records_factory import DAY, KINDS, NOW, make, make_grant, make_mcp_session, nulled
 
 from oauthd.clock import FakeClock
 from oauthd.model import Record
 from oauthd.persist import journal, snapshot
 from oauthd.store import Conflict, FileStore, MemoryStore, Store, Table, Unavailable, memory
 from oauthd.store.file import make_engine
+from tests.support.records import DAY, KINDS, NOW, make, make_grant, make_mcp_session, nulled
 
 if TYPE_CHECKING:
     from conftest import StoreHarness

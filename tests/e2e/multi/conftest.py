@@ -8,20 +8,13 @@ tests/interop, put on sys.path here. A failed test's report carries the instance
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Generator, Iterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "interop"))
-pytest.register_assert_rewrite(
-    "interop_harness", "multi_balancer", "multi_clients", "multi_sdk", "multi_stack"
-)
-
-from interop_harness import DemoUpstream  # noqa: E402
-from multi_stack import Cluster, Instance, shared_backend  # noqa: E402
+from tests.e2e.multi.multi_stack import Cluster, Instance, shared_backend
+from tests.support.daemon import DemoUpstream
 
 CLUSTER_SIZE = 3
 

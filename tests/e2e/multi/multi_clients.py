@@ -18,9 +18,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-from interop_harness import PASSWORD, USER, Browser, free_port
-from multi_stack import INTROSPECTOR, Cluster, Instance
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.multi.multi_stack import INTROSPECTOR, Cluster, Instance
+from tests.support.daemon import PASSWORD, USER, Browser, free_port
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MCP_ACCEPT = "application/json, text/event-stream"

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 
 import httpx2
-from interop_harness import Browser, free_port
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import (
     AuthorizationCodeResult,
@@ -18,8 +17,10 @@ from mcp.shared.auth import (
     OAuthClientMetadata,
     OAuthToken,
 )
-from multi_stack import Cluster
 from pydantic import AnyUrl
+
+from tests.e2e.multi.multi_stack import Cluster
+from tests.support.daemon import Browser, free_port
 
 # -- the official Python SDK client --------------------------------------------------------------
 

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Protocol
 
 import aiohttp
-from interop_harness import (
+
+from tests.e2e.multi.multi_balancer import RoundRobin
+from tests.support.daemon import (
     PASSWORD_HASH,
     START_TIMEOUT,
     STOP_TIMEOUT,
@@ -39,10 +41,9 @@ from interop_harness import (
     free_port,
     oauthd_command,
 )
-from multi_balancer import RoundRobin
-from pg_helpers import create_schema, drop_schema, postgres_probe, schema_dsn
-from redis_backend import REDIS_URL, redis_cleanup, redis_probe
-from services import StateRef, service_missing
+from tests.support.postgres import create_schema, drop_schema, postgres_probe, schema_dsn
+from tests.support.redis_backend import REDIS_URL, redis_cleanup, redis_probe
+from tests.support.services import StateRef, service_missing
 
 INTROSPECTOR = "multi-introspector"
 

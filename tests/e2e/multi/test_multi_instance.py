@@ -32,10 +32,10 @@ import aiohttp
 import anyio
 import mcp_types as types
 import pytest
-from interop_harness import USER, DemoUpstream, oauthd_command
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from multi_clients import (
+
+from tests.e2e.multi.multi_clients import (
     DEVICE_GRANT,
     Answer,
     DeviceApprover,
@@ -49,8 +49,9 @@ from multi_clients import (
     upstream_has_session,
     warm,
 )
-from multi_sdk import sdk_client
-from multi_stack import Cluster, Instance
+from tests.e2e.multi.multi_sdk import sdk_client
+from tests.e2e.multi.multi_stack import Cluster, Instance
+from tests.support.daemon import USER, DemoUpstream, oauthd_command
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

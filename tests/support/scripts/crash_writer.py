@@ -32,15 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for records_factory
-
-from records_factory import make_code, make_grant
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository, for tests.support
 
 import oauthd.persist.engine as engine_module
 import oauthd.persist.snapshot as snapshot_module
 from oauthd.clock import SystemClock
 from oauthd.model import AuthCode, Grant
 from oauthd.store.file import FileStore, make_engine
+from tests.support.records import make_code, make_grant
 
 FAR = time.time() + 86400 * 30
 OUT_LOCK = threading.Lock()

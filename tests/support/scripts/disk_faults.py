@@ -33,14 +33,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for records_factory
-
-from records_factory import make_code, make_grant
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository, for tests.support
 
 from oauthd.clock import SystemClock
 from oauthd.model import AuthCode, Grant
 from oauthd.store.file import FileStore, make_engine
 from oauthd.store.offline import examine
+from tests.support.records import make_code, make_grant
 
 FAR = time.time() + 86400
 Model = dict[str, float | None]  # key -> last_used_at / created_at, None: absent
