@@ -29,17 +29,11 @@ from oauthd.persist.statedir import MARKER, SNAPSHOT
 from oauthd.store.file import FileStore, make_engine
 from oauthd.store.offline import examine
 from oauthd.users import parse_password_hash, verify_password
+from tests.support.ports import free_port
 from tests.support.records import make_grant
 
 EX_CONFIG = 78
 BIG_STATE = 30_000  # grants: loading takes a visible moment
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def write_config(directory: Path, port: int, **storage: str) -> Path:

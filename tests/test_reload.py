@@ -18,7 +18,8 @@ import pytest
 
 from oauthd.users import hash_password
 from tests.support.notify import Message, NotifyListener
-from tests.test_daemon import Daemon, _login_form, free_port, write_config
+from tests.support.ports import free_port
+from tests.test_daemon import Daemon, _login_form, write_config
 
 OLD, NEW = "old correct horse", "new battery staple"
 

@@ -27,18 +27,10 @@ from oauthd.http import create_app
 from oauthd.http.keys import AUTH, STORE
 from oauthd.model import Grant
 from tests.support.idp import Idp, idp_cancel, idp_login, running_idp
+from tests.support.ports import free_port
 
 CLIENT_ID, CLIENT_SECRET = "oauthd-test", "oauthd-test-secret-value"
 APP_REDIRECT = "http://127.0.0.1:5555/cb"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def config_for(tmp: Path, port: int, idp: Idp, provider: str, upstream: str) -> Config:

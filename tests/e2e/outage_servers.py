@@ -24,18 +24,12 @@ from pathlib import Path
 
 from oauthd.clock import FakeClock
 from oauthd.store import Store
+from tests.support.ports import free_port
 from tests.support.services import service_missing
 
 REDIS_SERVER = os.environ.get("OAUTHD_TEST_REDIS_SERVER", "/usr/bin/redis-server")
 PG_BIN = Path(os.environ.get("OAUTHD_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 START_WITHIN = 20.0  # seconds a server gets to accept connections
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(port: int, request: bytes, expect: bytes) -> bool:

@@ -34,6 +34,7 @@ import aiohttp
 import pytest
 
 from oauthd.users import hash_password
+from tests.support.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -61,13 +62,6 @@ def service_missing(reason: str) -> None:
     if os.environ.get("OAUTHD_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{reason} (OAUTHD_REQUIRE_SERVICES=1)")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- npm packages ----------------------------------------------------------------------------

@@ -17,16 +17,11 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.support.ports import free_port
+
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo_server.py"
 
 pytestmark = pytest.mark.timeout(15)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(params=["stateful", "stateless"])

@@ -39,7 +39,8 @@ from mcp.shared.auth import (
 )
 from pydantic import AnyUrl
 
-from tests.support.daemon import USER, Browser, OauthdProcess, free_port
+from tests.support.daemon import USER, Browser, OauthdProcess
+from tests.support.ports import free_port
 
 REFRESH_GRACE = 10.0  # oauthd's default tokens.refresh_grace (the test config keeps it)
 MCP_ACCEPT = "application/json, text/event-stream"

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from oauthd.clock import FakeClock
-from tests.support.upstream import FakeUpstream, Oauthd, StartOauthd, free_port, make_config
+from tests.support.ports import free_port
+from tests.support.upstream import FakeUpstream, Oauthd, StartOauthd, make_config
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import aiohttp
 
 from oauthd.users import hash_password
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo_server.py"
@@ -33,13 +34,6 @@ PASSWORD_HASH = hash_password(PASSWORD)  # the real scheme, made once per test s
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _spawn(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:

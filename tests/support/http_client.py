@@ -12,7 +12,6 @@ import base64
 import dataclasses
 import hashlib
 import os
-import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -28,6 +27,7 @@ from multidict import CIMultiDictProxy
 from oauthd import crypto
 from oauthd.clock import FakeClock
 from oauthd.config import Config, IntrospectionConfig, Listen, LocalUser, default_config
+from tests.support.ports import free_port
 
 USER = "alice"
 PASSWORD = "correct horse battery staple"
@@ -51,13 +51,6 @@ def _b64(raw: bytes) -> str:
 
 PASSWORD_HASH = fast_password_hash(PASSWORD)
 OTHER_PASSWORD_HASH = fast_password_hash(OTHER_PASSWORD)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_config(

@@ -12,7 +12,6 @@ import base64
 import dataclasses
 import hashlib
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,13 +52,6 @@ def fast_password_hash(password: str) -> str:
 
 
 PASSWORD_HASH = fast_password_hash(PASSWORD)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def eventually(check: Callable[[], bool], within: float = 2.0) -> None:

@@ -21,7 +21,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.multi.multi_stack import INTROSPECTOR, Cluster, Instance
-from tests.support.daemon import PASSWORD, USER, Browser, free_port
+from tests.support.daemon import PASSWORD, USER, Browser
+from tests.support.ports import free_port
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MCP_ACCEPT = "application/json, text/event-stream"

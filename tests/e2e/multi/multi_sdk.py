@@ -20,7 +20,8 @@ from mcp.shared.auth import (
 from pydantic import AnyUrl
 
 from tests.e2e.multi.multi_stack import Cluster
-from tests.support.daemon import Browser, free_port
+from tests.support.daemon import Browser
+from tests.support.ports import free_port
 
 # -- the official Python SDK client --------------------------------------------------------------
 
