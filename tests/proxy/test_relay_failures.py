@@ -14,13 +14,13 @@ from aiohttp import web
 
 from oauthd.http.keys import PROXY
 from oauthd.store import Unavailable
+from tests.support.ports import free_port
 from tests.support.upstream import (
     FakeUpstream,
     Oauthd,
     Reply,
     Seen,
     StartOauthd,
-    free_port,
     start_sse,
 )
 
