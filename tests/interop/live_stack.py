@@ -24,8 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -34,6 +33,7 @@ import aiohttp
 import pytest
 
 from oauthd.users import hash_password
+from tests.support.forms import parse_page
 from tests.support.ports import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -291,42 +291,6 @@ async def register_client(
         return registered
 
 
-@dataclass(slots=True)
-class _Form:
-    action: str
-    method: str
-    fields: dict[str, str] = field(default_factory=dict)
-    buttons: dict[str, list[str]] = field(default_factory=dict)
-
-
-class _Forms(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.forms: list[_Form] = []
-        self.text: list[str] = []
-        self._form: _Form | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self._form = _Form(a.get("action", ""), a.get("method", "get").lower())
-            self.forms.append(self._form)
-        elif self._form is not None and tag in ("input", "button") and a.get("name"):
-            kind = a.get("type", "text" if tag == "input" else "submit").lower()
-            if kind == "submit":
-                self._form.buttons.setdefault(a["name"], []).append(a.get("value", ""))
-            else:
-                self._form.fields[a["name"]] = a.get("value", "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._form = None
-
-    def handle_data(self, data: str) -> None:
-        if data.strip():
-            self.text.append(data.strip())
-
-
 async def play_browser(
     authorize_url: str, username: str = USER, password: str = PASSWORD
 ) -> tuple[str, list[str]]:
@@ -351,17 +315,15 @@ async def play_browser(
                     return target, steps
                 method, url, data = "GET", target, None
                 continue
-            parser = _Forms()
-            parser.feed(page)
-            parser.close()
-            posts = [f for f in parser.forms if f.method == "post"]
+            parsed = parse_page(page)
+            posts = [f for f in parsed.forms if f.method == "post"]
             if status != 200 or len(posts) != 1:
-                pytest.fail(f"browser at {steps}: {' '.join(parser.text)[:600]}")
+                pytest.fail(f"browser at {steps}: {parsed.text[:600]}")
             form = posts[0]
             fields = dict(form.fields)
             if "password" in fields:
                 fields |= {"username": username, "password": password}
-            elif "allow" in form.buttons.get("decision", []):
+            elif "allow" in form.choices("decision"):
                 fields["decision"] = "allow"
             else:
                 pytest.fail(f"browser at {steps}: unknown form {form}")

@@ -15,14 +15,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 
 from oauthd.users import hash_password
+from tests.support.forms import only_form
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,38 +199,6 @@ password_hash = "{PASSWORD_HASH}"
 
 
 @dataclass
-class Form:
-    action: str
-    method: str
-    fields: dict[str, str] = field(default_factory=dict)
-    buttons: dict[str, list[str]] = field(default_factory=dict)
-
-
-class _FormParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[Form] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append(Form(a.get("action", ""), a.get("method", "get").lower()))
-        elif not self.forms:
-            return
-        elif tag == "input" and a.get("name"):
-            self.forms[-1].fields[a["name"]] = a.get("value", "")
-        elif tag == "button" and a.get("name"):
-            self.forms[-1].buttons.setdefault(a["name"], []).append(a.get("value", ""))
-
-
-def parse_form(page: str) -> Form:
-    parser = _FormParser()
-    parser.feed(page)
-    assert len(parser.forms) == 1, f"expected one form on the page:\n{page}"
-    return parser.forms[0]
-
-
-@dataclass
 class Redirect:
     """Where oauthd finally sent the browser (the client's redirect URI), not requested."""
 
@@ -274,11 +242,11 @@ class Browser:
     async def _submit(
         self, http: aiohttp.ClientSession, page: str, extra: dict[str, str]
     ) -> aiohttp.ClientResponse:
-        form = parse_form(page)
+        form = only_form(page)
         assert form.method == "post" and "csrf_token" in form.fields, form
         for name, value in extra.items():
-            if name in form.buttons:
-                assert value in form.buttons[name], (name, value, form.buttons)
+            if form.choices(name):
+                assert value in form.choices(name), (name, value, form.buttons)
         data = {**form.fields, **extra}
         return await http.post(
             urljoin(self.issuer + "/", form.action), data=data, allow_redirects=False

@@ -13,8 +13,7 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit
@@ -27,6 +26,7 @@ from multidict import CIMultiDictProxy
 from oauthd import crypto
 from oauthd.clock import FakeClock
 from oauthd.config import Config, IntrospectionConfig, Listen, LocalUser, default_config
+from tests.support.forms import Form, parse_forms
 from tests.support.ports import free_port
 
 USER = "alice"
@@ -108,35 +108,6 @@ class Pkce:
 
 
 # -- pages -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Form:
-    action: str
-    method: str
-    fields: dict[str, str] = field(default_factory=dict)
-    buttons: list[tuple[str, str]] = field(default_factory=list)
-
-
-class _FormParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[Form] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append(Form(a.get("action", ""), a.get("method", "get").lower()))
-        elif self.forms and tag == "input" and "name" in a:
-            self.forms[-1].fields[a["name"]] = a.get("value", "")
-        elif self.forms and tag == "button" and "name" in a:
-            self.forms[-1].buttons.append((a["name"], a.get("value", "")))
-
-
-def parse_forms(text: str) -> list[Form]:
-    parser = _FormParser()
-    parser.feed(text)
-    return parser.forms
 
 
 def check_page_headers(headers: Mapping[str, str]) -> None:

@@ -27,7 +27,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
@@ -35,6 +34,8 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
 import pytest
+
+from tests.support.forms import Page, parse_page
 
 IDP_DIR = Path(__file__).resolve().parents[1] / "idp"
 PROVIDER = IDP_DIR / "provider.mjs"
@@ -284,58 +285,9 @@ def running_idp(
 # -- the browser -------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Form:
-    action: str
-    method: str
-    fields: dict[str, str] = field(default_factory=dict)
-    has_password: bool = False
-
-
-class _PageParser(HTMLParser):
-    """The forms of a page (action, method, named inputs) and its alert texts."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.forms: list[_Form] = []
-        self.alerts: list[str] = []
-        self.text: list[str] = []
-        self._form: _Form | None = None
-        self._alert_depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self._form = _Form(a.get("action", ""), a.get("method", "get").lower())
-            self.forms.append(self._form)
-        elif tag == "input" and self._form is not None:
-            kind = a.get("type", "text").lower()
-            if kind == "password":
-                self._form.has_password = True
-            name = a.get("name")
-            if name and kind not in {"submit", "button", "image", "reset"}:
-                self._form.fields[name] = a.get("value", "")
-        if self._alert_depth:
-            self._alert_depth += 1
-        elif a.get("role") == "alert" or "error" in a.get("class", "").split():
-            self._alert_depth = 1
-            self.alerts.append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._form = None
-        if self._alert_depth:
-            self._alert_depth -= 1
-
-    def handle_data(self, data: str) -> None:
-        if data.strip():
-            self.text.append(data.strip())
-        if self._alert_depth:
-            self.alerts[-1] += data
-
-    def summary(self) -> str:
-        alerts = [" ".join(t.split()) for t in self.alerts if t.strip()]
-        return "; ".join(alerts) if alerts else " ".join(self.text)[:500]
+def _summary(page: Page) -> str:
+    alerts = [" ".join(t.split()) for t in page.alerts if t.strip()]
+    return "; ".join(alerts) if alerts else page.text[:500]
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -378,23 +330,21 @@ async def _browse(
                 method, data = "GET", None
             url = target
             continue
-        page = _PageParser()
-        page.feed(html)
-        page.close()
+        page = parse_page(html)
         where = f"{method} {url} -> HTTP {status}"
         if not page.forms or status >= 500:
-            raise IdpLoginError(f"{where}: {page.summary() or 'no form on the page'}")
+            raise IdpLoginError(f"{where}: {_summary(page) or 'no form on the page'}")
         if credentials is None:
             form = next((f for f in page.forms if f.action.endswith("/abort")), None)
             if form is None:
-                raise IdpLoginError(f"{where}: no cancel form: {page.summary()}")
+                raise IdpLoginError(f"{where}: no cancel form: {_summary(page)}")
             fields: dict[str, str] = dict(form.fields)
         else:
             form = next((f for f in page.forms if f.has_password), None)
             if form is None:
-                raise IdpLoginError(f"{where}: no login form: {page.summary()}")
+                raise IdpLoginError(f"{where}: no login form: {_summary(page)}")
             if submitted:
-                raise IdpLoginError(f"login rejected ({where}): {page.summary()}")
+                raise IdpLoginError(f"login rejected ({where}): {_summary(page)}")
             fields = {**form.fields, **credentials}
             submitted = True
         action = urljoin(url, form.action or url)

@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
@@ -33,6 +32,7 @@ from oauthd.http import create_app
 from oauthd.http.keys import AUTH, STORE
 from oauthd.oauth import AuthServer
 from oauthd.store import Store
+from tests.support.forms import parse_forms
 
 USER = "alice"
 PASSWORD = "correct horse battery staple"
@@ -414,20 +414,6 @@ class _Page:
     text: str
 
 
-class _Forms(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.action: str | None = None
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form" and self.action is None:
-            self.action = a.get("action", "")
-        elif tag == "input" and "name" in a and self.action is not None:
-            self.fields.setdefault(a["name"], a.get("value", ""))
-
-
 async def _browse(
     browser: aiohttp.ClientSession, base: str, method: str, path: str, **kwargs: Any
 ) -> _Page:
@@ -450,10 +436,9 @@ async def _submit(
     button: tuple[str, str] | None = None,
     **typed: str,
 ) -> _Page:
-    forms = _Forms()
-    forms.feed(page.text)
-    assert forms.action is not None, (page.status, page.text[:500])
-    data = {**forms.fields, **typed}
+    forms = parse_forms(page.text)
+    assert forms, (page.status, page.text[:500])
+    data = {**forms[0].fields, **typed}
     if button is not None:
         data[button[0]] = button[1]
-    return await _browse(browser, base, "POST", urljoin(page.url, forms.action), data=data)
+    return await _browse(browser, base, "POST", urljoin(page.url, forms[0].action), data=data)
