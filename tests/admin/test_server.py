@@ -39,18 +39,16 @@ from oauthd.config import AdminConfig, default_config
 from oauthd.oauth import AuthServer
 from oauthd.store import MemoryStore
 from oauthd.users import Users
-from tests.support.http_client import (
+from tests.support.configs import (
     OTHER_PASSWORD,
     OTHER_PASSWORD_HASH,
     OTHER_USER,
     PASSWORD,
     PASSWORD_HASH,
     USER,
-    OauthdClient,
-    Pkce,
-    client_auth,
-    free_port,
 )
+from tests.support.http_client import OauthdClient, Pkce, client_auth
+from tests.support.ports import free_port
 from tests.support.records import make_client, make_grant
 
 REDIRECT = "http://127.0.0.1:45678/callback"

@@ -30,15 +30,9 @@ from aiohttp.test_utils import TestServer
 from oauthd.clock import FakeClock
 from oauthd.config import Config
 from oauthd.http import create_app
-from tests.support.http_client import (
-    PASSWORD,
-    USER,
-    OauthdClient,
-    Pkce,
-    free_port,
-    make_config,
-    user_code_as_typed,
-)
+from tests.support.configs import PASSWORD, USER, make_config
+from tests.support.http_client import OauthdClient, Pkce, user_code_as_typed
+from tests.support.ports import free_port
 from tests.support.services import service_missing
 
 try:

@@ -23,22 +23,17 @@ import aiohttp
 from aiohttp import web
 
 from oauthd import crypto
+from tests.support.browser import Answer, Browser
+from tests.support.configs import INTROSPECTION_ID, PASSWORD, PASSWORD_HASH, USER
+from tests.support.forms import Form, parse_forms
 from tests.support.http_client import (
-    INTROSPECTION_ID,
-    PASSWORD,
-    PASSWORD_HASH,
-    USER,
-    Answer,
-    Browser,
-    Form,
     OauthdClient,
     Pkce,
     basic_auth,
     client_auth,
-    free_port,
-    parse_forms,
     user_code_as_typed,
 )
+from tests.support.ports import free_port
 
 START_WITHIN = 20.0
 HANG_LIMIT = 10.0  # a request not answered by then is recorded as a hang (status 0)

@@ -44,7 +44,9 @@ from tests.e2e.outage_daemon import (
     wait_for_readyz,
 )
 from tests.e2e.outage_servers import Backend, PostgresBackend, PrivatePostgres, RedisBackend
-from tests.support.http_client import PASSWORD, USER, Answer, OauthdClient, Pkce
+from tests.support.browser import Answer
+from tests.support.configs import PASSWORD, USER
+from tests.support.http_client import OauthdClient, Pkce
 from tests.support.records import make_client, make_grant
 
 TIMEOUT = 1.0  # storage.timeout in these tests

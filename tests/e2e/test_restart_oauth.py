@@ -17,15 +17,9 @@ import aiohttp
 import pytest
 
 from oauthd import crypto
-from tests.support.http_client import (
-    INTROSPECTION_ID,
-    PASSWORD_HASH,
-    USER,
-    OauthdClient,
-    Pkce,
-    free_port,
-    user_code_as_typed,
-)
+from tests.support.configs import INTROSPECTION_ID, PASSWORD_HASH, USER
+from tests.support.http_client import OauthdClient, Pkce, user_code_as_typed
+from tests.support.ports import free_port
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 REDIRECT = "http://127.0.0.1:45678/callback"

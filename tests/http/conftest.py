@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestServer
 
 from oauthd.clock import FakeClock
 from oauthd.http import create_app
-from tests.support.http_client import OauthdClient, Running, Start, make_config
+from tests.support.configs import make_config
+from tests.support.http_client import OauthdClient, Running, Start
 from tests.support.ports import free_port
 
 

@@ -12,19 +12,10 @@ import pytest
 from oauthd.http.account import SESSION_TTL
 from oauthd.http.keys import AUTH
 from oauthd.users import Users
-from tests.support.http_client import (
-    OTHER_PASSWORD,
-    OTHER_USER,
-    PASSWORD,
-    USER,
-    Answer,
-    Browser,
-    OauthdClient,
-    Pkce,
-    Running,
-    Start,
-    parse_forms,
-)
+from tests.support.browser import Answer, Browser
+from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER
+from tests.support.forms import parse_forms
+from tests.support.http_client import OauthdClient, Pkce, Running, Start
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from oauthd.log import ROOT, setup_logging
-from tests.support.http_client import PASSWORD, Running, Start, basic_auth, user_code_as_typed
+from tests.support.configs import PASSWORD
+from tests.support.http_client import Running, Start, basic_auth, user_code_as_typed
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 LOGGERS = (ROOT, "aiohttp", "asyncio")

@@ -8,17 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.http_client import (
-    PASSWORD,
-    USER,
-    Answer,
-    Browser,
-    OauthdClient,
-    Pkce,
-    Running,
-    Start,
-    check_page_headers,
-)
+from tests.support.browser import Answer, Browser, check_page_headers
+from tests.support.configs import PASSWORD, USER
+from tests.support.http_client import OauthdClient, Pkce, Running, Start
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 

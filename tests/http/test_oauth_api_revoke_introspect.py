@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.http_client import INTROSPECTION_ID, Running, Start, basic_auth, client_auth
+from tests.support.configs import INTROSPECTION_ID
+from tests.support.http_client import Running, Start, basic_auth, client_auth
 
 
 @pytest.fixture

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.http_client import (
-    OTHER_PASSWORD,
-    OTHER_USER,
-    PASSWORD,
-    USER,
-    Answer,
-    Browser,
-    OauthdClient,
-    Pkce,
-    Running,
-)
+from tests.support.browser import Answer, Browser
+from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER
+from tests.support.http_client import OauthdClient, Pkce, Running
 
 REGISTERED = ["https://app.example/cb", "http://127.0.0.1/callback", "http://localhost/callback"]
 

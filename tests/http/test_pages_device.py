@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 
 from oauthd.oauth.device import USER_CODE_ALPHABET
-from tests.support.http_client import (
-    Answer,
-    Browser,
-    OauthdClient,
-    Running,
-    client_auth,
-    user_code_as_typed,
-)
+from tests.support.browser import Answer, Browser
+from tests.support.http_client import OauthdClient, Running, client_auth, user_code_as_typed
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 

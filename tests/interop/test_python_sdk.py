@@ -39,7 +39,9 @@ from mcp.shared.auth import (
 )
 from pydantic import AnyUrl
 
-from tests.support.daemon import USER, Browser, OauthdProcess
+from tests.support.browser import Person
+from tests.support.configs import INTEROP_USER as USER
+from tests.support.daemon import OauthdProcess
 from tests.support.ports import free_port
 
 REFRESH_GRACE = 10.0  # oauthd's default tokens.refresh_grace (the test config keeps it)
@@ -131,7 +133,7 @@ class SdkClient:
     oauthd: OauthdProcess
     provider: OAuthClientProvider
     storage: RecordingStorage
-    browser: Browser
+    browser: Person
     traffic: Traffic
     redirect_uri: str
     authorization_urls: list[str] = field(default_factory=list)
@@ -150,7 +152,7 @@ class SdkClient:
 
 def sdk_client(oauthd: OauthdProcess, auth_method: str | None) -> SdkClient:
     storage = RecordingStorage()
-    browser = Browser(oauthd.issuer)
+    browser = Person(oauthd.issuer)
     redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
     returned: list[AuthorizationCodeResult] = []
     urls: list[str] = []
@@ -573,7 +575,7 @@ async def test_registration_shaped_like_a_real_client_then_works(
             "resource": oauthd.mcp_url,
             "scope": "mcp",
         }
-        browser = Browser(oauthd.issuer)
+        browser = Person(oauthd.issuer)
         back = await browser.authorize(f"{metadata['authorization_endpoint']}?{urlencode(query)}")
         assert back.location.startswith(redirect_uri + "?"), back.location
         assert back.params["state"] == state

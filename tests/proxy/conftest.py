@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from oauthd.clock import FakeClock
+from tests.support.configs import make_config
 from tests.support.ports import free_port
-from tests.support.upstream import FakeUpstream, Oauthd, StartOauthd, make_config
+from tests.support.proxy_app import Oauthd, StartOauthd
+from tests.support.upstream import FakeUpstream
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +48,7 @@ async def start_oauthd(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[
     async def start(**sections: Any) -> Oauthd:
         directory = tmp_path / f"oauthd-{len(started)}"
         directory.mkdir()
-        config = make_config(directory, free_port(), upstream.url, **sections)
+        config = make_config(directory, free_port(), upstream_url=upstream.url, **sections)
         running = Oauthd(config, FakeClock(time.time()))
         started.append(running)
         await running.start()

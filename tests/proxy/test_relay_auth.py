@@ -3,7 +3,8 @@ required scopes; otherwise the proxy answers itself and the upstream sees nothin
 
 from __future__ import annotations
 
-from tests.support.upstream import FakeUpstream, Oauthd, Reply, StartOauthd
+from tests.support.proxy_app import Oauthd, Reply, StartOauthd
+from tests.support.upstream import FakeUpstream
 
 
 def metadata_url(oauthd: Oauthd) -> str:

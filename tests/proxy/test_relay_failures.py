@@ -15,14 +15,8 @@ from aiohttp import web
 from oauthd.http.keys import PROXY
 from oauthd.store import Unavailable
 from tests.support.ports import free_port
-from tests.support.upstream import (
-    FakeUpstream,
-    Oauthd,
-    Reply,
-    Seen,
-    StartOauthd,
-    start_sse,
-)
+from tests.support.proxy_app import Oauthd, Reply, StartOauthd
+from tests.support.upstream import FakeUpstream, Seen, start_sse
 
 
 async def timed(call: asyncio.Future[Reply] | asyncio.Task[Reply]) -> tuple[Reply, float]:

@@ -12,7 +12,8 @@ from pathlib import Path
 from aiohttp import web
 from yarl import URL
 
-from tests.support.upstream import FakeUpstream, Oauthd, Seen, StartOauthd
+from tests.support.proxy_app import Oauthd, StartOauthd
+from tests.support.upstream import FakeUpstream, Seen
 
 
 async def test_client_credentials_never_reach_the_upstream(

@@ -10,7 +10,8 @@ import time
 from aiohttp import web
 
 from oauthd.crypto import lookup_key
-from tests.support.upstream import FakeUpstream, Oauthd, Seen, start_sse
+from tests.support.proxy_app import Oauthd
+from tests.support.upstream import FakeUpstream, Seen, start_sse
 
 
 async def test_forwarding_headers_are_oauthds_not_the_clients(

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from tests.support.upstream import FakeUpstream, Oauthd, Reply, Seen, StartOauthd
+from tests.support.proxy_app import Oauthd, Reply, StartOauthd
+from tests.support.upstream import FakeUpstream, Seen
 
 APP_ORIGIN = "http://localhost:6274"  # e.g. the MCP Inspector
 

@@ -9,7 +9,8 @@ import time
 import aiohttp
 from aiohttp import web
 
-from tests.support.upstream import FakeUpstream, Granted, Oauthd, Seen, sse_event, start_sse
+from tests.support.proxy_app import Granted, Oauthd
+from tests.support.upstream import FakeUpstream, Seen, sse_event, start_sse
 
 
 async def next_event(response: aiohttp.ClientResponse, within: float = 2.0) -> bytes:

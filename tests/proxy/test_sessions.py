@@ -10,15 +10,9 @@ from pathlib import Path
 from aiohttp import web
 
 from oauthd.crypto import lookup_key
-from tests.support.upstream import (
-    OTHER_USER,
-    FakeUpstream,
-    Granted,
-    Oauthd,
-    Seen,
-    StartOauthd,
-    eventually,
-)
+from tests.support.configs import OTHER_USER
+from tests.support.proxy_app import Granted, Oauthd, StartOauthd
+from tests.support.upstream import FakeUpstream, Seen, eventually
 
 SESSION = "3f6c1e0a-session-A"
 

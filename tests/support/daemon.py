@@ -1,9 +1,6 @@
-"""Processes and the browser for the interop tests: the demo upstream MCP server
-(`examples/demo_server.py`), a real `oauthd serve` in a subprocess on a temp state dir, and
-a scripted person who follows oauthd's real login and consent pages.
-
-Plain module (no package: tests/interop has no `__init__.py`), imported by conftest.py and
-the tests; the name is unique under tests/ on purpose."""
+"""`oauthd` as a process: the one launcher of `oauthd serve` for every end-to-end test
+(async start, wait until ready, stop with a signal, the log of each start), and
+`run_oauthd` for the short commands."""
 
 from __future__ import annotations
 
@@ -11,43 +8,45 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 
-from oauthd.users import hash_password
-from tests.support.forms import only_form
+from tests.support.configs import (
+    INTEROP_PASSWORD,
+    INTEROP_USER,
+    TomlValue,
+    real_password_hash,
+    write_config,
+)
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "examples" / "demo_server.py"
-
-USER = "interop-user"
-PASSWORD = "interop password, long enough"
-PASSWORD_HASH = hash_password(PASSWORD)  # the real scheme, made once per test session
-
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
 
-def _spawn(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+def oauthd_command() -> list[str]:
+    """The installed `oauthd` script of this interpreter's venv, else `python -m oauthd`."""
+    script = Path(sys.executable).with_name("oauthd")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("oauthd")
+    return [found] if found else [sys.executable, "-m", "oauthd"]
 
 
-def _stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> int:
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without OAUTHD_CONFIG (a test names its config), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k != "OAUTHD_CONFIG"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> int:
     """Send `sig`, wait; SIGKILL if it does not end in time. Returns the exit status."""
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -58,123 +57,121 @@ def _stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: f
     return proc.wait()
 
 
-# -- the upstream MCP server ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Completed:
+    code: int
+    out: str
+    err: str
 
 
-class DemoUpstream:
-    """`python examples/demo_server.py --port P` (stateful: it hands out `Mcp-Session-Id`)."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = _spawn(
-            [sys.executable, str(DEMO), "--port", str(self.port)], self.log_path, ROOT
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"demo server did not start:\n{self.log()}") from None
-                time.sleep(0.05)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_process(self.proc, signal.SIGTERM, 5)
-            self.proc = None
-
-
-# -- oauthd ----------------------------------------------------------------------------------
-
-
-def oauthd_command() -> list[str]:
-    script = Path(sys.executable).with_name("oauthd")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("oauthd")
-    return [found] if found else [sys.executable, "-m", "oauthd"]
+async def run_oauthd(
+    *args: str, env: Mapping[str, str] | None = None, within: float = 60
+) -> Completed:
+    """`oauthd <args>` to its end; its exit status and output."""
+    proc = await asyncio.create_subprocess_exec(
+        *oauthd_command(),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_env(**(env or {})),
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), within)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Completed(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 class OauthdProcess:
-    """`oauthd serve --config <dir>/config.toml` with its state in `<dir>/state`; each start
-    logs to `<dir>/oauthd-<n>.log`. The port and state dir stay the same across restarts."""
+    """`oauthd serve --config <config>` run in `directory`, listening on `port`; start n
+    logs (stdout and stderr) to `<directory>/<name>-<n>.log`. Ready when /readyz answers
+    200. Port, config and state stay the same across restarts."""
 
-    def __init__(self, directory: Path, upstream_url: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: Path,
+        port: int,
+        *,
+        issuer: str | None = None,
+        name: str = "oauthd",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.directory = directory
-        self.port = free_port()
-        self.issuer = f"http://127.0.0.1:{self.port}"
-        self.mcp_url = f"{self.issuer}/mcp"
-        self.state_dir = directory / "state"
-        self.config = directory / "config.toml"
-        self.config.write_text(
-            f"""\
-[server]
-listen = "127.0.0.1:{self.port}"
-issuer = "{self.issuer}"
-shutdown_timeout = "2s"
-
-[upstream]
-url = "{upstream_url}"
-connect_timeout = "5s"
-read_timeout = "60s"
-
-[storage]
-backend = "file"
-path = "{self.state_dir}"
-
-[[login.users]]
-username = "{USER}"
-password_hash = "{PASSWORD_HASH}"
-"""
-        )
+        self.config = config
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.issuer = issuer or self.url
+        self.name = name
+        self.env = clean_env(**(env or {}))
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.exit_codes: list[int] = []
 
-    def _log_path(self, n: int) -> Path:
-        return self.directory / f"oauthd-{n}.log"
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.issuer}/mcp"
 
-    async def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_path(self, n: int | None = None) -> Path:
+        return self.directory / f"{self.name}-{self.starts if n is None else n}.log"
+
+    async def start(self, *, ready: bool = True) -> None:
+        """Spawn the daemon; unless `ready` is False, wait until it is ready."""
+        assert not self.running, f"{self.name} already runs"
         self.starts += 1
-        self.proc = _spawn(
-            [*oauthd_command(), "serve", "--config", str(self.config)],
-            self._log_path(self.starts),
-            self.directory,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        async with aiohttp.ClientSession() as http:
+        self.proc = self._spawn()
+        if ready:
+            await self.wait_ready()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path().open("wb") as log:
+            return subprocess.Popen(
+                [*oauthd_command(), "serve", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                env=self.env,
+            )
+
+    async def wait_ready(self, within: float = START_TIMEOUT) -> None:
+        """Poll /readyz until it answers 200; fail (with the log) if the daemon exits or
+        is not ready in time."""
+        assert self.proc is not None
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"oauthd exited with {self.proc.returncode}:\n{self.log()}")
+                    raise AssertionError(
+                        f"{self.name} exited with {self.proc.returncode}:\n{self.log()}"
+                    )
                 try:
-                    async with http.get(f"{self.issuer}/readyz") as response:
+                    async with http.get(f"{self.url}/readyz") as response:
                         if response.status == 200:
                             return
-                except aiohttp.ClientError:
+                except (aiohttp.ClientError, TimeoutError):
                     pass
                 await asyncio.sleep(0.05)
-        raise RuntimeError(f"oauthd not ready within {START_TIMEOUT} s:\n{self.log()}")
+        raise AssertionError(f"{self.name} not ready within {within} s:\n{self.log()}")
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        """Stop with `sig` (SIGTERM: clean shutdown; SIGKILL: a crash); the exit status."""
-        assert self.proc is not None
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
+        """Stop with `sig` (SIGTERM: clean shutdown; SIGKILL: a crash), SIGKILL past the
+        timeout; the exit status, None if no process was started."""
         proc, self.proc = self.proc, None
-        code = await asyncio.to_thread(_stop_process, proc, sig, STOP_TIMEOUT)
+        if proc is None:
+            return None
+        code = await asyncio.to_thread(stop_process, proc, sig, STOP_TIMEOUT)
         self.exit_codes.append(code)
         return code
 
-    async def restart(self, sig: signal.Signals) -> int:
+    async def restart(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
         code = await self.stop(sig)
         await self.start()
         return code
@@ -182,102 +179,32 @@ password_hash = "{PASSWORD_HASH}"
     def kill(self) -> None:
         """Teardown: whatever runs is killed (never leaves a process behind)."""
         if self.proc is not None:
-            _stop_process(self.proc, signal.SIGKILL, 5)
+            stop_process(self.proc, signal.SIGKILL, 5)
             self.proc = None
 
+    async def command(self, *args: str, within: float = 60) -> Completed:
+        """`oauthd <args> --config <config>` (e.g. `sessions list`, `state inspect`)."""
+        return await run_oauthd(*args, "--config", str(self.config), within=within)
+
     def log(self, n: int | None = None) -> str:
-        path = self._log_path(self.starts if n is None else n)
+        """The output of start `n` (the latest by default)."""
+        path = self.log_path(n)
         return path.read_text(errors="replace") if path.exists() else ""
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- oauthd start {n} ---\n{self.log(n)}" for n in range(1, self.starts + 1)
+            f"--- {self.name} start {n} ---\n{self.log(n)}" for n in range(1, self.starts + 1)
         )
 
 
-# -- the person in front of the browser ------------------------------------------------------
-
-
-@dataclass
-class Redirect:
-    """Where oauthd finally sent the browser (the client's redirect URI), not requested."""
-
-    location: str
-
-    @property
-    def params(self) -> dict[str, str]:
-        return {k: v[0] for k, v in parse_qs(urlsplit(self.location).query).items()}
-
-
-class Browser:
-    """A cookie-keeping browser driven by a person who signs in and clicks Allow. It follows
-    redirects within oauthd's origin and stops at the first one that leaves it (the client's
-    redirect URI), which it only parses."""
-
-    def __init__(self, issuer: str, username: str = USER, password: str = PASSWORD) -> None:
-        self.issuer = issuer
-        self.username = username
-        self.password = password
-        self.pages: list[str] = []  # the paths of the pages shown, in order
-        self.logins = 0
-
-    def _own(self, url: str) -> bool:
-        return urljoin(self.issuer + "/", url).startswith(self.issuer + "/")
-
-    async def _follow(self, http: aiohttp.ClientSession, response: aiohttp.ClientResponse) -> str:
-        """Follow oauthd-internal redirects; the final page's HTML, or raise _Left."""
-        while response.status in (301, 302, 303, 307, 308):
-            location = response.headers["Location"]
-            response.release()
-            if not self._own(location):
-                raise _Left(location)
-            url = urljoin(self.issuer + "/", location)
-            response = await http.get(url, allow_redirects=False)
-        async with response:
-            text = await response.text()
-            assert response.status == 200, f"{response.status} at {response.url}:\n{text}"
-            self.pages.append(response.url.path)
-            return text
-
-    async def _submit(
-        self, http: aiohttp.ClientSession, page: str, extra: dict[str, str]
-    ) -> aiohttp.ClientResponse:
-        form = only_form(page)
-        assert form.method == "post" and "csrf_token" in form.fields, form
-        for name, value in extra.items():
-            if form.choices(name):
-                assert value in form.choices(name), (name, value, form.buttons)
-        data = {**form.fields, **extra}
-        return await http.post(
-            urljoin(self.issuer + "/", form.action), data=data, allow_redirects=False
-        )
-
-    async def authorize(self, authorization_url: str) -> Redirect:
-        """Open the authorization URL, sign in, allow; the redirect back to the client."""
-        assert self._own(authorization_url), authorization_url
-        jar = aiohttp.CookieJar(unsafe=True)  # the host is an IP address
-        async with aiohttp.ClientSession(cookie_jar=jar) as http:
-            try:
-                page = await self._follow(
-                    http, await http.get(authorization_url, allow_redirects=False)
-                )
-                if 'name="password"' in page:
-                    self.logins += 1
-                    page = await self._follow(
-                        http,
-                        await self._submit(
-                            http, page, {"username": self.username, "password": self.password}
-                        ),
-                    )
-                page = await self._follow(
-                    http, await self._submit(http, page, {"decision": "allow"})
-                )
-            except _Left as left:
-                return Redirect(left.location)
-        raise AssertionError(f"oauthd never sent the browser back to the client:\n{page}")
-
-
-class _Left(Exception):
-    def __init__(self, location: str) -> None:
-        super().__init__(location)
-        self.location = location
+def proxy_daemon(directory: Path, upstream_url: str) -> OauthdProcess:
+    """oauthd in front of the MCP server at `upstream_url`, its state in `<directory>/state`
+    and the interop user able to sign in (the SDK interop tests' daemon)."""
+    port = free_port()
+    sections: dict[str, dict[str, TomlValue]] = {
+        "upstream": {"url": upstream_url, "connect_timeout": "5s", "read_timeout": "60s"},
+        "storage": {"backend": "file", "path": str(directory / "state")},
+    }
+    users = [(INTEROP_USER, real_password_hash(INTEROP_PASSWORD))]
+    config = write_config(directory / "config.toml", port, sections, users=users)
+    return OauthdProcess(directory, config, port)

@@ -30,18 +30,10 @@ from oauthd.config import Config
 from oauthd.http import create_app
 from oauthd.http.keys import STORE
 from oauthd.store import FileStore
-from tests.support.http_client import (
-    OTHER_PASSWORD,
-    OTHER_USER,
-    PASSWORD,
-    USER,
-    Browser,
-    OauthdClient,
-    Pkce,
-    client_auth,
-    free_port,
-    make_config,
-)
+from tests.support.browser import Browser
+from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER, make_config
+from tests.support.http_client import OauthdClient, Pkce, client_auth
+from tests.support.ports import free_port
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Generator, Iterator
 import pytest
 import pytest_asyncio
 
-from tests.e2e.multi.multi_stack import Cluster, Instance, shared_backend
-from tests.support.daemon import DemoUpstream
+from tests.e2e.multi.multi_stack import Cluster, shared_backend
+from tests.support.daemon import OauthdProcess
+from tests.support.upstream import DemoUpstream
 
 CLUSTER_SIZE = 3
 
@@ -66,7 +67,7 @@ async def cluster(
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def no_grace_pair(cluster: Cluster) -> list[Instance]:
+async def no_grace_pair(cluster: Cluster) -> list[OauthdProcess]:
     """Two more instances on the cluster's backend with `tokens.refresh_grace = "0s"`
     (started once per cluster, on first use; the balancer leaves them out)."""
     if not cluster.no_grace:

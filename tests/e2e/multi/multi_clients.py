@@ -20,8 +20,11 @@ from urllib.parse import urlencode
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.multi.multi_stack import INTROSPECTOR, Cluster, Instance
-from tests.support.daemon import PASSWORD, USER, Browser
+from tests.e2e.multi.multi_stack import INTROSPECTOR, Cluster
+from tests.support.browser import Browser, Person
+from tests.support.configs import INTEROP_PASSWORD as PASSWORD
+from tests.support.configs import INTEROP_USER as USER
+from tests.support.daemon import OauthdProcess
 from tests.support.ports import free_port
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -94,7 +97,7 @@ class OAuth:
             "resource": self.cluster.resource,
             "scope": "mcp",
         }
-        back = await Browser(base).authorize(f"{base}/authorize?{urlencode(query)}")
+        back = await Person(base).authorize(f"{base}/authorize?{urlencode(query)}")
         assert back.params.get("state") == state, back.location
         assert back.params.get("iss") == self.cluster.issuer, back.location
         return Code(back.params["code"], verifier, self.redirect_uri)
@@ -237,7 +240,7 @@ async def warm(http: aiohttp.ClientSession, bases: Iterable[str], per_base: int)
 
 
 async def counted(
-    http: aiohttp.ClientSession, instances: Iterable[Instance], counter: str, **labels: str
+    http: aiohttp.ClientSession, instances: Iterable[OauthdProcess], counter: str, **labels: str
 ) -> float:
     """A Prometheus counter (`oauthd_tokens_issued`, ...) summed over the instances' /metrics:
     what the cluster as a whole did, whichever instance did it."""
@@ -258,20 +261,17 @@ async def counted(
 # -- the device's user, at a browser --------------------------------------------------------------
 
 
-class DeviceApprover(Browser):
-    """The person who types the user code at `/device`, signs in and allows the device."""
-
-    async def approve(self, user_code: str) -> str:
-        jar = aiohttp.CookieJar(unsafe=True)
-        async with aiohttp.ClientSession(cookie_jar=jar, timeout=CALL_TIMEOUT) as http:
-            start = await http.get(f"{self.issuer}/device", allow_redirects=False)
-            page = await self._follow(http, start)
-            page = await self._follow(
-                http, await self._submit(http, page, {"user_code": user_code})
-            )
-            assert 'name="password"' in page, page
-            page = await self._follow(
-                http, await self._submit(http, page, {"username": USER, "password": PASSWORD})
-            )
-            assert user_code in page, page  # the approval page shows the code
-            return await self._follow(http, await self._submit(http, page, {"decision": "allow"}))
+async def approve_device(issuer: str, user_code: str) -> str:
+    """The person who types the user code at `/device`, signs in and allows the device;
+    the text of the last page."""
+    browser = Browser(issuer)
+    try:
+        page = await browser.enter_user_code(user_code)
+        assert page.status == 200 and page.form().has_password, page.text
+        page = await browser.sign_in(page, USER, PASSWORD)
+        assert user_code in page.text, page.text  # the approval page shows the code
+        done = await browser.decide(page, "allow")
+        assert done.status == 200, done.text
+        return done.text
+    finally:
+        await browser.close()

@@ -20,7 +20,7 @@ from mcp.shared.auth import (
 from pydantic import AnyUrl
 
 from tests.e2e.multi.multi_stack import Cluster
-from tests.support.daemon import Browser
+from tests.support.browser import Person
 from tests.support.ports import free_port
 
 # -- the official Python SDK client --------------------------------------------------------------
@@ -50,7 +50,7 @@ class MemoryTokenStorage:
 class SdkClient:
     provider: OAuthClientProvider
     storage: MemoryTokenStorage
-    browser: Browser
+    browser: Person
 
     def http(self) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(auth=self.provider, timeout=httpx2.Timeout(30, read=60))
@@ -64,7 +64,7 @@ def sdk_client(cluster: Cluster) -> SdkClient:
     """`OAuthClientProvider` whose redirect handler is a person at a browser; everything
     goes through the balancer (the issuer)."""
     storage = MemoryTokenStorage()
-    browser = Browser(cluster.issuer)
+    browser = Person(cluster.issuer)
     redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
     returned: list[AuthorizationCodeResult] = []
 

@@ -9,38 +9,29 @@ round-robin balancer (multi_balancer.py), in front of one demo upstream MCP serv
     cluster.instances[0].url                 # one instance, directly
     await cluster.stop()
 
-Plain module (tests/multi has no `__init__.py`; pytest puts this folder on sys.path), named
-so that it shadows nothing. The processes come from tests/interop/interop_harness.py (the
-conftest puts that folder on sys.path).
+The processes are `tests.support.daemon.OauthdProcess`es.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
-import signal
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
-
 from tests.e2e.multi.multi_balancer import RoundRobin
-from tests.support.daemon import (
-    PASSWORD_HASH,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    USER,
-    _spawn,
-    _stop_process,
-    free_port,
-    oauthd_command,
+from tests.support.configs import (
+    INTEROP_PASSWORD,
+    INTEROP_USER,
+    TomlValue,
+    real_password_hash,
+    write_config,
 )
+from tests.support.daemon import OauthdProcess, run_oauthd
+from tests.support.ports import free_port
 from tests.support.postgres import create_schema, drop_schema, postgres_probe, schema_dsn
 from tests.support.redis_backend import REDIS_URL, redis_cleanup, redis_probe
 from tests.support.services import StateRef, service_missing
@@ -54,15 +45,11 @@ INTROSPECTOR = "multi-introspector"
 class SharedBackend(Protocol):
     name: str
 
-    def storage_toml(self) -> str: ...
+    def storage(self) -> dict[str, TomlValue]: ...
 
     async def prepare(self, config: Path) -> None: ...
 
     async def cleanup(self) -> None: ...
-
-
-def _toml_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string is a TOML basic string
 
 
 @dataclass
@@ -72,11 +59,8 @@ class RedisBackend:
     namespace: str
     name: str = "redis"
 
-    def storage_toml(self) -> str:
-        return (
-            f'backend = "redis"\nredis_url = {_toml_string(REDIS_URL)}\n'
-            f'redis_prefix = "{self.namespace}:"\n'
-        )
+    def storage(self) -> dict[str, TomlValue]:
+        return {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": f"{self.namespace}:"}
 
     async def prepare(self, config: Path) -> None:
         return None
@@ -97,19 +81,13 @@ class PostgresBackend:
     def schema(self) -> str:
         return self.namespace.replace("-", "_")
 
-    def storage_toml(self) -> str:
-        return f'backend = "postgres"\npostgres_dsn = {_toml_string(schema_dsn(self.schema))}\n'
+    def storage(self) -> dict[str, TomlValue]:
+        return {"backend": "postgres", "postgres_dsn": schema_dsn(self.schema)}
 
     async def prepare(self, config: Path) -> None:
         await create_schema(self.schema)
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [*oauthd_command(), "migrate", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+        done = await run_oauthd("migrate", "--config", str(config))
+        assert done.code == 0, done.out + done.err
 
     async def cleanup(self) -> None:
         await drop_schema(self.schema)
@@ -127,61 +105,12 @@ async def shared_backend(name: str) -> SharedBackend:
     return PostgresBackend(namespace)
 
 
-# -- one oauthd process -------------------------------------------------------------------------
-
-
-class Instance:
-    """`oauthd serve` on a port of its own, with its config, log and admin socket
-    (`admin.sock`) in a directory of its own."""
-
-    def __init__(self, name: str, directory: Path, config_text: Callable[[int], str]) -> None:
-        self.name = name
-        self.directory = directory
-        directory.mkdir()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = directory / "config.toml"
-        self.config.write_text(config_text(self.port))
-        self.log_path = directory / "oauthd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.proc = _spawn(
-            [*oauthd_command(), "serve", "--config", str(self.config)],
-            self.log_path,
-            self.directory,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
-                try:
-                    async with http.get(f"{self.url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready within {START_TIMEOUT} s:\n{self.log()}")
-
-    async def stop(self) -> int | None:
-        """SIGTERM (SIGKILL past the timeout); the exit status, None if it was not running."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        return await asyncio.to_thread(_stop_process, proc, signal.SIGTERM, STOP_TIMEOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
 # -- the cluster ---------------------------------------------------------------------------------
 
 
 @dataclass
 class Cluster:
-    """Instances sharing one backend, issuer, encryption key, introspection client and
+    """OauthdProcesss sharing one backend, issuer, encryption key, introspection client and
     upstream (their configs differ in the port, and maybe in `[tokens]`); the balancer
     listens on the issuer's port."""
 
@@ -189,8 +118,8 @@ class Cluster:
     backend: SharedBackend
     upstream_url: str
     balancer: RoundRobin
-    instances: list[Instance] = field(default_factory=list)
-    no_grace: list[Instance] = field(default_factory=list)  # see conftest.no_grace_pair
+    instances: list[OauthdProcess] = field(default_factory=list)
+    no_grace: list[OauthdProcess] = field(default_factory=list)  # see conftest.no_grace_pair
     introspection_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @property
@@ -214,16 +143,9 @@ class Cluster:
             raise
         return cluster
 
-    async def add_instances(self, count: int, **tokens: str) -> list[Instance]:
+    async def add_instances(self, count: int, **tokens: str) -> list[OauthdProcess]:
         """Start `count` more instances (`tokens`: [tokens] keys for these, e.g. a grace)."""
-        added = [
-            Instance(
-                f"i{len(self.instances) + n + 1}",
-                self.directory / f"i{len(self.instances) + n + 1}",
-                lambda port: self.config_text(port, tokens),
-            )
-            for n in range(count)
-        ]
+        added = [self._instance(f"i{len(self.instances) + n + 1}", tokens) for n in range(count)]
         self.instances.extend(added)
         if len(self.instances) == count:  # the first: the backend needs its schema
             await self.backend.prepare(added[0].config)
@@ -237,43 +159,31 @@ class Cluster:
                 raise outcome
         return added
 
-    def config_text(self, port: int, tokens: dict[str, str]) -> str:
-        token_keys = "".join(f"{k} = {_toml_string(v)}\n" for k, v in tokens.items())
-        return f"""\
-[server]
-listen = "127.0.0.1:{port}"
-issuer = "{self.issuer}"
-shutdown_timeout = "2s"
+    def _instance(self, name: str, tokens: dict[str, str]) -> OauthdProcess:
+        """`oauthd serve` on a port of its own, with its config, log and admin socket
+        (`admin.sock`) in a directory of its own."""
+        directory = self.directory / name
+        directory.mkdir()
+        port = free_port()
+        sections: dict[str, dict[str, TomlValue]] = {
+            "upstream": {"url": self.upstream_url, "connect_timeout": "5s", "read_timeout": "60s"},
+            "storage": {**self.backend.storage(), "timeout": "5s"},
+            "tokens": dict(tokens),
+            "oauth": {"registrations_per_minute": 1000},
+            "introspection": {
+                "client_id": INTROSPECTOR,
+                "client_secret": f"file:{self.directory / 'introspection.secret'}",
+            },
+            "login": {"encryption_key": f"file:{self.directory / 'encryption.key'}"},
+            "admin": {"socket": "admin.sock"},
+        }
+        users = [(INTEROP_USER, real_password_hash(INTEROP_PASSWORD))]
+        config = write_config(
+            directory / "config.toml", port, sections, issuer=self.issuer, users=users
+        )
+        return OauthdProcess(directory, config, port, issuer=self.issuer, name=name)
 
-[upstream]
-url = "{self.upstream_url}"
-connect_timeout = "5s"
-read_timeout = "60s"
-
-[storage]
-{self.backend.storage_toml()}timeout = "5s"
-
-[tokens]
-{token_keys}
-[oauth]
-registrations_per_minute = 1000
-
-[introspection]
-client_id = "{INTROSPECTOR}"
-client_secret = "file:{self.directory / "introspection.secret"}"
-
-[login]
-encryption_key = "file:{self.directory / "encryption.key"}"
-
-[[login.users]]
-username = "{USER}"
-password_hash = "{PASSWORD_HASH}"
-
-[admin]
-socket = "admin.sock"
-"""
-
-    def balance(self, pool: Iterable[Instance]) -> None:
+    def balance(self, pool: Iterable[OauthdProcess]) -> None:
         self.balancer.pool = list(pool)
         self.balancer.served.clear()
 

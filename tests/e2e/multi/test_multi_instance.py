@@ -38,9 +38,9 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.e2e.multi.multi_clients import (
     DEVICE_GRANT,
     Answer,
-    DeviceApprover,
     OAuth,
     all_at_once,
+    approve_device,
     counted,
     mcp_post,
     mcp_status,
@@ -50,8 +50,10 @@ from tests.e2e.multi.multi_clients import (
     warm,
 )
 from tests.e2e.multi.multi_sdk import sdk_client
-from tests.e2e.multi.multi_stack import Cluster, Instance
-from tests.support.daemon import USER, DemoUpstream, oauthd_command
+from tests.e2e.multi.multi_stack import Cluster
+from tests.support.configs import INTEROP_USER as USER
+from tests.support.daemon import OauthdProcess, oauthd_command
+from tests.support.upstream import DemoUpstream
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -75,7 +77,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
 
 
 async def statuses(
-    http: aiohttp.ClientSession, instances: list[Instance], access_token: str
+    http: aiohttp.ClientSession, instances: list[OauthdProcess], access_token: str
 ) -> list[int]:
     return [await mcp_status(http, i.url, access_token) for i in instances]
 
@@ -266,7 +268,7 @@ async def test_refresh_token_reuse_on_one_instance_revokes_the_family_on_all(
 async def race(
     http: aiohttp.ClientSession,
     oauth: OAuth,
-    instances: list[Instance],
+    instances: list[OauthdProcess],
     form: dict[str, str],
 ) -> list[Answer]:
     """The same /token request, PER_INSTANCE times to each instance, all at once."""
@@ -336,7 +338,7 @@ async def test_a_code_redeemed_on_one_instance_and_replayed_on_another(cluster: 
 
 @pytest.mark.timeout(60)
 async def test_one_refresh_token_on_every_instance_at_once_without_grace(
-    cluster: Cluster, no_grace_pair: list[Instance]
+    cluster: Cluster, no_grace_pair: list[OauthdProcess]
 ) -> None:
     """refresh_grace = "0s": exactly one rotation wins (one counted, over the instances);
     every other use is reuse, which revokes the family, so the winner's pair dies with it,
@@ -416,7 +418,7 @@ async def test_device_flow_polled_and_approved_across_instances(cluster: Cluster
         ], early
 
         cluster.balance([a, b, c])  # the pages, each on the next instance
-        done = await DeviceApprover(cluster.issuer).approve(user_code)
+        done = await approve_device(cluster.issuer, user_code)
         assert len({s.instance for s in cluster.balancer.served}) == 3
         assert "Device connected" in done
 
