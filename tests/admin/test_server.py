@@ -15,27 +15,23 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import socket
 import stat
-import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from oauthd.admin import server as admin_server
 from oauthd.admin.client import AdminClient, AdminRefused
 from oauthd.admin.operations import Admin
 from oauthd.clock import FakeClock
 from oauthd.config import AdminConfig, default_config
+from oauthd.exits import ExitCode
 from oauthd.oauth import AuthServer
 from oauthd.store import MemoryStore
 from oauthd.users import Users
@@ -46,160 +42,41 @@ from tests.support.configs import (
     PASSWORD,
     PASSWORD_HASH,
     USER,
+    TomlValue,
+    write_config,
 )
+from tests.support.daemon import OauthdProcess, run_oauthd
 from tests.support.http_client import OauthdClient, Pkce, client_auth
 from tests.support.ports import free_port
 from tests.support.records import make_client, make_grant
+from tests.support.upstream import FakeUpstream, SessionsAnswer, eventually
 
 REDIRECT = "http://127.0.0.1:45678/callback"
-EX_UNAVAILABLE = 69
-EX_OSERR = 71
-
-
-# -- an MCP upstream -------------------------------------------------------------------------
-
-
-@dataclass
-class Upstream:
-    """Answers every POST; hands out a session id to a request without one; records the
-    DELETEs (a session closed)."""
-
-    port: int = field(default_factory=free_port)
-    closed: list[str] = field(default_factory=list)
-    opened: list[str] = field(default_factory=list)
-    served: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if request.method == "DELETE":
-            self.closed.append(request.headers.get("Mcp-Session-Id", ""))
-            return web.Response(status=204)
-        self.served += 1
-        body = await request.json()
-        headers = {}
-        if "Mcp-Session-Id" not in request.headers:
-            headers["Mcp-Session-Id"] = f"upstream-session-{self.served}"
-            self.opened.append(headers["Mcp-Session-Id"])
-        return web.json_response(
-            {"jsonrpc": "2.0", "id": body["id"], "result": {}}, headers=headers
-        )
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Upstream]:
-        app = web.Application()
-        app.router.add_route("*", "/mcp", self.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        try:
-            yield self
-        finally:
-            await runner.cleanup()
 
 
 # -- the daemon and the command --------------------------------------------------------------
 
 
-async def oauthd(*args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "OAUTHD_CONFIG"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "oauthd",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+def admin_daemon(directory: Path, upstream_url: str) -> OauthdProcess:
+    """alice and bob can sign in; the admin socket is the default, `state/admin.sock`."""
+    port = free_port()
+    sections: dict[str, dict[str, TomlValue]] = {
+        "upstream": {"url": upstream_url},
+        "storage": {"backend": "file", "path": "state"},
+    }
+    users = [(USER, PASSWORD_HASH), (OTHER_USER, OTHER_PASSWORD_HASH)]
+    config = write_config(directory / "oauthd.toml", port, sections, users=users)
+    return OauthdProcess(directory, config, port)
 
 
-class Daemon:
-    def __init__(self, directory: Path, upstream_url: str) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.config = directory / "oauthd.toml"
-        self.socket = directory / "state" / "admin.sock"
-        self.config.write_text(
-            f"""
-[server]
-listen = "127.0.0.1:{self.port}"
-issuer = "{self.base}"
-shutdown_timeout = "2s"
+def admin_socket(daemon: OauthdProcess) -> Path:
+    return daemon.directory / "state" / "admin.sock"
 
-[upstream]
-url = "{upstream_url}"
 
-[storage]
-backend = "file"
-path = "state"
-
-[[login.users]]
-username = "{USER}"
-password_hash = "{PASSWORD_HASH}"
-
-[[login.users]]
-username = "{OTHER_USER}"
-password_hash = "{OTHER_PASSWORD_HASH}"
-"""
-        )
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        log = (self.directory / "daemon.log").open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "oauthd",
-            "serve",
-            "--config",
-            str(self.config),
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                assert self.process.returncode is None, self.log()
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.base}/readyz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.05)
-        pytest.fail(f"oauthd was not ready in time:\n{self.log()}")
-
-    def log(self) -> str:
-        return (self.directory / "daemon.log").read_text(errors="replace")
-
-    async def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.process.wait(), 15)
-        self.process = None
-        return code
-
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-
-    async def admin(self, *args: str) -> tuple[int, str, str]:
-        return await oauthd(*args, "--config", str(self.config))
-
-    async def admin_state(self, action: str) -> tuple[int, str, str]:
-        return await oauthd("state", action, "--config", str(self.config))
-
-    async def admin_json(self, *args: str) -> Any:
-        code, out, err = await self.admin(*args, "--json")
-        assert code == 0, f"{args}: exit {code}: {err}\n{self.log()[-3000:]}"
-        return json.loads(out)
+async def admin_json(daemon: OauthdProcess, *args: str) -> Any:
+    code, out, err = await daemon.command(*args, "--json")
+    assert code == 0, f"{args}: exit {code}: {err}\n{daemon.log()[-3000:]}"
+    return json.loads(out)
 
 
 @dataclass
@@ -238,32 +115,26 @@ async def mcp_status(client: OauthdClient, who: Login) -> int:
     return (await client.call_mcp(who.tokens["access_token"])).status
 
 
-async def wait_for(condition: Any) -> None:
-    deadline = time.monotonic() + 5
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 # -- against the daemon ----------------------------------------------------------------------
 
 
 async def test_admin_revoke_is_effective_at_once(tmp_path: Path) -> None:
-    async with Upstream().running() as upstream:
-        daemon = Daemon(tmp_path, upstream.url)
-        client = OauthdClient(daemon.base, daemon.base)
+    sessions = SessionsAnswer()
+    async with FakeUpstream(sessions) as upstream:
+        daemon = admin_daemon(tmp_path, upstream.url)
+        client = OauthdClient(daemon.url, daemon.url)
         try:
             await daemon.start()
-            await check_socket_and_listings(daemon, client, upstream)
+            await check_socket_and_listings(daemon, client, sessions)
         finally:
             await client.close()
-            await daemon.kill()
+            daemon.kill()
 
 
 async def check_socket_and_listings(
-    daemon: Daemon, client: OauthdClient, upstream: Upstream
+    daemon: OauthdProcess, client: OauthdClient, upstream: SessionsAnswer
 ) -> None:
-    mode = os.lstat(daemon.socket).st_mode
+    mode = os.lstat(admin_socket(daemon)).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
 
     editor = await client.register_public([REDIRECT], client_name="Editor App")
@@ -283,7 +154,7 @@ async def check_socket_and_listings(
         assert await mcp_status(client, who) == 200
 
     # The table, for people.
-    code, table, err = await daemon.admin("sessions", "list")
+    code, table, err = await daemon.command("sessions", "list")
     assert code == 0, err
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["SESSION", "USER", "CLIENT"]
@@ -293,7 +164,7 @@ async def check_socket_and_listings(
     assert lines[-1] == "4 sessions"
 
     # JSON, for scripts: every field, no token, digest or secret.
-    sessions = await daemon.admin_json("sessions", "list")
+    sessions = await admin_json(daemon, "sessions", "list")
     assert sorted(s["id"] for s in sessions) == sorted(w.grant_id for w in logins)
     first = next(s for s in sessions if s["id"] == alice_editor.grant_id)
     assert first["user"] == USER and first["client_id"] == editor["client_id"]
@@ -301,109 +172,109 @@ async def check_socket_and_listings(
     assert first["created_at"] <= first["last_used_at"] < first["expires_at"]
     assert first["mcp_sessions"] == 1
     assert not any("hash" in key for s in sessions for key in s)
-    bob = await daemon.admin_json("sessions", "list", "--user", OTHER_USER)
+    bob = await admin_json(daemon, "sessions", "list", "--user", OTHER_USER)
     assert {s["id"] for s in bob} == {bob_editor.grant_id, bob_chat.grant_id}
-    of_chat = await daemon.admin_json("sessions", "list", "--client", chat["client_id"])
+    of_chat = await admin_json(daemon, "sessions", "list", "--client", chat["client_id"])
     assert {s["id"] for s in of_chat} == {alice_chat.grant_id, bob_chat.grant_id}
     everything = (
-        table + json.dumps(sessions) + json.dumps(await daemon.admin_json("clients", "list"))
+        table + json.dumps(sessions) + json.dumps(await admin_json(daemon, "clients", "list"))
     )
     for secret in client.secrets():
         assert secret not in everything
 
     # Revoke by id: the very next request with its token is refused, its refresh token
     # too, and its MCP session is closed upstream; the others keep working.
-    code, out, err = await daemon.admin("sessions", "revoke", "--id", alice_editor.grant_id)
+    code, out, err = await daemon.command("sessions", "revoke", "--id", alice_editor.grant_id)
     assert code == 0, err
     assert out.splitlines()[-1] == "1 session revoked"
     assert await mcp_status(client, alice_editor) == 401
     refresh = await client.refresh(editor, alice_editor.tokens["refresh_token"])
     assert refresh.status == 400 and refresh.json()["error"] == "invalid_grant"
-    await wait_for(lambda: "upstream-session-1" in upstream.closed)
+    await eventually(within=5, check=lambda: "upstream-session-1" in upstream.closed)
     for who in (bob_editor, alice_chat, bob_chat):
         assert await mcp_status(client, who) == 200
 
-    code, _, err = await daemon.admin("sessions", "revoke", "--id", alice_editor.grant_id)
+    code, _, err = await daemon.command("sessions", "revoke", "--id", alice_editor.grant_id)
     assert code == 1 and "no live session" in err
 
     # By user, then by client.
-    revoked = await daemon.admin_json("sessions", "revoke", "--user", OTHER_USER)
+    revoked = await admin_json(daemon, "sessions", "revoke", "--user", OTHER_USER)
     assert {s["id"] for s in revoked["revoked"]} == {bob_editor.grant_id, bob_chat.grant_id}
     assert await mcp_status(client, bob_editor) == 401
     assert await mcp_status(client, bob_chat) == 401
     assert await mcp_status(client, alice_chat) == 200
-    code, out, err = await daemon.admin("sessions", "revoke", "--client", chat["client_id"])
+    code, out, err = await daemon.command("sessions", "revoke", "--client", chat["client_id"])
     assert code == 0 and "1 session revoked" in out, err
     assert await mcp_status(client, alice_chat) == 401
-    code, out, _ = await daemon.admin("sessions", "list")
+    code, out, _ = await daemon.command("sessions", "list")
     assert out == "no sessions\n"
-    await wait_for(lambda: sorted(upstream.closed) == sorted(upstream.opened))
+    await eventually(within=5, check=lambda: sorted(upstream.closed) == sorted(upstream.opened))
 
     await check_clients(daemon, client, editor, chat)
     await check_offline_commands(daemon)
 
 
 async def check_clients(
-    daemon: Daemon, client: OauthdClient, editor: dict[str, Any], chat: dict[str, Any]
+    daemon: OauthdProcess, client: OauthdClient, editor: dict[str, Any], chat: dict[str, Any]
 ) -> None:
     again = await login(client, chat, USER, PASSWORD)
-    clients = await daemon.admin_json("clients", "list")
+    clients = await admin_json(daemon, "clients", "list")
     assert [c["client_name"] for c in clients] == ["Chat App", "Editor App"]
     chat_view = clients[0]
     assert chat_view["client_id"] == chat["client_id"] and chat_view["source"] == "dcr"
     assert chat_view["auth_method"] == "client_secret_post"
     assert chat_view["redirect_uris"] == [REDIRECT] and chat_view["sessions"] == 1
     assert not any("secret" in key or "hash" in key for c in clients for key in c)
-    code, table, err = await daemon.admin("clients", "list")
+    code, table, err = await daemon.command("clients", "list")
     assert code == 0 and table.splitlines()[0].startswith("CLIENT ID"), err
     assert "Chat App" in table and REDIRECT in table
 
-    code, out, err = await daemon.admin("clients", "delete", chat["client_id"])
+    code, out, err = await daemon.command("clients", "delete", chat["client_id"])
     assert code == 0, err
     assert out == f"deleted client {chat['client_id']} (Chat App); 1 session ended\n"
     assert await mcp_status(client, again) == 401
     refused = await client.refresh(chat, again.tokens["refresh_token"])
     assert refused.status in (400, 401) and refused.json()["error"] == "invalid_client"
-    left = await daemon.admin_json("clients", "list")
+    left = await admin_json(daemon, "clients", "list")
     assert [c["client_id"] for c in left] == [editor["client_id"]]
-    code, _, err = await daemon.admin("clients", "delete", chat["client_id"])
+    code, _, err = await daemon.command("clients", "delete", chat["client_id"])
     assert code == 1 and "no client" in err
 
 
-async def check_offline_commands(daemon: Daemon) -> None:
-    code, out, err = await daemon.admin_state("inspect")
+async def check_offline_commands(daemon: OauthdProcess) -> None:
+    code, out, err = await daemon.command("state", "inspect")
     assert code == 0 and "in use by" in out, err
 
     assert await daemon.stop() == 0, daemon.log()
-    assert not daemon.socket.exists(), "the socket outlived the daemon"
+    assert not admin_socket(daemon).exists(), "the socket outlived the daemon"
     log = daemon.log()
     assert "Traceback" not in log
     events = [json.loads(line).get("event") for line in log.splitlines()]
     assert events.count("admin.ready") == 1 and events.count("admin.revoke") == 3
     assert events.count("admin.client_deleted") == 1
-    code, out, err = await daemon.admin("sessions", "list")
-    assert code == EX_UNAVAILABLE and out == ""
+    code, out, err = await daemon.command("sessions", "list")
+    assert code == ExitCode.UNAVAILABLE and out == ""
     assert err.strip() == (
-        f"oauthd: no oauthd is running on {daemon.socket} "
+        f"oauthd: no oauthd is running on {admin_socket(daemon)} "
         "(start it, or use `oauthd state inspect` offline)"
     )
-    code, _, err = await daemon.admin("clients", "list")
-    assert code == EX_UNAVAILABLE and "no oauthd is running" in err
-    code, out, err = await daemon.admin_state("inspect")
+    code, _, err = await daemon.command("clients", "list")
+    assert code == ExitCode.UNAVAILABLE and "no oauthd is running" in err
+    code, out, err = await daemon.command("state", "inspect")
     assert code == 0 and "no daemon holds the lock" in out, err
-    code, out, err = await daemon.admin_state("verify")
+    code, out, err = await daemon.command("state", "verify")
     assert code == 0 and out.startswith("OK:"), err
 
 
 async def test_serve_refuses_a_socket_path_taken_by_another_file(tmp_path: Path) -> None:
-    daemon = Daemon(tmp_path, "http://127.0.0.1:9/mcp")
-    daemon.socket.parent.mkdir(mode=0o700)
-    daemon.socket.write_text("not a socket\n")
-    code, _, err = await oauthd("serve", "--config", str(daemon.config))
-    assert code == EX_OSERR
-    assert f"{daemon.socket} exists and is not a socket" in err
-    assert daemon.socket.read_text() == "not a socket\n"
-    code, out, err = await daemon.admin_state("inspect")  # the lock was released
+    daemon = admin_daemon(tmp_path, "http://127.0.0.1:9/mcp")
+    admin_socket(daemon).parent.mkdir(mode=0o700)
+    admin_socket(daemon).write_text("not a socket\n")
+    code, _, err = await run_oauthd("serve", "--config", str(daemon.config))
+    assert code == ExitCode.OSERR
+    assert f"{admin_socket(daemon)} exists and is not a socket" in err
+    assert admin_socket(daemon).read_text() == "not a socket\n"
+    code, out, err = await daemon.command("state", "inspect")  # the lock was released
     assert code == 0 and "no daemon holds the lock" in out, err
 
 

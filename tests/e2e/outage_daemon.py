@@ -6,12 +6,7 @@ requests that must each answer 503 while the backend is down."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
-import shutil
-import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,11 +15,18 @@ from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
-from aiohttp import web
 
 from oauthd import crypto
 from tests.support.browser import Answer, Browser
-from tests.support.configs import INTROSPECTION_ID, PASSWORD, PASSWORD_HASH, USER
+from tests.support.configs import (
+    INTROSPECTION_ID,
+    PASSWORD,
+    PASSWORD_HASH,
+    USER,
+    TomlValue,
+    write_config,
+)
+from tests.support.daemon import OauthdProcess
 from tests.support.forms import Form, parse_forms
 from tests.support.http_client import (
     OauthdClient,
@@ -40,147 +42,34 @@ HANG_LIMIT = 10.0  # a request not answered by then is recorded as a hang (statu
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # what a browser asks for
 
 
-def oauthd_command() -> list[str]:
-    script = Path(sys.executable).with_name("oauthd")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("oauthd")
-    return [found] if found else [sys.executable, "-m", "oauthd"]
+def outage_daemon(
+    directory: Path, storage: dict[str, TomlValue], upstream_url: str
+) -> OauthdProcess:
+    """`oauthd serve` on a shared backend (`storage`: the [storage] keys), with an
+    introspection client (`introspection_secret`) and an admin socket."""
+    (directory / "introspection.secret").write_text(crypto.new_secret() + "\n")
+    (directory / "oauthd.key").write_text(secrets.token_hex(32) + "\n")
+    port = free_port()
+    sections: dict[str, dict[str, TomlValue]] = {
+        "upstream": {"url": upstream_url},
+        "storage": {"path": str(directory / "state"), **storage},
+        # A refresh answered 503 may have rotated: its retry must not fail.
+        "tokens": {"refresh_grace": "60s"},
+        "oauth": {"registrations_per_minute": 100000},
+        "introspection": {
+            "client_id": INTROSPECTION_ID,
+            "client_secret": f"file:{directory / 'introspection.secret'}",
+        },
+        "login": {"encryption_key": f"file:{directory / 'oauthd.key'}"},
+        "admin": {"socket": str(directory / "admin.sock")},
+    }
+    users = [(USER, PASSWORD_HASH)]
+    config = write_config(directory / "oauthd.toml", port, sections, users=users)
+    return OauthdProcess(directory, config, port)
 
 
-class StubUpstream:
-    """An MCP server that answers every JSON-RPC request at /mcp with an empty result."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        self._runner: web.AppRunner | None = None
-
-    @staticmethod
-    async def _answer(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/mcp", self._answer)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-class Daemon:
-    """`oauthd serve` on a shared backend (`storage` is the TOML of [storage] without
-    the section line), its output in `<dir>/daemon.log`."""
-
-    def __init__(self, directory: Path, storage: str, upstream_url: str) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.secret = crypto.new_secret()
-        (directory / "introspection.secret").write_text(self.secret + "\n")
-        (directory / "oauthd.key").write_text(secrets.token_hex(32) + "\n")
-        self.config = directory / "oauthd.toml"
-        self.config.write_text(
-            f"""
-[server]
-listen = "127.0.0.1:{self.port}"
-issuer = "{self.base}"
-shutdown_timeout = "2s"
-
-[upstream]
-url = "{upstream_url}"
-
-[storage]
-path = "{directory / "state"}"
-{storage}
-
-[tokens]
-refresh_grace = "60s"  # a refresh answered 503 may have rotated: its retry must not fail
-
-[oauth]
-registrations_per_minute = 100000
-
-[introspection]
-client_id = "{INTROSPECTION_ID}"
-client_secret = "file:{directory / "introspection.secret"}"
-
-[login]
-encryption_key = "file:{directory / "oauthd.key"}"
-
-[[login.users]]
-username = "{USER}"
-password_hash = "{PASSWORD_HASH}"
-
-[admin]
-socket = "{directory / "admin.sock"}"
-"""
-        )
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def run_command(self, *args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            *oauthd_command(),
-            *args,
-            "--config",
-            str(self.config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(errors="replace")
-
-    async def start(self) -> None:
-        with (self.directory / "daemon.log").open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *oauthd_command(),
-                "serve",
-                "--config",
-                str(self.config),
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=self.directory,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + START_WITHIN
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.process.returncode is not None:
-                    raise AssertionError(
-                        f"oauthd exited ({self.process.returncode}):\n{self.log()}"
-                    )
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.base}/readyz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"oauthd was not ready within {START_WITHIN} s:\n{self.log()}")
-
-    def log(self) -> str:
-        path = self.directory / "daemon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    async def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after 15 s; the exit code (None if it was not running)."""
-        process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return None if process is None else process.returncode
-        process.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(process.wait(), 15)
-        except TimeoutError:
-            process.kill()
-            return await process.wait()
+def introspection_secret(daemon: OauthdProcess) -> str:
+    return (daemon.directory / "introspection.secret").read_text().strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +211,7 @@ def revoke_form(page: Answer) -> Form | None:
 
 
 def start_load(
-    load: Load, client: OauthdClient, daemon: Daemon, world: World
+    load: Load, client: OauthdClient, daemon: OauthdProcess, world: World
 ) -> tuple[list[asyncio.Task[None]], dict[str, Any]]:
     """The workers: /mcp calls, refreshes, registrations and the other endpoints in turn,
     and /readyz, each in a loop with a short pause (a bounded load); and the token pair
@@ -352,7 +241,7 @@ def start_load(
                 "POST",
                 "/introspect",
                 data={"token": access},
-                headers=basic_auth(INTROSPECTION_ID, daemon.secret),
+                headers=basic_auth(INTROSPECTION_ID, introspection_secret(daemon)),
             ),
         ),
         (
@@ -412,7 +301,7 @@ async def wait_for_readyz(client: OauthdClient, status: int, within: float) -> f
 
 
 async def outage_sweep(
-    client: OauthdClient, daemon: Daemon, world: World
+    client: OauthdClient, daemon: OauthdProcess, world: World
 ) -> list[tuple[str, Answer, float]]:
     """Every endpoint that needs the store, once, while the backend is down."""
     app = world.app
@@ -457,7 +346,7 @@ async def outage_sweep(
                 "POST",
                 "/introspect",
                 data={"token": world.mcp["access_token"]},
-                headers=basic_auth(INTROSPECTION_ID, daemon.secret),
+                headers=basic_auth(INTROSPECTION_ID, introspection_secret(daemon)),
             ),
         ),
         (

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from oauthd.clock import FakeClock
 from oauthd.store import Store
+from tests.support.configs import TomlValue
 from tests.support.ports import free_port
 from tests.support.services import service_missing
 
@@ -273,7 +274,7 @@ class Backend:
     def close(self) -> None:
         raise NotImplementedError
 
-    def storage_toml(self) -> str:
+    def storage(self) -> dict[str, TomlValue]:
         """The [storage] keys of a daemon on this backend."""
         raise NotImplementedError
 
@@ -310,11 +311,13 @@ class RedisBackend(Backend):
     def close(self) -> None:
         self.server.close()
 
-    def storage_toml(self) -> str:
-        return (
-            f'backend = "redis"\nredis_url = "{self.server.url}"\n'
-            f'redis_prefix = "outage:"\ntimeout = "{self.timeout:g}s"'
-        )
+    def storage(self) -> dict[str, TomlValue]:
+        return {
+            "backend": "redis",
+            "redis_url": self.server.url,
+            "redis_prefix": "outage:",
+            "timeout": f"{self.timeout:g}s",
+        }
 
 
 class PostgresBackend(Backend):
@@ -353,8 +356,9 @@ class PostgresBackend(Backend):
     def close(self) -> None:
         self.server.close()
 
-    def storage_toml(self) -> str:
-        return (
-            f'backend = "postgres"\npostgres_dsn = "{self.server.dsn}"\n'
-            f'timeout = "{self.timeout:g}s"'
-        )
+    def storage(self) -> dict[str, TomlValue]:
+        return {
+            "backend": "postgres",
+            "postgres_dsn": self.server.dsn,
+            "timeout": f"{self.timeout:g}s",
+        }

@@ -35,9 +35,8 @@ from tests.e2e.outage_daemon import (
     EXPECTED,
     HANG_LIMIT,
     REDIRECT,
-    Daemon,
     Load,
-    StubUpstream,
+    outage_daemon,
     outage_sweep,
     prepare,
     start_load,
@@ -48,6 +47,7 @@ from tests.support.browser import Answer
 from tests.support.configs import PASSWORD, USER
 from tests.support.http_client import OauthdClient, Pkce
 from tests.support.records import make_client, make_grant
+from tests.support.upstream import FakeUpstream, empty_result
 
 TIMEOUT = 1.0  # storage.timeout in these tests
 MARGIN = 1.0  # what a call may take beyond the timeout on a busy 2-core machine
@@ -268,18 +268,18 @@ def retry_after_ok(value: str | None) -> bool:
 async def test_the_daemon_under_load_rides_out_a_backend_crash(
     backend: Backend, tmp_path: Path
 ) -> None:
-    upstream = StubUpstream()
+    upstream = FakeUpstream(empty_result)
     await upstream.start()
-    daemon = Daemon(tmp_path, backend.storage_toml(), upstream.url)
+    daemon = outage_daemon(tmp_path, backend.storage(), upstream.url)
     client: OauthdClient | None = None
     workers: list[asyncio.Task[None]] = []
     load = Load()
     try:
         if backend.name == "postgres":  # migrated by the fixture: `oauthd migrate` is a no-op
-            code, out = await daemon.run_command("migrate")
-            assert code == 0 and "up to date" in out, out
+            done = await daemon.command("migrate")
+            assert done.code == 0 and "up to date" in done.out + done.err, done
         await daemon.start()
-        client = OauthdClient(daemon.base, daemon.base)
+        client = OauthdClient(daemon.url, daemon.url)
         world = await prepare(client)
         registered_before = (await client.register_public(client_name="Before"))["client_id"]
 

@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 
@@ -57,8 +57,7 @@ def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: fl
     return proc.wait()
 
 
-@dataclass(frozen=True, slots=True)
-class Completed:
+class Completed(NamedTuple):
     code: int
     out: str
     err: str
