@@ -4,20 +4,13 @@ remembered consents and pending device flows."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 import signal
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import pytest
-
 from oauthd import crypto
-from tests.support.configs import INTROSPECTION_ID, PASSWORD_HASH, USER
+from tests.support.configs import INTROSPECTION_ID, TomlValue, write_config
+from tests.support.daemon import OauthdProcess
 from tests.support.http_client import OauthdClient, Pkce, user_code_as_typed
 from tests.support.ports import free_port
 
@@ -26,90 +19,22 @@ REDIRECT = "http://127.0.0.1:45678/callback"
 START_TIMEOUT = 15.0
 
 
-def oauthd_command() -> list[str]:
-    script = Path(sys.executable).with_name("oauthd")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("oauthd")
-    return [found] if found else [sys.executable, "-m", "oauthd"]
+def file_daemon(directory: Path) -> OauthdProcess:
+    """File state in `<directory>/state`, an introspection client (`secret_of`)."""
+    (directory / "introspection.secret").write_text(crypto.new_secret() + "\n")
+    port = free_port()
+    sections: dict[str, dict[str, TomlValue]] = {
+        "storage": {"backend": "file", "path": "state"},
+        "introspection": {
+            "client_id": INTROSPECTION_ID,
+            "client_secret": "file:introspection.secret",
+        },
+    }
+    return OauthdProcess(directory, write_config(directory / "oauthd.toml", port, sections), port)
 
 
-class Daemon:
-    """`oauthd serve --config <dir>/oauthd.toml`, with its log in `<dir>/daemon-<n>.log`."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.secret = crypto.new_secret()
-        (directory / "introspection.secret").write_text(self.secret + "\n")
-        self.config = directory / "oauthd.toml"
-        self.config.write_text(
-            f"""
-[server]
-listen = "127.0.0.1:{self.port}"
-issuer = "{self.base}"
-shutdown_timeout = "2s"
-
-[storage]
-backend = "file"
-path = "state"
-
-[introspection]
-client_id = "{INTROSPECTION_ID}"
-client_secret = "file:introspection.secret"
-
-[[login.users]]
-username = "{USER}"
-password_hash = "{PASSWORD_HASH}"
-"""
-        )
-        self.process: asyncio.subprocess.Process | None = None
-        self.starts = 0
-
-    async def start(self) -> None:
-        self.starts += 1
-        with (self.directory / f"daemon-{self.starts}.log").open("wb") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *oauthd_command(),
-                "serve",
-                "--config",
-                str(self.config),
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=self.directory,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.process.returncode is not None:
-                    pytest.fail(f"oauthd exited with {self.process.returncode}:\n{self.log()}")
-                try:
-                    async with session.get(f"{self.base}/readyz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        pytest.fail(f"oauthd was not ready within {START_TIMEOUT} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return (self.directory / f"daemon-{self.starts}.log").read_text(errors="replace")
-
-    async def stop(self, sig: signal.Signals) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        try:
-            async with asyncio.timeout(15):
-                return await self.process.wait()
-        finally:
-            self.process = None
-
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
+def secret_of(daemon: OauthdProcess) -> str:
+    return (daemon.directory / "introspection.secret").read_text().strip()
 
 
 async def approve_device(client: OauthdClient, user_code: str) -> None:
@@ -122,20 +47,20 @@ async def approve_device(client: OauthdClient, user_code: str) -> None:
 
 
 async def check_state_survived(
-    daemon: Daemon,
+    daemon: OauthdProcess,
     client: OauthdClient,
     app: dict[str, Any],
     tokens: dict[str, Any],
     device: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything promised before the restart still holds; the newest token pair."""
-    info = await client.introspect(tokens["access_token"], daemon.secret)
+    info = await client.introspect(tokens["access_token"], secret_of(daemon))
     assert info["active"] is True and info["client_id"] == app["client_id"]
 
     refreshed = await client.refresh(app, tokens["refresh_token"])
     assert refreshed.status == 200, refreshed.text
     newest: dict[str, Any] = refreshed.json()
-    assert (await client.introspect(newest["access_token"], daemon.secret))["active"] is True
+    assert (await client.introspect(newest["access_token"], secret_of(daemon)))["active"] is True
 
     # The client is still registered, and alice's consent to it is remembered.
     params = client.authorize_params(app["client_id"], REDIRECT, Pkce.new())
@@ -148,15 +73,15 @@ async def check_state_survived(
     await approve_device(client, device["user_code"])
     polled = await client.poll(app, device["device_code"])
     assert polled.status == 200, polled.text
-    assert (await client.introspect(polled.json()["access_token"], daemon.secret))["active"]
+    assert (await client.introspect(polled.json()["access_token"], secret_of(daemon)))["active"]
     return newest
 
 
 async def test_state_survives_sigterm_and_sigkill(tmp_path: Path) -> None:
-    daemon = Daemon(tmp_path)
+    daemon = file_daemon(tmp_path)
     try:
         await daemon.start()
-        client = OauthdClient(daemon.base, daemon.base)
+        client = OauthdClient(daemon.url, daemon.url)
         try:
             app = await client.register_public(
                 client_name="Restart test",
@@ -173,7 +98,7 @@ async def test_state_survives_sigterm_and_sigkill(tmp_path: Path) -> None:
             code = await daemon.stop(sig)
             assert code == (0 if sig is signal.SIGTERM else -signal.SIGKILL), daemon.log()
             await daemon.start()
-            client = OauthdClient(daemon.base, daemon.base)
+            client = OauthdClient(daemon.url, daemon.url)
             try:
                 if sig is signal.SIGTERM:  # the second device flow is still pending
                     waiting = await client.poll(app, devices[1]["device_code"])
@@ -183,4 +108,4 @@ async def test_state_survives_sigterm_and_sigkill(tmp_path: Path) -> None:
                 await client.close()
         assert await daemon.stop(signal.SIGTERM) == 0
     finally:
-        await daemon.kill()
+        daemon.kill()

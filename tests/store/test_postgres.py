@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +14,10 @@ import pytest
 
 from oauthd import cli
 from oauthd.clock import FakeClock
+from oauthd.exits import ExitCode
 from oauthd.store import Unavailable
+from tests.support.configs import TomlValue, render_toml
+from tests.support.daemon import run_oauthd
 from tests.support.postgres import create_schema, drop_schema, postgres_probe, schema_dsn
 from tests.support.services import service_missing
 
@@ -37,11 +39,10 @@ async def schema() -> AsyncIterator[str]:
 
 def write_config(tmp_path: Path, dsn: str, timeout: str = "2s") -> Path:
     path = tmp_path / "oauthd.toml"
-    dsn_toml = dsn.replace("\\", "\\\\").replace('"', '\\"')
     (tmp_path / "oauthd.key").write_text(secrets.token_hex(32))  # a shared backend needs it
+    storage: dict[str, TomlValue] = {"backend": "postgres", "postgres_dsn": dsn, "timeout": timeout}
     path.write_text(
-        f'[storage]\nbackend = "postgres"\npostgres_dsn = "{dsn_toml}"\ntimeout = "{timeout}"\n'
-        '[login]\nencryption_key = "file:oauthd.key"\n'
+        render_toml({"storage": storage, "login": {"encryption_key": "file:oauthd.key"}})
     )
     return path
 
@@ -73,30 +74,13 @@ async def test_concurrent_migrates_take_turns(schema: str) -> None:
 async def test_open_on_an_unmigrated_schema_says_to_migrate(schema: str) -> None:
     with pytest.raises(postgres.SchemaError, match="run `oauthd migrate") as raised:
         await postgres.PostgresStore.open(schema_dsn(schema), FakeClock())
-    assert raised.value.exit_code == 78
-
-
-async def serve_until_exit(config: Path) -> tuple[int | None, str]:
-    """`oauthd serve --config CONFIG` in a subprocess that is expected to refuse to start:
-    its exit code and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from oauthd.cli import main; sys.exit(main(sys.argv[1:]))",
-        "serve",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    return proc.returncode, err.decode()
+    assert raised.value.exit_code == ExitCode.CONFIG
 
 
 async def test_serve_on_an_unmigrated_schema_exits_78(schema: str, tmp_path: Path) -> None:
     config = write_config(tmp_path, schema_dsn(schema))
-    code, err = await serve_until_exit(config)
-    assert code == 78, err
+    code, _, err = await run_oauthd("serve", "--config", str(config))
+    assert code == ExitCode.CONFIG, err
     assert "oauthd migrate" in err
 
 
@@ -127,8 +111,8 @@ async def test_a_closed_port_is_unavailable_within_the_timeout(tmp_path: Path) -
 
 async def test_serve_with_the_backend_down_exits_69_without_a_traceback(tmp_path: Path) -> None:
     config = write_config(tmp_path, "postgresql://postgres@127.0.0.1:1/test", timeout="500ms")
-    code, err = await serve_until_exit(config)
-    assert code == 69, err
+    code, _, err = await run_oauthd("serve", "--config", str(config))
+    assert code == ExitCode.UNAVAILABLE, err
     assert "storage backend is unavailable" in err
     assert "Traceback" not in err
 
