@@ -10,7 +10,7 @@ unreachable, and its tests are skipped with that reason, or fail when
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from oauthd.clock import FakeClock  # noqa: E402
 from oauthd.model import Record  # noqa: E402
 from oauthd.store import FileStore, MemoryStore, Store  # noqa: E402
 from oauthd.store.file import make_engine  # noqa: E402
+from tests.support.daemon import Spawn, spawner  # noqa: E402
 from tests.support.postgres import open_postgres, postgres_cleanup, postgres_probe, postgres_writes  # noqa: E402
 from tests.support.redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes  # noqa: E402
 from tests.support.services import StateRef, service_missing  # noqa: E402
@@ -223,3 +224,11 @@ async def snapshot_harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def spawn_oauthd(tmp_path: Path) -> Iterator[Spawn]:
+    """`spawn_oauthd(config, port, *args, **env)`: an `oauthd serve` process (killed at the
+    end of the test)."""
+    with spawner(tmp_path) as spawn:
+        yield spawn

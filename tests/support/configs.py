@@ -141,3 +141,14 @@ INTEROP_PASSWORD = "interop password, long enough"
 @functools.cache
 def real_password_hash(password: str) -> str:
     return hash_password(password)
+
+
+def state_config(directory: Path, port: int, **storage: str) -> Path:
+    """`<directory>/oauthd.toml`: file state in `<directory>/state`, saved only at exit
+    unless `storage` says otherwise; a 5 s shutdown; no users."""
+    keys = {"path": "state", "save_interval": "1h", "save_debounce": "1h", "save_max_wait": "1h"}
+    sections: dict[str, dict[str, TomlValue]] = {
+        "server": {"shutdown_timeout": "5s"},
+        "storage": {**keys, **storage},
+    }
+    return write_config(directory / "oauthd.toml", port, sections, users=())

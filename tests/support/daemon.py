@@ -5,15 +5,18 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -57,6 +60,24 @@ def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: fl
     return proc.wait()
 
 
+def request(
+    port: int, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """One blocking HTTP request to 127.0.0.1:`port`: the status and the body (parsed
+    when it is JSON)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body)
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        is_json = response.getheader("Content-Type", "").startswith("application/json")
+        return response.status, json.loads(raw) if is_json else raw
+    finally:
+        conn.close()
+
+
 class Completed(NamedTuple):
     code: int
     out: str
@@ -85,18 +106,20 @@ async def run_oauthd(
 
 
 class OauthdProcess:
-    """`oauthd serve --config <config>` run in `directory`, listening on `port`; start n
-    logs (stdout and stderr) to `<directory>/<name>-<n>.log`. Ready when /readyz answers
-    200. Port, config and state stay the same across restarts."""
+    """`oauthd serve [--config <config>] <args>` run in `directory`, listening on `port`;
+    start n writes its stdout (the JSON log) to `<directory>/<name>-<n>.log` and its
+    stderr to `<name>-<n>.err`. Ready when /readyz answers 200. Port, config and state stay
+    the same across restarts."""
 
     def __init__(
         self,
         directory: Path,
-        config: Path,
+        config: Path | None,
         port: int,
         *,
         issuer: str | None = None,
         name: str = "oauthd",
+        args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.directory = directory
@@ -105,6 +128,7 @@ class OauthdProcess:
         self.url = f"http://127.0.0.1:{port}"
         self.issuer = issuer or self.url
         self.name = name
+        self.args = list(args)
         self.env = clean_env(**(env or {}))
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -118,32 +142,37 @@ class OauthdProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def log_path(self, n: int | None = None) -> Path:
-        return self.directory / f"{self.name}-{self.starts if n is None else n}.log"
+    def _output(self, n: int | None, suffix: str) -> Path:
+        return self.directory / f"{self.name}-{self.starts if n is None else n}.{suffix}"
 
-    async def start(self, *, ready: bool = True) -> None:
-        """Spawn the daemon; unless `ready` is False, wait until it is ready."""
+    def spawn(self) -> None:
+        """Start the process (without waiting for anything)."""
         assert not self.running, f"{self.name} already runs"
         self.starts += 1
-        self.proc = self._spawn()
-        if ready:
-            await self.wait_ready()
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with self.log_path().open("wb") as log:
-            return subprocess.Popen(
-                [*oauthd_command(), "serve", "--config", str(self.config)],
+        config = [] if self.config is None else ["--config", str(self.config)]
+        with (
+            self._output(None, "log").open("wb") as out,
+            self._output(None, "err").open("wb") as err,
+        ):
+            self.proc = subprocess.Popen(
+                [*oauthd_command(), "serve", *config, *self.args],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=err,
                 cwd=self.directory,
                 env=self.env,
             )
 
-    async def wait_ready(self, within: float = START_TIMEOUT) -> None:
-        """Poll /readyz until it answers 200; fail (with the log) if the daemon exits or
-        is not ready in time."""
+    async def start(self) -> None:
+        """Spawn the daemon and wait until it is ready."""
+        self.spawn()
+        await self.wait_ready()
+
+    async def wait_ready(self, within: float = START_TIMEOUT) -> list[str]:
+        """Poll /readyz until it answers 200; what each poll saw ("refused" or a status).
+        Fails (with the log) if the daemon exits or is not ready in time."""
         assert self.proc is not None
+        seen: list[str] = []
         deadline = time.monotonic() + within
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while time.monotonic() < deadline:
@@ -153,12 +182,21 @@ class OauthdProcess:
                     )
                 try:
                     async with http.get(f"{self.url}/readyz") as response:
+                        seen.append(str(response.status))
                         if response.status == 200:
-                            return
+                            return seen
                 except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.05)
+                    seen.append("refused")
+                await asyncio.sleep(0.01)
         raise AssertionError(f"{self.name} not ready within {within} s:\n{self.log()}")
+
+    async def wait(self, within: float = STOP_TIMEOUT) -> int:
+        """Wait for the process to end by itself; its exit status."""
+        assert self.proc is not None
+        proc, self.proc = self.proc, None
+        code = await asyncio.to_thread(proc.wait, within)
+        self.exit_codes.append(code)
+        return code
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
         """Stop with `sig` (SIGTERM: clean shutdown; SIGKILL: a crash), SIGKILL past the
@@ -183,17 +221,60 @@ class OauthdProcess:
 
     async def command(self, *args: str, within: float = 60) -> Completed:
         """`oauthd <args> --config <config>` (e.g. `sessions list`, `state inspect`)."""
+        assert self.config is not None
         return await run_oauthd(*args, "--config", str(self.config), within=within)
 
-    def log(self, n: int | None = None) -> str:
-        """The output of start `n` (the latest by default)."""
-        path = self.log_path(n)
+    def stdout(self, n: int | None = None) -> str:
+        path = self._output(n, "log")
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def stderr(self, n: int | None = None) -> str:
+        path = self._output(n, "err")
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log(self, n: int | None = None) -> str:
+        """All the output of start `n` (the latest by default): stdout, then stderr."""
+        return self.stdout(n) + self.stderr(n)
 
     def logs(self) -> str:
         return "\n".join(
             f"--- {self.name} start {n} ---\n{self.log(n)}" for n in range(1, self.starts + 1)
         )
+
+    def json_log(self) -> list[dict[str, Any]]:
+        """Every stdout line of the latest start, parsed: each must be one JSON log record."""
+        parsed = []
+        for line in self.stdout().splitlines():
+            doc = json.loads(line)
+            assert isinstance(doc, dict) and {"ts", "level", "logger", "msg"} <= doc.keys(), line
+            parsed.append(doc)
+        return parsed
+
+    def events(self) -> list[str]:
+        return [doc["event"] for doc in self.json_log() if "event" in doc]
+
+
+Spawn = Callable[..., OauthdProcess]
+
+
+@contextmanager
+def spawner(directory: Path) -> Iterator[Spawn]:
+    """`spawn(config, port, *args, **env)`: `oauthd serve` started in `directory` (not yet
+    ready: `await daemon.wait_ready()`); every one is killed at the end."""
+    started: list[OauthdProcess] = []
+
+    def spawn(config: Path | None, port: int, *args: str, **env: str) -> OauthdProcess:
+        name = f"oauthd{len(started)}"
+        daemon = OauthdProcess(directory, config, port, name=name, args=args, env=env)
+        started.append(daemon)
+        daemon.spawn()
+        return daemon
+
+    try:
+        yield spawn
+    finally:
+        for daemon in started:
+            daemon.kill()
 
 
 def proxy_daemon(directory: Path, upstream_url: str) -> OauthdProcess:

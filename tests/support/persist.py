@@ -4,21 +4,23 @@ back everything it holds, and take the on-disk state a `kill -9` would leave beh
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from oauthd.clock import Clock, FakeClock
+from oauthd.clock import Clock, FakeClock, SystemClock
 from oauthd.model import Record
 from oauthd.persist import Engine, SaveSchedule
 from oauthd.persist.journal import list_segments, scan_segment
 from oauthd.persist.migrate import Migration
 from oauthd.persist.statedir import LOCK, SNAPSHOT, StateDir
 from oauthd.store.codec import KINDS
-from oauthd.store.file import FileStore
+from oauthd.store.file import FileStore, make_engine
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
+from tests.support.records import make_grant
 
 NEVER = 3600.0  # a schedule that never fires on its own during a test
 Contents = dict[str, dict[str, Record]]
@@ -108,3 +110,18 @@ def files(path: Path) -> dict[str, bytes]:
     return {
         p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file() and p.name != LOCK
     }
+
+
+BIG_STATE = 30_000  # grants: loading takes a visible moment
+
+
+async def make_big_state(path: Path) -> None:
+    """A state dir with BIG_STATE grants in its snapshot (built in memory, saved once)."""
+    engine = make_engine(path, journaled=True, interval=3600, debounce=3600, max_wait=3600)
+    store = await FileStore.open(engine, SystemClock())
+    far = time.time() + 86400
+    for i in range(BIG_STATE):
+        key = f"grant-{i:06d}"
+        store.grants.records.set(key, make_grant(id=key, expires_at=far))
+    assert await engine.save()
+    await store.close()
