@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,20 +23,9 @@ from oauthd.store.offline import examine
 from oauthd.users import parse_password_hash, verify_password
 from tests.support.browser import login_form
 from tests.support.configs import state_config
-from tests.support.daemon import Spawn, clean_env, request
+from tests.support.daemon import Spawn, request, run_oauthd
 from tests.support.persist import BIG_STATE, make_big_state
 from tests.support.ports import free_port
-
-
-def oauthd(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oauthd", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=clean_env(**env),
-    )
 
 
 def register(port: int, name: str) -> int:
@@ -156,25 +143,25 @@ async def test_second_daemon_on_the_same_state_dir_exits_naming_the_holder(
     assert await first.stop() == 0
 
 
-def test_config_error_exits_78_naming_the_key(tmp_path: Path) -> None:
+async def test_config_error_exits_78_naming_the_key(tmp_path: Path) -> None:
     config = state_config(tmp_path, free_port(), save_debounce="fast")
     message = 'storage.save_debounce: expected a duration like "1s", got "fast"'
     for command in ("serve", "check-config"):
-        result = oauthd(command, "--config", str(config))
-        assert result.returncode == ExitCode.CONFIG, (command, result.stderr)
-        assert message in result.stderr and str(config) in result.stderr
+        result = await run_oauthd(command, "--config", str(config))
+        assert result.code == ExitCode.CONFIG, (command, result.err)
+        assert message in result.err and str(config) in result.err
     assert not (tmp_path / "state").exists(), "a config error must touch nothing"
-    missing = oauthd("serve")
-    assert missing.returncode == ExitCode.CONFIG and "OAUTHD_CONFIG" in missing.stderr
+    missing = await run_oauthd("serve")
+    assert missing.code == ExitCode.CONFIG and "OAUTHD_CONFIG" in missing.err
 
 
-def test_check_config_ok(tmp_path: Path) -> None:
+async def test_check_config_ok(tmp_path: Path) -> None:
     config = state_config(tmp_path, free_port())
-    result = oauthd("check-config", "--config", str(config))
-    assert result.returncode == 0, result.stderr
-    assert "OK" in result.stdout and str(tmp_path / "state") in result.stdout
-    by_env = oauthd("check-config", OAUTHD_CONFIG=str(config))
-    assert by_env.returncode == 0 and "OK" in by_env.stdout
+    result = await run_oauthd("check-config", "--config", str(config))
+    assert result.code == 0, result.err
+    assert "OK" in result.out and str(tmp_path / "state") in result.out
+    by_env = await run_oauthd("check-config", env={"OAUTHD_CONFIG": str(config)})
+    assert by_env.code == 0 and "OK" in by_env.out
 
 
 async def test_marker_without_state_refuses_unless_accept_empty_state(
@@ -185,22 +172,22 @@ async def test_marker_without_state_refuses_unless_accept_empty_state(
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     (state / MARKER).write_text("oauthd state dir\n")
-    refused = oauthd("serve", "--config", str(config))
-    assert refused.returncode == ExitCode.CONFIG, refused.stderr
-    assert "--accept-empty-state" in refused.stderr
+    refused = await run_oauthd("serve", "--config", str(config))
+    assert refused.code == ExitCode.CONFIG, refused.err
+    assert "--accept-empty-state" in refused.err
     assert sorted(p.name for p in state.iterdir() if p.name != "lock") == [MARKER]
 
     daemon = spawn_oauthd(config, port, "--accept-empty-state")
     assert (await daemon.wait_ready())[-1] == "200"
     assert await daemon.stop() == 0
     assert (state / SNAPSHOT).exists()
-    assert oauthd("check-config", "--config", str(config)).returncode == 0
+    assert (await run_oauthd("check-config", "--config", str(config))).code == 0
 
 
-def test_hash_password_stdin_gives_a_hash_the_config_accepts(tmp_path: Path) -> None:
-    result = oauthd("users", "hash-password", "--stdin", stdin="correct horse battery\n")
-    assert result.returncode == 0, result.stderr
-    hashed = result.stdout.strip()
+async def test_hash_password_stdin_gives_a_hash_the_config_accepts(tmp_path: Path) -> None:
+    result = await run_oauthd("users", "hash-password", "--stdin", stdin="correct horse battery\n")
+    assert result.code == 0, result.err
+    hashed = result.out.strip()
     assert hashed.startswith(("scrypt$", "$argon2id$")) and "correct" not in hashed
     config = state_config(tmp_path, free_port())
     with config.open("a") as out:
@@ -210,5 +197,5 @@ def test_hash_password_stdin_gives_a_hash_the_config_accepts(tmp_path: Path) -> 
     stored = parse_password_hash(loaded.login.users[0].password_hash)
     assert verify_password(stored, "correct horse battery")
     assert not verify_password(stored, "wrong")
-    empty = oauthd("users", "hash-password", "--stdin", stdin="\n")
-    assert empty.returncode != 0
+    empty = await run_oauthd("users", "hash-password", "--stdin", stdin="\n")
+    assert empty.code != 0

@@ -11,8 +11,6 @@ import itertools
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from oauthd.notify import Notifier
 from oauthd.persist.statedir import MARKER
 from tests.support.browser import login_form
 from tests.support.configs import state_config
-from tests.support.daemon import Spawn, clean_env, request
+from tests.support.daemon import Spawn, request, run_oauthd
 from tests.support.notify import Message, NotifyListener
 from tests.support.persist import BIG_STATE, make_big_state
 from tests.support.ports import free_port
@@ -121,22 +119,19 @@ async def test_ready_only_after_the_port_answers(tmp_path: Path, spawn_oauthd: S
         fake.close()
 
 
-def test_no_ready_when_the_state_fails_to_load(tmp_path: Path, listener: NotifyListener) -> None:
+async def test_no_ready_when_the_state_fails_to_load(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
     """A marker without state files refuses to start (exit 78): no READY=1, ever, and the
     reason is in STATUS= for `systemctl status`."""
     config = state_config(tmp_path, free_port())
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     (state / MARKER).write_text("oauthd state dir\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "oauthd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=clean_env(NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="200000"),
-    )
-    assert result.returncode == ExitCode.CONFIG, result.stderr
-    time.sleep(0.1)  # a datagram sent just before the exit is read by now
+    env = {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "200000"}
+    result = await run_oauthd("serve", "--config", str(config), env=env)
+    assert result.code == ExitCode.CONFIG, result.err
+    await asyncio.sleep(0.1)  # a datagram sent just before the exit is read by now
     lines = listener.all_lines()
     assert "READY=1" not in lines, lines
     failed = [line for line in lines if line.startswith("STATUS=failed to start")]

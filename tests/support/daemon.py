@@ -85,18 +85,23 @@ class Completed(NamedTuple):
 
 
 async def run_oauthd(
-    *args: str, env: Mapping[str, str] | None = None, within: float = 60
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    within: float = 60,
 ) -> Completed:
-    """`oauthd <args>` to its end; its exit status and output."""
+    """`oauthd <args>` to its end (`stdin` typed in); its exit status and output."""
     proc = await asyncio.create_subprocess_exec(
         *oauthd_command(),
         *args,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=clean_env(**(env or {})),
     )
+    typed = None if stdin is None else stdin.encode()
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), within)
+        out, err = await asyncio.wait_for(proc.communicate(typed), within)
     except TimeoutError:
         proc.kill()
         await proc.wait()
