@@ -8,8 +8,7 @@ import pytest
 
 from oauthd import crypto
 from oauthd.oauth.clients import registration_response
-
-from .conftest import (
+from tests.support.protocol import (
     ADDRESS,
     CIMD_CLIENT_ID,
     LOOPBACK_REDIRECT,

@@ -7,8 +7,7 @@ import pytest
 from oauthd import crypto
 from oauthd.oauth.server import AuthServer
 from oauthd.users import Users
-
-from .conftest import RESOURCE, USER, Env, EnvFactory, credentials
+from tests.support.protocol import RESOURCE, USER, Env, EnvFactory, credentials
 
 
 async def test_valid_access_token(env: Env) -> None:

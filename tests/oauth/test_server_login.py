@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd.oauth.errors import Delivery
-
-from .conftest import ADDRESS, OTHER_USER, PASSWORD, USER, Env, EnvFactory, refused
+from tests.support.protocol import ADDRESS, OTHER_USER, PASSWORD, USER, Env, EnvFactory, refused
 
 OTHER_ADDRESS = "198.51.100.7"
 

@@ -9,8 +9,7 @@ import pytest
 from oauthd import crypto
 from oauthd.oauth.clients import ClientCredentials, credentials_from
 from oauthd.oauth.errors import OAuthError
-
-from .conftest import (
+from tests.support.protocol import (
     LOOPBACK_REDIRECT,
     RESOURCE,
     USER,

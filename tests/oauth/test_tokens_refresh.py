@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd import crypto
-
-from .conftest import RESOURCE, Env, EnvFactory, Issued, refused
+from tests.support.protocol import RESOURCE, Env, EnvFactory, Issued, refused
 
 GRACE = 10.0  # the default refresh_grace
 

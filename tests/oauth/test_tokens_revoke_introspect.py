@@ -8,8 +8,7 @@ import pytest
 
 from oauthd import crypto
 from oauthd.oauth.clients import ClientCredentials
-
-from .conftest import (
+from tests.support.protocol import (
     INTROSPECTION_ID,
     INTROSPECTION_SECRET,
     ISSUER,

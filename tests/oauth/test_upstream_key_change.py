@@ -8,8 +8,7 @@ import dataclasses
 import os
 
 from oauthd import crypto
-
-from .conftest import RESOURCE, Env, refused
+from tests.support.protocol import RESOURCE, Env, refused
 
 
 def _keys() -> tuple[crypto.Sealer, crypto.Sealer]:

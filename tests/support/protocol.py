@@ -1,15 +1,13 @@
 """The protocol on its own: an `AuthServer` over the memory store with a `FakeClock`, no HTTP.
 
-`env` is one server with its store, clock, config and a fake CIMD fetcher; its methods run
+`Env` is one server with its store, clock, config and a fake CIMD fetcher; its methods run
 the steps the HTTP layer would (register, begin, logged_in, approve, token), so a test
-reads as the flow it checks. `env_with(...)` builds one with other settings.
+reads as the flow it checks. `build_env(tmp, **sections)` makes one.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,34 +33,25 @@ from oauthd.oauth.server import AuthServer
 from oauthd.oauth.tokens import TokenResponse
 from oauthd.store import MemoryStore
 from oauthd.users import Users
+from tests.support.configs import (
+    INTROSPECTION_ID,
+    OTHER_USER,
+    PASSWORD,
+    USER,
+    fast_password_hash,
+)
 
 ISSUER = "https://mcp.example.com"
 RESOURCE = f"{ISSUER}/mcp"
 SCOPES = ("mcp", "files:read", "files:write")
-USER = "alice"
-PASSWORD = "correct horse battery staple"
-OTHER_USER = "bob"
 ADDRESS = "192.0.2.10"
 WEB_REDIRECT = "https://app.example.com/oauth/callback"
 LOOPBACK_REDIRECT = "http://127.0.0.1/callback"
 CIMD_CLIENT_ID = "https://client.example.org/oauth/metadata.json"
-INTROSPECTION_ID = "resource-server"
 INTROSPECTION_SECRET = "introspection-secret-0123456789"
 
 
-def _scrypt_hash(password: str) -> str:
-    """A real `scrypt$...` hash in the format `hash_password` writes, at ln=10 instead of 15:
-    about 2 ms per check instead of 130, so the lockout tests stay fast. Made once."""
-    salt = b"oauthd-test-salt"
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**10, r=8, p=1, dklen=32)
-
-    def b64(raw: bytes) -> str:
-        return base64.b64encode(raw).decode().rstrip("=")
-
-    return f"scrypt$ln=10,r=8,p=1${b64(salt)}${b64(digest)}"
-
-
-PASSWORD_HASH = _scrypt_hash(PASSWORD)
+PASSWORD_HASH = fast_password_hash(PASSWORD)
 
 
 class FakeFetcher:
@@ -250,15 +239,4 @@ def build_env(tmp_path: Path, **sections: Mapping[str, Any]) -> Env:
     return Env(config, clock, store, fetcher, server)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return build_env(tmp_path)
-
-
 EnvFactory = Callable[..., Env]
-
-
-@pytest.fixture
-def env_with(tmp_path: Path) -> EnvFactory:
-    """`env_with(tokens={"refresh_grace": 5.0})`: an `Env` with other settings."""
-    return lambda **sections: build_env(tmp_path, **sections)
