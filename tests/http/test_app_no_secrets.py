@@ -4,52 +4,23 @@ or in the JSON log (at debug level)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from oauthd.log import ROOT, setup_logging
 from tests.support.configs import PASSWORD
 from tests.support.http_client import Running, Start, basic_auth, user_code_as_typed
+from tests.support.secrets_scan import assert_no_secret, json_log, state_files
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-LOGGERS = (ROOT, "aiohttp", "asyncio")
 
 
 @pytest.fixture
 def debug_log() -> Iterator[None]:
-    """JSON lines at debug level on stdout (captured by capsys); the loggers as they were
-    afterwards."""
-    saved = {
-        name: (list(logger.handlers), logger.level, logger.propagate)
-        for name in LOGGERS
-        for logger in [logging.getLogger(name)]
-    }
-    setup_logging("debug")
-    yield
-    for name, (handlers, level, propagate) in saved.items():
-        logger = logging.getLogger(name)
-        for handler in logger.handlers:
-            if handler not in handlers:
-                handler.close()
-        logger.handlers, logger.level, logger.propagate = handlers, level, propagate
-
-
-def state_files(directory: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def forms_of(secret: str) -> set[str]:
-    """The secret, and the secret half of a `<key>.<secret>` token (the key is an id)."""
-    forms = {secret}
-    _, dot, rest = secret.partition(".")
-    if dot and rest:
-        forms.add(rest)
-    return forms
+    with json_log("debug"):
+        yield
 
 
 async def run_every_flow(oauthd: Running) -> dict[str, Any]:
@@ -111,10 +82,7 @@ async def test_no_secret_in_the_state_dir_or_the_log(
     assert len(secrets) >= 15, secrets  # tokens, codes, secrets, cookies were all collected
     places = {**{f"{k} (running)": v for k, v in while_running.items()}, **after_stop}
     places["the log"] = log.encode()
-    for secret in secrets:
-        for form in forms_of(secret):
-            for place, content in places.items():
-                assert form.encode() not in content, f"a secret ({form[:6]}...) is in {place}"
+    assert_no_secret(secrets, places)
 
     # The control: what was grepped is the real thing.
     assert any(extra["web_client_id"].encode() in content for content in after_stop.values())
