@@ -40,7 +40,7 @@ async def test_audit_lines_after_a_scripted_run(
         script = await scripted_run(run)
         secrets = run.client.secrets()
     finally:
-        await run.stop()
+        await run.close()
     out = capsys.readouterr().out
     lines = [orjson.loads(line) for line in out.splitlines()]
     audit = [doc for doc in lines if str(doc.get("event", "")).startswith("audit.")]

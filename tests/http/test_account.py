@@ -12,10 +12,11 @@ import pytest
 from oauthd.http.account import SESSION_TTL
 from oauthd.http.keys import AUTH
 from oauthd.users import Users
+from tests.support.app import Running, Start
 from tests.support.browser import Answer, Browser
 from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER
 from tests.support.forms import parse_forms
-from tests.support.http_client import OauthdClient, Pkce, Running, Start
+from tests.support.http_client import OauthdClient, Pkce
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 

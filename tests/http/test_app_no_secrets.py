@@ -10,8 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.app import Running, Start
 from tests.support.configs import PASSWORD
-from tests.support.http_client import Running, Start, basic_auth, user_code_as_typed
+from tests.support.http_client import basic_auth, user_code_as_typed
 from tests.support.secrets_scan import assert_no_secret, json_log, state_files
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

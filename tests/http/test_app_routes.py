@@ -12,7 +12,7 @@ from oauthd.config import default_config
 from oauthd.http import create_app
 from oauthd.http.errors import RENDERED, Routes
 from oauthd.store import Unavailable
-from tests.support.http_client import Running
+from tests.support.app import Running
 
 
 def test_every_route_but_mcp_renders_its_errors_here(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.app import Running, Start
 from tests.support.browser import Answer, Browser, check_page_headers
 from tests.support.configs import PASSWORD, USER
-from tests.support.http_client import OauthdClient, Pkce, Running, Start
+from tests.support.http_client import OauthdClient, Pkce
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 

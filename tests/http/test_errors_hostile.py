@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from oauthd.http.keys import AUTH
+from tests.support.app import Running
 from tests.support.browser import check_page_headers
-from tests.support.http_client import Running
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 BIG_FORM = b"a=" + b"x" * (65 * 1024)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.http_client import Pkce, Running
+from tests.support.app import Running
+from tests.support.http_client import Pkce
 
 
 @dataclass

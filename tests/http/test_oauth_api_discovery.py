@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd.http import pages
-from tests.support.http_client import Running
+from tests.support.app import Running
 
 AS_PATHS = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
 PRM_PATHS = ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource")

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.http_client import Pkce, Running, Start, basic_auth, client_auth
+from tests.support.app import Running, Start
+from tests.support.http_client import Pkce, basic_auth, client_auth
 
 # Shaped like the registrations the clients send (mcp-auth-checklist section 2).
 CLAUDE_CODE = {

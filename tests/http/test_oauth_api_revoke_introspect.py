@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.app import Running, Start
 from tests.support.configs import INTROSPECTION_ID
-from tests.support.http_client import Running, Start, basic_auth, client_auth
+from tests.support.http_client import basic_auth, client_auth
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.http_client import OauthdClient, Running, basic_auth, client_auth
+from tests.support.app import Running
+from tests.support.http_client import OauthdClient, basic_auth, client_auth
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.app import Running
 from tests.support.browser import Answer, Browser
 from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER
-from tests.support.http_client import OauthdClient, Pkce, Running
+from tests.support.http_client import OauthdClient, Pkce
 
 REGISTERED = ["https://app.example/cb", "http://127.0.0.1/callback", "http://localhost/callback"]
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from oauthd.oauth.device import USER_CODE_ALPHABET
+from tests.support.app import Running
 from tests.support.browser import Answer, Browser
-from tests.support.http_client import OauthdClient, Running, client_auth, user_code_as_typed
+from tests.support.http_client import OauthdClient, client_auth, user_code_as_typed
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 

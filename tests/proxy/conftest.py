@@ -8,14 +8,12 @@ goes away cancels its handler."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from oauthd.clock import FakeClock
 from tests.support.configs import make_config
 from tests.support.ports import free_port
 from tests.support.proxy_app import Oauthd, StartOauthd
@@ -49,7 +47,7 @@ async def start_oauthd(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[
         directory = tmp_path / f"oauthd-{len(started)}"
         directory.mkdir()
         config = make_config(directory, free_port(), upstream_url=upstream.url, **sections)
-        running = Oauthd(config, FakeClock(time.time()))
+        running = Oauthd(config)
         started.append(running)
         await running.start()
         return running

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 
 from oauthd import crypto
-from oauthd.clock import FakeClock
-from oauthd.config import Config
 from tests.support.browser import Answer, Browser, read_answer
-from tests.support.configs import INTROSPECTION_ID, introspection_secret
+from tests.support.configs import INTROSPECTION_ID
 
 LOOPBACK_REDIRECT = "http://127.0.0.1/callback"  # registered; used with a random port
 
@@ -224,29 +220,3 @@ def basic_auth(client_id: str, secret: str) -> dict[str, str]:
 def user_code_as_typed(user_code: str) -> str:
     """How a person types XXXX-XXXX: lower case, no dash."""
     return user_code.replace("-", "").lower()
-
-
-# -- a running app (tests/http) ----------------------------------------------------------
-
-
-@dataclass
-class Running:
-    """One oauthd app serving on 127.0.0.1, and a client of it."""
-
-    config: Config
-    clock: FakeClock
-    server: TestServer
-    client: OauthdClient
-    state_dir: Path
-
-    @property
-    def introspection_secret(self) -> str:
-        return introspection_secret(self.config)
-
-    async def stop(self) -> None:
-        """Close the client, then the app (the store writes its final snapshot)."""
-        await self.client.close()
-        await self.server.close()
-
-
-Start = Callable[..., Awaitable[Running]]

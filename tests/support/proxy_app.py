@@ -11,17 +11,10 @@ from urllib.parse import urljoin
 
 import aiohttp
 import orjson
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 from oauthd import crypto
-from oauthd.clock import FakeClock
-from oauthd.config import Config
-from oauthd.http import create_app
-from oauthd.http.keys import AUTH, STORE
-from oauthd.oauth import AuthServer
-from oauthd.store import Store
+from tests.support.app import App
 from tests.support.configs import USER
 from tests.support.http_client import LOOPBACK_REDIRECT, OauthdClient
 
@@ -79,55 +72,12 @@ class Granted:
 
 
 @dataclass
-class Oauthd:
-    """oauthd in front of the fake upstream. `restart()` stops it and starts a new app
-    on the same port, config, clock and state dir."""
+class Oauthd(App):
+    """oauthd in front of the fake upstream, and a session that calls it without cookies."""
 
-    config: Config
-    clock: FakeClock
-    server: TestServer | None = None
     session: aiohttp.ClientSession = field(
         default_factory=lambda: aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
     )
-
-    @property
-    def base(self) -> str:
-        return self.config.server.issuer
-
-    @property
-    def mcp_url(self) -> str:
-        return f"{self.base}/mcp"
-
-    @property
-    def app(self) -> web.Application:
-        assert self.server is not None
-        return self.server.app
-
-    @property
-    def auth(self) -> AuthServer:
-        return self.app[AUTH]
-
-    @property
-    def store(self) -> Store:
-        return self.app[STORE]
-
-    async def start(self) -> None:
-        port = self.config.server.listen.port
-        self.server = TestServer(create_app(self.config, clock=self.clock), port=port)
-        await self.server.start_server()
-        # As in the daemon: a client that goes away cancels its handler. aiohttp's
-        # TestServer sets this itself (passing it again is a TypeError); make sure it did.
-        assert self.server.runner is not None
-        assert self.server.runner._kwargs.get("handler_cancellation") is True
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.close()
-            self.server = None
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
 
     async def close(self) -> None:
         await self.session.close()

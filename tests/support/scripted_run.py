@@ -17,76 +17,48 @@ count and the audit log records.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-
-from oauthd.clock import FakeClock
-from oauthd.config import Config
-from oauthd.http import create_app
-from oauthd.http.keys import STORE
 from oauthd.store import FileStore
+from tests.support.app import Running
 from tests.support.browser import Browser
 from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER, make_config
-from tests.support.http_client import OauthdClient, Pkce, client_auth
+from tests.support.http_client import Pkce, client_auth
 from tests.support.ports import free_port
+from tests.support.upstream import FakeUpstream, empty_result
 
 REDIRECT = "http://127.0.0.1:43123/callback"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
-async def _mcp(request: web.Request) -> web.Response:
-    await request.read()
-    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
-
-
 @dataclass
-class Running:
-    config: Config
-    app: web.Application
-    server: TestServer
-    upstream: TestServer
-    client: OauthdClient
+class ScriptedApp(Running):
+    """oauthd in process in front of an upstream that answers every call (`stop_upstream`
+    makes /mcp answer 502)."""
+
+    upstream: FakeUpstream = field(default_factory=lambda: FakeUpstream(empty_result))
     upstream_stopped: bool = False
-
-    @property
-    def base(self) -> str:
-        return self.client.base
-
-    def store(self) -> FileStore:
-        store = self.app[STORE]
-        assert isinstance(store, FileStore)
-        return store
 
     async def stop_upstream(self) -> None:
         if not self.upstream_stopped:
             self.upstream_stopped = True
             await self.upstream.close()
 
-    async def stop(self) -> None:
-        await self.client.close()
-        await self.server.close()
+    async def close(self) -> None:
+        await super().close()
         await self.stop_upstream()
 
 
-async def start(directory: Path, **sections: Any) -> Running:
-    """oauthd on 127.0.0.1 with the upstream below; `sections` change config keys."""
-    upstream_app = web.Application()
-    upstream_app.router.add_post("/mcp", _mcp)
-    upstream = TestServer(upstream_app, host="127.0.0.1")
-    await upstream.start_server()
-    port = free_port()
-    upstream_section = {"url": f"http://127.0.0.1:{upstream.port}/mcp"}
-    config = make_config(directory, port, upstream=upstream_section, **sections)
-    app = create_app(config, clock=FakeClock(time.time()))
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
-    client = OauthdClient(f"http://127.0.0.1:{port}", config.server.issuer)
-    return Running(config, app, server, upstream, client)
+async def start(directory: Path, **sections: Any) -> ScriptedApp:
+    """oauthd on 127.0.0.1 in front of its upstream; `sections` change config keys."""
+    upstream = FakeUpstream(empty_result)
+    await upstream.start()
+    config = make_config(directory, free_port(), upstream_url=upstream.url, **sections)
+    run = ScriptedApp(config, state_dir=directory, upstream=upstream)
+    await run.start()
+    return run
 
 
 @dataclass
@@ -99,7 +71,7 @@ class Script:
 
 
 async def _code(
-    run: Running, client: dict[str, Any], browser: Browser, *, wrong_first: bool = False
+    run: ScriptedApp, client: dict[str, Any], browser: Browser, *, wrong_first: bool = False
 ) -> tuple[str, Pkce]:
     pkce = Pkce.new()
     params = run.client.authorize_params(client["client_id"], REDIRECT, pkce)
@@ -116,7 +88,7 @@ async def _code(
     return code, pkce
 
 
-async def _exchange(run: Running, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
+async def _exchange(run: ScriptedApp, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
     return await run.client.token(
         grant_type="authorization_code",
         code=code,
@@ -126,13 +98,13 @@ async def _exchange(run: Running, client: dict[str, Any], code: str, pkce: Pkce)
     )
 
 
-async def _tokens(run: Running, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
+async def _tokens(run: ScriptedApp, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
     answer = await _exchange(run, client, code, pkce)
     assert answer.status == 200, answer.text
     return answer.json()
 
 
-async def scripted_run(run: Running) -> Script:
+async def scripted_run(run: ScriptedApp) -> Script:
     script = Script()
     api = run.client
     public = await api.register_public(client_name="Scripted App")
@@ -166,6 +138,8 @@ async def scripted_run(run: Running) -> Script:
     replayed = await _exchange(run, public, code, pkce)
     assert replayed.status == 400 and "already used" in replayed.text, replayed.text
 
-    assert await run.store().engine.save()
+    store = run.store
+    assert isinstance(store, FileStore)
+    assert await store.engine.save()
     script.tokens = [a, b, c, d]
     return script
