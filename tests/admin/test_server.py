@@ -49,7 +49,8 @@ from tests.support.daemon import OauthdProcess, run_oauthd
 from tests.support.http_client import OauthdClient, Pkce, client_auth
 from tests.support.ports import free_port
 from tests.support.records import make_client, make_grant
-from tests.support.upstream import FakeUpstream, SessionsAnswer, eventually
+from tests.support.upstream import FakeUpstream, SessionsAnswer
+from tests.support.wait import eventually
 
 REDIRECT = "http://127.0.0.1:45678/callback"
 

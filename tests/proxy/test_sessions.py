@@ -12,7 +12,8 @@ from aiohttp import web
 from oauthd.crypto import lookup_key
 from tests.support.configs import OTHER_USER
 from tests.support.proxy_app import Granted, Oauthd, StartOauthd
-from tests.support.upstream import FakeUpstream, Seen, eventually
+from tests.support.upstream import FakeUpstream, Seen
+from tests.support.wait import eventually
 
 SESSION = "3f6c1e0a-session-A"
 

@@ -31,15 +31,9 @@ from tests.support.postgres import DSN, open_postgres, postgres_cleanup, postgre
 from tests.support.records import make_grant, make_mcp_session
 from tests.support.redis_backend import REDIS_URL, open_redis, redis_cleanup, redis_probe
 from tests.support.services import StateRef, service_missing
+from tests.support.wait import eventually
 
 WITHIN = 10.0  # seconds a listener may take to (re)connect on a busy machine
-
-
-async def eventually(condition: Callable[[], bool], within: float = WITHIN) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.001)
 
 
 # -- on the memory store, with a listener the test drives ------------------------------------
@@ -99,7 +93,7 @@ async def local() -> AsyncIterator[Local]:
     listener = Listener()
     cache = attach(store, clock, listener, size=3, timeout=1.0)
     assert cache is not None
-    await eventually(lambda: cache.ready)
+    await eventually(lambda: cache.ready, WITHIN)
     yield Local(store, cache, listener, clock)
     await cache.close()
 
@@ -203,7 +197,7 @@ async def test_own_writes_drop_the_key_and_wait_for_their_confirmation(local: Lo
     write = asyncio.create_task(
         local.store.grants.update(grant.id, lambda g: dataclasses.replace(g, user="bob"))
     )
-    await eventually(lambda: len(local.listener.confirms) == 1)
+    await eventually(lambda: len(local.listener.confirms) == 1, WITHIN)
     found = await local.store.grants.get(grant.id)  # dropped at once, before the echo
     assert found is not None and found.user == "bob"
     # Another instance's invalidation of the same key (of an earlier write of theirs,
@@ -233,7 +227,7 @@ async def test_the_confirmation_is_asked_for_after_the_write(
 
     monkeypatch.setattr(inner, "delete", slow)
     write = asyncio.create_task(local.store.grants.delete(grant.id))
-    await eventually(lambda: len(local.listener.confirms) == 1)
+    await eventually(lambda: len(local.listener.confirms) == 1, WITHIN)
     assert asked_during == [0]  # not while the write was in flight
     local.listener.confirms.pop().set_result(None)
     assert await asyncio.wait_for(write, 1)
@@ -272,7 +266,7 @@ async def test_writes_that_end_a_record_or_an_access_token_wait_the_grace(local:
     assert await took(local.store.grants.take(grants[2].id)) >= 0.2
     local.listener.end.set()  # even while this cache is down: the others' is waited for
     local.listener.fail = ConnectionError("refused")
-    await eventually(lambda: not local.cache.ready)
+    await eventually(lambda: not local.cache.ready, WITHIN)
     await local.store.grants.add(grants[1])
     assert await took(local.store.grants.delete(grants[1].id)) >= 0.2
 
@@ -309,14 +303,14 @@ async def test_a_silent_listener_stops_the_hits_within_the_freshness_window(
     assert local.cache.hits == hits + 1
     local.listener.silent = True  # the connection went quiet; nothing detected it yet
     started = time.monotonic()
-    await eventually(lambda: not local.cache.fresh())
+    await eventually(lambda: not local.cache.fresh(), WITHIN)
     assert time.monotonic() - started <= cache_module.FRESH_WITHIN + 0.5
     assert local.cache.ready
     hits, skips = local.cache.hits, local.cache.stale_skips
     assert await local.store.grants.get(grant.id) == grant  # from the backend
     assert (local.cache.hits, local.cache.stale_skips) == (hits, skips + 1)
     local.listener.silent = False  # heard again (in order: whatever came meanwhile first)
-    await eventually(local.cache.fresh)
+    await eventually(local.cache.fresh, WITHIN)
     assert await local.store.grants.get(grant.id) is not None
     assert local.cache.hits == hits + 1
 
@@ -330,7 +324,7 @@ async def test_while_the_listener_is_down_every_read_goes_to_the_backend(
     local.listener.fail = ConnectionError("refused")
     with caplog.at_level(logging.INFO, "oauthd.store"):
         local.listener.end.set()  # the connection ends; reconnecting fails a few times
-        await eventually(lambda: local.listener.sessions >= 3)
+        await eventually(lambda: local.listener.sessions >= 3, WITHIN)
         assert not local.cache.ready
         hits = local.cache.hits
         for _ in range(3):
@@ -339,7 +333,7 @@ async def test_while_the_listener_is_down_every_read_goes_to_the_backend(
         write = local.store.grants.update(grant.id, lambda g: dataclasses.replace(g, user="x"))
         await asyncio.wait_for(write, 0.5)  # nothing to wait for
         local.listener.fail = None
-        await eventually(lambda: local.cache.ready)
+        await eventually(lambda: local.cache.ready, WITHIN)
     events = [getattr(r, "event", "") for r in caplog.records]
     assert events == ["store.cache_off", "store.cache_on"], events
     await local.store.grants.get(grant.id)
@@ -350,9 +344,9 @@ async def test_while_the_listener_is_down_every_read_goes_to_the_backend(
 async def test_a_listener_bug_does_not_stop_it(local: Local) -> None:
     local.listener.fail = RuntimeError("a bug")
     local.listener.end.set()
-    await eventually(lambda: local.listener.sessions >= 3)
+    await eventually(lambda: local.listener.sessions >= 3, WITHIN)
     local.listener.fail = None
-    await eventually(lambda: local.cache.ready)
+    await eventually(lambda: local.cache.ready, WITHIN)
 
 
 async def test_close_stops_the_listener(local: Local) -> None:
@@ -465,7 +459,7 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         stores.append(await backend.open(state, clock))
         stores.append(await backend.open(state, clock))
         for store in stores:
-            await eventually(lambda s=store: Pair.cache(s).ready)  # type: ignore[misc]
+            await eventually(lambda s=store: Pair.cache(s).ready, WITHIN)  # type: ignore[misc]
         yield Pair(backend.name, stores[0], stores[1], clock)
     finally:
         for store in stores:
@@ -590,7 +584,7 @@ async def test_an_in_flight_read_racing_a_change_is_not_kept(
         epoch = heard.epoch
         await pair.a.grants.update(key, lambda g: dataclasses.replace(g, user="bob"))
         # ...and A's change reaches B before this read's answer is handled
-        await eventually(lambda: any(r.stale for r in table._cached.reads.get(key, ())))
+        await eventually(lambda: any(r.stale for r in table._cached.reads.get(key, ())), WITHIN)
         assert heard.epoch == epoch
         return found
 
@@ -650,7 +644,7 @@ async def test_a_lost_listener_turns_the_cache_off_until_it_is_back(pair: Pair) 
     await cached_on(pair.b, grant.id)
     cache = Pair.cache(pair.b)
     await kill_listener(pair, pair.b)
-    await eventually(lambda: not cache.ready)
+    await eventually(lambda: not cache.ready, WITHIN)
     # Bypassed while down: A's change is read from the backend, nothing is kept.
     await pair.a.grants.update(grant.id, lambda g: dataclasses.replace(g, user="dave"))
     hits = cache.hits
@@ -658,7 +652,7 @@ async def test_a_lost_listener_turns_the_cache_off_until_it_is_back(pair: Pair) 
         found = await pair.b.grants.get(grant.id)
         assert found is not None and found.user == "dave"
         assert cache.hits == hits
-    await eventually(lambda: cache.ready)  # reconnected by itself
+    await eventually(lambda: cache.ready, WITHIN)  # reconnected by itself
     found = await cached_on(pair.b, grant.id)
     assert found.user == "dave"
     await pair.a.grants.update(grant.id, lambda g: dataclasses.replace(g, user="erin"))
@@ -757,7 +751,7 @@ async def test_a_silent_listener_connection_stops_the_hits_at_once(pair: Pair) -
         listener._conninfo = make_conninfo(listener._conninfo, host="127.0.0.1", port=proxy.port)
     try:
         await kill_listener(pair, pair.b)  # it reconnects, through the proxy
-        await eventually(lambda: proxy.connections > 0 and cache.ready)
+        await eventually(lambda: proxy.connections > 0 and cache.ready, WITHIN)
         grant = make_grant()
         await pair.a.grants.add(grant)
         await cached_on(pair.b, grant.id)

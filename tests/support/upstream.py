@@ -25,15 +25,6 @@ from tests.support.ports import free_port
 DEMO = ROOT / "examples" / "demo_server.py"
 
 
-async def eventually(check: Callable[[], bool], within: float = 2.0) -> None:
-    """Wait until `check()` holds; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {check}")
-        await asyncio.sleep(0.01)
-
-
 # -- the fake upstream MCP server ------------------------------------------------------------
 
 
