@@ -3,62 +3,28 @@ with no oauthd in between: the baseline the /mcp proxy's interop tests build on.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx2
-import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.support.ports import free_port
-
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo_server.py"
+from tests.support.upstream import DemoUpstream, text_of
 
 pytestmark = pytest.mark.timeout(15)
 
 
 @pytest.fixture(params=["stateful", "stateless"])
-def demo_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    port = free_port()
-    argv = [sys.executable, str(DEMO), "--port", str(port)]
-    if request.param == "stateless":
-        argv.append("--stateless")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def demo_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    demo = DemoUpstream(tmp_path / "demo.log", stateless=request.param == "stateless")
+    demo.start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    _, err = proc.communicate(timeout=5)
-                    pytest.fail(f"demo server did not start:\n{err.decode(errors='replace')}")
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield demo.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-def text_of(result: types.CallToolResult) -> str:
-    assert not result.is_error, result
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
+        demo.stop()
 
 
 async def exercise(session: ClientSession) -> None:

@@ -26,7 +26,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import anyio
 import httpx2
-import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
@@ -43,6 +42,7 @@ from tests.support.browser import Person
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess
 from tests.support.ports import free_port
+from tests.support.upstream import text_of
 
 REFRESH_GRACE = 10.0  # oauthd's default tokens.refresh_grace (the test config keeps it)
 MCP_ACCEPT = "application/json, text/event-stream"
@@ -187,13 +187,6 @@ def sdk_client(oauthd: OauthdProcess, auth_method: str | None) -> SdkClient:
         callback_handler=callback_handler,
     )
     return SdkClient(oauthd, provider, storage, browser, Traffic(), redirect_uri, urls)
-
-
-def text_of(result: types.CallToolResult) -> str:
-    assert not result.is_error, result
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 async def add(session: ClientSession, a: int, b: int) -> None:

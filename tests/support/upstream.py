@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mcp_types as types
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
@@ -154,18 +155,21 @@ class SessionsAnswer:
 
 
 class DemoUpstream:
-    """`python examples/demo_server.py --port P` (stateful: it hands out `Mcp-Session-Id`)."""
+    """`python examples/demo_server.py --port P`: stateful (it hands out `Mcp-Session-Id`)
+    unless `stateless`."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, *, stateless: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.log_path = log_path
+        self.stateless = stateless
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(DEMO), "--port", str(self.port)],
+                [sys.executable, str(DEMO), "--port", str(self.port)]
+                + (["--stateless"] if self.stateless else []),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -189,3 +193,11 @@ class DemoUpstream:
         if self.proc is not None:
             stop_process(self.proc, signal.SIGTERM, 5)
             self.proc = None
+
+
+def text_of(result: types.CallToolResult) -> str:
+    """The text of a successful MCP tool call (the official SDK's result)."""
+    assert not result.is_error, result
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    return block.text

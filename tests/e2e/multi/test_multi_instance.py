@@ -30,7 +30,6 @@ from typing import Any
 
 import aiohttp
 import anyio
-import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -53,18 +52,11 @@ from tests.e2e.multi.multi_sdk import sdk_client
 from tests.e2e.multi.multi_stack import Cluster
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess, oauthd_command
-from tests.support.upstream import DemoUpstream
+from tests.support.upstream import DemoUpstream, text_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PER_INSTANCE = 4  # concurrent redemptions sent to each instance
-
-
-def text_of(result: types.CallToolResult) -> str:
-    assert not result.is_error, result
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
