@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import OauthdProcess, proxy_daemon
-from tests.support.services import service_missing
+from tests.support.services import node_major, service_missing
 from tests.support.upstream import DemoUpstream
 
 HERE = Path(__file__).resolve().parent
@@ -51,16 +51,6 @@ def _installed(directory: Path) -> str | None:
     try:
         return str(json.loads((directory / "package.json").read_text()).get("version"))
     except (OSError, ValueError):
-        return None
-
-
-def _node_major(node: Path) -> int | None:
-    try:
-        out = subprocess.run(
-            [str(node), "--version"], capture_output=True, text=True, timeout=20, check=True
-        ).stdout
-        return int(out.strip().lstrip("v").split(".")[0])
-    except (OSError, subprocess.SubprocessError, ValueError):
         return None
 
 
@@ -97,7 +87,7 @@ def ensure_node_packages() -> Path:
                 f"`npm install` in {HERE} failed (exit {proc.returncode}; {', '.join(still)}):\n"
                 f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
             )
-    major = _node_major(PINNED_NODE)
+    major = node_major(PINNED_NODE)
     if major is None or major < MIN_NODE_MAJOR:
         pytest.fail(
             f"{PINNED_NODE} is Node.js {major}, need >= {MIN_NODE_MAJOR}: the npm `node` "

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import signal
@@ -41,6 +40,7 @@ from pydantic import AnyUrl
 from tests.support.browser import Person
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess
+from tests.support.http_client import Pkce
 from tests.support.ports import free_port
 from tests.support.upstream import text_of
 
@@ -486,12 +486,6 @@ SHAPES = {
 }
 
 
-def pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    return verifier, challenge.decode().rstrip("=")
-
-
 def other_port(*avoid: int) -> int:
     while True:
         port = free_port()
@@ -543,7 +537,7 @@ async def test_registration_shaped_like_a_real_client_then_works(
                         "response_type": "code",
                         "client_id": client_id,
                         "redirect_uri": "cursor://anysphere.cursor-mcp/oauth/callback",
-                        "code_challenge": pkce()[1],
+                        "code_challenge": Pkce.new().challenge,
                         "code_challenge_method": "S256",
                         "state": "x",
                     }
@@ -556,7 +550,8 @@ async def test_registration_shaped_like_a_real_client_then_works(
 
         # A random loopback port, not the registered one (RFC 8252 s7.3).
         redirect_uri = spec.redirect(other_port(registered_port, 33418, 8787))
-        verifier, challenge_value = pkce()
+        pair = Pkce.new()
+        verifier, challenge_value = pair.verifier, pair.challenge
         state = secrets.token_urlsafe(16)
         query = {
             "response_type": "code",

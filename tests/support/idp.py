@@ -36,6 +36,7 @@ import aiohttp
 import pytest
 
 from tests.support.forms import Page, parse_page
+from tests.support.services import node_major, service_missing
 
 IDP_DIR = Path(__file__).resolve().parents[1] / "idp"
 PROVIDER = IDP_DIR / "provider.mjs"
@@ -91,22 +92,6 @@ class Idp:
         return self.log_path.read_text(errors="replace")
 
 
-def _service_missing(reason: str) -> None:
-    if os.environ.get("OAUTHD_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (OAUTHD_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
-
-
-def _node_major(node: str) -> int | None:
-    try:
-        out = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-        return int(out.strip().lstrip("v").split(".")[0])
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-
-
 def _pinned_version() -> str:
     manifest = json.loads((IDP_DIR / "package.json").read_text())
     return str(manifest["dependencies"]["oidc-provider"])
@@ -128,11 +113,11 @@ def ensure_idp_installed() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if p is None)
-        _service_missing(f"the test OpenID provider needs {missing} (Node.js >= {MIN_NODE_MAJOR})")
+        service_missing(f"the test OpenID provider needs {missing} (Node.js >= {MIN_NODE_MAJOR})")
     assert node is not None and npm is not None
-    major = _node_major(node)
+    major = node_major(node)
     if major is None or major < MIN_NODE_MAJOR:
-        _service_missing(
+        service_missing(
             f"the test OpenID provider needs Node.js >= {MIN_NODE_MAJOR}, {node} is {major}"
         )
     if _installed_version() == _pinned_version():

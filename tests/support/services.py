@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,17 @@ def service_missing(reason: str, *, required: bool | None = None) -> None:
     if REQUIRE_SERVICES if required is None else required:
         pytest.fail(f"{reason} (OAUTHD_REQUIRE_SERVICES=1)")
     pytest.skip(reason)
+
+
+def node_major(node: str | os.PathLike[str]) -> int | None:
+    """The major version of the Node.js at `node` (None if it does not run)."""
+    try:
+        out = subprocess.run(
+            [str(node), "--version"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
+        return int(out.strip().lstrip("v").split(".")[0])
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

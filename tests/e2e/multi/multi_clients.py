@@ -8,8 +8,6 @@ Plain module with a unique name (tests/multi has no `__init__.py`)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -25,6 +23,7 @@ from tests.support.browser import Browser, Person
 from tests.support.configs import INTEROP_PASSWORD as PASSWORD
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess
+from tests.support.http_client import Pkce
 from tests.support.ports import free_port
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -33,12 +32,6 @@ CALL_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 # -- OAuth by hand, aimed at one instance -------------------------------------------------------
-
-
-def pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return verifier, base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +78,8 @@ class OAuth:
 
     async def code(self, base: str) -> Code:
         """Through the login and consent pages of `base` (a person at the browser)."""
-        verifier, challenge = pkce()
+        pair = Pkce.new()
+        verifier, challenge = pair.verifier, pair.challenge
         state = secrets.token_urlsafe(8)
         query = {
             "response_type": "code",
