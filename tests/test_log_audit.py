@@ -1,6 +1,6 @@
-"""Audit events in the JSON log after a scripted run (see `scripted_run.py`): one line per
-sign-in, consent, token issue, refresh, reuse detected, revocation and registration, with
-who and what, the request id, and never a secret."""
+"""Audit events in the JSON log after a scripted run (`tests/support/scripted_run.py`): one
+line per sign-in, consent, token issue, refresh, reuse detected, revocation and
+registration, with who and what, the request id, and never a secret."""
 
 from __future__ import annotations
 

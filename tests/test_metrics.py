@@ -1,5 +1,5 @@
-"""/metrics: names and values after a scripted run (see `scripted_run.py`), the address
-allow-list, and the pieces (upstream error kinds, a Metrics without a store)."""
+"""/metrics: names and values after a scripted run (`tests/support/scripted_run.py`), the
+address allow-list, and the pieces (upstream error kinds, a Metrics without a store)."""
 
 from __future__ import annotations
 

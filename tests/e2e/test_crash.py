@@ -1,6 +1,6 @@
 """kill -9 under load: every acknowledged write survives (durability rule R3, docs/persistence.md).
 
-A child (`tests/helpers/crash_writer.py`) writes grants and codes from several concurrent
+A child (`tests/support/scripts/crash_writer.py`) writes grants and codes from several concurrent
 tasks and prints a line after each write whose awaited call returned: that line is the
 acknowledgement. We SIGKILL it at random moments (during start-up and the first snapshot,
 after some acknowledgements, right as a snapshot of a few thousand records starts), reopen

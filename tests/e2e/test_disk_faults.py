@@ -3,7 +3,7 @@
 degraded, and the store recovers by itself once the disk does.
 
 ENOSPC and EROFS are real, on a 256 KiB tmpfs in a user + mount namespace
-(`tests/helpers/disk_faults.py` under `unshare -Urm`). EIO cannot be produced with tmpfs:
+(`tests/support/scripts/disk_faults.py` under `unshare -Urm`). EIO cannot be produced with tmpfs:
 it is injected into the journal's `os.write` / `os.fdatasync`.
 """
 

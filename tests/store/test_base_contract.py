@@ -1,4 +1,4 @@
-"""Every backend in `conftest.BACKENDS` runs the ONE store contract suite."""
+"""Every backend in `tests.support.backends.BACKENDS` runs the ONE store contract suite."""
 
 import pytest
 

@@ -1,5 +1,5 @@
 """The PostgreSQL backend beyond the contract: `oauthd migrate`, the schema check on open,
-an unreachable server. The contract itself runs in `test_store_contract.py`."""
+an unreachable server. The contract itself runs in `test_base_contract.py`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Shared fixtures: the store backends, chosen by name from ONE table (`BACKENDS`).
+"""The store backends, chosen by name from ONE table (`BACKENDS`).
 
-`harness` gives a test an opened store of each contract backend, a `FakeClock` injected
-into it, and `reopen()` (close, then open the same backend on the same state). Adding a
+`open_harness` gives a test an opened store of a backend, a `FakeClock` injected into it,
+and `reopen()` (close, then open the same backend on the same state); the fixtures in
+tests/store/conftest.py run the contract over every backend. Adding a
 backend is one `Backend` entry; an external one names a `probe` that says why its server is
 unreachable, and its tests are skipped with that reason, or fail when
 `OAUTHD_REQUIRE_SERVICES=1` (CI with the services up must not skip silently).
@@ -10,22 +11,19 @@ unreachable, and its tests are skipped with that reason, or fail when
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("tests.support", "tests.e2e", "tests.interop")
-
-from oauthd.clock import FakeClock  # noqa: E402
-from oauthd.model import Record  # noqa: E402
-from oauthd.store import FileStore, MemoryStore, Store  # noqa: E402
-from oauthd.store.file import make_engine  # noqa: E402
-from tests.support.daemon import Spawn, spawner  # noqa: E402
-from tests.support.postgres import open_postgres, postgres_cleanup, postgres_probe, postgres_writes  # noqa: E402
-from tests.support.redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes  # noqa: E402
-from tests.support.services import StateRef, service_missing  # noqa: E402
+from oauthd.clock import FakeClock
+from oauthd.model import Record
+from oauthd.store import FileStore, MemoryStore, Store
+from oauthd.store.file import make_engine
+from tests.support.postgres import open_postgres, postgres_cleanup, postgres_probe, postgres_writes
+from tests.support.redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes
+from tests.support.services import StateRef, service_missing
 
 
 class CountingSink:
@@ -167,7 +165,9 @@ class StoreHarness:
             await store.close()
 
 
-async def _harness(name: str, tmp_path: Path) -> AsyncIterator[StoreHarness]:
+async def open_harness(name: str, tmp_path: Path) -> AsyncIterator[StoreHarness]:
+    """The named backend's store for one test (skipped, or failed in CI, when its server
+    is unreachable), closed and cleaned up afterwards."""
     backend = BY_NAME[name]
     if backend.probe is not None and (reason := await backend.probe()) is not None:
         service_missing(f"{name}: {reason}")
@@ -179,56 +179,3 @@ async def _harness(name: str, tmp_path: Path) -> AsyncIterator[StoreHarness]:
         await harness.close()
         if backend.cleanup is not None:
             await backend.cleanup(harness.state)
-
-
-@pytest.fixture(params=CONTRACT_BACKENDS)
-async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    """Every contract backend."""
-    async for h in _harness(request.param, tmp_path):
-        yield h
-
-
-@pytest.fixture(params=DURABILITY_BACKENDS)
-async def durable_harness(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreHarness]:
-    """Every backend and mode; the non-durable ones skip with their reason."""
-    backend = BY_NAME[request.param]
-    if not backend.durable:
-        pytest.skip(backend.why_not_durable)
-    async for h in _harness(request.param, tmp_path):
-        yield h
-
-
-@pytest.fixture(params=FILE_BACKENDS)
-async def file_harness(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreHarness]:
-    """The file backend, journaled and snapshot-only."""
-    async for h in _harness(request.param, tmp_path):
-        yield h
-
-
-@pytest.fixture
-async def journaled_harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    async for h in _harness("file", tmp_path):
-        yield h
-
-
-@pytest.fixture
-async def snapshot_harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    async for h in _harness("file-snapshot", tmp_path):
-        yield h
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def spawn_oauthd(tmp_path: Path) -> Iterator[Spawn]:
-    """`spawn_oauthd(config, port, *args, **env)`: an `oauthd serve` process (killed at the
-    end of the test)."""
-    with spawner(tmp_path) as spawn:
-        yield spawn

@@ -1,9 +1,8 @@
-"""oauthd over real HTTP for the tests: a config with a known user, the app on a
-`TestServer` with a file-backed state dir, an API client, and a small browser that follows
-/authorize -> /login -> /consent by parsing the forms with `html.parser`.
+"""`OauthdClient`: calls oauthd at a base URL as an MCP client would (registration, the
+code flow through `tests.support.browser`, /token, introspection, the device grant).
 
-Used by `tests/http/conftest.py` and by `tests/test_restart_oauth.py` (against the real
-daemon), so nothing here depends on the app object: only on a base URL.
+Used against the app in process and against the real daemon alike: nothing here depends
+on the app object, only on a base URL.
 """
 
 from __future__ import annotations

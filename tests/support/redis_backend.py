@@ -1,4 +1,4 @@
-"""The redis backend in the contract suite (`conftest.BACKENDS`): a server at
+"""The redis backend in the contract suite (`tests.support.backends.BACKENDS`): a server at
 `OAUTHD_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`), one key prefix per test."""
 
 from __future__ import annotations

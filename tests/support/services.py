@@ -33,8 +33,7 @@ def node_major(node: str | os.PathLike[str]) -> int | None:
 @dataclass(frozen=True, slots=True)
 class StateRef:
     """Where one test's state lives: a private dir, and a unique name for shared servers
-    (a key prefix, a schema). Reopening uses the same ref. (Here, not in conftest.py:
-    `import conftest` may find another directory's conftest.)"""
+    (a key prefix, a schema). Reopening uses the same ref."""
 
     path: Path
     namespace: str

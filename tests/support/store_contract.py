@@ -1,8 +1,8 @@
 """The store contract (`oauthd/store/base.py`), as ONE suite that every backend runs.
 
-`tests/test_store_contract.py` runs these classes; the backends come from the fixtures in
-`conftest.py` (`harness`, `durable_harness`, `file_harness`, ...). Record-level tests run
-over all seven tables.
+`tests/store/test_base_contract.py` runs these classes; the backends come from the fixtures
+in `tests/store/conftest.py` (`harness`, `durable_harness`, `file_harness`, ...).
+Record-level tests run over all seven tables.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from oauthd.store.file import make_engine
 from tests.support.records import DAY, KINDS, NOW, make, make_grant, make_mcp_session, nulled
 
 if TYPE_CHECKING:
-    from conftest import StoreHarness
+    from tests.support.backends import StoreHarness
 
 every_kind = pytest.mark.parametrize("kind", KINDS)
 

@@ -3,8 +3,7 @@ shared backend (redis, postgres), one cluster of three `oauthd serve` processes 
 round-robin balancer. Module-scoped: starting processes is what costs time here, and the
 tests share nothing else (each registers its own clients and makes its own grants).
 
-No `tests/multi/__init__.py` (see tests/http/conftest.py). The interop harness lives in
-tests/interop, put on sys.path here. A failed test's report carries the instances' logs."""
+A failed test's report carries the instances' logs."""
 
 from __future__ import annotations
 

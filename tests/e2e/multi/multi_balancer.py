@@ -1,8 +1,6 @@
 """The load balancer of the multi-instance tests: a reverse proxy in the test process, on
 the issuer's port, that sends each request to the next instance (round robin), streaming
-the answers back (SSE), and remembers which instance served what.
-
-Plain module with a unique name (tests/multi has no `__init__.py`)."""
+the answers back (SSE), and remembers which instance served what."""
 
 from __future__ import annotations
 

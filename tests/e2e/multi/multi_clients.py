@@ -1,9 +1,7 @@
 """Clients of the multi-instance tests, each call aimed at one instance (or the balancer):
 OAuth by hand (register, a code through the pages, /token, /revoke, /introspect), MCP by
 hand, the same request to every instance at once, the instances' counters, and the person
-who approves a device.
-
-Plain module with a unique name (tests/multi has no `__init__.py`)."""
+who approves a device."""
 
 from __future__ import annotations
 

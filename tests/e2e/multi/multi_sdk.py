@@ -1,8 +1,6 @@
 """The official MCP Python SDK client (`OAuthClientProvider` + streamable HTTP) for the
 multi-instance tests: everything it does goes through the balancer, and its redirect
-handler is a person who signs in and allows at oauthd's pages.
-
-Plain module with a unique name (tests/multi has no `__init__.py`)."""
+handler is a person who signs in and allows at oauthd's pages."""
 
 from __future__ import annotations
 
