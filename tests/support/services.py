@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-REQUIRE_SERVICES = os.environ.get("OAUTHD_REQUIRE_SERVICES") == "1"
+
+def services_required() -> bool:
+    """OAUTHD_REQUIRE_SERVICES=1 (CI): an absent external service fails the test."""
+    return os.environ.get("OAUTHD_REQUIRE_SERVICES") == "1"
 
 
 def service_missing(reason: str, *, required: bool | None = None) -> None:
     """Skip (visibly) because an external server is absent; fail if services are required."""
-    if REQUIRE_SERVICES if required is None else required:
+    if services_required() if required is None else required:
         pytest.fail(f"{reason} (OAUTHD_REQUIRE_SERVICES=1)")
     pytest.skip(reason)
 
