@@ -1,10 +1,10 @@
 """Snapshot format versions: the migration chain, and a stored snapshot of every format
 version that the current code must still load.
 
-`tests/fixtures/snapshots/v1.json` was written by oauthd with format version 1 (a
+`tests/persist/fixtures/snapshots/v1.json` was written by oauthd with format version 1 (a
 `FileStore` holding `FIXTURE_RECORDS`, saved at seq 11) by running this file:
-`.venv/bin/python tests/test_migrations.py` writes `v<CURRENT_VERSION>.json` if it is
-missing. Once a version has been released its file is never rewritten: when
+`.venv/bin/python -m tests.persist.test_migrate` writes `v<CURRENT_VERSION>.json` if it
+is missing. Once a version has been released its file is never rewritten: when
 `CURRENT_VERSION` goes up, the stored files of the old versions keep proving that the
 migration steps still bring them up to date, and the new version's file is added.
 """
