@@ -20,6 +20,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -35,6 +36,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import aiohttp
 import pytest
 
+from tests.support.daemon import stop_process
 from tests.support.forms import Page, parse_page
 from tests.support.services import node_major, service_missing
 
@@ -178,13 +180,7 @@ def _tail(log: Path, limit: int = 3000) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    stop_process(proc, signal.SIGTERM, 5)
     for stream in (proc.stdin, proc.stdout):
         if stream is not None:
             stream.close()
