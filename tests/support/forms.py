@@ -91,10 +91,3 @@ def parse_page(html: str) -> Page:
 
 def parse_forms(html: str) -> list[Form]:
     return parse_page(html).forms
-
-
-def only_form(html: str) -> Form:
-    """The page's single form (fails when there is none or more than one)."""
-    forms = parse_forms(html)
-    assert len(forms) == 1, f"expected one form on the page:\n{html}"
-    return forms[0]
