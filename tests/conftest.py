@@ -1,226 +1,26 @@
-"""Shared fixtures: the store backends, chosen by name from ONE table (`BACKENDS`).
-
-`harness` gives a test an opened store of each contract backend, a `FakeClock` injected
-into it, and `reopen()` (close, then open the same backend on the same state). Adding a
-backend is one `Backend` entry; an external one names a `probe` that says why its server is
-unreachable, and its tests are skipped with that reason, or fail when
-`OAUTHD_REQUIRE_SERVICES=1` (CI with the services up must not skip silently).
-"""
+"""Fixtures for every test. The helpers are in `tests/support/` (see tests/README.md)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("store_contract")
-
-from pg_helpers import open_postgres, postgres_cleanup, postgres_probe, postgres_writes  # noqa: E402
-from redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes  # noqa: E402
-from services import StateRef, service_missing  # noqa: E402
+pytest.register_assert_rewrite("tests.support", "tests.e2e", "tests.interop")
 
 from oauthd.clock import FakeClock  # noqa: E402
-from oauthd.model import Record  # noqa: E402
-from oauthd.store import FileStore, MemoryStore, Store  # noqa: E402
-from oauthd.store.file import make_engine  # noqa: E402
-
-
-class CountingSink:
-    """The memory backend's change sink, counting writes (what `writes()` reports)."""
-
-    def __init__(self) -> None:
-        self.changes = 0
-
-    def check_writable(self) -> None:
-        return None
-
-    async def changed(self, kind: str, key: str, record: Record | None) -> None:
-        self.changes += 1
-
-
-class CountingMemoryStore(MemoryStore):
-    def __init__(self, clock: FakeClock) -> None:
-        self.sink = CountingSink()
-        super().__init__(clock, self.sink)
-
-
-async def open_memory(state: StateRef, clock: FakeClock) -> Store:
-    return CountingMemoryStore(clock)
-
-
-def file_opener(*, journaled: bool) -> Callable[[StateRef, FakeClock], Awaitable[Store]]:
-    async def open_file(state: StateRef, clock: FakeClock) -> Store:
-        engine = make_engine(
-            state.path / "state", journaled=journaled, interval=30, debounce=0.05, max_wait=0.2
-        )
-        return await FileStore.open(engine, clock)
-
-    return open_file
-
-
-def memory_writes(store: Store) -> int:
-    assert isinstance(store, CountingMemoryStore)
-    return store.sink.changes
-
-
-def file_writes(store: Store) -> int:
-    assert isinstance(store, FileStore)
-    return store.engine.seq
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    name: str
-    open: Callable[[StateRef, FakeClock], Awaitable[Store]]
-    durable: bool
-    # How many writes the store has made (to check that a no-op `update` writes nothing);
-    # None when the backend cannot tell.
-    writes: Callable[[Store], int] | None = None
-    # External backends: why the server is unreachable, or None when it is up.
-    probe: Callable[[], Awaitable[str | None]] | None = None
-    # Only in the durability tests (a mode of a backend that the contract already runs).
-    durability_only: bool = False
-    why_not_durable: str = ""
-    # Shared servers: remove what the test wrote (after the store is closed).
-    cleanup: Callable[[StateRef], Awaitable[None]] | None = None
-
-
-BACKENDS: tuple[Backend, ...] = (
-    Backend(
-        "memory",
-        open_memory,
-        durable=False,
-        writes=memory_writes,
-        why_not_durable="memory is not durable: its state lives only in the process",
-    ),
-    Backend("file", file_opener(journaled=True), durable=True, writes=file_writes),
-    Backend(
-        "file-snapshot",
-        file_opener(journaled=False),
-        durable=True,
-        writes=file_writes,
-        durability_only=True,
-    ),
-    Backend(
-        "redis",
-        open_redis,
-        durable=True,
-        writes=redis_writes,
-        probe=redis_probe,
-        cleanup=redis_cleanup,
-    ),
-    Backend(
-        "postgres",
-        open_postgres,
-        durable=True,
-        writes=postgres_writes,
-        probe=postgres_probe,
-        cleanup=postgres_cleanup,
-    ),
-)
-BY_NAME = {b.name: b for b in BACKENDS}
-CONTRACT_BACKENDS = [b.name for b in BACKENDS if not b.durability_only]
-DURABILITY_BACKENDS = [b.name for b in BACKENDS]
-FILE_BACKENDS = [b.name for b in BACKENDS if b.name.startswith("file")]
-
-
-class StoreHarness:
-    """One backend's store for one test, with its clock, reopenable on the same state."""
-
-    def __init__(self, backend: Backend, state: StateRef) -> None:
-        self.backend = backend
-        self.state = state
-        self.clock = FakeClock()
-        self._store: Store | None = None
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
-
-    @property
-    def store(self) -> Store:
-        assert self._store is not None, "the store is closed"
-        return self._store
-
-    async def open(self) -> Store:
-        self._store = await self.backend.open(self.state, self.clock)
-        return self._store
-
-    async def reopen(self) -> Store:
-        """Close cleanly, then open the same backend on the same state."""
-        if not self.backend.durable:
-            pytest.skip(self.backend.why_not_durable)
-        await self.close()
-        return await self.open()
-
-    def writes(self) -> int | None:
-        if self.backend.writes is None:
-            return None
-        return self.backend.writes(self.store)
-
-    async def close(self) -> None:
-        store, self._store = self._store, None
-        if store is not None:
-            await store.close()
-
-
-async def _harness(name: str, tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    backend = BY_NAME[name]
-    if backend.probe is not None and (reason := await backend.probe()) is not None:
-        service_missing(f"{name}: {reason}")
-    harness = StoreHarness(backend, StateRef(tmp_path, f"oauthd-test-{uuid.uuid4().hex}"))
-    try:
-        await harness.open()
-        yield harness
-    finally:
-        await harness.close()
-        if backend.cleanup is not None:
-            await backend.cleanup(harness.state)
-
-
-@pytest.fixture(params=CONTRACT_BACKENDS)
-async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    """Every contract backend."""
-    async for h in _harness(request.param, tmp_path):
-        yield h
-
-
-@pytest.fixture(params=DURABILITY_BACKENDS)
-async def durable_harness(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreHarness]:
-    """Every backend and mode; the non-durable ones skip with their reason."""
-    backend = BY_NAME[request.param]
-    if not backend.durable:
-        pytest.skip(backend.why_not_durable)
-    async for h in _harness(request.param, tmp_path):
-        yield h
-
-
-@pytest.fixture(params=FILE_BACKENDS)
-async def file_harness(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreHarness]:
-    """The file backend, journaled and snapshot-only."""
-    async for h in _harness(request.param, tmp_path):
-        yield h
-
-
-@pytest.fixture
-async def journaled_harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    async for h in _harness("file", tmp_path):
-        yield h
-
-
-@pytest.fixture
-async def snapshot_harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    async for h in _harness("file-snapshot", tmp_path):
-        yield h
+from tests.support.daemon import Spawn, spawner  # noqa: E402
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def spawn_oauthd(tmp_path: Path) -> Iterator[Spawn]:
+    """`spawn_oauthd(config, port, *args, **env)`: an `oauthd serve` process (killed at the
+    end of the test)."""
+    with spawner(tmp_path) as spawn:
+        yield spawn

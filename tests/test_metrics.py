@@ -1,5 +1,5 @@
-"""/metrics: names and values after a scripted run (see `scripted_run.py`), the address
-allow-list, and the pieces (upstream error kinds, a Metrics without a store)."""
+"""/metrics: names and values after a scripted run (`tests/support/scripted_run.py`), the
+address allow-list, and the pieces (upstream error kinds, a Metrics without a store)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from scripted_run import DEVICE_GRANT, Running, scripted_run, start
 
 from oauthd.http.metrics import allowed
 from oauthd.metrics import CONTENT_TYPE, Metrics
 from oauthd.proxy.relay import upstream_error_kind
+from tests.support.scripted_run import DEVICE_GRANT, ScriptedApp, scripted_run, start
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -51,13 +51,13 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-async def oauthd(tmp_path: Path) -> AsyncIterator[Running]:
+async def oauthd(tmp_path: Path) -> AsyncIterator[ScriptedApp]:
     running = await start(tmp_path)
     yield running
-    await running.stop()
+    await running.close()
 
 
-async def scrape(run: Running) -> tuple[str, Samples]:
+async def scrape(run: ScriptedApp) -> tuple[str, Samples]:
     answer = await run.client.call("GET", "/metrics")
     assert answer.status == 200, answer.text
     assert answer.headers["Content-Type"] == CONTENT_TYPE
@@ -65,7 +65,7 @@ async def scrape(run: Running) -> tuple[str, Samples]:
     return answer.text, parse(answer.text)
 
 
-async def test_metrics_names_and_values_after_a_scripted_run(oauthd: Running) -> None:
+async def test_metrics_names_and_values_after_a_scripted_run(oauthd: ScriptedApp) -> None:
     _, before = await scrape(oauthd)
     snapshots_before = value(before, "oauthd_snapshot_duration_seconds_count")
     script = await scripted_run(oauthd)
@@ -91,7 +91,7 @@ async def test_metrics_names_and_values_after_a_scripted_run(oauthd: Running) ->
     assert value(samples, "oauthd_reuse_detected_total", token_type="authorization_code") == 1
 
     # records per kind: what the store holds (expired ones not yet purged included)
-    store = oauthd.store()
+    store = oauthd.store
     for table in store.tables():
         assert value(samples, "oauthd_records", kind=table.kind) == await table.count()
     assert value(samples, "oauthd_records", kind="clients") == 1
@@ -132,7 +132,7 @@ async def test_metrics_refused_to_addresses_not_allowed(tmp_path: Path) -> None:
         assert "oauthd_" not in answer.text
         assert (await running.client.call("GET", "/healthz")).status == 200
     finally:
-        await running.stop()
+        await running.close()
 
 
 @pytest.mark.parametrize(

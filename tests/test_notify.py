@@ -11,8 +11,6 @@ import itertools
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,31 +18,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from notify_listener import Message, NotifyListener
-from test_daemon import (
-    BIG_STATE,
-    EX_CONFIG,
-    Daemon,
-    _login_form,
-    clean_env,
-    free_port,
-    make_big_state,
-    request,
-    write_config,
-)
 
+from oauthd.exits import ExitCode
 from oauthd.notify import Notifier
 from oauthd.persist.statedir import MARKER
+from tests.support.browser import login_form
+from tests.support.configs import state_config
+from tests.support.daemon import Spawn, request, run_oauthd
+from tests.support.notify import Message, NotifyListener
+from tests.support.persist import BIG_STATE, make_big_state
+from tests.support.ports import free_port
 
-BLOCKER = Path(__file__).parent / "helpers" / "block_loop"
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
+BLOCKER = Path(__file__).parent / "support" / "scripts" / "block_loop"
 
 
 @pytest.fixture
@@ -101,11 +86,11 @@ def test_notifier_survives_a_service_manager_that_went_away(tmp_path: Path) -> N
 # -- the daemon --------------------------------------------------------------------------------
 
 
-async def test_ready_only_after_the_port_answers(tmp_path: Path, started: list[Daemon]) -> None:
+async def test_ready_only_after_the_port_answers(tmp_path: Path, spawn_oauthd: Spawn) -> None:
     """READY=1 is sent once the state is loaded and the port is bound: at the moment it
     arrives, /healthz answers. The state is big enough that the load is seen from outside."""
     port = free_port()
-    config = write_config(tmp_path, port)
+    config = state_config(tmp_path, port)
     await make_big_state(tmp_path / "state")
     at_ready: list[int | str] = []
 
@@ -118,9 +103,8 @@ async def test_ready_only_after_the_port_answers(tmp_path: Path, started: list[D
 
     fake = NotifyListener(tmp_path / "notify.sock", on_message)
     try:
-        daemon = Daemon(config, NOTIFY_SOCKET=fake.address)
-        started.append(daemon)
-        seen = daemon.wait_ready(port)
+        daemon = spawn_oauthd(config, port, NOTIFY_SOCKET=fake.address)
+        seen = await daemon.wait_ready()
         assert "refused" in seen, "the poll never saw the start-up: the check proves nothing"
         ready = fake.wait_for("READY=1")[0]
         assert at_ready[:1] == [200], f"READY=1 arrived before the port answered: {at_ready}"
@@ -128,29 +112,26 @@ async def test_ready_only_after_the_port_answers(tmp_path: Path, started: list[D
         statuses = [m.get("STATUS") for m in fake.having("STATUS=")]
         assert statuses[0] == "loading the state", statuses
         assert fake.having("READY=1")[0] is ready
-        assert daemon.stop() == 0, daemon.stderr()
+        assert await daemon.stop() == 0, daemon.stderr()
         assert len(fake.having("READY=1")) == 1
         assert fake.having("STOPPING=1"), fake.all_lines()
     finally:
         fake.close()
 
 
-def test_no_ready_when_the_state_fails_to_load(tmp_path: Path, listener: NotifyListener) -> None:
+async def test_no_ready_when_the_state_fails_to_load(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
     """A marker without state files refuses to start (exit 78): no READY=1, ever, and the
     reason is in STATUS= for `systemctl status`."""
-    config = write_config(tmp_path, free_port())
+    config = state_config(tmp_path, free_port())
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     (state / MARKER).write_text("oauthd state dir\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "oauthd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=clean_env(NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="200000"),
-    )
-    assert result.returncode == EX_CONFIG, result.stderr
-    time.sleep(0.1)  # a datagram sent just before the exit is read by now
+    env = {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "200000"}
+    result = await run_oauthd("serve", "--config", str(config), env=env)
+    assert result.code == ExitCode.CONFIG, result.err
+    await asyncio.sleep(0.1)  # a datagram sent just before the exit is read by now
     lines = listener.all_lines()
     assert "READY=1" not in lines, lines
     failed = [line for line in lines if line.startswith("STATUS=failed to start")]
@@ -162,23 +143,23 @@ def _watchdogs(fake: NotifyListener, start: float, end: float) -> list[float]:
 
 
 def test_watchdog_comes_from_the_event_loop(
-    tmp_path: Path, listener: NotifyListener, started: list[Daemon]
+    tmp_path: Path, listener: NotifyListener, spawn_oauthd: Spawn
 ) -> None:
     """WATCHDOG_USEC=200000: WATCHDOG=1 every 0.1 s. Then the event loop is blocked for
     1 s from outside (SIGUSR1 runs a sleeping Python handler on the main thread, while the
-    process's other threads run on; see tests/helpers/block_loop). A request sent meanwhile
+    process's other threads run on; see tests/support/scripts/block_loop). A request sent meanwhile
     is answered only when the block ends, and no WATCHDOG=1 arrives while it waits.
     Afterwards the watchdog resumes."""
     port = free_port()
-    config = write_config(tmp_path, port)
-    daemon = Daemon(
+    config = state_config(tmp_path, port)
+    daemon = spawn_oauthd(
         config,
+        port,
         NOTIFY_SOCKET=listener.address,
         WATCHDOG_USEC="200000",
         PYTHONPATH=str(BLOCKER),
         OAUTHD_TEST_BLOCK_SECONDS="1.0",
     )
-    started.append(daemon)
     ready = listener.wait_for("READY=1")[0].at
     time.sleep(1.0)
     steady = _watchdogs(listener, ready, ready + 1.0)
@@ -197,29 +178,28 @@ def test_watchdog_comes_from_the_event_loop(
     after = _watchdogs(listener, answered, time.monotonic())
     assert len(after) >= 3, "the watchdog did not resume"
     assert daemon.proc.poll() is None
-    assert daemon.stop() == 0, daemon.stderr()
+    assert asyncio.run(daemon.stop()) == 0, daemon.stderr()
 
 
 async def test_stopping_then_exit_0_with_the_in_flight_request_completed(
-    tmp_path: Path, listener: NotifyListener, started: list[Daemon]
+    tmp_path: Path, listener: NotifyListener, spawn_oauthd: Spawn
 ) -> None:
     """SIGTERM during a slow sign-in (scrypt at ln=18): STOPPING=1 arrives at once, before
     the sign-in's answer; the answer still comes; then the daemon exits 0. A SIGHUP while
     it drains is ignored (its default action would kill the process)."""
     port = free_port()
-    config = write_config(tmp_path, port)
+    config = state_config(tmp_path, port)
     salt, digest = (base64.b64encode(os.urandom(n)).decode().rstrip("=") for n in (16, 32))
     with config.open("a") as out:
         out.write(
             f'\n[[login.users]]\nusername = "alice"\n'
             f'password_hash = "scrypt$ln=18,r=8,p=1${salt}${digest}"\n'
         )
-    daemon = Daemon(config, NOTIFY_SOCKET=listener.address)
-    started.append(daemon)
+    daemon = spawn_oauthd(config, port, NOTIFY_SOCKET=listener.address)
     listener.wait_for("READY=1")
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", cookie_jar=jar) as web:
-        form = await _login_form(web)
+        form = await login_form(web)
         login: asyncio.Task[Any] = asyncio.create_task(web.post("/login", data=form))
         await asyncio.sleep(0.2)
         assert not login.done(), "the sign-in was not slow: the test proves nothing"
@@ -230,7 +210,7 @@ async def test_stopping_then_exit_0_with_the_in_flight_request_completed(
         answered = time.monotonic()
         assert response.status == 401, response.status
         assert "Wrong username or password" in await response.text()
-    assert daemon.wait(15) == 0, daemon.stderr()
+    assert await daemon.wait(15) == 0, daemon.stderr()
     (stopping,) = listener.wait_for("STOPPING=1")
     assert stopping.at < answered, "STOPPING=1 must come when shutdown starts"
     after = listener.messages[listener.messages.index(stopping) + 1 :]

@@ -15,10 +15,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from notify_listener import Message, NotifyListener
-from test_daemon import Daemon, _login_form, free_port, write_config
 
 from oauthd.passwords import hash_password
+from tests.support.browser import login_form
+from tests.support.configs import state_config
+from tests.support.daemon import OauthdProcess, Spawn
+from tests.support.notify import Message, NotifyListener
+from tests.support.ports import free_port
 
 OLD, NEW = "old correct horse", "new battery staple"
 
@@ -28,14 +31,6 @@ def listener(tmp_path: Path) -> Iterator[NotifyListener]:
     fake = NotifyListener(tmp_path / "notify.sock")
     yield fake
     fake.close()
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def write(config: Path, base: str, users: dict[str, str], tail: str = "") -> None:
@@ -51,12 +46,12 @@ async def sign_in(port: int, username: str, password: str) -> int:
     """The status of a sign-in: 303 (on to consent) or 401 (wrong username or password)."""
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", cookie_jar=jar) as web:
-        form = {**await _login_form(web), "username": username, "password": password}
+        form = {**await login_form(web), "username": username, "password": password}
         response = await web.post("/login", data=form, allow_redirects=False)
         return response.status
 
 
-def hup(daemon: Daemon, fake: NotifyListener) -> Message:
+def hup(daemon: OauthdProcess, fake: NotifyListener) -> Message:
     """SIGHUP, then wait for the READY=1 that ends the reload; return the RELOADING=1."""
     reloads = len(fake.having("RELOADING=1"))
     readies = len(fake.having("READY=1"))
@@ -68,21 +63,20 @@ def hup(daemon: Daemon, fake: NotifyListener) -> Message:
     return reloading[-1]
 
 
-def logged(daemon: Daemon, event: str) -> list[dict[str, Any]]:
+def logged(daemon: OauthdProcess, event: str) -> list[dict[str, Any]]:
     time.sleep(0.05)  # the lines written with the READY=1 reach the reader thread
-    return [doc for doc in daemon.logs() if doc.get("event") == event]
+    return [doc for doc in daemon.json_log() if doc.get("event") == event]
 
 
 async def test_sighup_reloads_users_and_log_level_keeping_connections(
-    tmp_path: Path, listener: NotifyListener, started: list[Daemon]
+    tmp_path: Path, listener: NotifyListener, spawn_oauthd: Spawn
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path, port)
+    config = state_config(tmp_path, port)
     base = config.read_text()
     old_hash, new_hash, bob_hash = hash_password(OLD), hash_password(NEW), hash_password("b0b")
     write(config, base, {"alice": old_hash, "carol": old_hash}, '\n[log]\nlevel = "info"\n')
-    daemon = Daemon(config, NOTIFY_SOCKET=listener.address)
-    started.append(daemon)
+    daemon = spawn_oauthd(config, port, NOTIFY_SOCKET=listener.address)
     listener.wait_for("READY=1")
     assert await sign_in(port, "alice", OLD) == 303
 
@@ -90,7 +84,7 @@ async def test_sighup_reloads_users_and_log_level_keeping_connections(
     keep_alive.request("GET", "/healthz")
     assert keep_alive.getresponse().read() and keep_alive.sock is not None
     sock, local = keep_alive.sock, keep_alive.sock.getsockname()
-    assert not [d for d in daemon.logs() if d["level"] == "debug"]
+    assert not [d for d in daemon.json_log() if d["level"] == "debug"]
 
     # alice's password changes, carol goes, bob comes; debug logs; a key needing a restart.
     write(
@@ -120,23 +114,22 @@ async def test_sighup_reloads_users_and_log_level_keeping_connections(
     assert (level["from"], level["to"]) == ("info", "debug")
     (restart,) = logged(daemon, "config.restart_needed")
     assert restart["msg"] == "storage.save_interval changed: restart to apply"
-    debug = [d for d in daemon.logs() if d["level"] == "debug"]
+    debug = [d for d in daemon.json_log() if d["level"] == "debug"]
     assert debug, "no debug line after the reload"
-    output = "\n".join(daemon.out)
+    output = daemon.stdout()
     for hashed in (old_hash, new_hash, bob_hash):
         assert hashed.rsplit("$", 1)[1] not in output, "a password hash was logged"
-    assert daemon.stop() == 0, daemon.stderr()
+    assert await daemon.stop() == 0, daemon.stderr()
 
 
 async def test_broken_config_keeps_the_running_one(
-    tmp_path: Path, listener: NotifyListener, started: list[Daemon]
+    tmp_path: Path, listener: NotifyListener, spawn_oauthd: Spawn
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path, port)
+    config = state_config(tmp_path, port)
     base = config.read_text()
     write(config, base, {"alice": hash_password(OLD)})
-    daemon = Daemon(config, NOTIFY_SOCKET=listener.address)
-    started.append(daemon)
+    daemon = spawn_oauthd(config, port, NOTIFY_SOCKET=listener.address)
     listener.wait_for("READY=1")
 
     # A bad hash for a new password: the file does not load, alice keeps the old one.
@@ -146,12 +139,12 @@ async def test_broken_config_keeps_the_running_one(
     assert failed["level"] == "error"
     assert "login.users[0].password_hash" in failed["reason"], failed
     assert str(config) in failed["reason"]
-    assert "not-a-hash" not in "\n".join(daemon.out)
+    assert "not-a-hash" not in daemon.stdout()
     status = listener.having("READY=1")[-1].get("STATUS") or ""
     assert "last reload failed" in status and "password_hash" in status
     assert await sign_in(port, "alice", OLD) == 303
     assert not logged(daemon, "config.reloaded")
-    assert not [d for d in daemon.logs() if d["level"] == "debug"], "the log level changed"
+    assert not [d for d in daemon.json_log() if d["level"] == "debug"], "the log level changed"
 
     # Not TOML at all: same.
     config.write_text(base + "\n[login\n")
@@ -159,4 +152,4 @@ async def test_broken_config_keeps_the_running_one(
     failures = logged(daemon, "config.reload_failed")
     assert len(failures) == 2 and "invalid TOML" in failures[1]["reason"]
     assert await sign_in(port, "alice", OLD) == 303
-    assert daemon.stop() == 0, daemon.stderr()
+    assert await daemon.stop() == 0, daemon.stderr()

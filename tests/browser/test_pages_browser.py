@@ -26,20 +26,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from http_harness import (
-    PASSWORD,
-    USER,
-    OauthdClient,
-    Pkce,
-    free_port,
-    make_config,
-    user_code_as_typed,
-)
-from services import service_missing
 
 from oauthd.assembly import create_app
 from oauthd.clock import FakeClock
 from oauthd.config import Config
+from tests.support.configs import PASSWORD, USER, make_config
+from tests.support.http_client import OauthdClient, Pkce, user_code_as_typed
+from tests.support.ports import free_port
+from tests.support.services import service_missing
 
 try:
     from playwright.async_api import (

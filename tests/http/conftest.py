@@ -1,26 +1,17 @@
-"""Fixtures for the HTTP tests: oauthd on a `TestServer` (file-backed state in the test's
-temp dir, a fake clock, the user alice) and a client that talks to it.
-
-There is deliberately no `tests/http/__init__.py`: with pytest's default import mode it
-would make this directory the package `http` and shadow the standard library's `http`
-for the rest of the session. The helpers live in `http_harness.py` next to this file."""
+"""Fixtures for the HTTP tests: oauthd's app in process (`tests.support.app.Running`:
+file-backed state in the test's temp dir, a fake clock, the users alice and bob) and a
+client that talks to it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytest.register_assert_rewrite("http_harness")
-
-from aiohttp.test_utils import TestServer  # noqa: E402
-from http_harness import OauthdClient, Running, Start, free_port, make_config  # noqa: E402
-
-from oauthd.assembly import create_app  # noqa: E402
-from oauthd.clock import FakeClock  # noqa: E402
+from tests.support.app import Running, Start
+from tests.support.http_client import OauthdClient
 
 
 @pytest.fixture
@@ -30,21 +21,15 @@ async def start_oauthd(tmp_path: Path) -> AsyncIterator[Start]:
     running: list[Running] = []
 
     async def start(**changes: Any) -> Running:
-        port = free_port()
         directory = tmp_path / f"oauthd-{len(running)}"
         directory.mkdir()
-        config = make_config(directory, port, **changes)
-        clock = FakeClock(time.time())
-        server = TestServer(create_app(config, clock=clock), host="127.0.0.1", port=port)
-        await server.start_server()
-        base = f"http://127.0.0.1:{port}"
-        app = Running(config, clock, server, OauthdClient(base, config.server.issuer), directory)
+        app = await Running.start_in(directory, **changes)
         running.append(app)
         return app
 
     yield start
     for app in running:
-        await app.stop()
+        await app.close()
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from http_harness import Pkce, Running
+
+from tests.support.app import Running
+from tests.support.http_client import Pkce
 
 
 @dataclass

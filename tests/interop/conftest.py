@@ -1,9 +1,8 @@
 """Fixtures for the interop tests: the demo upstream MCP server (one per session) and a live
 `oauthd serve` subprocess in front of it (one per test, own state dir, restartable).
 
-There is deliberately no `tests/interop/__init__.py` (see tests/http/conftest.py); the
-helpers live in `interop_harness.py` next to this file. Every process started here is
-killed in teardown, also when the test failed; a failed test shows the processes' logs."""
+Every process started here is killed in teardown, also when the test failed; a failed
+test shows the processes' logs."""
 
 from __future__ import annotations
 
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("interop_harness")
-
-from interop_harness import DemoUpstream, OauthdProcess  # noqa: E402
+from tests.support.daemon import OauthdProcess, proxy_daemon
+from tests.support.upstream import DemoUpstream
 
 _PROCESSES = pytest.StashKey[list[OauthdProcess | DemoUpstream]]()
 
@@ -51,7 +49,7 @@ async def oauthd(
 ) -> AsyncIterator[OauthdProcess]:
     """A started `oauthd serve` on a free port and a temp state dir, in front of the demo
     server. `await oauthd.stop(signal.SIGKILL)`, `await oauthd.start()`, `restart(sig)`."""
-    daemon = OauthdProcess(tmp_path, demo_upstream.url)
+    daemon = proxy_daemon(tmp_path, demo_upstream.url)
     request.node.stash[_PROCESSES] = [daemon, demo_upstream]
     try:
         await daemon.start()

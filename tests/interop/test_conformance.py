@@ -25,16 +25,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from live_stack import (
+
+from tests.interop.live_stack import (
     CONFORMANCE_JS,
     HERE,
-    Oauthd,
     ensure_node_packages,
-    free_port,
-    play_browser,
     register_client,
     running_stack,
 )
+from tests.support.browser import Person
+from tests.support.daemon import OauthdProcess
+from tests.support.ports import free_port
 
 SCENARIOS = {"authorization-server-metadata-endpoint", "authorization-code-grant"}
 URL_TIMEOUT = 30.0  # until the suite prints the authorization URL
@@ -47,7 +48,9 @@ def node() -> Path:
 
 
 @pytest.fixture(scope="module")
-def conformance_stack(node: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oauthd]:
+def conformance_stack(
+    node: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OauthdProcess]:
     with running_stack(tmp_path_factory.mktemp("conformance")) as oauthd:
         yield oauthd
 
@@ -103,7 +106,9 @@ def _read_checks(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return checks
 
 
-async def run_suite(node: Path, oauthd: Oauthd, out_dir: Path, resource: str | None) -> SuiteRun:
+async def run_suite(
+    node: Path, oauthd: OauthdProcess, out_dir: Path, resource: str | None
+) -> SuiteRun:
     port = free_port()
     client = await register_client(
         oauthd.issuer, [f"http://127.0.0.1:{port}/callback"], "none", "conformance suite"
@@ -126,8 +131,9 @@ async def run_suite(node: Path, oauthd: Oauthd, out_dir: Path, resource: str | N
     try:
         async with asyncio.timeout(URL_TIMEOUT):
             url = await _read_until_url(proc.stdout, f"{oauthd.issuer}/authorize?", seen)
-        target, steps = await play_browser(url)
-        assert target.startswith(f"http://127.0.0.1:{port}/callback?"), (target, steps)
+        person = Person(oauthd.issuer)
+        target = (await person.authorize(url)).location
+        assert target.startswith(f"http://127.0.0.1:{port}/callback?"), (target, person.pages)
         callback_status, callback_body = await _deliver(target)
         async with asyncio.timeout(RUN_TIMEOUT):
             rest = await proc.stdout.read()
@@ -145,7 +151,7 @@ async def run_suite(node: Path, oauthd: Oauthd, out_dir: Path, resource: str | N
 
 @pytest.mark.parametrize("with_resource", [False, True], ids=["no-resource", "resource"])
 async def test_conformance_authorization_server(
-    node: Path, conformance_stack: Oauthd, tmp_path: Path, with_resource: bool
+    node: Path, conformance_stack: OauthdProcess, tmp_path: Path, with_resource: bool
 ) -> None:
     resource = f"{conformance_stack.issuer}/mcp" if with_resource else None
     run = await run_suite(node, conformance_stack, tmp_path / "results", resource)

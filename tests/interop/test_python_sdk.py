@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import signal
@@ -26,9 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import anyio
 import httpx2
-import mcp_types as types
 import pytest
-from interop_harness import USER, Browser, OauthdProcess, free_port
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -39,6 +36,13 @@ from mcp.shared.auth import (
     OAuthToken,
 )
 from pydantic import AnyUrl
+
+from tests.support.browser import Person
+from tests.support.configs import INTEROP_USER as USER
+from tests.support.daemon import OauthdProcess
+from tests.support.http_client import Pkce
+from tests.support.ports import free_port
+from tests.support.upstream import text_of
 
 REFRESH_GRACE = 10.0  # oauthd's default tokens.refresh_grace (the test config keeps it)
 MCP_ACCEPT = "application/json, text/event-stream"
@@ -129,7 +133,7 @@ class SdkClient:
     oauthd: OauthdProcess
     provider: OAuthClientProvider
     storage: RecordingStorage
-    browser: Browser
+    browser: Person
     traffic: Traffic
     redirect_uri: str
     authorization_urls: list[str] = field(default_factory=list)
@@ -148,7 +152,7 @@ class SdkClient:
 
 def sdk_client(oauthd: OauthdProcess, auth_method: str | None) -> SdkClient:
     storage = RecordingStorage()
-    browser = Browser(oauthd.issuer)
+    browser = Person(oauthd.issuer)
     redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
     returned: list[AuthorizationCodeResult] = []
     urls: list[str] = []
@@ -183,13 +187,6 @@ def sdk_client(oauthd: OauthdProcess, auth_method: str | None) -> SdkClient:
         callback_handler=callback_handler,
     )
     return SdkClient(oauthd, provider, storage, browser, Traffic(), redirect_uri, urls)
-
-
-def text_of(result: types.CallToolResult) -> str:
-    assert not result.is_error, result
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 async def add(session: ClientSession, a: int, b: int) -> None:
@@ -489,12 +486,6 @@ SHAPES = {
 }
 
 
-def pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    return verifier, challenge.decode().rstrip("=")
-
-
 def other_port(*avoid: int) -> int:
     while True:
         port = free_port()
@@ -546,7 +537,7 @@ async def test_registration_shaped_like_a_real_client_then_works(
                         "response_type": "code",
                         "client_id": client_id,
                         "redirect_uri": "cursor://anysphere.cursor-mcp/oauth/callback",
-                        "code_challenge": pkce()[1],
+                        "code_challenge": Pkce.new().challenge,
                         "code_challenge_method": "S256",
                         "state": "x",
                     }
@@ -559,7 +550,8 @@ async def test_registration_shaped_like_a_real_client_then_works(
 
         # A random loopback port, not the registered one (RFC 8252 s7.3).
         redirect_uri = spec.redirect(other_port(registered_port, 33418, 8787))
-        verifier, challenge_value = pkce()
+        pair = Pkce.new()
+        verifier, challenge_value = pair.verifier, pair.challenge
         state = secrets.token_urlsafe(16)
         query = {
             "response_type": "code",
@@ -571,7 +563,7 @@ async def test_registration_shaped_like_a_real_client_then_works(
             "resource": oauthd.mcp_url,
             "scope": "mcp",
         }
-        browser = Browser(oauthd.issuer)
+        browser = Person(oauthd.issuer)
         back = await browser.authorize(f"{metadata['authorization_endpoint']}?{urlencode(query)}")
         assert back.location.startswith(redirect_uri + "?"), back.location
         assert back.params["state"] == state

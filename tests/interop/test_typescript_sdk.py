@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_stack import HERE, PASSWORD, USER, Oauthd, ensure_node_packages, running_stack
+
+from tests.interop.live_stack import HERE, ensure_node_packages, running_stack
+from tests.support.configs import INTEROP_PASSWORD as PASSWORD
+from tests.support.configs import INTEROP_USER as USER
+from tests.support.daemon import OauthdProcess
 
 SCRIPT = HERE / "ts_client.mjs"
 RUN_TIMEOUT = 60.0
@@ -26,12 +30,12 @@ def node() -> Path:
 
 
 @pytest.fixture(scope="module")
-def ts_stack(node: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oauthd]:
+def ts_stack(node: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OauthdProcess]:
     with running_stack(tmp_path_factory.mktemp("ts-sdk")) as oauthd:
         yield oauthd
 
 
-def run_client(node: Path, oauthd: Oauthd, auth_method: str) -> dict[str, Any]:
+def run_client(node: Path, oauthd: OauthdProcess, auth_method: str) -> dict[str, Any]:
     argv = [str(node), str(SCRIPT), "--url", oauthd.mcp_url]
     argv += ["--username", USER, "--password", PASSWORD, "--auth-method", auth_method]
     proc = subprocess.run(
@@ -51,7 +55,7 @@ def run_client(node: Path, oauthd: Oauthd, auth_method: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("auth_method", ["none", "client_secret_basic", "client_secret_post"])
 def test_typescript_sdk_login_tools_and_mid_session_refresh(
-    node: Path, ts_stack: Oauthd, auth_method: str
+    node: Path, ts_stack: OauthdProcess, auth_method: str
 ) -> None:
     r = run_client(node, ts_stack, auth_method)
     issuer = ts_stack.issuer

@@ -7,8 +7,7 @@ import pytest
 from oauthd import crypto
 from oauthd.model import consent_key
 from oauthd.oauth.errors import Delivery, OAuthError
-
-from .conftest import (
+from tests.support.protocol import (
     ISSUER,
     LOOPBACK_REDIRECT,
     OTHER_USER,

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd.oauth.clients import document_problem
-
-from .conftest import CIMD_CLIENT_ID, Env, refused
+from tests.support.protocol import CIMD_CLIENT_ID, Env, refused
 
 URL = "https://cimd.test/client.json"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import ISSUER, RESOURCE, SCOPES, Env, EnvFactory
+from tests.support.protocol import ISSUER, RESOURCE, SCOPES, Env, EnvFactory
 
 
 def test_issuer_is_the_configured_string_everywhere(env: Env) -> None:

@@ -21,24 +21,16 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from idp_fixture import Idp, idp_cancel, idp_login, running_idp
 
 from oauthd.assembly import STORE, create_app
 from oauthd.config import Config, default_config
 from oauthd.http.keys import AUTH
 from oauthd.model import Grant
+from tests.support.idp import Idp, idp_cancel, idp_login, running_idp
+from tests.support.ports import free_port
 
 CLIENT_ID, CLIENT_SECRET = "oauthd-test", "oauthd-test-secret-value"
 APP_REDIRECT = "http://127.0.0.1:5555/cb"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def config_for(tmp: Path, port: int, idp: Idp, provider: str, upstream: str) -> Config:

@@ -8,18 +8,16 @@ goes away cancels its handler."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytest.register_assert_rewrite("proxy_harness")
-
-from proxy_harness import FakeUpstream, Oauthd, StartOauthd, free_port, make_config  # noqa: E402
-
-from oauthd.clock import FakeClock  # noqa: E402
+from tests.support.configs import make_config
+from tests.support.ports import free_port
+from tests.support.proxy_app import Oauthd, StartOauthd
+from tests.support.upstream import FakeUpstream
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +46,8 @@ async def start_oauthd(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[
     async def start(**sections: Any) -> Oauthd:
         directory = tmp_path / f"oauthd-{len(started)}"
         directory.mkdir()
-        config = make_config(directory, free_port(), upstream.url, **sections)
-        running = Oauthd(config, FakeClock(time.time()))
+        config = make_config(directory, free_port(), upstream_url=upstream.url, **sections)
+        running = Oauthd(config)
         started.append(running)
         await running.start()
         return running

@@ -9,12 +9,12 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from records_factory import make_grant
 
 from oauthd.config import Config, default_config
 from oauthd.model import Grant
 from oauthd.proxy.answers import ProxyRefusal
 from oauthd.proxy.gate import Gate
+from tests.support.records import make_grant
 
 ISSUER = "https://auth.example"
 APP = "https://app.example"

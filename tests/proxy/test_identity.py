@@ -8,11 +8,11 @@ from pathlib import Path
 
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
-from records_factory import make_grant
 
 from oauthd.config import Config, default_config
 from oauthd.model import Grant
 from oauthd.proxy.identity import Identity
+from tests.support.records import make_grant
 
 GRANT = make_grant(user="alice", client_id="client-1", scopes=("mcp", "files:read"))
 IDENTITY = {

@@ -1,92 +1,210 @@
-"""`SessionBindings` alone, on the memory store: what an upstream answer does to the MCP
-sessions bound to a grant (`track`), and that a binding works only with its own grant."""
+"""MCP sessions belong to the grant that opened them: an `Mcp-Session-Id` works only with
+that grant's tokens (across refreshes and restarts), and ending the grant closes its
+sessions upstream."""
 
 from __future__ import annotations
 
-import os
+import asyncio
+from pathlib import Path
 
-import pytest
-from records_factory import make_grant
+from aiohttp import web
 
-from oauthd.clock import FakeClock
-from oauthd.crypto import Sealer
-from oauthd.model import Grant
-from oauthd.proxy.sessions import SessionBindings
-from oauthd.store import MemoryStore
+from oauthd.crypto import lookup_key
+from tests.support.configs import OTHER_USER
+from tests.support.proxy_app import Granted, Oauthd, StartOauthd
+from tests.support.upstream import FakeUpstream, Seen
+from tests.support.wait import eventually
 
-TTL = 3600.0
-
-
-async def bindings() -> tuple[SessionBindings, MemoryStore, Grant]:
-    clock = FakeClock()
-    store = MemoryStore(clock)
-    grant = make_grant(mcp_sessions=(), expires_at=None)
-    await store.grants.put(grant)
-    return SessionBindings(store, clock, Sealer(os.urandom(32)), TTL), store, grant
+SESSION = "3f6c1e0a-session-A"
 
 
-async def listed(store: MemoryStore, grant: Grant) -> int:
-    current = await store.grants.get(grant.id)
-    assert current is not None
-    return len(current.mcp_sessions)
+async def open_session(
+    oauthd: Oauthd, upstream: FakeUpstream, session_id: str = SESSION
+) -> Granted:
+    """A grant whose `initialize` made the upstream hand out `session_id`."""
+    granted = await oauthd.grant()
+    upstream.session_id = session_id
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    reply = await oauthd.mcp("POST", granted, json=initialize)
+    upstream.session_id = None
+    assert reply.status == 200, reply.text
+    assert reply.headers["Mcp-Session-Id"] == session_id
+    return granted
 
 
-@pytest.mark.parametrize("status", [200, 202, 307])
-async def test_a_new_session_id_is_bound_to_the_grant(status: int) -> None:
-    sessions, store, grant = await bindings()
-    await sessions.track("POST", status, grant, None, "s1")
-    assert await sessions.belongs_to("s1", grant)
-    assert await listed(store, grant) == 1
+def with_session(session_id: str = SESSION) -> dict[str, str]:
+    return {"Mcp-Session-Id": session_id}
 
 
-@pytest.mark.parametrize("status", [400, 404, 500])
-async def test_a_refused_request_binds_nothing(status: int) -> None:
-    sessions, store, grant = await bindings()
-    await sessions.track("POST", status, grant, None, "s1")
-    assert not await sessions.belongs_to("s1", grant)
-    assert await listed(store, grant) == 0
+async def assert_unknown_session(
+    oauthd: Oauthd, upstream: FakeUpstream, granted: Granted, session_id: str = SESSION
+) -> None:
+    before = len(upstream.requests)
+    for method in ("POST", "GET", "DELETE"):
+        reply = await oauthd.mcp(method, granted, headers=with_session(session_id))
+        reply.assert_jsonrpc_error(404)
+    assert len(upstream.requests) == before  # refused before the upstream
 
 
-async def test_a_session_belongs_only_to_its_own_grant() -> None:
-    sessions, store, grant = await bindings()
-    other = make_grant(mcp_sessions=())
-    await store.grants.put(other)
-    await sessions.track("POST", 200, grant, None, "s1")
-    assert not await sessions.belongs_to("s1", other)
-    await sessions.track("POST", 200, other, None, "s1")  # an upstream reusing an id
-    assert await sessions.belongs_to("s1", grant) and not await sessions.belongs_to("s1", other)
+async def test_the_session_works_with_its_grant(oauthd: Oauthd, upstream: FakeUpstream) -> None:
+    granted = await open_session(oauthd, upstream)
+    reply = await oauthd.mcp("POST", granted, headers=with_session())
+    assert reply.status == 200, reply.text
+    assert upstream.requests[-1].session_id == SESSION
+    get = await oauthd.mcp("GET", granted, headers=with_session())
+    assert get.status == 200 and upstream.requests[-1].session_id == SESSION
 
 
-@pytest.mark.parametrize("status", [200, 202, 204, 404])
-async def test_a_delete_the_upstream_accepted_forgets_the_session(status: int) -> None:
-    sessions, store, grant = await bindings()
-    await sessions.track("POST", 200, grant, None, "s1")
-    await sessions.track("DELETE", status, grant, "s1", None)
-    assert not await sessions.belongs_to("s1", grant)
-    assert await listed(store, grant) == 0
+async def test_the_session_id_with_another_grants_token_is_404(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    await open_session(oauthd, upstream)
+    same_user_other_client = await oauthd.grant()
+    other_user = await oauthd.grant(user=OTHER_USER)
+    for granted in (same_user_other_client, other_user):
+        await assert_unknown_session(oauthd, upstream, granted)
 
 
-@pytest.mark.parametrize(("method", "status"), [("DELETE", 500), ("DELETE", 405), ("GET", 404)])
-async def test_otherwise_the_session_stays(method: str, status: int) -> None:
-    sessions, store, grant = await bindings()
-    await sessions.track("POST", 200, grant, None, "s1")
-    await sessions.track(method, status, grant, "s1", None)
-    assert await sessions.belongs_to("s1", grant)
-    assert await listed(store, grant) == 1
+async def test_an_unknown_session_id_is_404(oauthd: Oauthd, upstream: FakeUpstream) -> None:
+    granted = await open_session(oauthd, upstream)
+    await assert_unknown_session(oauthd, upstream, granted, "never-issued")
 
 
-async def test_the_same_id_again_changes_nothing() -> None:
-    sessions, store, grant = await bindings()
-    await sessions.track("POST", 200, grant, None, "s1")
-    await sessions.track("POST", 200, grant, "s1", "s1")
-    assert await listed(store, grant) == 1
+async def test_the_session_survives_a_token_refresh(oauthd: Oauthd, upstream: FakeUpstream) -> None:
+    granted = await open_session(oauthd, upstream)
+    refreshed = await oauthd.refreshed(granted)
+    assert refreshed.access != granted.access and refreshed.grant_id == granted.grant_id
+    reply = await oauthd.mcp("POST", refreshed, headers=with_session())
+    assert reply.status == 200, reply.text
+    assert upstream.requests[-1].session_id == SESSION
+    again = await oauthd.refreshed(refreshed)
+    assert (await oauthd.mcp("POST", again, headers=with_session())).status == 200
 
 
-async def test_an_ended_grant_releases_its_session_ids() -> None:
-    sessions, store, grant = await bindings()
-    for session_id in ("s1", "s2"):
-        await sessions.track("POST", 200, grant, None, session_id)
-    current = await store.grants.get(grant.id)
-    assert current is not None
-    assert sorted(await sessions.release_all(current)) == ["s1", "s2"]
-    assert not await sessions.belongs_to("s1", current)
+async def test_the_binding_survives_a_restart(oauthd: Oauthd, upstream: FakeUpstream) -> None:
+    granted = await open_session(oauthd, upstream)
+    other = await oauthd.grant(user=OTHER_USER)
+    await oauthd.restart()
+    reply = await oauthd.mcp("POST", granted, headers=with_session())
+    assert reply.status == 200, reply.text
+    assert upstream.requests[-1].session_id == SESSION
+    await assert_unknown_session(oauthd, upstream, other)
+    # and after the restart a revocation still closes it upstream (the id was sealed)
+    await oauthd.revoke(granted.refresh, granted.client_id)
+    await eventually(lambda: len(upstream.of_method("DELETE")) == 1)
+    assert upstream.of_method("DELETE")[0].session_id == SESSION
+
+
+async def test_requests_without_a_session_id_pass_unchanged(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    await open_session(oauthd, upstream)  # a session of this grant exists: not implied
+    granted = await oauthd.grant()
+    body = b'{"jsonrpc":"2.0","id":"x","method":"tools/list"}'
+    headers = {"Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28"}
+    reply = await oauthd.mcp("POST", granted, data=body, headers=headers)
+    assert reply.status == 200, reply.text
+    assert "Mcp-Session-Id" not in reply.headers
+    seen = upstream.requests[-1]
+    assert seen.session_id is None
+    assert seen.body == body
+    assert seen.headers["MCP-Protocol-Version"] == "2026-07-28"
+
+
+async def test_delete_with_the_session_id_forgets_the_binding(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    granted = await open_session(oauthd, upstream)
+    reply = await oauthd.mcp("DELETE", granted, headers=with_session())
+    assert reply.status == 200, reply.text
+    (delete,) = upstream.of_method("DELETE")
+    assert delete.session_id == SESSION
+    await assert_unknown_session(oauthd, upstream, granted)
+    assert await oauthd.store.mcp_sessions.get(lookup_key(SESSION)) is None
+    grant = await oauthd.store.grants.get(granted.grant_id)
+    assert grant is not None and grant.mcp_sessions == ()
+
+
+async def test_a_refused_delete_keeps_the_binding(oauthd: Oauthd, upstream: FakeUpstream) -> None:
+    granted = await open_session(oauthd, upstream)
+
+    async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
+        if request.method == "DELETE":
+            return web.Response(status=405)  # servers may refuse client-side termination
+        return web.json_response({})
+
+    upstream.answer = answer
+    assert (await oauthd.mcp("DELETE", granted, headers=with_session())).status == 405
+    assert (await oauthd.mcp("POST", granted, headers=with_session())).status == 200
+
+
+async def test_revoking_the_grant_closes_its_sessions_upstream(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    granted = await open_session(oauthd, upstream)
+    upstream.session_id = "second-session"
+    assert (await oauthd.mcp("POST", granted)).status == 200  # a second session, same grant
+    upstream.session_id = None
+    bystander = await open_session(oauthd, upstream, "bystander-session")
+
+    await oauthd.revoke(granted.refresh, granted.client_id)
+    await eventually(lambda: len(upstream.of_method("DELETE")) == 2)
+    deletes = upstream.of_method("DELETE")
+    assert sorted(seen.session_id or "" for seen in deletes) == sorted(["second-session", SESSION])
+    for seen in deletes:
+        assert seen.headers["X-Forwarded-User"] == "alice"
+        assert seen.headers["X-Forwarded-Client-Id"] == granted.client_id
+        assert seen.headers["X-Forwarded-Scopes"] == "mcp"
+        assert "Authorization" not in seen.headers
+
+    for session_id in (SESSION, "second-session"):
+        assert await oauthd.store.mcp_sessions.get(lookup_key(session_id)) is None
+        await assert_unknown_session(oauthd, upstream, await oauthd.grant(), session_id)
+    # the other grant's session is untouched
+    reply = await oauthd.mcp("POST", bystander, headers=with_session("bystander-session"))
+    assert reply.status == 200
+
+
+async def test_refresh_token_reuse_closes_the_sessions_upstream(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    granted = await open_session(oauthd, upstream)
+    successor = await oauthd.refreshed(granted)
+    assert (await oauthd.mcp("POST", successor, headers=with_session())).status == 200
+    replay = await oauthd.refresh(granted)  # the successor was used: this is reuse
+    assert replay.status == 400 and replay.json()["error"] == "invalid_grant"
+    await eventually(lambda: len(upstream.of_method("DELETE")) == 1)
+    assert upstream.of_method("DELETE")[0].session_id == SESSION
+    assert (await oauthd.mcp("POST", successor, headers=with_session())).status == 401
+    await assert_unknown_session(oauthd, upstream, await oauthd.grant())
+
+
+async def test_revocation_sends_the_static_upstream_credential(
+    start_oauthd: StartOauthd, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """An upstream that needs oauthd's credential must get it on the closing DELETE too,
+    or it refuses to close the session."""
+    secret = tmp_path / "upstream.credential"
+    secret.write_text("Bearer upstream-static-secret\n")
+    oauthd = await start_oauthd(upstream={"authorization": f"file:{secret}"})
+    granted = await open_session(oauthd, upstream)
+    await oauthd.revoke(granted.refresh, granted.client_id)
+    await eventually(lambda: len(upstream.of_method("DELETE")) == 1)
+    (delete,) = upstream.of_method("DELETE")
+    assert delete.session_id == SESSION
+    assert delete.headers.get("Authorization") == "Bearer upstream-static-secret"
+
+
+async def test_revocation_with_the_upstream_down_still_forgets(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    granted = await open_session(oauthd, upstream)
+    await upstream.close()
+    await oauthd.revoke(granted.refresh, granted.client_id)
+    for _ in range(200):
+        if await oauthd.store.mcp_sessions.get(lookup_key(SESSION)) is None:
+            break
+        await asyncio.sleep(0.01)
+    assert await oauthd.store.mcp_sessions.get(lookup_key(SESSION)) is None
+    await upstream.start()  # back up: the forgotten id is refused before reaching it
+    await assert_unknown_session(oauthd, upstream, await oauthd.grant())

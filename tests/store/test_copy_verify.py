@@ -4,12 +4,12 @@ runs in tests/test_state_copy.py): an empty target first, a count after."""
 from __future__ import annotations
 
 import pytest
-from records_factory import NOW, make_client, make_grant
 
 from oauthd.clock import FakeClock
 from oauthd.model import Record
 from oauthd.store import MemoryStore
 from oauthd.store.copy import CountMismatch, TargetNotEmpty, copy_state
+from tests.support.records import NOW, make_client, make_grant
 
 
 def ignore(kind: str, done: int, total: int) -> None:

@@ -1,0 +1,74 @@
+"""Fixtures for the multi-instance tests: one demo upstream MCP server per module and, per
+shared backend (redis, postgres), one cluster of three `oauthd serve` processes behind a
+round-robin balancer. Module-scoped: starting processes is what costs time here, and the
+tests share nothing else (each registers its own clients and makes its own grants).
+
+A failed test's report carries the instances' logs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from tests.e2e.multi.multi_stack import Cluster, shared_backend
+from tests.support.daemon import OauthdProcess
+from tests.support.upstream import DemoUpstream
+
+CLUSTER_SIZE = 3
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    cluster = getattr(item, "funcargs", {}).get("cluster")
+    if report.failed and isinstance(cluster, Cluster):
+        report.sections.append(("oauthd instance logs", cluster.logs()[-30000:]))
+    return report
+
+
+@pytest.fixture(scope="module")
+def multi_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoUpstream]:
+    """examples/demo_server.py: the one upstream every instance relays to."""
+    upstream = DemoUpstream(tmp_path_factory.mktemp("multi-demo") / "demo.log")
+    upstream.start()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["redis", "postgres"])
+async def cluster(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    multi_upstream: DemoUpstream,
+) -> AsyncIterator[Cluster]:
+    """Three instances on a fresh namespace of the shared backend (a Redis key prefix or a
+    PostgreSQL schema, removed afterwards); the balancer takes turns with all three."""
+    backend = await shared_backend(request.param)
+    directory = tmp_path_factory.mktemp(f"multi-{request.param}")
+    stack: Cluster | None = None
+    try:
+        stack = await Cluster.start(directory, backend, multi_upstream.url)
+        await stack.add_instances(CLUSTER_SIZE)
+        stack.balance(stack.instances)
+        yield stack
+    finally:
+        try:
+            if stack is not None:
+                await stack.stop()
+        finally:  # the namespace goes even if a process would not stop cleanly
+            await backend.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def no_grace_pair(cluster: Cluster) -> list[OauthdProcess]:
+    """Two more instances on the cluster's backend with `tokens.refresh_grace = "0s"`
+    (started once per cluster, on first use; the balancer leaves them out)."""
+    if not cluster.no_grace:
+        cluster.no_grace = await cluster.add_instances(2, refresh_grace="0s")
+    return cluster.no_grace

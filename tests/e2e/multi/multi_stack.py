@@ -1,0 +1,204 @@
+"""Several `oauthd serve` processes on one shared backend (redis or postgres), behind a
+round-robin balancer (multi_balancer.py), in front of one demo upstream MCP server
+(issue #6: instances that behave as one daemon).
+
+    cluster = await Cluster.start(directory, backend, upstream_url)
+    await cluster.add_instances(3)
+    cluster.balance(cluster.instances[:2])  # the instances the balancer takes turns with
+    cluster.issuer                           # the balancer: the one issuer of every instance
+    cluster.instances[0].url                 # one instance, directly
+    await cluster.stop()
+
+The processes are `tests.support.daemon.OauthdProcess`es.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tests.e2e.multi.multi_balancer import RoundRobin
+from tests.support.configs import (
+    INTEROP_PASSWORD,
+    INTEROP_USER,
+    TomlValue,
+    real_password_hash,
+    write_config,
+)
+from tests.support.daemon import OauthdProcess, run_oauthd
+from tests.support.ports import free_port
+from tests.support.postgres import create_schema, drop_schema, postgres_probe, schema_dsn
+from tests.support.redis_backend import REDIS_URL, redis_cleanup, redis_probe
+from tests.support.services import StateRef, service_missing
+
+INTROSPECTOR = "multi-introspector"
+
+
+# -- the shared backends ----------------------------------------------------------------------
+
+
+class SharedBackend(Protocol):
+    name: str
+
+    def storage(self) -> dict[str, TomlValue]: ...
+
+    async def prepare(self, config: Path) -> None: ...
+
+    async def cleanup(self) -> None: ...
+
+
+@dataclass
+class RedisBackend:
+    """One key prefix of the test Redis server, deleted afterwards."""
+
+    namespace: str
+    name: str = "redis"
+
+    def storage(self) -> dict[str, TomlValue]:
+        return {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": f"{self.namespace}:"}
+
+    async def prepare(self, config: Path) -> None:
+        return None
+
+    async def cleanup(self) -> None:
+        await redis_cleanup(StateRef(Path(), self.namespace))  # (only the prefix matters)
+
+
+@dataclass
+class PostgresBackend:
+    """A schema of its own on the test PostgreSQL server, created by `oauthd migrate` and
+    dropped afterwards."""
+
+    namespace: str
+    name: str = "postgres"
+
+    @property
+    def schema(self) -> str:
+        return self.namespace.replace("-", "_")
+
+    def storage(self) -> dict[str, TomlValue]:
+        return {"backend": "postgres", "postgres_dsn": schema_dsn(self.schema)}
+
+    async def prepare(self, config: Path) -> None:
+        await create_schema(self.schema)
+        done = await run_oauthd("migrate", "--config", str(config))
+        assert done.code == 0, done.out + done.err
+
+    async def cleanup(self) -> None:
+        await drop_schema(self.schema)
+
+
+async def shared_backend(name: str) -> SharedBackend:
+    """A fresh namespace on the named server; skips (or fails in CI) when it is absent."""
+    namespace = f"oauthd-multi-{uuid.uuid4().hex[:16]}"
+    if name == "redis":
+        if (reason := await redis_probe()) is not None:
+            service_missing(f"redis: {reason}")
+        return RedisBackend(namespace)
+    if (reason := await postgres_probe()) is not None:
+        service_missing(f"postgres: {reason}")
+    return PostgresBackend(namespace)
+
+
+# -- the cluster ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """OauthdProcesss sharing one backend, issuer, encryption key, introspection client and
+    upstream (their configs differ in the port, and maybe in `[tokens]`); the balancer
+    listens on the issuer's port."""
+
+    directory: Path
+    backend: SharedBackend
+    upstream_url: str
+    balancer: RoundRobin
+    instances: list[OauthdProcess] = field(default_factory=list)
+    no_grace: list[OauthdProcess] = field(default_factory=list)  # see conftest.no_grace_pair
+    introspection_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.balancer.port}"
+
+    @property
+    def resource(self) -> str:
+        return f"{self.issuer}/mcp"
+
+    @classmethod
+    async def start(cls, directory: Path, backend: SharedBackend, upstream_url: str) -> Cluster:
+        """The balancer, on the issuer's port; no instance yet (`add_instances`)."""
+        cluster = cls(directory, backend, upstream_url, RoundRobin(free_port()))
+        (directory / "encryption.key").write_text(secrets.token_hex(32))
+        (directory / "introspection.secret").write_text(cluster.introspection_secret)
+        try:
+            await cluster.balancer.start()
+        except BaseException:  # half started (its client session, its runner): stop that
+            await cluster.balancer.stop()
+            raise
+        return cluster
+
+    async def add_instances(self, count: int, **tokens: str) -> list[OauthdProcess]:
+        """Start `count` more instances (`tokens`: [tokens] keys for these, e.g. a grace)."""
+        added = [self._instance(f"i{len(self.instances) + n + 1}", tokens) for n in range(count)]
+        self.instances.extend(added)
+        if len(self.instances) == count:  # the first: the backend needs its schema
+            await self.backend.prepare(added[0].config)
+        # Every start runs to its end before a failure is raised, so that `stop` (which
+        # stops all of `self.instances`) never races a start still under way.
+        outcomes = await asyncio.gather(
+            *(instance.start() for instance in added), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return added
+
+    def _instance(self, name: str, tokens: dict[str, str]) -> OauthdProcess:
+        """`oauthd serve` on a port of its own, with its config, log and admin socket
+        (`admin.sock`) in a directory of its own."""
+        directory = self.directory / name
+        directory.mkdir()
+        port = free_port()
+        sections: dict[str, dict[str, TomlValue]] = {
+            "upstream": {"url": self.upstream_url, "connect_timeout": "5s", "read_timeout": "60s"},
+            "storage": {**self.backend.storage(), "timeout": "5s"},
+            "tokens": dict(tokens),
+            "oauth": {"registrations_per_minute": 1000},
+            "introspection": {
+                "client_id": INTROSPECTOR,
+                "client_secret": f"file:{self.directory / 'introspection.secret'}",
+            },
+            "login": {"encryption_key": f"file:{self.directory / 'encryption.key'}"},
+            "admin": {"socket": "admin.sock"},
+        }
+        users = [(INTEROP_USER, real_password_hash(INTEROP_PASSWORD))]
+        config = write_config(
+            directory / "config.toml", port, sections, issuer=self.issuer, users=users
+        )
+        return OauthdProcess(directory, config, port, issuer=self.issuer, name=name)
+
+    def balance(self, pool: Iterable[OauthdProcess]) -> None:
+        self.balancer.pool = list(pool)
+        self.balancer.served.clear()
+
+    async def stop(self) -> None:
+        """The balancer and every instance, each even if stopping another one failed; then
+        the first failure, if any."""
+        try:
+            await self.balancer.stop()
+        finally:
+            outcomes = await asyncio.gather(
+                *(instance.stop() for instance in self.instances), return_exceptions=True
+            )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {i.name} ---\n{i.log()[-8000:]}" for i in self.instances)

@@ -1,0 +1,69 @@
+"""`Accounts`: a user's connected apps (from a scan of the grants) and revoking one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oauthd.clock import FakeClock
+from oauthd.config import default_config
+from oauthd.model import consent_key
+from oauthd.oauth.account import Accounts
+from oauthd.oauth.tokens import Tokens
+from oauthd.store import MemoryStore
+from tests.support.records import DAY, NOW, make_client, make_consent, make_grant
+
+
+def accounts(tmp_path: Path) -> tuple[Accounts, MemoryStore, FakeClock]:
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    return Accounts(store, Tokens(default_config(tmp_path), store, clock)), store, clock
+
+
+async def test_connected_apps_are_the_users_live_grants_most_recent_first(
+    tmp_path: Path,
+) -> None:
+    acc, store, clock = accounts(tmp_path)
+    notes, editor = make_client(client_name="Notes"), make_client(client_name="Editor")
+    for client in (notes, editor):
+        await store.clients.add(client)
+    old = make_grant(user="alice", client_id=notes.client_id, last_used_at=NOW - DAY)
+    recent = make_grant(user="alice", client_id=editor.client_id, last_used_at=NOW - 60)
+    orphan = make_grant(user="alice", client_id="gone", last_used_at=NOW - 2 * DAY)
+    expired = make_grant(user="alice", client_id=notes.client_id, expires_at=NOW + 10)
+    bobs = make_grant(user="bob", client_id=notes.client_id)
+    for grant in (old, recent, orphan, expired, bobs):
+        await store.grants.add(grant)
+    clock.advance(10)
+
+    apps = await acc.connected_apps("alice")
+    assert [(a.grant_id, a.client_name) for a in apps] == [
+        (recent.id, "Editor"),
+        (old.id, "Notes"),
+        (orphan.id, "gone"),  # no longer registered: its client_id stands in for the name
+    ]
+    assert apps[1].scopes == old.scopes and apps[1].created_at == old.created_at
+    assert [a.grant_id for a in await acc.connected_apps("bob")] == [bobs.id]
+    assert await acc.connected_apps("carol") == []
+
+
+async def test_revoke_ends_the_grant_and_forgets_the_consent(tmp_path: Path) -> None:
+    acc, store, _ = accounts(tmp_path)
+    grant = make_grant(user="alice", client_id="c1")
+    other_client = make_grant(user="alice", client_id="c2")
+    for g in (grant, other_client):
+        await store.grants.add(g)
+    await store.consents.add(make_consent(user="alice", client_id="c1"))
+    await store.consents.add(make_consent(user="alice", client_id="c2"))
+
+    assert await acc.revoke("bob", grant.id) is None  # not bob's
+    assert await store.grants.get(grant.id) is not None
+    assert await acc.revoke("alice", "") is None
+    assert await acc.revoke("alice", "no-such-grant") is None
+
+    ended = await acc.revoke("alice", grant.id)
+    assert ended is not None and ended.id == grant.id
+    assert await store.grants.get(grant.id) is None
+    assert await store.consents.get(consent_key("alice", "c1")) is None
+    assert await store.consents.get(consent_key("alice", "c2")) is not None
+    assert await store.grants.get(other_client.id) is not None
+    assert await acc.revoke("alice", grant.id) is None  # once

@@ -1,0 +1,115 @@
+"""The redis backend beyond the contract suite: an unreachable or silent server is
+`Unavailable` within the timeout, never another error and never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oauthd.clock import FakeClock
+from oauthd.config import load_config
+from oauthd.store import Unavailable, open_store
+from oauthd.store.redis import RedisStore
+from tests.support.records import make_grant
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
+
+
+def closed_port() -> int:
+    """A local port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[int]:
+    """A server that accepts connections and never answers."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port: int = server.sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        server.close()
+
+
+def operations(store: RedisStore) -> list[Callable[[], Awaitable[Any]]]:
+    grant = make_grant()
+
+    async def scan() -> None:
+        async for _ in store.grants.scan():
+            pass
+
+    return [
+        store.ping,
+        lambda: store.grants.get(grant.id),
+        lambda: store.grants.add(grant),
+        lambda: store.grants.put(grant),
+        lambda: store.grants.take(grant.id),
+        lambda: store.grants.update(grant.id, lambda r: r),
+        lambda: store.grants.delete(grant.id),
+        store.grants.count,
+        scan,
+        store.purge_expired,
+    ]
+
+
+async def assert_every_call_unavailable(store: RedisStore, limit: float) -> None:
+    for operation in operations(store):
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as raised:
+            await operation()
+        assert time.monotonic() - started < limit + 0.5
+        assert raised.value.retry_after > 0
+    status = store.status()
+    assert status.backend == "redis" and not status.healthy and status.detail
+
+
+async def test_a_closed_port_is_unavailable_within_the_timeout() -> None:
+    store = RedisStore(FakeClock(), f"redis://127.0.0.1:{closed_port()}/0", timeout=0.5)
+    try:
+        await assert_every_call_unavailable(store, 0.5)
+    finally:
+        await store.close()
+
+
+async def test_a_server_that_never_answers_is_unavailable_within_the_timeout(
+    silent_server: int,
+) -> None:
+    store = RedisStore(FakeClock(), f"redis://127.0.0.1:{silent_server}/0", timeout=0.3)
+    try:
+        await assert_every_call_unavailable(store, 0.3)
+    finally:
+        await store.close()
+
+
+async def test_open_store_opens_the_configured_redis_backend() -> None:
+    config = dataclasses.replace(
+        load_config(EXAMPLE).storage,
+        backend="redis",
+        redis_url=f"redis://127.0.0.1:{closed_port()}/0",
+        redis_prefix="oauthd-test:",
+        redis_pool_size=2,
+        timeout=0.5,
+    )
+    store = await open_store(config, FakeClock())
+    try:
+        assert isinstance(store, RedisStore)
+        assert store.prefix == "oauthd-test:" and store.timeout == 0.5
+        with pytest.raises(Unavailable):
+            await store.ping()
+    finally:
+        await store.close()

@@ -1,0 +1,107 @@
+"""oauthd's app in process: on a `TestServer` at the config's listen port, in the test's
+event loop, with a fake clock. `App` is the app alone; `Running` (the HTTP tests) adds an
+API client of it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from oauthd.assembly import STORE, create_app
+from oauthd.clock import FakeClock
+from oauthd.config import Config
+from oauthd.http.keys import AUTH
+from oauthd.oauth import AuthServer
+from oauthd.store import Store
+from tests.support.configs import introspection_secret, make_config
+from tests.support.http_client import OauthdClient
+from tests.support.ports import free_port
+
+
+@dataclass
+class App:
+    """`restart()` stops the app and starts a new one on the same port, config, clock and
+    state dir."""
+
+    config: Config
+    clock: FakeClock = field(default_factory=lambda: FakeClock(time.time()))
+    server: TestServer | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.config.server.listen.port}"
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.config.server.issuer}/mcp"
+
+    @property
+    def app(self) -> web.Application:
+        assert self.server is not None
+        return self.server.app
+
+    @property
+    def auth(self) -> AuthServer:
+        return self.app[AUTH]
+
+    @property
+    def store(self) -> Store:
+        return self.app[STORE]
+
+    @property
+    def introspection_secret(self) -> str:
+        return introspection_secret(self.config)
+
+    async def start(self) -> None:
+        port = self.config.server.listen.port
+        app = create_app(self.config, clock=self.clock)
+        self.server = TestServer(app, host="127.0.0.1", port=port)
+        await self.server.start_server()
+        # As in the daemon: a client that goes away cancels its handler. aiohttp's
+        # TestServer sets this itself (passing it again is a TypeError); make sure it did.
+        assert self.server.runner is not None
+        assert self.server.runner._kwargs.get("handler_cancellation") is True
+
+    async def stop(self) -> None:
+        """Stop the app (the store writes its final snapshot)."""
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def close(self) -> None:
+        await self.stop()
+
+
+@dataclass
+class Running(App):
+    """The app and an API client of it (`client`); its state in `state_dir`."""
+
+    state_dir: Path = Path()
+    client: OauthdClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = OauthdClient(self.base, self.config.server.issuer)
+
+    @classmethod
+    async def start_in(cls, directory: Path, **sections: Any) -> Running:
+        """`make_config(directory, <a free port>, **sections)`, started."""
+        running = cls(make_config(directory, free_port(), **sections), state_dir=directory)
+        await running.start()
+        return running
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.stop()
+
+
+Start = Callable[..., Awaitable[Running]]

@@ -1,0 +1,154 @@
+"""Test configs: the known users and their password hashes, and the one way to write a
+daemon's TOML config (`write_config`)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from oauthd import crypto
+from oauthd.config import Config, IntrospectionConfig, Listen, LocalUser, default_config
+from oauthd.passwords import hash_password
+from tests.support.ports import free_port
+
+USER = "alice"
+PASSWORD = "correct horse battery staple"
+OTHER_USER = "bob"
+OTHER_PASSWORD = "hunter2 but longer"
+INTROSPECTION_ID = "resource-server"
+
+TomlValue = str | int | float | bool | list[str]
+
+
+def fast_password_hash(password: str) -> str:
+    """A hash `Users` accepts, at the lowest allowed cost (ln=10) so logins take ~1 ms."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**10, r=8, p=1, dklen=32)
+    return f"scrypt$ln=10,r=8,p=1${_b64(salt)}${_b64(digest)}"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode().rstrip("=")
+
+
+PASSWORD_HASH = fast_password_hash(PASSWORD)
+OTHER_PASSWORD_HASH = fast_password_hash(OTHER_PASSWORD)
+
+
+def _value(value: TomlValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value)  # a JSON string (or list of strings) is valid TOML
+
+
+def render_toml(
+    sections: Mapping[str, Mapping[str, TomlValue]], users: Iterable[tuple[str, str]] = ()
+) -> str:
+    """`sections` as TOML tables (in order), then one [[login.users]] per (name, hash)."""
+    parts = [
+        f"[{name}]\n" + "".join(f"{key} = {_value(v)}\n" for key, v in keys.items())
+        for name, keys in sections.items()
+    ]
+    parts += [
+        f"[[login.users]]\nusername = {_value(name)}\npassword_hash = {_value(hashed)}\n"
+        for name, hashed in users
+    ]
+    return "\n".join(parts)
+
+
+def write_config(
+    path: Path,
+    port: int,
+    sections: Mapping[str, Mapping[str, TomlValue]] = {},
+    *,
+    issuer: str | None = None,
+    users: Iterable[tuple[str, str]] = ((USER, PASSWORD_HASH),),
+) -> Path:
+    """A daemon config at `path`: [server] listening on 127.0.0.1:`port` (the issuer is
+    that address unless given) with a 2 s shutdown, then `sections` (a [server] entry there
+    adds keys), then the users."""
+    server: dict[str, TomlValue] = {
+        "listen": f"127.0.0.1:{port}",
+        "issuer": issuer or f"http://127.0.0.1:{port}",
+        "shutdown_timeout": "2s",
+        **sections.get("server", {}),
+    }
+    rest = {name: keys for name, keys in sections.items() if name != "server"}
+    path.write_text(render_toml({"server": server, **rest}, users))
+    return path
+
+
+def make_config(
+    tmp: Path,
+    port: int,
+    *,
+    issuer: str | None = None,
+    upstream_url: str | None = None,
+    **sections: Mapping[str, Any],
+) -> Config:
+    """An in-process app's config: the defaults, plus issuer and listen on `port`, the file
+    backend in `tmp/state`, `upstream_url` (by default one nobody listens on: /mcp answers
+    502 after its bearer check), the users alice and bob, and an introspection client whose
+    secret is in `tmp/introspection.secret`.
+    `sections` change single keys: `oauth={"allowed_redirect_schemes": ("cursor",)}`."""
+    base = default_config(tmp)
+    secret_file = tmp / "introspection.secret"
+    secret_file.write_text(crypto.new_secret() + "\n")
+    config = dataclasses.replace(
+        base,
+        server=dataclasses.replace(
+            base.server,
+            listen=Listen("127.0.0.1", port),
+            issuer=issuer or f"http://127.0.0.1:{port}",
+        ),
+        storage=dataclasses.replace(base.storage, backend="file", path=tmp / "state"),
+        upstream=dataclasses.replace(
+            base.upstream, url=upstream_url or f"http://127.0.0.1:{free_port()}/mcp"
+        ),
+        login=dataclasses.replace(
+            base.login,
+            users=(
+                LocalUser(USER, PASSWORD_HASH),
+                LocalUser(OTHER_USER, OTHER_PASSWORD_HASH),
+            ),
+        ),
+        introspection=IntrospectionConfig(INTROSPECTION_ID, f"file:{secret_file}"),
+    )
+    changed = {
+        name: dataclasses.replace(getattr(config, name), **keys) for name, keys in sections.items()
+    }
+    return dataclasses.replace(config, **changed)
+
+
+def introspection_secret(config: Config) -> str:
+    return Path(config.introspection.client_secret.removeprefix("file:")).read_text().strip()
+
+
+# The SDK interop tests sign in with the real password scheme (hashed once per session).
+INTEROP_USER = "interop-user"
+INTEROP_PASSWORD = "interop password, long enough"
+
+
+@functools.cache
+def real_password_hash(password: str) -> str:
+    return hash_password(password)
+
+
+def state_config(directory: Path, port: int, **storage: str) -> Path:
+    """`<directory>/oauthd.toml`: file state in `<directory>/state`, saved only at exit
+    unless `storage` says otherwise; a 5 s shutdown; no users."""
+    keys = {"path": "state", "save_interval": "1h", "save_debounce": "1h", "save_max_wait": "1h"}
+    sections: dict[str, dict[str, TomlValue]] = {
+        "server": {"shutdown_timeout": "5s"},
+        "storage": {**keys, **storage},
+    }
+    return write_config(directory / "oauthd.toml", port, sections, users=())

@@ -1,0 +1,159 @@
+"""oauthd's app in process (on a `TestServer`, in the test's event loop) for the `/mcp`
+proxy tests: its answers read completely (`Reply`) and quick ways to obtain tokens
+(`Granted`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+
+from oauthd import crypto
+from tests.support.app import App
+from tests.support.configs import USER
+from tests.support.http_client import LOOPBACK_REDIRECT, OauthdClient
+
+
+@dataclass
+class Reply:
+    """One answer, read completely."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def challenge(self) -> dict[str, str]:
+        """The `WWW-Authenticate: Bearer` parameters."""
+        header = self.headers.get("WWW-Authenticate", "")
+        scheme, _, rest = header.partition(" ")
+        assert scheme == "Bearer", header
+        params: dict[str, str] = {}
+        for part in rest.split('", '):
+            name, _, value = part.partition("=")
+            params[name.strip()] = value.strip().strip('"')
+        return params
+
+    def assert_jsonrpc_error(self, status: int) -> dict[str, Any]:
+        assert self.status == status, (self.status, self.text)
+        assert self.headers.get("Content-Type", "").startswith("application/json")
+        body = self.json()
+        assert body["jsonrpc"] == "2.0" and body["id"] is None, body
+        assert isinstance(body["error"]["code"], int) and body["error"]["message"], body
+        error: dict[str, Any] = body["error"]
+        return error
+
+
+@dataclass(frozen=True)
+class Granted:
+    """A grant's tokens and the public client that holds them."""
+
+    client_id: str
+    access: str
+    refresh: str
+
+    @property
+    def grant_id(self) -> str:
+        return self.access.partition(".")[0]
+
+    def bearer(self, **headers: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}", **headers}
+
+
+@dataclass
+class Oauthd(App):
+    """oauthd in front of the fake upstream, and a session that calls it without cookies."""
+
+    session: aiohttp.ClientSession = field(
+        default_factory=lambda: aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    )
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.stop()
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Reply:
+        async with self.session.request(
+            method, urljoin(self.base + "/", path), allow_redirects=False, **kwargs
+        ) as response:
+            return Reply(response.status, response.headers, await response.read())
+
+    async def mcp(
+        self, method: str = "POST", granted: Granted | None = None, **kwargs: Any
+    ) -> Reply:
+        """A request to /mcp; with `granted`, its bearer token (plus `headers`)."""
+        headers = dict(kwargs.pop("headers", {}))
+        if granted is not None:
+            headers = granted.bearer(**headers)
+        if method == "POST" and "data" not in kwargs and "json" not in kwargs:
+            kwargs["json"] = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        return await self.call(method, "/mcp", headers=headers, **kwargs)
+
+    # -- tokens --------------------------------------------------------------------------
+
+    async def register(self) -> str:
+        registration = await self.auth.clients.register(
+            {"redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none"}
+        )
+        return registration.client.client_id
+
+    async def grant(
+        self,
+        user: str = USER,
+        scopes: tuple[str, ...] = ("mcp",),
+        resource: str | None = None,
+        client_id: str | None = None,
+    ) -> Granted:
+        """A new grant straight from the protocol (what /token issues after a login)."""
+        client_id = client_id or await self.register()
+        issued = await self.auth.tokens.issue(
+            crypto.new_key(), user, client_id, scopes, resource or self.mcp_url
+        )
+        assert issued.refresh_token is not None
+        return Granted(client_id, issued.access_token, issued.refresh_token)
+
+    async def refresh(self, granted: Granted) -> Reply:
+        return await self.call(
+            "POST",
+            "/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": granted.refresh,
+                "client_id": granted.client_id,
+            },
+        )
+
+    async def refreshed(self, granted: Granted) -> Granted:
+        reply = await self.refresh(granted)
+        assert reply.status == 200, reply.text
+        body = reply.json()
+        return Granted(granted.client_id, body["access_token"], body["refresh_token"])
+
+    async def revoke(self, token: str, client_id: str) -> None:
+        reply = await self.call("POST", "/revoke", data={"token": token, "client_id": client_id})
+        assert reply.status == 200, reply.text
+
+    async def login(self) -> Granted:
+        """The whole way a real client goes: /register, /authorize, the login and consent
+        pages (through the test browser), then /token."""
+        client = OauthdClient(self.base, self.base)
+        try:
+            app = await client.register_public(client_name="proxy test")
+            body = await client.tokens(app)
+        finally:
+            await client.close()
+        return Granted(app["client_id"], body["access_token"], body["refresh_token"])
+
+
+StartOauthd = Callable[..., Awaitable[Oauthd]]
