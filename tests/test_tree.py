@@ -1,0 +1,75 @@
+"""The test tree mirrors the package (docs/architecture.md, tests/README.md): the test of
+`oauthd/X/y.py` is `tests/X/test_y.py` or `tests/X/test_y_<topic>.py`, the test of a
+top-level `oauthd/y.py` is `tests/test_y.py`. Only the end-to-end folders and the checks
+of the package as a whole stand apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+END_TO_END = frozenset({"e2e", "interop", "browser"})  # whole processes, several rooms
+WHOLE_PACKAGE = ("layers", "tree")  # tests/test_layers*.py, tests/test_tree.py
+
+
+def modules(repo: Path) -> set[str]:
+    """ "oauth/tokens", "config" (a package), "daemon": every module and package of oauthd."""
+    found: set[str] = set()
+    for file in (repo / "oauthd").rglob("*.py"):
+        rel = file.relative_to(repo / "oauthd").with_suffix("")
+        if rel.name == "__init__" and len(rel.parts) > 1:
+            found.add(rel.parent.as_posix())
+        elif rel.name not in ("__init__", "__main__"):
+            found.add(rel.as_posix())
+    return found
+
+
+def names_a_module(test: Path, known: set[str]) -> bool:
+    """`tests/X/test_y_topic.py` names `X/y` (or `X/y_topic`) when that module exists."""
+    folder = test.parent.as_posix()
+    prefix = "" if folder == "." else folder + "/"
+    words = test.stem.removeprefix("test_").split("_")
+    return any(prefix + "_".join(words[:n]) in known for n in range(1, len(words) + 1))
+
+
+def misplaced(repo: Path) -> list[str]:
+    known = modules(repo)
+    found: list[str] = []
+    for file in sorted((repo / "tests").rglob("test_*.py")):
+        rel = file.relative_to(repo / "tests")
+        if "node_modules" in rel.parts or rel.parts[0] in END_TO_END or rel.parts[0] == "support":
+            continue
+        if len(rel.parts) == 1 and rel.stem.removeprefix("test_").startswith(WHOLE_PACKAGE):
+            continue
+        if not names_a_module(rel, known):
+            found.append(rel.as_posix())
+    return found
+
+
+def test_every_test_file_is_where_its_module_says() -> None:
+    wrong = misplaced(REPO)
+    assert not wrong, "test files that name no module at their place:\n" + "\n".join(wrong)
+
+
+def test_the_checker_finds_a_misplaced_test(tmp_path: Path) -> None:
+    for name in (
+        "oauthd/__init__.py",
+        "oauthd/daemon.py",
+        "oauthd/store/__init__.py",
+        "oauthd/store/file.py",
+        "oauthd/store/postgres_schema.py",
+        "oauthd/config/__init__.py",
+        "tests/test_daemon.py",
+        "tests/test_config.py",
+        "tests/test_layers.py",
+        "tests/store/test_file_reopen.py",
+        "tests/store/test_postgres_schema.py",
+        "tests/store/test_daemon.py",
+        "tests/test_file.py",
+        "tests/e2e/test_anything.py",
+        "tests/support/test_helpers_are_not_tests.py",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert misplaced(tmp_path) == ["store/test_daemon.py", "test_file.py"]
