@@ -1,16 +1,20 @@
-"""The test tree mirrors the package (docs/architecture.md, tests/README.md): the test of
-`oauthd/X/y.py` is `tests/X/test_y.py` or `tests/X/test_y_<topic>.py`, the test of a
-top-level `oauthd/y.py` is `tests/test_y.py`. Only the end-to-end folders and the checks
-of the package as a whole stand apart."""
+"""The shape of the tree. The tests mirror the package (docs/architecture.md,
+tests/README.md): the test of `oauthd/X/y.py` is `tests/X/test_y.py` or
+`tests/X/test_y_<topic>.py`, the test of a top-level `oauthd/y.py` is `tests/test_y.py`;
+only the end-to-end folders and the checks of the package as a whole stand apart. And the
+package stays in small pieces: no file over 450 lines, no function over 60."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 END_TO_END = frozenset({"e2e", "interop", "browser"})  # whole processes, several rooms
 WHOLE_PACKAGE = ("layers", "tree")  # tests/test_layers*.py, tests/test_tree.py
+MAX_FILE_LINES = 450
+MAX_FUNCTION_LINES = 60
 
 
 def modules(repo: Path) -> set[str]:
@@ -73,3 +77,35 @@ def test_the_checker_finds_a_misplaced_test(tmp_path: Path) -> None:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     assert misplaced(tmp_path) == ["store/test_daemon.py", "test_file.py"]
+
+
+def oversized(repo: Path) -> list[str]:
+    """Files of `oauthd/` over MAX_FILE_LINES, functions over MAX_FUNCTION_LINES."""
+    found: list[str] = []
+    for file in sorted((repo / "oauthd").rglob("*.py")):
+        path = file.relative_to(repo).as_posix()
+        text = file.read_text(encoding="utf-8")
+        if (lines := len(text.splitlines())) > MAX_FILE_LINES:
+            found.append(f"{path}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{path}:{node.lineno}: {node.name} is {length} lines")
+    return found
+
+
+def test_small_files_and_short_functions() -> None:
+    found = oversized(REPO)
+    assert not found, "split these:\n" + "\n".join(found)
+
+
+def test_the_size_check_counts_lines(tmp_path: Path) -> None:
+    body = "\n".join(f"    x = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "oauthd").mkdir()
+    (tmp_path / "oauthd" / "long.py").write_text(f"def long() -> None:\n{body}\n")
+    (tmp_path / "oauthd" / "big.py").write_text("x = 1\n" * (MAX_FILE_LINES + 1))
+    assert oversized(tmp_path) == [
+        f"oauthd/big.py: {MAX_FILE_LINES + 1} lines",
+        f"oauthd/long.py:1: long is {MAX_FUNCTION_LINES + 1} lines",
+    ]
