@@ -1,6 +1,7 @@
 """The daemon: start-up (load state, then listen), serve until a signal, shut down in
 order (stop accepting, drain, final snapshot, unlock). systemd is told each step
-(`oauthd.notify`); SIGHUP reloads users and log level (`oauthd.reload`)."""
+(`oauthd.notify`); SIGHUP reloads users, log level and the introspection secret
+(`oauthd.reload`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ log = logging.getLogger("oauthd.daemon")
 class StartupError(Exception):
     """The daemon could not start; `exit_code` says how it ends."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
