@@ -3,10 +3,12 @@ built in order and unwound in reverse.
 
 Start: key material (before the state: a bad key must not hold the state lock), the
 state, the identity provider's client, the metadata-document fetcher, `AuthServer`, the
-MCP proxy, housekeeping, the admin socket. Stop, after the app stopped accepting, drained
-in-flight requests and ended the proxy's streams (`oauthd.http.web_app`): the admin
-socket, housekeeping, the proxy, the fetcher, the provider's client, then the state (the
-file backend's final snapshot) last."""
+session sealer (its fallback key lives in the state dir), the MCP proxy, housekeeping, the
+admin socket. Stop, after the app stopped accepting, ended the proxy's streams
+(`oauthd.http.web_app`) and drained in-flight requests: the admin socket, housekeeping,
+the grant-ended work still running (`AuthServer.drain`), the proxy, the fetcher, the
+provider's client, then the state (the file backend's final snapshot) last. A failure
+half-way through start closes what was opened, in the same reverse order."""
 
 from __future__ import annotations
 
@@ -86,7 +88,7 @@ async def services(
     keyring = read_keyring(config)
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(_state(config, clock, metrics, start))
-        provider = identity_provider(config.login, keyring.idp_secret)
+        provider = identity_provider(config.login, keyring)
         if provider is not None:
             stack.push_async_callback(provider.close)
         fetcher = CimdFetcher(clock=clock.now)
@@ -98,9 +100,8 @@ async def services(
             Users(config.login.users),
             fetcher,
             provider,
-            keyring.sealer,
+            keyring=keyring,
             metrics=metrics,
-            introspection_secret=keyring.introspection_secret,
         )
         sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
         proxy = McpProxy(
@@ -115,6 +116,7 @@ async def services(
         )
         await proxy.start()
         stack.push_async_callback(proxy.close)
+        stack.push_async_callback(auth.drain)  # before the proxy closes: its DELETEs finish
         await stack.enter_async_context(housekeeping(store))
         await stack.enter_async_context(admin_server.serving(config, store, auth))
         yield Services(store, auth, proxy)

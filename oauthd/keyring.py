@@ -1,53 +1,92 @@
-"""Key material and secret references, resolved once when the daemon starts (not per
-request): a secret that cannot be read is found at start, and no request reads a file.
+"""Key material and secret references, resolved when the daemon starts (not per request):
+a secret that cannot be read is found at start, and no request reads a file.
 
 `read_keyring` runs before the state is opened, so that a bad key never holds the state
 lock; `session_sealer` runs after it, because its fallback key lives in the state dir.
-The introspection client secret is read again on SIGHUP (`oauthd.reload`), so that a
-rotated secret takes effect without a restart."""
+The two secrets that are rotated in place, the introspection client secret and the
+identity provider's client secret, are read again on SIGHUP (`Keyring.reload`, called by
+`oauthd.reload`); their users read them from the `Keyring` when they need them.
+`login.encryption_key` and `upstream.authorization` need a restart."""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from oauthd.config import Config, ConfigError, read_secret
 from oauthd.crypto import Sealer, parse_key
 
 log = logging.getLogger("oauthd.keyring")
 
+INTROSPECTION_KEY = "introspection.client_secret"
 
-@dataclass(slots=True, frozen=True)
+
+@dataclass(slots=True)
 class Keyring:
-    sealer: Sealer | None  # login.encryption_key: upstream tokens (and MCP session ids)
-    idp_secret: str | None  # the identity provider's client secret; None sends none
-    introspection_secret: str | None  # [introspection] client_secret; None refuses all
-    upstream_authorization: str | None  # upstream.authorization; None sends none
+    """The resolved keys and secrets (never in a repr). None: not configured, or (for an
+    optional secret) configured but unreadable at start, which is logged."""
+
+    sealer: Sealer | None = field(repr=False)  # login.encryption_key: upstream tokens
+    idp_secret: str | None = field(repr=False)  # the IdP client secret; None sends none
+    introspection_secret: str | None = field(repr=False)  # None refuses introspection
+    upstream_authorization: str | None = field(repr=False)  # None sends none
+
+    def reload(self, config: Config) -> list[str]:
+        """Read the rotatable secrets again from what `config` names; return the keys whose
+        value changed (never the values). A configured secret that cannot be read raises
+        ConfigError naming it, and nothing changes (the running secrets stay)."""
+        introspection = _read_now(config, INTROSPECTION_KEY, config.introspection.client_secret)
+        idp = _read_now(config, _idp_key(config), _idp_ref(config))
+        changed = [
+            key
+            for key, old, new in (
+                (INTROSPECTION_KEY, self.introspection_secret, introspection),
+                (_idp_key(config), self.idp_secret, idp),
+            )
+            if old != new
+        ]
+        self.introspection_secret, self.idp_secret = introspection, idp
+        return changed
 
 
 def read_keyring(config: Config) -> Keyring:
     """Every key and secret the config names; ConfigError (naming the key) for a bad
-    `login.encryption_key`."""
-    login = config.login
-    idp = {"oidc": login.oidc.client_secret, "github": login.github.client_secret}
+    `login.encryption_key`. An optional secret that cannot be read is logged."""
+    introspection_ref = config.introspection.client_secret
     return Keyring(
         sealer=_login_sealer(config),
-        idp_secret=_optional_secret(idp.get(login.provider, "")),
-        introspection_secret=introspection_secret(config),
+        idp_secret=_read_or_log(_idp_key(config), _idp_ref(config), "sending none"),
+        introspection_secret=_read_or_log(
+            INTROSPECTION_KEY, introspection_ref, "introspection is refused"
+        ),
         upstream_authorization=_upstream_authorization(config),
     )
 
 
-def introspection_secret(config: Config) -> str | None:
-    """The secret `/introspect` callers authenticate with (None: introspection refused,
-    with an error logged if one is configured but cannot be read)."""
-    ref = config.introspection.client_secret
+def _idp_key(config: Config) -> str:
+    return f"login.{config.login.provider}.client_secret"
+
+
+def _idp_ref(config: Config) -> str:
+    login = config.login
+    refs = {"oidc": login.oidc.client_secret, "github": login.github.client_secret}
+    return refs.get(login.provider, "")
+
+
+def _read_now(config: Config, key: str, ref: str) -> str | None:
+    value = _optional_secret(ref)
+    if ref and value is None:
+        raise ConfigError(f"{config.source}: {key}: cannot read {ref!r}")
+    return value
+
+
+def _read_or_log(key: str, ref: str, consequence: str) -> str | None:
     value = _optional_secret(ref)
     if ref and value is None:
         log.error(
-            "introspection.client_secret cannot be read; introspection is refused",
-            extra={"event": "config.secret_unreadable", "key": "introspection.client_secret"},
+            f"{key} cannot be read; {consequence}",
+            extra={"event": "config.secret_unreadable", "key": key},
         )
     return value
 

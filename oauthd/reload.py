@@ -1,12 +1,14 @@
 """SIGHUP: re-read the config file and apply what can change while serving.
 
-The local users (`[[login.users]]`), the log level (`log.level`) and the introspection
-client secret (`introspection.client_secret`, re-read from its file or credential even
-when the reference is unchanged: that is how it is rotated) take effect at once; no
-connection is touched. Any other key that changed is logged as needing a restart and
-keeps its running value. A config that does not load keeps the running one, and the
-reason (the ConfigError message, naming the file and key) is logged. Password hashes are
-never logged: only which usernames were added, removed or changed.
+The local users (`[[login.users]]`), the log level (`log.level`) and the two secrets
+rotated in place, the introspection client secret and the identity provider's client
+secret (re-read from their files even when the reference is unchanged: that is how they
+are rotated), take effect at once; no connection is touched. A secret that cannot be read
+fails the reload like a bad file: the running values stay. Any other key that changed is
+logged as needing a restart and keeps its running value. A config that does not load
+keeps the running one, and the reason (the ConfigError message, naming the file and key)
+is logged. Password hashes are never logged: only which usernames were added, removed or
+changed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from oauthd.config import Config, ConfigError, load_config
-from oauthd.keyring import introspection_secret
 from oauthd.log import LEVELS, set_level
 from oauthd.notify import Notifier
 from oauthd.oauth import AuthServer
@@ -26,7 +27,15 @@ from oauthd.users import Users
 
 log = logging.getLogger("oauthd.daemon")
 
-RELOADABLE = frozenset({"login.users", "log.level", "introspection.client_secret"})
+RELOADABLE = frozenset(
+    {
+        "login.users",
+        "log.level",
+        "introspection.client_secret",
+        "login.oidc.client_secret",
+        "login.github.client_secret",
+    }
+)
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -76,9 +85,8 @@ class Reloader:
             failure: str | None = None
             try:
                 new = await asyncio.to_thread(load_config, self.running.source)
-                secret = await asyncio.to_thread(introspection_secret, new)
+                self._announce_secrets(self._auth().reload_secrets(new))
                 self._apply(new, Users(new.login.users))
-                self._apply_introspection_secret(secret)
             except (ConfigError, ValueError) as exc:
                 failure = str(exc)
             except Exception as exc:
@@ -99,7 +107,7 @@ class Reloader:
         old = self.running
         changed = changed_keys(old, new)
         if "login.users" in changed:
-            self._auth().users = users
+            self._auth().replace_users(users)
             before = {u.username: u.password_hash for u in old.login.users}
             after = {u.username: u.password_hash for u in new.login.users}
             log.info(
@@ -124,7 +132,16 @@ class Reloader:
                 )
         self.running = dataclasses.replace(
             old,
-            login=dataclasses.replace(old.login, users=new.login.users),
+            login=dataclasses.replace(
+                old.login,
+                users=new.login.users,
+                oidc=dataclasses.replace(
+                    old.login.oidc, client_secret=new.login.oidc.client_secret
+                ),
+                github=dataclasses.replace(
+                    old.login.github, client_secret=new.login.github.client_secret
+                ),
+            ),
             log=dataclasses.replace(old.log, level=new.log.level),
             introspection=dataclasses.replace(
                 old.introspection, client_secret=new.introspection.client_secret
@@ -139,16 +156,11 @@ class Reloader:
             },
         )
 
-    def _apply_introspection_secret(self, secret: str | None) -> None:
-        """Use the secret as read now; say whether it changed (never what it is)."""
-        auth = self._auth()
-        if secret == auth.introspection_secret:
-            return
-        auth.introspection_secret = secret
-        log.info(
-            "introspection secret reloaded",
-            extra={"event": "config.secret_reloaded", "key": "introspection.client_secret"},
-        )
+    @staticmethod
+    def _announce_secrets(changed: list[str]) -> None:
+        """Say which secrets changed, never what they are."""
+        for key in changed:
+            log.info(f"{key} reloaded", extra={"event": "config.secret_reloaded", "key": key})
 
     @staticmethod
     def _set_level(old: str, new: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from oauthd.config import Config, ConfigError, load_config
-from oauthd.keyring import introspection_secret, read_keyring, session_sealer
+from oauthd.keyring import read_keyring, session_sealer
 
 KEY = "00" * 32
 
@@ -81,15 +81,37 @@ def test_unreadable_optional_secrets_are_logged_not_fatal(
     caplog.clear()
 
 
-def test_introspection_secret_reads_the_reference_now(tmp_path: Path) -> None:
+def test_reload_reads_the_rotatable_secrets_again(tmp_path: Path) -> None:
     secret = tmp_path / "introspection.secret"
     secret.write_text("one\n")
     loaded = config(
         tmp_path, '[introspection]\nclient_id = "rs"\nclient_secret = "file:introspection.secret"\n'
     )
-    assert introspection_secret(loaded) == "one"
+    keyring = read_keyring(loaded)
+    assert keyring.reload(loaded) == []
     secret.write_text("two\n")
-    assert introspection_secret(loaded) == "two"
+    assert keyring.reload(loaded) == ["introspection.client_secret"]
+    assert keyring.introspection_secret == "two"
+    secret.unlink()
+    with pytest.raises(ConfigError, match=r"introspection\.client_secret: cannot read"):
+        keyring.reload(loaded)
+    assert keyring.introspection_secret == "two"
+
+
+def test_no_secret_shows_in_a_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "enc.key").write_text(KEY + "\n")
+    monkeypatch.setenv("INTRO", "intro-secret-value")
+    monkeypatch.setenv("UPSTREAM_AUTH", "Bearer upstream-secret-value")
+    keyring = read_keyring(
+        config(
+            tmp_path,
+            '[login]\nencryption_key = "file:enc.key"\n'
+            '[introspection]\nclient_id = "rs"\nclient_secret = "env:INTRO"\n'
+            '[upstream]\nauthorization = "env:UPSTREAM_AUTH"\n',
+        )
+    )
+    assert "secret-value" not in repr(keyring)
+    assert KEY not in repr(keyring)
 
 
 def test_the_session_key_is_kept_in_the_state_dir(tmp_path: Path) -> None:

@@ -17,11 +17,12 @@ from oauthd.oauth.clients import (
 from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_error
 from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
 from oauthd.oauth.server import AuthServer
-from oauthd.oauth.tokens import GrantEndedListener
+from oauthd.oauth.tokens import BearerCheck, GrantEndedListener
 from oauthd.oauth.upstream import IdentityProvider, UpstreamError, UpstreamIdentity
 
 __all__ = [
     "AuthServer",
+    "BearerCheck",
     "ClientCredentials",
     "ClientDocumentError",
     "ConnectedApp",

@@ -7,7 +7,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from oauthd import crypto
@@ -50,9 +50,14 @@ class DocumentFetcher(Protocol):
         ...
 
 
-def document_problem(meta: Mapping[str, object], client_id: str) -> str | None:
-    """Why `meta` is not an acceptable metadata document for `client_id` (the fields the
-    draft requires; the document names its own URL), or None."""
+def document_problem(
+    meta: Mapping[str, object],
+    client_id: str,
+    allowed_private_schemes: frozenset[str] = frozenset(),
+) -> str | None:
+    """Why `meta` is not an acceptable metadata document for `client_id`, or None: the
+    fields the draft requires, the document naming its own URL, redirect URIs we accept
+    (as for a registration), and no client authentication (a document has no secret)."""
     if "client_id" not in meta:
         return "document has no client_id"
     if meta["client_id"] != client_id:
@@ -63,6 +68,11 @@ def document_problem(meta: Mapping[str, object], client_id: str) -> str | None:
     uris = meta.get("redirect_uris")
     if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
         return "redirect_uris must be a non-empty array of strings"
+    for uri in uris:
+        if redirects.check_registered(uri, allowed_private_schemes=allowed_private_schemes):
+            return f"unacceptable redirect URI {uri!r}"
+    if meta.get("token_endpoint_auth_method", "none") != "none":
+        return 'only token_endpoint_auth_method "none" is supported for metadata-document clients'
     return None
 
 
@@ -238,26 +248,10 @@ class ClientRegistry:
         except ClientDocumentError as exc:
             raise invalid_client(f"client metadata document: {exc}") from None
         meta = fetched.metadata
-        problem = document_problem(meta, client_id)
+        problem = document_problem(meta, client_id, self._schemes)
         if problem is not None:
             raise invalid_client(f"client metadata document: {problem}")
-        uris = _text_list(meta, "redirect_uris") or ()
-        bad = next(
-            (
-                u
-                for u in uris
-                if redirects.check_registered(u, allowed_private_schemes=self._schemes) is not None
-            ),
-            None,
-        )
-        if bad is not None:
-            raise invalid_client(f"client metadata document: unacceptable redirect URI {bad!r}")
-        method = meta.get("token_endpoint_auth_method", "none")
-        if method != "none":
-            raise invalid_client(
-                "client metadata document: only token_endpoint_auth_method "
-                '"none" is supported for metadata-document clients'
-            )
+        uris = tuple(cast("list[str]", meta["redirect_uris"]))  # checked just above
         client = Client(
             client_id=client_id,
             client_name=str(meta.get("client_name", ""))[:MAX_NAME] or client_id,

@@ -11,6 +11,7 @@ from typing import Any
 from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config
+from oauthd.keyring import Keyring
 from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import DeviceFlow, Grant, PendingAuthorization
@@ -28,12 +29,13 @@ from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, pag
 from oauthd.oauth.login import record_login
 from oauthd.oauth.ratelimit import RateLimiter
 from oauthd.oauth.token_endpoint import TokenEndpoint
-from oauthd.oauth.tokens import GrantEndedListener, TokenResponse, Tokens
+from oauthd.oauth.tokens import BearerCheck, GrantEndedListener, TokenResponse, Tokens
 from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin, UpstreamTokens
 from oauthd.store import Store
 from oauthd.users import Users
 
 MINUTE = 60.0
+GRANT_ENDED_GRACE = 5.0  # seconds the shutdown waits for grant-ended listeners
 
 
 class AuthServer:
@@ -45,12 +47,15 @@ class AuthServer:
         users: Users,
         fetcher: DocumentFetcher | None = None,
         provider: IdentityProvider | None = None,
-        sealer: crypto.Sealer | None = None,
+        *,
+        keyring: Keyring,
         metrics: Metrics | None = None,
-        introspection_secret: str | None = None,
     ) -> None:
+        """`keyring`: the resolved keys and secrets (`oauthd.keyring.read_keyring`); the
+        introspection secret is read from it at each use, so a SIGHUP rotates it."""
         self.config = config
-        self.introspection_secret = introspection_secret  # resolved at start and on SIGHUP
+        self._keyring = keyring
+        sealer = keyring.sealer
         self.store = store
         self.users = users
         self.metrics = metrics or Metrics()
@@ -74,7 +79,26 @@ class AuthServer:
         self.registrations = RateLimiter(clock, config.oauth.registrations_per_minute, MINUTE)
         self.device_guesses = RateLimiter(clock, config.oauth.device_guesses_per_minute, MINUTE)
         self._accounts = Accounts(store, self.tokens)
-        self.verify_bearer = self.tokens.verify_bearer  # type: ignore[method-assign]
+        # The live grant a bearer token belongs to, or None. Bound to the tokens' own
+        # method, not wrapped: the proxy calls it on every request, and a forwarding
+        # coroutine cost 0.5 % of its instructions.
+        self.verify_bearer: BearerCheck = self.tokens.verify_bearer
+
+    # -- while serving (SIGHUP) -----------------------------------------------------------
+
+    def replace_users(self, users: Users) -> None:
+        """Use this list of local users from the next sign-in on."""
+        self.users = users
+
+    async def drain(self) -> None:
+        """At shutdown, before the proxy closes: let the work started by ended grants
+        (closing their MCP sessions upstream) finish, for at most GRANT_ENDED_GRACE."""
+        await self.tokens.settle(GRANT_ENDED_GRACE)
+
+    def reload_secrets(self, config: Config) -> list[str]:
+        """Read the rotatable secrets again (`Keyring.reload`): the keys whose value
+        changed; ConfigError naming the key, and no change, if one cannot be read."""
+        return self._keyring.reload(config)
 
     # -- discovery -----------------------------------------------------------------------
 
@@ -121,7 +145,7 @@ class AuthServer:
 
     def _check_introspection_client(self, credentials: ClientCredentials | None) -> None:
         wanted = self.config.introspection
-        secret = self.introspection_secret
+        secret = self._keyring.introspection_secret
         if (
             credentials is None
             or not wanted.client_id
@@ -134,12 +158,6 @@ class AuthServer:
                 "introspection needs the client credential configured in [introspection]",
                 challenge=credentials is not None and credentials.method == "client_secret_basic",
             )
-
-    async def verify_bearer(self, token: str) -> Grant | None:
-        """The live grant a bearer token belongs to, or None. (`__init__` binds this name
-        to `Tokens.verify_bearer` itself: the proxy calls it on every request, and a
-        forwarding coroutine here cost 0.5 % of its instructions.)"""
-        return await self.tokens.verify_bearer(token)
 
     def on_grant_ended(self, listener: GrantEndedListener) -> None:
         """Call `listener(grant)` (awaited) whenever a grant is revoked or ends by

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from oauthd.oauth.metadata import resource_of
 from oauthd.store import Store
 
 GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
+BearerCheck = Callable[[str], Awaitable[Grant | None]]  # token -> its live grant, or None
 
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
 
@@ -88,6 +89,18 @@ class Tokens:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         return grant
+
+    async def settle(self, within: float) -> None:
+        """At shutdown: give the grant-ended listeners still running (closing MCP sessions
+        upstream) up to `within` seconds, then cancel the rest, so that none outlives the
+        proxy's client session or the store."""
+        pending = set(self._background)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=within)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     def _pair(self, grant_id: str) -> _Pair:
         return _Pair(crypto.mint_token(grant_id), crypto.mint_token(grant_id))

@@ -16,6 +16,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from oauthd.config import GithubConfig, LoginConfig, OidcConfig
+from oauthd.keyring import Keyring
 from oauthd.oauth import IdentityProvider, UpstreamError, UpstreamIdentity
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -36,12 +37,12 @@ async def _json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
 
 
 class _Client:
-    """A shared session and the provider's client credentials (the secret as read at
-    start, `oauthd.keyring`; None: the client_id alone)."""
+    """A shared session and the provider's client credentials (the secret from the
+    keyring, as read at start or at the last SIGHUP; None: the client_id alone)."""
 
-    def __init__(self, client_id: str, secret: str | None) -> None:
+    def __init__(self, client_id: str, keyring: Keyring) -> None:
         self.client_id = client_id
-        self._secret = secret
+        self._keyring = keyring
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -55,7 +56,7 @@ class _Client:
     def token_auth(self) -> tuple[dict[str, str], dict[str, str]]:
         """(headers, form fields) that authenticate oauthd at the provider's token endpoint:
         HTTP Basic with a secret (client_secret_basic), else the client_id alone."""
-        secret = self._secret
+        secret = self._keyring.idp_secret
         if secret is None:
             return {"Accept": "application/json"}, {"client_id": self.client_id}
         # RFC 6749 s2.3.1: both parts are form-urlencoded before the Basic encoding
@@ -80,8 +81,8 @@ class _Client:
 
 
 class OidcProvider(_Client):
-    def __init__(self, config: OidcConfig, secret: str | None) -> None:
-        super().__init__(config.client_id, secret)
+    def __init__(self, config: OidcConfig, keyring: Keyring) -> None:
+        super().__init__(config.client_id, keyring)
         self.config = config
         self._discovered: dict[str, Any] | None = None
         self._discovered_at = 0.0
@@ -194,8 +195,8 @@ class OidcProvider(_Client):
 
 
 class GithubProvider(_Client):
-    def __init__(self, config: GithubConfig, secret: str | None) -> None:
-        super().__init__(config.client_id, secret)
+    def __init__(self, config: GithubConfig, keyring: Keyring) -> None:
+        super().__init__(config.client_id, keyring)
         self.config = config
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
@@ -263,11 +264,11 @@ def _kept_tokens(tokens: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def identity_provider(login: LoginConfig, secret: str | None) -> IdentityProvider | None:
-    """The configured provider's client (`secret`: its client secret, read at start), or
-    None for local sign-in."""
+def identity_provider(login: LoginConfig, keyring: Keyring) -> IdentityProvider | None:
+    """The configured provider's client (its client secret taken from `keyring` at each
+    use), or None for local sign-in."""
     if login.provider == "oidc":
-        return OidcProvider(login.oidc, secret)
+        return OidcProvider(login.oidc, keyring)
     if login.provider == "github":
-        return GithubProvider(login.github, secret)
+        return GithubProvider(login.github, keyring)
     return None

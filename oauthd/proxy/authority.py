@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Protocol
 
 from oauthd.model import Grant
-from oauthd.oauth import GrantEndedListener
+from oauthd.oauth import BearerCheck, GrantEndedListener
 
 
 class Authority(Protocol):
-    async def verify_bearer(self, token: str) -> Grant | None:
-        """The live grant an access token belongs to, or None."""
+    verify_bearer: BearerCheck  # the live grant an access token belongs to, or None
 
     async def upstream_access_token(self, grant: Grant) -> str | None:
         """The user's identity-provider access token, if there is one."""

@@ -10,15 +10,12 @@ to an allowed origin, refusals included, so that a browser client can read them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 
 from oauthd.config import Config
 from oauthd.model import Grant
+from oauthd.oauth import BearerCheck
 from oauthd.proxy.answers import challenge, jsonrpc_error
-
-BearerCheck = Callable[[str], Awaitable[Grant | None]]
 
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",

@@ -51,7 +51,8 @@ class McpProxy:
         sealer: Sealer,
         metrics: Metrics | None = None,
         on_unavailable: Callable[[Unavailable, str], None] | None = None,
-        authorization: str | None = None,
+        *,
+        authorization: str | None,
     ) -> None:
         """`authorization`: the static `Authorization` value for the upstream
         (`upstream.authorization`, resolved at start by `oauthd.keyring`)."""

@@ -32,6 +32,7 @@ from oauthd.admin.operations import Admin
 from oauthd.clock import FakeClock
 from oauthd.config import AdminConfig, default_config
 from oauthd.exits import ExitCode
+from oauthd.keyring import read_keyring
 from oauthd.oauth import AuthServer
 from oauthd.store import MemoryStore
 from oauthd.users import Users
@@ -289,7 +290,9 @@ def store() -> MemoryStore:
 
 def admin_of(tmp_path: Path, store: MemoryStore) -> Admin:
     config = default_config(tmp_path)
-    return Admin(store, AuthServer(config, store, store.clock, Users(())))
+    return Admin(
+        store, AuthServer(config, store, store.clock, Users(()), keyring=read_keyring(config))
+    )
 
 
 @contextlib.asynccontextmanager
@@ -403,7 +406,7 @@ async def test_the_memory_backend_has_a_socket_only_where_admin_socket_says(
     tmp_path: Path, store: MemoryStore
 ) -> None:
     config = default_config(tmp_path)
-    auth = AuthServer(config, store, store.clock, Users(()))
+    auth = AuthServer(config, store, store.clock, Users(()), keyring=read_keyring(config))
     memory = dataclasses.replace(
         config, storage=dataclasses.replace(config.storage, backend="memory")
     )

@@ -23,6 +23,13 @@ def document(url: str = URL, **changes: object) -> dict[str, object]:
 
 def test_a_complete_document_is_acceptable() -> None:
     assert document_problem(document(), URL) is None
+    assert document_problem(document(token_endpoint_auth_method="none"), URL) is None
+
+
+def test_private_schemes_are_accepted_only_when_allowed() -> None:
+    app = document(redirect_uris=["com.example.app:/callback"])
+    assert document_problem(app, URL) is not None
+    assert document_problem(app, URL, frozenset({"com.example.app"})) is None
 
 
 @pytest.mark.parametrize(
@@ -39,6 +46,9 @@ def test_a_complete_document_is_acceptable() -> None:
         (document(redirect_uris=[]), "redirect_uris"),
         (document(redirect_uris="http://127.0.0.1/cb"), "redirect_uris"),
         (document(redirect_uris=["http://127.0.0.1/cb", 7]), "redirect_uris"),
+        (document(redirect_uris=["http://example.com/cb"]), "unacceptable redirect URI"),
+        (document(redirect_uris=["javascript:alert(1)"]), "unacceptable redirect URI"),
+        (document(token_endpoint_auth_method="client_secret_basic"), "only token_endpoint"),
     ],
 )
 def test_unacceptable_documents_name_the_problem(meta: dict[str, object], reason: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd import crypto
+from oauthd.keyring import read_keyring
 from oauthd.oauth.server import AuthServer
 from oauthd.users import Users
 from tests.support.protocol import RESOURCE, USER, Env, EnvFactory, credentials
@@ -51,7 +52,13 @@ async def test_token_for_another_resource(env: Env, env_with: EnvFactory) -> Non
     """A token minted by an oauthd with another issuer (so for another /mcp) sharing the
     store is not accepted here."""
     other_config = env_with(server={"issuer": "https://other.example.com"}).config
-    other = AuthServer(other_config, env.store, env.clock, Users(other_config.login.users))
+    other = AuthServer(
+        other_config,
+        env.store,
+        env.clock,
+        Users(other_config.login.users),
+        keyring=read_keyring(other_config),
+    )
     client = (await env.register()).client
     tokens = await other.tokens.issue(
         crypto.new_key(), USER, client.client_id, ("mcp",), "https://other.example.com/mcp"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from oauthd import crypto
-from oauthd.keyring import read_keyring
+from oauthd.config import ConfigError
 from oauthd.oauth.clients import ClientCredentials
 from tests.support.protocol import (
     INTROSPECTION_ID,
@@ -201,19 +201,21 @@ async def test_introspection_secret_is_read_at_start_not_per_request(
     env: Env, tmp_path: Path
 ) -> None:
     """The secret file is read once (oauthd.keyring); rotating it takes a SIGHUP, which
-    sets `introspection_secret` (tests/test_reload_secrets.py)."""
+    calls `reload_secrets` (tests/test_reload_secrets.py)."""
     issued = await env.code_flow()
     form = {"token": issued.tokens.access_token}
     (tmp_path / "introspection.secret").write_text("rotated-secret\n")
     assert (await env.server.introspect(form, INTROSPECTOR))["active"] is True
     rotated = ClientCredentials(INTROSPECTION_ID, "rotated-secret", "client_secret_basic")
     assert (await refused(env.server.introspect(form, rotated))).error == "invalid_client"
-    env.server.introspection_secret = read_keyring(env.config).introspection_secret
+    assert env.server.reload_secrets(env.config) == ["introspection.client_secret"]
     assert (await env.server.introspect(form, rotated))["active"] is True
     error = await refused(env.server.introspect(form, INTROSPECTOR))
     assert error.error == "invalid_client"
-    env.server.introspection_secret = None  # configured but unreadable: refused
-    assert (await refused(env.server.introspect(form, rotated))).error == "invalid_client"
+    (tmp_path / "introspection.secret").unlink()  # unreadable: the reload fails, no change
+    with pytest.raises(ConfigError, match=r"introspection\.client_secret: cannot read"):
+        env.server.reload_secrets(env.config)
+    assert (await env.server.introspect(form, rotated))["active"] is True
 
 
 async def test_introspection_needs_a_token(env: Env) -> None:

@@ -243,7 +243,7 @@ def build_env(tmp_path: Path, **sections: Mapping[str, Any]) -> Env:
         clock,
         Users(config.login.users),
         fetcher,
-        introspection_secret=read_keyring(config).introspection_secret,
+        keyring=read_keyring(config),
     )
     return Env(config, clock, store, fetcher, server)
 
