@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.configs import make_config
-from tests.support.ports import free_port
 from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream
 
@@ -46,10 +44,8 @@ async def start_oauthd(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[
     async def start(**sections: Any) -> Oauthd:
         directory = tmp_path / f"oauthd-{len(started)}"
         directory.mkdir()
-        config = make_config(directory, free_port(), upstream_url=upstream.url, **sections)
-        running = Oauthd(config)
+        running = await Oauthd.start_in(directory, upstream_url=upstream.url, **sections)
         started.append(running)
-        await running.start()
         return running
 
     yield start

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -93,7 +93,7 @@ class Running(App):
         self.client = OauthdClient(self.base, self.config.server.issuer)
 
     @classmethod
-    async def start_in(cls, directory: Path, **sections: Any) -> Running:
+    async def start_in(cls, directory: Path, **sections: Any) -> Self:
         """`make_config(directory, <a free port>, **sections)`, started."""
         running = cls(make_config(directory, free_port(), **sections), state_dir=directory)
         await running.start()

@@ -81,6 +81,26 @@ class Answer:
     def cookies_set(self) -> list[str]:
         return self.headers.getall("Set-Cookie", [])
 
+    def challenge(self) -> dict[str, str]:
+        """The `WWW-Authenticate: Bearer` parameters."""
+        header = self.headers.get("WWW-Authenticate", "")
+        scheme, _, rest = header.partition(" ")
+        assert scheme == "Bearer", header
+        params: dict[str, str] = {}
+        for part in rest.split('", '):
+            name, _, value = part.partition("=")
+            params[name.strip()] = value.strip().strip('"')
+        return params
+
+    def assert_jsonrpc_error(self, status: int) -> dict[str, Any]:
+        """A JSON-RPC error answer from the proxy (id null): its `error` member."""
+        assert self.status == status, (self.status, self.text)
+        body = self.json()
+        assert body["jsonrpc"] == "2.0" and body["id"] is None, body
+        assert isinstance(body["error"]["code"], int) and body["error"]["message"], body
+        error: dict[str, Any] = body["error"]
+        return error
+
 
 async def read_answer(response: aiohttp.ClientResponse) -> Answer:
     body = await response.read()
