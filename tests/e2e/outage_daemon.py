@@ -126,15 +126,15 @@ REDIRECT = "http://127.0.0.1:43123/callback"
 # The answers each call of the load gives while the backend is up (503 is always allowed
 # during the outage, with Retry-After).
 EXPECTED = {
-    "mcp": {200},
+    "/mcp": {200},
     "refresh": {200},
-    "register": {201},
-    "token with a wrong code": {400},
-    "introspect": {200},
-    "revoke": {200},
-    "device_authorization": {200},
+    "/register": {201},
+    "/token authorization_code": {400},
+    "/introspect": {200},
+    "/revoke": {200},
+    "/device_authorization": {200},
     "authorize (page)": {302},  # to the login page
-    "device poll": {400},
+    "/token device_code": {400},
     "readyz": {200},
 }
 
@@ -210,48 +210,59 @@ def revoke_form(page: Answer) -> Form | None:
     return next((f for f in parse_forms(page.text) if f.action.endswith("/account/revoke")), None)
 
 
+def api_calls(
+    client: OauthdClient, daemon: OauthdProcess, world: World
+) -> dict[str, Callable[[], Awaitable[Answer]]]:
+    """The API requests that need the store, by name: the load makes them again and again,
+    the sweep once each during the outage."""
+    app = world.app
+    return {
+        "/mcp": lambda: client.call_mcp(world.mcp["access_token"]),
+        "/token authorization_code": lambda: client.token(
+            grant_type="authorization_code",
+            code="no.such-code",
+            code_verifier="v" * 43,
+            redirect_uri=REDIRECT,
+            **client_auth(app),
+        ),
+        "/token device_code": lambda: client.poll(app, world.device["device_code"]),
+        "/register": lambda: client.call(
+            "POST",
+            "/register",
+            json={"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"},
+        ),
+        "/revoke": lambda: client.call(
+            "POST", "/revoke", data={"token": "no.such", **client_auth(app)}
+        ),
+        "/introspect": lambda: client.call(
+            "POST",
+            "/introspect",
+            data={"token": world.mcp["access_token"]},
+            headers=basic_auth(INTROSPECTION_ID, introspection_secret(daemon)),
+        ),
+        "/device_authorization": lambda: client.call(
+            "POST", "/device_authorization", data=client_auth(app)
+        ),
+    }
+
+
 def start_load(
     load: Load, client: OauthdClient, daemon: OauthdProcess, world: World
 ) -> tuple[list[asyncio.Task[None]], dict[str, Any]]:
     """The workers: /mcp calls, refreshes, registrations and the other endpoints in turn,
     and /readyz, each in a loop with a short pause (a bounded load); and the token pair
     that the refreshes keep current."""
-    app, access = world.app, world.mcp["access_token"]
+    app = world.app
     rotating = dict(world.rotating)
+    calls = api_calls(client, daemon, world)
 
     async def refresh() -> None:
         answer = await load.timed("refresh", lambda: client.refresh(app, rotating["refresh_token"]))
         if answer is not None and answer.status == 200:
             rotating.update(answer.json())
 
-    others: list[tuple[str, Callable[[], Awaitable[Answer]]]] = [
-        (
-            "token with a wrong code",
-            lambda: client.token(
-                grant_type="authorization_code",
-                code="no.such-code",
-                code_verifier="v" * 43,
-                redirect_uri=REDIRECT,
-                **client_auth(app),
-            ),
-        ),
-        (
-            "introspect",
-            lambda: client.call(
-                "POST",
-                "/introspect",
-                data={"token": access},
-                headers=basic_auth(INTROSPECTION_ID, introspection_secret(daemon)),
-            ),
-        ),
-        (
-            "revoke",
-            lambda: client.call("POST", "/revoke", data={"token": "no.such", **client_auth(app)}),
-        ),
-        (
-            "device_authorization",
-            lambda: client.call("POST", "/device_authorization", data=client_auth(app)),
-        ),
+    others = [(what, calls[what]) for what in calls if what not in ("/mcp", "/register")]
+    others.append(
         (
             "authorize (page)",
             lambda: client.call(
@@ -260,9 +271,8 @@ def start_load(
                 params=client.authorize_params(app["client_id"], REDIRECT, Pkce.new()),
                 headers=HTML,
             ),
-        ),
-        ("device poll", lambda: client.poll(app, world.device["device_code"])),
-    ]
+        )
+    )
     turn = 0
 
     async def other() -> None:
@@ -272,19 +282,9 @@ def start_load(
         await load.timed(what, request)
 
     steps: list[tuple[Callable[[], Awaitable[object]], float]] = [
-        *[(lambda: load.timed("mcp", lambda: client.call_mcp(access)), 0.01)] * 3,
+        *[(lambda: load.timed("/mcp", calls["/mcp"]), 0.01)] * 3,
         (refresh, 0.05),
-        (
-            lambda: load.timed(
-                "register",
-                lambda: client.call(
-                    "POST",
-                    "/register",
-                    json={"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"},
-                ),
-            ),
-            0.1,
-        ),
+        (lambda: load.timed("/register", calls["/register"]), 0.1),
         (other, 0.02),
         (lambda: load.timed("readyz", lambda: client.call("GET", "/readyz")), 0.1),
     ]
@@ -317,42 +317,8 @@ async def outage_sweep(
     account_revoke = revoke_form(world.account_page)
     assert account_revoke is not None
     requests: list[tuple[str, Callable[[], Awaitable[Answer]]]] = [
-        ("/mcp", lambda: client.call_mcp(world.mcp["access_token"])),
-        (
-            "/token authorization_code",
-            lambda: client.token(
-                grant_type="authorization_code",
-                code="no.such-code",
-                code_verifier="v" * 43,
-                redirect_uri=REDIRECT,
-                **client_auth(app),
-            ),
-        ),
+        *api_calls(client, daemon, world).items(),
         ("/token refresh_token", lambda: client.refresh(app, world.kept["refresh_token"])),
-        ("/token device_code", lambda: client.poll(app, world.device["device_code"])),
-        (
-            "/register",
-            lambda: client.call(
-                "POST", "/register", json={"redirect_uris": [REDIRECT], "client_name": "x"}
-            ),
-        ),
-        (
-            "/revoke",
-            lambda: client.call("POST", "/revoke", data={"token": "a.b", **client_auth(app)}),
-        ),
-        (
-            "/introspect",
-            lambda: client.call(
-                "POST",
-                "/introspect",
-                data={"token": world.mcp["access_token"]},
-                headers=basic_auth(INTROSPECTION_ID, introspection_secret(daemon)),
-            ),
-        ),
-        (
-            "/device_authorization",
-            lambda: client.call("POST", "/device_authorization", data=client_auth(app)),
-        ),
         (
             "GET /authorize",
             lambda: world.login_browser.request(
