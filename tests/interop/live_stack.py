@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +20,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import OauthdProcess, proxy_daemon
-from tests.support.services import node_major, service_missing
+from tests.support.services import node_major, npm_packages
 from tests.support.upstream import DemoUpstream
 
 HERE = Path(__file__).resolve().parent
@@ -36,57 +34,16 @@ PACKAGES = {
     "node": NODE_MODULES / "node",
 }
 MIN_NODE_MAJOR = 22  # the conformance suite imports fs.globSync
-INSTALL_TIMEOUT = 300.0
 
 
 # -- npm packages ----------------------------------------------------------------------------
-
-
-def _pins() -> dict[str, str]:
-    manifest = json.loads((HERE / "package.json").read_text())
-    return {name: str(manifest["dependencies"][name]) for name in PACKAGES}
-
-
-def _installed(directory: Path) -> str | None:
-    try:
-        return str(json.loads((directory / "package.json").read_text()).get("version"))
-    except (OSError, ValueError):
-        return None
-
-
-def _mismatches() -> list[str]:
-    pins = _pins()
-    return [
-        f"{name} {_installed(path) or 'missing'} (pinned {pins[name]})"
-        for name, path in PACKAGES.items()
-        if _installed(path) != pins[name]
-    ]
 
 
 def ensure_node_packages() -> Path:
     """`npm install` in tests/interop unless the pinned versions are there; returns the
     pinned Node.js (>= 22) that runs the SDK script and the suite. Skips (fails with
     OAUTHD_REQUIRE_SERVICES=1) without node/npm; fails when the install does."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if p is None)
-        service_missing(f"the TypeScript SDK and conformance tests need {missing} (Node.js)")
-    assert npm is not None
-    if _mismatches():
-        proc = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund"],
-            cwd=HERE,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT,
-        )
-        still = _mismatches()
-        if proc.returncode != 0 or still:
-            pytest.fail(
-                f"`npm install` in {HERE} failed (exit {proc.returncode}; {', '.join(still)}):\n"
-                f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-            )
+    npm_packages(HERE, PACKAGES, "the TypeScript SDK and conformance tests")
     major = node_major(PINNED_NODE)
     if major is None or major < MIN_NODE_MAJOR:
         pytest.fail(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -34,16 +33,14 @@ from typing import IO, Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
-import pytest
 
 from tests.support.daemon import stop_process
 from tests.support.forms import Page, parse_page
-from tests.support.services import node_major, service_missing
+from tests.support.services import npm_packages
 
 IDP_DIR = Path(__file__).resolve().parents[1] / "idp"
 PROVIDER = IDP_DIR / "provider.mjs"
 READY_TIMEOUT = 20.0
-INSTALL_TIMEOUT = 300.0
 MIN_NODE_MAJOR = 18
 MAX_BROWSER_STEPS = 20
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -94,50 +91,10 @@ class Idp:
         return self.log_path.read_text(errors="replace")
 
 
-def _pinned_version() -> str:
-    manifest = json.loads((IDP_DIR / "package.json").read_text())
-    return str(manifest["dependencies"]["oidc-provider"])
-
-
-def _installed_version() -> str | None:
-    try:
-        manifest = json.loads(
-            (IDP_DIR / "node_modules" / "oidc-provider" / "package.json").read_text()
-        )
-    except (OSError, ValueError):
-        return None
-    return str(manifest.get("version"))
-
-
 def ensure_idp_installed() -> str:
-    """Make tests/idp runnable; return the `node` executable. Skips (or fails, with
-    OAUTHD_REQUIRE_SERVICES=1) when node or npm is missing; fails when npm install does."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if p is None)
-        service_missing(f"the test OpenID provider needs {missing} (Node.js >= {MIN_NODE_MAJOR})")
-    assert node is not None and npm is not None
-    major = node_major(node)
-    if major is None or major < MIN_NODE_MAJOR:
-        service_missing(
-            f"the test OpenID provider needs Node.js >= {MIN_NODE_MAJOR}, {node} is {major}"
-        )
-    if _installed_version() == _pinned_version():
-        return node
-    proc = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund"],
-        cwd=IDP_DIR,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-    )
-    if proc.returncode != 0 or _installed_version() != _pinned_version():
-        pytest.fail(
-            f"`npm install` in {IDP_DIR} failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-        )
-    return node
+    """Make tests/idp runnable (`npm install` when needed); return the `node` executable."""
+    package = {"oidc-provider": IDP_DIR / "node_modules" / "oidc-provider"}
+    return npm_packages(IDP_DIR, package, "the test OpenID provider", MIN_NODE_MAJOR)
 
 
 def _drain(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
