@@ -110,6 +110,15 @@ class OauthdClient:
         params.update(extra)
         return {k: v for k, v in params.items() if v is not None}
 
+    async def login_page(self) -> tuple[Browser, Answer]:
+        """A new public client's authorization in a new browser, at the login page."""
+        app = await self.register_public()
+        browser = self.browser()
+        params = self.authorize_params(app["client_id"], LOOPBACK_REDIRECT, Pkce.new())
+        page = await browser.authorize(params)
+        assert page.status == 200 and {"csrf_token", "request"} <= page.form().fields.keys()
+        return browser, page
+
     async def authorization_code(
         self,
         client: Mapping[str, Any],
