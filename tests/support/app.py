@@ -1,6 +1,5 @@
 """oauthd's app in process: on a `TestServer` at the config's listen port, in the test's
-event loop, with a fake clock. `App` is the app alone; `Running` (the HTTP tests) adds an
-API client of it."""
+event loop, with a fake clock, and an API client of it (`Running.client`)."""
 
 from __future__ import annotations
 
@@ -25,13 +24,24 @@ from tests.support.ports import free_port
 
 
 @dataclass
-class App:
-    """`restart()` stops the app and starts a new one on the same port, config, clock and
-    state dir."""
+class Running:
+    """The app and an API client of it (`client`). `restart()` stops the app and starts a
+    new one on the same port, config, clock and state dir."""
 
     config: Config
     clock: FakeClock = field(default_factory=lambda: FakeClock(time.time()))
     server: TestServer | None = None
+    client: OauthdClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = OauthdClient(self.base, self.config.server.issuer)
+
+    @classmethod
+    async def start_in(cls, directory: Path, **sections: Any) -> Self:
+        """`make_config(directory, <a free port>, **sections)`, started."""
+        running = cls(make_config(directory, free_port(), **sections))
+        await running.start()
+        return running
 
     @property
     def base(self) -> str:
@@ -77,27 +87,6 @@ class App:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
-
-    async def close(self) -> None:
-        await self.stop()
-
-
-@dataclass
-class Running(App):
-    """The app and an API client of it (`client`); its state in `state_dir`."""
-
-    state_dir: Path = Path()
-    client: OauthdClient = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.client = OauthdClient(self.base, self.config.server.issuer)
-
-    @classmethod
-    async def start_in(cls, directory: Path, **sections: Any) -> Self:
-        """`make_config(directory, <a free port>, **sections)`, started."""
-        running = cls(make_config(directory, free_port(), **sections), state_dir=directory)
-        await running.start()
-        return running
 
     async def close(self) -> None:
         await self.client.close()

@@ -56,7 +56,7 @@ async def start(directory: Path, **sections: Any) -> ScriptedApp:
     upstream = FakeUpstream(empty_result)
     await upstream.start()
     config = make_config(directory, free_port(), upstream_url=upstream.url, **sections)
-    run = ScriptedApp(config, state_dir=directory, upstream=upstream)
+    run = ScriptedApp(config, upstream=upstream)
     await run.start()
     return run
 
