@@ -10,13 +10,10 @@ pinned npm packages of this folder.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.support.daemon import OauthdProcess, proxy_daemon
@@ -68,27 +65,3 @@ def running_stack(directory: Path) -> Iterator[OauthdProcess]:
     finally:
         asyncio.run(oauthd.stop())
         upstream.stop()
-
-
-# -- oauthd's API and pages ------------------------------------------------------------------
-
-
-async def register_client(
-    issuer: str, redirect_uris: list[str], auth_method: str = "none", name: str = "interop"
-) -> dict[str, Any]:
-    body = {
-        "client_name": name,
-        "redirect_uris": redirect_uris,
-        "grant_types": ["authorization_code", "refresh_token"],
-        "response_types": ["code"],
-        "token_endpoint_auth_method": auth_method,
-        "application_type": "native",
-    }
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{issuer}/register", json=body) as response,
-    ):
-        text = await response.text()
-        assert response.status == 201, f"/register -> {response.status}: {text}"
-        registered: dict[str, Any] = json.loads(text)
-        return registered
