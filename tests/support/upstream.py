@@ -183,10 +183,10 @@ class DemoUpstream:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"demo server did not start:\n{self.log()}") from None
+                    raise RuntimeError(f"demo server did not start:\n{self.logs()}") from None
                 time.sleep(0.05)
 
-    def log(self) -> str:
+    def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:

@@ -140,7 +140,7 @@ async def test_sdk_client_switches_instances_between_calls(cluster: Cluster, siz
 
 @pytest.mark.timeout(60)
 async def test_token_from_one_instance_works_on_all_and_revoke_on_one_ends_it_on_all(
-    cluster: Cluster, multi_upstream: DemoUpstream
+    cluster: Cluster, demo_upstream: DemoUpstream
 ) -> None:
     a, b, c = cluster.instances[:3]
     async with aiohttp.ClientSession() as http:
@@ -154,7 +154,7 @@ async def test_token_from_one_instance_works_on_all_and_revoke_on_one_ends_it_on
                 http, instance.url, access, rpc("tools/list", id=2), session
             )
             assert status == 200 and '"echo"' in body, (instance.name, status, body)
-        assert await upstream_has_session(http, multi_upstream.url, session)
+        assert await upstream_has_session(http, demo_upstream.url, session)
 
         revoked = await oauth.revoke(c.url, tokens["refresh_token"])
         assert revoked.status == 200, revoked
@@ -164,7 +164,7 @@ async def test_token_from_one_instance_works_on_all_and_revoke_on_one_ends_it_on
         refresh = await oauth.token(a.url, oauth.refresh_form(tokens["refresh_token"]))
         assert is_invalid_grant(refresh), refresh
         # C closed the session B opened: it could open the id B sealed (the shared key).
-        await eventually(lambda: _closed(upstream_has_session(http, multi_upstream.url, session)))
+        await eventually(lambda: _closed(upstream_has_session(http, demo_upstream.url, session)))
 
 
 async def _closed(open_: Awaitable[bool]) -> bool:
@@ -200,7 +200,7 @@ def oauthd_cli(*args: str) -> Any:
 
 @pytest.mark.timeout(60)
 async def test_admin_revocation_on_one_instance_is_seen_by_all(
-    cluster: Cluster, multi_upstream: DemoUpstream
+    cluster: Cluster, demo_upstream: DemoUpstream
 ) -> None:
     a, b, c = cluster.instances[:3]
     async with aiohttp.ClientSession() as http:
@@ -225,7 +225,7 @@ async def test_admin_revocation_on_one_instance_is_seen_by_all(
         assert await statuses(http, [a, b, c], access) == [401, 401, 401]
         refresh = await oauth.token(b.url, oauth.refresh_form(tokens["refresh_token"]))
         assert is_invalid_grant(refresh), refresh
-        await eventually(lambda: _closed(upstream_has_session(http, multi_upstream.url, session)))
+        await eventually(lambda: _closed(upstream_has_session(http, demo_upstream.url, session)))
         listed = await asyncio.to_thread(
             oauthd_cli, "sessions", "list", "--config", str(a.config), f"--client={oauth.client_id}"
         )
