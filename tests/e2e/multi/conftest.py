@@ -8,12 +8,14 @@ A failed test's report carries the instances' logs (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
-from tests.e2e.multi.multi_stack import Cluster, shared_backend
+from tests.e2e.multi.multi_stack import Cluster
+from tests.support.backends import open_harness
 from tests.support.daemon import OauthdProcess
 from tests.support.upstream import DemoUpstream
 
@@ -27,21 +29,18 @@ async def cluster(
     demo_upstream: DemoUpstream,
 ) -> AsyncIterator[Cluster]:
     """Three instances on a fresh namespace of the shared backend (a Redis key prefix or a
-    PostgreSQL schema, removed afterwards); the balancer takes turns with all three."""
-    backend = await shared_backend(request.param)
+    PostgreSQL schema, migrated first and removed afterwards: `open_harness`); the
+    balancer takes turns with all three."""
     directory = tmp_path_factory.mktemp(f"multi-{request.param}")
-    stack: Cluster | None = None
-    try:
-        stack = await Cluster.start(directory, backend, demo_upstream.url)
-        await stack.add_instances(CLUSTER_SIZE)
-        stack.balance(stack.instances)
-        yield stack
-    finally:
-        try:
-            if stack is not None:
+    async with contextlib.aclosing(open_harness(request.param, directory)) as harnesses:
+        async for harness in harnesses:
+            stack = await Cluster.start(directory, harness.storage(), demo_upstream.url)
+            try:
+                await stack.add_instances(CLUSTER_SIZE)
+                stack.balance(stack.instances)
+                yield stack
+            finally:  # the namespace goes (aclosing) even if a process would not stop cleanly
                 await stack.stop()
-        finally:  # the namespace goes even if a process would not stop cleanly
-            await backend.cleanup()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
