@@ -16,6 +16,7 @@ Node and npm missing: the test is skipped with the reason, or fails when
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -174,17 +175,7 @@ def running_idp(
     }
     config = {
         "client": client,
-        "accounts": [
-            {
-                "username": a.username,
-                "password": a.password,
-                "sub": a.sub,
-                "email": a.email,
-                "email_verified": a.email_verified,
-                "name": a.name,
-            }
-            for a in account_list
-        ],
+        "accounts": [dataclasses.asdict(a) for a in account_list],
         "ttl": dict(ttl or {}),
     }
     with tempfile.TemporaryDirectory(prefix="oauthd-idp-") as tmp:
