@@ -141,21 +141,16 @@ EXPECTED = {
 
 @dataclass
 class World:
-    """What the clients hold before the outage."""
+    """What the clients hold before the outage. `pages`: a browser at each form the sweep
+    posts ("login": a started authorization; "consent": signed in; "device"; "account":
+    signed in, with a revoke form)."""
 
     app: dict[str, Any]
     mcp: dict[str, Any]  # tokens whose access token the load uses at /mcp
     rotating: dict[str, Any]  # tokens the load refreshes again and again
     kept: dict[str, Any]  # tokens nobody touches until the backend is back
     device: dict[str, Any]
-    login_page: Answer  # a browser at the login form of a started authorization
-    login_browser: Browser
-    consent_page: Answer  # a signed-in browser at a consent form
-    consent_browser: Browser
-    device_page: Answer
-    device_browser: Browser
-    account_page: Answer  # a browser signed in at /account, with a revoke form
-    account_browser: Browser
+    pages: dict[str, tuple[Browser, Answer]]
 
 
 async def prepare(client: OauthdClient) -> World:
@@ -167,43 +162,26 @@ async def prepare(client: OauthdClient) -> World:
     rotating = await client.tokens(app, REDIRECT, consent=False)
     kept = await client.tokens(app, REDIRECT, consent=False)
     device = await client.start_device(app)
+    browsers = {name: client.browser() for name in ("login", "consent", "device", "account")}
 
-    login_browser = client.browser()
     params = client.authorize_params(app["client_id"], REDIRECT, Pkce.new())
-    login_page = await login_browser.authorize(params)
-    assert login_page.status == 200 and "username" in login_page.form().fields
+    login = await browsers["login"].authorize(params)
+    assert login.status == 200 and "username" in login.form().fields
 
     other = await client.register_public(client_name="Outage consent")
-    consent_browser = client.browser()
-    page = await consent_browser.authorize(
-        client.authorize_params(other["client_id"], REDIRECT, Pkce.new())
-    )
-    consent_page = await consent_browser.sign_in(page)
-    assert consent_page.status == 200 and "decision" in dict(consent_page.form().buttons)
+    params = client.authorize_params(other["client_id"], REDIRECT, Pkce.new())
+    consent = await browsers["consent"].sign_in(await browsers["consent"].authorize(params))
+    assert consent.status == 200 and "decision" in dict(consent.form().buttons)
 
-    device_browser = client.browser()
-    device_page = await device_browser.go("GET", "/device")
+    device_page = await browsers["device"].go("GET", "/device")
     assert device_page.status == 200 and "user_code" in device_page.form().fields
 
-    account_browser = client.browser()
-    sign_in = await account_browser.go("GET", "/account")
-    account_page = await account_browser.submit(sign_in, username=USER, password=PASSWORD)
-    assert account_page.status == 200 and revoke_form(account_page), account_page.text
-    return World(
-        app,
-        mcp,
-        rotating,
-        kept,
-        device,
-        login_page,
-        login_browser,
-        consent_page,
-        consent_browser,
-        device_page,
-        device_browser,
-        account_page,
-        account_browser,
-    )
+    sign_in = await browsers["account"].go("GET", "/account")
+    account = await browsers["account"].submit(sign_in, username=USER, password=PASSWORD)
+    assert account.status == 200 and revoke_form(account), account.text
+    answers = {"login": login, "consent": consent, "device": device_page, "account": account}
+    pages = {name: (browsers[name], answers[name]) for name in browsers}
+    return World(app, mcp, rotating, kept, device, pages)
 
 
 def revoke_form(page: Answer) -> Form | None:
@@ -314,14 +292,15 @@ async def outage_sweep(
         )
         return answer
 
-    account_revoke = revoke_form(world.account_page)
+    (login_browser, login_page), account = world.pages["login"], world.pages["account"]
+    account_revoke = revoke_form(account[1])
     assert account_revoke is not None
     requests: list[tuple[str, Callable[[], Awaitable[Answer]]]] = [
         *api_calls(client, daemon, world).items(),
         ("/token refresh_token", lambda: client.refresh(app, world.kept["refresh_token"])),
         (
             "GET /authorize",
-            lambda: world.login_browser.request(
+            lambda: login_browser.request(
                 "GET",
                 "/authorize",
                 params=client.authorize_params(app["client_id"], REDIRECT, Pkce.new()),
@@ -330,28 +309,21 @@ async def outage_sweep(
         ),
         (
             "POST /login",
-            lambda: form_post(
-                world.login_browser, world.login_page, username=USER, password=PASSWORD
-            ),
+            lambda: form_post(login_browser, login_page, username=USER, password=PASSWORD),
         ),
-        (
-            "POST /consent",
-            lambda: form_post(world.consent_browser, world.consent_page, decision="allow"),
-        ),
+        ("POST /consent", lambda: form_post(*world.pages["consent"], decision="allow")),
         (
             "POST /device",
             lambda: form_post(
-                world.device_browser,
-                world.device_page,
-                user_code=user_code_as_typed(world.device["user_code"]),
+                *world.pages["device"], user_code=user_code_as_typed(world.device["user_code"])
             ),
         ),
-        ("GET /account", lambda: world.account_browser.request("GET", "/account", headers=HTML)),
+        ("GET /account", lambda: account[0].request("GET", "/account", headers=HTML)),
         (
             "POST /account/revoke",
-            lambda: world.account_browser.request(
+            lambda: account[0].request(
                 "POST",
-                urljoin(world.account_page.url, account_revoke.action),
+                urljoin(account[1].url, account_revoke.action),
                 data=account_revoke.fields,
                 headers=HTML,
             ),

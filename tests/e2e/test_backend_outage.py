@@ -355,7 +355,8 @@ async def test_the_daemon_under_load_rides_out_a_backend_crash(
             params=client.authorize_params(registered_before, REDIRECT, Pkce.new()),
         )
         assert known.status == 302 and "/login" in (known.location or ""), known.text
-        login = await world.login_browser.submit(world.login_page, username=USER, password=PASSWORD)
+        browser, page = world.pages["login"]
+        login = await browser.submit(page, username=USER, password=PASSWORD)
         assert login.status == 303 and "code" in login.redirect_query(), login.text[:300]
 
         log = daemon.log()
