@@ -48,10 +48,10 @@ from tests.e2e.multi.multi_clients import (
     upstream_has_session,
     warm,
 )
-from tests.e2e.multi.multi_sdk import sdk_client
 from tests.e2e.multi.multi_stack import Cluster
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess, oauthd_command
+from tests.support.sdk import sdk_client
 from tests.support.upstream import DemoUpstream, text_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -86,7 +86,7 @@ def is_invalid_grant(answer: Answer) -> bool:
 async def test_sdk_client_switches_instances_between_calls(cluster: Cluster, size: int) -> None:
     pool = cluster.instances[:size]
     cluster.balance(pool)
-    client = sdk_client(cluster)
+    client = sdk_client(cluster.issuer, cluster.resource, "oauthd multi-instance (mcp python sdk)")
     with anyio.fail_after(60):
         async with (
             client.http() as http,
