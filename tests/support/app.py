@@ -4,10 +4,11 @@ event loop, with a fake clock, and an API client of it (`Running.client`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -94,3 +95,25 @@ class Running:
 
 
 Start = Callable[..., Awaitable[Running]]
+R = TypeVar("R", bound=Running)
+
+
+@asynccontextmanager
+async def starter(
+    directory: Path, cls: type[R], **defaults: Any
+) -> AsyncIterator[Callable[..., Awaitable[R]]]:
+    """`await start(**sections)`: a started `cls` (`make_config`'s arguments, over
+    `defaults`), each in a directory of its own under `directory`; all closed at the end."""
+    started: list[R] = []
+
+    async def start(**sections: Any) -> R:
+        own = directory / f"oauthd-{len(started)}"
+        own.mkdir()
+        started.append(await cls.start_in(own, **{**defaults, **sections}))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            await running.close()
