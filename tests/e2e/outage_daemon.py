@@ -37,7 +37,6 @@ from tests.support.http_client import (
 )
 from tests.support.ports import free_port
 
-START_WITHIN = 20.0
 HANG_LIMIT = 10.0  # a request not answered by then is recorded as a hang (status 0)
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # what a browser asks for
 

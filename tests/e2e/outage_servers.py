@@ -17,30 +17,18 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from oauthd.clock import FakeClock
 from oauthd.store import Store
 from tests.support.configs import TomlValue
-from tests.support.ports import free_port
+from tests.support.ports import START_WITHIN, free_port, wait_listening
 from tests.support.services import service_missing
 
 REDIS_SERVER = os.environ.get("OAUTHD_TEST_REDIS_SERVER", "/usr/bin/redis-server")
 PG_BIN = Path(os.environ.get("OAUTHD_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-START_WITHIN = 20.0  # seconds a server gets to accept connections
-
-
-def _answers(port: int, request: bytes, expect: bytes) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(request)
-            return sock.recv(64).startswith(expect)
-    except OSError:
-        return False
 
 
 class RedisBackend:
@@ -83,11 +71,7 @@ class RedisBackend:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + START_WITHIN
-        while not _answers(self.port, b"PING\r\n", b"+PONG"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start:\n{self.log()}")
-            time.sleep(0.02)
+        wait_listening(self.process, self.port, self.log, b"PING\r\n", b"+PONG")
 
     async def start(self) -> None:
         await asyncio.to_thread(self._start)
