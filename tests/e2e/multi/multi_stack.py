@@ -24,15 +24,13 @@ from tests.e2e.multi.multi_balancer import RoundRobin
 from tests.support.configs import (
     INTEROP_PASSWORD,
     INTEROP_USER,
+    INTROSPECTION_ID,
     TomlValue,
     real_password_hash,
     write_config,
 )
 from tests.support.daemon import OauthdProcess
 from tests.support.ports import free_port
-
-INTROSPECTOR = "multi-introspector"
-
 
 # -- the cluster ---------------------------------------------------------------------------------
 
@@ -100,7 +98,7 @@ class Cluster:
             "tokens": dict(tokens),
             "oauth": {"registrations_per_minute": 1000},
             "introspection": {
-                "client_id": INTROSPECTOR,
+                "client_id": INTROSPECTION_ID,
                 "client_secret": f"file:{self.directory / 'introspection.secret'}",
             },
             "login": {"encryption_key": f"file:{self.directory / 'encryption.key'}"},
