@@ -19,36 +19,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import queue
 import signal
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
 
 from tests.support.daemon import stop_process
 from tests.support.forms import Page, parse_page
+from tests.support.ports import free_port, wait_listening
 from tests.support.services import npm_packages
 
 IDP_DIR = Path(__file__).resolve().parents[1] / "idp"
 PROVIDER = IDP_DIR / "provider.mjs"
-READY_TIMEOUT = 20.0
 MIN_NODE_MAJOR = 18
 MAX_BROWSER_STEPS = 20
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class IdpError(RuntimeError):
-    """The provider could not be installed or started."""
 
 
 class IdpLoginError(AssertionError):
@@ -81,7 +74,7 @@ class Idp:
     client_id: str
     client_secret: str
     redirect_uris: tuple[str, ...]
-    # The provider's stderr (its warnings and server errors), readable while it runs.
+    # The provider's output (its warnings and server errors), readable while it runs.
     log_path: Path = field(repr=False)
 
     @property
@@ -98,50 +91,10 @@ def ensure_idp_installed() -> str:
     return npm_packages(IDP_DIR, package, "the test OpenID provider", MIN_NODE_MAJOR)
 
 
-def _drain(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
-    """Hand every stdout line over (the first READY is what the starter waits for), then
-    None at EOF; keeps reading after READY so the pipe never fills up."""
-    for raw in iter(stream.readline, b""):
-        lines.put(raw.decode(errors="replace").rstrip("\n"))
-    lines.put(None)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], lines: queue.Queue[str | None], log: Path) -> str:
-    """The issuer from the READY line; IdpError (with the provider's stderr) otherwise."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            try:
-                code: int | None = proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                code = None
-            raise IdpError(
-                f"the test OpenID provider exited (code {code}) before READY:\n{_tail(log)}"
-            )
-        if line.startswith("READY "):
-            return line.removeprefix("READY ").strip()
-    raise IdpError(
-        f"the test OpenID provider printed no READY line within {READY_TIMEOUT:.0f} s:\n"
-        f"{_tail(log)}"
-    )
-
-
-def _tail(log: Path, limit: int = 3000) -> str:
-    try:
-        return log.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     stop_process(proc, signal.SIGTERM, 5)
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            stream.close()
+    if proc.stdin is not None:
+        proc.stdin.close()
 
 
 @contextmanager
@@ -154,12 +107,10 @@ def running_idp(
     token_endpoint_auth_method: str = "client_secret_basic",
     client_metadata: Mapping[str, Any] | None = None,
     ttl: Mapping[str, int] | None = None,
-    port: int = 0,
 ) -> Iterator[Idp]:
     """Start the provider for the duration of the block and stop it (SIGTERM) afterwards.
 
-    `port` 0 lets the OS pick a free one (no race between picking and binding); the
-    issuer is then read from the READY line. `client_metadata` adds or overrides the
+    It listens on a free port (`wait_listening`). `client_metadata` adds or overrides the
     client's registered metadata (oidc-provider's names); `ttl` overrides lifetimes in
     seconds, e.g. {"AccessToken": 5}. The provider also stops when this process dies
     (it exits when its stdin closes).
@@ -178,6 +129,7 @@ def running_idp(
         "accounts": [dataclasses.asdict(a) for a in account_list],
         "ttl": dict(ttl or {}),
     }
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="oauthd-idp-") as tmp:
         log = Path(tmp) / "provider.log"
         with log.open("wb") as log_file:
@@ -186,20 +138,14 @@ def running_idp(
                 cwd=IDP_DIR,
                 env={**os.environ, "IDP_CONFIG": json.dumps(config)},
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
+                stdout=log_file,
                 stderr=log_file,
             )
         try:
-            assert proc.stdout is not None
-            lines: queue.Queue[str | None] = queue.Queue()
-            reader = threading.Thread(
-                target=_drain, args=(proc.stdout, lines), name="idp-stdout", daemon=True
-            )
-            reader.start()
-            issuer = _wait_ready(proc, lines, log)
+            wait_listening(proc, port, lambda: log.read_text(errors="replace")[-3000:])
             yield Idp(
-                issuer=issuer,
-                port=urlsplit(issuer).port or 80,
+                issuer=f"http://127.0.0.1:{port}",
+                port=port,
                 accounts=MappingProxyType({a.username: a for a in account_list}),
                 client_id=client_id,
                 client_secret=client_secret,
@@ -208,7 +154,6 @@ def running_idp(
             )
         finally:
             _stop(proc)
-            reader.join(timeout=5)
 
 
 # -- the browser -------------------------------------------------------------------------
