@@ -132,7 +132,7 @@ EXPECTED = {
     "/introspect": {200},
     "/revoke": {200},
     "/device_authorization": {200},
-    "authorize (page)": {302},  # to the login page
+    "GET /authorize": {302},  # to the login page
     "/token device_code": {400},
     "readyz": {200},
 }
@@ -192,7 +192,7 @@ def api_calls(
 ) -> dict[str, Callable[[], Awaitable[Answer]]]:
     """The API requests that need the store, by name: the load makes them again and again,
     the sweep once each during the outage."""
-    app = world.app
+    app, browser = world.app, client.browser()
     return {
         "/mcp": lambda: client.call_mcp(world.mcp["access_token"]),
         "/token authorization_code": lambda: client.token(
@@ -220,6 +220,12 @@ def api_calls(
         "/device_authorization": lambda: client.call(
             "POST", "/device_authorization", data=client_auth(app)
         ),
+        "GET /authorize": lambda: browser.request(  # a page (302 to the login page)
+            "GET",
+            "/authorize",
+            params=client.authorize_params(app["client_id"], REDIRECT, Pkce.new()),
+            headers=HTML,
+        ),
     }
 
 
@@ -239,17 +245,6 @@ def start_load(
             rotating.update(answer.json())
 
     others = [(what, calls[what]) for what in calls if what not in ("/mcp", "/register")]
-    others.append(
-        (
-            "authorize (page)",
-            lambda: client.call(
-                "GET",
-                "/authorize",
-                params=client.authorize_params(app["client_id"], REDIRECT, Pkce.new()),
-                headers=HTML,
-            ),
-        )
-    )
     turn = 0
 
     async def other() -> None:
@@ -291,24 +286,15 @@ async def outage_sweep(
         )
         return answer
 
-    (login_browser, login_page), account = world.pages["login"], world.pages["account"]
+    account = world.pages["account"]
     account_revoke = revoke_form(account[1])
     assert account_revoke is not None
     requests: list[tuple[str, Callable[[], Awaitable[Answer]]]] = [
         *api_calls(client, daemon, world).items(),
         ("/token refresh_token", lambda: client.refresh(app, world.kept["refresh_token"])),
         (
-            "GET /authorize",
-            lambda: login_browser.request(
-                "GET",
-                "/authorize",
-                params=client.authorize_params(app["client_id"], REDIRECT, Pkce.new()),
-                headers=HTML,
-            ),
-        ),
-        (
             "POST /login",
-            lambda: form_post(login_browser, login_page, username=USER, password=PASSWORD),
+            lambda: form_post(*world.pages["login"], username=USER, password=PASSWORD),
         ),
         ("POST /consent", lambda: form_post(*world.pages["consent"], decision="allow")),
         (
