@@ -1,9 +1,9 @@
-"""A live stack for the Node.js interop tests (TypeScript SDK, conformance suite): the demo
-upstream MCP server and a real `oauthd serve` in front of it (`tests.support`), and the
-pinned npm packages of this folder.
+"""A live stack for the Node.js interop tests (TypeScript SDK, conformance suite): a real
+`oauthd serve` in front of the demo upstream MCP server (`tests.support`), and the pinned
+npm packages of this folder.
 
     node = ensure_node_packages()       # skips without Node.js/npm (fails in CI)
-    with running_stack(tmp_dir) as oauthd:
+    with running_stack(tmp_dir, demo_upstream.url) as oauthd:
         ...  # oauthd.issuer, oauthd.mcp_url, oauthd.log()
 """
 
@@ -18,7 +18,6 @@ import pytest
 
 from tests.support.daemon import OauthdProcess, proxy_daemon
 from tests.support.services import node_major, npm_packages
-from tests.support.upstream import DemoUpstream
 
 HERE = Path(__file__).resolve().parent
 NODE_MODULES = HERE / "node_modules"
@@ -54,14 +53,12 @@ def ensure_node_packages() -> Path:
 
 
 @contextmanager
-def running_stack(directory: Path) -> Iterator[OauthdProcess]:
-    """The demo upstream and oauthd in front of it, both stopped at the end."""
-    upstream = DemoUpstream(directory / "demo-upstream.log")
-    upstream.start()
-    oauthd = proxy_daemon(directory, upstream.url)
+def running_stack(directory: Path, upstream_url: str) -> Iterator[OauthdProcess]:
+    """oauthd in front of the MCP server at `upstream_url` (the `demo_upstream` fixture),
+    stopped at the end."""
+    oauthd = proxy_daemon(directory, upstream_url)
     try:
         asyncio.run(oauthd.start())
         yield oauthd
     finally:
         asyncio.run(oauthd.stop())
-        upstream.stop()

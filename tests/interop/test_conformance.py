@@ -36,6 +36,7 @@ from tests.support.browser import Person
 from tests.support.daemon import OauthdProcess
 from tests.support.http_client import OauthdClient
 from tests.support.ports import free_port
+from tests.support.upstream import DemoUpstream
 
 SCENARIOS = {"authorization-server-metadata-endpoint", "authorization-code-grant"}
 URL_TIMEOUT = 30.0  # until the suite prints the authorization URL
@@ -49,9 +50,9 @@ def node() -> Path:
 
 @pytest.fixture(scope="module")
 def conformance_stack(
-    node: Path, tmp_path_factory: pytest.TempPathFactory
+    node: Path, tmp_path_factory: pytest.TempPathFactory, demo_upstream: DemoUpstream
 ) -> Iterator[OauthdProcess]:
-    with running_stack(tmp_path_factory.mktemp("conformance")) as oauthd:
+    with running_stack(tmp_path_factory.mktemp("conformance"), demo_upstream.url) as oauthd:
         yield oauthd
 
 
