@@ -21,18 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.e2e.multi.multi_balancer import RoundRobin
-from tests.support.configs import (
-    INTEROP_PASSWORD,
-    INTEROP_USER,
-    INTROSPECTION_ID,
-    TomlValue,
-    real_password_hash,
-    write_config,
-)
-from tests.support.daemon import OauthdProcess
+from tests.support.configs import INTROSPECTION_ID, TomlValue
+from tests.support.daemon import OauthdProcess, proxy_daemon
 from tests.support.ports import free_port
-
-# -- the cluster ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -91,24 +82,21 @@ class Cluster:
         (`admin.sock`) in a directory of its own."""
         directory = self.directory / name
         directory.mkdir()
-        port = free_port()
-        sections: dict[str, dict[str, TomlValue]] = {
-            "upstream": {"url": self.upstream_url, "connect_timeout": "5s", "read_timeout": "60s"},
-            "storage": {**self.storage, "timeout": "5s"},
-            "tokens": dict(tokens),
-            "oauth": {"registrations_per_minute": 1000},
-            "introspection": {
+        return proxy_daemon(
+            directory,
+            self.upstream_url,
+            issuer=self.issuer,
+            name=name,
+            storage={**self.storage, "timeout": "5s"},
+            tokens=dict(tokens),
+            oauth={"registrations_per_minute": 1000},
+            introspection={
                 "client_id": INTROSPECTION_ID,
                 "client_secret": f"file:{self.directory / 'introspection.secret'}",
             },
-            "login": {"encryption_key": f"file:{self.directory / 'encryption.key'}"},
-            "admin": {"socket": "admin.sock"},
-        }
-        users = [(INTEROP_USER, real_password_hash(INTEROP_PASSWORD))]
-        config = write_config(
-            directory / "config.toml", port, sections, issuer=self.issuer, users=users
+            login={"encryption_key": f"file:{self.directory / 'encryption.key'}"},
+            admin={"socket": "admin.sock"},
         )
-        return OauthdProcess(directory, config, port, issuer=self.issuer, name=name)
 
     def balance(self, pool: Iterable[OauthdProcess]) -> None:
         self.balancer.pool = list(pool)
