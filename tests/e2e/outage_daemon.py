@@ -24,9 +24,8 @@ from tests.support.configs import (
     PASSWORD_HASH,
     USER,
     TomlValue,
-    write_config,
 )
-from tests.support.daemon import OauthdProcess
+from tests.support.daemon import OauthdProcess, proxy_daemon
 from tests.support.forms import Form, parse_forms
 from tests.support.http_client import (
     OauthdClient,
@@ -35,7 +34,6 @@ from tests.support.http_client import (
     client_auth,
     user_code_as_typed,
 )
-from tests.support.ports import free_port
 
 HANG_LIMIT = 10.0  # a request not answered by then is recorded as a hang (status 0)
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # what a browser asks for
@@ -48,23 +46,21 @@ def outage_daemon(
     introspection client (`introspection_secret`) and an admin socket."""
     (directory / "introspection.secret").write_text(crypto.new_secret() + "\n")
     (directory / "oauthd.key").write_text(secrets.token_hex(32) + "\n")
-    port = free_port()
-    sections: dict[str, dict[str, TomlValue]] = {
-        "upstream": {"url": upstream_url},
-        "storage": {"path": str(directory / "state"), **storage},
+    return proxy_daemon(
+        directory,
+        upstream_url,
+        users=[(USER, PASSWORD_HASH)],
+        storage={"path": str(directory / "state"), **storage},
         # A refresh answered 503 may have rotated: its retry must not fail.
-        "tokens": {"refresh_grace": "60s"},
-        "oauth": {"registrations_per_minute": 100000},
-        "introspection": {
+        tokens={"refresh_grace": "60s"},
+        oauth={"registrations_per_minute": 100000},
+        introspection={
             "client_id": INTROSPECTION_ID,
             "client_secret": f"file:{directory / 'introspection.secret'}",
         },
-        "login": {"encryption_key": f"file:{directory / 'oauthd.key'}"},
-        "admin": {"socket": str(directory / "admin.sock")},
-    }
-    users = [(USER, PASSWORD_HASH)]
-    config = write_config(directory / "oauthd.toml", port, sections, users=users)
-    return OauthdProcess(directory, config, port)
+        login={"encryption_key": f"file:{directory / 'oauthd.key'}"},
+        admin={"socket": str(directory / "admin.sock")},
+    )
 
 
 def introspection_secret(daemon: OauthdProcess) -> str:
