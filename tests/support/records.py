@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import time
 import types
 import typing
 from collections.abc import Callable
@@ -205,3 +206,13 @@ def optional_fields(cls: type[Record]) -> tuple[str, ...]:
 def nulled(record: T) -> T:
     """`record` with every optional field None (`expires_at` too: it never expires)."""
     return dataclasses.replace(record, **dict.fromkeys(optional_fields(type(record))))
+
+
+# What the crash and disk-fault children write and read back: a grant (its `last_used_at`)
+# or a code (its `created_at`) holding a value, live for a day of real time.
+def valued_grant(key: str, value: float) -> Grant:
+    return make_grant(id=key, last_used_at=value, expires_at=time.time() + DAY)
+
+
+def valued_code(key: str, value: float) -> AuthCode:
+    return make_code(code_key=key, created_at=value, expires_at=time.time() + DAY)
