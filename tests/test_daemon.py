@@ -13,7 +13,6 @@ import socket
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from oauthd.config import load_config
@@ -21,9 +20,9 @@ from oauthd.exits import ExitCode
 from oauthd.passwords import parse_password_hash, verify_password
 from oauthd.persist.statedir import MARKER, SNAPSHOT
 from oauthd.store.inspection import examine
-from tests.support.browser import login_form
 from tests.support.configs import state_config
 from tests.support.daemon import Spawn, request, run_oauthd
+from tests.support.http_client import OauthdClient
 from tests.support.persist import BIG_STATE, make_big_state
 from tests.support.ports import free_port
 
@@ -102,11 +101,10 @@ async def test_in_flight_request_completes_during_shutdown(
         )
     daemon = spawn_oauthd(config, port)
     await daemon.wait_ready()
-    base = f"http://127.0.0.1:{port}"
-    jar = aiohttp.CookieJar(unsafe=True)
-    async with aiohttp.ClientSession(base, cookie_jar=jar) as web:
-        form = await login_form(web)
-        login = asyncio.create_task(web.post("/login", data=form))
+    client = OauthdClient(daemon.url, daemon.url)
+    try:
+        browser, page = await client.login_page()
+        login = asyncio.create_task(browser.sign_in(page, password="not the password"))
         await asyncio.sleep(0.2)
         assert not login.done(), "the sign-in was not slow: the test proves nothing"
         daemon.proc.send_signal(signal.SIGTERM)
@@ -116,7 +114,9 @@ async def test_in_flight_request_completes_during_shutdown(
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         response = await login
         assert response.status == 401, response.status
-        assert "Wrong username or password" in await response.text()
+        assert "Wrong username or password" in response.text
+    finally:
+        await client.close()
     assert await daemon.wait(15) == 0, daemon.stderr()
     assert "daemon.stopped" in daemon.events()
     assert_final_snapshot(tmp_path / "state", clients=1, grants=0)

@@ -11,14 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.scripted_run import (
-    OTHER_PASSWORD,
-    OTHER_USER,
-    PASSWORD,
-    USER,
-    scripted_run,
-    start,
-)
+from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER
+from tests.support.scripted_run import scripted_run, start
 from tests.support.secrets_scan import assert_no_secret, json_log
 
 

@@ -14,17 +14,15 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from oauthd.exits import ExitCode
 from oauthd.notify import Notifier
 from oauthd.persist.statedir import MARKER
-from tests.support.browser import login_form
 from tests.support.configs import state_config
 from tests.support.daemon import Spawn, request, run_oauthd
+from tests.support.http_client import OauthdClient
 from tests.support.notify import Message, NotifyListener
 from tests.support.persist import BIG_STATE, make_big_state
 from tests.support.ports import free_port
@@ -197,10 +195,10 @@ async def test_stopping_then_exit_0_with_the_in_flight_request_completed(
         )
     daemon = spawn_oauthd(config, port, NOTIFY_SOCKET=listener.address)
     listener.wait_for("READY=1")
-    jar = aiohttp.CookieJar(unsafe=True)
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", cookie_jar=jar) as web:
-        form = await login_form(web)
-        login: asyncio.Task[Any] = asyncio.create_task(web.post("/login", data=form))
+    client = OauthdClient(daemon.url, daemon.url)
+    try:
+        browser, page = await client.login_page()
+        login = asyncio.create_task(browser.sign_in(page, password="not the password"))
         await asyncio.sleep(0.2)
         assert not login.done(), "the sign-in was not slow: the test proves nothing"
         daemon.proc.send_signal(signal.SIGTERM)
@@ -209,7 +207,9 @@ async def test_stopping_then_exit_0_with_the_in_flight_request_completed(
         response = await login
         answered = time.monotonic()
         assert response.status == 401, response.status
-        assert "Wrong username or password" in await response.text()
+        assert "Wrong username or password" in response.text
+    finally:
+        await client.close()
     assert await daemon.wait(15) == 0, daemon.stderr()
     (stopping,) = listener.wait_for("STOPPING=1")
     assert stopping.at < answered, "STOPPING=1 must come when shutdown starts"

@@ -12,14 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
-import aiohttp
 import pytest
 
 from oauthd.passwords import hash_password
-from tests.support.browser import login_form
 from tests.support.configs import state_config
 from tests.support.daemon import OauthdProcess, Spawn
+from tests.support.http_client import OauthdClient
 from tests.support.notify import Message, NotifyListener
 from tests.support.ports import free_port
 
@@ -44,11 +44,15 @@ def write(config: Path, base: str, users: dict[str, str], tail: str = "") -> Non
 
 async def sign_in(port: int, username: str, password: str) -> int:
     """The status of a sign-in: 303 (on to consent) or 401 (wrong username or password)."""
-    jar = aiohttp.CookieJar(unsafe=True)
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", cookie_jar=jar) as web:
-        form = {**await login_form(web), "username": username, "password": password}
-        response = await web.post("/login", data=form, allow_redirects=False)
-        return response.status
+    base = f"http://127.0.0.1:{port}"
+    client = OauthdClient(base, base)
+    try:
+        browser, page = await client.login_page()
+        form = page.form()
+        typed = {**form.fields, "username": username, "password": password}
+        return (await browser.request("POST", urljoin(page.url, form.action), data=typed)).status
+    finally:
+        await client.close()
 
 
 def hup(daemon: OauthdProcess, fake: NotifyListener) -> Message:

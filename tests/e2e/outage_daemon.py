@@ -24,9 +24,8 @@ from tests.support.configs import (
     PASSWORD_HASH,
     USER,
     TomlValue,
-    write_config,
 )
-from tests.support.daemon import OauthdProcess
+from tests.support.daemon import OauthdProcess, proxy_daemon
 from tests.support.forms import Form, parse_forms
 from tests.support.http_client import (
     OauthdClient,
@@ -35,9 +34,7 @@ from tests.support.http_client import (
     client_auth,
     user_code_as_typed,
 )
-from tests.support.ports import free_port
 
-START_WITHIN = 20.0
 HANG_LIMIT = 10.0  # a request not answered by then is recorded as a hang (status 0)
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # what a browser asks for
 
@@ -49,23 +46,21 @@ def outage_daemon(
     introspection client (`introspection_secret`) and an admin socket."""
     (directory / "introspection.secret").write_text(crypto.new_secret() + "\n")
     (directory / "oauthd.key").write_text(secrets.token_hex(32) + "\n")
-    port = free_port()
-    sections: dict[str, dict[str, TomlValue]] = {
-        "upstream": {"url": upstream_url},
-        "storage": {"path": str(directory / "state"), **storage},
+    return proxy_daemon(
+        directory,
+        upstream_url,
+        users=[(USER, PASSWORD_HASH)],
+        storage={"path": str(directory / "state"), **storage},
         # A refresh answered 503 may have rotated: its retry must not fail.
-        "tokens": {"refresh_grace": "60s"},
-        "oauth": {"registrations_per_minute": 100000},
-        "introspection": {
+        tokens={"refresh_grace": "60s"},
+        oauth={"registrations_per_minute": 100000},
+        introspection={
             "client_id": INTROSPECTION_ID,
             "client_secret": f"file:{directory / 'introspection.secret'}",
         },
-        "login": {"encryption_key": f"file:{directory / 'oauthd.key'}"},
-        "admin": {"socket": str(directory / "admin.sock")},
-    }
-    users = [(USER, PASSWORD_HASH)]
-    config = write_config(directory / "oauthd.toml", port, sections, users=users)
-    return OauthdProcess(directory, config, port)
+        login={"encryption_key": f"file:{directory / 'oauthd.key'}"},
+        admin={"socket": str(directory / "admin.sock")},
+    )
 
 
 def introspection_secret(daemon: OauthdProcess) -> str:
@@ -126,36 +121,31 @@ REDIRECT = "http://127.0.0.1:43123/callback"
 # The answers each call of the load gives while the backend is up (503 is always allowed
 # during the outage, with Retry-After).
 EXPECTED = {
-    "mcp": {200},
+    "/mcp": {200},
     "refresh": {200},
-    "register": {201},
-    "token with a wrong code": {400},
-    "introspect": {200},
-    "revoke": {200},
-    "device_authorization": {200},
-    "authorize (page)": {302},  # to the login page
-    "device poll": {400},
+    "/register": {201},
+    "/token authorization_code": {400},
+    "/introspect": {200},
+    "/revoke": {200},
+    "/device_authorization": {200},
+    "GET /authorize": {302},  # to the login page
+    "/token device_code": {400},
     "readyz": {200},
 }
 
 
 @dataclass
 class World:
-    """What the clients hold before the outage."""
+    """What the clients hold before the outage. `pages`: a browser at each form the sweep
+    posts ("login": a started authorization; "consent": signed in; "device"; "account":
+    signed in, with a revoke form)."""
 
     app: dict[str, Any]
     mcp: dict[str, Any]  # tokens whose access token the load uses at /mcp
     rotating: dict[str, Any]  # tokens the load refreshes again and again
     kept: dict[str, Any]  # tokens nobody touches until the backend is back
     device: dict[str, Any]
-    login_page: Answer  # a browser at the login form of a started authorization
-    login_browser: Browser
-    consent_page: Answer  # a signed-in browser at a consent form
-    consent_browser: Browser
-    device_page: Answer
-    device_browser: Browser
-    account_page: Answer  # a browser signed in at /account, with a revoke form
-    account_browser: Browser
+    pages: dict[str, tuple[Browser, Answer]]
 
 
 async def prepare(client: OauthdClient) -> World:
@@ -167,47 +157,72 @@ async def prepare(client: OauthdClient) -> World:
     rotating = await client.tokens(app, REDIRECT, consent=False)
     kept = await client.tokens(app, REDIRECT, consent=False)
     device = await client.start_device(app)
+    browsers = {name: client.browser() for name in ("login", "consent", "device", "account")}
 
-    login_browser = client.browser()
     params = client.authorize_params(app["client_id"], REDIRECT, Pkce.new())
-    login_page = await login_browser.authorize(params)
-    assert login_page.status == 200 and "username" in login_page.form().fields
+    login = await browsers["login"].authorize(params)
+    assert login.status == 200 and "username" in login.form().fields
 
     other = await client.register_public(client_name="Outage consent")
-    consent_browser = client.browser()
-    page = await consent_browser.authorize(
-        client.authorize_params(other["client_id"], REDIRECT, Pkce.new())
-    )
-    consent_page = await consent_browser.sign_in(page)
-    assert consent_page.status == 200 and "decision" in dict(consent_page.form().buttons)
+    params = client.authorize_params(other["client_id"], REDIRECT, Pkce.new())
+    consent = await browsers["consent"].sign_in(await browsers["consent"].authorize(params))
+    assert consent.status == 200 and "decision" in dict(consent.form().buttons)
 
-    device_browser = client.browser()
-    device_page = await device_browser.go("GET", "/device")
+    device_page = await browsers["device"].go("GET", "/device")
     assert device_page.status == 200 and "user_code" in device_page.form().fields
 
-    account_browser = client.browser()
-    sign_in = await account_browser.go("GET", "/account")
-    account_page = await account_browser.submit(sign_in, username=USER, password=PASSWORD)
-    assert account_page.status == 200 and revoke_form(account_page), account_page.text
-    return World(
-        app,
-        mcp,
-        rotating,
-        kept,
-        device,
-        login_page,
-        login_browser,
-        consent_page,
-        consent_browser,
-        device_page,
-        device_browser,
-        account_page,
-        account_browser,
-    )
+    sign_in = await browsers["account"].go("GET", "/account")
+    account = await browsers["account"].submit(sign_in, username=USER, password=PASSWORD)
+    assert account.status == 200 and revoke_form(account), account.text
+    answers = {"login": login, "consent": consent, "device": device_page, "account": account}
+    pages = {name: (browsers[name], answers[name]) for name in browsers}
+    return World(app, mcp, rotating, kept, device, pages)
 
 
 def revoke_form(page: Answer) -> Form | None:
     return next((f for f in parse_forms(page.text) if f.action.endswith("/account/revoke")), None)
+
+
+def api_calls(
+    client: OauthdClient, daemon: OauthdProcess, world: World
+) -> dict[str, Callable[[], Awaitable[Answer]]]:
+    """The API requests that need the store, by name: the load makes them again and again,
+    the sweep once each during the outage."""
+    app, browser = world.app, client.browser()
+    return {
+        "/mcp": lambda: client.call_mcp(world.mcp["access_token"]),
+        "/token authorization_code": lambda: client.token(
+            grant_type="authorization_code",
+            code="no.such-code",
+            code_verifier="v" * 43,
+            redirect_uri=REDIRECT,
+            **client_auth(app),
+        ),
+        "/token device_code": lambda: client.poll(app, world.device["device_code"]),
+        "/register": lambda: client.call(
+            "POST",
+            "/register",
+            json={"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"},
+        ),
+        "/revoke": lambda: client.call(
+            "POST", "/revoke", data={"token": "no.such", **client_auth(app)}
+        ),
+        "/introspect": lambda: client.call(
+            "POST",
+            "/introspect",
+            data={"token": world.mcp["access_token"]},
+            headers=basic_auth(INTROSPECTION_ID, introspection_secret(daemon)),
+        ),
+        "/device_authorization": lambda: client.call(
+            "POST", "/device_authorization", data=client_auth(app)
+        ),
+        "GET /authorize": lambda: browser.request(  # a page (302 to the login page)
+            "GET",
+            "/authorize",
+            params=client.authorize_params(app["client_id"], REDIRECT, Pkce.new()),
+            headers=HTML,
+        ),
+    }
 
 
 def start_load(
@@ -216,53 +231,16 @@ def start_load(
     """The workers: /mcp calls, refreshes, registrations and the other endpoints in turn,
     and /readyz, each in a loop with a short pause (a bounded load); and the token pair
     that the refreshes keep current."""
-    app, access = world.app, world.mcp["access_token"]
+    app = world.app
     rotating = dict(world.rotating)
+    calls = api_calls(client, daemon, world)
 
     async def refresh() -> None:
         answer = await load.timed("refresh", lambda: client.refresh(app, rotating["refresh_token"]))
         if answer is not None and answer.status == 200:
             rotating.update(answer.json())
 
-    others: list[tuple[str, Callable[[], Awaitable[Answer]]]] = [
-        (
-            "token with a wrong code",
-            lambda: client.token(
-                grant_type="authorization_code",
-                code="no.such-code",
-                code_verifier="v" * 43,
-                redirect_uri=REDIRECT,
-                **client_auth(app),
-            ),
-        ),
-        (
-            "introspect",
-            lambda: client.call(
-                "POST",
-                "/introspect",
-                data={"token": access},
-                headers=basic_auth(INTROSPECTION_ID, introspection_secret(daemon)),
-            ),
-        ),
-        (
-            "revoke",
-            lambda: client.call("POST", "/revoke", data={"token": "no.such", **client_auth(app)}),
-        ),
-        (
-            "device_authorization",
-            lambda: client.call("POST", "/device_authorization", data=client_auth(app)),
-        ),
-        (
-            "authorize (page)",
-            lambda: client.call(
-                "GET",
-                "/authorize",
-                params=client.authorize_params(app["client_id"], REDIRECT, Pkce.new()),
-                headers=HTML,
-            ),
-        ),
-        ("device poll", lambda: client.poll(app, world.device["device_code"])),
-    ]
+    others = [(what, calls[what]) for what in calls if what not in ("/mcp", "/register")]
     turn = 0
 
     async def other() -> None:
@@ -272,19 +250,9 @@ def start_load(
         await load.timed(what, request)
 
     steps: list[tuple[Callable[[], Awaitable[object]], float]] = [
-        *[(lambda: load.timed("mcp", lambda: client.call_mcp(access)), 0.01)] * 3,
+        *[(lambda: load.timed("/mcp", calls["/mcp"]), 0.01)] * 3,
         (refresh, 0.05),
-        (
-            lambda: load.timed(
-                "register",
-                lambda: client.call(
-                    "POST",
-                    "/register",
-                    json={"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"},
-                ),
-            ),
-            0.1,
-        ),
+        (lambda: load.timed("/register", calls["/register"]), 0.1),
         (other, 0.02),
         (lambda: load.timed("readyz", lambda: client.call("GET", "/readyz")), 0.1),
     ]
@@ -314,78 +282,29 @@ async def outage_sweep(
         )
         return answer
 
-    account_revoke = revoke_form(world.account_page)
+    account = world.pages["account"]
+    account_revoke = revoke_form(account[1])
     assert account_revoke is not None
     requests: list[tuple[str, Callable[[], Awaitable[Answer]]]] = [
-        ("/mcp", lambda: client.call_mcp(world.mcp["access_token"])),
-        (
-            "/token authorization_code",
-            lambda: client.token(
-                grant_type="authorization_code",
-                code="no.such-code",
-                code_verifier="v" * 43,
-                redirect_uri=REDIRECT,
-                **client_auth(app),
-            ),
-        ),
+        *api_calls(client, daemon, world).items(),
         ("/token refresh_token", lambda: client.refresh(app, world.kept["refresh_token"])),
-        ("/token device_code", lambda: client.poll(app, world.device["device_code"])),
-        (
-            "/register",
-            lambda: client.call(
-                "POST", "/register", json={"redirect_uris": [REDIRECT], "client_name": "x"}
-            ),
-        ),
-        (
-            "/revoke",
-            lambda: client.call("POST", "/revoke", data={"token": "a.b", **client_auth(app)}),
-        ),
-        (
-            "/introspect",
-            lambda: client.call(
-                "POST",
-                "/introspect",
-                data={"token": world.mcp["access_token"]},
-                headers=basic_auth(INTROSPECTION_ID, introspection_secret(daemon)),
-            ),
-        ),
-        (
-            "/device_authorization",
-            lambda: client.call("POST", "/device_authorization", data=client_auth(app)),
-        ),
-        (
-            "GET /authorize",
-            lambda: world.login_browser.request(
-                "GET",
-                "/authorize",
-                params=client.authorize_params(app["client_id"], REDIRECT, Pkce.new()),
-                headers=HTML,
-            ),
-        ),
         (
             "POST /login",
-            lambda: form_post(
-                world.login_browser, world.login_page, username=USER, password=PASSWORD
-            ),
+            lambda: form_post(*world.pages["login"], username=USER, password=PASSWORD),
         ),
-        (
-            "POST /consent",
-            lambda: form_post(world.consent_browser, world.consent_page, decision="allow"),
-        ),
+        ("POST /consent", lambda: form_post(*world.pages["consent"], decision="allow")),
         (
             "POST /device",
             lambda: form_post(
-                world.device_browser,
-                world.device_page,
-                user_code=user_code_as_typed(world.device["user_code"]),
+                *world.pages["device"], user_code=user_code_as_typed(world.device["user_code"])
             ),
         ),
-        ("GET /account", lambda: world.account_browser.request("GET", "/account", headers=HTML)),
+        ("GET /account", lambda: account[0].request("GET", "/account", headers=HTML)),
         (
             "POST /account/revoke",
-            lambda: world.account_browser.request(
+            lambda: account[0].request(
                 "POST",
-                urljoin(world.account_page.url, account_revoke.action),
+                urljoin(account[1].url, account_revoke.action),
                 data=account_revoke.fields,
                 headers=HTML,
             ),

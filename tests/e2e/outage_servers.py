@@ -1,7 +1,8 @@
 """Private backend servers that a test may crash, freeze and start again: a `redis-server`
 and a PostgreSQL cluster of the test's own, on free loopback ports, in temp dirs removed
 afterwards. The shared servers (6379, 5432) serve other tests and are never touched.
-`RedisBackend` and `PostgresBackend` put a store (or a daemon's [storage]) on them.
+`RedisBackend` and `PostgresBackend` (a `Backend`) each open a store on themselves
+(`open_store`) or give a daemon's [storage] keys (`storage`), with `timeout`.
 
 PostgreSQL refuses to run as root: as root (CI), initdb and pg_ctl run as the `postgres`
 user (`runuser`), in a temp dir that user owns; otherwise as the user running the tests.
@@ -16,47 +17,38 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from oauthd.clock import FakeClock
 from oauthd.store import Store
 from tests.support.configs import TomlValue
-from tests.support.ports import free_port
+from tests.support.ports import START_WITHIN, free_port, wait_listening
 from tests.support.services import service_missing
 
 REDIS_SERVER = os.environ.get("OAUTHD_TEST_REDIS_SERVER", "/usr/bin/redis-server")
 PG_BIN = Path(os.environ.get("OAUTHD_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-START_WITHIN = 20.0  # seconds a server gets to accept connections
 
 
-def _answers(port: int, request: bytes, expect: bytes) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(request)
-            return sock.recv(64).startswith(expect)
-    except OSError:
-        return False
+class RedisBackend:
+    """A private `redis-server` with an append-only file fsynced on every write
+    (`appendfsync always`): what docs/scaling.md requires for "no login lost", so a
+    SIGKILL loses no answered write."""
 
+    name = "redis"
 
-class PrivateRedis:
-    """`redis-server` with an append-only file fsynced on every write (`appendfsync
-    always`): what docs/scaling.md requires for "no login lost", so a SIGKILL loses no
-    answered write."""
-
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, timeout: float) -> None:
         if not os.access(REDIS_SERVER, os.X_OK):
             service_missing(f"redis: no redis-server at {REDIS_SERVER} (apt install redis-server)")
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.timeout = timeout
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def _start(self) -> None:
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -79,45 +71,67 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + START_WITHIN
-        while not _answers(self.port, b"PING\r\n", b"+PONG"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start:\n{self.log()}")
-            time.sleep(0.02)
+        wait_listening(self.process, self.port, self.log, b"PING\r\n", b"+PONG")
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start)
+
+    restart = start
 
     def log(self) -> str:
         path = self.directory / "redis.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
-    def crash(self) -> None:
-        """SIGKILL: what is not in the append-only file is lost (nothing answered is)."""
-        self.signal(signal.SIGKILL)
+    def _crash(self) -> None:
+        self._signal(signal.SIGKILL)
         if self.process is not None:
             self.process.wait(10)
             self.process = None
 
-    def signal(self, sig: signal.Signals) -> None:
+    async def crash(self) -> None:
+        """SIGKILL: what is not in the append-only file is lost (nothing answered is)."""
+        await asyncio.to_thread(self._crash)
+
+    def _signal(self, sig: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
 
-    def freeze(self) -> None:
+    async def freeze(self) -> None:
         """SIGSTOP: connections are still accepted (by the kernel), nothing is answered."""
-        self.signal(signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
-    def thaw(self) -> None:
-        self.signal(signal.SIGCONT)
+    async def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
 
     def close(self) -> None:
         if self.process is not None:
-            self.thaw()
-            self.crash()
+            self._signal(signal.SIGCONT)
+            self._crash()
+
+    async def open_store(self, clock: FakeClock, pool_size: int = 5) -> Store:
+        from oauthd.store.redis import RedisStore
+
+        return RedisStore(
+            clock, self.url, prefix="outage:", pool_size=pool_size, timeout=self.timeout
+        )
+
+    def storage(self) -> dict[str, TomlValue]:
+        """The [storage] keys of a daemon on this server."""
+        return {
+            "backend": "redis",
+            "redis_url": self.url,
+            "redis_prefix": "outage:",
+            "timeout": f"{self.timeout:g}s",
+        }
 
 
-class PrivatePostgres:
+class PostgresBackend:
     """A PostgreSQL cluster in a temp dir, listening on 127.0.0.1 only (its Unix socket
     in the temp dir), with trust authentication for the `postgres` role."""
 
-    def __init__(self, template: Path | None = None) -> None:
+    name = "postgres"
+
+    def __init__(self, template: Path | None = None, timeout: float = 1.0) -> None:
         """`template`: the data dir of an initialised cluster (`init`) to copy instead of
         running initdb again (a second or two each)."""
         if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
@@ -135,6 +149,7 @@ class PrivatePostgres:
             os.chown(self.directory, owner.pw_uid, owner.pw_gid)
         self.data = self.directory / "data"
         self.template = template
+        self.timeout = timeout
         self.port = free_port()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.running = False
@@ -174,7 +189,7 @@ class PrivatePostgres:
             "--no-sync",  # initdb's own files only; the server fsyncs its commits as usual
         )
 
-    def start(self) -> None:
+    def _start(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
             f"-c unix_socket_directories={self.directory} -c max_connections=50"
@@ -194,13 +209,24 @@ class PrivatePostgres:
         )
         self.running = True
 
-    def crash(self) -> None:
+    async def start(self) -> None:
+        """initdb (or the template's copy), start, and migrate to the current schema."""
+        await asyncio.to_thread(self.init)
+        await self.restart()
+        from oauthd.store.postgres_schema import migrate
+
+        await migrate(self.dsn, op_timeout=10)
+
+    async def restart(self) -> None:
+        await asyncio.to_thread(self._start)
+
+    async def crash(self) -> None:
         """`pg_ctl stop -m immediate`: every server process quits at once, without a
         checkpoint (the next start replays the write-ahead log, as after a crash)."""
-        self.stop("immediate")
+        await asyncio.to_thread(self.stop, "immediate")
 
     def stop(self, mode: str = "fast") -> None:
-        self.thaw()
+        self._thaw()
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
         self.running = False
 
@@ -215,19 +241,23 @@ class PrivatePostgres:
                     pids.append(int(stat.parent.name))
         return pids
 
-    def freeze(self) -> None:
+    async def freeze(self) -> None:
         """SIGSTOP to every server process: connections are accepted (by the kernel) but
         nothing is answered, like a server that hangs."""
-        self._frozen = self._server_pids()
-        for pid in self._frozen:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
+        self._frozen = await asyncio.to_thread(self._server_pids)
+        self._kill(signal.SIGSTOP)
 
-    def thaw(self) -> None:
+    async def thaw(self) -> None:
+        self._thaw()
+
+    def _thaw(self) -> None:
+        self._kill(signal.SIGCONT)
+        self._frozen = []
+
+    def _kill(self, sig: signal.Signals) -> None:
         for pid in self._frozen:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-        self._frozen = []
+                os.kill(pid, sig)
 
     def log(self) -> str:
         path = self.directory / "postgres.log"
@@ -243,122 +273,16 @@ class PrivatePostgres:
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-
-# -- the backends as the tests use them ------------------------------------------------------
-
-
-class Backend:
-    """A private server, and a store or a daemon's [storage] on it, with `timeout`."""
-
-    name: str
-    timeout = 1.0
-
-    async def start(self) -> None:
-        raise NotImplementedError
-
-    async def open_store(self, clock: FakeClock, pool_size: int = 5) -> Store:
-        raise NotImplementedError
-
-    async def crash(self) -> None:
-        raise NotImplementedError
-
-    async def restart(self) -> None:
-        raise NotImplementedError
-
-    async def freeze(self) -> None:
-        raise NotImplementedError
-
-    async def thaw(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def storage(self) -> dict[str, TomlValue]:
-        """The [storage] keys of a daemon on this backend."""
-        raise NotImplementedError
-
-
-class RedisBackend(Backend):
-    name = "redis"
-
-    def __init__(self, directory: Path, timeout: float) -> None:
-        self.server = PrivateRedis(directory)
-        self.timeout = timeout
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.server.start)
-
-    async def open_store(self, clock: FakeClock, pool_size: int = 5) -> Store:
-        from oauthd.store.redis import RedisStore
-
-        return RedisStore(
-            clock, self.server.url, prefix="outage:", pool_size=pool_size, timeout=self.timeout
-        )
-
-    async def crash(self) -> None:
-        await asyncio.to_thread(self.server.crash)
-
-    async def restart(self) -> None:
-        await asyncio.to_thread(self.server.start)
-
-    async def freeze(self) -> None:
-        self.server.freeze()
-
-    async def thaw(self) -> None:
-        self.server.thaw()
-
-    def close(self) -> None:
-        self.server.close()
-
-    def storage(self) -> dict[str, TomlValue]:
-        return {
-            "backend": "redis",
-            "redis_url": self.server.url,
-            "redis_prefix": "outage:",
-            "timeout": f"{self.timeout:g}s",
-        }
-
-
-class PostgresBackend(Backend):
-    name = "postgres"
-
-    def __init__(self, template: Path, timeout: float) -> None:
-        self.server = PrivatePostgres(template)
-        self.timeout = timeout
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.server.init)
-        await asyncio.to_thread(self.server.start)
-        from oauthd.store.postgres_schema import migrate
-
-        await migrate(self.server.dsn, op_timeout=10)
-
     async def open_store(self, clock: FakeClock, pool_size: int = 5) -> Store:
         from oauthd.store.postgres import PostgresStore
 
         return await PostgresStore.open(
-            self.server.dsn, clock, pool_size=pool_size, op_timeout=self.timeout
+            self.dsn, clock, pool_size=pool_size, op_timeout=self.timeout
         )
 
-    async def crash(self) -> None:
-        await asyncio.to_thread(self.server.crash)
-
-    async def restart(self) -> None:
-        await asyncio.to_thread(self.server.start)
-
-    async def freeze(self) -> None:
-        await asyncio.to_thread(self.server.freeze)
-
-    async def thaw(self) -> None:
-        await asyncio.to_thread(self.server.thaw)
-
-    def close(self) -> None:
-        self.server.close()
-
     def storage(self) -> dict[str, TomlValue]:
-        return {
-            "backend": "postgres",
-            "postgres_dsn": self.server.dsn,
-            "timeout": f"{self.timeout:g}s",
-        }
+        """The [storage] keys of a daemon on this server."""
+        return {"backend": "postgres", "postgres_dsn": self.dsn, "timeout": f"{self.timeout:g}s"}
+
+
+Backend = RedisBackend | PostgresBackend

@@ -43,7 +43,7 @@ from tests.e2e.outage_daemon import (
     start_load,
     wait_for_readyz,
 )
-from tests.e2e.outage_servers import Backend, PostgresBackend, PrivatePostgres, RedisBackend
+from tests.e2e.outage_servers import Backend, PostgresBackend, RedisBackend
 from tests.support.browser import Answer
 from tests.support.configs import PASSWORD, USER
 from tests.support.http_client import OauthdClient, Pkce
@@ -96,7 +96,7 @@ async def test_the_probe_pings_at_most_once_per_interval_and_shares_the_answer()
 @pytest.fixture(scope="module")
 def postgres_template() -> Iterator[Path]:
     """One initdb for the module; each test's cluster is a copy of it."""
-    template = PrivatePostgres()
+    template = PostgresBackend()
     try:
         template.init()
         yield template.data
@@ -355,7 +355,8 @@ async def test_the_daemon_under_load_rides_out_a_backend_crash(
             params=client.authorize_params(registered_before, REDIRECT, Pkce.new()),
         )
         assert known.status == 302 and "/login" in (known.location or ""), known.text
-        login = await world.login_browser.submit(world.login_page, username=USER, password=PASSWORD)
+        browser, page = world.pages["login"]
+        login = await browser.submit(page, username=USER, password=PASSWORD)
         assert login.status == 303 and "code" in login.redirect_query(), login.text[:300]
 
         log = daemon.log()

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.app import Running, Start
+from tests.support.app import Running, Start, starter
 from tests.support.http_client import OauthdClient
 
 
@@ -18,18 +17,8 @@ from tests.support.http_client import OauthdClient
 async def start_oauthd(tmp_path: Path) -> AsyncIterator[Start]:
     """`await start_oauthd(issuer=..., oauth={...}, ...)`: a running oauthd (see
     `make_config` for the arguments). Each call gets its own state dir."""
-    running: list[Running] = []
-
-    async def start(**changes: Any) -> Running:
-        directory = tmp_path / f"oauthd-{len(running)}"
-        directory.mkdir()
-        app = await Running.start_in(directory, **changes)
-        running.append(app)
-        return app
-
-    yield start
-    for app in running:
-        await app.close()
+    async with starter(tmp_path, Running) as start:
+        yield start
 
 
 @pytest.fixture

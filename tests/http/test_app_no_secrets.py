@@ -73,7 +73,7 @@ async def test_no_secret_in_the_state_dir_or_the_log(
 ) -> None:
     oauthd = await start_oauthd()
     extra = await run_every_flow(oauthd)
-    state = oauthd.state_dir / "state"
+    state = oauthd.config.storage.path
     while_running = state_files(state)
     await oauthd.stop()  # the final snapshot
     after_stop = state_files(state)

@@ -30,12 +30,13 @@ from tests.interop.live_stack import (
     CONFORMANCE_JS,
     HERE,
     ensure_node_packages,
-    register_client,
     running_stack,
 )
 from tests.support.browser import Person
 from tests.support.daemon import OauthdProcess
+from tests.support.http_client import OauthdClient
 from tests.support.ports import free_port
+from tests.support.upstream import DemoUpstream
 
 SCENARIOS = {"authorization-server-metadata-endpoint", "authorization-code-grant"}
 URL_TIMEOUT = 30.0  # until the suite prints the authorization URL
@@ -49,9 +50,9 @@ def node() -> Path:
 
 @pytest.fixture(scope="module")
 def conformance_stack(
-    node: Path, tmp_path_factory: pytest.TempPathFactory
+    node: Path, tmp_path_factory: pytest.TempPathFactory, demo_upstream: DemoUpstream
 ) -> Iterator[OauthdProcess]:
-    with running_stack(tmp_path_factory.mktemp("conformance")) as oauthd:
+    with running_stack(tmp_path_factory.mktemp("conformance"), demo_upstream.url) as oauthd:
         yield oauthd
 
 
@@ -110,9 +111,17 @@ async def run_suite(
     node: Path, oauthd: OauthdProcess, out_dir: Path, resource: str | None
 ) -> SuiteRun:
     port = free_port()
-    client = await register_client(
-        oauthd.issuer, [f"http://127.0.0.1:{port}/callback"], "none", "conformance suite"
-    )
+    api = OauthdClient(oauthd.url, oauthd.issuer)
+    try:
+        client = await api.register_public(
+            [f"http://127.0.0.1:{port}/callback"],
+            client_name="conformance suite",
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            application_type="native",
+        )
+    finally:
+        await api.close()
     argv = [str(CONFORMANCE_JS), "authorization", "--url", oauthd.issuer]
     argv += ["--client-id", client["client_id"], "--port", str(port)]
     argv += ["--output-dir", str(out_dir)]

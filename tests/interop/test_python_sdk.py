@@ -27,21 +27,18 @@ import anyio
 import httpx2
 import pytest
 from mcp import ClientSession
-from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import (
-    AuthorizationCodeResult,
     OAuthClientInformationFull,
-    OAuthClientMetadata,
     OAuthToken,
 )
-from pydantic import AnyUrl
 
 from tests.support.browser import Person
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess
 from tests.support.http_client import Pkce
 from tests.support.ports import free_port
+from tests.support.sdk import SdkClient, sdk_client
 from tests.support.upstream import text_of
 
 REFRESH_GRACE = 10.0  # oauthd's default tokens.refresh_grace (the test config keeps it)
@@ -49,28 +46,6 @@ MCP_ACCEPT = "application/json, text/event-stream"
 
 
 # -- the SDK client, instrumented -------------------------------------------------------------
-
-
-class RecordingStorage:
-    """The SDK's `TokenStorage`, in memory, keeping every token response it was given."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-        self.token_history: list[OAuthToken] = []
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-        self.token_history.append(tokens)
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 @dataclass
@@ -126,80 +101,29 @@ class Traffic:
         return [e for e in self.exchanges if name in e.rpc_methods()]
 
 
-@dataclass
-class SdkClient:
-    """An `OAuthClientProvider` whose redirect handler is a person at a browser."""
-
-    oauthd: OauthdProcess
-    provider: OAuthClientProvider
-    storage: RecordingStorage
-    browser: Person
-    traffic: Traffic
-    redirect_uri: str
-    authorization_urls: list[str] = field(default_factory=list)
-
-    def http(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(
-            auth=self.provider,
-            timeout=httpx2.Timeout(30, read=120),
-            event_hooks={"response": [self.traffic.on_response]},
-        )
-
-    def force_refresh(self) -> None:
-        """The SDK refreshes only on its own clock (checklist s5.6): move it past expiry."""
-        self.provider.context.token_expiry_time = time.time() - 1
-
-
-def sdk_client(oauthd: OauthdProcess, auth_method: str | None) -> SdkClient:
-    storage = RecordingStorage()
-    browser = Person(oauthd.issuer)
-    redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
-    returned: list[AuthorizationCodeResult] = []
-    urls: list[str] = []
-
-    async def redirect_handler(authorization_url: str) -> None:
-        urls.append(authorization_url)
-        redirect = await browser.authorize(authorization_url)
-        assert redirect.location.startswith(redirect_uri + "?"), redirect.location
-        params = redirect.params
-        assert "error" not in params, params
-        returned.append(
-            AuthorizationCodeResult(
-                code=params["code"], state=params.get("state"), iss=params.get("iss")
-            )
-        )
-
-    async def callback_handler() -> AuthorizationCodeResult:
-        return returned.pop()
-
-    metadata = OAuthClientMetadata(
-        client_name="oauthd interop (mcp python sdk)",
-        redirect_uris=[AnyUrl(redirect_uri)],
-        grant_types=["authorization_code", "refresh_token"],
-        response_types=["code"],
-        token_endpoint_auth_method=auth_method,  # type: ignore[arg-type]
+def traced_client(oauthd: OauthdProcess, auth_method: str | None) -> tuple[SdkClient, Traffic]:
+    """The SDK client of `oauthd`, every HTTP exchange it makes recorded."""
+    client = sdk_client(
+        oauthd.issuer, oauthd.mcp_url, "oauthd interop (mcp python sdk)", auth_method
     )
-    provider = OAuthClientProvider(
-        oauthd.mcp_url,
-        metadata,
-        storage,
-        redirect_handler=redirect_handler,
-        callback_handler=callback_handler,
-    )
-    return SdkClient(oauthd, provider, storage, browser, Traffic(), redirect_uri, urls)
+    traffic = Traffic()
+    client.on_response.append(traffic.on_response)
+    return client, traffic
 
 
 async def add(session: ClientSession, a: int, b: int) -> None:
     assert text_of(await session.call_tool("add", {"a": a, "b": b})) == str(a + b)
 
 
-async def refresh_and_call(client: SdkClient, session: ClientSession) -> tuple[OAuthToken, float]:
+async def refresh_and_call(
+    client: SdkClient, traffic: Traffic, session: ClientSession
+) -> tuple[OAuthToken, float]:
     """Force a refresh, call a tool; the superseded tokens and when they were superseded.
     Checks that a refresh_token grant (not a login) gave a new pair and that the call after
     it carried the new access token."""
     before = client.storage.tokens
     assert before is not None and before.refresh_token
-    tokens_seen = len(client.traffic.to("POST", "/token"))
+    tokens_seen = len(traffic.to("POST", "/token"))
     client.force_refresh()
     await add(session, 20, 22)
     superseded_at = time.monotonic()
@@ -207,9 +131,9 @@ async def refresh_and_call(client: SdkClient, session: ClientSession) -> tuple[O
     assert after is not None and after.refresh_token
     assert after.access_token != before.access_token
     assert after.refresh_token != before.refresh_token  # rotated (OAuth 2.1 s4.3.1)
-    token_calls = client.traffic.to("POST", "/token")[tokens_seen:]
+    token_calls = traffic.to("POST", "/token")[tokens_seen:]
     assert [(e.status, b"grant_type=refresh_token" in e.body) for e in token_calls] == [(200, True)]
-    last_call = client.traffic.rpc("tools/call")[-1]
+    last_call = traffic.rpc("tools/call")[-1]
     assert last_call.authorization == f"Bearer {after.access_token}"
     assert last_call.status == 200
     return before, superseded_at
@@ -252,7 +176,7 @@ def initialize_body(name: str) -> dict[str, Any]:
 async def test_sdk_client_logs_in_calls_tools_refreshes(
     oauthd: OauthdProcess, auth_method: str
 ) -> None:
-    client = sdk_client(oauthd, auth_method)
+    client, traffic = traced_client(oauthd, auth_method)
     seen: list[tuple[float, float | None, str | None]] = []
 
     # The SDK's ProgressFnT protocol wants these exact parameter names.
@@ -269,7 +193,7 @@ async def test_sdk_client_logs_in_calls_tools_refreshes(
             assert init.server_info.name == "oauthd-demo"
 
             # Discovery from the 401, DCR, code + PKCE through the pages, then the retry.
-            flow = [(e.method, e.path, e.status) for e in client.traffic.exchanges[:6]]
+            flow = [(e.method, e.path, e.status) for e in traffic.exchanges[:6]]
             assert flow == [
                 ("POST", "/mcp", 401),
                 ("GET", "/.well-known/oauth-protected-resource/mcp", 200),
@@ -289,7 +213,7 @@ async def test_sdk_client_logs_in_calls_tools_refreshes(
             info = client.storage.client_info
             assert info is not None and info.token_endpoint_auth_method == auth_method
             assert (info.client_secret is not None) == (auth_method != "none")
-            token_call = client.traffic.to("POST", "/token")[0]
+            token_call = traffic.to("POST", "/token")[0]
             if auth_method == "client_secret_basic":
                 assert token_call.authorization.startswith("Basic ")
                 assert b"client_secret=" not in token_call.body
@@ -317,19 +241,17 @@ async def test_sdk_client_logs_in_calls_tools_refreshes(
             )
             assert text_of(counted) == "done"
             assert seen == [(1, 3, "2 to go"), (2, 3, "1 to go"), (3, 3, "0 to go")]
-            countdown_call = [
-                e for e in client.traffic.rpc("tools/call") if b'"countdown"' in e.body
-            ]
+            countdown_call = [e for e in traffic.rpc("tools/call") if b'"countdown"' in e.body]
             assert countdown_call[0].content_type.startswith("text/event-stream")
 
-            superseded, superseded_at = await refresh_and_call(client, session)
+            superseded, superseded_at = await refresh_and_call(client, traffic, session)
             await add(session, 1, 1)  # and again with the new access token
             after_initialize = [
-                e for e in client.traffic.to("POST", "/mcp") if "initialize" not in e.rpc_methods()
+                e for e in traffic.to("POST", "/mcp") if "initialize" not in e.rpc_methods()
             ]
             session_ids = {e.session_id for e in after_initialize}
             assert len(session_ids) == 1 and None not in session_ids  # one MCP session
-        assert client.traffic.to("DELETE", "/mcp")[-1].status == 200  # closed on exit
+        assert traffic.to("DELETE", "/mcp")[-1].status == 200  # closed on exit
 
     # The successor's access token was used, so the grace window is over although it has
     # not run out: the superseded refresh token is refused (RFC 6749 s5.2: 400).
@@ -364,7 +286,7 @@ async def test_sdk_client_continues_across_sigterm_and_sigkill(oauthd: OauthdPro
     """No new login after a clean stop or a crash: registration, grant, rotated tokens and
     the MCP session binding are all on disk. The client registers without naming a token
     endpoint auth method, so it gets oauthd's default (client_secret_basic)."""
-    client = sdk_client(oauthd, None)
+    client, traffic = traced_client(oauthd, None)
     with anyio.fail_after(50):
         async with (
             client.http() as http,
@@ -375,7 +297,7 @@ async def test_sdk_client_continues_across_sigterm_and_sigkill(oauthd: OauthdPro
             await add(session, 2, 3)
             info = client.storage.client_info
             assert info is not None and info.token_endpoint_auth_method == "client_secret_basic"
-            first_session = client.traffic.rpc("tools/call")[-1].session_id
+            first_session = traffic.rpc("tools/call")[-1].session_id
             assert first_session
 
             for sig, expected_exit in ((signal.SIGTERM, 0), (signal.SIGKILL, -signal.SIGKILL)):
@@ -383,24 +305,24 @@ async def test_sdk_client_continues_across_sigterm_and_sigkill(oauthd: OauthdPro
                 assert tokens is not None
                 assert await oauthd.restart(sig) == expected_exit
                 await add(session, 3, 4)  # the access token from before the restart
-                assert client.traffic.rpc("tools/call")[-1].authorization == (
+                assert traffic.rpc("tools/call")[-1].authorization == (
                     f"Bearer {tokens.access_token}"
                 )
-                await refresh_and_call(client, session)
-                calls = client.traffic.rpc("tools/call")
+                await refresh_and_call(client, traffic, session)
+                calls = traffic.rpc("tools/call")
                 assert {e.status for e in calls[-2:]} == {200}
 
             # The MCP session: the SDK did not re-initialize; oauthd kept the session bound
             # to the grant across both restarts and refreshes, so the upstream session lives on.
-            assert [e.status for e in client.traffic.rpc("initialize")] == [401, 200]
-            refused = [e for e in client.traffic.exchanges if e.status == 401]
-            assert refused == client.traffic.exchanges[:1]  # only the very first request
-            assert {e.session_id for e in client.traffic.rpc("tools/call")} == {first_session}
-        assert client.traffic.to("DELETE", "/mcp")[-1].status == 200
+            assert [e.status for e in traffic.rpc("initialize")] == [401, 200]
+            refused = [e for e in traffic.exchanges if e.status == 401]
+            assert refused == traffic.exchanges[:1]  # only the very first request
+            assert {e.session_id for e in traffic.rpc("tools/call")} == {first_session}
+        assert traffic.to("DELETE", "/mcp")[-1].status == 200
 
     assert len(client.authorization_urls) == 1  # the redirect handler ran once
     assert client.browser.logins == 1
-    assert len(client.traffic.to("POST", "/register")) == 1
+    assert len(traffic.to("POST", "/register")) == 1
     assert oauthd.exit_codes == [0, -signal.SIGKILL]
 
 

@@ -19,6 +19,7 @@ from tests.interop.live_stack import HERE, ensure_node_packages, running_stack
 from tests.support.configs import INTEROP_PASSWORD as PASSWORD
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess
+from tests.support.upstream import DemoUpstream
 
 SCRIPT = HERE / "ts_client.mjs"
 RUN_TIMEOUT = 60.0
@@ -30,8 +31,10 @@ def node() -> Path:
 
 
 @pytest.fixture(scope="module")
-def ts_stack(node: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OauthdProcess]:
-    with running_stack(tmp_path_factory.mktemp("ts-sdk")) as oauthd:
+def ts_stack(
+    node: Path, tmp_path_factory: pytest.TempPathFactory, demo_upstream: DemoUpstream
+) -> Iterator[OauthdProcess]:
+    with running_stack(tmp_path_factory.mktemp("ts-sdk"), demo_upstream.url) as oauthd:
         yield oauthd
 
 

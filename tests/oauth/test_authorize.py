@@ -7,13 +7,12 @@ import pytest
 from oauthd import crypto
 from oauthd.model import consent_key
 from oauthd.oauth.errors import Delivery, OAuthError
+from tests.support.configs import OTHER_USER, USER
 from tests.support.protocol import (
     ISSUER,
     LOOPBACK_REDIRECT,
-    OTHER_USER,
     RESOURCE,
     SCOPES,
-    USER,
     WEB_REDIRECT,
     Env,
     query_of,

@@ -13,16 +13,8 @@ from oauthd.oauth.clients import ClientCredentials, Registration
 from oauthd.oauth.device import DEVICE_GRANT, device_key
 from oauthd.oauth.errors import Delivery
 from oauthd.oauth.tokens import TokenResponse
-from tests.support.protocol import (
-    ADDRESS,
-    ISSUER,
-    RESOURCE,
-    SCOPES,
-    USER,
-    Env,
-    credentials,
-    refused,
-)
+from tests.support.configs import USER
+from tests.support.protocol import ADDRESS, ISSUER, RESOURCE, SCOPES, Env, credentials, refused
 
 USER_CODE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}")
 

@@ -8,7 +8,8 @@ from oauthd import crypto
 from oauthd.keyring import read_keyring
 from oauthd.oauth.server import AuthServer
 from oauthd.users import Users
-from tests.support.protocol import RESOURCE, USER, Env, EnvFactory, credentials
+from tests.support.configs import USER
+from tests.support.protocol import RESOURCE, Env, EnvFactory, credentials
 
 
 async def test_valid_access_token(env: Env) -> None:

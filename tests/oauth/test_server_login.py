@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from oauthd.oauth.errors import Delivery
-from tests.support.protocol import ADDRESS, OTHER_USER, PASSWORD, USER, Env, EnvFactory, refused
+from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER
+from tests.support.protocol import ADDRESS, Env, EnvFactory, refused
 
 OTHER_ADDRESS = "198.51.100.7"
 
@@ -18,7 +19,7 @@ def env3(env_with: EnvFactory) -> Env:
 
 async def test_right_password(env: Env) -> None:
     assert await env.server.check_login(USER, PASSWORD, ADDRESS) == USER
-    assert await env.server.check_login(OTHER_USER, PASSWORD, ADDRESS) == OTHER_USER
+    assert await env.server.check_login(OTHER_USER, OTHER_PASSWORD, ADDRESS) == OTHER_USER
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ async def test_user_locked_out_after_max_failures(env3: Env) -> None:
             429,
             Delivery.PAGE,
         )
-    assert await env3.server.check_login(OTHER_USER, PASSWORD, ADDRESS) == OTHER_USER
+    assert await env3.server.check_login(OTHER_USER, OTHER_PASSWORD, ADDRESS) == OTHER_USER
     env3.clock.advance(env3.config.login.failure_window)
     assert await env3.server.check_login(USER, PASSWORD, ADDRESS) == USER
 

@@ -9,14 +9,8 @@ import pytest
 from oauthd import crypto
 from oauthd.oauth.clients import ClientCredentials, credentials_from
 from oauthd.oauth.errors import OAuthError
-from tests.support.protocol import (
-    LOOPBACK_REDIRECT,
-    RESOURCE,
-    USER,
-    Env,
-    Started,
-    refused,
-)
+from tests.support.configs import USER
+from tests.support.protocol import LOOPBACK_REDIRECT, RESOURCE, Env, Started, refused
 
 
 async def _code(env: Env, started: Started) -> str:

@@ -9,12 +9,11 @@ import pytest
 from oauthd import crypto
 from oauthd.config import ConfigError
 from oauthd.oauth.clients import ClientCredentials
+from tests.support.configs import INTROSPECTION_ID, USER
 from tests.support.protocol import (
-    INTROSPECTION_ID,
     INTROSPECTION_SECRET,
     ISSUER,
     RESOURCE,
-    USER,
     Env,
     EnvFactory,
     Issued,

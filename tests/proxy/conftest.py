@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.configs import make_config
-from tests.support.ports import free_port
+from tests.support.app import starter
 from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream
 
@@ -31,30 +29,16 @@ def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.close()
+    async with FakeUpstream() as fake:
+        yield fake
 
 
 @pytest.fixture
 async def start_oauthd(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[StartOauthd]:
     """`await start_oauthd(upstream={...}, oauth={...})`: oauthd with those config keys
     changed, its `upstream.url` the fake upstream unless given."""
-    started: list[Oauthd] = []
-
-    async def start(**sections: Any) -> Oauthd:
-        directory = tmp_path / f"oauthd-{len(started)}"
-        directory.mkdir()
-        config = make_config(directory, free_port(), upstream_url=upstream.url, **sections)
-        running = Oauthd(config)
-        started.append(running)
-        await running.start()
-        return running
-
-    yield start
-    for running in started:
-        await running.close()
+    async with starter(tmp_path, Oauthd, upstream_url=upstream.url) as start:
+        yield start
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ required scopes; otherwise the proxy answers itself and the upstream sees nothin
 
 from __future__ import annotations
 
-from tests.support.proxy_app import Oauthd, Reply, StartOauthd
+from tests.support.browser import Answer
+from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream
 
 
@@ -11,7 +12,7 @@ def metadata_url(oauthd: Oauthd) -> str:
     return f"{oauthd.base}/.well-known/oauth-protected-resource/mcp"
 
 
-def assert_unauthorized(reply: Reply, oauthd: Oauthd, error: str | None) -> None:
+def assert_unauthorized(reply: Answer, oauthd: Oauthd, error: str | None) -> None:
     assert reply.status == 401, (reply.status, reply.text)
     params = reply.challenge()
     assert params["resource_metadata"] == metadata_url(oauthd)

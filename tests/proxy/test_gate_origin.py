@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from tests.support.proxy_app import Oauthd, Reply, StartOauthd
+from tests.support.browser import Answer
+from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream, Seen
 
 APP_ORIGIN = "http://localhost:6274"  # e.g. the MCP Inspector
@@ -18,7 +19,7 @@ async def browser_oauthd(start_oauthd: StartOauthd) -> Oauthd:
     return await start_oauthd(upstream={"allowed_origins": (APP_ORIGIN, "https://app.example")})
 
 
-def assert_cors(reply: Reply, origin: str) -> None:
+def assert_cors(reply: Answer, origin: str) -> None:
     assert reply.headers["Access-Control-Allow-Origin"] == origin
     exposed = {h.strip().lower() for h in reply.headers["Access-Control-Expose-Headers"].split(",")}
     assert {"www-authenticate", "mcp-session-id"} <= exposed

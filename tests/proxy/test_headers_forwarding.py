@@ -145,7 +145,7 @@ async def test_methods_and_query_strings_pass(oauthd: Oauthd, upstream: FakeUpst
     url = URL(f"{oauthd.mcp_url}?{query}", encoded=True)
     methods = ("GET", "POST", "DELETE", "PUT", "PATCH")
     for method in methods:
-        async with oauthd.session.request(method, url, headers=granted.bearer()) as response:
+        async with oauthd.client.session.request(method, url, headers=granted.bearer()) as response:
             assert response.status == 200, (method, await response.text())
     assert [seen.method for seen in upstream.requests] == list(methods)
     for seen in upstream.requests:

@@ -14,12 +14,13 @@ from aiohttp import web
 
 from oauthd.http.keys import PROXY
 from oauthd.store import Unavailable
+from tests.support.browser import Answer
 from tests.support.ports import free_port
-from tests.support.proxy_app import Oauthd, Reply, StartOauthd
+from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream, Seen, start_sse
 
 
-async def timed(call: asyncio.Future[Reply] | asyncio.Task[Reply]) -> tuple[Reply, float]:
+async def timed(call: asyncio.Future[Answer] | asyncio.Task[Answer]) -> tuple[Answer, float]:
     started = time.monotonic()
     reply = await asyncio.wait_for(call, 5)
     return reply, time.monotonic() - started
@@ -145,7 +146,7 @@ async def test_a_stream_that_stalls_past_the_read_timeout_ends(
     upstream.answer = answer
     granted = await oauthd.grant()
     started = time.monotonic()
-    async with oauthd.session.get(oauthd.mcp_url, headers=granted.bearer()) as response:
+    async with oauthd.client.session.get(oauthd.mcp_url, headers=granted.bearer()) as response:
         assert response.status == 200
         body = await asyncio.wait_for(response.content.read(), 3)
     assert body == b"data: 1\n\n"
@@ -213,7 +214,7 @@ async def test_a_full_connection_pool_is_504_not_a_hang(
 
     upstream.answer = answer
     granted = await oauthd.grant()
-    async with oauthd.session.get(oauthd.mcp_url, headers=granted.bearer()) as stream:
+    async with oauthd.client.session.get(oauthd.mcp_url, headers=granted.bearer()) as stream:
         await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 2)
         reply, elapsed = await timed(asyncio.ensure_future(oauthd.mcp("POST", granted)))
         reply.assert_jsonrpc_error(504)

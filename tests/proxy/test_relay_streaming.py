@@ -39,7 +39,7 @@ async def test_a_post_answered_with_sse_arrives_event_by_event(
     granted = await oauthd.grant()
     call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "slow"}}
     headers = granted.bearer(Accept="application/json, text/event-stream")
-    async with oauthd.session.post(oauthd.mcp_url, json=call, headers=headers) as response:
+    async with oauthd.client.session.post(oauthd.mcp_url, json=call, headers=headers) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
         assert "Content-Length" not in response.headers
@@ -75,7 +75,7 @@ async def test_a_long_lived_get_stream_passes_events_as_they_come(
 ) -> None:
     granted, sent = await long_stream(oauthd, upstream)
     headers = granted.bearer(Accept="text/event-stream")
-    async with oauthd.session.get(oauthd.mcp_url, headers=headers) as response:
+    async with oauthd.client.session.get(oauthd.mcp_url, headers=headers) as response:
         assert response.status == 200
         for n in range(5):
             assert await next_event(response) == sse_event(f"tick {n}")
@@ -87,7 +87,7 @@ async def test_a_client_that_goes_away_closes_the_upstream_stream(
 ) -> None:
     granted, sent = await long_stream(oauthd, upstream)
     headers = granted.bearer(Accept="text/event-stream")
-    async with oauthd.session.get(oauthd.mcp_url, headers=headers) as response:
+    async with oauthd.client.session.get(oauthd.mcp_url, headers=headers) as response:
         await next_event(response)
         await next_event(response)
         response.close()  # drop the connection mid-stream
@@ -109,7 +109,7 @@ async def test_a_client_that_goes_away_during_a_post_stream_closes_it_upstream(
     upstream.answer = answer
     granted = await oauthd.grant()
     headers = granted.bearer(Accept="application/json, text/event-stream")
-    async with oauthd.session.post(oauthd.mcp_url, json={}, headers=headers) as response:
+    async with oauthd.client.session.post(oauthd.mcp_url, json={}, headers=headers) as response:
         await next_event(response)
         response.close()
     await asyncio.wait_for(upstream.gone.wait(), 2)
@@ -130,7 +130,7 @@ async def test_an_upstream_that_closes_mid_stream_ends_the_client_stream(
     upstream.answer = answer
     granted = await oauthd.grant()
     started = time.monotonic()
-    async with oauthd.session.get(oauthd.mcp_url, headers=granted.bearer()) as response:
+    async with oauthd.client.session.get(oauthd.mcp_url, headers=granted.bearer()) as response:
         assert await next_event(response) == sse_event("last words")
         try:
             rest = await asyncio.wait_for(response.content.read(), 2)
@@ -160,7 +160,9 @@ async def test_a_truncated_fixed_length_answer_does_not_hang_the_client(
     upstream.answer = answer
     granted = await oauthd.grant()
     started = time.monotonic()
-    async with oauthd.session.post(oauthd.mcp_url, json={}, headers=granted.bearer()) as response:
+    async with oauthd.client.session.post(
+        oauthd.mcp_url, json={}, headers=granted.bearer()
+    ) as response:
         assert response.status == 200
         try:
             body = await asyncio.wait_for(response.read(), 3)

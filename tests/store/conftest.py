@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,41 +18,25 @@ from tests.support.backends import (
 )
 
 
-@pytest.fixture(params=CONTRACT_BACKENDS)
-async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    """Every contract backend."""
-    async for h in open_harness(request.param, tmp_path):
-        yield h
+def harness_fixture(name: str, backends: list[str], durable: bool = False) -> Callable[..., Any]:
+    """The fixture `name`: a store of each of `backends` (a test each); with `durable`, a
+    backend that is not skips with its reason."""
+
+    @pytest.fixture(name=name, params=backends)
+    async def fixture(
+        request: pytest.FixtureRequest, tmp_path: Path
+    ) -> AsyncIterator[StoreHarness]:
+        backend = BY_NAME[request.param]
+        if durable and not backend.durable:
+            pytest.skip(backend.why_not_durable)
+        async for h in open_harness(request.param, tmp_path):
+            yield h
+
+    return fixture
 
 
-@pytest.fixture(params=DURABILITY_BACKENDS)
-async def durable_harness(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreHarness]:
-    """Every backend and mode; the non-durable ones skip with their reason."""
-    backend = BY_NAME[request.param]
-    if not backend.durable:
-        pytest.skip(backend.why_not_durable)
-    async for h in open_harness(request.param, tmp_path):
-        yield h
-
-
-@pytest.fixture(params=FILE_BACKENDS)
-async def file_harness(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreHarness]:
-    """The file backend, journaled and snapshot-only."""
-    async for h in open_harness(request.param, tmp_path):
-        yield h
-
-
-@pytest.fixture
-async def journaled_harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    async for h in open_harness("file", tmp_path):
-        yield h
-
-
-@pytest.fixture
-async def snapshot_harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    async for h in open_harness("file-snapshot", tmp_path):
-        yield h
+harness = harness_fixture("harness", CONTRACT_BACKENDS)  # every contract backend
+durable_harness = harness_fixture("durable_harness", DURABILITY_BACKENDS, durable=True)
+file_harness = harness_fixture("file_harness", FILE_BACKENDS)  # journaled and snapshot-only
+journaled_harness = harness_fixture("journaled_harness", ["file"])
+snapshot_harness = harness_fixture("snapshot_harness", ["file-snapshot"])

@@ -1,14 +1,14 @@
 """oauthd's app in process: on a `TestServer` at the config's listen port, in the test's
-event loop, with a fake clock. `App` is the app alone; `Running` (the HTTP tests) adds an
-API client of it."""
+event loop, with a fake clock, and an API client of it (`Running.client`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -25,13 +25,24 @@ from tests.support.ports import free_port
 
 
 @dataclass
-class App:
-    """`restart()` stops the app and starts a new one on the same port, config, clock and
-    state dir."""
+class Running:
+    """The app and an API client of it (`client`). `restart()` stops the app and starts a
+    new one on the same port, config, clock and state dir."""
 
     config: Config
     clock: FakeClock = field(default_factory=lambda: FakeClock(time.time()))
     server: TestServer | None = None
+    client: OauthdClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = OauthdClient(self.base, self.config.server.issuer)
+
+    @classmethod
+    async def start_in(cls, directory: Path, **sections: Any) -> Self:
+        """`make_config(directory, <a free port>, **sections)`, started."""
+        running = cls(make_config(directory, free_port(), **sections))
+        await running.start()
+        return running
 
     @property
     def base(self) -> str:
@@ -79,29 +90,30 @@ class App:
         await self.start()
 
     async def close(self) -> None:
-        await self.stop()
-
-
-@dataclass
-class Running(App):
-    """The app and an API client of it (`client`); its state in `state_dir`."""
-
-    state_dir: Path = Path()
-    client: OauthdClient = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.client = OauthdClient(self.base, self.config.server.issuer)
-
-    @classmethod
-    async def start_in(cls, directory: Path, **sections: Any) -> Running:
-        """`make_config(directory, <a free port>, **sections)`, started."""
-        running = cls(make_config(directory, free_port(), **sections), state_dir=directory)
-        await running.start()
-        return running
-
-    async def close(self) -> None:
         await self.client.close()
         await self.stop()
 
 
 Start = Callable[..., Awaitable[Running]]
+R = TypeVar("R", bound=Running)
+
+
+@asynccontextmanager
+async def starter(
+    directory: Path, cls: type[R], **defaults: Any
+) -> AsyncIterator[Callable[..., Awaitable[R]]]:
+    """`await start(**sections)`: a started `cls` (`make_config`'s arguments, over
+    `defaults`), each in a directory of its own under `directory`; all closed at the end."""
+    started: list[R] = []
+
+    async def start(**sections: Any) -> R:
+        own = directory / f"oauthd-{len(started)}"
+        own.mkdir()
+        started.append(await cls.start_in(own, **{**defaults, **sections}))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            await running.close()

@@ -21,8 +21,21 @@ from oauthd.clock import FakeClock
 from oauthd.model import Record
 from oauthd.store import FileStore, MemoryStore, Store
 from oauthd.store.file import make_engine
-from tests.support.postgres import open_postgres, postgres_cleanup, postgres_probe, postgres_writes
-from tests.support.redis_backend import open_redis, redis_cleanup, redis_probe, redis_writes
+from tests.support.configs import TomlValue
+from tests.support.postgres import (
+    open_postgres,
+    postgres_cleanup,
+    postgres_probe,
+    postgres_storage,
+    postgres_writes,
+)
+from tests.support.redis_backend import (
+    open_redis,
+    redis_cleanup,
+    redis_probe,
+    redis_storage,
+    redis_writes,
+)
 from tests.support.services import StateRef, service_missing
 
 
@@ -84,6 +97,8 @@ class Backend:
     why_not_durable: str = ""
     # Shared servers: remove what the test wrote (after the store is closed).
     cleanup: Callable[[StateRef], Awaitable[None]] | None = None
+    # Shared servers: the [storage] keys of a daemon on the test's namespace.
+    storage: Callable[[StateRef], dict[str, TomlValue]] | None = None
 
 
 BACKENDS: tuple[Backend, ...] = (
@@ -109,6 +124,7 @@ BACKENDS: tuple[Backend, ...] = (
         writes=redis_writes,
         probe=redis_probe,
         cleanup=redis_cleanup,
+        storage=redis_storage,
     ),
     Backend(
         "postgres",
@@ -117,6 +133,7 @@ BACKENDS: tuple[Backend, ...] = (
         writes=postgres_writes,
         probe=postgres_probe,
         cleanup=postgres_cleanup,
+        storage=postgres_storage,
     ),
 )
 BY_NAME = {b.name: b for b in BACKENDS}
@@ -153,6 +170,11 @@ class StoreHarness:
             pytest.skip(self.backend.why_not_durable)
         await self.close()
         return await self.open()
+
+    def storage(self) -> dict[str, TomlValue]:
+        """The [storage] keys of a daemon on the same state (a shared server's namespace)."""
+        assert self.backend.storage is not None, f"{self.name} is not shared"
+        return self.backend.storage(self.state)
 
     def writes(self) -> int | None:
         if self.backend.writes is None:

@@ -5,9 +5,6 @@ single steps (go, submit, sign in, decide); `Person` walks a whole authorization
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +77,26 @@ class Answer:
 
     def cookies_set(self) -> list[str]:
         return self.headers.getall("Set-Cookie", [])
+
+    def challenge(self) -> dict[str, str]:
+        """The `WWW-Authenticate: Bearer` parameters."""
+        header = self.headers.get("WWW-Authenticate", "")
+        scheme, _, rest = header.partition(" ")
+        assert scheme == "Bearer", header
+        params: dict[str, str] = {}
+        for part in rest.split('", '):
+            name, _, value = part.partition("=")
+            params[name.strip()] = value.strip().strip('"')
+        return params
+
+    def assert_jsonrpc_error(self, status: int) -> dict[str, Any]:
+        """A JSON-RPC error answer from the proxy (id null): its `error` member."""
+        assert self.status == status, (self.status, self.text)
+        body = self.json()
+        assert body["jsonrpc"] == "2.0" and body["id"] is None, body
+        assert isinstance(body["error"]["code"], int) and body["error"]["message"], body
+        error: dict[str, Any] = body["error"]
+        return error
 
 
 async def read_answer(response: aiohttp.ClientResponse) -> Answer:
@@ -213,35 +230,3 @@ class Person:
         self.pages += [urlsplit(a.url).path for a in browser.history if a.status == 200]
         assert page.status in REDIRECTS and page.location, (page.status, page.text[:500])
         return Redirect(urljoin(page.url, page.location))
-
-
-async def login_form(web: aiohttp.ClientSession) -> dict[str, str]:
-    """Register a public client and start an authorization at `web` (a session with the
-    daemon's base URL): the login form's fields, with a wrong password for alice."""
-    registration = await web.post(
-        "/register",
-        json={
-            "client_name": "slow",
-            "redirect_uris": ["http://127.0.0.1:9999/callback"],
-            "token_endpoint_auth_method": "none",
-        },
-    )
-    assert registration.status == 201, await registration.text()
-    client_id = (await registration.json())["client_id"]
-    verifier = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    params = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": "http://127.0.0.1:9999/callback",
-        "code_challenge": challenge.decode().rstrip("="),
-        "code_challenge_method": "S256",
-        "state": "xyz",
-    }
-    authorize = await web.get("/authorize", params=params, allow_redirects=False)
-    assert authorize.status == 302, await authorize.text()
-    page = await web.get(authorize.headers["Location"])
-    assert page.status == 200, await page.text()
-    fields = next(f for f in parse_forms(await page.text()) if f.has_password).fields
-    assert {"csrf_token", "request"} <= fields.keys(), fields
-    return {**fields, "username": "alice", "password": "not the password"}

@@ -282,14 +282,24 @@ def spawner(directory: Path) -> Iterator[Spawn]:
             daemon.kill()
 
 
-def proxy_daemon(directory: Path, upstream_url: str) -> OauthdProcess:
-    """oauthd in front of the MCP server at `upstream_url`, its state in `<directory>/state`
-    and the interop user able to sign in (the SDK interop tests' daemon)."""
+def proxy_daemon(
+    directory: Path,
+    upstream_url: str,
+    *,
+    issuer: str | None = None,
+    name: str = "oauthd",
+    users: Sequence[tuple[str, str]] = (),
+    **sections: dict[str, TomlValue],
+) -> OauthdProcess:
+    """oauthd in front of the MCP server at `upstream_url`, on a free port, its state in
+    `<directory>/state` and `users` (by default the interop user) able to sign in (the SDK
+    interop tests' daemon); `sections` add to its config or replace a section."""
     port = free_port()
-    sections: dict[str, dict[str, TomlValue]] = {
+    defaults: dict[str, dict[str, TomlValue]] = {
         "upstream": {"url": upstream_url, "connect_timeout": "5s", "read_timeout": "60s"},
         "storage": {"backend": "file", "path": str(directory / "state")},
     }
-    users = [(INTEROP_USER, real_password_hash(INTEROP_PASSWORD))]
-    config = write_config(directory / "config.toml", port, sections, users=users)
-    return OauthdProcess(directory, config, port)
+    users = users or [(INTEROP_USER, real_password_hash(INTEROP_PASSWORD))]
+    path = directory / "config.toml"
+    config = write_config(path, port, {**defaults, **sections}, issuer=issuer, users=users)
+    return OauthdProcess(directory, config, port, issuer=issuer, name=name)

@@ -38,21 +38,26 @@ class Pkce:
 
 
 class OauthdClient:
-    """Calls oauthd at `base` as an MCP client would (no cookies), and keeps every secret it
-    was handed in `seen` (for the no-secret-in-clear checks)."""
+    """Calls oauthd at `base` as an MCP client would (no cookies; or on the caller's
+    `session`), and keeps every secret it was handed in `seen` (for the no-secret-in-clear
+    checks)."""
 
-    def __init__(self, base: str, issuer: str) -> None:
+    def __init__(
+        self, base: str, issuer: str, session: aiohttp.ClientSession | None = None
+    ) -> None:
         self.base = base
         self.issuer = issuer
         self.resource = f"{issuer}/mcp"
-        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        self._own_session = session is None  # else the caller's, closed by the caller
+        self.session = session or aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         self.browsers: list[Browser] = []
         self.seen: set[str] = set()
 
     async def close(self) -> None:
         for browser in self.browsers:
             await browser.close()
-        await self.session.close()
+        if self._own_session:
+            await self.session.close()
 
     def remember(self, *values: str | None) -> None:
         self.seen.update(v for v in values if v)
@@ -109,6 +114,15 @@ class OauthdClient:
         }
         params.update(extra)
         return {k: v for k, v in params.items() if v is not None}
+
+    async def login_page(self) -> tuple[Browser, Answer]:
+        """A new public client's authorization in a new browser, at the login page."""
+        app = await self.register_public()
+        browser = self.browser()
+        params = self.authorize_params(app["client_id"], LOOPBACK_REDIRECT, Pkce.new())
+        page = await browser.authorize(params)
+        assert page.status == 200 and {"csrf_token", "request"} <= page.form().fields.keys()
+        return browser, page
 
     async def authorization_code(
         self,

@@ -16,41 +16,32 @@ Node and npm missing: the test is skipped with the reason, or fails when
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import queue
-import shutil
 import signal
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
-import pytest
 
 from tests.support.daemon import stop_process
 from tests.support.forms import Page, parse_page
-from tests.support.services import node_major, service_missing
+from tests.support.ports import free_port, wait_listening
+from tests.support.services import npm_packages
 
 IDP_DIR = Path(__file__).resolve().parents[1] / "idp"
 PROVIDER = IDP_DIR / "provider.mjs"
-READY_TIMEOUT = 20.0
-INSTALL_TIMEOUT = 300.0
 MIN_NODE_MAJOR = 18
 MAX_BROWSER_STEPS = 20
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class IdpError(RuntimeError):
-    """The provider could not be installed or started."""
 
 
 class IdpLoginError(AssertionError):
@@ -83,7 +74,7 @@ class Idp:
     client_id: str
     client_secret: str
     redirect_uris: tuple[str, ...]
-    # The provider's stderr (its warnings and server errors), readable while it runs.
+    # The provider's output (its warnings and server errors), readable while it runs.
     log_path: Path = field(repr=False)
 
     @property
@@ -94,96 +85,16 @@ class Idp:
         return self.log_path.read_text(errors="replace")
 
 
-def _pinned_version() -> str:
-    manifest = json.loads((IDP_DIR / "package.json").read_text())
-    return str(manifest["dependencies"]["oidc-provider"])
-
-
-def _installed_version() -> str | None:
-    try:
-        manifest = json.loads(
-            (IDP_DIR / "node_modules" / "oidc-provider" / "package.json").read_text()
-        )
-    except (OSError, ValueError):
-        return None
-    return str(manifest.get("version"))
-
-
 def ensure_idp_installed() -> str:
-    """Make tests/idp runnable; return the `node` executable. Skips (or fails, with
-    OAUTHD_REQUIRE_SERVICES=1) when node or npm is missing; fails when npm install does."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if p is None)
-        service_missing(f"the test OpenID provider needs {missing} (Node.js >= {MIN_NODE_MAJOR})")
-    assert node is not None and npm is not None
-    major = node_major(node)
-    if major is None or major < MIN_NODE_MAJOR:
-        service_missing(
-            f"the test OpenID provider needs Node.js >= {MIN_NODE_MAJOR}, {node} is {major}"
-        )
-    if _installed_version() == _pinned_version():
-        return node
-    proc = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund"],
-        cwd=IDP_DIR,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-    )
-    if proc.returncode != 0 or _installed_version() != _pinned_version():
-        pytest.fail(
-            f"`npm install` in {IDP_DIR} failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-        )
-    return node
-
-
-def _drain(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
-    """Hand every stdout line over (the first READY is what the starter waits for), then
-    None at EOF; keeps reading after READY so the pipe never fills up."""
-    for raw in iter(stream.readline, b""):
-        lines.put(raw.decode(errors="replace").rstrip("\n"))
-    lines.put(None)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], lines: queue.Queue[str | None], log: Path) -> str:
-    """The issuer from the READY line; IdpError (with the provider's stderr) otherwise."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            try:
-                code: int | None = proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                code = None
-            raise IdpError(
-                f"the test OpenID provider exited (code {code}) before READY:\n{_tail(log)}"
-            )
-        if line.startswith("READY "):
-            return line.removeprefix("READY ").strip()
-    raise IdpError(
-        f"the test OpenID provider printed no READY line within {READY_TIMEOUT:.0f} s:\n"
-        f"{_tail(log)}"
-    )
-
-
-def _tail(log: Path, limit: int = 3000) -> str:
-    try:
-        return log.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
+    """Make tests/idp runnable (`npm install` when needed); return the `node` executable."""
+    package = {"oidc-provider": IDP_DIR / "node_modules" / "oidc-provider"}
+    return npm_packages(IDP_DIR, package, "the test OpenID provider", MIN_NODE_MAJOR)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     stop_process(proc, signal.SIGTERM, 5)
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            stream.close()
+    if proc.stdin is not None:
+        proc.stdin.close()
 
 
 @contextmanager
@@ -196,12 +107,10 @@ def running_idp(
     token_endpoint_auth_method: str = "client_secret_basic",
     client_metadata: Mapping[str, Any] | None = None,
     ttl: Mapping[str, int] | None = None,
-    port: int = 0,
 ) -> Iterator[Idp]:
     """Start the provider for the duration of the block and stop it (SIGTERM) afterwards.
 
-    `port` 0 lets the OS pick a free one (no race between picking and binding); the
-    issuer is then read from the READY line. `client_metadata` adds or overrides the
+    It listens on a free port (`wait_listening`). `client_metadata` adds or overrides the
     client's registered metadata (oidc-provider's names); `ttl` overrides lifetimes in
     seconds, e.g. {"AccessToken": 5}. The provider also stops when this process dies
     (it exits when its stdin closes).
@@ -217,19 +126,10 @@ def running_idp(
     }
     config = {
         "client": client,
-        "accounts": [
-            {
-                "username": a.username,
-                "password": a.password,
-                "sub": a.sub,
-                "email": a.email,
-                "email_verified": a.email_verified,
-                "name": a.name,
-            }
-            for a in account_list
-        ],
+        "accounts": [dataclasses.asdict(a) for a in account_list],
         "ttl": dict(ttl or {}),
     }
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="oauthd-idp-") as tmp:
         log = Path(tmp) / "provider.log"
         with log.open("wb") as log_file:
@@ -238,20 +138,14 @@ def running_idp(
                 cwd=IDP_DIR,
                 env={**os.environ, "IDP_CONFIG": json.dumps(config)},
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
+                stdout=log_file,
                 stderr=log_file,
             )
         try:
-            assert proc.stdout is not None
-            lines: queue.Queue[str | None] = queue.Queue()
-            reader = threading.Thread(
-                target=_drain, args=(proc.stdout, lines), name="idp-stdout", daemon=True
-            )
-            reader.start()
-            issuer = _wait_ready(proc, lines, log)
+            wait_listening(proc, port, lambda: log.read_text(errors="replace")[-3000:])
             yield Idp(
-                issuer=issuer,
-                port=urlsplit(issuer).port or 80,
+                issuer=f"http://127.0.0.1:{port}",
+                port=port,
                 accounts=MappingProxyType({a.username: a for a in account_list}),
                 client_id=client_id,
                 client_secret=client_secret,
@@ -260,7 +154,6 @@ def running_idp(
             )
         finally:
             _stop(proc)
-            reader.join(timeout=5)
 
 
 # -- the browser -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from oauthd.persist.journal import list_segments, scan_segment
 from oauthd.persist.migrate import Migration
 from oauthd.persist.statedir import LOCK, SNAPSHOT, StateDir
 from oauthd.store.codec import KINDS
-from oauthd.store.file import FileStore, make_engine
+from oauthd.store.file import FileStore
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 from tests.support.records import make_grant
 
@@ -117,11 +117,10 @@ BIG_STATE = 30_000  # grants: loading takes a visible moment
 
 async def make_big_state(path: Path) -> None:
     """A state dir with BIG_STATE grants in its snapshot (built in memory, saved once)."""
-    engine = make_engine(path, journaled=True, interval=3600, debounce=3600, max_wait=3600)
-    store = await FileStore.open(engine, SystemClock())
+    store = await open_store(path, SystemClock())  # saved only when told
     far = time.time() + 86400
     for i in range(BIG_STATE):
         key = f"grant-{i:06d}"
         store.grants.records.set(key, make_grant(id=key, expires_at=far))
-    assert await engine.save()
+    assert await store.engine.save()
     await store.close()

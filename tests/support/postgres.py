@@ -11,6 +11,7 @@ from oauthd.clock import FakeClock
 from oauthd.store import Store
 
 if TYPE_CHECKING:
+    from tests.support.configs import TomlValue
     from tests.support.services import StateRef
 
 DSN = os.environ.get("OAUTHD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -76,6 +77,10 @@ async def open_postgres(state: StateRef, clock: FakeClock) -> Store:
         await migrate(schema_dsn(schema))
         marker.write_text(schema)
     return await PostgresStore.open(schema_dsn(schema), clock, pool_size=5, op_timeout=5)
+
+
+def postgres_storage(state: StateRef) -> dict[str, TomlValue]:
+    return {"backend": "postgres", "postgres_dsn": schema_dsn(schema_name(state.namespace))}
 
 
 def postgres_writes(store: Store) -> int:

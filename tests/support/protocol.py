@@ -7,7 +7,6 @@ reads as the flow it checks. `build_env(tmp, **sections)` makes one.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import pytest
 
 from oauthd import crypto
 from oauthd.clock import FakeClock
-from oauthd.config import Config, LocalUser, default_config
+from oauthd.config import Config
 from oauthd.keyring import read_keyring
 from oauthd.model import Client, PendingAuthorization
 from oauthd.oauth.authorize import Flow
@@ -35,11 +34,8 @@ from oauthd.oauth.tokens import TokenResponse
 from oauthd.store import MemoryStore
 from oauthd.users import Users
 from tests.support.configs import (
-    INTROSPECTION_ID,
-    OTHER_USER,
-    PASSWORD,
     USER,
-    fast_password_hash,
+    make_config,
 )
 
 ISSUER = "https://mcp.example.com"
@@ -50,9 +46,6 @@ WEB_REDIRECT = "https://app.example.com/oauth/callback"
 LOOPBACK_REDIRECT = "http://127.0.0.1/callback"
 CIMD_CLIENT_ID = "https://client.example.org/oauth/metadata.json"
 INTROSPECTION_SECRET = "introspection-secret-0123456789"
-
-
-PASSWORD_HASH = fast_password_hash(PASSWORD)
 
 
 class FakeFetcher:
@@ -73,27 +66,19 @@ class FakeFetcher:
         return FetchedDocument(document, now + self.lifetime, now)
 
 
-def make_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
-    """The test config: our issuer, two local users, a few scopes, introspection set up
-    with a secret file; `sections` override fields per section, e.g. tokens={...}."""
-    secret_file = tmp_path / "introspection.secret"
-    secret_file.write_text(INTROSPECTION_SECRET + "\n")
-    base = default_config(tmp_path)
-    users = (LocalUser(USER, PASSWORD_HASH), LocalUser(OTHER_USER, PASSWORD_HASH))
+def protocol_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
+    """`tests.support.configs.make_config` with our issuer, the memory store, a few scopes
+    and the introspection secret `INTROSPECTION_SECRET`; `sections` override fields per
+    section, e.g. tokens={...}."""
     changes: dict[str, dict[str, Any]] = {
-        "server": {"issuer": ISSUER},
         "storage": {"backend": "memory"},
         "oauth": {"scopes": SCOPES},
-        "login": {"users": users},
-        "introspection": {
-            "client_id": INTROSPECTION_ID,
-            "client_secret": f"file:{secret_file}",
-        },
     }
     for name, values in sections.items():
-        changes.setdefault(name, {}).update(values)
-    replaced = {name: dataclasses.replace(getattr(base, name), **v) for name, v in changes.items()}
-    return dataclasses.replace(base, **replaced)
+        changes[name] = {**changes.get(name, {}), **values}
+    config = make_config(tmp_path, 0, issuer=ISSUER, **changes)
+    (tmp_path / "introspection.secret").write_text(INTROSPECTION_SECRET + "\n")
+    return config
 
 
 def new_verifier() -> str:
@@ -233,7 +218,7 @@ async def refused(call: Any) -> OAuthError:
 
 
 def build_env(tmp_path: Path, **sections: Mapping[str, Any]) -> Env:
-    config = make_config(tmp_path, **sections)
+    config = protocol_config(tmp_path, **sections)
     clock = FakeClock()
     store = MemoryStore(clock)
     fetcher = FakeFetcher(clock)

@@ -1,58 +1,17 @@
 """oauthd's app in process (on a `TestServer`, in the test's event loop) for the `/mcp`
-proxy tests: its answers read completely (`Reply`) and quick ways to obtain tokens
-(`Granted`)."""
+proxy tests: requests to /mcp and quick ways to obtain tokens (`Granted`)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
-
-import aiohttp
-import orjson
-from multidict import CIMultiDictProxy
 
 from oauthd import crypto
-from tests.support.app import App
+from tests.support.app import Running
+from tests.support.browser import Answer
 from tests.support.configs import USER
-from tests.support.http_client import LOOPBACK_REDIRECT, OauthdClient
-
-
-@dataclass
-class Reply:
-    """One answer, read completely."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-    def challenge(self) -> dict[str, str]:
-        """The `WWW-Authenticate: Bearer` parameters."""
-        header = self.headers.get("WWW-Authenticate", "")
-        scheme, _, rest = header.partition(" ")
-        assert scheme == "Bearer", header
-        params: dict[str, str] = {}
-        for part in rest.split('", '):
-            name, _, value = part.partition("=")
-            params[name.strip()] = value.strip().strip('"')
-        return params
-
-    def assert_jsonrpc_error(self, status: int) -> dict[str, Any]:
-        assert self.status == status, (self.status, self.text)
-        assert self.headers.get("Content-Type", "").startswith("application/json")
-        body = self.json()
-        assert body["jsonrpc"] == "2.0" and body["id"] is None, body
-        assert isinstance(body["error"]["code"], int) and body["error"]["message"], body
-        error: dict[str, Any] = body["error"]
-        return error
+from tests.support.http_client import LOOPBACK_REDIRECT
 
 
 @dataclass(frozen=True)
@@ -72,26 +31,15 @@ class Granted:
 
 
 @dataclass
-class Oauthd(App):
-    """oauthd in front of the fake upstream, and a session that calls it without cookies."""
+class Oauthd(Running):
+    """oauthd in front of the fake upstream; `call` and `client` call it without cookies."""
 
-    session: aiohttp.ClientSession = field(
-        default_factory=lambda: aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-    )
-
-    async def close(self) -> None:
-        await self.session.close()
-        await self.stop()
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> Reply:
-        async with self.session.request(
-            method, urljoin(self.base + "/", path), allow_redirects=False, **kwargs
-        ) as response:
-            return Reply(response.status, response.headers, await response.read())
+    async def call(self, method: str, path: str, **kwargs: Any) -> Answer:
+        return await self.client.call(method, path, **kwargs)
 
     async def mcp(
         self, method: str = "POST", granted: Granted | None = None, **kwargs: Any
-    ) -> Reply:
+    ) -> Answer:
         """A request to /mcp; with `granted`, its bearer token (plus `headers`)."""
         headers = dict(kwargs.pop("headers", {}))
         if granted is not None:
@@ -123,7 +71,7 @@ class Oauthd(App):
         assert issued.refresh_token is not None
         return Granted(client_id, issued.access_token, issued.refresh_token)
 
-    async def refresh(self, granted: Granted) -> Reply:
+    async def refresh(self, granted: Granted) -> Answer:
         return await self.call(
             "POST",
             "/token",
@@ -147,12 +95,8 @@ class Oauthd(App):
     async def login(self) -> Granted:
         """The whole way a real client goes: /register, /authorize, the login and consent
         pages (through the test browser), then /token."""
-        client = OauthdClient(self.base, self.base)
-        try:
-            app = await client.register_public(client_name="proxy test")
-            body = await client.tokens(app)
-        finally:
-            await client.close()
+        app = await self.client.register_public(client_name="proxy test")
+        body = await self.client.tokens(app)
         return Granted(app["client_id"], body["access_token"], body["refresh_token"])
 
 

@@ -1,8 +1,9 @@
 """Valid records of every kind, for any test: `make_grant(**overrides)` and friends.
 
 Every factory fills every field (bytes, tuples and the optional fields set), with a fresh
-key per call, and times relative to `NOW` (the start of `oauthd.clock.FakeClock`), using
-the default lifetimes of design.md section 2. `nulled(record)` sets every optional field
+key per call (overriding a field the record lacks is the constructor's TypeError), and
+times relative to `NOW` (the start of `oauthd.clock.FakeClock`), using the default
+lifetimes of design.md section 2. `nulled(record)` sets every optional field
 to None, to check that None survives a backend as well.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import time
 import types
 import typing
 from collections.abc import Callable
@@ -45,13 +47,6 @@ def digest(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def _build(cls: type[T], fields: dict[str, Any], overrides: dict[str, Any]) -> T:
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-    return cls(**{**fields, **overrides})
-
-
 def make_client(**overrides: Any) -> Client:
     n = _n()
     fields = {
@@ -68,7 +63,7 @@ def make_client(**overrides: Any) -> Client:
         "created_at": NOW - 60,
         "expires_at": NOW + 30 * DAY,
     }
-    return _build(Client, fields, overrides)
+    return Client(**{**fields, **overrides})
 
 
 def make_consent(**overrides: Any) -> Consent:
@@ -80,7 +75,7 @@ def make_consent(**overrides: Any) -> Consent:
         "created_at": NOW - 60,
         "expires_at": NOW + 90 * DAY,
     }
-    return _build(Consent, fields, overrides)
+    return Consent(**{**fields, **overrides})
 
 
 def make_pending(**overrides: Any) -> PendingAuthorization:
@@ -100,7 +95,7 @@ def make_pending(**overrides: Any) -> PendingAuthorization:
         "created_at": NOW - 5,
         "expires_at": NOW + 600,
     }
-    return _build(PendingAuthorization, fields, overrides)
+    return PendingAuthorization(**{**fields, **overrides})
 
 
 def make_code(**overrides: Any) -> AuthCode:
@@ -119,7 +114,7 @@ def make_code(**overrides: Any) -> AuthCode:
         "created_at": NOW - 1,
         "expires_at": NOW + 60,
     }
-    return _build(AuthCode, fields, overrides)
+    return AuthCode(**{**fields, **overrides})
 
 
 def make_grant(**overrides: Any) -> Grant:
@@ -142,7 +137,7 @@ def make_grant(**overrides: Any) -> Grant:
         "last_used_at": NOW - 10,
         "expires_at": NOW + 30 * DAY,
     }
-    return _build(Grant, fields, overrides)
+    return Grant(**{**fields, **overrides})
 
 
 def make_device(**overrides: Any) -> DeviceFlow:
@@ -162,7 +157,7 @@ def make_device(**overrides: Any) -> DeviceFlow:
         "created_at": NOW - 60,
         "expires_at": NOW + 600,
     }
-    return _build(DeviceFlow, fields, overrides)
+    return DeviceFlow(**{**fields, **overrides})
 
 
 def make_mcp_session(**overrides: Any) -> McpSession:
@@ -176,7 +171,7 @@ def make_mcp_session(**overrides: Any) -> McpSession:
         "created_at": NOW - 60,
         "expires_at": NOW + 30 * DAY,
     }
-    return _build(McpSession, fields, overrides)
+    return McpSession(**{**fields, **overrides})
 
 
 FACTORIES: dict[str, Callable[..., Record]] = {
@@ -211,3 +206,13 @@ def optional_fields(cls: type[Record]) -> tuple[str, ...]:
 def nulled(record: T) -> T:
     """`record` with every optional field None (`expires_at` too: it never expires)."""
     return dataclasses.replace(record, **dict.fromkeys(optional_fields(type(record))))
+
+
+# What the crash and disk-fault children write and read back: a grant (its `last_used_at`)
+# or a code (its `created_at`) holding a value, live for a day of real time.
+def valued_grant(key: str, value: float) -> Grant:
+    return make_grant(id=key, last_used_at=value, expires_at=time.time() + DAY)
+
+
+def valued_code(key: str, value: float) -> AuthCode:
+    return make_code(code_key=key, created_at=value, expires_at=time.time() + DAY)

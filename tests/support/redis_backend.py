@@ -14,6 +14,7 @@ from oauthd.store import Store
 from oauthd.store.redis import RedisStore
 
 if TYPE_CHECKING:
+    from tests.support.configs import TomlValue
     from tests.support.services import StateRef
 
 REDIS_URL = os.environ.get("OAUTHD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -25,6 +26,10 @@ def prefix(state: StateRef) -> str:
 
 async def open_redis(state: StateRef, clock: FakeClock) -> Store:
     return RedisStore(clock, REDIS_URL, prefix=prefix(state), pool_size=20, timeout=2.0)
+
+
+def redis_storage(state: StateRef) -> dict[str, TomlValue]:
+    return {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": prefix(state)}
 
 
 async def redis_probe() -> str | None:

@@ -4,7 +4,8 @@ in front of a small aiohttp MCP upstream, and the steps below, each of which the
 count and the audit log records.
 
 1. register a public client (DCR);
-2. alice: a wrong password, then the right one, consent allow, code -> tokens A;
+2. alice: a wrong password (one browser), then the right one (another), consent allow,
+   code -> tokens A;
 3. refresh A -> B; a proxied /mcp call with B's access token (200 from the upstream);
 4. replay A's refresh token -> reuse detected (the grant ends); /mcp with A's access
    token -> 401;
@@ -23,8 +24,7 @@ from typing import Any
 
 from oauthd.store import FileStore
 from tests.support.app import Running
-from tests.support.browser import Browser
-from tests.support.configs import OTHER_PASSWORD, OTHER_USER, PASSWORD, USER, make_config
+from tests.support.configs import OTHER_PASSWORD, OTHER_USER, make_config
 from tests.support.http_client import Pkce, client_auth
 from tests.support.ports import free_port
 from tests.support.upstream import FakeUpstream, empty_result
@@ -56,7 +56,7 @@ async def start(directory: Path, **sections: Any) -> ScriptedApp:
     upstream = FakeUpstream(empty_result)
     await upstream.start()
     config = make_config(directory, free_port(), upstream_url=upstream.url, **sections)
-    run = ScriptedApp(config, state_dir=directory, upstream=upstream)
+    run = ScriptedApp(config, upstream=upstream)
     await run.start()
     return run
 
@@ -70,24 +70,6 @@ class Script:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-async def _code(
-    run: ScriptedApp, client: dict[str, Any], browser: Browser, *, wrong_first: bool = False
-) -> tuple[str, Pkce]:
-    pkce = Pkce.new()
-    params = run.client.authorize_params(client["client_id"], REDIRECT, pkce)
-    page = await browser.authorize(params)
-    if wrong_first:
-        page = await browser.sign_in(page, password="not the password")
-        assert page.status == 401, page.text
-    answer = await browser.sign_in(page, USER, PASSWORD)
-    if answer.status == 200:  # the consent page (not yet remembered)
-        answer = await browser.decide(answer, "allow")
-    assert answer.status == 303, (answer.status, answer.text[:300])
-    code = answer.redirect_query()["code"]
-    run.client.remember(code)
-    return code, pkce
-
-
 async def _exchange(run: ScriptedApp, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
     return await run.client.token(
         grant_type="authorization_code",
@@ -98,20 +80,16 @@ async def _exchange(run: ScriptedApp, client: dict[str, Any], code: str, pkce: P
     )
 
 
-async def _tokens(run: ScriptedApp, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
-    answer = await _exchange(run, client, code, pkce)
-    assert answer.status == 200, answer.text
-    return answer.json()
-
-
 async def scripted_run(run: ScriptedApp) -> Script:
     script = Script()
     api = run.client
     public = await api.register_public(client_name="Scripted App")
     script.client_id = public["client_id"]
 
-    code, pkce = await _code(run, public, api.browser(), wrong_first=True)
-    a = await _tokens(run, public, code, pkce)
+    wrong = api.browser()
+    page = await wrong.authorize(api.authorize_params(public["client_id"], REDIRECT, Pkce.new()))
+    assert (await wrong.sign_in(page, password="not the password")).status == 401
+    a = await api.tokens(public, REDIRECT)
     refreshed = await api.refresh(public, a["refresh_token"])
     assert refreshed.status == 200, refreshed.text
     b = refreshed.json()
@@ -120,8 +98,7 @@ async def scripted_run(run: ScriptedApp) -> Script:
     assert replay.status == 400 and "already used" in replay.text, replay.text
     script.statuses["mcp_revoked"] = (await api.call_mcp(a["access_token"])).status
 
-    code, pkce = await _code(run, public, api.browser())
-    c = await _tokens(run, public, code, pkce)
+    c = await api.tokens(public, REDIRECT, consent=False)  # the consent is remembered
     await run.stop_upstream()
     script.statuses["mcp_down"] = (await api.call_mcp(c["access_token"])).status
     revoke = {"token": c["refresh_token"], **client_auth(public)}
@@ -133,8 +110,10 @@ async def scripted_run(run: ScriptedApp) -> Script:
     denied = await bob.decide(consent, "deny")
     assert denied.redirect_query()["error"] == "access_denied"
 
-    code, pkce = await _code(run, public, api.browser())
-    d = await _tokens(run, public, code, pkce)
+    code, pkce = await api.authorization_code(public, REDIRECT, consent=False)
+    exchanged = await _exchange(run, public, code, pkce)
+    assert exchanged.status == 200, exchanged.text
+    d = exchanged.json()
     replayed = await _exchange(run, public, code, pkce)
     assert replayed.status == 400 and "already used" in replayed.text, replayed.text
 

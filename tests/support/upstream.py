@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
-from tests.support.daemon import ROOT, START_TIMEOUT, stop_process
-from tests.support.ports import free_port
+from tests.support.daemon import ROOT, stop_process
+from tests.support.ports import free_port, wait_listening
 
 DEMO = ROOT / "examples" / "demo_server.py"
 
@@ -175,18 +173,13 @@ class DemoUpstream:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"demo server did not start:\n{self.log()}") from None
-                time.sleep(0.05)
+        try:
+            wait_listening(self.proc, self.port, self.logs)
+        except RuntimeError:
+            self.stop()
+            raise
 
-    def log(self) -> str:
+    def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:

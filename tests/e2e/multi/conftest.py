@@ -1,68 +1,46 @@
-"""Fixtures for the multi-instance tests: one demo upstream MCP server per module and, per
-shared backend (redis, postgres), one cluster of three `oauthd serve` processes behind a
-round-robin balancer. Module-scoped: starting processes is what costs time here, and the
-tests share nothing else (each registers its own clients and makes its own grants).
+"""Fixtures for the multi-instance tests: per shared backend (redis, postgres), one cluster
+of three `oauthd serve` processes behind a round-robin balancer, in front of the demo
+upstream (`demo_upstream`, tests/conftest.py). Module-scoped: starting processes is what
+costs time here, and the tests share nothing else (each registers its own clients and
+makes its own grants).
 
-A failed test's report carries the instances' logs."""
+A failed test's report carries the instances' logs (tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Iterator
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
-from tests.e2e.multi.multi_stack import Cluster, shared_backend
+from tests.e2e.multi.multi_stack import Cluster
+from tests.support.backends import open_harness
 from tests.support.daemon import OauthdProcess
 from tests.support.upstream import DemoUpstream
 
 CLUSTER_SIZE = 3
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report: pytest.TestReport = yield
-    cluster = getattr(item, "funcargs", {}).get("cluster")
-    if report.failed and isinstance(cluster, Cluster):
-        report.sections.append(("oauthd instance logs", cluster.logs()[-30000:]))
-    return report
-
-
-@pytest.fixture(scope="module")
-def multi_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoUpstream]:
-    """examples/demo_server.py: the one upstream every instance relays to."""
-    upstream = DemoUpstream(tmp_path_factory.mktemp("multi-demo") / "demo.log")
-    upstream.start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["redis", "postgres"])
 async def cluster(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
-    multi_upstream: DemoUpstream,
+    demo_upstream: DemoUpstream,
 ) -> AsyncIterator[Cluster]:
     """Three instances on a fresh namespace of the shared backend (a Redis key prefix or a
-    PostgreSQL schema, removed afterwards); the balancer takes turns with all three."""
-    backend = await shared_backend(request.param)
+    PostgreSQL schema, migrated first and removed afterwards: `open_harness`); the
+    balancer takes turns with all three."""
     directory = tmp_path_factory.mktemp(f"multi-{request.param}")
-    stack: Cluster | None = None
-    try:
-        stack = await Cluster.start(directory, backend, multi_upstream.url)
-        await stack.add_instances(CLUSTER_SIZE)
-        stack.balance(stack.instances)
-        yield stack
-    finally:
-        try:
-            if stack is not None:
+    async with contextlib.aclosing(open_harness(request.param, directory)) as harnesses:
+        async for harness in harnesses:
+            stack = await Cluster.start(directory, harness.storage(), demo_upstream.url)
+            try:
+                await stack.add_instances(CLUSTER_SIZE)
+                stack.balance(stack.instances)
+                yield stack
+            finally:  # the namespace goes (aclosing) even if a process would not stop cleanly
                 await stack.stop()
-        finally:  # the namespace goes even if a process would not stop cleanly
-            await backend.cleanup()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -6,8 +6,6 @@ who approves a device."""
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +14,12 @@ from urllib.parse import urlencode
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.multi.multi_stack import INTROSPECTOR, Cluster
-from tests.support.browser import Browser, Person
+from tests.e2e.multi.multi_stack import Cluster
+from tests.support.browser import Answer, Browser, Person
 from tests.support.configs import INTEROP_PASSWORD as PASSWORD
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess
-from tests.support.http_client import Pkce
+from tests.support.http_client import OauthdClient, Pkce
 from tests.support.ports import free_port
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -33,18 +31,6 @@ CALL_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str]
-
-    @property
-    def error(self) -> str | None:
-        error = self.body.get("error")
-        return str(error) if error is not None else None
-
-
-@dataclass(frozen=True, slots=True)
 class Code:
     code: str
     verifier: str
@@ -52,8 +38,9 @@ class Code:
 
 
 class OAuth:
-    """A public client (registered once) calling the instances' endpoints by hand; `base`
-    is one instance's URL (or the balancer's). The resource is always the cluster's."""
+    """A public client (registered once) calling the instances' endpoints by hand on the
+    test's session; `base` is one instance's URL (or the balancer's). The resource is
+    always the cluster's."""
 
     def __init__(self, cluster: Cluster, http: aiohttp.ClientSession) -> None:
         self.cluster = cluster
@@ -61,38 +48,26 @@ class OAuth:
         self.redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
         self.client_id = ""
 
+    def at(self, base: str) -> OauthdClient:
+        return OauthdClient(base, self.cluster.issuer, self.http)
+
     async def register(self, base: str, *grant_types: str) -> None:
-        request = {
-            "client_name": "oauthd multi-instance test",
-            "redirect_uris": [self.redirect_uri],
-            "grant_types": list(grant_types or ("authorization_code", "refresh_token")),
-            "response_types": ["code"],
-            "token_endpoint_auth_method": "none",
-        }
-        async with self.http.post(f"{base}/register", json=request) as response:
-            body = await response.json()
-            assert response.status == 201, body
-        self.client_id = body["client_id"]
+        registered = await self.at(base).register_public(
+            [self.redirect_uri],
+            client_name="oauthd multi-instance test",
+            grant_types=list(grant_types or ("authorization_code", "refresh_token")),
+            response_types=["code"],
+        )
+        self.client_id = registered["client_id"]
 
     async def code(self, base: str) -> Code:
         """Through the login and consent pages of `base` (a person at the browser)."""
-        pair = Pkce.new()
-        verifier, challenge = pair.verifier, pair.challenge
-        state = secrets.token_urlsafe(8)
-        query = {
-            "response_type": "code",
-            "client_id": self.client_id,
-            "redirect_uri": self.redirect_uri,
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-            "state": state,
-            "resource": self.cluster.resource,
-            "scope": "mcp",
-        }
+        pkce = Pkce.new()
+        query = self.at(base).authorize_params(self.client_id, self.redirect_uri, pkce)
         back = await Person(base).authorize(f"{base}/authorize?{urlencode(query)}")
-        assert back.params.get("state") == state, back.location
+        assert back.params.get("state") == query["state"], back.location
         assert back.params.get("iss") == self.cluster.issuer, back.location
-        return Code(back.params["code"], verifier, self.redirect_uri)
+        return Code(back.params["code"], pkce.verifier, self.redirect_uri)
 
     def code_form(self, code: Code) -> dict[str, str]:
         return {
@@ -111,11 +86,8 @@ class OAuth:
             "client_id": self.client_id,
         }
 
-    async def post(self, base: str, path: str, form: dict[str, str], **kw: Any) -> Answer:
-        async with self.http.post(f"{base}{path}", data=form, timeout=CALL_TIMEOUT, **kw) as r:
-            text = await r.text()
-            body = json.loads(text) if text else {}
-            return Answer(r.status, body, dict(r.headers))
+    async def post(self, base: str, path: str, form: dict[str, str]) -> Answer:
+        return await self.at(base).call("POST", path, data=form, timeout=CALL_TIMEOUT)
 
     async def token(self, base: str, form: dict[str, str]) -> Answer:
         return await self.post(base, "/token", form)
@@ -124,18 +96,14 @@ class OAuth:
         """A new grant: code on `base`, redeemed on `base`."""
         answer = await self.token(base, self.code_form(await self.code(base)))
         assert answer.status == 200, answer
-        return answer.body
+        body: dict[str, Any] = answer.json()
+        return body
 
     async def revoke(self, base: str, token: str) -> Answer:
         return await self.post(base, "/revoke", {"token": token, "client_id": self.client_id})
 
     async def introspect(self, base: str, token: str) -> dict[str, Any]:
-        auth = aiohttp.encode_basic_auth(INTROSPECTOR, self.cluster.introspection_secret)
-        answer = await self.post(
-            base, "/introspect", {"token": token}, headers={"Authorization": auth}
-        )
-        assert answer.status == 200, answer
-        return answer.body
+        return await self.at(base).introspect(token, self.cluster.introspection_secret)
 
 
 # -- MCP by hand --------------------------------------------------------------------------------

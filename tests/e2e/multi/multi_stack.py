@@ -2,7 +2,7 @@
 round-robin balancer (multi_balancer.py), in front of one demo upstream MCP server
 (issue #6: instances that behave as one daemon).
 
-    cluster = await Cluster.start(directory, backend, upstream_url)
+    cluster = await Cluster.start(directory, storage, upstream_url)  # storage: [storage] keys
     await cluster.add_instances(3)
     cluster.balance(cluster.instances[:2])  # the instances the balancer takes turns with
     cluster.issuer                           # the balancer: the one issuer of every instance
@@ -16,96 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from tests.e2e.multi.multi_balancer import RoundRobin
-from tests.support.configs import (
-    INTEROP_PASSWORD,
-    INTEROP_USER,
-    TomlValue,
-    real_password_hash,
-    write_config,
-)
-from tests.support.daemon import OauthdProcess, run_oauthd
+from tests.support.configs import INTROSPECTION_ID, TomlValue
+from tests.support.daemon import OauthdProcess, proxy_daemon
 from tests.support.ports import free_port
-from tests.support.postgres import create_schema, drop_schema, postgres_probe, schema_dsn
-from tests.support.redis_backend import REDIS_URL, redis_cleanup, redis_probe
-from tests.support.services import StateRef, service_missing
-
-INTROSPECTOR = "multi-introspector"
-
-
-# -- the shared backends ----------------------------------------------------------------------
-
-
-class SharedBackend(Protocol):
-    name: str
-
-    def storage(self) -> dict[str, TomlValue]: ...
-
-    async def prepare(self, config: Path) -> None: ...
-
-    async def cleanup(self) -> None: ...
-
-
-@dataclass
-class RedisBackend:
-    """One key prefix of the test Redis server, deleted afterwards."""
-
-    namespace: str
-    name: str = "redis"
-
-    def storage(self) -> dict[str, TomlValue]:
-        return {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": f"{self.namespace}:"}
-
-    async def prepare(self, config: Path) -> None:
-        return None
-
-    async def cleanup(self) -> None:
-        await redis_cleanup(StateRef(Path(), self.namespace))  # (only the prefix matters)
-
-
-@dataclass
-class PostgresBackend:
-    """A schema of its own on the test PostgreSQL server, created by `oauthd migrate` and
-    dropped afterwards."""
-
-    namespace: str
-    name: str = "postgres"
-
-    @property
-    def schema(self) -> str:
-        return self.namespace.replace("-", "_")
-
-    def storage(self) -> dict[str, TomlValue]:
-        return {"backend": "postgres", "postgres_dsn": schema_dsn(self.schema)}
-
-    async def prepare(self, config: Path) -> None:
-        await create_schema(self.schema)
-        done = await run_oauthd("migrate", "--config", str(config))
-        assert done.code == 0, done.out + done.err
-
-    async def cleanup(self) -> None:
-        await drop_schema(self.schema)
-
-
-async def shared_backend(name: str) -> SharedBackend:
-    """A fresh namespace on the named server; skips (or fails in CI) when it is absent."""
-    namespace = f"oauthd-multi-{uuid.uuid4().hex[:16]}"
-    if name == "redis":
-        if (reason := await redis_probe()) is not None:
-            service_missing(f"redis: {reason}")
-        return RedisBackend(namespace)
-    if (reason := await postgres_probe()) is not None:
-        service_missing(f"postgres: {reason}")
-    return PostgresBackend(namespace)
-
-
-# -- the cluster ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -115,7 +33,7 @@ class Cluster:
     listens on the issuer's port."""
 
     directory: Path
-    backend: SharedBackend
+    storage: dict[str, TomlValue]  # the shared backend's [storage] keys
     upstream_url: str
     balancer: RoundRobin
     instances: list[OauthdProcess] = field(default_factory=list)
@@ -131,9 +49,11 @@ class Cluster:
         return f"{self.issuer}/mcp"
 
     @classmethod
-    async def start(cls, directory: Path, backend: SharedBackend, upstream_url: str) -> Cluster:
+    async def start(
+        cls, directory: Path, storage: dict[str, TomlValue], upstream_url: str
+    ) -> Cluster:
         """The balancer, on the issuer's port; no instance yet (`add_instances`)."""
-        cluster = cls(directory, backend, upstream_url, RoundRobin(free_port()))
+        cluster = cls(directory, storage, upstream_url, RoundRobin(free_port()))
         (directory / "encryption.key").write_text(secrets.token_hex(32))
         (directory / "introspection.secret").write_text(cluster.introspection_secret)
         try:
@@ -147,8 +67,6 @@ class Cluster:
         """Start `count` more instances (`tokens`: [tokens] keys for these, e.g. a grace)."""
         added = [self._instance(f"i{len(self.instances) + n + 1}", tokens) for n in range(count)]
         self.instances.extend(added)
-        if len(self.instances) == count:  # the first: the backend needs its schema
-            await self.backend.prepare(added[0].config)
         # Every start runs to its end before a failure is raised, so that `stop` (which
         # stops all of `self.instances`) never races a start still under way.
         outcomes = await asyncio.gather(
@@ -164,24 +82,21 @@ class Cluster:
         (`admin.sock`) in a directory of its own."""
         directory = self.directory / name
         directory.mkdir()
-        port = free_port()
-        sections: dict[str, dict[str, TomlValue]] = {
-            "upstream": {"url": self.upstream_url, "connect_timeout": "5s", "read_timeout": "60s"},
-            "storage": {**self.backend.storage(), "timeout": "5s"},
-            "tokens": dict(tokens),
-            "oauth": {"registrations_per_minute": 1000},
-            "introspection": {
-                "client_id": INTROSPECTOR,
+        return proxy_daemon(
+            directory,
+            self.upstream_url,
+            issuer=self.issuer,
+            name=name,
+            storage={**self.storage, "timeout": "5s"},
+            tokens=dict(tokens),
+            oauth={"registrations_per_minute": 1000},
+            introspection={
+                "client_id": INTROSPECTION_ID,
                 "client_secret": f"file:{self.directory / 'introspection.secret'}",
             },
-            "login": {"encryption_key": f"file:{self.directory / 'encryption.key'}"},
-            "admin": {"socket": "admin.sock"},
-        }
-        users = [(INTEROP_USER, real_password_hash(INTEROP_PASSWORD))]
-        config = write_config(
-            directory / "config.toml", port, sections, issuer=self.issuer, users=users
+            login={"encryption_key": f"file:{self.directory / 'encryption.key'}"},
+            admin={"socket": "admin.sock"},
         )
-        return OauthdProcess(directory, config, port, issuer=self.issuer, name=name)
 
     def balance(self, pool: Iterable[OauthdProcess]) -> None:
         self.balancer.pool = list(pool)

@@ -36,7 +36,6 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.multi.multi_clients import (
     DEVICE_GRANT,
-    Answer,
     OAuth,
     all_at_once,
     approve_device,
@@ -48,10 +47,11 @@ from tests.e2e.multi.multi_clients import (
     upstream_has_session,
     warm,
 )
-from tests.e2e.multi.multi_sdk import sdk_client
 from tests.e2e.multi.multi_stack import Cluster
+from tests.support.browser import Answer
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess, oauthd_command
+from tests.support.sdk import sdk_client
 from tests.support.upstream import DemoUpstream, text_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -75,7 +75,7 @@ async def statuses(
 
 
 def is_invalid_grant(answer: Answer) -> bool:
-    return answer.status == 400 and answer.error == "invalid_grant"
+    return answer.status == 400 and answer.json()["error"] == "invalid_grant"
 
 
 # -- the SDK client, switching instances --------------------------------------------------------
@@ -86,7 +86,7 @@ def is_invalid_grant(answer: Answer) -> bool:
 async def test_sdk_client_switches_instances_between_calls(cluster: Cluster, size: int) -> None:
     pool = cluster.instances[:size]
     cluster.balance(pool)
-    client = sdk_client(cluster)
+    client = sdk_client(cluster.issuer, cluster.resource, "oauthd multi-instance (mcp python sdk)")
     with anyio.fail_after(60):
         async with (
             client.http() as http,
@@ -140,7 +140,7 @@ async def test_sdk_client_switches_instances_between_calls(cluster: Cluster, siz
 
 @pytest.mark.timeout(60)
 async def test_token_from_one_instance_works_on_all_and_revoke_on_one_ends_it_on_all(
-    cluster: Cluster, multi_upstream: DemoUpstream
+    cluster: Cluster, demo_upstream: DemoUpstream
 ) -> None:
     a, b, c = cluster.instances[:3]
     async with aiohttp.ClientSession() as http:
@@ -154,7 +154,7 @@ async def test_token_from_one_instance_works_on_all_and_revoke_on_one_ends_it_on
                 http, instance.url, access, rpc("tools/list", id=2), session
             )
             assert status == 200 and '"echo"' in body, (instance.name, status, body)
-        assert await upstream_has_session(http, multi_upstream.url, session)
+        assert await upstream_has_session(http, demo_upstream.url, session)
 
         revoked = await oauth.revoke(c.url, tokens["refresh_token"])
         assert revoked.status == 200, revoked
@@ -164,7 +164,7 @@ async def test_token_from_one_instance_works_on_all_and_revoke_on_one_ends_it_on
         refresh = await oauth.token(a.url, oauth.refresh_form(tokens["refresh_token"]))
         assert is_invalid_grant(refresh), refresh
         # C closed the session B opened: it could open the id B sealed (the shared key).
-        await eventually(lambda: _closed(upstream_has_session(http, multi_upstream.url, session)))
+        await eventually(lambda: _closed(upstream_has_session(http, demo_upstream.url, session)))
 
 
 async def _closed(open_: Awaitable[bool]) -> bool:
@@ -185,7 +185,7 @@ async def test_access_token_revoked_on_one_instance_is_refused_by_all(cluster: C
         # Only the access token was voided: the grant refreshes on C, used on B.
         fresh = await oauth.token(c.url, oauth.refresh_form(tokens["refresh_token"]))
         assert fresh.status == 200, fresh
-        assert await mcp_status(http, b.url, fresh.body["access_token"]) == 200
+        assert await mcp_status(http, b.url, fresh.json()["access_token"]) == 200
 
 
 def oauthd_cli(*args: str) -> Any:
@@ -200,7 +200,7 @@ def oauthd_cli(*args: str) -> Any:
 
 @pytest.mark.timeout(60)
 async def test_admin_revocation_on_one_instance_is_seen_by_all(
-    cluster: Cluster, multi_upstream: DemoUpstream
+    cluster: Cluster, demo_upstream: DemoUpstream
 ) -> None:
     a, b, c = cluster.instances[:3]
     async with aiohttp.ClientSession() as http:
@@ -225,7 +225,7 @@ async def test_admin_revocation_on_one_instance_is_seen_by_all(
         assert await statuses(http, [a, b, c], access) == [401, 401, 401]
         refresh = await oauth.token(b.url, oauth.refresh_form(tokens["refresh_token"]))
         assert is_invalid_grant(refresh), refresh
-        await eventually(lambda: _closed(upstream_has_session(http, multi_upstream.url, session)))
+        await eventually(lambda: _closed(upstream_has_session(http, demo_upstream.url, session)))
         listed = await asyncio.to_thread(
             oauthd_cli, "sessions", "list", "--config", str(a.config), f"--client={oauth.client_id}"
         )
@@ -244,13 +244,13 @@ async def test_refresh_token_reuse_on_one_instance_revokes_the_family_on_all(
         second = await oauth.token(b.url, oauth.refresh_form(first["refresh_token"]))
         assert second.status == 200, second
         # Using the successor on C ends the grace window for the superseded refresh token.
-        assert await mcp_status(http, c.url, second.body["access_token"]) == 200
+        assert await mcp_status(http, c.url, second.json()["access_token"]) == 200
         assert await mcp_status(http, a.url, first["access_token"]) == 401  # rotated away
 
         replay = await oauth.token(a.url, oauth.refresh_form(first["refresh_token"]))
         assert is_invalid_grant(replay), replay
-        assert await statuses(http, [a, b, c], second.body["access_token"]) == [401, 401, 401]
-        again = await oauth.token(c.url, oauth.refresh_form(second.body["refresh_token"]))
+        assert await statuses(http, [a, b, c], second.json()["access_token"]) == [401, 401, 401]
+        again = await oauth.token(c.url, oauth.refresh_form(second.json()["refresh_token"]))
         assert is_invalid_grant(again), again
 
 
@@ -302,10 +302,10 @@ async def test_one_code_redeemed_on_every_instance_at_once(cluster: Cluster) -> 
         assert await issued() == issued_before + 1  # one claim: never a double redemption
         assert await replays() > replays_before
         for winner in winners:
-            token = winner.body["access_token"]
+            token = winner.json()["access_token"]
             assert await statuses(http, instances, token) == [401, 401, 401]
             refresh = await oauth.token(
-                instances[0].url, oauth.refresh_form(winner.body["refresh_token"])
+                instances[0].url, oauth.refresh_form(winner.json()["refresh_token"])
             )
             assert is_invalid_grant(refresh), refresh
 
@@ -319,12 +319,12 @@ async def test_a_code_redeemed_on_one_instance_and_replayed_on_another(cluster: 
         code = await oauth.code(b.url)
         first = await oauth.token(a.url, oauth.code_form(code))
         assert first.status == 200, first
-        assert await mcp_status(http, b.url, first.body["access_token"]) == 200
+        assert await mcp_status(http, b.url, first.json()["access_token"]) == 200
         replay = await oauth.token(c.url, oauth.code_form(code))
         assert is_invalid_grant(replay), replay
         # A replayed code revokes what it issued, wherever that was.
-        assert await statuses(http, [a, b, c], first.body["access_token"]) == [401, 401, 401]
-        refresh = await oauth.token(b.url, oauth.refresh_form(first.body["refresh_token"]))
+        assert await statuses(http, [a, b, c], first.json()["access_token"]) == [401, 401, 401]
+        refresh = await oauth.token(b.url, oauth.refresh_form(first.json()["refresh_token"]))
         assert is_invalid_grant(refresh), refresh
 
 
@@ -346,7 +346,7 @@ async def test_one_refresh_token_on_every_instance_at_once_without_grace(
         assert len(winners) == 1, answers
         assert sum(map(is_invalid_grant, answers)) == len(answers) - 1
         assert await counted(http, pair, "oauthd_tokens_refreshed") == rotations + 1
-        winner = winners[0].body
+        winner = winners[0].json()
         everyone = cluster.instances  # the default-grace ones too
         assert set(await statuses(http, everyone, winner["access_token"])) == {401}
         again = await oauth.token(pair[0].url, oauth.refresh_form(winner["refresh_token"]))
@@ -365,7 +365,7 @@ async def test_one_refresh_token_on_every_instance_at_once_with_grace(cluster: C
         await oauth.register(instances[0].url)
         tokens = await oauth.tokens(instances[2].url)
         answers = await race(http, oauth, instances, oauth.refresh_form(tokens["refresh_token"]))
-        issued = [a.body for a in answers if a.status == 200]
+        issued = [a.json() for a in answers if a.status == 200]
         assert issued, answers
 
         accepted = []
@@ -397,14 +397,14 @@ async def test_device_flow_polled_and_approved_across_instances(cluster: Cluster
         await oauth.register(c.url, "authorization_code", "refresh_token", DEVICE_GRANT)
         started = await oauth.post(a.url, "/device_authorization", {"client_id": oauth.client_id})
         assert started.status == 200, started
-        user_code = started.body["user_code"]
-        assert started.body["verification_uri"] == f"{cluster.issuer}/device"
-        poll = {"grant_type": DEVICE_GRANT, "device_code": started.body["device_code"]}
+        user_code = started.json()["user_code"]
+        assert started.json()["verification_uri"] == f"{cluster.issuer}/device"
+        poll = {"grant_type": DEVICE_GRANT, "device_code": started.json()["device_code"]}
         poll["client_id"] = oauth.client_id
 
         # B's poll is remembered for C: polling again at once, anywhere, is too soon.
         early = [await oauth.token(base, poll) for base in (b.url, c.url, b.url, c.url)]
-        assert [(x.status, x.error) for x in early] == [
+        assert [(x.status, x.json()["error"]) for x in early] == [
             (400, "authorization_pending"),
             *[(400, "slow_down")] * 3,
         ], early
@@ -422,7 +422,7 @@ async def test_device_flow_polled_and_approved_across_instances(cluster: Cluster
             await counted(http, [a, b, c], "oauthd_tokens_issued", grant_type=DEVICE_GRANT)
             == issued + 1
         )
-        access = winners[0].body["access_token"]
+        access = winners[0].json()["access_token"]
         assert await statuses(http, [a, b, c], access) == [200, 200, 200]
         info = await oauth.introspect(b.url, access)
         assert info["active"] and info["sub"] == USER and info["client_id"] == oauth.client_id

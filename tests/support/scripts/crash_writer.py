@@ -37,11 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository, 
 import oauthd.persist.engine as engine_module
 import oauthd.persist.snapshot as snapshot_module
 from oauthd.clock import SystemClock
-from oauthd.model import AuthCode, Grant
 from oauthd.store.file import FileStore, make_engine
-from tests.support.records import make_code, make_grant
+from tests.support.records import valued_code, valued_grant
 
-FAR = time.time() + 86400 * 30
 OUT_LOCK = threading.Lock()
 
 
@@ -49,14 +47,6 @@ def say(line: str) -> None:
     with OUT_LOCK:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
-
-
-def grant(key: str, value: float) -> Grant:
-    return make_grant(id=key, last_used_at=value, expires_at=FAR)
-
-
-def code(key: str, value: float) -> AuthCode:
-    return make_code(code_key=key, created_at=value, expires_at=FAR)
 
 
 def instrument(hang: bool) -> None:
@@ -115,7 +105,7 @@ class Worker:
     async def step(self, kind: str, key: str, value: float) -> None:
         current = self.state[(kind, key)]
         table = self.store.by_kind[kind]
-        make = grant if kind == "grants" else code
+        make = valued_grant if kind == "grants" else valued_code
         if current is None:
             op = "put"
         elif kind == "grants":
@@ -145,7 +135,7 @@ async def preload(store: FileStore, count: int) -> None:
 
     async def put(i: int) -> None:
         async with limit:
-            await store.grants.put(grant(f"g-{i:05d}", 0.0))
+            await store.grants.put(valued_grant(f"g-{i:05d}", 0.0))
 
     await asyncio.gather(*(put(i) for i in range(count)))
     await store.close()

@@ -36,21 +36,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository, for tests.support
 
 from oauthd.clock import SystemClock
-from oauthd.model import AuthCode, Grant
 from oauthd.store.file import FileStore, make_engine
 from oauthd.store.inspection import examine
-from tests.support.records import make_code, make_grant
+from tests.support.records import valued_code, valued_grant
 
-FAR = time.time() + 86400
 Model = dict[str, float | None]  # key -> last_used_at / created_at, None: absent
-
-
-def grant(key: str, value: float) -> Grant:
-    return make_grant(id=key, last_used_at=value, expires_at=FAR)
-
-
-def code(key: str, value: float) -> AuthCode:
-    return make_code(code_key=key, created_at=value, expires_at=FAR)
 
 
 def run(*cmd: str) -> None:
@@ -65,7 +55,7 @@ async def open_store(path: Path) -> FileStore:
 async def acknowledged_writes(store: FileStore, model: Model) -> None:
     """Writes of every sort; `model` gets what each acknowledged write left."""
     for i in range(30):
-        await store.grants.put(grant(f"g-{i}", float(i)))
+        await store.grants.put(valued_grant(f"g-{i}", float(i)))
         model[f"g-{i}"] = float(i)
     for i in range(0, 30, 3):
         await store.grants.update(f"g-{i}", lambda r: dataclasses.replace(r, last_used_at=-1.0))
@@ -74,7 +64,7 @@ async def acknowledged_writes(store: FileStore, model: Model) -> None:
         assert await store.grants.delete(f"g-{i}")
         model[f"g-{i}"] = None
     for i in range(6):
-        await store.codes.put(code(f"c-{i}", float(i)))
+        await store.codes.put(valued_code(f"c-{i}", float(i)))
         model[f"c-{i}"] = float(i)
     for i in range(3):
         assert await store.codes.take(f"c-{i}") is not None
@@ -119,7 +109,7 @@ async def refused_writes(store: FileStore, model: Model) -> list[str]:
     kept = next(k for k, v in model.items() if k.startswith("g-") and v is not None)
     code_kept = next(k for k, v in model.items() if k.startswith("c-") and v is not None)
     attempts = [
-        store.grants.put(grant("g-refused", 1.0)),
+        store.grants.put(valued_grant("g-refused", 1.0)),
         store.grants.update(kept, lambda r: dataclasses.replace(r, last_used_at=-2.0)),
         store.grants.delete(kept),
         store.codes.take(code_kept),
@@ -156,7 +146,7 @@ async def scenario(kind: str, mount: Path) -> dict[str, Any]:
     while time.monotonic() < deadline:
         n += 1
         try:
-            await store.grants.put(grant(f"g-full-{n}", float(n)))
+            await store.grants.put(valued_grant(f"g-full-{n}", float(n)))
         except Exception as exc:
             report["first_error"] = type(exc).__name__
             report["first_error_text"] = str(exc)
@@ -196,7 +186,7 @@ async def scenario(kind: str, mount: Path) -> dict[str, Any]:
     report["recovered_after"] = time.monotonic() - started
     report["healthy_after"] = store.status().healthy
     for i in range(5):
-        await store.grants.put(grant(f"g-after-{i}", float(i)))
+        await store.grants.put(valued_grant(f"g-after-{i}", float(i)))
         model[f"g-after-{i}"] = float(i)
     await store.close()
 
