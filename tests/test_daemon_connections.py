@@ -4,12 +4,17 @@ deadlines from `[server]`, malformed requests logged low and without their bytes
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
+from aiohttp import web
+
 from tests.support.configs import write_config
 from tests.support.daemon import Spawn, request
+from tests.support.http_client import OauthdClient
 from tests.support.ports import free_port
+from tests.support.upstream import FakeUpstream, Seen
 
 
 async def test_malformed_requests_and_idle_connections_under_the_daemon(
@@ -42,3 +47,52 @@ async def test_malformed_requests_and_idle_connections_under_the_daemon(
     assert [doc["event"] for doc in log if doc.get("event") == "http.bad_request"]
     assert not [doc for doc in log if doc.get("level") in ("error", "critical")], log
     assert "SECRETBYTES" not in daemon.log()
+
+
+async def test_a_drain_cut_short_answers_503_and_exits_in_time(
+    tmp_path: Path, spawn_oauthd: Spawn
+) -> None:
+    """SIGTERM while a /mcp call waits for an upstream that never answers: when
+    `server.shutdown_timeout` (1 s) ends the drain the call gets 503 with
+    `Connection: close` (it used to be closed with no answer), and the process exits
+    within the timeout + 1 s."""
+    hold, arrived = asyncio.Event(), asyncio.Event()
+
+    async def never(request: web.Request, seen: Seen) -> web.StreamResponse:
+        arrived.set()
+        await hold.wait()
+        return web.json_response({})
+
+    port = free_port()
+    async with FakeUpstream(never) as upstream:
+        config = write_config(
+            tmp_path / "oauthd.toml",
+            port,
+            {
+                "server": {"shutdown_timeout": "1s"},
+                "storage": {"backend": "memory"},
+                "upstream": {"url": upstream.url},
+            },
+        )
+        daemon = spawn_oauthd(config, port)
+        await daemon.wait_ready()
+        client = OauthdClient(daemon.url, daemon.url)
+        try:
+            access = (await client.tokens(await client.register_public()))["access_token"]
+            call = asyncio.create_task(client.call_mcp(access))
+            await asyncio.wait_for(arrived.wait(), 5)
+            assert daemon.proc is not None
+            signalled = time.monotonic()
+            daemon.proc.send_signal(signal.SIGTERM)
+            answer = await asyncio.wait_for(call, 5)
+            answered = time.monotonic() - signalled
+            assert answer.status == 503, answer.text
+            assert answer.headers["Connection"] == "close"
+            assert answer.headers["Retry-After"] == "1"
+            assert 0.9 < answered < 2, answered
+            assert await daemon.wait(5) == 0, daemon.log()
+            assert time.monotonic() - signalled < 2.0
+        finally:
+            hold.set()
+            await client.close()
+    assert "http.drain_cut" in daemon.events()

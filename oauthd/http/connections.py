@@ -10,7 +10,10 @@
 - one peer address holds at most `server.max_connections_per_address` connections (0: no
   cap); one more is answered 503 and closed at once;
 - a malformed request is logged as one `http.bad_request` line at info level, without the
-  bytes the client sent (aiohttp logs an error with up to 100 of them).
+  bytes the client sent (aiohttp logs an error with up to 100 of them);
+- at shutdown, a request still unanswered when `server.shutdown_timeout` ends the drain is
+  answered 503 with `Connection: close` (aiohttp would close it without a word), and its
+  handler cancelled at once.
 
 `AcceptFailures` is the event loop's exception handler: when `accept()` fails for lack of
 descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), asyncio reports it once per
@@ -42,6 +45,11 @@ TOO_MANY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
     b"Content-Length: 0\r\n\r\n"
 )
+DRAIN_CUT = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+CANCEL_GRACE = 0.5  # how long a cancelled handler may take to unwind after a cut drain
 LOG_INTERVAL = 10.0  # seconds between two lines about the same kind of refusal
 
 
@@ -168,6 +176,31 @@ class GuardedHandler(RequestHandler):
         if payload.is_eof() or self.transport is None:
             return
         log.info("request body too slow: connection closed", extra={"event": "http.slow_body"})
+        self.force_close()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 (aiohttp's signature)
+        """The drain: wait up to `timeout` for the request in progress; if it is still
+        unanswered then, answer 503 and close (a stream already started is just closed)."""
+        self.close()  # no further request on this connection
+        if self._request_in_progress and timeout:
+            waiter = self._handler_waiter = self._loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except TimeoutError:
+                self._handler_waiter = None
+                self._cut_drain()
+        await super().shutdown(CANCEL_GRACE)
+
+    def _cut_drain(self) -> None:
+        request = self._current_request
+        if self.transport is not None and request is not None:
+            answered = request.writer.output_size > 0
+            if not answered:
+                self.transport.write(DRAIN_CUT)
+            log.warning(
+                "shutdown: request cut off by server.shutdown_timeout",
+                extra={"event": "http.drain_cut", "path": request.path, "answered": answered},
+            )
         self.force_close()
 
     def handle_error(
