@@ -4,14 +4,16 @@ deadlines from `[server]`, malformed requests logged low and without their bytes
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 from aiohttp import web
 
 from tests.support.configs import write_config
-from tests.support.daemon import Spawn, request
+from tests.support.daemon import Spawn, clean_env, oauthd_command, request, stop_process
 from tests.support.http_client import OauthdClient
 from tests.support.ports import free_port
 from tests.support.upstream import FakeUpstream, Seen
@@ -96,3 +98,64 @@ async def test_a_drain_cut_short_answers_503_and_exits_in_time(
             hold.set()
             await client.close()
     assert "http.drain_cut" in daemon.events()
+
+
+def spawn_with_few_descriptors(config: Path, cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`oauthd serve` with at most 128 open files, its output in `log_path`."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    with log_path.open("wb") as out:
+        return subprocess.Popen(
+            [*oauthd_command(), "serve", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=clean_env(),
+            preexec_fn=low_limit,
+        )
+
+
+async def test_out_of_descriptors_is_one_log_line_and_service_comes_back(
+    tmp_path: Path,
+) -> None:
+    """Under a low descriptor limit, 300 idle connections exhaust it: accept() fails for
+    each one queued, and the daemon logs that once (asyncio alone logs it once per queued
+    connection, thousands of lines a second). The idle deadline frees the descriptors and
+    /healthz answers again."""
+    port = free_port()
+    server = {"idle_timeout": "2s", "header_timeout": "2s", "max_connections_per_address": 0}
+    config = write_config(
+        tmp_path / "oauthd.toml", port, {"server": server, "storage": {"backend": "memory"}}
+    )
+    log_path = tmp_path / "oauthd.log"
+
+    proc = spawn_with_few_descriptors(config, tmp_path, log_path)
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 20:
+            try:
+                if request(port, "GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                await asyncio.sleep(0.05)
+        connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(300)]
+        await asyncio.sleep(1.5)  # accept() fails again and again meanwhile
+        for _, writer in connections:
+            writer.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if request(port, "GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "oauthd did not come back"
+                await asyncio.sleep(0.2)
+    finally:
+        stop_process(proc, signal.SIGTERM, 10)
+    lines = log_path.read_text(errors="replace").splitlines()
+    failed = [line for line in lines if '"http.accept_failed"' in line]
+    assert len(failed) == 1, failed
+    assert not [line for line in lines if "out of system resource" in line], lines[:5]
