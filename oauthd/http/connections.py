@@ -142,11 +142,8 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        waiting_for_head = not self._request_in_progress and not self._messages
-        if waiting_for_head and self._head_timer is None and self._payload_parser is None:
-            self._head_timer = self._loop.call_later(
-                self._limits.header_timeout, self._head_too_slow
-            )
+        """Timers only for what did not arrive whole: a head in one packet (the usual
+        case) or a body complete with its head arms none."""
         count = self._request_count
         super().data_received(data)
         arrived = self._request_count - count
@@ -158,6 +155,16 @@ class GuardedHandler(RequestHandler):
                         self._limits.body_timeout, self._body_too_slow, payload
                     )
                     payload.on_eof(timer.cancel)
+        elif (
+            self._head_timer is None
+            and not self._request_in_progress
+            and not self._messages
+            and self._payload_parser is None
+            and self.transport is not None
+        ):  # part of a head: it must be whole by the deadline
+            self._head_timer = self._loop.call_later(
+                self._limits.header_timeout, self._head_too_slow
+            )
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
