@@ -14,6 +14,7 @@ from aiohttp import web
 from oauthd.assembly import STORE, create_app
 from oauthd.config import Config, Listen
 from oauthd.exits import ExitCode
+from oauthd.http.connections import AcceptFailures, GuardedRunner
 from oauthd.http.keys import AUTH
 from oauthd.notify import Notifier
 from oauthd.reload import Reloader
@@ -73,8 +74,9 @@ async def _describe(runner: web.AppRunner, app: web.Application) -> str:
 
 async def serve(config: Config, *, accept_empty: bool = False, recover: bool = False) -> None:
     app = create_app(config, accept_empty=accept_empty, recover=recover)
-    runner = web.AppRunner(
+    runner = GuardedRunner(
         app,
+        config.server,
         handle_signals=False,
         access_log=None,
         shutdown_timeout=config.server.shutdown_timeout,
@@ -83,6 +85,7 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
     notifier = Notifier()
     reloader = Reloader(config, notifier, lambda: app[AUTH], lambda: _describe(runner, app))
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptFailures())
     loop.add_signal_handler(signal.SIGHUP, reloader.request)  # ignored until serving
     background = [asyncio.create_task(notifier.watchdog())]  # systemd arms it at READY=1
     notifier.status("loading the state")

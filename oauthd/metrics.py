@@ -159,6 +159,16 @@ class Metrics:
         )
         for kind in UPSTREAM_ERRORS:
             self._upstream_errors.labels(kind)
+        self._slot_waits = Histogram(
+            "oauthd_proxy_slot_wait_seconds",
+            "Time a /mcp call waited for a free local upstream slot (upstream.max_connections;"
+            " only calls that had to wait), by outcome (acquired, refused: answered 503).",
+            ["outcome"],
+            buckets=PROXY_BUCKETS,
+            registry=r,
+        )
+        for outcome in ("acquired", "refused"):
+            self._slot_waits.labels(outcome)
 
     # -- events: the protocol --------------------------------------------------------------
 
@@ -192,6 +202,9 @@ class Metrics:
                 self._proxy_series[key] = series
         series[bisect_left(PROXY_BUCKETS, seconds)] += 1
         series[-1] += seconds
+
+    def slot_wait(self, seconds: float, *, refused: bool) -> None:
+        self._slot_waits.labels("refused" if refused else "acquired").observe(seconds)
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind if kind in UPSTREAM_ERRORS else "other").inc()

@@ -37,6 +37,10 @@ class ServerConfig:
     listen: Listen = field(metadata=key(_listen, "127.0.0.1:8080"))
     issuer: str = field(metadata=key(to.issuer, "http://127.0.0.1:8080"))
     shutdown_timeout: float = field(metadata=key(to.duration, "10s"))
+    header_timeout: float = field(metadata=key(to.duration, "10s"))
+    body_timeout: float = field(metadata=key(to.duration, "60s"))
+    idle_timeout: float = field(metadata=key(to.duration, "75s"))
+    max_connections_per_address: int = field(metadata=key(to.count, 256))
 
 
 @dataclass(frozen=True, slots=True)

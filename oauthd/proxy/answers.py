@@ -64,6 +64,11 @@ def store_unavailable(exc: Unavailable) -> ProxyRefusal:
     )
 
 
+def overloaded() -> ProxyRefusal:
+    """No local slot for a call to the upstream came free in time (`upstream.max_connections`)."""
+    return jsonrpc_error(503, -32000, "server busy; retry later", {"Retry-After": "1"})
+
+
 def internal_error(request_id: str) -> ProxyRefusal:
     return jsonrpc_error(
         500, -32603, f"internal error (request id {request_id})", {"X-Request-Id": request_id}

@@ -123,17 +123,18 @@ class McpProxy:
             await self._identity.add_idp_token(headers, grant)
         watch = self._relay.watch()
         try:
-            upstream = await self._relay.send(request, length, headers, watch)
-            async with upstream:
-                new_id = upstream.headers.get(SESSION_HEADER)
-                if (new_id and new_id != session_id) or request.method == "DELETE":
-                    await self.sessions.track(
-                        request.method, upstream.status, grant, session_id, new_id
-                    )
-                if request.method != "GET":
-                    return await self._relay.stream_back(request, upstream, started, watch)
-                with self._relay.long_lived(upstream):
-                    return await self._relay.stream_back(request, upstream, started, watch)
+            async with self._relay.slot(request.method):
+                upstream = await self._relay.send(request, length, headers, watch)
+                async with upstream:
+                    new_id = upstream.headers.get(SESSION_HEADER)
+                    if (new_id and new_id != session_id) or request.method == "DELETE":
+                        await self.sessions.track(
+                            request.method, upstream.status, grant, session_id, new_id
+                        )
+                    if request.method != "GET":
+                        return await self._relay.stream_back(request, upstream, started, watch)
+                    with self._relay.long_lived(upstream):
+                        return await self._relay.stream_back(request, upstream, started, watch)
         finally:
             self._relay.release(watch)
 

@@ -19,7 +19,7 @@ from yarl import URL
 
 from oauthd.config import UpstreamConfig
 from oauthd.metrics import Metrics
-from oauthd.proxy.answers import ProxyRefusal, body_too_large, jsonrpc_error
+from oauthd.proxy.answers import ProxyRefusal, body_too_large, jsonrpc_error, overloaded
 from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
 from oauthd.proxy.headers import client_response_headers, upstream_url
 
@@ -72,9 +72,10 @@ class Relay:
         self._observe = observe
         self._upstream_base = URL(upstream.url)  # parsed once, not per request
         self._max_request_bytes = upstream.max_request_bytes
-        self._max_connections = upstream.max_connections
-        # `connect` bounds the wait for a free pooled connection too: long-lived streams
-        # can hold all `max_connections`, and a request must not queue behind them forever.
+        # The pool itself is unbounded: `_slots` bounds the calls (streams are not counted),
+        # so no request queues inside aiohttp behind long-lived streams.
+        self._slots = asyncio.Semaphore(upstream.max_connections)
+        self._slot_wait = upstream.connect_timeout
         # The read timeout is `self._deadlines`, not aiohttp's `sock_read` (see deadlines.py).
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=upstream.connect_timeout, sock_connect=upstream.connect_timeout
@@ -99,7 +100,7 @@ class Relay:
             timeout=self._timeout,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            connector=aiohttp.TCPConnector(limit=0),
         )
 
     async def end_streams(self) -> None:
@@ -114,6 +115,31 @@ class Relay:
             await self._session.close()
 
     # -- client to upstream ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def slot(self, method: str) -> AsyncIterator[None]:
+        """Around a call's whole exchange with the upstream: one of the `max_connections`
+        slots, waited for at most `connect_timeout` (then a 503). GET streams take none."""
+        if method == "GET":
+            yield
+            return
+        slots = self._slots
+        if slots.locked():
+            started = self._loop_time()
+            try:
+                async with asyncio.timeout(self._slot_wait):
+                    await slots.acquire()
+            except TimeoutError:
+                self._metrics.slot_wait(self._loop_time() - started, refused=True)
+                log.warning("no free upstream slot", extra={"event": "proxy.overloaded"})
+                raise overloaded() from None
+            self._metrics.slot_wait(self._loop_time() - started, refused=False)
+        else:
+            await slots.acquire()  # free: returns at once
+        try:
+            yield
+        finally:
+            slots.release()
 
     async def send(
         self, request: web.Request, length: int | None, headers: CIMultiDict[str], watch: Watch

@@ -253,3 +253,25 @@ async def test_a_chunked_body_growing_past_the_limit_is_413(
     # The upstream got the first request whole and never a whole body of the second one.
     assert upstream.requests[0].body == b"y" * limit
     assert all(seen.body is None for seen in upstream.requests[1:])
+
+
+async def test_a_body_above_one_mib_under_the_limit_is_relayed(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    """`max_request_bytes` (default 4 MiB) is the proxy's limit, not aiohttp's 1 MiB
+    `client_max_size`: 3 MB goes through, with or without a Content-Length."""
+    granted = await oauthd.grant()
+    big = os.urandom(3_000_000)
+    reply = await oauthd.mcp("POST", granted, data=big)
+    assert reply.status == 200, reply.text
+    assert upstream.requests[-1].body == big
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 256 * 1024):
+            yield big[start : start + 256 * 1024]
+
+    reply = await oauthd.mcp("POST", granted, data=chunked())
+    assert reply.status == 200, reply.text
+    assert upstream.requests[-1].body == big
+    reply = await oauthd.mcp("POST", granted, data=b"x" * (4 * 1024 * 1024 + 1))
+    reply.assert_jsonrpc_error(413)
