@@ -23,6 +23,10 @@ def _listen(value: object, at: At) -> Listen:
     return Listen(host, port)
 
 
+def _optional_listen(value: object, at: At) -> Listen | None:
+    return _listen(value, at) if to.string(value, at) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Listen:
     host: str  # IPv6 without brackets
@@ -37,6 +41,8 @@ class ServerConfig:
     listen: Listen = field(metadata=key(_listen, "127.0.0.1:8080"))
     issuer: str = field(metadata=key(to.issuer, "http://127.0.0.1:8080"))
     shutdown_timeout: float = field(metadata=key(to.duration, "10s"))
+    # peers whose X-Forwarded-For / Forwarded name the client (oauthd.peers); [] = none
+    trusted_proxies: tuple[str, ...] = field(metadata=key(to.networks, []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,8 @@ class LoginConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     allow: tuple[str, ...] = field(metadata=key(to.networks, ["127.0.0.1/32", "::1/128"]))
+    # "host:port": /metrics only there, on a listener of its own; "" = on server.listen
+    listen: Listen | None = field(metadata=key(_optional_listen, ""))
 
 
 @dataclass(frozen=True, slots=True)
