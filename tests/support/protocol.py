@@ -40,6 +40,7 @@ from tests.support.configs import (
     PASSWORD,
     USER,
     fast_password_hash,
+    write_secret,
 )
 
 ISSUER = "https://mcp.example.com"
@@ -77,7 +78,7 @@ def make_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
     """The test config: our issuer, two local users, a few scopes, introspection set up
     with a secret file; `sections` override fields per section, e.g. tokens={...}."""
     secret_file = tmp_path / "introspection.secret"
-    secret_file.write_text(INTROSPECTION_SECRET + "\n")
+    write_secret(secret_file, INTROSPECTION_SECRET + "\n")
     base = default_config(tmp_path)
     users = (LocalUser(USER, PASSWORD_HASH), LocalUser(OTHER_USER, PASSWORD_HASH))
     changes: dict[str, dict[str, Any]] = {

@@ -29,6 +29,7 @@ from tests.support.configs import (
     TomlValue,
     real_password_hash,
     write_config,
+    write_secret,
 )
 from tests.support.daemon import OauthdProcess, run_oauthd
 from tests.support.ports import free_port
@@ -134,8 +135,8 @@ class Cluster:
     async def start(cls, directory: Path, backend: SharedBackend, upstream_url: str) -> Cluster:
         """The balancer, on the issuer's port; no instance yet (`add_instances`)."""
         cluster = cls(directory, backend, upstream_url, RoundRobin(free_port()))
-        (directory / "encryption.key").write_text(secrets.token_hex(32))
-        (directory / "introspection.secret").write_text(cluster.introspection_secret)
+        write_secret(directory / "encryption.key", secrets.token_hex(32))
+        write_secret(directory / "introspection.secret", cluster.introspection_secret)
         try:
             await cluster.balancer.start()
         except BaseException:  # half started (its client session, its runner): stop that
