@@ -196,6 +196,13 @@ def check_config(config: Config, at: At) -> None:
             .error(f"{show(unknown[0])} is not in oauth.scopes, so no token could ever carry it")
         )
     _check_shared_key(config, at)
+    listen = config.metrics.listen
+    if listen is not None and listen.port != 0 and listen == config.server.listen:
+        raise (
+            at.key("metrics")
+            .key("listen")
+            .error(f'is server.listen ({listen}); use another port, or "" to serve /metrics there')
+        )
 
 
 def _check_shared_key(config: Config, at: At) -> None:
