@@ -52,16 +52,18 @@ async def _start(runner: web.AppRunner, config: Config, metrics: web.AppRunner |
     await _listen(runner, config.server.listen, config.server.shutdown_timeout)
     if metrics is not None and config.metrics.listen is not None:
         await metrics.setup()
-        await _listen(metrics, config.metrics.listen, 1.0)
+        await _listen(metrics, config.metrics.listen, 1.0, " (metrics.listen)")
 
 
-async def _listen(runner: web.AppRunner, listen: Listen, shutdown_timeout: float) -> None:
+async def _listen(
+    runner: web.AppRunner, listen: Listen, shutdown_timeout: float, what: str = ""
+) -> None:
     site = web.TCPSite(runner, listen.host, listen.port, shutdown_timeout=shutdown_timeout)
     try:
         await site.start()
     except OSError as exc:
         raise StartupError(
-            f"cannot listen on {listen}: {exc.strerror or exc}", ExitCode.OSERR
+            f"cannot listen on {listen}{what}: {exc.strerror or exc}", ExitCode.OSERR
         ) from None
 
 

@@ -5,10 +5,12 @@ metrics public; with `metrics.listen` they are served there and not on `server.l
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 
+from oauthd.exits import ExitCode
 from tests.support.configs import state_config
-from tests.support.daemon import Spawn, request
+from tests.support.daemon import Spawn, request, run_oauthd
 from tests.support.ports import free_port
 from tests.support.scripted_run import start
 
@@ -57,3 +59,17 @@ async def test_metrics_on_a_listener_of_their_own(tmp_path: Path, spawn_oauthd: 
         assert await daemon.stop(signal.SIGTERM) == 0, daemon.stderr()
     ready = [d for d in daemon.json_log() if d.get("event") == "daemon.ready"]
     assert ready and ready[0]["metrics_listen"] == f"127.0.0.1:{metrics_port}"
+
+
+async def test_a_metrics_port_in_use_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        config = state_config(tmp_path, port)
+        config.write_text(config.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{busy}"\n')
+        result = await run_oauthd("serve", "--config", str(config))
+    assert result.code == ExitCode.OSERR, result.err
+    assert f"cannot listen on 127.0.0.1:{busy} (metrics.listen): " in result.err
+    assert "Traceback" not in result.err
