@@ -14,8 +14,9 @@ from aiohttp import web
 from oauthd.assembly import STORE, create_app
 from oauthd.config import Config, Listen
 from oauthd.exits import ExitCode
+from oauthd.http import metrics_app
 from oauthd.http.connections import AcceptFailures, GuardedRunner
-from oauthd.http.keys import AUTH
+from oauthd.http.keys import AUTH, METRICS
 from oauthd.notify import Notifier
 from oauthd.reload import Reloader
 
@@ -47,18 +48,31 @@ async def _wait_for_signal() -> str:
             loop.remove_signal_handler(sig)
 
 
-async def _start(runner: web.AppRunner, config: Config) -> None:
+async def _start(runner: web.AppRunner, config: Config, metrics: web.AppRunner | None) -> None:
     await runner.setup()  # loads the state: nothing listens before it is loaded
-    listen = config.server.listen
-    site = web.TCPSite(
-        runner, listen.host, listen.port, shutdown_timeout=config.server.shutdown_timeout
-    )
+    await _listen(runner, config.server.listen, config.server.shutdown_timeout)
+    if metrics is not None and config.metrics.listen is not None:
+        await metrics.setup()
+        await _listen(metrics, config.metrics.listen, 1.0, " (metrics.listen)")
+
+
+async def _listen(
+    runner: web.AppRunner, listen: Listen, shutdown_timeout: float, what: str = ""
+) -> None:
+    site = web.TCPSite(runner, listen.host, listen.port, shutdown_timeout=shutdown_timeout)
     try:
         await site.start()
     except OSError as exc:
         raise StartupError(
-            f"cannot listen on {listen}: {exc.strerror or exc}", ExitCode.OSERR
+            f"cannot listen on {listen}{what}: {exc.strerror or exc}", ExitCode.OSERR
         ) from None
+
+
+def _metrics_runner(config: Config, app: web.Application) -> web.AppRunner | None:
+    """The runner of `metrics.listen`'s own listener (None: /metrics is on the main one)."""
+    if config.metrics.listen is None:
+        return None
+    return web.AppRunner(metrics_app(config, app[METRICS]), handle_signals=False, access_log=None)
 
 
 async def _describe(runner: web.AppRunner, app: web.Application) -> str:
@@ -82,6 +96,7 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
         shutdown_timeout=config.server.shutdown_timeout,
         handler_cancellation=True,  # a client that goes away closes its upstream stream
     )
+    metrics = _metrics_runner(config, app)
     notifier = Notifier()
     reloader = Reloader(config, notifier, lambda: app[AUTH], lambda: _describe(runner, app))
     loop = asyncio.get_running_loop()
@@ -91,7 +106,7 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
     notifier.status("loading the state")
     try:
         try:
-            await _start(runner, config)
+            await _start(runner, config, metrics)
         except Exception as exc:
             notifier.status(f"failed to start: {exc}")
             raise
@@ -100,6 +115,7 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
             extra={
                 "event": "daemon.ready",
                 "listen": str(config.server.listen),
+                "metrics_listen": str(config.metrics.listen or config.server.listen),
                 "issuer": config.server.issuer,
             },
         )
@@ -111,6 +127,8 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
         notifier.stopping()
         log.info("shutting down", extra={"event": "daemon.stopping", "signal": name})
     finally:
+        if metrics is not None:
+            await metrics.cleanup()
         await runner.cleanup()  # stop accepting, drain in-flight, then the store closes
         loop.remove_signal_handler(signal.SIGHUP)  # not before: SIGHUP's default kills
         for task in background:

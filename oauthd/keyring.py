@@ -6,12 +6,20 @@ lock; `session_sealer` runs after it, because its fallback key lives in the stat
 The two secrets that are rotated in place, the introspection client secret and the
 identity provider's client secret, are read again on SIGHUP (`Keyring.reload`, called by
 `oauthd.reload`); their users read them from the `Keyring` when they need them.
-`login.encryption_key` and `upstream.authorization` need a restart."""
+`login.encryption_key` and `upstream.authorization` need a restart.
+
+Like ssh with a private key, a key file (a `file:` reference) that its group or others may
+read or write is refused: ConfigError naming the key and the path (exit 78), also on
+SIGHUP. A file in systemd's credentials directory is exempt (systemd sets its mode and
+hides it from every other service). An `env:` reference is accepted with a warning: the
+environment is inherited by child processes, shown by `systemctl show`, and readable in
+/proc by the same user; `credential:` (LoadCredential=) is the way for a service."""
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 
 from oauthd.config import Config, ConfigError, read_secret
@@ -20,6 +28,7 @@ from oauthd.crypto import Sealer, parse_key
 log = logging.getLogger("oauthd.keyring")
 
 INTROSPECTION_KEY = "introspection.client_secret"
+TOO_OPEN = 0o077  # any permission for the group or others, as ssh refuses a private key
 
 
 @dataclass(slots=True)
@@ -36,6 +45,7 @@ class Keyring:
         """Read the rotatable secrets again from what `config` names; return the keys whose
         value changed (never the values). A configured secret that cannot be read raises
         ConfigError naming it, and nothing changes (the running secrets stay)."""
+        _check_key_files(config)
         introspection = _read_now(config, INTROSPECTION_KEY, config.introspection.client_secret)
         idp = _read_now(config, _idp_key(config), _idp_ref(config))
         changed = [
@@ -52,7 +62,10 @@ class Keyring:
 
 def read_keyring(config: Config) -> Keyring:
     """Every key and secret the config names; ConfigError (naming the key) for a bad
-    `login.encryption_key`. An optional secret that cannot be read is logged."""
+    `login.encryption_key` and for a key file others may read (see the module docstring).
+    An optional secret that cannot be read is logged, and so is an `env:` reference."""
+    _check_key_files(config)
+    _warn_environment(config)
     introspection_ref = config.introspection.client_secret
     return Keyring(
         sealer=_login_sealer(config),
@@ -62,6 +75,51 @@ def read_keyring(config: Config) -> Keyring:
         ),
         upstream_authorization=_upstream_authorization(config),
     )
+
+
+def _references(config: Config) -> list[tuple[str, str]]:
+    """(key, reference) of every secret the keyring reads that the config names."""
+    refs = [
+        ("login.encryption_key", config.login.encryption_key),
+        (INTROSPECTION_KEY, config.introspection.client_secret),
+        (_idp_key(config), _idp_ref(config)),
+        ("upstream.authorization", config.upstream.authorization),
+    ]
+    return [(key, ref) for key, ref in refs if ref]
+
+
+def _check_key_files(config: Config) -> None:
+    """ConfigError for a `file:` key that the group or others may read or write, unless it
+    is in systemd's credentials directory. A file that cannot be found is left to the read
+    (an error for the encryption key, a logged one for the others)."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    for key, ref in _references(config):
+        kind, _, name = ref.partition(":")
+        if kind != "file" or (credentials and _is_below(name, credentials)):
+            continue
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except OSError:
+            continue
+        if mode & TOO_OPEN:
+            raise ConfigError(
+                f"{config.source}: {key}: permissions {mode:04o} of {name} are too open: "
+                f"a key file must be readable by its owner only (chmod 600 {name}), or "
+                'come from systemd\'s credentials directory ("credential:NAME")'
+            )
+
+
+def _is_below(path: str, directory: str) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)
+
+
+def _warn_environment(config: Config) -> None:
+    for key, ref in _references(config):
+        if ref.startswith("env:"):
+            log.warning(
+                f"{key} is read from the environment; prefer credential:NAME",
+                extra={"event": "config.secret_in_environment", "key": key},
+            )
 
 
 def _idp_key(config: Config) -> str:

@@ -249,6 +249,19 @@ USER = f'[[login.users]]\nusername = "alice"\npassword_hash = "{HASH}"\n'
             '[storage]\ncache_size = "big"',
             'storage.cache_size: expected a whole number of at least 0, got "big"',
         ),
+        (
+            '[server]\ntrusted_proxies = ["127.0.0.1/32", "nginx.local"]',
+            'server.trusted_proxies[1]: expected an IP address or network, got "nginx.local"',
+        ),
+        (
+            '[metrics]\nlisten = "127.0.0.1:8080"',
+            'metrics.listen: is server.listen (127.0.0.1:8080); use another port, or "" to '
+            "serve /metrics there",
+        ),
+        (
+            '[metrics]\nlisten = "9101"',
+            'metrics.listen: expected "host:port" or "[ipv6]:port", got "9101"',
+        ),
     ],
 )
 def test_error_messages(
@@ -409,6 +422,15 @@ def test_listen(tmp_path: Path, text: str, listen: Listen) -> None:
     config = load_text(tmp_path, f'[server]\nlisten = "{text}"\n')
     assert config.server.listen == listen
     assert str(listen) == text
+    metrics = load_text(tmp_path, f'[metrics]\nlisten = "{text}"\n[server]\nlisten = "[::1]:1"')
+    assert metrics.metrics.listen == listen
+
+
+def test_trusted_proxies_and_metrics_listener(tmp_path: Path) -> None:
+    default = load_text(tmp_path, "")
+    assert default.server.trusted_proxies == () and default.metrics.listen is None
+    config = load_text(tmp_path, '[server]\ntrusted_proxies = ["127.0.0.1", "fd00::/8"]\n')
+    assert config.server.trusted_proxies == ("127.0.0.1/32", "fd00::/8")
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import pytest
 
 from oauthd.config import Config, ConfigError, load_config
 from oauthd.keyring import read_keyring, session_sealer
+from tests.support.configs import write_secret
 
 KEY = "00" * 32
 
@@ -36,8 +37,8 @@ def test_nothing_configured_means_no_secrets(tmp_path: Path) -> None:
 def test_each_reference_is_read_once_with_its_kind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "enc.key").write_text(KEY + "\n")
-    (tmp_path / "introspection.secret").write_text("intro-secret\n")
+    write_secret(tmp_path / "enc.key", KEY + "\n")
+    write_secret(tmp_path / "introspection.secret", "intro-secret\n")
     monkeypatch.setenv("UPSTREAM_AUTH", "Bearer upstream-secret")
     keyring = read_keyring(
         config(
@@ -50,12 +51,12 @@ def test_each_reference_is_read_once_with_its_kind(
     assert keyring.sealer is not None
     assert keyring.introspection_secret == "intro-secret"
     assert keyring.upstream_authorization == "Bearer upstream-secret"
-    (tmp_path / "introspection.secret").write_text("rotated\n")
+    write_secret(tmp_path / "introspection.secret", "rotated\n")
     assert keyring.introspection_secret == "intro-secret"  # a value, not a reference
 
 
 def test_a_bad_encryption_key_names_the_key(tmp_path: Path) -> None:
-    (tmp_path / "enc.key").write_text("not a key\n")
+    write_secret(tmp_path / "enc.key", "not a key\n")
     with pytest.raises(ConfigError, match=r"login\.encryption_key: "):
         read_keyring(config(tmp_path, '[login]\nencryption_key = "file:enc.key"\n'))
     with pytest.raises(ConfigError, match=r"login.encryption_key: cannot read .*missing"):
@@ -83,13 +84,13 @@ def test_unreadable_optional_secrets_are_logged_not_fatal(
 
 def test_reload_reads_the_rotatable_secrets_again(tmp_path: Path) -> None:
     secret = tmp_path / "introspection.secret"
-    secret.write_text("one\n")
+    write_secret(secret, "one\n")
     loaded = config(
         tmp_path, '[introspection]\nclient_id = "rs"\nclient_secret = "file:introspection.secret"\n'
     )
     keyring = read_keyring(loaded)
     assert keyring.reload(loaded) == []
-    secret.write_text("two\n")
+    write_secret(secret, "two\n")
     assert keyring.reload(loaded) == ["introspection.client_secret"]
     assert keyring.introspection_secret == "two"
     secret.unlink()
@@ -99,7 +100,7 @@ def test_reload_reads_the_rotatable_secrets_again(tmp_path: Path) -> None:
 
 
 def test_no_secret_shows_in_a_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "enc.key").write_text(KEY + "\n")
+    write_secret(tmp_path / "enc.key", KEY + "\n")
     monkeypatch.setenv("INTRO", "intro-secret-value")
     monkeypatch.setenv("UPSTREAM_AUTH", "Bearer upstream-secret-value")
     keyring = read_keyring(
@@ -125,7 +126,7 @@ def test_the_session_key_is_kept_in_the_state_dir(tmp_path: Path) -> None:
 
 
 def test_the_configured_key_seals_sessions_and_no_file_is_written(tmp_path: Path) -> None:
-    (tmp_path / "enc.key").write_text(KEY + "\n")
+    write_secret(tmp_path / "enc.key", KEY + "\n")
     loaded = config(tmp_path, '[login]\nencryption_key = "file:enc.key"\n')
     keyring = read_keyring(loaded)
     assert session_sealer(loaded, keyring) is keyring.sealer

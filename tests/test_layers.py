@@ -34,6 +34,7 @@ FOUNDATIONS = (
     "oauthd/crypto.py",
     "oauthd/clock.py",
     "oauthd/exits.py",
+    "oauthd/peers.py",
 )
 # What `http/` may import of oauthd: the protocol's and the proxy's doors (the packages'
 # exported names, never a submodule), its own modules, the foundations, and the one store
@@ -49,6 +50,7 @@ HTTP_MAY_IMPORT = (
     "oauthd.crypto",
     "oauthd.clock",
     "oauthd.exits",
+    "oauthd.peers",
     "oauthd.log",
     "oauthd.metrics",
     "oauthd.keyring",

@@ -17,6 +17,7 @@ from oauthd.oauth import AuthServer
 from oauthd.reload import Reloader
 from oauthd.store.memory import MemoryStore
 from oauthd.users import Users
+from tests.support.configs import write_secret
 
 OIDC = (
     '[login]\nprovider = "oidc"\nencryption_key = "file:enc.key"\n'
@@ -58,10 +59,10 @@ def reloaded(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_a_rotated_secret_takes_effect_on_reload(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "intro.secret").write_text("first\n")
+    write_secret(tmp_path / "intro.secret", "first\n")
     reloader, keyring = running(tmp_path)
     assert keyring.introspection_secret == "first"
-    (tmp_path / "intro.secret").write_text("second\n")
+    write_secret(tmp_path / "intro.secret", "second\n")
     assert keyring.introspection_secret == "first"  # read at start, not per request
     caplog.set_level(logging.INFO, logger="oauthd")
     assert await reloader.reload()
@@ -73,12 +74,12 @@ async def test_a_rotated_secret_takes_effect_on_reload(
 async def test_the_identity_providers_secret_is_rotated_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "intro.secret").write_text("intro\n")
-    (tmp_path / "idp.secret").write_text("idp-one\n")
-    (tmp_path / "enc.key").write_text("00" * 32 + "\n")
+    write_secret(tmp_path / "intro.secret", "intro\n")
+    write_secret(tmp_path / "idp.secret", "idp-one\n")
+    write_secret(tmp_path / "enc.key", "00" * 32 + "\n")
     reloader, keyring = running(tmp_path, OIDC)
     assert keyring.idp_secret == "idp-one"
-    (tmp_path / "idp.secret").write_text("idp-two\n")
+    write_secret(tmp_path / "idp.secret", "idp-two\n")
     caplog.set_level(logging.INFO, logger="oauthd")
     assert await reloader.reload()
     assert keyring.idp_secret == "idp-two"
@@ -89,7 +90,7 @@ async def test_the_identity_providers_secret_is_rotated_too(
 async def test_an_unchanged_secret_is_not_announced(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "intro.secret").write_text("same\n")
+    write_secret(tmp_path / "intro.secret", "same\n")
     reloader, keyring = running(tmp_path)
     caplog.set_level(logging.INFO, logger="oauthd")
     assert await reloader.reload()
@@ -100,7 +101,7 @@ async def test_an_unchanged_secret_is_not_announced(
 async def test_an_unreadable_secret_fails_the_reload_and_keeps_the_running_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "intro.secret").write_text("kept\n")
+    write_secret(tmp_path / "intro.secret", "kept\n")
     reloader, keyring = running(tmp_path)
     (tmp_path / "intro.secret").unlink()
     assert not await reloader.reload()
@@ -114,8 +115,8 @@ async def test_an_unreadable_secret_fails_the_reload_and_keeps_the_running_one(
 async def test_a_new_reference_is_applied_without_a_restart_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "intro.secret").write_text("first\n")
-    (tmp_path / "other.secret").write_text("other\n")
+    write_secret(tmp_path / "intro.secret", "first\n")
+    write_secret(tmp_path / "other.secret", "other\n")
     reloader, keyring = running(tmp_path)
     write(tmp_path / "config.toml", "file:other.secret")
     caplog.set_level(logging.INFO, logger="oauthd")

@@ -23,6 +23,10 @@ def _listen(value: object, at: At) -> Listen:
     return Listen(host, port)
 
 
+def _optional_listen(value: object, at: At) -> Listen | None:
+    return _listen(value, at) if to.string(value, at) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Listen:
     host: str  # IPv6 without brackets
@@ -41,6 +45,8 @@ class ServerConfig:
     body_timeout: float = field(metadata=key(to.duration, "60s"))
     idle_timeout: float = field(metadata=key(to.duration, "75s"))
     max_connections_per_address: int = field(metadata=key(to.count, 256))
+    # peers whose X-Forwarded-For / Forwarded name the client (oauthd.peers); [] = none
+    trusted_proxies: tuple[str, ...] = field(metadata=key(to.networks, []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,8 @@ class LoginConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     allow: tuple[str, ...] = field(metadata=key(to.networks, ["127.0.0.1/32", "::1/128"]))
+    # "host:port": /metrics only there, on a listener of its own; "" = on server.listen
+    listen: Listen | None = field(metadata=key(_optional_listen, ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +200,13 @@ def check_config(config: Config, at: At) -> None:
             .error(f"{show(unknown[0])} is not in oauth.scopes, so no token could ever carry it")
         )
     _check_shared_key(config, at)
+    listen = config.metrics.listen
+    if listen is not None and listen.port != 0 and listen == config.server.listen:
+        raise (
+            at.key("metrics")
+            .key("listen")
+            .error(f'is server.listen ({listen}); use another port, or "" to serve /metrics there')
+        )
 
 
 def _check_shared_key(config: Config, at: At) -> None:

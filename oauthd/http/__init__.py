@@ -2,5 +2,6 @@
 the services are built in `oauthd.assembly`."""
 
 from oauthd.http.app import refusal_log, web_app
+from oauthd.http.metrics import metrics_app
 
-__all__ = ["refusal_log", "web_app"]
+__all__ = ["metrics_app", "refusal_log", "web_app"]

@@ -26,7 +26,7 @@ from oauthd.http.browser import (
 )
 from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form
-from oauthd.http.keys import AUTH, CLOCK, CONFIG
+from oauthd.http.keys import AUTH, CLOCK, CONFIG, client_address
 from oauthd.oauth import OAuthError, page_error
 
 SESSION_TTL = 30 * 60.0
@@ -151,7 +151,7 @@ async def login_submit(request: web.Request) -> web.Response:
     form = await read_form(request)
     secret = check_csrf(request, form, LOGIN_PURPOSE)
     username = form.get("username", "")[:200]
-    address = request.remote or ""
+    address = client_address(request)
     try:
         user = await request.app[AUTH].check_login(username, form.get("password", ""), address)
     except OAuthError as exc:

@@ -10,7 +10,7 @@ from oauthd import crypto
 from oauthd.http import pages
 from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form, single_values
-from oauthd.http.keys import AUTH, CONFIG
+from oauthd.http.keys import AUTH, CONFIG, client_address
 from oauthd.oauth import Flow, OAuthError, is_loopback_redirect, page_error, redirect_host
 
 COOKIE_MAX_AGE = 24 * 3600
@@ -136,7 +136,7 @@ async def login_submit(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     try:
         user = await auth.check_login(
-            username, form.get("password", ""), request.remote or "", flow.client.client_id
+            username, form.get("password", ""), client_address(request), flow.client.client_id
         )
     except OAuthError as exc:
         return _login_page(flow, secret, username, exc.description, exc.status)
@@ -255,7 +255,7 @@ async def device_submit(request: web.Request) -> web.Response:
     typed = form.get("user_code", "")[:16]
     auth = request.app[AUTH]
     try:
-        device = await auth.find_device_flow(typed, request.remote or "")
+        device = await auth.find_device_flow(typed, client_address(request))
     except OAuthError as exc:
         return _device_page(secret, typed, exc.description, exc.status)
     if device is None:

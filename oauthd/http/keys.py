@@ -11,6 +11,7 @@ from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
+from oauthd.peers import client_address as _client_address
 from oauthd.proxy import McpProxy
 
 
@@ -35,3 +36,10 @@ METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", AuthServer)
 PROXY = web.AppKey("proxy", McpProxy)
 STATE = web.AppKey("state", StateCheck)
+
+
+def client_address(request: web.Request) -> str:
+    """The request's client address (`oauthd.peers`: the peer's, or the one a trusted
+    proxy reports); every rate limit, audit line and allow-list of the routes uses it."""
+    trusted = request.app[CONFIG].server.trusted_proxies
+    return _client_address(request.remote, request.headers, trusted)

@@ -1,39 +1,28 @@
-"""/metrics: the Prometheus text exposition, only for the addresses in `metrics.allow`."""
+"""/metrics: the Prometheus text exposition, only for the client addresses in
+`metrics.allow` (behind a trusted proxy, the client's, not the proxy's: `oauthd.peers`).
+Served on the main listener, or, with `metrics.listen`, only on a listener of its own
+(`metrics_app`)."""
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-
 from aiohttp import web
 
+from oauthd.config import Config
 from oauthd.http.errors import Routes, json_error
-from oauthd.http.keys import CONFIG, METRICS
-from oauthd.metrics import CONTENT_TYPE
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@functools.lru_cache(maxsize=8)
-def _networks(allow: tuple[str, ...]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(n, strict=False) for n in allow)
+from oauthd.http.keys import CONFIG, METRICS, client_address
+from oauthd.metrics import CONTENT_TYPE, Metrics
+from oauthd.peers import in_networks
 
 
 def allowed(remote: str | None, allow: tuple[str, ...]) -> bool:
-    """True if `remote` (the peer's address as aiohttp gives it) is in one of the networks.
-    An IPv4 client of a dual-stack socket (`::ffff:10.1.2.3`) counts as its IPv4 address;
-    a peer without an IP address (a Unix socket) is never allowed."""
-    try:
-        address = ipaddress.ip_address((remote or "").split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in _networks(allow))
+    """True if `remote` (a client address) is in one of the networks. An IPv4 client of a
+    dual-stack socket (`::ffff:10.1.2.3`) counts as its IPv4 address; a peer without an IP
+    address (a Unix socket) is never allowed."""
+    return in_networks(remote or "", allow)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    if not allowed(request.remote, request.app[CONFIG].metrics.allow):
+    if not allowed(client_address(request), request.app[CONFIG].metrics.allow):
         return json_error(403, "access_denied", "metrics are not served to this address")
     body = await request.app[METRICS].render()
     return web.Response(
@@ -42,4 +31,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    """/metrics on the main app, unless `metrics.listen` gives it a listener of its own."""
+    if app[CONFIG].metrics.listen is None:
+        Routes(app).get("/metrics", metrics)
+
+
+def metrics_app(config: Config, registry: Metrics) -> web.Application:
+    """The app of the `metrics.listen` listener: /metrics and nothing else."""
+    app = web.Application(client_max_size=1 << 16)
+    app[CONFIG] = config
+    app[METRICS] = registry
     Routes(app).get("/metrics", metrics)
+    return app

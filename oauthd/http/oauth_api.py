@@ -9,7 +9,7 @@ from aiohttp import web
 
 from oauthd.http.errors import NO_STORE, Handler, Routes, Wrapper
 from oauthd.http.forms import read_form, read_json_object
-from oauthd.http.keys import AUTH
+from oauthd.http.keys import AUTH, client_address
 from oauthd.oauth import credentials_from, registration_response
 
 CORS_PATHS = frozenset(
@@ -24,10 +24,6 @@ CORS_PATHS = frozenset(
         "/device_authorization",
     }
 )
-
-
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
 
 
 async def as_metadata(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 
 from oauthd.config import Config
 from oauthd.model import Grant
+from oauthd.peers import client_address
 from oauthd.proxy.headers import upstream_request_headers
 from oauthd.proxy.sessions import SESSION_HEADER
 
@@ -34,6 +35,7 @@ class Identity:
         self._idp_token = idp_token
         self._forwarded_proto, _, self._forwarded_host = config.server.issuer.partition("://")
         self._authorization = authorization  # `upstream.authorization`, read at start
+        self._trusted_proxies = config.server.trusted_proxies
 
     def stamp(self, headers: MutableMapping[str, str], grant: Grant) -> None:
         """Set the user, client and scopes of `grant`, and the static credential if any
@@ -48,7 +50,9 @@ class Identity:
         """What goes upstream with a relayed request: the client's own headers that may
         cross (headers.py), where it came from (X-Forwarded-*), and who it is."""
         headers = upstream_request_headers(request.headers, self._names)
-        headers["X-Forwarded-For"] = request.remote or ""
+        headers["X-Forwarded-For"] = client_address(
+            request.remote, request.headers, self._trusted_proxies
+        )
         headers["X-Forwarded-Proto"] = self._forwarded_proto
         headers["X-Forwarded-Host"] = self._forwarded_host
         self.stamp(headers, grant)

@@ -24,6 +24,7 @@ from tests.support.configs import (
     PASSWORD_HASH,
     USER,
     TomlValue,
+    write_secret,
 )
 from tests.support.daemon import OauthdProcess, proxy_daemon
 from tests.support.forms import Form, parse_forms
@@ -44,8 +45,8 @@ def outage_daemon(
 ) -> OauthdProcess:
     """`oauthd serve` on a shared backend (`storage`: the [storage] keys), with an
     introspection client (`introspection_secret`) and an admin socket."""
-    (directory / "introspection.secret").write_text(crypto.new_secret() + "\n")
-    (directory / "oauthd.key").write_text(secrets.token_hex(32) + "\n")
+    write_secret(directory / "introspection.secret", crypto.new_secret() + "\n")
+    write_secret(directory / "oauthd.key", secrets.token_hex(32) + "\n")
     return proxy_daemon(
         directory,
         upstream_url,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from oauthd import crypto
-from tests.support.configs import INTROSPECTION_ID, TomlValue, write_config
+from tests.support.configs import INTROSPECTION_ID, TomlValue, write_config, write_secret
 from tests.support.daemon import OauthdProcess
 from tests.support.http_client import OauthdClient, Pkce, user_code_as_typed
 from tests.support.ports import free_port
@@ -21,7 +21,7 @@ START_TIMEOUT = 15.0
 
 def file_daemon(directory: Path) -> OauthdProcess:
     """File state in `<directory>/state`, an introspection client (`secret_of`)."""
-    (directory / "introspection.secret").write_text(crypto.new_secret() + "\n")
+    write_secret(directory / "introspection.secret", crypto.new_secret() + "\n")
     port = free_port()
     sections: dict[str, dict[str, TomlValue]] = {
         "storage": {"backend": "file", "path": "state"},

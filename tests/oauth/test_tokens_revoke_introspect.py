@@ -9,7 +9,7 @@ import pytest
 from oauthd import crypto
 from oauthd.config import ConfigError
 from oauthd.oauth.clients import ClientCredentials
-from tests.support.configs import INTROSPECTION_ID, USER
+from tests.support.configs import INTROSPECTION_ID, USER, write_secret
 from tests.support.protocol import (
     INTROSPECTION_SECRET,
     ISSUER,
@@ -203,7 +203,7 @@ async def test_introspection_secret_is_read_at_start_not_per_request(
     calls `reload_secrets` (tests/test_reload_secrets.py)."""
     issued = await env.code_flow()
     form = {"token": issued.tokens.access_token}
-    (tmp_path / "introspection.secret").write_text("rotated-secret\n")
+    write_secret(tmp_path / "introspection.secret", "rotated-secret\n")
     assert (await env.server.introspect(form, INTROSPECTOR))["active"] is True
     rotated = ClientCredentials(INTROSPECTION_ID, "rotated-secret", "client_secret_basic")
     assert (await refused(env.server.introspect(form, rotated))).error == "invalid_client"

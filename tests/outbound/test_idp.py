@@ -26,6 +26,7 @@ from oauthd.assembly import STORE, create_app
 from oauthd.config import Config, default_config
 from oauthd.http.keys import AUTH
 from oauthd.model import Grant
+from tests.support.configs import write_secret
 from tests.support.idp import Idp, idp_cancel, idp_login, running_idp
 from tests.support.ports import free_port
 
@@ -36,9 +37,9 @@ APP_REDIRECT = "http://127.0.0.1:5555/cb"
 def config_for(tmp: Path, port: int, idp: Idp, provider: str, upstream: str) -> Config:
     base = default_config(tmp)
     key_file = tmp / "upstream.key"
-    key_file.write_text(os.urandom(32).hex())
+    write_secret(key_file, os.urandom(32).hex())
     secret_file = tmp / "idp.secret"
-    secret_file.write_text(CLIENT_SECRET)
+    write_secret(secret_file, CLIENT_SECRET)
     login = dataclasses.replace(
         base.login,
         provider=provider,

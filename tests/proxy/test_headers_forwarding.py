@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 from yarl import URL
 
+from tests.support.configs import write_secret
 from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream, Seen
 
@@ -79,7 +80,7 @@ async def test_a_static_upstream_credential_is_sent_as_authorization(
     start_oauthd: StartOauthd, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     secret = tmp_path / "upstream.credential"
-    secret.write_text("Bearer upstream-static-secret\n")
+    write_secret(secret, "Bearer upstream-static-secret\n")
     oauthd = await start_oauthd(upstream={"authorization": f"file:{secret}"})
     granted = await oauthd.grant()
     assert (await oauthd.mcp("POST", granted)).status == 200

@@ -55,11 +55,26 @@ def test_a_relayed_request_says_who_calls_and_from_where(tmp_path: Path) -> None
     headers = identity(tmp_path).request_headers(request, GRANT)
     assert dict(headers) == {
         "Accept": "application/json",
-        "X-Forwarded-For": request.remote or "",
+        "X-Forwarded-For": "unknown",  # a mocked request has no peer; a forged XFF never counts
         "X-Forwarded-Proto": "https",
         "X-Forwarded-Host": "auth.example",
         **IDENTITY,
     }
+
+
+def test_behind_a_trusted_proxy_the_upstream_learns_the_real_client(tmp_path: Path) -> None:
+    base = config(tmp_path)
+    trusting = dataclasses.replace(
+        base, server=dataclasses.replace(base.server, trusted_proxies=("127.0.0.0/8",))
+    )
+    request = make_mocked_request(
+        "POST", "/mcp", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+    )
+    request._transport_peername = ("127.0.0.1", 40000)  # type: ignore[attr-defined]
+    headers = Identity(trusting, no_idp_token).request_headers(request, GRANT)
+    assert headers.getall("X-Forwarded-For") == ["198.51.100.7"]
+    untrusting = Identity(base, no_idp_token).request_headers(request, GRANT)
+    assert untrusting.getall("X-Forwarded-For") == ["127.0.0.1"]
 
 
 def test_the_header_names_are_configurable(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from oauthd.crypto import lookup_key
-from tests.support.configs import OTHER_USER
+from tests.support.configs import OTHER_USER, write_secret
 from tests.support.proxy_app import Granted, Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream, Seen
 from tests.support.wait import eventually
@@ -185,7 +185,7 @@ async def test_revocation_sends_the_static_upstream_credential(
     """An upstream that needs oauthd's credential must get it on the closing DELETE too,
     or it refuses to close the session."""
     secret = tmp_path / "upstream.credential"
-    secret.write_text("Bearer upstream-static-secret\n")
+    write_secret(secret, "Bearer upstream-static-secret\n")
     oauthd = await start_oauthd(upstream={"authorization": f"file:{secret}"})
     granted = await open_session(oauthd, upstream)
     await oauthd.revoke(granted.refresh, granted.client_id)

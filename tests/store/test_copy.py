@@ -20,6 +20,7 @@ from oauthd.model import Record
 from oauthd.store import FileStore, MemoryStore, Store
 from oauthd.store.copy import CountMismatch, TargetNotEmpty, copy_state
 from oauthd.store.file import make_engine
+from tests.support.configs import write_secret
 from tests.support.postgres import (
     create_schema,
     drop_schema,
@@ -153,7 +154,7 @@ def file_config(path: Path, state: Path) -> Path:
 
 def shared_key(directory: Path) -> str:
     """The `[login]` table a shared backend's config needs (the instances' common key)."""
-    (directory / "oauthd.key").write_text(secrets.token_hex(32))
+    write_secret(directory / "oauthd.key", secrets.token_hex(32))
     return '[login]\nencryption_key = "file:oauthd.key"\n'
 
 

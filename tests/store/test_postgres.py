@@ -16,7 +16,7 @@ from oauthd import cli
 from oauthd.clock import FakeClock
 from oauthd.exits import ExitCode
 from oauthd.store import Unavailable
-from tests.support.configs import TomlValue, render_toml
+from tests.support.configs import TomlValue, render_toml, write_secret
 from tests.support.daemon import run_oauthd
 from tests.support.postgres import create_schema, drop_schema, postgres_probe, schema_dsn
 from tests.support.services import service_missing
@@ -40,7 +40,7 @@ async def schema() -> AsyncIterator[str]:
 
 def write_config(tmp_path: Path, dsn: str, timeout: str = "2s") -> Path:
     path = tmp_path / "oauthd.toml"
-    (tmp_path / "oauthd.key").write_text(secrets.token_hex(32))  # a shared backend needs it
+    write_secret(tmp_path / "oauthd.key", secrets.token_hex(32))  # a shared backend needs it
     storage: dict[str, TomlValue] = {"backend": "postgres", "postgres_dsn": dsn, "timeout": timeout}
     path.write_text(
         render_toml({"storage": storage, "login": {"encryption_key": "file:oauthd.key"}})

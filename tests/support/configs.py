@@ -27,6 +27,15 @@ INTROSPECTION_ID = "resource-server"
 TomlValue = str | int | float | bool | list[str]
 
 
+def write_secret(path: Path, text: str) -> Path:
+    """A key or secret file as an operator keeps it: readable by its owner only (0600);
+    oauthd refuses a key file that others may read (`oauthd.keyring`)."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
+
+
 def fast_password_hash(password: str) -> str:
     """A hash `Users` accepts, at the lowest allowed cost (ln=10) so logins take ~1 ms."""
     salt = os.urandom(16)
@@ -102,7 +111,7 @@ def make_config(
     `sections` change single keys: `oauth={"allowed_redirect_schemes": ("cursor",)}`."""
     base = default_config(tmp)
     secret_file = tmp / "introspection.secret"
-    secret_file.write_text(crypto.new_secret() + "\n")
+    write_secret(secret_file, crypto.new_secret() + "\n")
     config = dataclasses.replace(
         base,
         server=dataclasses.replace(

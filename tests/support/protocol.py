@@ -36,6 +36,7 @@ from oauthd.users import Users
 from tests.support.configs import (
     USER,
     make_config,
+    write_secret,
 )
 
 ISSUER = "https://mcp.example.com"
@@ -77,7 +78,7 @@ def protocol_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
     for name, values in sections.items():
         changes[name] = {**changes.get(name, {}), **values}
     config = make_config(tmp_path, 0, issuer=ISSUER, **changes)
-    (tmp_path / "introspection.secret").write_text(INTROSPECTION_SECRET + "\n")
+    write_secret(tmp_path / "introspection.secret", INTROSPECTION_SECRET + "\n")
     return config
 
 

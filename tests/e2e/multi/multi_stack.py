@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.e2e.multi.multi_balancer import RoundRobin
-from tests.support.configs import INTROSPECTION_ID, TomlValue
+from tests.support.configs import INTROSPECTION_ID, TomlValue, write_secret
 from tests.support.daemon import OauthdProcess, proxy_daemon
 from tests.support.ports import free_port
 
@@ -54,8 +54,8 @@ class Cluster:
     ) -> Cluster:
         """The balancer, on the issuer's port; no instance yet (`add_instances`)."""
         cluster = cls(directory, storage, upstream_url, RoundRobin(free_port()))
-        (directory / "encryption.key").write_text(secrets.token_hex(32))
-        (directory / "introspection.secret").write_text(cluster.introspection_secret)
+        write_secret(directory / "encryption.key", secrets.token_hex(32))
+        write_secret(directory / "introspection.secret", cluster.introspection_secret)
         try:
             await cluster.balancer.start()
         except BaseException:  # half started (its client session, its runner): stop that

@@ -1,0 +1,98 @@
+"""Debian's nginx as the TLS-less reverse proxy in front of an oauthd, as
+docs/operations.md ("Behind a reverse proxy") configures it: it appends the peer's address
+to `X-Forwarded-For` and connects to oauthd from 127.0.0.1. Clients connect to it from
+other loopback addresses (127.0.0.2, ...), so that nginx and each client are told apart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from tests.support.services import service_missing
+
+CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_body_buffer_size 1m;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream_port};
+            proxy_bind 127.0.0.1;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    """nginx's path; the test is skipped (failed under OAUTHD_REQUIRE_SERVICES=1) without it.
+    CI installs Debian's nginx-light (`.ci/run`)."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        service_missing("nginx is not installed (apt-get install nginx-light)")
+        raise AssertionError("unreachable")
+    return found
+
+
+def _spawn(directory: Path, port: int, upstream_port: int) -> subprocess.Popen[bytes]:
+    binary = nginx_binary()
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "nginx.conf"
+    conf.write_text(CONF.format(dir=directory, port=port, upstream_port=upstream_port))
+    with (directory / "stderr.log").open("wb") as stderr:
+        return subprocess.Popen(
+            [binary, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)  # fast shutdown of this master and its worker
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _failure(what: str, directory: Path) -> AssertionError:
+    return AssertionError(f"{what}: {(directory / 'stderr.log').read_text()}")
+
+
+@contextlib.asynccontextmanager
+async def running_nginx(directory: Path, port: int, upstream_port: int) -> AsyncIterator[None]:
+    """nginx on 127.0.0.1:`port` in front of 127.0.0.1:`upstream_port`, stopped at exit."""
+    proc = _spawn(directory, port, upstream_port)
+    try:
+        for _ in range(200):
+            if proc.poll() is not None:
+                raise _failure(f"nginx exited {proc.returncode}", directory)
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise _failure(f"nginx did not listen on {port}", directory)
+        yield
+    finally:
+        _stop(proc)
