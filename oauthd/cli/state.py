@@ -167,7 +167,7 @@ async def _open(config: Config, role: str) -> Store:
         raise _Failed(
             f"{role} {config.source}: {exc}: a daemon is running on this state dir; "
             "stop it first (state can only be copied while no oauthd uses it)",
-            ExitCode.UNAVAILABLE,
+            ExitCode.TEMPFAIL,
         ) from None
     except RecoveryError as exc:  # the postgres SchemaError too
         raise _Failed(f"{role} {config.source}: {exc}", exc.exit_code) from None
