@@ -346,9 +346,27 @@ async def test_a_socket_path_that_cannot_be_bound_is_a_clear_error(
     long = tmp_path / ("x" * 120) / "admin.sock"
     with pytest.raises(admin_server.AdminSocketError, match="cannot create the admin socket"):
         await admin_server.AdminServer(long, admin_of(tmp_path, store)).start()
-    missing = tmp_path / "no-such-dir" / "admin.sock"
-    with pytest.raises(admin_server.AdminSocketError, match="No such file or directory"):
-        await admin_server.AdminServer(missing, admin_of(tmp_path, store)).start()
+    (tmp_path / "a-file").write_text("")
+    under_a_file = tmp_path / "a-file" / "run" / "admin.sock"
+    with pytest.raises(
+        admin_server.AdminSocketError,
+        match=f"cannot create the admin socket's directory {tmp_path / 'a-file' / 'run'}: ",
+    ):
+        await admin_server.AdminServer(under_a_file, admin_of(tmp_path, store)).start()
+
+
+async def test_a_missing_socket_directory_is_made_0700(tmp_path: Path, store: MemoryStore) -> None:
+    """The redis and postgres backends have no state dir: the default socket path
+    (`admin.sock` in `storage.path`) did not exist, and serve exited 71."""
+    path = tmp_path / "var" / "oauthd" / "admin.sock"
+    old = os.umask(0o022)
+    try:
+        async with serving(path, admin_of(tmp_path, store)):
+            assert await asyncio.to_thread(AdminClient(path).sessions) == []
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "var", tmp_path / "var" / "oauthd"):
+        assert stat.S_IMODE(os.stat(made).st_mode) == 0o700, made
 
 
 async def test_close_leaves_a_socket_that_replaced_ours(tmp_path: Path, store: MemoryStore) -> None:

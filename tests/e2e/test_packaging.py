@@ -113,6 +113,11 @@ def test_the_unit_documents_oauthd_with_the_installed_docs() -> None:
         assert any(Path(f).name == url.rpartition("/")[2] for f in installed), url
 
 
+def test_the_unit_does_not_restart_what_needs_an_operator() -> None:
+    unit = (REPO / "systemd/oauthd.service").read_text()
+    assert re.search(r"^RestartPreventExitStatus=64 78$", unit, re.M)
+
+
 @pytest.mark.slow
 def test_the_sdist_holds_every_tracked_file(tmp_path: Path) -> None:
     """Config example, unit, docs, tests and their support, examples, scripts, CI."""
@@ -133,3 +138,119 @@ def test_the_sdist_holds_every_tracked_file(tmp_path: Path) -> None:
     for needed in ("LICENSE", "constraints.txt", "config.example.toml", "systemd/oauthd.service"):
         assert needed in held
     assert not any("node_modules" in name or "__pycache__" in name for name in held)
+
+
+def runtime_closure(requirements: list[str]) -> set[str]:
+    """The distributions (of this venv) that `requirements` pull in, extras left out."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [Requirement(line) for line in requirements]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = req.name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += [Requirement(line) for line in metadata.requires(name) or []]
+    return seen
+
+
+def link_distributions(names: set[str], into: Path) -> None:
+    """Each distribution's top-level packages, modules and dist-info, linked into `into`."""
+    from importlib import metadata
+
+    into.mkdir()
+    for name in names:
+        dist = metadata.distribution(name)
+        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
+            source = Path(str(dist.locate_file(top)))
+            if source.exists() and not (into / top).exists():
+                (into / top).symlink_to(source)
+
+
+@pytest.mark.slow
+def test_a_wheel_without_extras_refuses_redis_in_one_line(tmp_path: Path) -> None:
+    """Installed from a wheel into a clean venv with its runtime dependencies only (linked
+    from this venv): `check-config` and `serve` on a Redis config say which extra is
+    missing in one line and exit 78 (was: a 49-line traceback and exit 1)."""
+    from importlib import metadata
+
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("oauthd-*.whl")
+    venv = tmp_path / "venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin/python"
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    subprocess.run(
+        [*pip, "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    needed = runtime_closure(metadata.requires("oauthd") or [])
+    assert "redis" not in needed and "aiohttp" in needed
+    link_distributions(needed, tmp_path / "deps")
+    Path(site, "runtime-deps.pth").write_text(str(tmp_path / "deps") + "\n")
+    probe = "import oauthd.daemon, importlib.util as u; print(u.find_spec('redis'))"
+    assert (
+        subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+        == "None\n"
+    ), "the clean venv must not see redis"
+
+    (tmp_path / "key").write_text("ab" * 32)
+    config = tmp_path / "redis.toml"
+    config.write_text(
+        '[storage]\nbackend = "redis"\n[login]\nencryption_key = "file:key"\n'
+        '[[login.users]]\nusername = "a"\npassword_hash = "'
+        + subprocess.run(
+            [python, "-m", "oauthd", "users", "hash-password", "--stdin"],
+            input="pw\n",
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        + '"\n'
+    )
+    expected = (
+        f'oauthd: {config}: storage.backend = "redis" needs the redis extra: '
+        "pip install 'oauthd[redis]'\n"
+    )
+    for command in ("check-config", "serve"):
+        done = subprocess.run(
+            [venv / "bin/oauthd", command, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (done.returncode, done.stderr) == (78, expected), (command, done.stderr)
+    version = subprocess.run(
+        [venv / "bin/oauthd", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.stdout.startswith("oauthd ")
+    docs = venv / "share/doc/oauthd"
+    assert {"README.md", "operations.md", "oauthd.service", "config.example.toml"} <= {
+        p.name for p in docs.iterdir()
+    }
+    assert list(Path(site).glob("oauthd-*.dist-info/licenses/LICENSE"))
