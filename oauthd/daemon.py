@@ -76,14 +76,16 @@ def _metrics_runner(config: Config, app: web.Application) -> web.AppRunner | Non
 
 
 async def _describe(runner: web.AppRunner, app: web.Application) -> str:
-    """The STATUS= line: "serving on 127.0.0.1:8080, 1234 grants"."""
+    """The STATUS= line: "serving on 127.0.0.1:8080, 1234 grants" ("1 grant")."""
     where = ", ".join(str(Listen(a[0], a[1])) for a in runner.addresses) or "nothing"
     store = app.get(STORE)
     try:
-        grants = str(await store.grants.count()) if store is not None else "no"
+        count = await store.grants.count() if store is not None else None
     except Exception:  # a remote backend that is down: the status line must not fail
-        grants = "unknown"
-    return f"serving on {where}, {grants} grants"
+        return f"serving on {where}, unknown grants"
+    if count is None:
+        return f"serving on {where}, no grants"
+    return f"serving on {where}, {count} grant{'' if count == 1 else 's'}"
 
 
 async def serve(config: Config, *, accept_empty: bool = False, recover: bool = False) -> None:

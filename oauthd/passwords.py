@@ -1,5 +1,5 @@
 """The password-hash format of `[[login.users]]`: scrypt (`scrypt$ln=15,r=8,p=1$<salt>$<hash>`),
-or argon2id when argon2-cffi is installed. Parse, make, verify.
+or argon2id when the `argon2` extra (argon2-cffi) is installed. Parse, make, verify.
 
 A leaf: the config checks hashes with it and `oauthd.users` logs users in with it.
 Passwords are never logged, stored or put in an error message.
@@ -95,7 +95,7 @@ def _unb64(text: str) -> bytes:
 
 
 def _argon2() -> ModuleType | None:
-    """The argon2-cffi module if installed; it is optional and never a dependency."""
+    """The argon2-cffi module if installed: the optional `argon2` extra."""
     try:
         return importlib.import_module("argon2")
     except ImportError:
@@ -105,7 +105,10 @@ def _argon2() -> ModuleType | None:
 def _parse_argon2(text: str) -> PasswordHash:
     argon2 = _argon2()
     if argon2 is None:
-        raise ValueError("argon2id hashes need the argon2-cffi package, which is not installed")
+        raise ValueError(
+            "argon2id hashes need the argon2 extra (argon2-cffi), which is not installed: "
+            "pip install 'oauthd[argon2]'"
+        )
     try:
         argon2.extract_parameters(text)
     except ValueError:  # argon2's InvalidHashError

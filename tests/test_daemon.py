@@ -199,3 +199,23 @@ async def test_hash_password_stdin_gives_a_hash_the_config_accepts(tmp_path: Pat
     assert not verify_password(stored, "wrong")
     empty = await run_oauthd("users", "hash-password", "--stdin", stdin="\n")
     assert empty.code != 0
+
+
+@pytest.mark.parametrize(("count", "words"), [(0, "0 grants"), (1, "1 grant"), (2, "2 grants")])
+async def test_the_status_line_counts_grants_in_english(count: int, words: str) -> None:
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    from oauthd.assembly import STORE
+    from oauthd.daemon import _describe
+
+    class Grants:
+        async def count(self) -> int:
+            return count
+
+    app = web.Application()
+    app[STORE] = SimpleNamespace(grants=Grants())  # type: ignore[assignment]
+    runner = SimpleNamespace(addresses=[("127.0.0.1", 8080)])
+    line = await _describe(runner, app)  # type: ignore[arg-type]
+    assert line == f"serving on 127.0.0.1:8080, {words}"

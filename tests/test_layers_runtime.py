@@ -10,7 +10,7 @@ import importlib, pkgutil, sys
 import oauthd.oauth
 for module in pkgutil.iter_modules(oauthd.oauth.__path__):
     importlib.import_module(f"oauthd.oauth.{module.name}")
-print(sorted({m.split(".")[0] for m in sys.modules} & {"aiohttp", "aiofiles", "authlib"}))
+print(sorted({m.split(".")[0] for m in sys.modules} & {"aiohttp", "authlib"}))
 """
 
 

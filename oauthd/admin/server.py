@@ -209,6 +209,7 @@ async def _chunked(views: Sequence[ClientView]) -> Chunks:
 
 
 def _bind(path: Path) -> socket.socket:
+    _make_dir(path.parent)
     _clear_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -222,6 +223,23 @@ def _bind(path: Path) -> socket.socket:
         sock.close()
         raise AdminSocketError(f"cannot create the admin socket {path}: {_reason(exc)}") from None
     return sock
+
+
+def _make_dir(directory: Path) -> None:
+    """The socket's directory, made 0700 (with any missing parent) when it does not exist,
+    as with the redis and postgres backends, which have no state dir of their own; an
+    existing one is left as it is."""
+    if directory.is_dir():
+        return
+    old = os.umask(0o077)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AdminSocketError(
+            f"cannot create the admin socket's directory {directory}: {_reason(exc)}"
+        ) from None
+    finally:
+        os.umask(old)
 
 
 def _clear_stale(path: Path) -> None:

@@ -16,8 +16,10 @@ from oauthd.exits import ExitCode
 
 
 def fail(message: object, code: ExitCode) -> ExitCode:
-    """Print `oauthd: <message>` on stderr and return `code`, for `return fail(...)`."""
-    print(f"oauthd: {message}", file=sys.stderr)
+    """Print `oauthd: <message>` on stderr (each line of it so prefixed) and return `code`,
+    for `return fail(...)`."""
+    for line in str(message).splitlines() or [""]:
+        print(f"oauthd: {line}", file=sys.stderr)
     return code
 
 

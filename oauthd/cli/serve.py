@@ -1,4 +1,4 @@
-"""`oauthd serve` (run the daemon) and `oauthd check-config`."""
+"""`oauthd serve`: run the daemon."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any
 
 from oauthd.cli.options import load
 from oauthd.cli.output import fail
+from oauthd.config import ConfigError
 from oauthd.exits import ExitCode
 from oauthd.log import setup_logging
 
 
 def add_commands(sub: Any) -> None:
-    """`serve` and `check-config` (`sub` is argparse's subparsers action)."""
+    """`serve` (`sub` is argparse's subparsers action)."""
     serve = sub.add_parser("serve", help="run the daemon")
     serve.add_argument("--config", help="config file (default: $OAUTHD_CONFIG)")
     serve.add_argument(
@@ -29,18 +30,17 @@ def add_commands(sub: Any) -> None:
     )
     serve.set_defaults(run=cmd_serve)
 
-    check = sub.add_parser("check-config", help="validate a config file")
-    check.add_argument("--config")
-    check.set_defaults(run=cmd_check_config)
-
 
 def cmd_serve(args: argparse.Namespace) -> ExitCode:
     from oauthd.admin.server import AdminSocketError
     from oauthd.daemon import StartupError, serve
     from oauthd.persist.errors import LockedError, RecoveryError
-    from oauthd.store import Unavailable
+    from oauthd.store import Unavailable, missing_extra
 
     config = load(args)
+    extra = missing_extra(config.storage.backend)
+    if extra is not None:  # one line, exit 78: not a traceback, and no restart loop
+        raise ConfigError(f"{config.source}: {extra}")
     setup_logging(config.log.level)
     try:
         asyncio.run(serve(config, accept_empty=args.accept_empty_state, recover=args.recover))
@@ -57,12 +57,3 @@ def _cannot_start(reason: str, code: ExitCode) -> ExitCode:
         "cannot start", extra={"event": "daemon.failed", "reason": reason}
     )
     return fail(reason, code)
-
-
-def cmd_check_config(args: argparse.Namespace) -> ExitCode:
-    config = load(args)
-    print(
-        f"{config.source}: OK ({len(config.login.users)} local users, "
-        f"storage {config.storage.backend} at {config.storage.path})"
-    )
-    return ExitCode.OK

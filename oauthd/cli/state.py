@@ -167,7 +167,7 @@ async def _open(config: Config, role: str) -> Store:
         raise _Failed(
             f"{role} {config.source}: {exc}: a daemon is running on this state dir; "
             "stop it first (state can only be copied while no oauthd uses it)",
-            ExitCode.UNAVAILABLE,
+            ExitCode.TEMPFAIL,
         ) from None
     except RecoveryError as exc:  # the postgres SchemaError too
         raise _Failed(f"{role} {config.source}: {exc}", exc.exit_code) from None
@@ -175,10 +175,8 @@ async def _open(config: Config, role: str) -> Store:
         raise _Failed(
             f"{role} {config.source}: backend unavailable: {exc.reason}", ExitCode.UNAVAILABLE
         ) from None
-    except ImportError as exc:
-        raise _Failed(
-            f"{role} {config.source}: {exc} (install the extra)", ExitCode.CONFIG
-        ) from None
+    except ConfigError as exc:  # the backend's extra is not installed
+        raise _Failed(f"{role} {config.source}: {exc}", ExitCode.CONFIG) from None
     try:
         await store.ping()
     except Unavailable as exc:

@@ -6,6 +6,7 @@ every error names the file and the key path: `config.toml: storage.save_debounce
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -23,9 +24,14 @@ _REQUIRED = object()  # default of a key that must be given
 
 
 class ConfigError(Exception):
-    """The config cannot be used; str() is `<file>: <key path>: <message>`."""
+    """The config cannot be used; str() is `<file>: <key path>: <message>`, one line per
+    problem (`messages`): a file is checked whole, every error reported at once."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.CONFIG
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__("\n".join(messages))
+        self.messages: tuple[str, ...] = messages
 
 
 # --- where a value sits, for error messages ---------------------------------------------
@@ -89,14 +95,27 @@ def build(cls: type[D], value: object, at: At, check: Check | None = None, **giv
     if not isinstance(value, dict):
         raise at.error(f"expected a table, got {show(value)}")
     schema = {f.name: f.metadata[_SCHEMA] for f in fields(cls) if _SCHEMA in f.metadata}
-    for name in value:
-        if name not in schema:
-            raise at.key(name).error("unknown key" if at.path else "unknown section")
-    values = {name: _value(key, value, name, at.key(name)) for name, key in schema.items()}
+    errors = [_unknown(name, schema, at) for name in value if name not in schema]
+    values = {}
+    for name, key in schema.items():
+        try:
+            values[name] = _value(key, value, name, at.key(name))
+        except ConfigError as exc:  # go on: every error of the file at once
+            errors.extend(exc.messages)
+    if errors:
+        raise ConfigError(*errors)
     built = cls(**values, **given)
     if check is not None:
         check(built, at)
     return built
+
+
+def _unknown(name: str, schema: Mapping[str, _Key], at: At) -> str:
+    """ "unknown key", with the closest known name when there is one (a typo)."""
+    what = "unknown key" if at.path else "unknown section"
+    close = difflib.get_close_matches(name, list(schema), n=1, cutoff=0.7)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return str(at.key(name).error(what + hint))
 
 
 def _value(key: _Key, table: dict[str, object], name: str, at: At) -> Any:

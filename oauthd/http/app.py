@@ -23,6 +23,12 @@ async def _end_streams(app: web.Application) -> None:
         await proxy.end_streams()
 
 
+async def _no_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp names itself and its version (`Server: Python/3.11 aiohttp/...`) on every
+    answer; oauthd does not tell strangers what it runs on."""
+    response.headers.popall("Server", None)
+
+
 async def _proxy_handler(request: web.Request) -> web.StreamResponse:
     return await request.app[PROXY].handle(request)
 
@@ -35,6 +41,7 @@ def web_app(config: Config, clock: Clock, metrics: Metrics) -> web.Application:
     app[CLOCK] = clock
     app[METRICS] = metrics
     app.on_shutdown.append(_end_streams)
+    app.on_response_prepare.append(_no_server_header)
     app.router.add_route("*", "/mcp", _proxy_handler)  # the proxy renders its own answers
     routes = Routes(app)
     routes.get("/healthz", health.healthz)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable
 
 from oauthd.clock import Clock
-from oauthd.config import StorageConfig
+from oauthd.config import ConfigError, StorageConfig
 from oauthd.persist import EngineObserver
 from oauthd.store.base import Conflict, Store, StoreError, StoreStatus, Table, Unavailable
 from oauthd.store.file import FileStore, make_engine
@@ -20,8 +21,35 @@ __all__ = [
     "StoreStatus",
     "Table",
     "Unavailable",
+    "missing_extra",
     "open_store",
 ]
+
+# The modules each backend's extra installs (`pip install 'oauthd[redis]'`).
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "redis": ("redis.asyncio",),
+    "postgres": ("psycopg", "psycopg_pool"),
+}
+
+
+def missing_extra(backend: str) -> str | None:
+    """The one line saying which extra `backend` needs when its modules do not import
+    (None when they do, or when it needs none)."""
+    for module in EXTRAS.get(backend, ()):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return (
+                f'storage.backend = "{backend}" needs the {backend} extra: '
+                f"pip install 'oauthd[{backend}]'"
+            )
+    return None
+
+
+def _require_extra(backend: str) -> None:
+    problem = missing_extra(backend)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 async def _open_memory(config: StorageConfig, clock: Clock, **_: object) -> Store:
@@ -48,6 +76,7 @@ async def _open_file(
 
 
 async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store:
+    _require_extra("redis")
     from oauthd.store.redis import RedisStore  # redis-py is an optional extra
 
     return RedisStore(
@@ -61,6 +90,7 @@ async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store
 
 
 async def _open_postgres(config: StorageConfig, clock: Clock, **_: object) -> Store:
+    _require_extra("postgres")
     from oauthd.store.postgres import PostgresStore  # psycopg is an optional extra
 
     return await PostgresStore.open(

@@ -346,9 +346,27 @@ async def test_a_socket_path_that_cannot_be_bound_is_a_clear_error(
     long = tmp_path / ("x" * 120) / "admin.sock"
     with pytest.raises(admin_server.AdminSocketError, match="cannot create the admin socket"):
         await admin_server.AdminServer(long, admin_of(tmp_path, store)).start()
-    missing = tmp_path / "no-such-dir" / "admin.sock"
-    with pytest.raises(admin_server.AdminSocketError, match="No such file or directory"):
-        await admin_server.AdminServer(missing, admin_of(tmp_path, store)).start()
+    (tmp_path / "a-file").write_text("")
+    under_a_file = tmp_path / "a-file" / "run" / "admin.sock"
+    with pytest.raises(
+        admin_server.AdminSocketError,
+        match=f"cannot create the admin socket's directory {tmp_path / 'a-file' / 'run'}: ",
+    ):
+        await admin_server.AdminServer(under_a_file, admin_of(tmp_path, store)).start()
+
+
+async def test_a_missing_socket_directory_is_made_0700(tmp_path: Path, store: MemoryStore) -> None:
+    """The redis and postgres backends have no state dir: the default socket path
+    (`admin.sock` in `storage.path`) did not exist, and serve exited 71."""
+    path = tmp_path / "var" / "oauthd" / "admin.sock"
+    old = os.umask(0o022)
+    try:
+        async with serving(path, admin_of(tmp_path, store)):
+            assert await asyncio.to_thread(AdminClient(path).sessions) == []
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "var", tmp_path / "var" / "oauthd"):
+        assert stat.S_IMODE(os.stat(made).st_mode) == 0o700, made
 
 
 async def test_close_leaves_a_socket_that_replaced_ours(tmp_path: Path, store: MemoryStore) -> None:
@@ -457,3 +475,34 @@ async def test_another_user_is_kept_out_by_the_mode_and_by_its_credentials(
             os.chmod(path, 0o666)  # as if the mode were lost: the peer's uid still counts
             answer = await asyncio.to_thread(ask_as, 65534, path)
             assert orjson.loads(answer) == {"ok": False, "error": "permission denied"}
+
+
+async def test_on_redis_the_default_socket_directory_is_made(tmp_path: Path) -> None:
+    """`storage.path` unset with redis: its default (var/oauthd beside the config) did not
+    exist and serve exited 71; now it is made 0700 and holds the socket."""
+    from tests.support.redis_backend import REDIS_URL, redis_probe
+    from tests.support.services import service_missing
+
+    absent = await redis_probe()
+    if absent is not None:
+        service_missing(absent)
+    (tmp_path / "key").write_text("ab" * 32)
+    port = free_port()
+    sections: dict[str, dict[str, TomlValue]] = {
+        "storage": {
+            "backend": "redis",
+            "redis_url": REDIS_URL,
+            "redis_prefix": f"oauthd-test-{os.getpid()}-{port}:",
+        },
+        "login": {"encryption_key": "file:key"},
+    }
+    config = write_config(tmp_path / "oauthd.toml", port, sections)
+    daemon = OauthdProcess(tmp_path, config, port)
+    await daemon.start()
+    try:
+        assert await admin_json(daemon, "sessions", "list") == []
+        socket_dir = tmp_path / "var" / "oauthd"
+        assert stat.S_IMODE(os.stat(socket_dir).st_mode) == 0o700
+        assert stat.S_ISSOCK(os.lstat(socket_dir / "admin.sock").st_mode)
+    finally:
+        assert await daemon.stop() == 0, daemon.log()[-3000:]

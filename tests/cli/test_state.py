@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
@@ -260,3 +261,22 @@ def test_verify_record_that_does_not_decode(
     (state_dir / SNAPSHOT).write_bytes(orjson.dumps(doc))
     code, out, _ = run(capsys, "verify", "--state-dir", str(state_dir))
     assert code == 1 and f"DAMAGE: {state_dir / SNAPSHOT}: " in out and "grants" in out
+
+
+async def test_copy_from_a_state_dir_a_daemon_holds_exits_75(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """EX_TEMPFAIL, like a second `serve` on the same state dir: try again once it stopped."""
+    store = await populate(tmp_path / "running")
+    (tmp_path / "target").mkdir()
+    source = tmp_path / "a.toml"
+    source.write_text('[storage]\npath = "running"\n')
+    target = tmp_path / "b.toml"
+    target.write_text('[storage]\npath = "target"\n')
+    try:
+        argv = ["state", "copy", "--from", str(source), "--to", str(target)]
+        code = await asyncio.to_thread(main, argv)
+    finally:
+        await store.close()
+    assert code == 75
+    assert "a daemon is running on this state dir; stop it first" in capsys.readouterr().err

@@ -64,3 +64,15 @@ def test_values_are_shown_as_written_in_toml() -> None:
         "an array",
         "2.5",
     ]
+
+
+def test_every_error_at_once_and_a_hint_for_a_typo() -> None:
+    with pytest.raises(ConfigError) as raised:
+        build(Outer, {"nme": "x", "inner": {"n": "two", "nn": 3}}, AT)
+    assert raised.value.messages == (
+        'f.toml: nme: unknown section (did you mean "name"?)',
+        "f.toml: name: missing (this key is required)",
+        "f.toml: inner.nn: unknown key",
+        'f.toml: inner.n: expected a whole number of at least 1, got "two"',
+    )
+    assert str(raised.value) == "\n".join(raised.value.messages)

@@ -61,3 +61,18 @@ async def test_an_unavailable_store_is_a_page_on_page_routes_only() -> None:
         page = await client.post("/page", headers={"Accept": "application/json"})
         assert page.status == 503 and page.headers["Retry-After"] == "2"
         assert page.content_type == "text/html"
+
+
+async def test_no_answer_names_the_server_software(oauthd: Running) -> None:
+    """aiohttp would say `Server: Python/3.11 aiohttp/x.y`: not on pages, API, errors or /mcp."""
+    http, base = oauthd.client.session, oauthd.client.base
+    for method, path in [
+        ("GET", "/healthz"),
+        ("GET", "/.well-known/oauth-authorization-server"),
+        ("POST", "/token"),
+        ("GET", "/authorize"),
+        ("GET", "/no/such/path"),
+        ("POST", "/mcp"),
+    ]:
+        async with http.request(method, f"{base}{path}") as answer:
+            assert "Server" not in answer.headers, (method, path, answer.headers["Server"])
