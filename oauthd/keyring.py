@@ -89,10 +89,19 @@ def _references(config: Config) -> list[tuple[str, str]]:
 
 
 def _check_key_files(config: Config) -> None:
-    """ConfigError for a `file:` key that the group or others may read or write, unless it
-    is in systemd's credentials directory. A file that cannot be found is left to the read
-    (an error for the encryption key, a logged one for the others)."""
+    """ConfigError for the first key file that is too open (`key_file_problems`)."""
+    problems = key_file_problems(config)
+    if problems:
+        raise ConfigError(problems[0])
+
+
+def key_file_problems(config: Config) -> list[str]:
+    """Every `file:` key that the group or others may read or write, unless it is in
+    systemd's credentials directory, as the message `serve` refuses to start with. A file
+    that cannot be found is left to the read (an error for the encryption key, a logged
+    one for the others)."""
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    problems: list[str] = []
     for key, ref in _references(config):
         kind, _, name = ref.partition(":")
         if kind != "file" or (credentials and _is_below(name, credentials)):
@@ -102,11 +111,12 @@ def _check_key_files(config: Config) -> None:
         except OSError:
             continue
         if mode & TOO_OPEN:
-            raise ConfigError(
+            problems.append(
                 f"{config.source}: {key}: permissions {mode:04o} of {name} are too open: "
                 f"a key file must be readable by its owner only (chmod 600 {name}), or "
                 'come from systemd\'s credentials directory ("credential:NAME")'
             )
+    return problems
 
 
 def _is_below(path: str, directory: str) -> bool:

@@ -19,6 +19,7 @@ from oauthd.cli.output import fail
 from oauthd.config import Config, admin_socket_path, read_secret
 from oauthd.crypto import Sealer, parse_key
 from oauthd.exits import ExitCode
+from oauthd.keyring import key_file_problems
 from oauthd.store import missing_extra
 
 SUN_PATH_MAX = 107  # bytes of a Unix socket path (sun_path is 108 with the final NUL)
@@ -81,6 +82,7 @@ def _secrets(config: Config) -> list[tuple[str, str, str]]:
 
 def _check_secrets(config: Config, found: Findings) -> None:
     where = config.source
+    found.errors.extend(key_file_problems(config))  # serve refuses these too
     key_ref = config.login.encryption_key
     if key_ref and not _unchecked(key_ref, "login.encryption_key", config, found):
         text = read_secret(key_ref)  # serve refuses to start without it, and so do we

@@ -45,6 +45,7 @@ from tests.support.configs import (
     USER,
     TomlValue,
     write_config,
+    write_secret,
 )
 from tests.support.daemon import OauthdProcess, run_oauthd
 from tests.support.http_client import OauthdClient, Pkce, client_auth
@@ -486,7 +487,7 @@ async def test_on_redis_the_default_socket_directory_is_made(tmp_path: Path) -> 
     absent = await redis_probe()
     if absent is not None:
         service_missing(absent)
-    (tmp_path / "key").write_text("ab" * 32)
+    write_secret(tmp_path / "key", "ab" * 32)
     port = free_port()
     sections: dict[str, dict[str, TomlValue]] = {
         "storage": {

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from oauthd.cli import check, main
-from tests.support.configs import PASSWORD_HASH
+from oauthd.exits import ExitCode
+from tests.support.configs import PASSWORD_HASH, write_secret
 
 USER = f'[[login.users]]\nusername = "alice"\npassword_hash = "{PASSWORD_HASH}"\n'
 
@@ -62,7 +63,7 @@ def test_what_serve_would_refuse_is_reported_at_once(
 
 
 def test_a_bad_key_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "key").write_text("too short")
+    write_secret(tmp_path / "key", "too short")
     config = tmp_path / "oauthd.toml"
     config.write_text('[login]\nencryption_key = "file:key"\n' + USER)
     code, _, err = run(config, capsys)
@@ -116,10 +117,22 @@ def test_what_serve_would_start_with_but_log_is_a_warning(
     ]
 
 
-def test_a_good_config_is_ok_without_warnings(
+def test_a_key_file_others_may_read_is_an_error_as_in_serve(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "key").write_text("ab" * 32)
+    (tmp_path / "key").chmod(0o644)
+    config = tmp_path / "oauthd.toml"
+    config.write_text('[login]\nencryption_key = "file:key"\n' + USER)
+    code, _, err = run(config, capsys)
+    assert code == ExitCode.CONFIG
+    assert any("login.encryption_key: permissions 0644" in line for line in err), err
+
+
+def test_a_good_config_is_ok_without_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_secret(tmp_path / "key", "ab" * 32)
     config = tmp_path / "oauthd.toml"
     config.write_text('[login]\nencryption_key = "file:key"\n' + USER)
     code, out, err = run(config, capsys)
