@@ -148,7 +148,8 @@ class CimdFetcher:
                 return await self._get(session, url)
         except ClientDocumentError:
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # ValueError: a URL that passed the checks yet fails in yarl or the idna codec
             log.info(
                 "client metadata fetch failed",
                 extra={"event": "cimd.failed", "client_id": client_id, "error": repr(exc)},
