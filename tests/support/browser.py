@@ -143,7 +143,9 @@ class Browser:
         if button is not None:
             assert button in form.buttons, (button, form.buttons)
             data[button[0]] = button[1]
-        return await self.go("POST", urljoin(page.url, form.action), data=data)
+        # as a browser does on every form POST: Origin (and a Referer) of the page's site
+        headers = {"Origin": self.base, "Referer": page.url}
+        return await self.go("POST", urljoin(page.url, form.action), data=data, headers=headers)
 
     # -- the flows ---------------------------------------------------------------------------
 
