@@ -192,10 +192,30 @@ class Tokens:
         if resource is not None and canonical_resource(resource) != current.resource:
             raise OAuthError("invalid_target", "resource differs from the one granted")
         pair = self._pair(grant_id)
+        rotate = self._rotation(secret, pair, access_scopes)
+        updated = await self._store.grants.update(grant_id, rotate)
+        if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
+            self._metrics.token_refreshed()
+            audit(
+                "token_refreshed",
+                "tokens refreshed",
+                user=updated.user,
+                client_id=updated.client_id,
+                grant=grant_ref(grant_id),
+                scopes=" ".join(updated.token_scopes),
+            )
+            return self._response(updated, pair)
+        return await self._refused(grant_id, secret, updated)
+
+    def _rotation(
+        self, secret: str, pair: _Pair, access_scopes: tuple[str, ...]
+    ) -> Callable[[Grant], Grant]:
+        """The change a refresh with `secret` makes to its grant. Pure (it may run again on
+        shared backends): it decides from the record it is given, which it returns
+        unchanged when `secret` is neither the current token nor a retry in the window."""
         now = self._clock.now()
         grace = self._ttl.refresh_grace
 
-        # Pure (may run again on shared backends): decides from the record it is given.
         def rotate(grant: Grant) -> Grant:
             fresh = dataclasses.replace(
                 grant,
@@ -230,19 +250,7 @@ class Tokens:
                 )
             return grant
 
-        updated = await self._store.grants.update(grant_id, rotate)
-        if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
-            self._metrics.token_refreshed()
-            audit(
-                "token_refreshed",
-                "tokens refreshed",
-                user=updated.user,
-                client_id=updated.client_id,
-                grant=grant_ref(grant_id),
-                scopes=" ".join(updated.token_scopes),
-            )
-            return self._response(updated, pair)
-        return await self._refused(grant_id, secret, updated)
+        return rotate
 
     async def _refused(self, grant_id: str, secret: str, grant: Grant | None) -> TokenResponse:
         # Only a superseded refresh token of this family is reuse (RFC 9700 s4.14.2): the
