@@ -662,7 +662,7 @@ async def test_fetches_to_one_host_are_limited_and_other_hosts_are_not_starved(
     await asyncio.sleep(0.3)
     assert most == PER_HOST  # the others wait for a slot of that host
     # Another host is not held up by them (here: a name that does not resolve, at once).
-    with pytest.raises(ClientDocumentError, match="cannot resolve other.test"):
+    with pytest.raises(ClientDocumentError, match=r"cannot resolve other\.test"):
         async with asyncio.timeout(1):
             await fetcher.fetch("https://other.test/client.json")
     release.set()
