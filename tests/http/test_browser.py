@@ -53,12 +53,12 @@ CROSS_ORIGIN = [
 def _same_origin_headers(client: OauthdClient) -> list[dict[str, str]]:
     return [
         {},  # neither header (stripped by a privacy tool): the CSRF token decides
-        {"Origin": client.base},
+        {"Origin": client.issuer},
         {"Origin": "null", "Sec-Fetch-Site": "same-origin"},  # what browsers send us (no-referrer)
         {"Origin": "null"},
         {"Sec-Fetch-Site": "none"},
-        {"Referer": client.base + "/login?request=x"},
-        {"Origin": client.base, "Referer": "https://evil.example/"},  # Origin is what counts
+        {"Referer": client.issuer + "/login?request=x"},
+        {"Origin": client.issuer, "Referer": "https://evil.example/"},  # Origin is what counts
     ]
 
 

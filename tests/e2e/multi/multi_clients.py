@@ -89,7 +89,10 @@ class OAuth:
             "resource": self.cluster.resource,
             "scope": "mcp",
         }
-        back = await Person(base).authorize(f"{base}/authorize?{urlencode(query)}")
+        # An instance's own address, as if the pages were served at the issuer (the
+        # balancer): the forms' Origin is the issuer's.
+        person = Person(base, origin=self.cluster.issuer)
+        back = await person.authorize(f"{base}/authorize?{urlencode(query)}")
         assert back.params.get("state") == state, back.location
         assert back.params.get("iss") == self.cluster.issuer, back.location
         return Code(back.params["code"], verifier, self.redirect_uri)
