@@ -118,8 +118,9 @@ class Grant:
     The grant id is the key part of both of its tokens. `previous_refresh_hash` is the
     superseded refresh token, honoured inside the grace window until `successor_used`.
     `scopes` is what the user granted; `access_scopes` what the current access token carries
-    when a refresh asked for fewer (None: all of `scopes`). `superseded_hashes` are the hex
-    digests of the last superseded refresh tokens (bounded): presenting one is reuse.
+    when a refresh asked for fewer (None: all of `scopes`). `superseded_hashes` holds the
+    first 16 bytes of the digests of the last superseded refresh tokens, concatenated, oldest
+    first (bounded, one bytes object: a million grants): presenting one of them is reuse.
     """
 
     KIND: ClassVar[str] = "grants"
@@ -140,7 +141,7 @@ class Grant:
     last_used_at: float
     expires_at: float | None
     access_scopes: tuple[str, ...] | None = field(default=None, metadata=INTERN)  # format 2
-    superseded_hashes: tuple[str, ...] = ()  # format 2
+    superseded_hashes: bytes = b""  # format 2
 
     @property
     def token_scopes(self) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
 BearerCheck = Callable[[str], Awaitable[Grant | None]]  # token -> its live grant, or None
 
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
-# How many superseded refresh tokens a grant remembers (hex digests), so that presenting one
-# of them ends the family (reuse, RFC 9700 s4.14.2) while any other value is only refused.
-SUPERSEDED_KEPT = 16
+# How many superseded refresh tokens a grant remembers (the first SUPERSEDED_BYTES of their
+# digests), so that presenting one of them ends the family (reuse, RFC 9700 s4.14.2) while
+# any other value is only refused. 128 bits of SHA-256 of a 256-bit secret: no collision.
+SUPERSEDED_KEPT = 8
+SUPERSEDED_BYTES = 16
 
 
 @dataclass(slots=True, frozen=True)
@@ -64,18 +67,21 @@ def _digest_in(secret: str, *digests: bytes | None) -> bool:
     return any(crypto.secret_matches(secret, d) for d in digests if d is not None)
 
 
-def _superseded(grant: Grant, replaced: bytes) -> tuple[str, ...]:
+def _superseded(grant: Grant, replaced: bytes) -> bytes:
     """The grant's superseded refresh digests with `replaced` added, the oldest dropped."""
-    return (*grant.superseded_hashes, replaced.hex())[-SUPERSEDED_KEPT:]
+    kept = grant.superseded_hashes + replaced[:SUPERSEDED_BYTES]
+    return kept[-SUPERSEDED_KEPT * SUPERSEDED_BYTES :]
 
 
 def _was_superseded(secret: str, grant: Grant) -> bool:
     """True if `secret` is one of the grant's superseded refresh tokens (constant-time per
     digest; every digest is compared, so the time says nothing of which one matched)."""
-    matched = False
-    for digest in (grant.previous_refresh_hash, *map(bytes.fromhex, grant.superseded_hashes)):
-        if digest is not None:
-            matched |= crypto.secret_matches(secret, digest)
+    digest = crypto.hash_secret(secret)
+    matched = crypto.secret_matches(secret, grant.previous_refresh_hash)
+    kept = grant.superseded_hashes
+    for start in range(0, len(kept), SUPERSEDED_BYTES):
+        stored = kept[start : start + SUPERSEDED_BYTES]
+        matched |= hmac.compare_digest(digest[:SUPERSEDED_BYTES], stored)
     return matched
 
 

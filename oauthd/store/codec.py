@@ -87,7 +87,7 @@ def _make_decoder(cls: type[Record]) -> Decoder:
         if f.default is not dataclasses.MISSING:
             # a field added in a later format: journal frames and shared-backend records
             # written before it lack it (snapshots are migrated, see store/migrations.py)
-            defaults[f"default{i}"] = f.default
+            defaults[f"default{i}"] = orjson.loads(encode(f.default))  # as JSON has it
             values[1] = f"d.get({f.name!r}, default{i})"
         for value, args in zip(values, (full, partial), strict=True):
             if convert is not None and optional:

@@ -21,7 +21,7 @@ def _v1_to_v2(doc: Document) -> Document:
             record.setdefault("redirect_uri_given", True)
     for record in doc.get("grants", []):
         record.setdefault("access_scopes", None)
-        record.setdefault("superseded_hashes", [])
+        record.setdefault("superseded_hashes", "")
     return doc
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd import crypto
-from oauthd.oauth.tokens import SUPERSEDED_KEPT
+from oauthd.oauth.tokens import SUPERSEDED_BYTES, SUPERSEDED_KEPT
 from tests.support.protocol import RESOURCE, Env, EnvFactory, Issued, refused
 
 GRACE = 10.0  # the default refresh_grace
@@ -172,7 +172,8 @@ async def test_the_superseded_set_is_bounded(env: Env) -> None:
         env.clock.advance(GRACE + 1)
         current = await env.refresh(issued, current.refresh_token)
     grant = await env.store.grants.get(current.access_token.split(".")[0])
-    assert grant is not None and len(grant.superseded_hashes) == SUPERSEDED_KEPT
+    assert grant is not None
+    assert len(grant.superseded_hashes) == SUPERSEDED_KEPT * SUPERSEDED_BYTES
     # the oldest fell out of the set: refused, and the grant is kept
     assert (await refused(env.refresh(issued))).error == "invalid_grant"
     assert await _alive(env, current.access_token)

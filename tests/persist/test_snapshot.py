@@ -155,7 +155,7 @@ async def test_document_shape(tmp_path: Path) -> None:
 ADDED_IN_V2 = {
     "pending": {"redirect_uri_given": True},
     "codes": {"redirect_uri_given": True},
-    "grants": {"access_scopes": None, "superseded_hashes": ()},
+    "grants": {"access_scopes": None, "superseded_hashes": b""},
 }
 
 
@@ -189,7 +189,7 @@ def test_the_v1_to_v2_step_adds_the_defaults() -> None:
     migrated = MIGRATIONS[1](doc)
     assert migrated["pending"] == [{"redirect_uri_given": True}]
     assert migrated["codes"] == [{"redirect_uri_given": True}]
-    assert migrated["grants"] == [{"access_scopes": None, "superseded_hashes": []}]
+    assert migrated["grants"] == [{"access_scopes": None, "superseded_hashes": ""}]
 
 
 async def test_empty_state_is_a_document_with_empty_arrays(tmp_path: Path) -> None:
