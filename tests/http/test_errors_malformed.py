@@ -95,7 +95,10 @@ HOSTILE = [
     "x" * 3000,
 ]
 VALUES = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40))
-PARAMS = st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=8)), VALUES, max_size=6)
+PARAMS = st.one_of(
+    st.fixed_dictionaries({}, optional=dict.fromkeys(NAMES, VALUES)),  # the names we read
+    st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=8)), VALUES, max_size=6),
+)
 BODIES = st.one_of(
     PARAMS.map(lambda form: ("form", form)),
     st.binary(max_size=200).map(lambda raw: ("raw", raw)),
@@ -116,7 +119,7 @@ HEADERS = st.dictionaries(
 
 
 @settings(
-    max_examples=250,
+    max_examples=600,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
