@@ -25,7 +25,7 @@ from oauthd.config import Config
 from oauthd.housekeeping import housekeeping
 from oauthd.http import refusal_log, web_app
 from oauthd.http.keys import AUTH, PROXY, STATE
-from oauthd.keyring import read_keyring, session_sealer
+from oauthd.keyring import device_code_key, read_keyring, session_sealer
 from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
 from oauthd.outbound.cimd import CimdFetcher
@@ -93,6 +93,7 @@ async def services(
             stack.push_async_callback(provider.close)
         fetcher = CimdFetcher(clock=clock.now)
         stack.push_async_callback(fetcher.close)
+        sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
         auth = AuthServer(
             config,
             store,
@@ -102,8 +103,8 @@ async def services(
             provider,
             keyring=keyring,
             metrics=metrics,
+            device_key=device_code_key(config, keyring),
         )
-        sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
         proxy = McpProxy(
             config,
             auth,

@@ -17,6 +17,7 @@ environment is inherited by child processes, shown by `systemctl show`, and read
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import stat
@@ -40,6 +41,8 @@ class Keyring:
     idp_secret: str | None = field(repr=False)  # the IdP client secret; None sends none
     introspection_secret: str | None = field(repr=False)  # None refuses introspection
     upstream_authorization: str | None = field(repr=False)  # None sends none
+    login_key: bytes | None = field(repr=False, default=None)  # the sealer's key, raw
+    process_key: bytes | None = field(repr=False, default=None)  # memory backend's session key
 
     def reload(self, config: Config) -> list[str]:
         """Read the rotatable secrets again from what `config` names; return the keys whose
@@ -67,13 +70,15 @@ def read_keyring(config: Config) -> Keyring:
     _check_key_files(config)
     _warn_environment(config)
     introspection_ref = config.introspection.client_secret
+    login_key = _login_key(config)
     return Keyring(
-        sealer=_login_sealer(config),
+        sealer=None if login_key is None else Sealer(login_key),
         idp_secret=_read_or_log(_idp_key(config), _idp_ref(config), "sending none"),
         introspection_secret=_read_or_log(
             INTROSPECTION_KEY, introspection_ref, "introspection is refused"
         ),
         upstream_authorization=_upstream_authorization(config),
+        login_key=login_key,
     )
 
 
@@ -177,7 +182,7 @@ def _optional_secret(ref: str) -> str | None:
     return read_secret(ref) if ref else None
 
 
-def _login_sealer(config: Config) -> Sealer | None:
+def _login_key(config: Config) -> bytes | None:
     """The AES-256-GCM key for upstream tokens; required (and checked) for upstream login."""
     ref = config.login.encryption_key
     if not ref:
@@ -186,22 +191,40 @@ def _login_sealer(config: Config) -> Sealer | None:
     if text is None:
         raise ConfigError(f"{config.source}: login.encryption_key: cannot read {ref!r}")
     try:
-        return Sealer(parse_key(text))
+        key = parse_key(text)
+        Sealer(key)  # checks the length
     except ValueError as exc:
         raise ConfigError(f"{config.source}: login.encryption_key: {exc}") from None
+    return key
 
 
 def session_sealer(config: Config, keyring: Keyring) -> Sealer:
+    """The key that seals MCP session ids (`session_key`)."""
+    if keyring.sealer is not None:
+        return keyring.sealer
+    return Sealer(session_key(config, keyring))
+
+
+def device_code_key(config: Config, keyring: Keyring) -> bytes:
+    """The HMAC key of device user codes, derived from `session_key`: kept with it (in the
+    state dir, or `login.encryption_key`), so that flows survive a restart and every
+    instance on a shared backend finds the flows the others started."""
+    return hmac.new(session_key(config, keyring), b"oauthd device user codes", "sha256").digest()
+
+
+def session_key(config: Config, keyring: Keyring) -> bytes:
     """The key that seals MCP session ids: `login.encryption_key` if set. Without it, a key
     kept in the state dir (0600), so that a revocation after a restart can still close them
     upstream; with the memory backend, a key for this process only. A shared backend needs
     the configured key (the config check refuses it without): every instance must open the
     ids the others sealed."""
-    if keyring.sealer is not None:
-        return keyring.sealer
+    if keyring.login_key is not None:
+        return keyring.login_key
     backend = config.storage.backend
     if backend == "memory":
-        return Sealer(os.urandom(32))
+        if keyring.process_key is None:
+            keyring.process_key = os.urandom(32)
+        return keyring.process_key
     if backend != "file":
         raise ConfigError(
             f"{config.source}: login.encryption_key: required when storage.backend = "
@@ -211,10 +234,10 @@ def session_sealer(config: Config, keyring: Keyring) -> Sealer:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return Sealer(bytes.fromhex(path.read_text().strip()))
+        return bytes.fromhex(path.read_text().strip())
     try:
         os.write(fd, os.urandom(32).hex().encode())
         os.fsync(fd)
     finally:
         os.close(fd)
-    return Sealer(bytes.fromhex(path.read_text().strip()))
+    return bytes.fromhex(path.read_text().strip())

@@ -78,6 +78,8 @@ class PendingAuthorization:
     upstream: bytes | None  # encrypted upstream-leg secrets (state, nonce, PKCE verifier)
     created_at: float
     expires_at: float | None
+    # False when /authorize had no redirect_uri (the single registered one was used); format 2
+    redirect_uri_given: bool = True
 
     @property
     def key(self) -> str:
@@ -101,6 +103,8 @@ class AuthCode:
     upstream_tokens: bytes | None  # sealed upstream IdP tokens, bound to this code
     created_at: float
     expires_at: float | None
+    # the token request must repeat redirect_uri when /authorize had it (RFC 6749 s4.1.3)
+    redirect_uri_given: bool = True
 
     @property
     def key(self) -> str:
@@ -113,6 +117,10 @@ class Grant:
 
     The grant id is the key part of both of its tokens. `previous_refresh_hash` is the
     superseded refresh token, honoured inside the grace window until `successor_used`.
+    `scopes` is what the user granted; `access_scopes` what the current access token carries
+    when a refresh asked for fewer (None: all of `scopes`). `superseded_hashes` holds the
+    first 16 bytes of the digests of the last superseded refresh tokens, concatenated, oldest
+    first (bounded, one bytes object: a million grants): presenting one of them is reuse.
     """
 
     KIND: ClassVar[str] = "grants"
@@ -132,6 +140,13 @@ class Grant:
     created_at: float
     last_used_at: float
     expires_at: float | None
+    access_scopes: tuple[str, ...] | None = field(default=None, metadata=INTERN)  # format 2
+    superseded_hashes: bytes = b""  # format 2
+
+    @property
+    def token_scopes(self) -> tuple[str, ...]:
+        """The scopes of the current access token."""
+        return self.scopes if self.access_scopes is None else self.access_scopes
 
     @property
     def key(self) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from oauthd.config import Config, ConfigError, load_config
-from oauthd.keyring import read_keyring, session_sealer
+from oauthd.keyring import device_code_key, read_keyring, session_sealer
 from tests.support.configs import write_secret
 
 KEY = "00" * 32
@@ -140,3 +140,44 @@ def test_a_shared_backend_needs_the_configured_key(tmp_path: Path) -> None:
     shared = dataclasses.replace(file, storage=dataclasses.replace(file.storage, backend="redis"))
     with pytest.raises(ConfigError, match=r'required when storage\.backend = "redis"'):
         session_sealer(shared, read_keyring(shared))
+
+
+def test_the_device_code_key_is_kept_with_the_session_key(tmp_path: Path) -> None:
+    """The user-code HMAC key survives a restart (file backend: from session.key) and is
+    not the session key itself."""
+    loaded = config(tmp_path)
+    loaded.storage.path.mkdir(mode=0o700)
+    first = device_code_key(loaded, read_keyring(loaded))
+    assert len(first) == 32
+    assert device_code_key(loaded, read_keyring(loaded)) == first  # a restart
+    assert (loaded.storage.path / "session.key").read_text().strip() != first.hex()
+    (tmp_path / "other").mkdir()
+    other = config(tmp_path / "other")
+    other.storage.path.mkdir(mode=0o700)
+    assert device_code_key(other, read_keyring(other)) != first  # another deployment
+
+
+def test_every_instance_on_a_shared_backend_derives_the_same_device_code_key(
+    tmp_path: Path,
+) -> None:
+    write_secret(tmp_path / "enc.key", KEY + "\n")
+    keys = []
+    for instance in ("a", "b"):
+        directory = tmp_path / instance
+        directory.mkdir()
+        loaded = config(directory, f'[login]\nencryption_key = "file:{tmp_path / "enc.key"}"\n')
+        shared = dataclasses.replace(
+            loaded, storage=dataclasses.replace(loaded.storage, backend="redis")
+        )
+        keys.append(device_code_key(shared, read_keyring(shared)))
+    assert keys[0] == keys[1] and keys[0] != bytes.fromhex(KEY)
+    file = config(tmp_path)
+    bare = dataclasses.replace(file, storage=dataclasses.replace(file.storage, backend="redis"))
+    with pytest.raises(ConfigError, match=r"login\.encryption_key: required"):
+        device_code_key(bare, read_keyring(bare))
+
+
+def test_the_memory_backend_uses_one_key_per_process(tmp_path: Path) -> None:
+    memory = config(tmp_path, backend="memory")
+    keyring = read_keyring(memory)
+    assert device_code_key(memory, keyring) == device_code_key(memory, keyring)

@@ -4,6 +4,8 @@ cookie secret; every form carries a CSRF token derived from that secret."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from aiohttp import web
 
 from oauthd import crypto
@@ -14,6 +16,7 @@ from oauthd.http.keys import AUTH, CONFIG, client_address
 from oauthd.oauth import Flow, OAuthError, is_loopback_redirect, page_error, redirect_host
 
 COOKIE_MAX_AGE = 24 * 3600
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def cookie_name(request: web.Request) -> str:
@@ -48,8 +51,46 @@ def csrf_token(secret: str, purpose: str) -> str:
     return crypto.keyed_digest(secret, f"csrf:{purpose}")
 
 
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, default ports filled in; None if it is not one."""
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        return None
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    return scheme, host, port or _DEFAULT_PORTS[scheme]
+
+
+def check_same_origin(request: web.Request) -> None:
+    """Defence in depth beside the CSRF token: a form POST that says it comes from another
+    site is refused. `Sec-Fetch-Site: cross-site` or `same-site` says so; so does an
+    `Origin` (or, without one, a `Referer`) naming another origin. Our pages send
+    `Referrer-Policy: no-referrer`, under which browsers send `Origin: null` and no Referer
+    even on our own forms: "null" says nothing then (Sec-Fetch-Site still does). No header
+    at all (old browsers, privacy tools): allowed, the CSRF token still holds."""
+    site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    origin = request.headers.get("Origin")
+    sent = origin if origin is not None and origin.strip() != "null" else None
+    if sent is None and origin is None:
+        sent = request.headers.get("Referer")
+    foreign = site in ("cross-site", "same-site") or (
+        sent is not None and _origin(sent) != _origin(request.app[CONFIG].server.issuer)
+    )
+    if foreign:
+        raise page_error(
+            "invalid_request",
+            "This form was sent from another site, not from this one. "
+            "Start again from the application.",
+            403,
+        )
+
+
 def check_csrf(request: web.Request, form: dict[str, str], purpose: str) -> str:
-    """The browser secret, if the form's CSRF token was made from it for `purpose`."""
+    """The browser secret, if the form's CSRF token was made from it for `purpose` and the
+    form came from our own origin (`check_same_origin`)."""
+    check_same_origin(request)
     secret = browser_secret(request)
     given = form.get("csrf_token", "")
     if secret is None or not crypto.texts_match(given, csrf_token(secret, purpose)):

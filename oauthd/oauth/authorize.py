@@ -102,6 +102,7 @@ class Authorizer:
             upstream=None,
             created_at=now,
             expires_at=now + self._config.tokens.pending_ttl,
+            redirect_uri_given="redirect_uri" in params,
         )
         await self._store.pending.add(pending)
         return pending
@@ -252,6 +253,7 @@ class Authorizer:
                 upstream_tokens=self._reseal(pending.upstream, pending.id, minted.key),
                 created_at=now,
                 expires_at=now + self._config.tokens.code_ttl,
+                redirect_uri_given=pending.redirect_uri_given,
             )
         )
         return add_query(

@@ -238,8 +238,12 @@ class ClientRegistry:
     def _is_document_url(self, client_id: str) -> bool:
         if self._fetcher is None or not self._config.oauth.client_id_metadata_documents:
             return False
-        parts = urlsplit(client_id)
-        return parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/")
+        try:
+            parts = urlsplit(client_id)
+            host = parts.hostname
+        except ValueError:  # "https://[::1/c": fetching it says why it is refused
+            return client_id.startswith("https://")
+        return parts.scheme == "https" and bool(host) and parts.path not in ("", "/")
 
     async def _fetch_document(self, client_id: str) -> Client:
         assert self._fetcher is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -45,12 +46,22 @@ def display_user_code(code: str) -> str:
     return f"{code[:4]}-{code[4:]}"
 
 
-def device_key(user_code: str) -> str:
-    return hashlib.sha256(f"oauthd-user-code:{user_code}".encode()).hexdigest()[:32]
+def device_key(user_code: str, key: bytes) -> str:
+    """The record key of a flow: a keyed hash of its user code. A user code has only 34
+    bits, so a plain hash of it would give the code back to anyone who can read the
+    store (a backup, the Redis or PostgreSQL database) by trying them all; without the key
+    that is not possible."""
+    message = f"oauthd-user-code:{user_code}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
 class DeviceFlows:
-    def __init__(self, config: Config, store: Store, clock: Clock, tokens: Tokens) -> None:
+    def __init__(
+        self, config: Config, store: Store, clock: Clock, tokens: Tokens, key: bytes
+    ) -> None:
+        """`key`: the HMAC key of the user codes (`oauthd.keyring.device_code_key`); all
+        instances on a shared backend must have the same one."""
+        self._key = key
         self._config = config
         self._store = store
         self._clock = clock
@@ -66,7 +77,7 @@ class DeviceFlows:
         ttl = self._config.tokens.device_ttl
         for _ in range(5):
             user_code = "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(8))
-            minted = crypto.mint_token(device_key(user_code))
+            minted = crypto.mint_token(device_key(user_code, self._key))
             flow = DeviceFlow(
                 device_key=minted.key,
                 secret_hash=minted.secret_hash,
@@ -109,7 +120,7 @@ class DeviceFlows:
     async def find(self, typed: str) -> DeviceFlow | None:
         """The pending flow for a typed user code (any case, dash optional)."""
         code = normalise_user_code(typed)
-        flow = await self._store.devices.get(device_key(code)) if code else None
+        flow = await self._store.devices.get(device_key(code, self._key)) if code else None
         if flow is None or flow.status != "pending" or flow.deadline <= self._clock.now():
             return None
         return flow

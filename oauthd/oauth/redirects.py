@@ -8,9 +8,9 @@ Registration (RFC 7591 s2; MCP AUTHZ "Communication Security"; RFC 8252 s7.1, s8
 - a private-use scheme (`cursor://...`) only when the operator lists it;
 - `javascript:`, `data:`, `file:` and similar schemes never, whatever the operator lists.
 
-Matching (MCP AUTHZ "Open Redirection"; RFC 8252 s7.3; OAuth 2.1 s2.3.1): the requested URI
-must equal one registered URI, scheme and host compared case-insensitively and everything else
-(port, path, query) as written, except that the port of an `http` loopback redirect may differ.
+Matching (MCP AUTHZ "Open Redirection"; RFC 8252 s7.3; OAuth 2.1 s2.3.1 "simple string
+comparison"): the requested URI must equal one registered URI character for character (case
+included), except that the port of an `http` loopback redirect may differ.
 
 Hosts are compared as written: no IDNA, no percent-decoding, no numeric IPv4 forms, so two
 spellings of one address never match, and a spelling that could hide another host is refused.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_LENGTH = 2000
@@ -249,10 +249,23 @@ def _parse_or_none(uri: str) -> _Redirect | None:
         return None
 
 
-def _same_redirect(registered: _Redirect, requested: _Redirect) -> bool:
-    if registered.port_may_vary and requested.port_may_vary:
-        return replace(registered, port="") == replace(requested, port="")
-    return registered == requested
+def _without_port(uri: str, redirect: _Redirect) -> str:
+    """`uri` as written with its ":port" (if any) removed; only for a parsed loopback URI."""
+    if not redirect.port:
+        return uri
+    authority = uri[: len(uri) - len(redirect.rest)]
+    return authority[: -len(redirect.port) - 1] + redirect.rest
+
+
+def _same_redirect(registered: str, requested: str, wanted: _Redirect) -> bool:
+    if registered == requested:
+        return True
+    if not wanted.port_may_vary:
+        return False
+    candidate = _parse_or_none(registered)
+    if candidate is None or not candidate.port_may_vary:
+        return False
+    return _without_port(registered, candidate) == _without_port(requested, wanted)
 
 
 def redirect_matches(registered: Sequence[str], requested: str) -> bool:
@@ -264,8 +277,10 @@ def redirect_matches(registered: Sequence[str], requested: str) -> bool:
     wanted = _parse_or_none(requested)
     if wanted is None:
         return False
-    candidates = (_parse_or_none(uri) for uri in registered)
-    return any(c is not None and _same_redirect(c, wanted) for c in candidates)
+    return any(
+        _parse_or_none(uri) is not None and _same_redirect(uri, requested, wanted)
+        for uri in registered
+    )
 
 
 def is_loopback_redirect(uri: str) -> bool:

@@ -5,6 +5,7 @@ the protocol's own parts (tests reach them, other rooms do not: `tests/test_laye
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,9 +51,12 @@ class AuthServer:
         *,
         keyring: Keyring,
         metrics: Metrics | None = None,
+        device_key: bytes | None = None,
     ) -> None:
         """`keyring`: the resolved keys and secrets (`oauthd.keyring.read_keyring`); the
-        introspection secret is read from it at each use, so a SIGHUP rotates it."""
+        introspection secret is read from it at each use, so a SIGHUP rotates it.
+        `device_key`: the HMAC key of device user codes (`oauthd.keyring.device_code_key`);
+        None: a key for this process only."""
         self.config = config
         self._keyring = keyring
         sealer = keyring.sealer
@@ -62,7 +66,7 @@ class AuthServer:
         self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics)
         self.tokens = Tokens(config, store, clock, self.metrics)
         self.authorizer = Authorizer(config, store, clock, self.clients, sealer)
-        self.devices = DeviceFlows(config, store, clock, self.tokens)
+        self.devices = DeviceFlows(config, store, clock, self.tokens, device_key or os.urandom(32))
         self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices, sealer)
         self.upstream: UpstreamLogin | None = None
         self.upstream_tokens: UpstreamTokens | None = None

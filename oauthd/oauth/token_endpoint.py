@@ -76,6 +76,9 @@ class TokenEndpoint:
     ) -> None:
         if code.client_id != client.client_id:
             raise invalid_grant("authorization code was issued to another client")
+        if code.redirect_uri_given and "redirect_uri" not in form:
+            # RFC 6749 s4.1.3: required when the authorization request had it
+            raise invalid_grant("redirect_uri is required: the authorization request had one")
         if form.get("redirect_uri", code.redirect_uri) != code.redirect_uri:
             raise invalid_grant("redirect_uri differs from the authorization request")
         if not crypto.pkce_matches(verifier, code.code_challenge):

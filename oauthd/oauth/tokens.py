@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
 BearerCheck = Callable[[str], Awaitable[Grant | None]]  # token -> its live grant, or None
 
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
+# How many superseded refresh tokens a grant remembers (the first SUPERSEDED_BYTES of their
+# digests), so that presenting one of them ends the family (reuse, RFC 9700 s4.14.2) while
+# any other value is only refused. 128 bits of SHA-256 of a 256-bit secret: no collision.
+SUPERSEDED_KEPT = 8
+SUPERSEDED_BYTES = 16
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,6 +65,24 @@ class _Pair:
 
 def _digest_in(secret: str, *digests: bytes | None) -> bool:
     return any(crypto.secret_matches(secret, d) for d in digests if d is not None)
+
+
+def _superseded(grant: Grant, replaced: bytes) -> bytes:
+    """The grant's superseded refresh digests with `replaced` added, the oldest dropped."""
+    kept = grant.superseded_hashes + replaced[:SUPERSEDED_BYTES]
+    return kept[-SUPERSEDED_KEPT * SUPERSEDED_BYTES :]
+
+
+def _was_superseded(secret: str, grant: Grant) -> bool:
+    """True if `secret` is one of the grant's superseded refresh tokens (constant-time per
+    digest; every digest is compared, so the time says nothing of which one matched)."""
+    digest = crypto.hash_secret(secret)
+    matched = crypto.secret_matches(secret, grant.previous_refresh_hash)
+    kept = grant.superseded_hashes
+    for start in range(0, len(kept), SUPERSEDED_BYTES):
+        stored = kept[start : start + SUPERSEDED_BYTES]
+        matched |= hmac.compare_digest(digest[:SUPERSEDED_BYTES], stored)
+    return matched
 
 
 def grant_ref(grant_id: str) -> str:
@@ -110,7 +134,7 @@ class Tokens:
             access_token=pair.access.token,
             refresh_token=pair.refresh.token,
             expires_in=int(self._ttl.access_ttl),
-            scope=" ".join(grant.scopes),
+            scope=" ".join(grant.token_scopes),
         )
 
     async def issue(
@@ -170,18 +194,38 @@ class Tokens:
         current = await self._store.grants.get(grant_id)
         if current is None or current.client_id != client.client_id:
             raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
-        scopes = self._narrowed(current, scope)
+        access_scopes = self._narrowed(current, scope)
         if resource is not None and canonical_resource(resource) != current.resource:
             raise OAuthError("invalid_target", "resource differs from the one granted")
         pair = self._pair(grant_id)
+        rotate = self._rotation(secret, pair, access_scopes)
+        updated = await self._store.grants.update(grant_id, rotate)
+        if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
+            self._metrics.token_refreshed()
+            audit(
+                "token_refreshed",
+                "tokens refreshed",
+                user=updated.user,
+                client_id=updated.client_id,
+                grant=grant_ref(grant_id),
+                scopes=" ".join(updated.token_scopes),
+            )
+            return self._response(updated, pair)
+        return await self._refused(grant_id, secret, updated)
+
+    def _rotation(
+        self, secret: str, pair: _Pair, access_scopes: tuple[str, ...]
+    ) -> Callable[[Grant], Grant]:
+        """The change a refresh with `secret` makes to its grant. Pure (it may run again on
+        shared backends): it decides from the record it is given, which it returns
+        unchanged when `secret` is neither the current token nor a retry in the window."""
         now = self._clock.now()
         grace = self._ttl.refresh_grace
 
-        # Pure (may run again on shared backends): decides from the record it is given.
         def rotate(grant: Grant) -> Grant:
             fresh = dataclasses.replace(
                 grant,
-                scopes=scopes,
+                access_scopes=None if access_scopes == grant.scopes else access_scopes,
                 access_hash=pair.access.secret_hash,
                 access_expires_at=now + self._ttl.access_ttl,
                 refresh_hash=pair.refresh.secret_hash,
@@ -191,7 +235,10 @@ class Tokens:
             )
             if crypto.secret_matches(secret, grant.refresh_hash):
                 return dataclasses.replace(
-                    fresh, previous_refresh_hash=grant.refresh_hash, rotated_at=now
+                    fresh,
+                    previous_refresh_hash=grant.refresh_hash,
+                    superseded_hashes=_superseded(grant, grant.refresh_hash),
+                    rotated_at=now,
                 )
             # grace 0 turns the window off: "now" may be earlier than another instance's
             # (or a concurrent request's) rotated_at, so the comparison alone would not.
@@ -203,29 +250,20 @@ class Tokens:
                 and not grant.successor_used
                 and crypto.secret_matches(secret, grant.previous_refresh_hash)
             ):
-                return fresh  # a retry: new pair, the unused successor is void
+                # a retry: new pair, the unused successor is void (and superseded)
+                return dataclasses.replace(
+                    fresh, superseded_hashes=_superseded(grant, grant.refresh_hash)
+                )
             return grant
 
-        updated = await self._store.grants.update(grant_id, rotate)
-        if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
-            self._metrics.token_refreshed()
-            audit(
-                "token_refreshed",
-                "tokens refreshed",
-                user=updated.user,
-                client_id=updated.client_id,
-                grant=grant_ref(grant_id),
-                scopes=" ".join(updated.scopes),
-            )
-            return self._response(updated, pair)
-        return await self._refused(grant_id, secret, updated)
+        return rotate
 
     async def _refused(self, grant_id: str, secret: str, grant: Grant | None) -> TokenResponse:
-        # The grant id is only ever handed out inside this grant's tokens, so any other
-        # secret under it is a superseded refresh token of the family (not only the last
-        # one: after the successor was used, the one before it): reuse, RFC 9700 s4.14.2.
-        # The current access token sent by mistake is not a refresh token, so it is spared.
-        if grant is not None and not _digest_in(secret, grant.access_hash):
+        # Only a superseded refresh token of this family is reuse (RFC 9700 s4.14.2): the
+        # grant keeps the digests of its last SUPERSEDED_KEPT ones. Any other value under the
+        # grant id (a guess, a typo, the access token sent by mistake) is refused and the
+        # grant kept, so that knowing a grant id is not enough to end someone's session.
+        if grant is not None and _was_superseded(secret, grant):
             await self.end_grant(grant_id)  # reuse: end the whole family
             self.reuse_detected("refresh_token", grant.user, grant.client_id, grant_id)
             raise invalid_grant("refresh token was already used; the session is revoked")
@@ -339,9 +377,9 @@ class Tokens:
             return {"active": False}
         now = self._clock.now()
         if crypto.secret_matches(parts[1], grant.access_hash) and grant.access_expires_at > now:
-            kind, expires = "access_token", grant.access_expires_at
+            kind, expires, scopes = "access_token", grant.access_expires_at, grant.token_scopes
         elif crypto.secret_matches(parts[1], grant.refresh_hash):
-            kind, expires = "refresh_token", grant.expires_at or 0.0
+            kind, expires, scopes = "refresh_token", grant.expires_at or 0.0, grant.scopes
         else:
             return {"active": False}
         return {
@@ -350,7 +388,7 @@ class Tokens:
             "client_id": grant.client_id,
             "username": grant.user,
             "sub": grant.user,
-            "scope": " ".join(grant.scopes),
+            "scope": " ".join(scopes),
             "aud": grant.resource,
             "iss": issuer,
             "exp": int(expires),

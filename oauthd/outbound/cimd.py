@@ -9,6 +9,11 @@ The fetch is an SSRF surface: anyone can make oauthd request a URL of their choo
 - no redirects, a total time limit, a body cap, JSON content types only, no compression;
 - cached as long as the response's cache headers say, within bounds (`freshness.py`).
 
+And so that slow or hostile servers cannot starve the shared pool or be made to hammer a
+host: one fetch in flight per client_id (concurrent callers share its outcome), a failure
+remembered for NEGATIVE_TTL seconds (the same reason, no new fetch), and at most PER_HOST
+fetches at once per host name (a request waiting for one counts against its time limit).
+
 These are the transport's rules; what the document must contain is the protocol's
 (`oauthd.oauth.clients.document_problem`). Every failure is a `ClientDocumentError` whose
 reason is safe to show to the client (it becomes an `invalid_client` description):
@@ -18,10 +23,12 @@ resolved addresses are logged, never put in the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl as ssl_module
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
@@ -42,6 +49,9 @@ log = logging.getLogger("oauthd.cimd")
 MAX_BODY = 16 * 1024
 TIMEOUT = 5.0
 CONNECTIONS = 10
+PER_HOST = 2  # fetches at once to one host name
+NEGATIVE_TTL = 10.0  # seconds a failed fetch is answered from memory
+NEGATIVE_ENTRIES = 10_000  # failures remembered at most (the oldest are forgotten first)
 
 _HEADERS = {
     "Accept": "application/json",
@@ -107,6 +117,12 @@ def _failure_reason(exc: BaseException, url: URL, timeout: float) -> str:
     return f"fetch from {where} failed ({type(exc).__name__})"
 
 
+@dataclass(slots=True)
+class _HostSlot:
+    semaphore: asyncio.Semaphore
+    users: int = 0  # holding or waiting; the entry goes when none is left
+
+
 class CimdFetcher:
     """Fetches and checks Client ID Metadata Documents over one shared `ClientSession`
     (created on first use, at most `CONNECTIONS` connections). `close()` is final.
@@ -138,22 +154,69 @@ class CimdFetcher:
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
         self._closed = False
+        self._in_flight: dict[str, asyncio.Task[FetchedDocument]] = {}
+        self._failures: dict[str, tuple[float, str]] = {}  # client_id -> (until, reason)
+        self._hosts: dict[str, _HostSlot] = {}
 
     async def fetch(self, client_id: str) -> FetchedDocument:
         """The JSON object at `client_id`; ClientDocumentError for every kind of failure."""
+        failed = self._failures.get(client_id)
+        if failed is not None:
+            until, reason = failed
+            if self._clock() < until:
+                raise ClientDocumentError(reason)
+            del self._failures[client_id]
+        task = self._in_flight.get(client_id)
+        if task is None:
+            task = asyncio.create_task(self._fetch_once(client_id), name="cimd-fetch")
+            self._in_flight[client_id] = task
+            task.add_done_callback(lambda done: self._settled(client_id, done))
+        # shield: a caller that goes away does not cancel the fetch the others wait for
+        return await asyncio.shield(task)
+
+    def _settled(self, client_id: str, task: asyncio.Task[FetchedDocument]) -> None:
+        if self._in_flight.get(client_id) is task:
+            del self._in_flight[client_id]
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved, also when every caller went away
+        if isinstance(exc, ClientDocumentError):
+            self._failures[client_id] = (self._clock() + NEGATIVE_TTL, str(exc))
+            while len(self._failures) > NEGATIVE_ENTRIES:
+                del self._failures[next(iter(self._failures))]
+
+    async def _fetch_once(self, client_id: str) -> FetchedDocument:
         url = check_client_id_url(client_id, self._policy)
         session = self._open_session()
+        host = (url.raw_host or "").lower()
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._get(session, url)
+                async with self._host_slot(host):
+                    return await self._get(session, url)
         except ClientDocumentError:
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # ValueError: a URL that passed the checks yet fails in yarl or the idna codec
             log.info(
                 "client metadata fetch failed",
                 extra={"event": "cimd.failed", "client_id": client_id, "error": repr(exc)},
             )
             raise ClientDocumentError(_failure_reason(exc, url, self._timeout)) from None
+
+    @contextlib.asynccontextmanager
+    async def _host_slot(self, host: str) -> AsyncIterator[None]:
+        """One of the PER_HOST fetch slots of `host` (waiting for it as long as needed)."""
+        slot = self._hosts.get(host)
+        if slot is None:
+            slot = self._hosts[host] = _HostSlot(asyncio.Semaphore(PER_HOST))
+        slot.users += 1
+        try:
+            async with slot.semaphore:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._hosts[host]
 
     async def _get(self, session: aiohttp.ClientSession, url: URL) -> FetchedDocument:
         async with session.get(url, allow_redirects=False) as response:
@@ -186,6 +249,10 @@ class CimdFetcher:
     async def close(self) -> None:
         """Close the session and connections; later `fetch` calls raise RuntimeError."""
         self._closed = True
+        in_flight = list(self._in_flight.values())
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
         session, resolver = self._session, self._resolver
         self._session = self._resolver = None
         if session is not None:

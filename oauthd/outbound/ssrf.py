@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 from collections.abc import Callable
 
@@ -24,6 +25,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressPolicy = Callable[[IPAddress], bool]
 
 MAX_URL = 2000
+# A DNS name as a URL's host may spell it: labels of 1 to 63 letters, digits, "-" or "_", no
+# label starting or ending with "-", 253 characters at most (RFC 1035 s2.3.4; "_" as seen in
+# the wild). Anything else cannot be looked up, and failing later is a crash, not an answer.
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -78,12 +83,24 @@ def check_client_id_url(client_id: str, policy: AddressPolicy = is_public_addres
         raise ClientDocumentError("client_id must not contain a fragment")
     if not host:
         raise ClientDocumentError("client_id must have a host")
+    if not _is_host(host):
+        raise ClientDocumentError("client_id host is not a valid DNS name or IP address")
     if url.raw_path in ("", "/"):
         raise ClientDocumentError("client_id must have a path")
     if any(segment in (".", "..") for segment in url.path.split("/")):
         raise ClientDocumentError("client_id must not contain . or .. path segments")
     _check_literal_host(host, policy)
     return url
+
+
+def _is_host(host: str) -> bool:
+    """True for an IP literal or a DNS name that can be looked up (see `_DNS_LABEL`)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        name = host[:-1] if host.endswith(".") else host
+        return len(name) <= 253 and all(_DNS_LABEL.fullmatch(x) for x in name.split("."))
+    return True
 
 
 def _check_literal_host(host: str, policy: AddressPolicy) -> None:

@@ -88,7 +88,7 @@ class Gate:
                 "invalid_token",
                 "the access token is invalid or has expired",
             )
-        missing = [s for s in self._required_scopes if s not in grant.scopes]
+        missing = [s for s in self._required_scopes if s not in grant.token_scopes]
         if missing:
             raise challenge(
                 403,

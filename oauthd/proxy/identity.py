@@ -42,7 +42,7 @@ class Identity:
         (an upstream that needs it refuses a request without it)."""
         headers[self._user_header] = grant.user
         headers[self._client_header] = grant.client_id
-        headers[self._scopes_header] = " ".join(grant.scopes)
+        headers[self._scopes_header] = " ".join(grant.token_scopes)
         if self._authorization:
             headers["Authorization"] = self._authorization
 

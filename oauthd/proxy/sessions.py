@@ -15,7 +15,7 @@ from oauthd.store import Store
 log = logging.getLogger("oauthd.proxy")
 
 SESSION_HEADER = "Mcp-Session-Id"
-MAX_SESSIONS_PER_GRANT = 64  # oldest bindings are forgotten past this
+MAX_SESSIONS_PER_GRANT = 64  # oldest bindings (grant list and records) are deleted past this
 CLOSED = frozenset({200, 202, 204, 404})  # a DELETE's statuses after which a session is gone
 
 
@@ -62,11 +62,26 @@ class SessionBindings:
             )
         )
 
-        def listed(current: Grant) -> Grant:
-            keys = (*current.mcp_sessions, key)[-MAX_SESSIONS_PER_GRANT:]
+        evicted: list[str] = []
+
+        def listed(current: Grant) -> Grant:  # pure: may run again on shared backends
+            listed_keys = (*current.mcp_sessions, key)
+            keys = listed_keys[-MAX_SESSIONS_PER_GRANT:]
+            evicted[:] = listed_keys[: len(listed_keys) - len(keys)]
             return dataclasses.replace(current, mcp_sessions=keys)
 
-        await self._store.grants.update(grant.id, listed)
+        updated = await self._store.grants.update(grant.id, listed)
+        if updated is None:
+            evicted[:] = [key]  # the grant ended meanwhile: nothing may keep this binding
+        # The grant tracks at most MAX_SESSIONS_PER_GRANT bindings: the oldest beyond that
+        # are deleted, so that records never pile up past what the grant can release.
+        for old in evicted:
+            await self._store.mcp_sessions.delete(old)
+        if evicted and updated is not None:
+            log.info(
+                "oldest MCP session binding of a grant evicted",
+                extra={"event": "proxy.session_evicted", "count": len(evicted)},
+            )
 
     async def track(
         self, method: str, status: int, grant: Grant, session_id: str | None, new_id: str | None

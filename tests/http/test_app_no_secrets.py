@@ -44,7 +44,12 @@ async def run_every_flow(oauthd: Running) -> dict[str, Any]:
 
     web = await client.register(redirect_uris=["https://app.example/cb"], client_name="Web")
     code, pkce = await client.authorization_code(web, "https://app.example/cb")
-    form = {"grant_type": "authorization_code", "code": code, "code_verifier": pkce.verifier}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": pkce.verifier,
+        "redirect_uri": "https://app.example/cb",
+    }
     headers = basic_auth(web["client_id"], web["client_secret"])
     web_tokens = (await client.token(headers=headers, **form)).json()
     assert (await client.token(headers=headers, **form)).status == 400  # replayed code

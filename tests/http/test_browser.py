@@ -38,6 +38,62 @@ def assert_refused(answer: Answer, status: int = 403) -> None:
 # -- CSRF ------------------------------------------------------------------------------------
 
 
+CROSS_ORIGIN = [
+    {"Origin": "https://evil.example"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+    {"Origin": "null", "Sec-Fetch-Site": "cross-site"},  # a sandboxed frame elsewhere
+    {"Origin": "http://127.0.0.1:1"},  # same host, other port: another origin
+    {"Origin": "HTTPS://127.0.0.1"},
+    {"Referer": "https://evil.example/page"},
+    {"Referer": "not a url"},
+]
+
+
+def _same_origin_headers(client: OauthdClient) -> list[dict[str, str]]:
+    return [
+        {},  # neither header (stripped by a privacy tool): the CSRF token decides
+        {"Origin": client.issuer},
+        {"Origin": "null", "Sec-Fetch-Site": "same-origin"},  # what browsers send us (no-referrer)
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "none"},
+        {"Referer": client.issuer + "/login?request=x"},
+        {"Origin": client.issuer, "Referer": "https://evil.example/"},  # Origin is what counts
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers", CROSS_ORIGIN, ids=lambda h: "-".join(f"{k}:{v}" for k, v in h.items())
+)
+async def test_cross_origin_login_and_consent_posts_are_refused_with_a_page(
+    client: OauthdClient, app: dict[str, Any], headers: dict[str, str]
+) -> None:
+    """Defence in depth beside the CSRF token: the form is right, the origin is not."""
+    browser = client.browser()
+    page = await login_page(client, app, browser)
+    data = {**page.form().fields, "username": USER, "password": PASSWORD}
+    refused = await browser.request("POST", "/login", data=data, headers=headers)
+    assert_refused(refused)
+    assert "sent from another site" in refused.text
+    consent = await browser.sign_in(page)  # the flow is intact
+    data = {**consent.form().fields, "decision": "allow"}
+    assert_refused(await browser.request("POST", "/consent", data=data, headers=headers))
+    assert (await browser.decide(consent)).status == 303
+
+
+async def test_same_origin_or_no_origin_posts_are_accepted(client: OauthdClient) -> None:
+    for headers in _same_origin_headers(client):
+        browser = client.browser()
+        fresh = await client.register_public(client_name="Another app")  # asks for consent
+        page = await login_page(client, fresh, browser)
+        data = {**page.form().fields, "username": USER, "password": PASSWORD}
+        consent = await browser.go("POST", "/login", data=data, headers=headers)
+        assert consent.status == 200 and "decision" in dict(consent.form().buttons), headers
+        data = {**consent.form().fields, "decision": "allow"}
+        done = await browser.request("POST", "/consent", data=data, headers=headers)
+        assert done.status == 303, (headers, done.text[:300])
+
+
 @pytest.mark.parametrize("csrf", [None, "", "forged", "A" * 43])
 async def test_login_without_a_valid_csrf_token(
     client: OauthdClient, app: dict[str, Any], csrf: str | None

@@ -65,6 +65,7 @@ async def test_code_exchange_without_resource_gets_our_resource(
         grant_type="authorization_code",
         code=code,
         code_verifier=pkce.verifier,
+        redirect_uri=REDIRECT,
         client_id=app["client_id"],
     )
     assert answer.status == 200, answer.text
@@ -120,6 +121,7 @@ async def test_concurrent_code_replay_revokes_what_the_first_issued(
             "grant_type": "authorization_code",
             "code": code,
             "code_verifier": pkce.verifier,
+            "redirect_uri": REDIRECT,
             "client_id": app["client_id"],
         }
         answers = await asyncio.gather(oauthd.client.token(**form), oauthd.client.token(**form))

@@ -90,12 +90,17 @@ async def test_redirect_uri_required_for_loopback_or_several(env: Env) -> None:
     assert error.delivery is Delivery.PAGE
 
 
-async def test_scheme_and_host_compare_case_insensitively(env: Env) -> None:
+@pytest.mark.parametrize(
+    "requested",
+    ["HTTPS://App.Example.COM/oauth/callback", "https://APP.example.com/oauth/callback"],
+)
+async def test_redirect_uri_is_compared_as_an_exact_string(env: Env, requested: str) -> None:
+    """OAuth 2.1 s2.3.1: simple string comparison, so a case change in scheme or host is
+    another URI (a page, never a redirect to it)."""
     registration = await env.register_confidential()
-    started = await env.begin(
-        registration.client, redirect_uri="HTTPS://App.Example.COM/oauth/callback"
-    )
-    assert started.pending.redirect_uri == "HTTPS://App.Example.COM/oauth/callback"
+    error = await refused(env.begin(registration.client, redirect_uri=requested))
+    assert (error.error, error.delivery) == ("invalid_request", Delivery.PAGE)
+    assert error.redirect is None
 
 
 @pytest.mark.parametrize(

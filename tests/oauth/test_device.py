@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from oauthd import crypto
 from oauthd.model import DeviceFlow, consent_key
 from oauthd.oauth.clients import ClientCredentials, Registration
-from oauthd.oauth.device import DEVICE_GRANT, device_key
+from oauthd.oauth.device import DEVICE_GRANT, DeviceFlows, device_key
 from oauthd.oauth.errors import Delivery
 from oauthd.oauth.tokens import TokenResponse
 from tests.support.configs import USER
@@ -59,7 +60,7 @@ async def test_start(env: Env) -> None:
     assert started["expires_in"] == int(env.config.tokens.device_ttl)
     assert started["interval"] == 5
     key, secret = started["device_code"].split(".")
-    assert key == device_key(started["user_code"].replace("-", ""))
+    assert key == device_key(started["user_code"].replace("-", ""), env.server.devices._key)
     flow = await env.store.devices.get(key)
     assert flow is not None
     assert (flow.status, flow.user, flow.client_id) == (
@@ -269,3 +270,26 @@ async def test_right_guesses_are_not_counted(env: Env) -> None:
     started = await _start(env, registration)
     for _ in range(env.config.oauth.device_guesses_per_minute + 5):
         assert await env.server.find_device_flow(started["user_code"], ADDRESS) is not None
+
+
+async def test_the_stored_key_is_a_keyed_hash_of_the_user_code(env: Env) -> None:
+    """34 bits of user code hashed without a key are reversible offline by anyone who can
+    read the store: the record key is an HMAC under a key the store does not hold."""
+    started = await _start(env, await _device_client(env))
+    code = started["user_code"].replace("-", "")
+    key = started["device_code"].split(".")[0]
+    unkeyed = hashlib.sha256(f"oauthd-user-code:{code}".encode()).hexdigest()[:32]
+    assert key != unkeyed
+    assert key != device_key(code, bytes(32))
+    assert await env.server.devices.find(started["user_code"]) is not None
+
+
+async def test_an_instance_with_the_same_key_finds_the_flow_another_started(env: Env) -> None:
+    """Instances on a shared backend derive one key (`oauthd.keyring.device_code_key`)."""
+    key = bytes(range(32))
+    first = DeviceFlows(env.config, env.store, env.clock, env.server.tokens, key)
+    second = DeviceFlows(env.config, env.store, env.clock, env.server.tokens, key)
+    stranger = DeviceFlows(env.config, env.store, env.clock, env.server.tokens, bytes(32))
+    started = await first.start((await _device_client(env)).client, {})
+    assert await second.find(started["user_code"]) is not None
+    assert await stranger.find(started["user_code"]) is None

@@ -231,10 +231,9 @@ def test_nothing_left_fails_the_registration(uris: tuple[str, ...], message: str
         (INSPECTOR, "http://localhost:6274/oauth/callback/debug"),
         (PYTHON_SDK, "http://127.0.0.1:40123/callback"),
         (CLAUDE_AI, "https://claude.ai/api/mcp/auth_callback"),
-        (CLAUDE_AI, "HTTPS://CLAUDE.AI/api/mcp/auth_callback"),
         (("http://[::1]/cb",), "http://[::1]:80/cb"),
-        (("http://localhost/cb",), "HTTP://LOCALHOST:1234/cb"),
-        (("http://LocalHost:1/cb",), "http://localhost:2/cb"),
+        (("http://[::1]:5/cb",), "http://[::1]/cb"),
+        (("http://localhost:1/cb?x=1",), "http://localhost:2/cb?x=1"),
         (("https://app.example/cb?tenant=1",), "https://app.example/cb?tenant=1"),
         (("http://[::1/", "https://app.example/cb"), "https://app.example/cb"),
     ],
@@ -246,6 +245,13 @@ def test_matches(registered: tuple[str, ...], requested: str) -> None:
 @pytest.mark.parametrize(
     ("registered", "requested"),
     [
+        # simple string comparison (OAuth 2.1 s2.3.1): case counts, in scheme and host too
+        (CLAUDE_AI, "HTTPS://CLAUDE.AI/api/mcp/auth_callback"),
+        (CLAUDE_AI, "https://CLAUDE.ai/api/mcp/auth_callback"),
+        (("https://client.example/cb",), "https://CLIENT.example/cb"),
+        (("http://localhost/cb",), "HTTP://LOCALHOST:1234/cb"),
+        (("http://LocalHost:1/cb",), "http://localhost:2/cb"),
+        (("http://localhost:1/cb",), "http://LOCALHOST:2/cb"),
         # other host
         (CLAUDE_AI, "https://evil.example/api/mcp/auth_callback"),
         (CLAUDE_AI, "https://claude.ai.evil.example/api/mcp/auth_callback"),

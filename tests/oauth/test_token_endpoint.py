@@ -47,13 +47,38 @@ async def test_code_for_tokens(env: Env) -> None:
     assert stored.access_expires_at == env.clock.now() + env.config.tokens.access_ttl
 
 
-async def test_redirect_uri_and_resource_are_optional_at_the_token_endpoint(env: Env) -> None:
+async def test_redirect_uri_is_required_when_authorize_had_one(env: Env) -> None:
+    """RFC 6749 s4.1.3: REQUIRED if the authorization request included it."""
     registration = await env.register()
     started = await env.begin(registration.client)
+    assert started.pending.redirect_uri_given
+    code = await _code(env, started)
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": started.verifier}
+    error = await refused(env.token(registration, form))
+    assert (error.error, error.status) == ("invalid_grant", 400)
+    assert "redirect_uri is required" in error.description
+    assert await env.store.grants.count() == 0
+    tokens = await env.token(registration, _form(code, started))  # the code is not used up
+    assert await env.server.verify_bearer(tokens.access_token) is not None
+
+
+async def test_redirect_uri_and_resource_are_optional_when_authorize_had_none(env: Env) -> None:
+    registration = await env.register_confidential()
+    started = await env.begin(registration.client, redirect_uri=None)
+    assert not started.pending.redirect_uri_given
     code = await _code(env, started)
     form = {"grant_type": "authorization_code", "code": code, "code_verifier": started.verifier}
     tokens = await env.token(registration, form)
     assert await env.server.verify_bearer(tokens.access_token) is not None
+
+
+async def test_redirect_uri_when_authorize_had_none_must_still_be_the_one_used(env: Env) -> None:
+    registration = await env.register_confidential()
+    started = await env.begin(registration.client, redirect_uri=None)
+    code = await _code(env, started)
+    wrong = _form(code, started, redirect_uri="https://app.example.com/other")
+    assert (await refused(env.token(registration, wrong))).error == "invalid_grant"
+    assert await env.token(registration, _form(code, started))
 
 
 async def test_code_is_single_use_and_replay_revokes_the_grant(env: Env) -> None:

@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from test_ssrf import BLOCKED
 
 from oauthd.oauth import ClientDocumentError
-from oauthd.outbound.cimd import MAX_BODY, CimdFetcher
+from oauthd.outbound.cimd import MAX_BODY, NEGATIVE_TTL, PER_HOST, CimdFetcher
 from oauthd.outbound.ssrf import IPAddress
 
 HOST = "cimd.test"
@@ -571,3 +571,101 @@ async def test_close_is_final_and_idempotent(
     await fetcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         await fetcher.fetch(client_id)
+
+
+# -- coalescing, negative cache, per-host limit ----------------------------------------------
+
+
+async def test_concurrent_fetches_of_one_client_id_share_one_request(
+    serve: Callable[[Handler], Awaitable[str]], local: Callable[..., CimdFetcher]
+) -> None:
+    requests = 0
+    inner = answer(document)
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        nonlocal requests
+        requests += 1
+        await asyncio.sleep(0.2)
+        return await inner(request)
+
+    client_id = await serve(slow)
+    fetcher = local()
+    results = await asyncio.gather(*(fetcher.fetch(client_id) for _ in range(20)))
+    assert requests == 1
+    assert all(r.metadata == document(client_id) for r in results)
+    await fetcher.fetch(client_id)  # nothing in flight any more: a new request
+    assert requests == 2
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_the_shared_fetch(
+    serve: Callable[[Handler], Awaitable[str]], local: Callable[..., CimdFetcher]
+) -> None:
+    inner = answer(document)
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.2)
+        return await inner(request)
+
+    client_id = await serve(slow)
+    fetcher = local()
+    first = asyncio.create_task(fetcher.fetch(client_id))
+    second = asyncio.create_task(fetcher.fetch(client_id))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    assert (await second).metadata == document(client_id)
+
+
+async def test_a_failure_is_remembered_briefly(
+    serve: Callable[[Handler], Awaitable[str]], local: Callable[..., CimdFetcher]
+) -> None:
+    requests = 0
+    inner = answer(document, status=404)
+
+    async def missing(request: web.Request) -> web.StreamResponse:
+        nonlocal requests
+        requests += 1
+        return await inner(request)
+
+    client_id = await serve(missing)
+    now = [NOW]
+    fetcher = local(clock=lambda: now[0])
+    reasons = []
+    for _ in range(5):
+        with pytest.raises(ClientDocumentError) as caught:
+            await fetcher.fetch(client_id)
+        reasons.append(str(caught.value))
+    assert requests == 1 and set(reasons) == {"HTTP 404 from the client_id URL"}
+    now[0] += NEGATIVE_TTL + 1
+    with pytest.raises(ClientDocumentError):
+        await fetcher.fetch(client_id)
+    assert requests == 2
+
+
+async def test_fetches_to_one_host_are_limited_and_other_hosts_are_not_starved(
+    serve: Callable[[Handler], Awaitable[str]], local: Callable[..., CimdFetcher]
+) -> None:
+    active = most = 0
+    release = asyncio.Event()
+    inner = answer(document)
+
+    async def hostile(request: web.Request) -> web.StreamResponse:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await release.wait()
+        active -= 1
+        return await inner(request)
+
+    base = await serve(hostile)
+    fetcher = local(timeout=5.0)
+    slow = [asyncio.create_task(fetcher.fetch(f"{base}?n={i}")) for i in range(3 * PER_HOST)]
+    await asyncio.sleep(0.3)
+    assert most == PER_HOST  # the others wait for a slot of that host
+    # Another host is not held up by them (here: a name that does not resolve, at once).
+    with pytest.raises(ClientDocumentError, match=r"cannot resolve other\.test"):
+        async with asyncio.timeout(1):
+            await fetcher.fetch("https://other.test/client.json")
+    release.set()
+    results = await asyncio.gather(*slow)
+    assert len(results) == 3 * PER_HOST and most == PER_HOST
+    assert fetcher._hosts == {}  # no entry left behind

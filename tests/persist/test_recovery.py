@@ -322,6 +322,7 @@ async def test_older_version_is_migrated_and_the_original_kept(tmp_path: Path) -
     copy, expected = await build_history(tmp_path)
     doc = snapshot_doc(copy)
     doc["approvals"] = doc.pop("consents")  # what a "v1" snapshot looked like
+    doc["version"] = 1
     (copy / SNAPSHOT).write_bytes(orjson.dumps(doc))
     original = (copy / SNAPSHOT).read_bytes()
     steps: list[int] = []
@@ -351,6 +352,9 @@ async def test_older_version_is_migrated_and_the_original_kept(tmp_path: Path) -
 
 async def test_missing_migration_step_refuses(tmp_path: Path) -> None:
     copy, _ = await build_history(tmp_path)
+    doc = snapshot_doc(copy)
+    doc["version"] = 1
+    (copy / SNAPSHOT).write_bytes(orjson.dumps(doc))
     before = (copy / SNAPSHOT).read_bytes()
     with pytest.raises(RecoveryError, match="no migration from snapshot format version 1"):
         await open_store(copy, FakeClock(NOW), version=2, migrations={})

@@ -29,7 +29,7 @@ from oauthd.persist.journal import segment_name
 from oauthd.persist.statedir import PREVIOUS, SNAPSHOT
 from oauthd.store import codec
 from oauthd.store.file import decode_document
-from oauthd.store.migrations import CURRENT_VERSION
+from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 from tests.support.persist import (
     as_contents,
     contents,
@@ -148,6 +148,48 @@ async def test_document_shape(tmp_path: Path) -> None:
     grant = next(r for r in records if r.KIND == "grants")
     assert doc["grants"][0]["access_hash"] == grant.access_hash.hex()  # type: ignore[union-attr]
     assert doc["grants"][0]["scopes"] == list(grant.scopes)  # type: ignore[union-attr]
+
+
+# Fields added by format version 2: journal frames and shared-backend records written by a
+# version-1 oauthd lack them and must still decode, to the defaults.
+ADDED_IN_V2 = {
+    "pending": {"redirect_uri_given": True},
+    "codes": {"redirect_uri_given": True},
+    "grants": {"access_scopes": None, "superseded_hashes": b""},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ADDED_IN_V2))
+def test_a_record_without_the_fields_added_later_decodes_to_their_defaults(kind: str) -> None:
+    record = make(kind)
+    item = orjson.loads(codec.encode(record))
+    for name in ADDED_IN_V2[kind]:
+        del item[name]
+    decoded = codec.decode(kind, item)
+    assert decoded == record
+    for name, default in ADDED_IN_V2[kind].items():
+        assert getattr(decoded, name) == default
+
+
+@pytest.mark.parametrize("kind", sorted(ADDED_IN_V2))
+def test_a_record_missing_a_required_field_or_with_an_unknown_one_is_refused(kind: str) -> None:
+    item = orjson.loads(codec.encode(make(kind)))
+    del item["created_at"]
+    with pytest.raises(codec.DecodeError):
+        codec.decode(kind, dict(item))
+    for name in ADDED_IN_V2[kind]:
+        del item[name]
+    item["created_at"], item["surprise"] = 1.0, 1
+    with pytest.raises(codec.DecodeError):
+        codec.decode(kind, item)
+
+
+def test_the_v1_to_v2_step_adds_the_defaults() -> None:
+    doc: dict[str, Any] = {"version": 1, "pending": [{}], "codes": [{}], "grants": [{}]}
+    migrated = MIGRATIONS[1](doc)
+    assert migrated["pending"] == [{"redirect_uri_given": True}]
+    assert migrated["codes"] == [{"redirect_uri_given": True}]
+    assert migrated["grants"] == [{"access_scopes": None, "superseded_hashes": ""}]
 
 
 async def test_empty_state_is_a_document_with_empty_arrays(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from oauthd.clock import FakeClock
 from oauthd.crypto import Sealer
 from oauthd.model import Grant
-from oauthd.proxy.sessions import SessionBindings
+from oauthd.proxy.sessions import MAX_SESSIONS_PER_GRANT, SessionBindings
 from oauthd.store import MemoryStore
 from tests.support.records import make_grant
 
@@ -90,3 +90,30 @@ async def test_an_ended_grant_releases_its_session_ids() -> None:
     assert current is not None
     assert sorted(await sessions.release_all(current)) == ["s1", "s2"]
     assert not await sessions.belongs_to("s1", current)
+
+
+async def test_session_records_never_pile_up_past_what_the_grant_tracks() -> None:
+    """Past MAX_SESSIONS_PER_GRANT the oldest binding goes: from the grant's list and as a
+    record, so every record left is one the grant can release when it ends."""
+    sessions, store, grant = await bindings()
+    opened = [f"s{i}" for i in range(MAX_SESSIONS_PER_GRANT + 10)]
+    for session_id in opened:
+        await sessions.track("POST", 200, grant, None, session_id)
+    assert await listed(store, grant) == MAX_SESSIONS_PER_GRANT
+    assert await store.mcp_sessions.count() == MAX_SESSIONS_PER_GRANT
+    assert not await sessions.belongs_to(opened[0], grant)  # the oldest were evicted
+    assert not await sessions.belongs_to(opened[9], grant)
+    assert await sessions.belongs_to(opened[10], grant)
+    assert await sessions.belongs_to(opened[-1], grant)
+    current = await store.grants.get(grant.id)
+    assert current is not None
+    released = await sessions.release_all(current)
+    assert sorted(released) == sorted(opened[10:])
+    assert await store.mcp_sessions.count() == 0
+
+
+async def test_a_binding_made_after_its_grant_ended_is_not_kept() -> None:
+    sessions, store, grant = await bindings()
+    await store.grants.take(grant.id)
+    await sessions.track("POST", 200, grant, None, "late")
+    assert await store.mcp_sessions.count() == 0

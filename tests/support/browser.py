@@ -112,8 +112,11 @@ class Browser:
     first redirect that leaves it, to a client's redirect URI, is returned), and every
     HTML page checked for the framing headers."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, origin: str | None = None) -> None:
+        """`origin`: what its form POSTs send as `Origin`, when the pages are reached at an
+        address other than the issuer (an instance behind a balancer); `base` otherwise."""
         self.base = base
+        self.origin = origin or base
         self.jar = aiohttp.CookieJar(unsafe=True)  # the host is an IP address
         self.session = aiohttp.ClientSession(cookie_jar=self.jar)
         self.history: list[Answer] = []
@@ -160,7 +163,9 @@ class Browser:
         if button is not None:
             assert button in form.buttons, (button, form.buttons)
             data[button[0]] = button[1]
-        return await self.go("POST", urljoin(page.url, form.action), data=data)
+        # as a browser does on every form POST: Origin (and a Referer) of the page's site
+        headers = {"Origin": self.origin, "Referer": page.url}
+        return await self.go("POST", urljoin(page.url, form.action), data=data, headers=headers)
 
     # -- the flows ---------------------------------------------------------------------------
 
@@ -207,9 +212,15 @@ class Person:
     clicks Allow. Counts the sign-ins and keeps the paths of the pages shown."""
 
     def __init__(
-        self, issuer: str, username: str = INTEROP_USER, password: str = INTEROP_PASSWORD
+        self,
+        issuer: str,
+        username: str = INTEROP_USER,
+        password: str = INTEROP_PASSWORD,
+        *,
+        origin: str | None = None,
     ) -> None:
         self.issuer = issuer
+        self.origin = origin
         self.username = username
         self.password = password
         self.pages: list[str] = []
@@ -217,7 +228,7 @@ class Person:
 
     async def authorize(self, authorization_url: str) -> Redirect:
         """The redirect back to the client (fails on any other outcome)."""
-        browser = Browser(self.issuer)
+        browser = Browser(self.issuer, self.origin)
         try:
             page = await browser.go("GET", authorization_url)
             if page.status == 200 and page.form().has_password:

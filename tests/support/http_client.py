@@ -68,7 +68,7 @@ class OauthdClient:
         return self.seen | cookies
 
     def browser(self) -> Browser:
-        browser = Browser(self.base)
+        browser = Browser(self.base, origin=self.issuer)
         self.browsers.append(browser)
         return browser
 

@@ -64,7 +64,10 @@ class OAuth:
         """Through the login and consent pages of `base` (a person at the browser)."""
         pkce = Pkce.new()
         query = self.at(base).authorize_params(self.client_id, self.redirect_uri, pkce)
-        back = await Person(base).authorize(f"{base}/authorize?{urlencode(query)}")
+        # An instance's own address, as if the pages were served at the issuer (the
+        # balancer): the forms' Origin is the issuer's.
+        person = Person(base, origin=self.cluster.issuer)
+        back = await person.authorize(f"{base}/authorize?{urlencode(query)}")
         assert back.params.get("state") == query["state"], back.location
         assert back.params.get("iss") == self.cluster.issuer, back.location
         return Code(back.params["code"], pkce.verifier, self.redirect_uri)
