@@ -21,10 +21,15 @@ from tests.support.ports import free_port
 
 @pytest.fixture
 async def behind_nginx(tmp_path: Path) -> AsyncIterator[tuple[Running, str]]:
-    """oauthd trusting 127.0.0.1 (the address nginx connects from), and nginx's base URL."""
+    """oauthd trusting 127.0.0.1 (the address nginx connects from), and nginx's base URL,
+    which is oauthd's issuer: the public URL browsers use (and send as `Origin`)."""
     nginx_binary()
-    oauthd = await Running.start_in(tmp_path, server={"trusted_proxies": ("127.0.0.1/32",)})
     port = free_port()
+    oauthd = await Running.start_in(
+        tmp_path,
+        issuer=f"http://127.0.0.1:{port}",
+        server={"trusted_proxies": ("127.0.0.1/32",)},
+    )
     try:
         async with running_nginx(tmp_path / "nginx", port, oauthd.config.server.listen.port):
             yield oauthd, f"http://127.0.0.1:{port}"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import write_secret
+
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
@@ -218,7 +220,7 @@ def test_a_wheel_without_extras_refuses_redis_in_one_line(tmp_path: Path) -> Non
         == "None\n"
     ), "the clean venv must not see redis"
 
-    (tmp_path / "key").write_text("ab" * 32)
+    write_secret(tmp_path / "key", "ab" * 32)
     config = tmp_path / "redis.toml"
     config.write_text(
         '[storage]\nbackend = "redis"\n[login]\nencryption_key = "file:key"\n'
