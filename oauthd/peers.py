@@ -108,6 +108,8 @@ def client_address(peer: str | None, headers: Headers, trusted: tuple[str, ...])
     """The client's address: the peer's (normalised), or, when the peer is in `trusted`
     (`server.trusted_proxies`), the right-most hop it reports that is not itself a trusted
     proxy (see the module docstring)."""
+    if not trusted:  # the common case, on the proxy's hot path: one cache lookup
+        return _normalised(peer or "") or peer or UNKNOWN
     address = parse_address(peer or "")
     if address is None:
         return peer or UNKNOWN
@@ -126,6 +128,14 @@ def client_address(peer: str | None, headers: Headers, trusted: tuple[str, ...])
             return str(parsed)
         reporter = str(parsed)
     return reporter  # every hop is a trusted proxy: the left-most one is the client
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised(peer: str) -> str | None:
+    """A peer address as `parse_address` normalises it (None: not an IP address); cached,
+    since the same few peers send almost every request."""
+    address = parse_address(peer)
+    return None if address is None else str(address)
 
 
 def _trusts(trusted: tuple[str, ...], address: Address) -> bool:

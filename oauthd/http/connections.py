@@ -149,7 +149,9 @@ class GuardedHandler(RequestHandler):
         arrived = self._request_count - count
         if arrived:
             self._stop_head_timer()
-            for _, payload in list(self._messages)[-arrived:]:
+            messages = self._messages  # a deque: index from the end, no copy
+            for index in range(max(0, len(messages) - arrived), len(messages)):
+                payload = messages[index][1]
                 if not payload.is_eof():
                     timer = self._loop.call_later(
                         self._limits.body_timeout, self._body_too_slow, payload

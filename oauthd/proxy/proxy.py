@@ -122,8 +122,11 @@ class McpProxy:
         if self._identity.forwards_idp_token:
             await self._identity.add_idp_token(headers, grant)
         watch = self._relay.watch()
+        call = request.method != "GET"  # a GET stream takes no call slot
         try:
-            async with self._relay.slot(request.method):
+            if call:
+                await self._relay.take_slot()
+            try:
                 upstream = await self._relay.send(request, length, headers, watch)
                 async with upstream:
                     new_id = upstream.headers.get(SESSION_HEADER)
@@ -131,10 +134,13 @@ class McpProxy:
                         await self.sessions.track(
                             request.method, upstream.status, grant, session_id, new_id
                         )
-                    if request.method != "GET":
+                    if call:
                         return await self._relay.stream_back(request, upstream, started, watch)
                     with self._relay.long_lived(upstream):
                         return await self._relay.stream_back(request, upstream, started, watch)
+            finally:
+                if call:
+                    self._relay.free_slot()
         finally:
             self._relay.release(watch)
 

@@ -116,30 +116,26 @@ class Relay:
 
     # -- client to upstream ----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def slot(self, method: str) -> AsyncIterator[None]:
-        """Around a call's whole exchange with the upstream: one of the `max_connections`
-        slots, waited for at most `connect_timeout` (then a 503). GET streams take none."""
-        if method == "GET":
-            yield
-            return
+    async def take_slot(self) -> None:
+        """One of the `max_connections` call slots, for a call's whole exchange with the
+        upstream (`free_slot` after), waited for at most `connect_timeout`; a 503
+        `ProxyRefusal` if none comes free. (Not a context manager: this is the hot path.)"""
         slots = self._slots
-        if slots.locked():
-            started = self._loop_time()
-            try:
-                async with asyncio.timeout(self._slot_wait):
-                    await slots.acquire()
-            except TimeoutError:
-                self._metrics.slot_wait(self._loop_time() - started, refused=True)
-                log.warning("no free upstream slot", extra={"event": "proxy.overloaded"})
-                raise overloaded() from None
-            self._metrics.slot_wait(self._loop_time() - started, refused=False)
-        else:
+        if not slots.locked():
             await slots.acquire()  # free: returns at once
+            return
+        started = self._loop_time()
         try:
-            yield
-        finally:
-            slots.release()
+            async with asyncio.timeout(self._slot_wait):
+                await slots.acquire()
+        except TimeoutError:
+            self._metrics.slot_wait(self._loop_time() - started, refused=True)
+            log.warning("no free upstream slot", extra={"event": "proxy.overloaded"})
+            raise overloaded() from None
+        self._metrics.slot_wait(self._loop_time() - started, refused=False)
+
+    def free_slot(self) -> None:
+        self._slots.release()
 
     async def send(
         self, request: web.Request, length: int | None, headers: CIMultiDict[str], watch: Watch
