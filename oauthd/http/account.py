@@ -21,11 +21,11 @@ from oauthd.http.browser import (
     check_csrf,
     csrf_token,
     html,
+    read_page_form,
     see_other,
     set_browser_cookie,
 )
 from oauthd.http.errors import Routes
-from oauthd.http.forms import read_form
 from oauthd.http.keys import AUTH, CLOCK, CONFIG, client_address
 from oauthd.oauth import OAuthError, page_error
 
@@ -148,7 +148,7 @@ async def account_page(request: web.Request) -> web.Response:
 
 async def login_submit(request: web.Request) -> web.Response:
     _local_login_only(request)
-    form = await read_form(request)
+    form = await read_page_form(request)
     secret = check_csrf(request, form, LOGIN_PURPOSE)
     username = form.get("username", "")[:200]
     address = client_address(request)
@@ -171,7 +171,7 @@ async def login_submit(request: web.Request) -> web.Response:
 
 
 async def _signed_in_form(request: web.Request) -> tuple[Session, dict[str, str]]:
-    form = await read_form(request)
+    form = await read_page_form(request)
     session = _session(request)
     if session is None:
         raise page_error("login_required", "Your session has ended. Sign in again.", 403)
@@ -187,7 +187,7 @@ async def revoke_submit(request: web.Request) -> web.Response:
 
 
 async def logout_submit(request: web.Request) -> web.Response:
-    form = await read_form(request)
+    form = await read_page_form(request)
     session = _session(request)
     if session is not None:  # else: already ended; just clear the cookie
         check_csrf(request, form, f"account:{session.nonce}")

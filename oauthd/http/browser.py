@@ -103,6 +103,15 @@ def check_csrf(request: web.Request, form: dict[str, str], purpose: str) -> str:
     return secret
 
 
+async def read_page_form(request: web.Request) -> dict[str, str]:
+    """`read_form` for a person's form: a missing or repeated field, a wrong body type or a
+    body over the limit is an error page, not the API's JSON."""
+    try:
+        return await read_form(request)
+    except OAuthError as exc:
+        raise page_error(exc.error, exc.description, exc.status) from None
+
+
 def html(body: str, status: int = 200, targets: tuple[str, ...] = ()) -> web.Response:
     return web.Response(
         text=body, status=status, content_type="text/html", headers=pages.page_headers(targets)
@@ -170,7 +179,7 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 async def login_submit(request: web.Request) -> web.Response:
-    form = await read_form(request)
+    form = await read_page_form(request)
     flow, secret = await _flow(request, form.get("request", ""))
     check_csrf(request, form, flow.pending.id)
     username = form.get("username", "")[:200]
@@ -214,7 +223,14 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
         targets = (*targets, await auth.upstream_form_target())
     if pending.device_key is not None:
         approve = pages.DeviceApproveView(
-            "/consent", csrf, hidden, client.client_name, pending.scopes, user, pending.state or ""
+            "/consent",
+            csrf,
+            hidden,
+            client.client_name,
+            pending.scopes,
+            user,
+            pending.state or "",
+            unverified=client.source == "dcr",
         )
         return html(pages.render_device_approve(approve), targets=targets)
     uri = pending.redirect_uri
@@ -234,7 +250,7 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
 
 
 async def consent_submit(request: web.Request) -> web.Response:
-    form = await read_form(request)
+    form = await read_page_form(request)
     auth = request.app[AUTH]
     if auth.signs_in_upstream:
         flow, _ = await _flow(request, form.get("request", ""))
@@ -291,7 +307,7 @@ async def device_page(request: web.Request) -> web.Response:
 
 
 async def device_submit(request: web.Request) -> web.Response:
-    form = await read_form(request)
+    form = await read_page_form(request)
     secret = check_csrf(request, form, "device")
     typed = form.get("user_code", "")[:16]
     auth = request.app[AUTH]

@@ -117,6 +117,7 @@ class DeviceApproveView:
     scopes: tuple[str, ...]
     user: str
     user_code: str
+    unverified: bool = False  # the name comes from the app's own registration (as on consent)
 
 
 @dataclass(slots=True, frozen=True)
@@ -232,6 +233,13 @@ def _notice(title: str, text: str) -> Html:
     return Html(f'<div class="notice"><p><strong>{esc(title)}</strong>{esc(text)}</p></div>')
 
 
+def _unverified() -> Html:
+    return _notice(
+        "The app's details are not verified. ",
+        "Its name was supplied by the app itself. Only continue if you trust it.",
+    )
+
+
 def _scopes(scopes: tuple[str, ...]) -> Html:
     items = "".join(f"<li>{esc(s)}</li>" for s in scopes) or "<li>basic access</li>"
     return Html(f'<h2>It will be able to use</h2><ul class="scopes">{items}</ul>')
@@ -275,10 +283,7 @@ def render_consent(view: ConsentView) -> str:
             "Only continue if you started it yourself just now.",
         )
     if view.unverified:
-        warnings += _notice(
-            "The app's details are not verified. ",
-            "Its name was supplied by the app itself. Only continue if you trust it.",
-        )
+        warnings += _unverified()
     body = (
         f"{_initial(view.client_name)}"
         f"<h1>Allow <strong>{name}</strong> to access your MCP server as {user}?</h1>"
@@ -315,6 +320,7 @@ def render_device_approve(view: DeviceApproveView) -> str:
             "Only continue if this code is on a device you are using right now. "
             "Never enter a code that someone sent you.",
         )
+        + (_unverified() if view.unverified else "")
         + _form(view.action, view.csrf, view.hidden, _decision("Allow"))
     )
     return layout(f"Allow {view.client_name}?", Html(body))

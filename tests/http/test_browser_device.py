@@ -171,3 +171,32 @@ async def test_user_code_guessing_is_rate_limited(oauthd: Running, tv: dict[str,
     oauthd.clock.advance(61)
     page = await approval_page(browser, started["user_code"])
     assert started["user_code"] in page.text
+
+
+async def test_approval_page_says_a_registered_name_is_unverified(
+    oauthd: Running, tv: dict[str, Any]
+) -> None:
+    """As on the consent page: a client registered by itself (DCR) chose its own name."""
+    started = await oauthd.client.start_device(tv)
+    page = await approval_page(oauthd.client.browser(), started["user_code"])
+    assert "Its name was supplied by the app itself" in page.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/device", "user_code=AAAA-AAAA&user_code=BBBB-BBBB", 400),  # a repeated field
+        ("/device", "user_code=" + "A" * 70_000, 413),  # over the form limit
+        ("/login", "request=x&request=y", 400),
+        ("/consent", "request=x&request=y", 400),
+    ],
+)
+async def test_form_and_size_errors_are_pages(
+    oauthd: Running, path: str, body: str, status: int
+) -> None:
+    browser = oauthd.client.browser()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    answer = await browser.request("POST", path, data=body, headers=headers)
+    assert answer.status == status, answer.text[:300]
+    assert answer.is_page, answer.content_type
+    assert "Traceback" not in answer.text
