@@ -112,6 +112,12 @@ def test_defaults(tmp_path: Path) -> None:
     assert t.refresh_grace == 10
     assert (config.login.provider, config.login.users) == ("local", ())
     assert config.log.level == "info"
+    assert config.pages.service_name == ""
+
+
+def test_the_pages_may_name_the_service(tmp_path: Path) -> None:
+    config = load_text(tmp_path, '[pages]\nservice_name = "Acme MCP"\n')
+    assert config.pages.service_name == "Acme MCP"
 
 
 def test_empty_file_is_all_defaults(tmp_path: Path) -> None:

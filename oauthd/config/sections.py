@@ -179,6 +179,11 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PagesConfig:
+    service_name: str = field(metadata=key(to.string, ""))  # "" = the pages say only "oauthd"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = field(metadata=key(to.choice(("debug", "info", "warning", "error")), "info"))
 
@@ -258,3 +263,4 @@ class Config:
     metrics: MetricsConfig = field(metadata=key(section(MetricsConfig), {}))
     admin: AdminConfig = field(metadata=key(section(AdminConfig), {}))
     log: LogConfig = field(metadata=key(section(LogConfig), {}))
+    pages: PagesConfig = field(metadata=key(section(PagesConfig), {}))

@@ -26,7 +26,7 @@ from oauthd.http.browser import (
     set_browser_cookie,
 )
 from oauthd.http.errors import Routes
-from oauthd.http.keys import AUTH, CLOCK, CONFIG, client_address
+from oauthd.http.keys import AUTH, CLOCK, CONFIG, client_address, service_name
 from oauthd.oauth import OAuthError, page_error
 
 SESSION_TTL = 30 * 60.0
@@ -109,7 +109,7 @@ def _session_csrf(secret: str, session: Session) -> str:
 
 
 def _login_page(
-    secret: str, username: str = "", error: str | None = None, status: int = 200
+    service: str, secret: str, username: str = "", error: str | None = None, status: int = 200
 ) -> web.Response:
     view = pages.LoginView(
         action="/account/login",
@@ -120,7 +120,7 @@ def _login_page(
         error=error,
         lead="Sign in to see the apps connected to your account.",
     )
-    return html(pages.render_login(view), status)
+    return html(pages.render_login(view, service), status)
 
 
 async def account_page(request: web.Request) -> web.Response:
@@ -128,7 +128,7 @@ async def account_page(request: web.Request) -> web.Response:
     secret, new = browser_secret_or_new(request)
     session = _session(request)
     if session is None:
-        response = _login_page(secret)
+        response = _login_page(service_name(request), secret)
     else:
         now = request.app[CLOCK].now()
         apps = await request.app[AUTH].connected_apps(session.user)
@@ -140,7 +140,7 @@ async def account_page(request: web.Request) -> web.Response:
         if request.query.get("revoked") == "1":
             notice = "Access revoked. That app's tokens no longer work."
         view = pages.AccountView(session.user, _session_csrf(secret, session), rows, now, notice)
-        response = html(pages.render_account(view))
+        response = html(pages.render_account(view, service_name(request)))
     if new:
         set_browser_cookie(request, response, secret)
     return response
@@ -155,7 +155,7 @@ async def login_submit(request: web.Request) -> web.Response:
     try:
         user = await request.app[AUTH].check_login(username, form.get("password", ""), address)
     except OAuthError as exc:
-        return _login_page(secret, username, exc.description, exc.status)
+        return _login_page(service_name(request), secret, username, exc.description, exc.status)
     value, _ = request.app[SESSIONS].issue(user, request.app[CLOCK].now())
     response = see_other("/account")
     response.set_cookie(

@@ -12,7 +12,7 @@ from oauthd import crypto
 from oauthd.http import pages
 from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form, single_values
-from oauthd.http.keys import AUTH, CONFIG, client_address
+from oauthd.http.keys import AUTH, CONFIG, client_address, service_name
 from oauthd.oauth import Flow, OAuthError, is_loopback_redirect, page_error, redirect_host
 
 COOKIE_MAX_AGE = 24 * 3600
@@ -151,7 +151,12 @@ async def authorize(request: web.Request) -> web.StreamResponse:
 
 
 def _login_page(
-    flow: Flow, secret: str, username: str = "", error: str | None = None, status: int = 200
+    service: str,
+    flow: Flow,
+    secret: str,
+    username: str = "",
+    error: str | None = None,
+    status: int = 200,
 ) -> web.Response:
     view = pages.LoginView(
         action="/login",
@@ -161,7 +166,7 @@ def _login_page(
         username=username,
         error=error,
     )
-    return html(pages.render_login(view), status, _targets(flow))
+    return html(pages.render_login(view, service), status, _targets(flow))
 
 
 async def _flow(request: web.Request, pending_id: str) -> tuple[Flow, str]:
@@ -175,7 +180,7 @@ async def login_page(request: web.Request) -> web.Response:
     flow, secret = await _flow(request, request.query.get("request", ""))
     if request.app[AUTH].signs_in_upstream:
         return await _consent(request, flow, secret)
-    return _login_page(flow, secret)
+    return _login_page(service_name(request), flow, secret)
 
 
 async def login_submit(request: web.Request) -> web.Response:
@@ -189,7 +194,9 @@ async def login_submit(request: web.Request) -> web.Response:
             username, form.get("password", ""), client_address(request), flow.client.client_id
         )
     except OAuthError as exc:
-        return _login_page(flow, secret, username, exc.description, exc.status)
+        return _login_page(
+            service_name(request), flow, secret, username, exc.description, exc.status
+        )
     flow, consented = await auth.signed_in(flow, user)
     if consented:
         return await _finish(request, flow, allow=True, remembered=True)
@@ -232,7 +239,7 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
             pending.state or "",
             unverified=client.source == "dcr",
         )
-        return html(pages.render_device_approve(approve), targets=targets)
+        return html(pages.render_device_approve(approve, service_name(request)), targets=targets)
     uri = pending.redirect_uri
     consent = pages.ConsentView(
         "/consent",
@@ -246,7 +253,7 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
         unverified=client.source == "dcr",
         redirect_uri=uri,
     )
-    return html(pages.render_consent(consent), targets=targets)
+    return html(pages.render_consent(consent, service_name(request)), targets=targets)
 
 
 async def consent_submit(request: web.Request) -> web.Response:
@@ -284,7 +291,8 @@ async def _finish(
 ) -> web.Response:
     location = await request.app[AUTH].finish(flow, allow, remembered=remembered)
     if location is None:
-        return html(pages.render_device_done(pages.DeviceDoneView(approved=allow)))
+        done = pages.DeviceDoneView(approved=allow)
+        return html(pages.render_device_done(done, service_name(request)))
     return see_other(location)
 
 
@@ -292,15 +300,15 @@ async def _finish(
 
 
 def _device_page(
-    secret: str, user_code: str = "", error: str | None = None, status: int = 200
+    service: str, secret: str, user_code: str = "", error: str | None = None, status: int = 200
 ) -> web.Response:
     view = pages.DeviceCodeView("/device", csrf_token(secret, "device"), error, user_code)
-    return html(pages.render_device_code(view), status)
+    return html(pages.render_device_code(view, service), status)
 
 
 async def device_page(request: web.Request) -> web.Response:
     secret, new = browser_secret_or_new(request)
-    response = _device_page(secret, request.query.get("user_code", "")[:16])
+    response = _device_page(service_name(request), secret, request.query.get("user_code", "")[:16])
     if new:
         set_browser_cookie(request, response, secret)
     return response
@@ -314,10 +322,14 @@ async def device_submit(request: web.Request) -> web.Response:
     try:
         device = await auth.find_device_flow(typed, client_address(request))
     except OAuthError as exc:
-        return _device_page(secret, typed, exc.description, exc.status)
+        return _device_page(service_name(request), secret, typed, exc.description, exc.status)
     if device is None:
         return _device_page(
-            secret, typed, "That code is not valid or has expired. Check it and try again.", 400
+            service_name(request),
+            secret,
+            typed,
+            "That code is not valid or has expired. Check it and try again.",
+            400,
         )
     pending = await auth.device_pending(device, secret, typed)
     return see_other(f"/login?request={pending.id}")

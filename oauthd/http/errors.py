@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from oauthd.http import pages
-from oauthd.http.keys import CONFIG
+from oauthd.http.keys import CONFIG, service_name
 from oauthd.log import request_id_var
 from oauthd.oauth import Delivery, OAuthError, add_query
 from oauthd.store import Unavailable
@@ -39,7 +39,7 @@ def json_error(
     return web.json_response(body, status=status, headers={**NO_STORE, **(headers or {})})
 
 
-def unavailable(exc: Unavailable, *, page: bool = False) -> web.Response:
+def unavailable(exc: Unavailable, *, page: bool = False, service: str = "") -> web.Response:
     retry = str(max(1, math.ceil(exc.retry_after)))
     if page:  # a person in a browser: a page, not JSON
         view = pages.ErrorView(
@@ -49,7 +49,7 @@ def unavailable(exc: Unavailable, *, page: bool = False) -> web.Response:
             hint=f"Nothing was lost. Please try again in {retry} seconds or a little later.",
         )
         return web.Response(
-            text=pages.render_error(view),
+            text=pages.render_error(view, service),
             status=503,
             content_type="text/html",
             headers={**pages.PAGE_HEADERS, "Retry-After": retry},
@@ -117,7 +117,8 @@ def oauth_error(request: web.Request, error: OAuthError) -> web.Response:
         return web.Response(status=status, headers={"Location": location, **NO_STORE})
     if error.delivery is Delivery.PAGE:
         title = PAGE_TITLES.get(error.error, "This sign-in link is not valid")
-        page = pages.render_error(pages.ErrorView(title, error.description, error.status))
+        view = pages.ErrorView(title, error.description, error.status)
+        page = pages.render_error(view, service_name(request))
         return web.Response(
             text=page, status=error.status, content_type="text/html", headers=pages.PAGE_HEADERS
         )
@@ -188,7 +189,7 @@ async def _render_errors(request: web.Request, handler: Handler, pages: bool) ->
         response = oauth_error(request, exc)
     except Unavailable as exc:
         request.app[REFUSALS].refused(exc, request.path)
-        response = unavailable(exc, page=pages)
+        response = unavailable(exc, page=pages, service=service_name(request) if pages else "")
     except Exception:
         log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
         response = json_error(500, "server_error", f"internal error (request id {request_id})")

@@ -43,3 +43,10 @@ def client_address(request: web.Request) -> str:
     proxy reports); every rate limit, audit line and allow-list of the routes uses it."""
     trusted = request.app[CONFIG].server.trusted_proxies
     return _client_address(request.remote, request.headers, trusted)
+
+
+def service_name(request: web.Request) -> str:
+    """The operator's name for the service, for the pages (config `pages.service_name`);
+    "" in an app without a config (rendering an error must not fail for want of one)."""
+    config = request.app.get(CONFIG)
+    return config.pages.service_name if config is not None else ""

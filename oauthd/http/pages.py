@@ -165,7 +165,11 @@ def esc(value: str) -> Html:
     return Html(html.escape(value, quote=True))
 
 
-def layout(title: str, body: Html) -> str:
+def layout(title: str, body: Html, service: str = "") -> str:
+    """The page around `body`; `service`, the operator's name for the service (config
+    `pages.service_name`), heads the tab title and the footer when set."""
+    site = esc(service or "oauthd")
+    footer = f"{esc(service)} · oauthd" if service else "oauthd"
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -173,7 +177,7 @@ def layout(title: str, body: Html) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <meta name="robots" content="noindex, nofollow">
-<title>{esc(title)} · oauthd</title>
+<title>{esc(title)} · {site}</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="{STYLESHEET_URL}">
 </head>
@@ -181,7 +185,7 @@ def layout(title: str, body: Html) -> str:
 <main class="card">
 {body}
 </main>
-<footer>oauthd</footer>
+<footer>{footer}</footer>
 </body>
 </html>
 """
@@ -252,7 +256,7 @@ def _field(label: str, attrs: Mapping[str, str], error: str | None) -> Html:
     return Html(f'<label for="{esc(attrs["id"])}">{esc(label)}</label><input{rendered} required>')
 
 
-def render_login(view: LoginView) -> str:
+def render_login(view: LoginView, service: str = "") -> str:
     if view.client_name:
         badge, lead = _initial(view.client_name), f"<strong>{esc(view.client_name)}</strong> wants"
         lead += " to access your MCP server. Sign in to continue."
@@ -270,10 +274,10 @@ def render_login(view: LoginView) -> str:
         f'{badge}<h1>Sign in</h1><p class="lead">{lead}</p>'
         f"{_alert(view.error)}{_form(view.action, view.csrf, view.hidden, Html(fields + button))}"
     )
-    return layout("Sign in", Html(body))
+    return layout("Sign in", Html(body), service)
 
 
-def render_consent(view: ConsentView) -> str:
+def render_consent(view: ConsentView, service: str = "") -> str:
     name, user = esc(view.client_name), esc(view.user)
     full = f'<p class="muted center">{esc(view.redirect_uri)}</p>' if view.redirect_uri else ""
     warnings = ""
@@ -291,10 +295,10 @@ def render_consent(view: ConsentView) -> str:
         f"</p>{full}{_scopes(view.scopes)}{warnings}"
         f"{_form(view.action, view.csrf, view.hidden, _decision('Allow'))}"
     )
-    return layout(f"Allow {view.client_name}?", Html(body))
+    return layout(f"Allow {view.client_name}?", Html(body), service)
 
 
-def render_device_code(view: DeviceCodeView) -> str:
+def render_device_code(view: DeviceCodeView, service: str = "") -> str:
     attrs = {"id": "user_code", "name": "user_code", "type": "text", "inputmode": "text"}
     attrs |= {"class": "code-input", "placeholder": "XXXX-XXXX", "maxlength": "9"}
     attrs |= {"autocapitalize": "characters", "autocomplete": "off", "spellcheck": "false"}
@@ -305,10 +309,10 @@ def render_device_code(view: DeviceCodeView) -> str:
         '<p class="lead">Enter the code shown on your device or in your app.</p>'
         f"{_alert(view.error)}{_form(view.action, view.csrf, {}, Html(inner))}"
     )
-    return layout("Connect a device", Html(body))
+    return layout("Connect a device", Html(body), service)
 
 
-def render_device_approve(view: DeviceApproveView) -> str:
+def render_device_approve(view: DeviceApproveView, service: str = "") -> str:
     code = f'<span class="code">{esc(view.user_code)}</span>'
     body = (
         f"{_initial(view.client_name)}<h1>Allow <strong>{esc(view.client_name)}</strong> "
@@ -323,33 +327,40 @@ def render_device_approve(view: DeviceApproveView) -> str:
         + (_unverified() if view.unverified else "")
         + _form(view.action, view.csrf, view.hidden, _decision("Allow"))
     )
-    return layout(f"Allow {view.client_name}?", Html(body))
+    return layout(f"Allow {view.client_name}?", Html(body), service)
 
 
-def render_device_done(view: DeviceDoneView) -> str:
+def render_device_done(view: DeviceDoneView, service: str = "") -> str:
     if view.approved:
-        return _message("Device connected", "You can close this window and use your device.", "ok")
+        return _message(
+            "Device connected", "You can close this window and use your device.", "ok", service
+        )
     return _message(
-        "Access denied", "The device was not given access. You can close this window.", "error"
+        "Access denied",
+        "The device was not given access. You can close this window.",
+        "error",
+        service,
     )
 
 
-def render_error(view: ErrorView) -> str:
+def render_error(view: ErrorView, service: str = "") -> str:
     body = (
         f"{_icon('error')}<h1>{esc(view.title)}</h1>"
         f'<p class="center">{esc(view.message)}</p>'
         f'<p class="lead">{esc(view.hint)}</p>'
         f'<p class="muted center">Error {view.status}</p>'
     )
-    return layout(view.title, Html(body))
+    return layout(view.title, Html(body), service)
 
 
-def render_success(view: SuccessView) -> str:
-    return _message(view.title, view.message, "ok")
+def render_success(view: SuccessView, service: str = "") -> str:
+    return _message(view.title, view.message, "ok", service)
 
 
-def _message(title: str, text: str, icon: str) -> str:
-    return layout(title, Html(f'{_icon(icon)}<h1>{esc(title)}</h1><p class="lead">{esc(text)}</p>'))
+def _message(title: str, text: str, icon: str, service: str = "") -> str:
+    return layout(
+        title, Html(f'{_icon(icon)}<h1>{esc(title)}</h1><p class="lead">{esc(text)}</p>'), service
+    )
 
 
 def human_time(when: float, now: float) -> Html:
@@ -397,7 +408,7 @@ def _app_row(app: AppRow, csrf: str, now: float) -> Html:
     )
 
 
-def render_account(view: AccountView) -> str:
+def render_account(view: AccountView, service: str = "") -> str:
     if view.apps:
         rows = "".join(_app_row(app, view.csrf, view.now) for app in view.apps)
         listing = f'<ul class="apps">{rows}</ul>'
@@ -414,4 +425,4 @@ def render_account(view: AccountView) -> str:
         f"{status}{listing}"
         f"{_form('/account/logout', view.csrf, {}, sign_out)}"
     )
-    return layout("Connected apps", Html(body))
+    return layout("Connected apps", Html(body), service)

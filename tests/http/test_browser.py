@@ -342,3 +342,13 @@ async def test_unknown_user_and_wrong_password_look_the_same(
     wrong = await browser.sign_in(page, password="wrong")
     assert unknown.status == wrong.status == 401
     assert unknown.text.replace("mallory", USER) == wrong.text
+
+
+async def test_the_pages_carry_the_operators_service_name(start_oauthd: Start) -> None:
+    oauthd = await start_oauthd(pages={"service_name": "Acme <MCP>"})
+    browser = oauthd.client.browser()
+    for path in ("/nothing/here", "/device"):
+        answer = await browser.request("GET", path)
+        assert answer.is_page
+        assert "Acme &lt;MCP&gt; · oauthd</footer>" in answer.text
+        assert "· Acme &lt;MCP&gt;</title>" in answer.text
