@@ -8,7 +8,8 @@
 - a connection with no request in progress closes after `server.idle_timeout` (aiohttp's
   keep-alive timeout, which also runs from the moment a connection opens);
 - one peer address holds at most `server.max_connections_per_address` connections (0: no
-  cap); one more is answered 503 and closed at once;
+  cap); one more is answered 503 and closed at once. A peer in `server.trusted_proxies`
+  is exempt: its connections carry many clients, whose own cap is the proxy's job;
 - a malformed request is logged as one `http.bad_request` line at info level, without the
   bytes the client sent (aiohttp logs an error with up to 100 of them);
 - at shutdown, a request still unanswered when `server.shutdown_timeout` ends the drain is
@@ -37,6 +38,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from oauthd.config import ServerConfig
+from oauthd.peers import in_networks
 
 log = logging.getLogger("oauthd.http")
 
@@ -81,12 +83,21 @@ class Limits:
     header_timeout: float
     body_timeout: float
     per_address: int
+    trusted_proxies: tuple[str, ...] = ()
     open: dict[str, int] = field(default_factory=dict)
     refused_log: Throttled = field(default_factory=Throttled)
 
     @classmethod
     def of(cls, server: ServerConfig) -> Limits:
-        return cls(server.header_timeout, server.body_timeout, server.max_connections_per_address)
+        return cls(
+            server.header_timeout,
+            server.body_timeout,
+            server.max_connections_per_address,
+            server.trusted_proxies,
+        )
+
+    def capped(self, address: str) -> bool:
+        return bool(self.per_address) and not in_networks(address, self.trusted_proxies)
 
     def admit(self, address: str) -> bool:
         count = self.open.get(address, 0)
@@ -113,6 +124,15 @@ class Limits:
             self.open.pop(address, None)
 
 
+class _NamelessResponse(web.Response):
+    """aiohttp's own error answer without the `Server` header it adds (the app's answers
+    lose it in `http/app.py`'s prepare hook, which these never meet)."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall("Server", None)
+
+
 class GuardedHandler(RequestHandler):
     """aiohttp's connection protocol with the deadlines and the cap of `Limits`."""
 
@@ -127,6 +147,8 @@ class GuardedHandler(RequestHandler):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if not self._limits.capped(address):
+            return
         if not self._limits.admit(address):
             if self.transport is not None:
                 self.transport.write(TOO_MANY)
@@ -227,7 +249,10 @@ class GuardedHandler(RequestHandler):
             )
             self._malformed = True
             exc, message = None, f"{status}: Bad Request"
-        return super().handle_error(request, status, exc, message)
+        response = super().handle_error(request, status, exc, message)
+        if type(response) is web.Response:
+            response.__class__ = _NamelessResponse  # no app, so no on_response_prepare hook
+        return response
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if self._malformed:  # handle_error's own line for a request logged above

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,7 +38,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     those `[server]` values; its port."""
     runners: list[web.AppRunner] = []
 
-    async def start(**server: float) -> int:
+    async def start(**server: Any) -> int:
         app = web.Application()
         app.router.add_get("/healthz", healthz)
         app.router.add_post("/echo", echo)
@@ -164,6 +165,21 @@ async def test_connections_per_address_are_capped(
         w.close()
 
 
+async def test_a_trusted_proxy_is_not_capped(serve: Serve) -> None:
+    """Behind a reverse proxy every client arrives from the proxy's address: capping it
+    would cap everyone together."""
+    port = await serve(
+        max_connections_per_address=2,
+        idle_timeout=30,
+        header_timeout=30,
+        trusted_proxies=("127.0.0.0/8",),
+    )
+    held = [await connect(port) for _ in range(4)]
+    assert await probe(port) == 200
+    for _, writer in held:
+        writer.close()
+
+
 async def test_a_malformed_request_is_logged_low_without_its_bytes(
     serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -175,6 +191,7 @@ async def test_a_malformed_request_is_logged_low_without_its_bytes(
         answer = await closed_within(reader, 2)
         assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer
         assert b"SECRETBYTES" not in answer
+        assert b"\r\nserver:" not in answer.lower()  # nor what it runs on
         writer.close()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "SECRETBYTES" not in caplog.text
