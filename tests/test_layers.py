@@ -35,6 +35,8 @@ FOUNDATIONS = (
     "oauthd/clock.py",
     "oauthd/exits.py",
     "oauthd/peers.py",
+    "oauthd/scopes.py",
+    "oauthd/policy.py",
 )
 # What `http/` may import of oauthd: the protocol's and the proxy's doors (the packages'
 # exported names, never a submodule), its own modules, the foundations, and the one store
@@ -51,6 +53,8 @@ HTTP_MAY_IMPORT = (
     "oauthd.clock",
     "oauthd.exits",
     "oauthd.peers",
+    "oauthd.scopes",
+    "oauthd.policy",
     "oauthd.log",
     "oauthd.metrics",
     "oauthd.keyring",
