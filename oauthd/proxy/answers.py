@@ -43,9 +43,13 @@ def challenge(
 
 
 def jsonrpc_error(
-    status: int, code: int, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    request_id: str | int | None = None,
 ) -> ProxyRefusal:
-    body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
     return ProxyRefusal(
         web.Response(
             body=orjson.dumps(body),
@@ -82,3 +86,12 @@ def body_too_large() -> ProxyRefusal:
 def session_not_found() -> ProxyRefusal:
     """An `Mcp-Session-Id` unknown, or bound to another grant: never a hint which."""
     return jsonrpc_error(404, -32001, "Session not found")
+
+
+def header_mismatch(message: str, request_id: str | int | None) -> ProxyRefusal:
+    """A 2026-07-28 request whose mirrored headers disagree with its body."""
+    return jsonrpc_error(400, -32020, f"Header mismatch: {message}", request_id=request_id)
+
+
+def not_json() -> ProxyRefusal:
+    return jsonrpc_error(400, -32700, "Parse error: the request body is not JSON")

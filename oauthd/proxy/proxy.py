@@ -20,13 +20,24 @@ from oauthd.model import Grant
 from oauthd.proxy.answers import (
     ProxyRefusal,
     body_too_large,
+    header_mismatch,
     internal_error,
+    not_json,
     session_not_found,
     store_unavailable,
 )
 from oauthd.proxy.authority import Authority
 from oauthd.proxy.gate import Gate
 from oauthd.proxy.identity import Identity
+from oauthd.proxy.messages import (
+    PROTOCOL_VERSION_HEADER,
+    Mismatch,
+    NotJson,
+    check_headers,
+    parse,
+    request_id,
+    validates_headers,
+)
 from oauthd.proxy.relay import Relay
 from oauthd.proxy.sessions import SESSION_HEADER, SessionBindings
 from oauthd.store import Store, Unavailable
@@ -98,7 +109,8 @@ class McpProxy:
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()
-            return await self._forward(request, grant, session_id, started)
+            body = await self._checked_body(request)
+            return await self._forward(request, grant, session_id, started, body)
         except ProxyRefusal as refusal:
             return self._refused(request, refusal, started)
         except Unavailable as exc:
@@ -110,11 +122,41 @@ class McpProxy:
         finally:
             request_id_var.reset(token)
 
+    async def _checked_body(self, request: web.Request) -> bytes | None:
+        """The body of a POST whose headers must mirror it (2026-07-28 on), read and
+        checked (400 -32020 on a mismatch); None when the body is not looked at."""
+        if request.method != "POST" or not validates_headers(
+            request.headers.get(PROTOCOL_VERSION_HEADER)
+        ):
+            return None
+        if (request.content_length or 0) > self._max_request_bytes:
+            raise body_too_large()
+        body = await self._relay.read_body(request)
+        try:
+            message = parse(body)
+        except NotJson:
+            raise not_json() from None
+        try:
+            check_headers(request.headers, message)
+        except Mismatch as exc:
+            log.info(
+                "request refused: headers disagree with the body",
+                extra={"event": "proxy.header_mismatch", "reason": str(exc)},
+            )
+            raise header_mismatch(str(exc), request_id(message)) from None
+        return body
+
     async def _forward(
-        self, request: web.Request, grant: Grant, session_id: str | None, started: float
+        self,
+        request: web.Request,
+        grant: Grant,
+        session_id: str | None,
+        started: float,
+        body: bytes | None = None,
     ) -> web.StreamResponse:
         """The request upstream with its caller's identity, the answer back to the client;
-        the sessions follow what the answer did to `session_id`."""
+        the sessions follow what the answer did to `session_id`. `body`: the body, if it
+        was read already."""
         length = request.content_length
         if (length or 0) > self._max_request_bytes:
             raise body_too_large()
@@ -127,7 +169,7 @@ class McpProxy:
             if call:
                 await self._relay.take_slot()
             try:
-                upstream = await self._relay.send(request, length, headers, watch)
+                upstream = await self._relay.send(request, length, headers, watch, body)
                 async with upstream:
                     new_id = upstream.headers.get(SESSION_HEADER)
                     if (new_id and new_id != session_id) or request.method == "DELETE":

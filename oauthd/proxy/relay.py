@@ -137,16 +137,32 @@ class Relay:
     def free_slot(self) -> None:
         self._slots.release()
 
+    async def read_body(self, request: web.Request) -> bytes:
+        """The whole body, for a request the proxy must read before it decides; 413 past
+        `max_request_bytes`."""
+        if request.content_length is not None and request.content_length <= SMALL_BODY:
+            return await request.read()
+        try:
+            return b"".join([chunk async for chunk in self._body(request)])
+        except _TooLarge:
+            raise body_too_large() from None
+
     async def send(
-        self, request: web.Request, length: int | None, headers: CIMultiDict[str], watch: Watch
+        self,
+        request: web.Request,
+        length: int | None,
+        headers: CIMultiDict[str],
+        watch: Watch,
+        body_read: bytes | None = None,
     ) -> aiohttp.ClientResponse:
         """The request, with `headers`, to the upstream: its answer's head, or a refusal
         (413 for a body over `max_request_bytes`, else 502/504). `length` is the request's
-        Content-Length, already checked against the limit."""
-        body: bytes | AsyncIterator[bytes] | None = None
-        if length is not None and length <= SMALL_BODY:
+        Content-Length, already checked against the limit; `body_read` the body if the
+        proxy read it already."""
+        body: bytes | AsyncIterator[bytes] | None = body_read
+        if body is None and length is not None and length <= SMALL_BODY:
             body = await request.read()  # one write upstream, with a Content-Length
-        elif request.body_exists:
+        elif body is None and request.body_exists:
             body = self._body(request)  # streamed, counted against max_request_bytes
         assert self._session is not None
         try:

@@ -59,6 +59,7 @@ class Exchange:
     session_id: str | None  # Mcp-Session-Id sent
     content_type: str  # of the response
     body: bytes
+    mcp_method: str | None = None  # the 2026-07-28 header mirroring the body's method
 
     def rpc_methods(self) -> list[str]:
         if self.method != "POST" or not self.path.endswith("/mcp"):
@@ -90,6 +91,7 @@ class Traffic:
                 request.headers.get("Mcp-Session-Id"),
                 response.headers.get("Content-Type", ""),
                 body,
+                request.headers.get("Mcp-Method"),
             )
         )
 
@@ -276,6 +278,29 @@ async def test_sdk_client_logs_in_calls_tools_refreshes(
             assert response.status == 401
             assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
     assert client.browser.logins == 1
+
+
+@pytest.mark.timeout(40)
+async def test_a_2026_07_28_client_passes_the_header_check(oauthd: OauthdProcess) -> None:
+    """The SDK speaking 2026-07-28 (server/discover, no MCP session) mirrors each body in
+    `Mcp-Method`/`Mcp-Name`; oauthd checks them and passes every call."""
+    client, traffic = traced_client(oauthd, "none")
+    with anyio.fail_after(30):
+        async with (
+            client.http() as http,
+            streamable_http_client(oauthd.mcp_url, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            found = await session.discover()
+            assert "2026-07-28" in found.supported_versions
+            tools = await session.list_tools()
+            assert {t.name for t in tools.tools} >= {"echo", "add"}
+            await add(session, 4, 5)
+    calls = [e for e in traffic.to("POST", "/mcp") if e.status != 401]
+    assert calls and all(e.status == 200 for e in calls), [(e.status, e.body) for e in calls]
+    assert {e.mcp_method for e in calls} >= {"tools/list", "tools/call"}
+    assert all(e.mcp_method == e.rpc_methods()[0] for e in calls)
+    assert {e.session_id for e in calls} == {None}
 
 
 # -- 3: restarts ------------------------------------------------------------------------------

@@ -101,7 +101,11 @@ async def test_requests_without_a_session_id_pass_unchanged(
     await open_session(oauthd, upstream)  # a session of this grant exists: not implied
     granted = await oauthd.grant()
     body = b'{"jsonrpc":"2.0","id":"x","method":"tools/list"}'
-    headers = {"Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28"}
+    headers = {
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/list",
+    }
     reply = await oauthd.mcp("POST", granted, data=body, headers=headers)
     assert reply.status == 200, reply.text
     assert "Mcp-Session-Id" not in reply.headers
