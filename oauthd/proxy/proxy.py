@@ -3,6 +3,8 @@ its caller's identity upstream, and is relayed without buffering, in both direct
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -40,6 +42,7 @@ from oauthd.proxy.messages import (
 )
 from oauthd.proxy.relay import Relay
 from oauthd.proxy.sessions import SESSION_HEADER, SessionBindings
+from oauthd.proxy.streams import OpenStreams
 from oauthd.store import Store, Unavailable
 
 log = logging.getLogger("oauthd.proxy")
@@ -72,21 +75,30 @@ class McpProxy:
         self._gate = Gate(config, auth.verify_bearer)
         self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
         self._identity = Identity(config, auth.upstream_access_token, authorization)
-        self._relay = Relay(config.upstream, self._metrics, self._gate.add_cors, self._observe)
+        self.streams = OpenStreams(store.grants, clock)
+        self._relay = Relay(
+            config.upstream, self._metrics, self._gate.add_cors, self._observe, self.streams
+        )
+        self._watch: asyncio.Task[None] | None = None
         self._max_request_bytes = config.upstream.max_request_bytes
         self._id_prefix, self._ids = secrets.token_hex(4) + "-", itertools.count(1)
         auth.on_grant_ended(self.close_sessions_of)
 
     async def start(self) -> None:
         await self._relay.start()
+        self._watch = asyncio.create_task(self.streams.watch(), name="proxy-stream-watch")
 
     async def end_streams(self) -> None:
         """At shutdown: end the long-lived GET streams now (clients reconnect, with
         Last-Event-ID, to the next instance), so that the drain waits only for requests
         that finish by themselves (tool calls and their SSE answers)."""
-        await self._relay.end_streams()
+        self.streams.end_long_lived()
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await self._relay.close()
 
     # -- the request path ------------------------------------------------------------------
@@ -176,9 +188,7 @@ class McpProxy:
                         await self.sessions.track(
                             request.method, upstream.status, grant, session_id, new_id
                         )
-                    if call:
-                        return await self._relay.stream_back(request, upstream, started, watch)
-                    with self._relay.long_lived(upstream):
+                    with self.streams.relaying(grant.id, upstream, long_lived=not call):
                         return await self._relay.stream_back(request, upstream, started, watch)
             finally:
                 if call:
@@ -200,6 +210,8 @@ class McpProxy:
     # -- revocation -------------------------------------------------------------------------
 
     async def close_sessions_of(self, grant: Grant) -> None:
-        """A grant ended: close its MCP sessions upstream (DELETE) and forget them."""
+        """A grant ended: end its streams, close its MCP sessions upstream (DELETE) and
+        forget them."""
+        self.streams.end_grant(grant.id)
         for session_id in await self.sessions.release_all(grant):
             await self._relay.delete(self._identity.session_close_headers(grant, session_id))

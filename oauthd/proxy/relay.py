@@ -6,11 +6,10 @@ was too slow; after that, the stream is cut."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -22,6 +21,7 @@ from oauthd.metrics import Metrics
 from oauthd.proxy.answers import ProxyRefusal, body_too_large, jsonrpc_error, overloaded
 from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
 from oauthd.proxy.headers import client_response_headers, upstream_url
+from oauthd.proxy.streams import OpenStreams
 
 log = logging.getLogger("oauthd.proxy")
 
@@ -65,9 +65,15 @@ def upstream_error_kind(exc: BaseException) -> str:
 
 class Relay:
     def __init__(
-        self, upstream: UpstreamConfig, metrics: Metrics, add_cors: AddCors, observe: Observe
+        self,
+        upstream: UpstreamConfig,
+        metrics: Metrics,
+        add_cors: AddCors,
+        observe: Observe,
+        streams: OpenStreams,
     ) -> None:
         self._metrics = metrics
+        self._streams = streams
         self._add_cors = add_cors
         self._observe = observe
         self._upstream_base = URL(upstream.url)  # parsed once, not per request
@@ -90,8 +96,6 @@ class Relay:
         self._deadlines = ReadDeadlines(upstream.read_timeout)
         self.watch = self._deadlines.watch  # a request's watch, armed while it waits
         self.release = self._deadlines.release
-        self._open_streams: set[aiohttp.ClientResponse] = set()
-        self._ending_streams = False
         self._loop_time = time.monotonic  # what asyncio's loop.time() reads
 
     async def start(self) -> None:
@@ -102,12 +106,6 @@ class Relay:
             cookie_jar=aiohttp.DummyCookieJar(),
             connector=aiohttp.TCPConnector(limit=0),
         )
-
-    async def end_streams(self) -> None:
-        """End the long-lived GET streams now (see `McpProxy.end_streams`)."""
-        self._ending_streams = True  # these ends are not upstream errors
-        for upstream in list(self._open_streams):
-            upstream.close()
 
     async def close(self) -> None:
         await self._deadlines.stop()
@@ -218,16 +216,6 @@ class Relay:
 
     # -- upstream to client ----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def long_lived(self, upstream: aiohttp.ClientResponse) -> Iterator[None]:
-        """Around streaming back the answer to a GET: a stream that lasts until either side
-        ends it, or `end_streams` does at shutdown."""
-        self._open_streams.add(upstream)
-        try:
-            yield
-        finally:
-            self._open_streams.discard(upstream)
-
     async def stream_back(
         self,
         request: web.Request,
@@ -266,7 +254,7 @@ class Relay:
             while chunk := await self._next_chunk(content, watch):  # SSE: event by event
                 await response.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if self._cut_short(request, response, exc):
+            if self._cut_short(request, response, upstream, exc):
                 return response
         except ConnectionResetError:
             pass  # the client went away; leaving the block closes the upstream request
@@ -279,12 +267,17 @@ class Relay:
         return response
 
     def _cut_short(
-        self, request: web.Request, response: web.StreamResponse, exc: BaseException
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        upstream: aiohttp.ClientResponse,
+        exc: BaseException,
     ) -> bool:
-        """The upstream's answer broke off: counted (unless at shutdown) and logged. True
-        if the client's connection was closed (it was promised more bytes than will come,
-        and would wait for them until its keep-alive ends)."""
-        if not self._ending_streams:
+        """The upstream's answer broke off: counted (unless oauthd ended it: a shutdown,
+        an ended grant) and logged. True if the client's connection was closed (it was
+        promised more bytes than will come, and would wait for them until its keep-alive
+        ends)."""
+        if not self._streams.ended_here(upstream):
             self._metrics.upstream_error("stream_cut")
         log.info(
             "upstream stream ended early",
