@@ -188,8 +188,11 @@ class McpProxy:
                         await self.sessions.track(
                             request.method, upstream.status, grant, session_id, new_id
                         )
-                    with self.streams.relaying(grant.id, upstream, long_lived=not call):
+                    self.streams.opened(grant.id, upstream, not call)
+                    try:
                         return await self._relay.stream_back(request, upstream, started, watch)
+                    finally:
+                        self.streams.closed(grant.id, upstream)
             finally:
                 if call:
                     self._relay.free_slot()

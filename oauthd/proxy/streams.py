@@ -18,10 +18,8 @@ failures: `ended_here` tells the relay not to count them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
-from collections.abc import Iterator
 
 import aiohttp
 
@@ -44,25 +42,25 @@ class OpenStreams:
         self._ended: weakref.WeakSet[aiohttp.ClientResponse] = weakref.WeakSet()
         self.shutting_down = False
 
-    @contextlib.contextmanager
-    def relaying(
-        self, grant_id: str, upstream: aiohttp.ClientResponse, *, long_lived: bool
-    ) -> Iterator[None]:
-        """Around relaying `upstream`'s answer back (`long_lived`: a GET stream, which
-        also ends at shutdown)."""
+    def opened(self, grant_id: str, upstream: aiohttp.ClientResponse, long_lived: bool) -> None:
+        """`upstream`'s answer is being relayed back (`long_lived`: a GET stream, which
+        also ends at shutdown); `closed` when it is done. (Two calls, not a context
+        manager: this is the hot path.)"""
         streams = self._by_grant.get(grant_id)
         if streams is None:
-            streams = self._by_grant[grant_id] = set()
-        streams.add(upstream)
+            self._by_grant[grant_id] = {upstream}
+        else:
+            streams.add(upstream)
         if long_lived:
             self._long_lived.add(upstream)
-        try:
-            yield
-        finally:
+
+    def closed(self, grant_id: str, upstream: aiohttp.ClientResponse) -> None:
+        streams = self._by_grant.get(grant_id)
+        if streams is not None:
             streams.discard(upstream)
-            if not streams and self._by_grant.get(grant_id) is streams:
+            if not streams:
                 del self._by_grant[grant_id]
-            self._long_lived.discard(upstream)
+        self._long_lived.discard(upstream)
 
     def ended_here(self, upstream: aiohttp.ClientResponse) -> bool:
         """True if oauthd ended this answer (a shutdown, an ended grant)."""
