@@ -21,10 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from multidict import istr
 
-PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
-METHOD_HEADER = "Mcp-Method"
-NAME_HEADER = "Mcp-Name"
+# istr: aiohttp's header lookups need not case-fold them on every request
+PROTOCOL_VERSION_HEADER = istr("MCP-Protocol-Version")
+METHOD_HEADER = istr("Mcp-Method")
+NAME_HEADER = istr("Mcp-Name")
 FIRST_VALIDATING_VERSION = "2026-07-28"
 HEADER_MISMATCH = -32020
 PARSE_ERROR = -32700

@@ -121,7 +121,11 @@ class McpProxy:
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()
-            body = await self._checked_body(request)
+            body = None
+            if request.method == "POST" and validates_headers(
+                request.headers.get(PROTOCOL_VERSION_HEADER)
+            ):
+                body = await self._checked_body(request)
             return await self._forward(request, grant, session_id, started, body)
         except ProxyRefusal as refusal:
             return self._refused(request, refusal, started)
@@ -134,13 +138,9 @@ class McpProxy:
         finally:
             request_id_var.reset(token)
 
-    async def _checked_body(self, request: web.Request) -> bytes | None:
+    async def _checked_body(self, request: web.Request) -> bytes:
         """The body of a POST whose headers must mirror it (2026-07-28 on), read and
-        checked (400 -32020 on a mismatch); None when the body is not looked at."""
-        if request.method != "POST" or not validates_headers(
-            request.headers.get(PROTOCOL_VERSION_HEADER)
-        ):
-            return None
+        checked (400 -32020 on a mismatch)."""
         if (request.content_length or 0) > self._max_request_bytes:
             raise body_too_large()
         body = await self._relay.read_body(request)
@@ -188,11 +188,15 @@ class McpProxy:
                         await self.sessions.track(
                             request.method, upstream.status, grant, session_id, new_id
                         )
-                    self.streams.opened(grant.id, upstream, not call)
+                    # Streams end with their grant; a JSON answer ends by itself.
+                    stream = not call or upstream.content_type == "text/event-stream"
+                    if stream:
+                        self.streams.opened(grant.id, upstream, not call)
                     try:
                         return await self._relay.stream_back(request, upstream, started, watch)
                     finally:
-                        self.streams.closed(grant.id, upstream)
+                        if stream:
+                            self.streams.closed(grant.id, upstream)
             finally:
                 if call:
                     self._relay.free_slot()
