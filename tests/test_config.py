@@ -115,6 +115,18 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.pages.service_name == ""
 
 
+def test_a_scope_hierarchy(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        '[oauth]\nscopes = ["mcp", "files:read", "files:write", "files:admin"]\n'
+        'scope_implies = { "files:write" = ["files:read"], "files:admin" = ["files:write"] }\n',
+    )
+    assert config.oauth.scope_implies == (
+        ("files:write", ("files:read",)),
+        ("files:admin", ("files:write",)),
+    )
+
+
 def test_the_pages_may_name_the_service(tmp_path: Path) -> None:
     config = load_text(tmp_path, '[pages]\nservice_name = "Acme MCP"\n')
     assert config.pages.service_name == "Acme MCP"
@@ -267,6 +279,23 @@ USER = f'[[login.users]]\nusername = "alice"\npassword_hash = "{HASH}"\n'
         (
             '[metrics]\nlisten = "9101"',
             'metrics.listen: expected "host:port" or "[ipv6]:port", got "9101"',
+        ),
+        (
+            '[oauth]\nscope_implies = ["a"]',
+            'oauth.scope_implies: expected a table like { "files:write" = ["files:read"] }, '
+            "got an array",
+        ),
+        (
+            '[oauth]\nscopes = ["a", "b"]\nscope_implies = { a = "b" }',
+            'oauth.scope_implies.a: expected an array of strings, got "b"',
+        ),
+        (
+            '[oauth]\nscopes = ["mcp", "a"]\nscope_implies = { a = ["c"] }',
+            'oauth.scope_implies.a: "c" is not in oauth.scopes; a hierarchy names offered scopes',
+        ),
+        (
+            '[oauth]\nscopes = ["mcp", "a"]\nscope_implies = { x = ["a"] }',
+            'oauth.scope_implies: "x" is not in oauth.scopes; a hierarchy names offered scopes',
         ),
     ],
 )

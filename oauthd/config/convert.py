@@ -162,6 +162,20 @@ def words(value: object, at: At) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def scope_implications(value: object, at: At) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A table scope -> the scopes it implies: `{ "files:write" = ["files:read"] }`."""
+    if not isinstance(value, dict):
+        raise at.error(
+            f'expected a table like {{ "files:write" = ["files:read"] }}, got {show(value)}'
+        )
+    implications = []
+    for scope, implied in value.items():
+        if not scope or any(c.isspace() for c in scope):
+            raise at.error(f"a scope must be non-empty without spaces, got {show(scope)}")
+        implications.append((scope, words(implied, at.key(scope))))
+    return tuple(implications)
+
+
 def header_name(value: object, at: At) -> str:
     text = string(value, at)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", text) or text.lower() in (

@@ -106,6 +106,10 @@ class OAuthConfig:
     allowed_redirect_schemes: tuple[str, ...] = field(metadata=key(to.words, []))
     registrations_per_minute: int = field(metadata=key(to.positive_int, 20))
     device_guesses_per_minute: int = field(metadata=key(to.positive_int, 10))
+    # scope -> what it implies (transitively): honoured wherever scopes are compared
+    scope_implies: tuple[tuple[str, tuple[str, ...]], ...] = field(
+        metadata=key(to.scope_implications, {})
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,13 @@ def check_config(config: Config, at: At) -> None:
             .key("required_scopes")
             .error(f"{show(unknown[0])} is not in oauth.scopes, so no token could ever carry it")
         )
+    implies = at.key("oauth").key("scope_implies")
+    for scope, implied in config.oauth.scope_implies:
+        for named, where in ((scope, implies), *((s, implies.key(scope)) for s in implied)):
+            if named not in config.oauth.scopes:
+                raise where.error(
+                    f"{show(named)} is not in oauth.scopes; a hierarchy names offered scopes"
+                )
     _check_shared_key(config, at)
     listen = config.metrics.listen
     if listen is not None and listen.port != 0 and listen == config.server.listen:

@@ -26,6 +26,7 @@ from oauthd.oauth.errors import (
     redirect_error,
 )
 from oauthd.oauth.metadata import resource_of
+from oauthd.scopes import FLAT, ScopeHierarchy
 from oauthd.store import Store
 
 MAX_STATE = 2000
@@ -65,7 +66,9 @@ class Authorizer:
         clock: Clock,
         clients: ClientRegistry,
         sealer: crypto.Sealer | None = None,
+        scopes: ScopeHierarchy = FLAT,
     ) -> None:
+        self._hierarchy = scopes
         self._sealer = sealer
         self._config = config
         self._store = store
@@ -220,7 +223,9 @@ class Authorizer:
         if user is None or flow.pending.device_key is not None:
             return False
         consent = await self._store.consents.get(consent_key(user, flow.client.client_id))
-        return consent is not None and set(flow.pending.scopes) <= set(consent.scopes)
+        return consent is not None and self._hierarchy.covers(
+            frozenset(consent.scopes), flow.pending.scopes
+        )
 
     async def remember_consent(self, flow: Flow) -> None:
         user = flow.pending.user

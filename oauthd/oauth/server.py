@@ -65,7 +65,7 @@ class AuthServer:
         self.metrics = metrics or Metrics()
         self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics)
         self.tokens = Tokens(config, store, clock, self.metrics)
-        self.authorizer = Authorizer(config, store, clock, self.clients, sealer)
+        self.authorizer = Authorizer(config, store, clock, self.clients, sealer, self.tokens.scopes)
         self.devices = DeviceFlows(config, store, clock, self.tokens, device_key or os.urandom(32))
         self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices, sealer)
         self.upstream: UpstreamLogin | None = None

@@ -25,6 +25,7 @@ from oauthd.model import Client, Grant
 from oauthd.oauth.authorize import canonical_resource
 from oauthd.oauth.errors import OAuthError, invalid_grant
 from oauthd.oauth.metadata import resource_of
+from oauthd.scopes import ScopeHierarchy
 from oauthd.store import Store
 
 GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
@@ -99,6 +100,7 @@ class Tokens:
         self._store = store
         self._clock = clock
         self.resource = resource_of(config)
+        self.scopes = ScopeHierarchy(dict(config.oauth.scope_implies))
         self.grant_ended: list[GrantEndedListener] = []
         self._background: set[asyncio.Task[None]] = set()
 
@@ -286,7 +288,7 @@ class Tokens:
         if scope is None:
             return grant.scopes
         wanted = tuple(dict.fromkeys(scope.split()))
-        extra = [s for s in wanted if s not in grant.scopes]
+        extra = self.scopes.missing(frozenset(grant.scopes), wanted)  # implied ones are held
         if extra:
             raise OAuthError("invalid_scope", f"scope {extra[0]!r} was not granted")
         return wanted

@@ -16,6 +16,7 @@ from oauthd.config import Config
 from oauthd.model import Grant
 from oauthd.oauth import BearerCheck
 from oauthd.proxy.answers import challenge, jsonrpc_error
+from oauthd.scopes import ScopeHierarchy
 
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
@@ -32,6 +33,7 @@ class Gate:
         self._own_origin = issuer.lower()
         self._allowed_origins = config.upstream.allowed_origins
         self._required_scopes = config.upstream.required_scopes
+        self._hierarchy = ScopeHierarchy(dict(config.oauth.scope_implies))
         self._scope = " ".join(self._required_scopes)
         self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource/mcp"
         self._verify_bearer = verify_bearer  # bound once: the hot path
@@ -88,7 +90,12 @@ class Gate:
                 "invalid_token",
                 "the access token is invalid or has expired",
             )
-        missing = [s for s in self._required_scopes if s not in grant.token_scopes]
+        if self._hierarchy:  # a scope may be held through one that implies it
+            missing = list(
+                self._hierarchy.missing(frozenset(grant.token_scopes), self._required_scopes)
+            )
+        else:
+            missing = [s for s in self._required_scopes if s not in grant.token_scopes]
         if missing:
             raise challenge(
                 403,

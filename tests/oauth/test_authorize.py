@@ -15,6 +15,7 @@ from tests.support.protocol import (
     SCOPES,
     WEB_REDIRECT,
     Env,
+    EnvFactory,
     query_of,
     refused,
 )
@@ -353,6 +354,16 @@ async def test_consent_grows_with_wider_approvals(env: Env) -> None:
     assert consent.scopes == ("mcp", "files:write")
     both = await env.signed_in(await env.begin(client, scope="files:write mcp"))
     assert await env.server.authorizer.has_consent(both)
+
+
+async def test_consent_to_a_scope_covers_what_it_implies(env_with: EnvFactory) -> None:
+    env = env_with(oauth={"scope_implies": (("files:write", ("files:read",)),)})
+    client = (await env.register()).client
+    await env.approved(await env.begin(client, scope="files:write"))
+    implied = await env.signed_in(await env.begin(client, scope="files:read"))
+    assert await env.server.authorizer.has_consent(implied)
+    not_implied = await env.signed_in(await env.begin(client, scope="mcp files:read"))
+    assert not await env.server.authorizer.has_consent(not_implied)
 
 
 async def test_no_consent_before_login_or_after_expiry(env: Env) -> None:

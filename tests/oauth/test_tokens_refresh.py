@@ -209,6 +209,17 @@ async def test_omitted_scope_after_narrowing_is_the_original(env: Env) -> None:
     assert again.scope == "mcp files:read"
 
 
+async def test_narrowing_to_an_implied_scope(env_with: EnvFactory) -> None:
+    env = env_with(oauth={"scope_implies": (("files:write", ("files:read",)),)})
+    issued = await env.code_flow(scope="files:write")
+    narrowed = await env.refresh(issued, scope="files:read")
+    assert narrowed.scope == "files:read"
+    grant = await env.server.verify_bearer(narrowed.access_token)
+    assert grant is not None and grant.token_scopes == ("files:read",)
+    error = await refused(env.refresh(issued, narrowed.refresh_token, scope="mcp"))
+    assert (error.error, error.status) == ("invalid_scope", 400)
+
+
 @pytest.mark.parametrize("scope", ["files:write", "mcp admin"])
 async def test_scope_cannot_widen(env: Env, scope: str) -> None:
     issued = await env.code_flow(scope="mcp files:read")
