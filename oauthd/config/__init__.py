@@ -15,6 +15,7 @@ from oauthd.config.secret_refs import read_secret
 from oauthd.config.sections import (
     AdminConfig,
     Config,
+    ForwardAuthConfig,
     GithubConfig,
     IntrospectionConfig,
     Listen,
@@ -35,6 +36,7 @@ __all__ = [
     "AdminConfig",
     "Config",
     "ConfigError",
+    "ForwardAuthConfig",
     "GithubConfig",
     "IntrospectionConfig",
     "Listen",

@@ -178,6 +178,12 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardAuthConfig:
+    # Peers (the front proxies themselves) that may ask /forward-auth; [] turns it off.
+    allow: tuple[str, ...] = field(metadata=key(to.networks, ["127.0.0.1/32", "::1/128"]))
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     socket: str = field(metadata=key(to.string, ""))  # "" = admin.sock in the state dir
 
@@ -272,6 +278,7 @@ class Config:
     introspection: IntrospectionConfig = field(metadata=key(section(IntrospectionConfig), {}))
     login: LoginConfig = field(metadata=key(section(LoginConfig, _check_login), {}))
     metrics: MetricsConfig = field(metadata=key(section(MetricsConfig), {}))
+    forward_auth: ForwardAuthConfig = field(metadata=key(section(ForwardAuthConfig), {}))
     admin: AdminConfig = field(metadata=key(section(AdminConfig), {}))
     log: LogConfig = field(metadata=key(section(LogConfig), {}))
     pages: PagesConfig = field(metadata=key(section(PagesConfig), {}))

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from oauthd.clock import Clock
 from oauthd.config import Config
-from oauthd.http import account, browser, health, notfound, oauth_api
+from oauthd.http import account, browser, forward_auth, health, notfound, oauth_api
 from oauthd.http import metrics as metrics_route
 from oauthd.http.errors import REFUSALS, Routes
 from oauthd.http.keys import CLOCK, CONFIG, METRICS, PROXY
@@ -43,6 +43,7 @@ def web_app(config: Config, clock: Clock, metrics: Metrics) -> web.Application:
     app.on_shutdown.append(_end_streams)
     app.on_response_prepare.append(_no_server_header)
     app.router.add_route("*", "/mcp", _proxy_handler)  # the proxy renders its own answers
+    forward_auth.add_routes(app)  # so does its gate for other proxies
     routes = Routes(app)
     routes.get("/healthz", health.healthz)
     routes.get("/readyz", health.readyz)

@@ -29,6 +29,7 @@ from oauthd.proxy.answers import (
     store_unavailable,
 )
 from oauthd.proxy.authority import Authority
+from oauthd.proxy.forward_auth import ForwardAuth
 from oauthd.proxy.gate import Gate
 from oauthd.proxy.identity import Identity
 from oauthd.proxy.messages import (
@@ -75,6 +76,7 @@ class McpProxy:
         self._gate = Gate(config, auth.verify_bearer)
         self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
         self._identity = Identity(config, auth.upstream_access_token, authorization)
+        self._forward_auth = ForwardAuth(self._gate, self._identity)
         self.streams = OpenStreams(store.grants, clock)
         self._relay = Relay(
             config.upstream, self._metrics, self._gate.add_cors, self._observe, self.streams
@@ -202,6 +204,20 @@ class McpProxy:
                     self._relay.free_slot()
         finally:
             self._relay.release(watch)
+
+    async def forward_auth(self, request: web.Request) -> web.StreamResponse:
+        """Another proxy's question about a request to the MCP server it fronts
+        (`proxy/forward_auth.py`): 200 with the identity headers, or `/mcp`'s refusal."""
+        try:
+            return await self._forward_auth.check(request)
+        except ProxyRefusal as refusal:
+            return refusal.response
+        except Unavailable as exc:
+            self._on_unavailable(exc, request.path)
+            return store_unavailable(exc).response
+        except Exception:  # a bug
+            log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
+            return internal_error(request.headers.get("X-Request-Id", "")[:64] or "-").response
 
     def _refused(
         self, request: web.Request, refusal: ProxyRefusal, started: float

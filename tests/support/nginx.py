@@ -31,6 +31,12 @@ http {{
     client_body_buffer_size 1m;
     server {{
         listen 127.0.0.1:{port};
+{locations}
+    }}
+}}
+"""
+# The locations of docs/operations.md's "Behind a reverse proxy" ({{ }} for braces).
+PROXY_LOCATIONS = """\
         location / {{
             proxy_pass http://127.0.0.1:{upstream_port};
             proxy_bind 127.0.0.1;
@@ -39,8 +45,6 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_buffering off;
         }}
-    }}
-}}
 """
 
 
@@ -54,11 +58,14 @@ def nginx_binary() -> str:
     return found
 
 
-def _spawn(directory: Path, port: int, upstream_port: int) -> subprocess.Popen[bytes]:
+def _spawn(
+    directory: Path, port: int, upstream_port: int, locations: str
+) -> subprocess.Popen[bytes]:
     binary = nginx_binary()
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "nginx.conf"
-    conf.write_text(CONF.format(dir=directory, port=port, upstream_port=upstream_port))
+    located = locations.format(upstream_port=upstream_port)
+    conf.write_text(CONF.format(dir=directory, port=port, locations=located))
     with (directory / "stderr.log").open("wb") as stderr:
         return subprocess.Popen(
             [binary, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"],
@@ -81,9 +88,12 @@ def _failure(what: str, directory: Path) -> AssertionError:
 
 
 @contextlib.asynccontextmanager
-async def running_nginx(directory: Path, port: int, upstream_port: int) -> AsyncIterator[None]:
-    """nginx on 127.0.0.1:`port` in front of 127.0.0.1:`upstream_port`, stopped at exit."""
-    proc = _spawn(directory, port, upstream_port)
+async def running_nginx(
+    directory: Path, port: int, upstream_port: int, locations: str = PROXY_LOCATIONS
+) -> AsyncIterator[None]:
+    """nginx on 127.0.0.1:`port` in front of 127.0.0.1:`upstream_port` (`locations`: the
+    server's location blocks, `{upstream_port}` filled in), stopped at exit."""
+    proc = _spawn(directory, port, upstream_port, locations)
     try:
         for _ in range(200):
             if proc.poll() is not None:
