@@ -43,7 +43,7 @@ def web_app(config: Config, clock: Clock, metrics: Metrics) -> web.Application:
     app.on_shutdown.append(_end_streams)
     app.on_response_prepare.append(_no_server_header)
     app.router.add_route("*", "/mcp", _proxy_handler)  # the proxy renders its own answers
-    forward_auth.add_routes(app)  # so does its gate for other proxies
+    forward_auth.add_routes(app)
     routes = Routes(app)
     routes.get("/healthz", health.healthz)
     routes.get("/readyz", health.readyz)

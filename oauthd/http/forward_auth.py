@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oauthd.http.errors import json_error
+from oauthd.http.errors import Routes, json_error
 from oauthd.http.keys import CONFIG, PROXY
 from oauthd.peers import in_networks
 
@@ -21,5 +21,6 @@ async def forward_auth(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("*", PATH, forward_auth)
-    app.router.add_route("*", PATH + "/{tail:.*}", forward_auth)
+    routes = Routes(app)  # the gate answers for itself; anything unexpected is rendered
+    routes.add("*", PATH, forward_auth)
+    routes.add("*", PATH + "/{tail:.*}", forward_auth)

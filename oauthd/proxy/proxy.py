@@ -215,9 +215,6 @@ class McpProxy:
         except Unavailable as exc:
             self._on_unavailable(exc, request.path)
             return store_unavailable(exc).response
-        except Exception:  # a bug
-            log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
-            return internal_error(request.headers.get("X-Request-Id", "")[:64] or "-").response
 
     def _refused(
         self, request: web.Request, refusal: ProxyRefusal, started: float
