@@ -32,7 +32,12 @@ class Client:
     secret_hash: bytes | None
     source: str  # "dcr" | "cimd"
     created_at: float
+    # A registration never used expires `oauth.unused_client_lifetime` after it was made;
+    # its first use clears that (see oauth/registry.py).
     expires_at: float | None = None
+    # when it was last used at /authorize, /token, ...; None: never. Written at most once
+    # per `registry.LAST_USED_RESOLUTION` (format 3)
+    last_used_at: float | None = None
 
     @property
     def key(self) -> str:
@@ -196,7 +201,53 @@ class McpSession:
         return self.session_key
 
 
-Record = Client | Consent | PendingAuthorization | AuthCode | Grant | DeviceFlow | McpSession
+@dataclass(slots=True)
+class RegistrationGroup:
+    """The registrations of one app that have not been used yet, oldest first: those with
+    the same name, redirect URIs (loopback ports aside), grant types and authentication
+    method. Bounds how many never-used registrations one app leaves behind (clients that
+    register again on every connection). Keyed by a digest of what the group shares; it
+    expires with its newest member's unused lifetime (format 3)."""
+
+    KIND: ClassVar[str] = "registration_groups"
+    group_key: str
+    client_ids: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.group_key
+
+
+@dataclass(slots=True)
+class AccountSession:
+    """A person signed in at /account ("Connected apps"). The cookie is
+    `<session_key>.<secret>`; only a digest of the secret is kept (format 3)."""
+
+    KIND: ClassVar[str] = "account_sessions"
+    session_key: str
+    secret_hash: bytes
+    user: str = field(metadata=INTERN)
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.session_key
+
+
+Record = (
+    Client
+    | Consent
+    | PendingAuthorization
+    | AuthCode
+    | Grant
+    | DeviceFlow
+    | McpSession
+    | RegistrationGroup
+    | AccountSession
+)
 
 RECORD_TYPES: tuple[type[Record], ...] = (
     Client,
@@ -206,4 +257,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     Grant,
     DeviceFlow,
     McpSession,
+    RegistrationGroup,
+    AccountSession,
 )
