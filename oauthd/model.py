@@ -10,10 +10,24 @@ Digests (`*_hash`) are SHA-256 of a secret; the clear secret is never kept.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 INTERN = {"intern": True}  # field metadata: share equal strings/tuples between records
+
+_LOOPBACK = re.compile(r"http://(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]+)?(?=[/?]|$)", re.I)
+
+
+def redirect_set(uris: Iterable[str]) -> tuple[str, ...]:
+    """Redirect URIs as one app's registrations share them: sorted, each once, the port of
+    a loopback http redirect written `:*` (it may change on every run, RFC 8252 s7.3, and
+    matching ignores it), so that `http://localhost:53127/callback` and
+    `http://localhost:60211/callback` are one app's."""
+    return tuple(
+        sorted({_LOOPBACK.sub(lambda m: f"http://{m[1].lower()}:*", uri, 1) for uri in uris})
+    )
 
 
 @dataclass(slots=True)
@@ -42,6 +56,11 @@ class Client:
     @property
     def key(self) -> str:
         return self.client_id
+
+    @property
+    def app(self) -> tuple[str, tuple[str, ...]]:
+        """What the registrations of one app share: the name and the redirect set."""
+        return self.client_name, redirect_set(self.redirect_uris)
 
 
 def consent_key(user: str, client_id: str) -> str:

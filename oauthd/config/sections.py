@@ -105,6 +105,12 @@ class OAuthConfig:
     client_id_metadata_documents: bool = field(metadata=key(to.boolean, True))
     allowed_redirect_schemes: tuple[str, ...] = field(metadata=key(to.words, []))
     registrations_per_minute: int = field(metadata=key(to.positive_int, 20))
+    # registry hygiene (oauth/registry.py): a registration never used is removed after
+    # this ("0s": never); one idle this long, holding no live grant, too ("0s": never)
+    unused_client_lifetime: float = field(metadata=key(to.duration_or_off, "24h"))
+    idle_client_lifetime: float = field(metadata=key(to.duration_or_off, "90d"))
+    # never-used registrations kept per app (same name and redirect URIs), oldest go first
+    unused_registrations_per_app: int = field(metadata=key(to.positive_int, 20))
     device_guesses_per_minute: int = field(metadata=key(to.positive_int, 10))
 
 

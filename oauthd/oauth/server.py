@@ -124,6 +124,11 @@ class AuthServer:
             )
         return await self.clients.register(body)
 
+    async def remove_idle_clients(self) -> int:
+        """Housekeeping: remove the registrations idle past `oauth.idle_client_lifetime`
+        that hold no live grant (`RegistryHygiene.remove_idle`); how many."""
+        return await self.clients.hygiene.remove_idle()
+
     # -- tokens --------------------------------------------------------------------------
 
     async def token(
