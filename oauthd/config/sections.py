@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oauthd.config import convert as to
+from oauthd.config.logo import Logo, logo
 from oauthd.config.schema import At, build, key, section, show
 from oauthd.config.secret_refs import secret_ref
 
@@ -187,6 +188,8 @@ class AdminConfig:
 @dataclass(frozen=True, slots=True)
 class PagesConfig:
     service_name: str = field(metadata=key(to.string, ""))  # "" = the pages say only "oauthd"
+    # a PNG, JPEG, WebP or SVG file (read at start), shown on every page; "" = none
+    logo: Logo | None = field(metadata=key(logo, ""))
 
 
 @dataclass(frozen=True, slots=True)

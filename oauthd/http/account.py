@@ -22,7 +22,7 @@ from oauthd.http.browser import (
     set_browser_cookie,
 )
 from oauthd.http.errors import Routes
-from oauthd.http.keys import AUTH, CLOCK, CONFIG, client_address, service_name
+from oauthd.http.keys import AUTH, CLOCK, CONFIG, client_address, page_brand
 from oauthd.model import AccountSession
 from oauthd.oauth import ACCOUNT_SESSION_TTL, OAuthError, page_error
 
@@ -58,7 +58,7 @@ def _session_csrf(secret: str, session: AccountSession) -> str:
 
 
 def _login_page(
-    service: str, secret: str, username: str = "", error: str | None = None, status: int = 200
+    brand: pages.Brand, secret: str, username: str = "", error: str | None = None, status: int = 200
 ) -> web.Response:
     view = pages.LoginView(
         action="/account/login",
@@ -69,7 +69,7 @@ def _login_page(
         error=error,
         lead="Sign in to see the apps connected to your account.",
     )
-    return html(pages.render_login(view, service), status)
+    return html(pages.render_login(view, brand), status)
 
 
 async def account_page(request: web.Request) -> web.Response:
@@ -77,7 +77,7 @@ async def account_page(request: web.Request) -> web.Response:
     secret, new = browser_secret_or_new(request)
     session = await _session(request)
     if session is None:
-        response = _login_page(service_name(request), secret)
+        response = _login_page(page_brand(request), secret)
     else:
         now = request.app[CLOCK].now()
         apps = await request.app[AUTH].connected_apps(session.user)
@@ -89,7 +89,7 @@ async def account_page(request: web.Request) -> web.Response:
         if request.query.get("revoked") == "1":
             notice = "Access revoked. That app's tokens no longer work."
         view = pages.AccountView(session.user, _session_csrf(secret, session), rows, now, notice)
-        response = html(pages.render_account(view, service_name(request)))
+        response = html(pages.render_account(view, page_brand(request)))
     if new:
         set_browser_cookie(request, response, secret)
     return response
@@ -104,7 +104,7 @@ async def login_submit(request: web.Request) -> web.Response:
     try:
         user = await request.app[AUTH].check_login(username, form.get("password", ""), address)
     except OAuthError as exc:
-        return _login_page(service_name(request), secret, username, exc.description, exc.status)
+        return _login_page(page_brand(request), secret, username, exc.description, exc.status)
     value, _ = await request.app[AUTH].sign_in_to_account(user)
     response = see_other("/account")
     response.set_cookie(
