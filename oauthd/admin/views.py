@@ -54,7 +54,7 @@ class ClientView:
     redirect_uris: tuple[str, ...]
     grant_types: tuple[str, ...]
     created_at: float
-    expires_at: float | None  # a cached document's expiry; None for a registration
+    expires_at: float | None  # a cached document's expiry, or a never-used registration's
     sessions: int
 
     @classmethod
