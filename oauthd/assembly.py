@@ -118,7 +118,7 @@ async def services(
         await proxy.start()
         stack.push_async_callback(proxy.close)
         stack.push_async_callback(auth.drain)  # before the proxy closes: its DELETEs finish
-        await stack.enter_async_context(housekeeping(store))
+        await stack.enter_async_context(housekeeping(store, auth.remove_idle_clients))
         await stack.enter_async_context(admin_server.serving(config, store, auth))
         yield Services(store, auth, proxy)
 

@@ -29,6 +29,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what `generate_late
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 LOGIN_RESULTS = ("success", "failure", "rate_limited")
+CLIENT_REMOVAL_REASONS = ("unused_per_app", "idle")
 ISSUING_GRANTS = ("authorization_code", DEVICE_GRANT)
 REVOCABLE = ("access_token", "refresh_token", "grant")
 REUSABLE = ("refresh_token", "authorization_code")
@@ -112,6 +113,15 @@ class Metrics:
             "Clients registered through dynamic client registration (RFC 7591).",
             registry=r,
         )
+        self._clients_removed = Counter(
+            "oauthd_clients_removed",
+            "Registrations removed by the registry's hygiene rules, by reason "
+            "(unused_per_app: pushed off the app's never-used ones; idle: no use, no grant).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in CLIENT_REMOVAL_REASONS:
+            self._clients_removed.labels(reason)
         for result in LOGIN_RESULTS:
             self._logins.labels(result)
         for grant_type in ISSUING_GRANTS:
@@ -189,6 +199,9 @@ class Metrics:
 
     def client_registered(self) -> None:
         self._registrations.inc()
+
+    def clients_removed(self, reason: str, count: int = 1) -> None:
+        self._clients_removed.labels(reason).inc(count)
 
     # -- events: the proxy -------------------------------------------------------------------
 

@@ -10,10 +10,24 @@ Digests (`*_hash`) are SHA-256 of a secret; the clear secret is never kept.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 INTERN = {"intern": True}  # field metadata: share equal strings/tuples between records
+
+_LOOPBACK = re.compile(r"http://(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]+)?(?=[/?]|$)", re.I)
+
+
+def redirect_set(uris: Iterable[str]) -> tuple[str, ...]:
+    """Redirect URIs as one app's registrations share them: sorted, each once, the port of
+    a loopback http redirect written `:*` (it may change on every run, RFC 8252 s7.3, and
+    matching ignores it), so that `http://localhost:53127/callback` and
+    `http://localhost:60211/callback` are one app's."""
+    return tuple(
+        sorted({_LOOPBACK.sub(lambda m: f"http://{m[1].lower()}:*", uri, 1) for uri in uris})
+    )
 
 
 @dataclass(slots=True)
@@ -32,11 +46,21 @@ class Client:
     secret_hash: bytes | None
     source: str  # "dcr" | "cimd"
     created_at: float
+    # A registration never used expires `oauth.unused_client_lifetime` after it was made;
+    # its first use clears that (see oauth/registry.py).
     expires_at: float | None = None
+    # when it was last used at /authorize, /token, ...; None: never. Written at most once
+    # per `registry.LAST_USED_RESOLUTION` (format 3)
+    last_used_at: float | None = None
 
     @property
     def key(self) -> str:
         return self.client_id
+
+    @property
+    def app(self) -> tuple[str, tuple[str, ...]]:
+        """What the registrations of one app share: the name and the redirect set."""
+        return self.client_name, redirect_set(self.redirect_uris)
 
 
 def consent_key(user: str, client_id: str) -> str:
@@ -196,7 +220,53 @@ class McpSession:
         return self.session_key
 
 
-Record = Client | Consent | PendingAuthorization | AuthCode | Grant | DeviceFlow | McpSession
+@dataclass(slots=True)
+class RegistrationGroup:
+    """The registrations of one app that have not been used yet, oldest first: those with
+    the same name, redirect URIs (loopback ports aside), grant types and authentication
+    method. Bounds how many never-used registrations one app leaves behind (clients that
+    register again on every connection). Keyed by a digest of what the group shares; it
+    expires with its newest member's unused lifetime (format 3)."""
+
+    KIND: ClassVar[str] = "registration_groups"
+    group_key: str
+    client_ids: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.group_key
+
+
+@dataclass(slots=True)
+class AccountSession:
+    """A person signed in at /account ("Connected apps"). The cookie is
+    `<session_key>.<secret>`; only a digest of the secret is kept (format 3)."""
+
+    KIND: ClassVar[str] = "account_sessions"
+    session_key: str
+    secret_hash: bytes
+    user: str = field(metadata=INTERN)
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.session_key
+
+
+Record = (
+    Client
+    | Consent
+    | PendingAuthorization
+    | AuthCode
+    | Grant
+    | DeviceFlow
+    | McpSession
+    | RegistrationGroup
+    | AccountSession
+)
 
 RECORD_TYPES: tuple[type[Record], ...] = (
     Client,
@@ -206,4 +276,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     Grant,
     DeviceFlow,
     McpSession,
+    RegistrationGroup,
+    AccountSession,
 )

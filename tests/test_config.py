@@ -15,6 +15,7 @@ from oauthd.config import (
     load_config,
     parse_duration,
 )
+from oauthd.config.logo import Logo
 from oauthd.passwords import hash_password, parse_password_hash, verify_password
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,15 +62,18 @@ def test_example_values_are_the_defaults() -> None:
     assert dataclasses.replace(config, login=without_users) == expected
 
 
+VALUES = (Listen, Logo)  # dataclasses that are one key's value, not a section
+
+
 def schema_keys(cls: type, prefix: str = "") -> set[str]:
     """Every key path the config dataclasses accept, sections included."""
     keys = set()
     for name, hint in typing.get_type_hints(cls).items():
-        if name == "source" or cls is Listen:
+        if name == "source" or cls in VALUES:
             continue
         keys.add(f"{prefix}{name}")
         for inner in (hint, *typing.get_args(hint)):
-            if dataclasses.is_dataclass(inner) and inner is not Listen:
+            if dataclasses.is_dataclass(inner) and inner not in VALUES:
                 keys |= schema_keys(inner, f"{prefix}{name}.")
     return keys
 
@@ -112,7 +116,10 @@ def test_defaults(tmp_path: Path) -> None:
     assert t.refresh_grace == 10
     assert (config.login.provider, config.login.users) == ("local", ())
     assert config.log.level == "info"
-    assert config.pages.service_name == ""
+    assert config.pages.service_name == "" and config.pages.logo is None
+    oauth = config.oauth
+    assert (oauth.unused_client_lifetime, oauth.idle_client_lifetime) == (86400, 90 * 86400)
+    assert oauth.unused_registrations_per_app == 20
 
 
 def test_a_scope_hierarchy(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from oauthd.admin.views import ClientView, SessionView, from_json
+from oauthd.admin.views import ClientGroupView, ClientView, SessionView, from_json
 from oauthd.exits import ExitCode
 
 TIMEOUT = 120.0  # per read: revoking a great many sessions takes a while
@@ -51,6 +51,9 @@ class AdminClient:
 
     def clients(self) -> list[ClientView]:
         return [from_json(ClientView, item) for item in self.ask("clients.list").items]
+
+    def client_stats(self) -> list[ClientGroupView]:
+        return [from_json(ClientGroupView, item) for item in self.ask("clients.stats").items]
 
     def delete_client(self, client_id: str) -> tuple[ClientView | None, list[SessionView]]:
         reply = self.ask("clients.delete", client=client_id)

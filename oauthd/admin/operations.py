@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from oauthd.admin.views import ClientView, SessionView
+from oauthd.admin.views import ClientGroupView, ClientView, SessionView
 from oauthd.model import Client, Grant, consent_key
 from oauthd.store import Store
 
@@ -86,6 +86,17 @@ class Admin:
         counts, in no particular order."""
         sessions = Counter([g.client_id async for g in self._store.grants.scan()])
         return [ClientView.of(c, sessions[c.client_id]) async for c in self._store.clients.scan()]
+
+    async def client_stats(self) -> list[ClientGroupView]:
+        """The registrations grouped by app (name and redirect set), with counts of used
+        and never-used ones and of their sessions, in no particular order. Cached
+        metadata documents are not registrations and are left out."""
+        sessions = Counter([g.client_id async for g in self._store.grants.scan()])
+        apps: dict[tuple[str, tuple[str, ...]], list[Client]] = {}
+        async for client in self._store.clients.scan():
+            if client.source == "dcr":
+                apps.setdefault(client.app, []).append(client)
+        return [ClientGroupView.of(members, sessions) for members in apps.values()]
 
     async def delete_client(self, client_id: str) -> ClientDeletion:
         """Forget a client and everything of it: its sessions end, its consents, codes and

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from oauthd.admin.operations import Admin, AdminError, GrantRevoker
-from oauthd.admin.views import ClientView, SessionView
+from oauthd.admin.views import ClientGroupView, ClientView, SessionView
 from oauthd.config import Config, admin_socket_path
 from oauthd.exits import ExitCode
 from oauthd.store import Store, Unavailable
@@ -41,7 +41,7 @@ CLOSE_GRACE = 5.0  # an operation under way at shutdown may finish within this
 ITEMS_PER_LINE = 500
 
 Args = Mapping[str, object]
-Chunks = AsyncIterator[Sequence[SessionView | ClientView]]
+Chunks = AsyncIterator[Sequence[SessionView | ClientView | ClientGroupView]]
 Answer = tuple[Chunks, dict[str, Any]]
 
 
@@ -83,6 +83,7 @@ class AdminServer:
             "sessions.revoke": self._revoke,
             "clients.list": self._list_clients,
             "clients.delete": self._delete_client,
+            "clients.stats": self._client_stats,
         }
 
     async def start(self) -> None:
@@ -180,6 +181,10 @@ class AdminServer:
         clients = await self._admin.clients()
         return _chunked(clients), {"count": len(clients)}
 
+    async def _client_stats(self, args: Args) -> Answer:
+        groups = await self._admin.client_stats()
+        return _chunked(groups), {"count": len(groups)}
+
     async def _delete_client(self, args: Args) -> Answer:
         client_id = _text(args, "client")
         if client_id is None:
@@ -199,7 +204,7 @@ class AdminServer:
         return chunks, {"count": len(deletion.ended), "client": view}
 
 
-async def _chunked(views: Sequence[ClientView]) -> Chunks:
+async def _chunked(views: Sequence[ClientView | ClientGroupView]) -> Chunks:
     for start in range(0, len(views), ITEMS_PER_LINE):
         yield views[start : start + ITEMS_PER_LINE]
         await asyncio.sleep(0)

@@ -8,13 +8,14 @@ cannot slip into an answer when a record grows a field. orjson writes them as JS
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from oauthd.model import Client, Grant
 
-V = TypeVar("V", "SessionView", "ClientView")
+V = TypeVar("V", "SessionView", "ClientView", "ClientGroupView")
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,7 +54,7 @@ class ClientView:
     redirect_uris: tuple[str, ...]
     grant_types: tuple[str, ...]
     created_at: float
-    expires_at: float | None  # a cached document's expiry; None for a registration
+    expires_at: float | None  # a cached document's expiry, or a never-used registration's
     sessions: int
 
     @classmethod
@@ -71,8 +72,41 @@ class ClientView:
         )
 
 
+@dataclass(slots=True, frozen=True)
+class ClientGroupView:
+    """The registrations of one app (`Client.app`: the same name and redirect set)."""
+
+    client_name: str
+    redirect_uris: tuple[str, ...]  # the redirect set: loopback ports written ":*"
+    clients: int
+    used: int  # registrations used at least once (at /authorize, /token, ...)
+    never_used: int
+    sessions: int  # live sessions (grants) of the group's registrations
+    oldest: float  # the first registration's created_at
+    newest: float  # the last registration's created_at
+    last_used_at: float | None  # the latest use of any of them; None: never used
+
+    @classmethod
+    def of(cls, members: Sequence[Client], sessions: Counter[str]) -> ClientGroupView:
+        name, redirects = members[0].app
+        uses = [c.last_used_at for c in members if c.last_used_at is not None]
+        created = [c.created_at for c in members]
+        return cls(
+            client_name=name,
+            redirect_uris=redirects,
+            clients=len(members),
+            used=len(uses),
+            never_used=len(members) - len(uses),
+            sessions=sum(sessions[c.client_id] for c in members),
+            oldest=min(created),
+            newest=max(created),
+            last_used_at=max(uses, default=None),
+        )
+
+
 _FIELDS: dict[type[Any], frozenset[str]] = {
-    cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in (SessionView, ClientView)
+    cls: frozenset(f.name for f in dataclasses.fields(cls))
+    for cls in (SessionView, ClientView, ClientGroupView)
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from oauthd.admin.client import AdminClient, AdminRefused, AdminUnreachable
-from oauthd.admin.views import ClientView, SessionView
+from oauthd.admin.views import ClientGroupView, ClientView, SessionView
 from oauthd.cli.options import load
 from oauthd.cli.output import cell, fail, plural, table, utc, write_json
 from oauthd.config import ConfigError, admin_socket_path
@@ -33,6 +33,7 @@ def add_commands(sub: Any) -> None:
     clients = sub.add_parser("clients", help="clients known to the running daemon")
     actions = clients.add_subparsers(dest="action", required=True)
     _command(actions, "list", "list registered clients and cached documents")
+    _command(actions, "stats", "registrations grouped by app (name and redirect URIs)")
     delete = _command(actions, "delete", "forget a client and end its sessions")
     delete.add_argument("client_id", metavar="CLIENT_ID")
 
@@ -111,6 +112,12 @@ def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> Exi
     elif args.action == "list":
         clients = sorted(admin.clients(), key=lambda c: (c.client_name.casefold(), c.client_id))
         _emit(args, out, clients, lambda: render_clients(clients, out))
+    elif args.action == "stats":
+        groups = sorted(
+            admin.client_stats(),
+            key=lambda g: (-g.clients, g.client_name.casefold(), g.redirect_uris),
+        )
+        _emit(args, out, groups, lambda: render_client_stats(groups, out))
     else:
         client, ended = admin.delete_client(args.client_id)
         doc = {"client": client, "ended": _by_user(ended)}
@@ -193,6 +200,40 @@ def render_clients(clients: Sequence[ClientView], out: TextIO) -> None:
     ]
     table(headers, rows, out)
     out.write(f"\n{plural(len(clients), 'client')}\n")
+
+
+def render_client_stats(groups: Sequence[ClientGroupView], out: TextIO) -> None:
+    if not groups:
+        out.write("no registrations\n")
+        return
+    headers = (
+        "NAME",
+        "CLIENTS",
+        "USED",
+        "NEVER USED",
+        "SESSIONS",
+        "OLDEST",
+        "NEWEST",
+        "LAST USED",
+        "REDIRECT URIS",
+    )
+    rows = [
+        (
+            g.client_name,
+            str(g.clients),
+            str(g.used),
+            str(g.never_used),
+            str(g.sessions),
+            _when(g.oldest),
+            _when(g.newest),
+            _when(g.last_used_at),
+            " ".join(g.redirect_uris),
+        )
+        for g in groups
+    ]
+    table(headers, rows, out)
+    total = sum(g.clients for g in groups)
+    out.write(f"\n{plural(total, 'registration')} of {plural(len(groups), 'app')}\n")
 
 
 def render_deleted(

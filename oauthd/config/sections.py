@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oauthd.config import convert as to
+from oauthd.config.logo import Logo, logo
 from oauthd.config.schema import At, build, key, section, show
 from oauthd.config.secret_refs import secret_ref
 
@@ -105,6 +106,12 @@ class OAuthConfig:
     client_id_metadata_documents: bool = field(metadata=key(to.boolean, True))
     allowed_redirect_schemes: tuple[str, ...] = field(metadata=key(to.words, []))
     registrations_per_minute: int = field(metadata=key(to.positive_int, 20))
+    # registry hygiene (oauth/registry.py): a registration never used is removed after
+    # this ("0s": never); one idle this long, holding no live grant, too ("0s": never)
+    unused_client_lifetime: float = field(metadata=key(to.duration_or_off, "24h"))
+    idle_client_lifetime: float = field(metadata=key(to.duration_or_off, "90d"))
+    # never-used registrations kept per app (same name and redirect URIs), oldest go first
+    unused_registrations_per_app: int = field(metadata=key(to.positive_int, 20))
     device_guesses_per_minute: int = field(metadata=key(to.positive_int, 10))
     # scope -> what it implies (transitively): honoured wherever scopes are compared
     scope_implies: tuple[tuple[str, tuple[str, ...]], ...] = field(
@@ -191,6 +198,8 @@ class AdminConfig:
 @dataclass(frozen=True, slots=True)
 class PagesConfig:
     service_name: str = field(metadata=key(to.string, ""))  # "" = the pages say only "oauthd"
+    # a PNG, JPEG, WebP or SVG file (read at start), shown on every page; "" = none
+    logo: Logo | None = field(metadata=key(logo, ""))
 
 
 @dataclass(frozen=True, slots=True)

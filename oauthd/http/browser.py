@@ -12,7 +12,7 @@ from oauthd import crypto
 from oauthd.http import pages
 from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form, single_values
-from oauthd.http.keys import AUTH, CONFIG, client_address, service_name
+from oauthd.http.keys import AUTH, CONFIG, client_address, page_brand
 from oauthd.oauth import Flow, OAuthError, is_loopback_redirect, page_error, redirect_host
 
 COOKIE_MAX_AGE = 24 * 3600
@@ -151,7 +151,7 @@ async def authorize(request: web.Request) -> web.StreamResponse:
 
 
 def _login_page(
-    service: str,
+    brand: pages.Brand,
     flow: Flow,
     secret: str,
     username: str = "",
@@ -166,7 +166,7 @@ def _login_page(
         username=username,
         error=error,
     )
-    return html(pages.render_login(view, service), status, _targets(flow))
+    return html(pages.render_login(view, brand), status, _targets(flow))
 
 
 async def _flow(request: web.Request, pending_id: str) -> tuple[Flow, str]:
@@ -180,7 +180,7 @@ async def login_page(request: web.Request) -> web.Response:
     flow, secret = await _flow(request, request.query.get("request", ""))
     if request.app[AUTH].signs_in_upstream:
         return await _consent(request, flow, secret)
-    return _login_page(service_name(request), flow, secret)
+    return _login_page(page_brand(request), flow, secret)
 
 
 async def login_submit(request: web.Request) -> web.Response:
@@ -194,9 +194,7 @@ async def login_submit(request: web.Request) -> web.Response:
             username, form.get("password", ""), client_address(request), flow.client.client_id
         )
     except OAuthError as exc:
-        return _login_page(
-            service_name(request), flow, secret, username, exc.description, exc.status
-        )
+        return _login_page(page_brand(request), flow, secret, username, exc.description, exc.status)
     flow, consented = await auth.signed_in(flow, user)
     if consented:
         return await _finish(request, flow, allow=True, remembered=True)
@@ -239,7 +237,7 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
             pending.state or "",
             unverified=client.source == "dcr",
         )
-        return html(pages.render_device_approve(approve, service_name(request)), targets=targets)
+        return html(pages.render_device_approve(approve, page_brand(request)), targets=targets)
     uri = pending.redirect_uri
     consent = pages.ConsentView(
         "/consent",
@@ -253,7 +251,7 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
         unverified=client.source == "dcr",
         redirect_uri=uri,
     )
-    return html(pages.render_consent(consent, service_name(request)), targets=targets)
+    return html(pages.render_consent(consent, page_brand(request)), targets=targets)
 
 
 async def consent_submit(request: web.Request) -> web.Response:
@@ -292,7 +290,7 @@ async def _finish(
     location = await request.app[AUTH].finish(flow, allow, remembered=remembered)
     if location is None:
         done = pages.DeviceDoneView(approved=allow)
-        return html(pages.render_device_done(done, service_name(request)))
+        return html(pages.render_device_done(done, page_brand(request)))
     return see_other(location)
 
 
@@ -300,15 +298,19 @@ async def _finish(
 
 
 def _device_page(
-    service: str, secret: str, user_code: str = "", error: str | None = None, status: int = 200
+    brand: pages.Brand,
+    secret: str,
+    user_code: str = "",
+    error: str | None = None,
+    status: int = 200,
 ) -> web.Response:
     view = pages.DeviceCodeView("/device", csrf_token(secret, "device"), error, user_code)
-    return html(pages.render_device_code(view, service), status)
+    return html(pages.render_device_code(view, brand), status)
 
 
 async def device_page(request: web.Request) -> web.Response:
     secret, new = browser_secret_or_new(request)
-    response = _device_page(service_name(request), secret, request.query.get("user_code", "")[:16])
+    response = _device_page(page_brand(request), secret, request.query.get("user_code", "")[:16])
     if new:
         set_browser_cookie(request, response, secret)
     return response
@@ -322,10 +324,10 @@ async def device_submit(request: web.Request) -> web.Response:
     try:
         device = await auth.find_device_flow(typed, client_address(request))
     except OAuthError as exc:
-        return _device_page(service_name(request), secret, typed, exc.description, exc.status)
+        return _device_page(page_brand(request), secret, typed, exc.description, exc.status)
     if device is None:
         return _device_page(
-            service_name(request),
+            page_brand(request),
             secret,
             typed,
             "That code is not valid or has expired. Check it and try again.",
@@ -339,6 +341,30 @@ async def stylesheet(request: web.Request) -> web.Response:
     return web.Response(body=pages.STYLESHEET, headers=pages.STYLESHEET_HEADERS)
 
 
+# The logo is only ever an image: were its URL opened on its own, an SVG logo could carry
+# script; this policy runs none (sandbox, no sources) and allows only its inline styles.
+LOGO_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+async def logo(request: web.Request) -> web.Response:
+    """The operator's logo (`pages.logo`, read at start). Its URL on the pages carries the
+    content's digest, so it is cached for a year; a changed logo is a new URL."""
+    image = request.app[CONFIG].pages.logo
+    assert image is not None  # the route is only there with a logo
+    etag = f'"{image.digest}"'
+    headers = {
+        "Content-Type": image.content_type,
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "ETag": etag,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": LOGO_CSP,
+        "Cross-Origin-Resource-Policy": "same-origin",
+    }
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=image.data, headers=headers)
+
+
 def add_routes(app: web.Application) -> None:
     routes = Routes(app, pages=True)
     routes.get("/authorize", authorize)
@@ -350,3 +376,5 @@ def add_routes(app: web.Application) -> None:
     routes.get("/device", device_page)
     routes.post("/device", device_submit)
     routes.get(pages.STYLESHEET_PATH, stylesheet)
+    if app[CONFIG].pages.logo is not None:
+        routes.get(pages.LOGO_PATH, logo)

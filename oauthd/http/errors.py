@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from oauthd.http import pages
-from oauthd.http.keys import CONFIG, service_name
+from oauthd.http.keys import CONFIG, page_brand
 from oauthd.log import request_id_var
 from oauthd.oauth import Delivery, OAuthError, add_query
 from oauthd.store import Unavailable
@@ -39,7 +39,9 @@ def json_error(
     return web.json_response(body, status=status, headers={**NO_STORE, **(headers or {})})
 
 
-def unavailable(exc: Unavailable, *, page: bool = False, service: str = "") -> web.Response:
+def unavailable(
+    exc: Unavailable, *, page: bool = False, brand: pages.Brand = pages.NO_BRAND
+) -> web.Response:
     retry = str(max(1, math.ceil(exc.retry_after)))
     if page:  # a person in a browser: a page, not JSON
         view = pages.ErrorView(
@@ -49,7 +51,7 @@ def unavailable(exc: Unavailable, *, page: bool = False, service: str = "") -> w
             hint=f"Nothing was lost. Please try again in {retry} seconds or a little later.",
         )
         return web.Response(
-            text=pages.render_error(view, service),
+            text=pages.render_error(view, brand),
             status=503,
             content_type="text/html",
             headers={**pages.PAGE_HEADERS, "Retry-After": retry},
@@ -118,7 +120,7 @@ def oauth_error(request: web.Request, error: OAuthError) -> web.Response:
     if error.delivery is Delivery.PAGE:
         title = PAGE_TITLES.get(error.error, "This sign-in link is not valid")
         view = pages.ErrorView(title, error.description, error.status)
-        page = pages.render_error(view, service_name(request))
+        page = pages.render_error(view, page_brand(request))
         return web.Response(
             text=page, status=error.status, content_type="text/html", headers=pages.PAGE_HEADERS
         )
@@ -189,7 +191,7 @@ async def _render_errors(request: web.Request, handler: Handler, pages: bool) ->
         response = oauth_error(request, exc)
     except Unavailable as exc:
         request.app[REFUSALS].refused(exc, request.path)
-        response = unavailable(exc, page=pages, service=service_name(request) if pages else "")
+        response = unavailable(exc, page=pages, brand=page_brand(request))
     except Exception:
         log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
         response = json_error(500, "server_error", f"internal error (request id {request_id})")

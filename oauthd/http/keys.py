@@ -9,6 +9,7 @@ from aiohttp import web
 
 from oauthd.clock import Clock
 from oauthd.config import Config
+from oauthd.http.pages import LOGO_PATH, NO_BRAND, Brand
 from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
 from oauthd.peers import client_address as _client_address
@@ -45,8 +46,12 @@ def client_address(request: web.Request) -> str:
     return _client_address(request.remote, request.headers, trusted)
 
 
-def service_name(request: web.Request) -> str:
-    """The operator's name for the service, for the pages (config `pages.service_name`);
-    "" in an app without a config (rendering an error must not fail for want of one)."""
+def page_brand(request: web.Request) -> Brand:
+    """What the operator puts on the pages (config `pages.service_name` and `pages.logo`);
+    none in an app without a config (rendering an error must not fail for want of one)."""
     config = request.app.get(CONFIG)
-    return config.pages.service_name if config is not None else ""
+    if config is None:
+        return NO_BRAND
+    logo = config.pages.logo
+    logo_url = None if logo is None else f"{LOGO_PATH}?v={logo.digest}"
+    return Brand(config.pages.service_name, logo_url)

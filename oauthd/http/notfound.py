@@ -11,7 +11,7 @@ from aiohttp import web
 
 from oauthd.http import pages
 from oauthd.http.errors import Routes
-from oauthd.http.keys import service_name
+from oauthd.http.keys import page_brand
 
 CATCH_ALL = "/{tail:.*}"
 API_PREFIXES = (
@@ -58,7 +58,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
         hint="Check the address, or go back to the app you came from.",
     )
     return web.Response(
-        text=pages.render_error(view, service_name(request)),
+        text=pages.render_error(view, page_brand(request)),
         status=404,
         content_type="text/html",
         headers=pages.PAGE_HEADERS,

@@ -165,9 +165,30 @@ def esc(value: str) -> Html:
     return Html(html.escape(value, quote=True))
 
 
-def layout(title: str, body: Html, service: str = "") -> str:
-    """The page around `body`; `service`, the operator's name for the service (config
-    `pages.service_name`), heads the tab title and the footer when set."""
+@dataclass(slots=True, frozen=True)
+class Brand:
+    """What the operator puts on every page: the service's name (`pages.service_name`),
+    which heads the tab title and the footer, and the logo (`pages.logo`), shown above the
+    card as an `<img>` (an SVG logo is never inline markup: no script can run from it)."""
+
+    name: str = ""
+    logo_url: str | None = None  # LOGO_PATH with the logo's digest as its version
+
+
+NO_BRAND = Brand()
+LOGO_PATH = "/logo"
+
+
+def _logo(brand: Brand) -> str:
+    if brand.logo_url is None:
+        return ""
+    alt = esc(brand.name or "Logo")
+    return f'<header class="brand"><img src="{esc(brand.logo_url)}" alt="{alt}"></header>\n'
+
+
+def layout(title: str, body: Html, brand: Brand = NO_BRAND) -> str:
+    """The page around `body`, with the operator's `brand`."""
+    service = brand.name
     site = esc(service or "oauthd")
     footer = f"{esc(service)} · oauthd" if service else "oauthd"
     return f"""<!doctype html>
@@ -182,7 +203,7 @@ def layout(title: str, body: Html, service: str = "") -> str:
 <link rel="stylesheet" href="{STYLESHEET_URL}">
 </head>
 <body>
-<main class="card">
+{_logo(brand)}<main class="card">
 {body}
 </main>
 <footer>{footer}</footer>
@@ -256,7 +277,7 @@ def _field(label: str, attrs: Mapping[str, str], error: str | None) -> Html:
     return Html(f'<label for="{esc(attrs["id"])}">{esc(label)}</label><input{rendered} required>')
 
 
-def render_login(view: LoginView, service: str = "") -> str:
+def render_login(view: LoginView, brand: Brand = NO_BRAND) -> str:
     if view.client_name:
         badge, lead = _initial(view.client_name), f"<strong>{esc(view.client_name)}</strong> wants"
         lead += " to access your MCP server. Sign in to continue."
@@ -274,10 +295,10 @@ def render_login(view: LoginView, service: str = "") -> str:
         f'{badge}<h1>Sign in</h1><p class="lead">{lead}</p>'
         f"{_alert(view.error)}{_form(view.action, view.csrf, view.hidden, Html(fields + button))}"
     )
-    return layout("Sign in", Html(body), service)
+    return layout("Sign in", Html(body), brand)
 
 
-def render_consent(view: ConsentView, service: str = "") -> str:
+def render_consent(view: ConsentView, brand: Brand = NO_BRAND) -> str:
     name, user = esc(view.client_name), esc(view.user)
     full = f'<p class="muted center">{esc(view.redirect_uri)}</p>' if view.redirect_uri else ""
     warnings = ""
@@ -295,10 +316,10 @@ def render_consent(view: ConsentView, service: str = "") -> str:
         f"</p>{full}{_scopes(view.scopes)}{warnings}"
         f"{_form(view.action, view.csrf, view.hidden, _decision('Allow'))}"
     )
-    return layout(f"Allow {view.client_name}?", Html(body), service)
+    return layout(f"Allow {view.client_name}?", Html(body), brand)
 
 
-def render_device_code(view: DeviceCodeView, service: str = "") -> str:
+def render_device_code(view: DeviceCodeView, brand: Brand = NO_BRAND) -> str:
     attrs = {"id": "user_code", "name": "user_code", "type": "text", "inputmode": "text"}
     attrs |= {"class": "code-input", "placeholder": "XXXX-XXXX", "maxlength": "9"}
     attrs |= {"autocapitalize": "characters", "autocomplete": "off", "spellcheck": "false"}
@@ -309,10 +330,10 @@ def render_device_code(view: DeviceCodeView, service: str = "") -> str:
         '<p class="lead">Enter the code shown on your device or in your app.</p>'
         f"{_alert(view.error)}{_form(view.action, view.csrf, {}, Html(inner))}"
     )
-    return layout("Connect a device", Html(body), service)
+    return layout("Connect a device", Html(body), brand)
 
 
-def render_device_approve(view: DeviceApproveView, service: str = "") -> str:
+def render_device_approve(view: DeviceApproveView, brand: Brand = NO_BRAND) -> str:
     code = f'<span class="code">{esc(view.user_code)}</span>'
     body = (
         f"{_initial(view.client_name)}<h1>Allow <strong>{esc(view.client_name)}</strong> "
@@ -327,39 +348,39 @@ def render_device_approve(view: DeviceApproveView, service: str = "") -> str:
         + (_unverified() if view.unverified else "")
         + _form(view.action, view.csrf, view.hidden, _decision("Allow"))
     )
-    return layout(f"Allow {view.client_name}?", Html(body), service)
+    return layout(f"Allow {view.client_name}?", Html(body), brand)
 
 
-def render_device_done(view: DeviceDoneView, service: str = "") -> str:
+def render_device_done(view: DeviceDoneView, brand: Brand = NO_BRAND) -> str:
     if view.approved:
         return _message(
-            "Device connected", "You can close this window and use your device.", "ok", service
+            "Device connected", "You can close this window and use your device.", "ok", brand
         )
     return _message(
         "Access denied",
         "The device was not given access. You can close this window.",
         "error",
-        service,
+        brand,
     )
 
 
-def render_error(view: ErrorView, service: str = "") -> str:
+def render_error(view: ErrorView, brand: Brand = NO_BRAND) -> str:
     body = (
         f"{_icon('error')}<h1>{esc(view.title)}</h1>"
         f'<p class="center">{esc(view.message)}</p>'
         f'<p class="lead">{esc(view.hint)}</p>'
         f'<p class="muted center">Error {view.status}</p>'
     )
-    return layout(view.title, Html(body), service)
+    return layout(view.title, Html(body), brand)
 
 
-def render_success(view: SuccessView, service: str = "") -> str:
-    return _message(view.title, view.message, "ok", service)
+def render_success(view: SuccessView, brand: Brand = NO_BRAND) -> str:
+    return _message(view.title, view.message, "ok", brand)
 
 
-def _message(title: str, text: str, icon: str, service: str = "") -> str:
+def _message(title: str, text: str, icon: str, brand: Brand = NO_BRAND) -> str:
     return layout(
-        title, Html(f'{_icon(icon)}<h1>{esc(title)}</h1><p class="lead">{esc(text)}</p>'), service
+        title, Html(f'{_icon(icon)}<h1>{esc(title)}</h1><p class="lead">{esc(text)}</p>'), brand
     )
 
 
@@ -408,7 +429,7 @@ def _app_row(app: AppRow, csrf: str, now: float) -> Html:
     )
 
 
-def render_account(view: AccountView, service: str = "") -> str:
+def render_account(view: AccountView, brand: Brand = NO_BRAND) -> str:
     if view.apps:
         rows = "".join(_app_row(app, view.csrf, view.now) for app in view.apps)
         listing = f'<ul class="apps">{rows}</ul>'
@@ -425,4 +446,4 @@ def render_account(view: AccountView, service: str = "") -> str:
         f"{status}{listing}"
         f"{_form('/account/logout', view.csrf, {}, sign_out)}"
     )
-    return layout("Connected apps", Html(body), service)
+    return layout("Connected apps", Html(body), brand)

@@ -4,6 +4,7 @@ The door: `AuthServer` and the names below are all that the rooms outside the pr
 (`http/`, `proxy/`, `admin/`, `outbound/`) may import from it; never a submodule
 (`tests/test_layers.py`)."""
 
+from oauthd.oauth.account import SESSION_TTL as ACCOUNT_SESSION_TTL
 from oauthd.oauth.account import ConnectedApp
 from oauthd.oauth.authorize import Flow, add_query
 from oauthd.oauth.clients import (
@@ -21,6 +22,7 @@ from oauthd.oauth.tokens import BearerCheck, GrantEndedListener
 from oauthd.oauth.upstream import IdentityProvider, UpstreamError, UpstreamIdentity
 
 __all__ = [
+    "ACCOUNT_SESSION_TTL",
     "AuthServer",
     "BearerCheck",
     "ClientCredentials",

@@ -1,4 +1,11 @@
-"""A person's own grants ("Connected apps" at /account): listing them and revoking one.
+"""A person's own grants ("Connected apps" at /account): signing in to see them, listing
+them and revoking one.
+
+A sign-in at /account is an `AccountSession` in the store, like every other login: it
+survives a restart and is seen by every instance on a shared backend. The browser holds
+`<key>.<secret>`; the store holds a digest of the secret, compared in constant time. A
+session ends after SESSION_TTL (the backends' own expiry, purged by housekeeping) or when
+signed out (deleted: ended for every copy of the cookie, on every instance).
 
 Grants are keyed by id, not by user, so listing a user's grants scans the grants table
 (`Table.scan`, chunked, without blocking the event loop); it runs only for a signed-in
@@ -8,9 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oauthd.model import Grant, consent_key
+from oauthd import crypto
+from oauthd.clock import Clock
+from oauthd.model import AccountSession, Grant, consent_key
 from oauthd.oauth.tokens import Tokens
 from oauthd.store import Store
+
+SESSION_TTL = 30 * 60.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -24,9 +35,37 @@ class ConnectedApp:
 
 
 class Accounts:
-    def __init__(self, store: Store, tokens: Tokens) -> None:
+    def __init__(self, store: Store, tokens: Tokens, clock: Clock) -> None:
         self._store = store
         self._tokens = tokens
+        self._clock = clock
+
+    # -- signing in ----------------------------------------------------------------------------
+
+    async def sign_in(self, user: str) -> tuple[str, AccountSession]:
+        """A new session of `user` (whose password was checked): the cookie value (hand it
+        to the browser, never store or log it) and the session."""
+        minted = crypto.mint_token()
+        now = self._clock.now()
+        session = AccountSession(minted.key, minted.secret_hash, user, now, now + SESSION_TTL)
+        await self._store.account_sessions.add(session)
+        return minted.token, session
+
+    async def session(self, cookie: str | None) -> AccountSession | None:
+        """The live session the cookie value names, or None (absent, malformed, expired,
+        signed out, or a secret that does not match)."""
+        parts = crypto.split_token(cookie) if cookie else None
+        if parts is None:
+            return None
+        key, secret = parts
+        session = await self._store.account_sessions.get(key)
+        if session is None or not crypto.secret_matches(secret, session.secret_hash):
+            return None
+        return session
+
+    async def sign_out(self, session: AccountSession) -> None:
+        """End the session everywhere (every copy of its cookie, on every instance)."""
+        await self._store.account_sessions.delete(session.session_key)
 
     async def connected_apps(self, user: str) -> list[ConnectedApp]:
         """The user's live grants, the most recently used first."""

@@ -18,6 +18,7 @@ from oauthd.metrics import Metrics
 from oauthd.model import Client
 from oauthd.oauth import redirects
 from oauthd.oauth.errors import OAuthError, invalid_client
+from oauthd.oauth.hygiene import RegistryHygiene
 from oauthd.oauth.metadata import AUTH_METHODS
 from oauthd.store import Store
 
@@ -129,6 +130,7 @@ class ClientRegistry:
         self._clock = clock
         self._fetcher = fetcher
         self._schemes = frozenset(s.lower() for s in config.oauth.allowed_redirect_schemes)
+        self.hygiene = RegistryHygiene(config.oauth, store, clock, self._metrics)
 
     # -- registration (RFC 7591) ---------------------------------------------------------
 
@@ -139,6 +141,7 @@ class ClientRegistry:
         method = self._auth_method(body)
         grants = self._grant_types(body)
         secret = None if method == "none" else crypto.new_secret()
+        now = self._clock.now()
         client = Client(
             client_id=crypto.new_key(),
             client_name=_optional_text(body, "client_name", MAX_NAME) or "Unnamed client",
@@ -150,10 +153,11 @@ class ClientRegistry:
             scope=self._scope(body),
             secret_hash=crypto.hash_secret(secret) if secret else None,
             source="dcr",
-            created_at=self._clock.now(),
-            expires_at=None,
+            created_at=now,
+            expires_at=self.hygiene.unused_expiry(now),
         )
         await self._store.clients.add(client)
+        await self.hygiene.registered(client)
         self._metrics.client_registered()
         audit(
             "client_registered",
@@ -227,7 +231,12 @@ class ClientRegistry:
     # -- lookup ----------------------------------------------------------------------------
 
     async def find(self, client_id: str) -> Client | None:
-        """A registered client, or the (cached) metadata document at an https client_id."""
+        """A registered client, or the (cached) metadata document at an https client_id;
+        a registration found is noted as used (`RegistryHygiene.used`)."""
+        client = await self._lookup(client_id)
+        return None if client is None else await self.hygiene.used(client)
+
+    async def _lookup(self, client_id: str) -> Client | None:
         if not client_id or len(client_id) > 2000:
             return None
         client = await self._store.clients.get(client_id)
@@ -280,18 +289,20 @@ class ClientRegistry:
         if credentials is None:
             raise invalid_client("client authentication is required (client_id)")
         basic = credentials.method == "client_secret_basic"
-        client = await self.find(credentials.client_id)
+        client = await self._lookup(credentials.client_id)
         if client is None:
             raise invalid_client("unknown client_id: register again", challenge=basic)
         if client.token_endpoint_auth_method == "none":
             if credentials.secret:
                 raise invalid_client("this client is public: send no client secret")
-            return client
-        if credentials.secret is None or not crypto.secret_matches(
+        elif credentials.secret is None or not crypto.secret_matches(
             credentials.secret, client.secret_hash
         ):
             raise invalid_client("client authentication failed", challenge=basic)
-        return client
+        used = await self.hygiene.used(client)  # only once it proved who it is
+        if used is None:
+            raise invalid_client("unknown client_id: register again", challenge=basic)
+        return used
 
 
 def granted_scopes(client: Client, scope: str | None) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from oauthd.config import Config
 from oauthd.keyring import Keyring
 from oauthd.log import audit
 from oauthd.metrics import Metrics
-from oauthd.model import DeviceFlow, Grant, PendingAuthorization
+from oauthd.model import AccountSession, DeviceFlow, Grant, PendingAuthorization
 from oauthd.oauth import metadata
 from oauthd.oauth.account import Accounts, ConnectedApp
 from oauthd.oauth.authorize import Authorizer, Flow
@@ -82,7 +82,7 @@ class AuthServer:
         )
         self.registrations = RateLimiter(clock, config.oauth.registrations_per_minute, MINUTE)
         self.device_guesses = RateLimiter(clock, config.oauth.device_guesses_per_minute, MINUTE)
-        self._accounts = Accounts(store, self.tokens)
+        self._accounts = Accounts(store, self.tokens, clock)
         # The live grant a bearer token belongs to, or None. Bound to the tokens' own
         # method, not wrapped: the proxy calls it on every request, and a forwarding
         # coroutine cost 0.5 % of its instructions.
@@ -123,6 +123,11 @@ class AuthServer:
                 headers={"Retry-After": str(int(self.registrations.retry_after(address)) + 1)},
             )
         return await self.clients.register(body)
+
+    async def remove_idle_clients(self) -> int:
+        """Housekeeping: remove the registrations idle past `oauth.idle_client_lifetime`
+        that hold no live grant (`RegistryHygiene.remove_idle`); how many."""
+        return await self.clients.hygiene.remove_idle()
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -287,6 +292,20 @@ class AuthServer:
         return await self._upstream_login().complete(state, code, browser_secret)
 
     # -- a person's own grants ("Connected apps") ------------------------------------------
+
+    async def sign_in_to_account(self, user: str) -> tuple[str, AccountSession]:
+        """A new /account session of `user` (signed in with `check_login`): the cookie
+        value and the session (`Accounts.sign_in`)."""
+        return await self._accounts.sign_in(user)
+
+    async def account_session(self, cookie: str | None) -> AccountSession | None:
+        """The live /account session of a cookie value, if its user is still configured
+        (a user removed by a reload is signed out at once)."""
+        session = await self._accounts.session(cookie)
+        return session if session is not None and self.is_user(session.user) else None
+
+    async def sign_out_of_account(self, session: AccountSession) -> None:
+        await self._accounts.sign_out(session)
 
     async def connected_apps(self, user: str) -> list[ConnectedApp]:
         return await self._accounts.connected_apps(user)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from oauthd.model import (
+    AccountSession,
     AuthCode,
     Client,
     Consent,
@@ -44,6 +45,7 @@ from oauthd.model import (
     McpSession,
     PendingAuthorization,
     Record,
+    RegistrationGroup,
 )
 
 R = TypeVar("R", bound=Record)
@@ -216,6 +218,8 @@ class Store(ABC):
     grants: Table[Grant]
     devices: Table[DeviceFlow]
     mcp_sessions: Table[McpSession]
+    registration_groups: Table[RegistrationGroup]
+    account_sessions: Table[AccountSession]
 
     def tables(self) -> tuple[Table[Any], ...]:
         return (
@@ -226,6 +230,8 @@ class Store(ABC):
             self.grants,
             self.devices,
             self.mcp_sessions,
+            self.registration_groups,
+            self.account_sessions,
         )
 
     async def purge_expired(self) -> int:

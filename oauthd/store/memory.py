@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from oauthd.clock import Clock
 from oauthd.model import (
+    AccountSession,
     AuthCode,
     Client,
     Consent,
@@ -18,6 +19,7 @@ from oauthd.model import (
     McpSession,
     PendingAuthorization,
     Record,
+    RegistrationGroup,
 )
 from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, is_live
 from oauthd.store.records import RecordMap
@@ -161,6 +163,10 @@ class MemoryStore(Store):
         self.grants = MemoryTable[Grant](Grant.KIND, clock, sink)
         self.devices = MemoryTable[DeviceFlow](DeviceFlow.KIND, clock, sink)
         self.mcp_sessions = MemoryTable[McpSession](McpSession.KIND, clock, sink)
+        self.registration_groups = MemoryTable[RegistrationGroup](
+            RegistrationGroup.KIND, clock, sink
+        )
+        self.account_sessions = MemoryTable[AccountSession](AccountSession.KIND, clock, sink)
         self.by_kind: dict[str, MemoryTable[Any]] = {t.kind: t for t in self.memory_tables()}
 
     def memory_tables(self) -> tuple[MemoryTable[Any], ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from oauthd.persist.migrate import Document, Migration
 
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 
 
 def _v1_to_v2(doc: Document) -> Document:
@@ -25,5 +25,19 @@ def _v1_to_v2(doc: Document) -> Document:
     return doc
 
 
+def _v2_to_v3(doc: Document) -> Document:
+    """Version 3 (issue #11, items 7 and 8) adds `last_used_at` to clients (None: not used
+    since the upgrade, so a registration of version 2 counts as never used for the groups
+    and `clients stats`, but it keeps its `expires_at` of None: nothing made before the
+    upgrade is removed as unused) and two kinds, `registration_groups` and
+    `account_sessions`, that a version-2 snapshot has none of. The bump is what makes an
+    older oauthd refuse a newer snapshot rather than take the new kinds for damage."""
+    for record in doc.get("clients", []):
+        record.setdefault("last_used_at", None)
+    doc.setdefault("registration_groups", [])
+    doc.setdefault("account_sessions", [])
+    return doc
+
+
 # version N -> N + 1
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}

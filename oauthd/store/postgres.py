@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oauthd.clock import Clock
 from oauthd.model import (
+    AccountSession,
     AuthCode,
     Client,
     Consent,
@@ -38,6 +39,7 @@ from oauthd.model import (
     Grant,
     McpSession,
     PendingAuthorization,
+    RegistrationGroup,
 )
 from oauthd.store.base import (
     Conflict,
@@ -217,6 +219,8 @@ class PostgresStore(Store):
         self.grants = PostgresTable[Grant](Grant.KIND, self)
         self.devices = PostgresTable[DeviceFlow](DeviceFlow.KIND, self)
         self.mcp_sessions = PostgresTable[McpSession](McpSession.KIND, self)
+        self.registration_groups = PostgresTable[RegistrationGroup](RegistrationGroup.KIND, self)
+        self.account_sessions = PostgresTable[AccountSession](AccountSession.KIND, self)
         self.read_cache: ReadCache | None = None  # set by `open` (store/cache.py)
 
     @classmethod

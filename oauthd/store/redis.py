@@ -37,6 +37,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from oauthd.clock import Clock
 from oauthd.model import (
+    AccountSession,
     AuthCode,
     Client,
     Consent,
@@ -44,6 +45,7 @@ from oauthd.model import (
     Grant,
     McpSession,
     PendingAuthorization,
+    RegistrationGroup,
 )
 from oauthd.store import codec
 from oauthd.store.base import (
@@ -282,6 +284,8 @@ class RedisStore(Store):
         self.grants = RedisTable[Grant](Grant.KIND, self)
         self.devices = RedisTable[DeviceFlow](DeviceFlow.KIND, self)
         self.mcp_sessions = RedisTable[McpSession](McpSession.KIND, self)
+        self.registration_groups = RedisTable[RegistrationGroup](RegistrationGroup.KIND, self)
+        self.account_sessions = RedisTable[AccountSession](AccountSession.KIND, self)
         listen = RedisInvalidations(url, prefix, (Grant.KIND, McpSession.KIND), timeout)
         self.read_cache: ReadCache | None = attach(
             self, clock, listen, size=cache_size, timeout=timeout

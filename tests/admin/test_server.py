@@ -231,6 +231,15 @@ async def check_clients(
     code, table, err = await daemon.command("clients", "list")
     assert code == 0 and table.splitlines()[0].startswith("CLIENT ID"), err
     assert "Chat App" in table and REDIRECT in table
+    stats = await admin_json(daemon, "clients", "stats")
+    assert sorted((g["client_name"], g["clients"], g["used"], g["sessions"]) for g in stats) == [
+        ("Chat App", 1, 1, 1),
+        ("Editor App", 1, 1, 0),
+    ]
+    assert stats[0]["redirect_uris"] == ["http://127.0.0.1:*/callback"]
+    code, table, err = await daemon.command("clients", "stats")
+    assert code == 0 and table.splitlines()[0].startswith("NAME"), err
+    assert table.endswith("2 registrations of 2 apps\n")
 
     code, out, err = await daemon.command("clients", "delete", chat["client_id"])
     assert code == 0, err
@@ -419,6 +428,38 @@ async def test_a_long_listing_comes_in_chunks(tmp_path: Path, store: MemoryStore
         assert len(ended) == 1200 and await store.grants.count() == 0
         with pytest.raises(AdminRefused, match="no live session 'gone'"):
             await asyncio.to_thread(AdminClient(path).revoke, "gone")
+
+
+async def test_client_stats_group_registrations_by_app(tmp_path: Path, store: MemoryStore) -> None:
+    now = store.clock.now()
+    claude = {"client_name": "Claude Code", "source": "dcr", "expires_at": None}
+    used = make_client(
+        **claude,
+        redirect_uris=("http://localhost:41000/callback",),
+        created_at=now - 100,
+        last_used_at=now - 50,
+    )
+    await store.clients.add(used)
+    for port, age in ((41001, 90), (41002, 10)):
+        await store.clients.add(
+            make_client(
+                **claude,
+                redirect_uris=(f"http://localhost:{port}/callback",),
+                created_at=now - age,
+                last_used_at=None,
+            )
+        )
+    await store.clients.add(make_client(client_name="Claude Code", last_used_at=None))
+    await store.clients.add(make_client(client_name="Doc", source="cimd"))  # not counted
+    await store.grants.add(make_grant(client_id=used.client_id))
+    path = tmp_path / "admin.sock"
+    async with serving(path, admin_of(tmp_path, store)):
+        groups = await asyncio.to_thread(AdminClient(path).client_stats)
+    assert len(groups) == 2  # same name, another redirect set: another app
+    (claude_code,) = [g for g in groups if g.redirect_uris == ("http://localhost:*/callback",)]
+    assert (claude_code.clients, claude_code.used, claude_code.never_used) == (3, 1, 2)
+    assert claude_code.sessions == 1 and claude_code.last_used_at == now - 50
+    assert (claude_code.oldest, claude_code.newest) == (now - 100, now - 10)
 
 
 async def test_the_memory_backend_has_a_socket_only_where_admin_socket_says(

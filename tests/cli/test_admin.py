@@ -4,14 +4,21 @@ tests/test_cli_ids.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
 import pytest
 
-from oauthd.admin.views import ClientView, SessionView
+from oauthd.admin.views import ClientGroupView, ClientView, SessionView
 from oauthd.cli import main
-from oauthd.cli.admin import render_clients, render_deleted, render_ended, render_sessions
+from oauthd.cli.admin import (
+    render_client_stats,
+    render_clients,
+    render_deleted,
+    render_ended,
+    render_sessions,
+)
 
 
 def test_no_daemon_on_the_socket_exits_69(
@@ -93,3 +100,28 @@ def test_revoked_and_deleted_say_what_ended() -> None:
         "deleted client c1 (not cached); 0 sessions ended",
         "deleted client c1 (App?[2J); 1 session ended",
     ]
+
+
+def test_client_stats_are_a_table_of_apps_with_totals() -> None:
+    group = ClientGroupView(
+        client_name="Claude Code",
+        redirect_uris=("http://localhost:*/callback",),
+        clients=21,
+        used=1,
+        never_used=20,
+        sessions=1,
+        oldest=0.0,
+        newest=60.0,
+        last_used_at=None,
+    )
+    out = io.StringIO()
+    render_client_stats([group, dataclasses.replace(group, client_name="VS Code", clients=1)], out)
+    header, first, second, _, total = out.getvalue().splitlines()
+    assert header.split()[:5] == ["NAME", "CLIENTS", "USED", "NEVER", "USED"]
+    assert first.split("  ")[0] == "Claude Code" and "http://localhost:*/callback" in first
+    assert "1970-01-01 00:00:00Z  1970-01-01 00:01:00Z  never" in first
+    assert second.startswith("VS Code")
+    assert total == "22 registrations of 2 apps"
+    out = io.StringIO()
+    render_client_stats([], out)
+    assert out.getvalue() == "no registrations\n"

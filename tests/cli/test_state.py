@@ -23,7 +23,14 @@ from oauthd.store.migrations import CURRENT_VERSION
 from tests.support.persist import crash_copy, open_store, put_all, segments, snapshot_doc
 from tests.support.records import DAY, make_client, make_code, make_grant
 
-EMPTY = {"consents": 0, "pending": 0, "devices": 0, "mcp_sessions": 0}
+EMPTY = {
+    "consents": 0,
+    "pending": 0,
+    "devices": 0,
+    "mcp_sessions": 0,
+    "registration_groups": 0,
+    "account_sessions": 0,
+}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -1,6 +1,6 @@
 """The real daemon (`oauthd serve`) in a subprocess keeps what it promised across a clean
 stop (SIGTERM) and a crash (SIGKILL): tokens, rotated tokens, registered clients,
-remembered consents and pending device flows."""
+remembered consents, pending device flows and the /account page's sign-ins."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from oauthd import crypto
-from tests.support.configs import INTROSPECTION_ID, TomlValue, write_config, write_secret
+from tests.support.browser import Browser
+from tests.support.configs import (
+    INTROSPECTION_ID,
+    PASSWORD,
+    USER,
+    TomlValue,
+    write_config,
+    write_secret,
+)
 from tests.support.daemon import OauthdProcess
+from tests.support.forms import parse_forms
 from tests.support.http_client import OauthdClient, Pkce, user_code_as_typed
 from tests.support.ports import free_port
 
@@ -108,4 +117,31 @@ async def test_state_survives_sigterm_and_sigkill(tmp_path: Path) -> None:
                 await client.close()
         assert await daemon.stop(signal.SIGTERM) == 0
     finally:
+        daemon.kill()
+
+
+async def test_an_account_session_survives_sigterm_and_sigkill(tmp_path: Path) -> None:
+    """The /account sign-in (#11 item 8) is kept in the state like every other login."""
+    daemon = file_daemon(tmp_path)
+    browser = Browser(daemon.url)
+    try:
+        await daemon.start()
+        login = await browser.go("GET", "/account")
+        page = await browser.submit(login, username=USER, password=PASSWORD)
+        assert "Connected apps" in page.text, page.text
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            await daemon.stop(sig)
+            await daemon.start()
+            page = await browser.go("GET", "/account")
+            assert "Connected apps" in page.text, f"signed out by {sig.name}"
+        (logout,) = [f for f in parse_forms(page.text) if f.action == "/account/logout"]
+        out = await browser.go(
+            "POST", "/account/logout", data=logout.fields, headers={"Origin": daemon.url}
+        )
+        assert out.form().action == "/account/login"
+        await daemon.stop(signal.SIGKILL)  # the sign-out is as durable as the sign-in
+        await daemon.start()
+        assert (await browser.go("GET", "/account")).form().action == "/account/login"
+    finally:
+        await browser.close()
         daemon.kill()

@@ -243,23 +243,53 @@ async def test_sign_out_ends_the_session_even_for_a_copied_cookie(oauthd: Runnin
     assert (await replay.go("GET", "/account")).form().action == "/account/login"
 
 
-@pytest.mark.parametrize("change", ["user", "expiry", "mac"])
+@pytest.mark.parametrize("change", ["key", "secret", "shape"])
 async def test_a_tampered_session_cookie_is_ignored(oauthd: Running, change: str) -> None:
     browser, _ = await signed_in(oauthd.client)
     (value,) = [m.value for m in browser.jar if m.key == "oauthd_account"]
-    name, expires, nonce, mac = value.split(".")
+    key, secret = value.split(".")
     copy = oauthd.client.browser()
     copy.jar.update_cookies({"oauthd_account": value})
     assert "Connected apps" in (await copy.go("GET", "/account")).text  # the copy works
-    if change == "user":
-        name = "Ym9i"  # bob
-    elif change == "expiry":
-        expires = str(int(expires) + 3600)
+    if change == "key":
+        forged = f"{key[:-2]}{'AA' if key[-2:] != 'AA' else 'BB'}.{secret}"
+    elif change == "secret":
+        forged = f"{key}.{secret[:-2]}{'AA' if secret[-2:] != 'AA' else 'BB'}"
     else:
-        mac = mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB")
-    forged = oauthd.client.browser()
-    forged.jar.update_cookies({"oauthd_account": ".".join((name, expires, nonce, mac))})
-    assert (await forged.go("GET", "/account")).form().action == "/account/login"
+        forged = f"{key}.{secret}.{secret}"
+    other = oauthd.client.browser()
+    other.jar.update_cookies({"oauthd_account": forged})
+    assert (await other.go("GET", "/account")).form().action == "/account/login"
+
+
+async def test_only_a_digest_of_the_session_secret_is_stored(oauthd: Running) -> None:
+    browser, _ = await signed_in(oauthd.client)
+    (value,) = [m.value for m in browser.jar if m.key == "oauthd_account"]
+    key, secret = value.split(".")
+    (session,) = [s async for s in oauthd.store.account_sessions.scan()]
+    assert session.session_key == key and session.user == USER
+    assert secret.encode() not in repr(session).encode() and len(session.secret_hash) == 32
+    assert session.expires_at == oauthd.clock.now() + SESSION_TTL
+
+
+async def test_the_session_survives_a_restart(oauthd: Running) -> None:
+    """Sessions live in the store (the file backend here): a restart keeps them, and a
+    sign-out after it still ends them."""
+    browser, _ = await signed_in(oauthd.client)
+    await oauthd.restart()
+    page = await browser.go("GET", "/account")
+    assert "Connected apps" in page.text and f"<strong>{USER}</strong>" in page.text
+    out = await browser.go("POST", "/account/logout", data=logout_form(page))
+    assert out.form().action == "/account/login"
+    assert await oauthd.store.account_sessions.count() == 0
+
+
+async def test_expired_sessions_are_purged(oauthd: Running) -> None:
+    await signed_in(oauthd.client)
+    assert await oauthd.store.account_sessions.count() == 1
+    oauthd.clock.advance(SESSION_TTL)
+    assert await oauthd.store.purge_expired() >= 1
+    assert await oauthd.store.account_sessions.count() == 0
 
 
 async def test_account_pages_are_pages(oauthd: Running) -> None:

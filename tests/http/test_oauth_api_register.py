@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -263,3 +264,34 @@ async def test_registered_confidential_client_authenticates_both_ways(oauthd: Ru
     )
     assert (answer.status, answer.json()["error"]) == (401, "invalid_client")
     assert orjson.loads(answer.body)["error_description"]
+
+
+async def test_a_flood_of_identical_registrations_leaves_the_registry_bounded(
+    start_oauthd: Start,
+) -> None:
+    """Claude Code registers again on every fresh connection, each time with a new loopback
+    port: 1,000 in a minute, from 50 addresses (behind a trusted proxy) so that the limit of
+    20 per address does not stop them. Every one is answered 201, and at most
+    `oauth.unused_registrations_per_app` of them stay (plus the one that was used)."""
+    running = await start_oauthd(server={"trusted_proxies": ("127.0.0.1/32",)})
+    client = running.client
+    used = await client.register(**CLAUDE_CODE)
+    await running.auth.clients.find(used["client_id"])  # its first use (as /authorize)
+
+    async def register(n: int) -> int:
+        body = {**CLAUDE_CODE, "redirect_uris": [f"http://localhost:{40000 + n}/callback"]}
+        headers = {"X-Forwarded-For": f"198.51.100.{n % 50 + 1}"}
+        answer = await client.call("POST", "/register", json=body, headers=headers)
+        return answer.status
+
+    statuses: list[int] = []
+    for start in range(0, 1000, 100):
+        batch = [register(n) for n in range(start, start + 100)]
+        statuses += await asyncio.gather(*batch)
+        running.clock.advance(5)  # 50 s in all: within the minute of the per-address limit
+    assert statuses == [201] * 1000
+    kept = [c async for c in running.store.clients.scan()]
+    assert len(kept) == 21 and used["client_id"] in {c.client_id for c in kept}
+    assert await running.store.clients.count() <= 21 + 1000  # purged by housekeeping
+    await running.store.purge_expired()
+    assert await running.store.clients.count() == 21

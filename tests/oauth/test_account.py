@@ -1,4 +1,5 @@
-"""`Accounts`: a user's connected apps (from a scan of the grants) and revoking one."""
+"""`Accounts`: a user's connected apps (from a scan of the grants) and revoking one; the
+/account sessions in the store."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from oauthd.clock import FakeClock
 from oauthd.config import default_config
 from oauthd.model import consent_key
-from oauthd.oauth.account import Accounts
+from oauthd.oauth.account import SESSION_TTL, Accounts
 from oauthd.oauth.tokens import Tokens
 from oauthd.store import MemoryStore
 from tests.support.records import DAY, NOW, make_client, make_consent, make_grant
@@ -16,7 +17,7 @@ from tests.support.records import DAY, NOW, make_client, make_consent, make_gran
 def accounts(tmp_path: Path) -> tuple[Accounts, MemoryStore, FakeClock]:
     clock = FakeClock()
     store = MemoryStore(clock)
-    return Accounts(store, Tokens(default_config(tmp_path), store, clock)), store, clock
+    return Accounts(store, Tokens(default_config(tmp_path), store, clock), clock), store, clock
 
 
 async def test_connected_apps_are_the_users_live_grants_most_recent_first(
@@ -67,3 +68,25 @@ async def test_revoke_ends_the_grant_and_forgets_the_consent(tmp_path: Path) -> 
     assert await store.consents.get(consent_key("alice", "c2")) is not None
     assert await store.grants.get(other_client.id) is not None
     assert await acc.revoke("alice", grant.id) is None  # once
+
+
+async def test_a_session_is_found_by_its_cookie_only_with_the_right_secret(tmp_path: Path) -> None:
+    sessions, store, clock = accounts(tmp_path)
+    cookie, session = await sessions.sign_in("alice")
+    assert await sessions.session(cookie) == session
+    key, secret = cookie.split(".")
+    for forged in (f"{key}.{secret[::-1]}", key, f"{key}.", "", None, "a.b.c", "x" * 600):
+        assert await sessions.session(forged) is None
+    clock.advance(SESSION_TTL)
+    assert await sessions.session(cookie) is None  # expired: invisible before any purge
+    assert await store.purge_expired() == 1
+
+
+async def test_sign_out_ends_the_session(tmp_path: Path) -> None:
+    sessions, store, _ = accounts(tmp_path)
+    cookie, session = await sessions.sign_in("alice")
+    other, _ = await sessions.sign_in("alice")
+    await sessions.sign_out(session)
+    assert await sessions.session(cookie) is None
+    assert await sessions.session(other) is not None  # another sign-in of the same user
+    assert await store.account_sessions.count() == 1

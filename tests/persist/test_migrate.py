@@ -21,6 +21,7 @@ import pytest
 
 from oauthd.clock import FakeClock
 from oauthd.model import (
+    AccountSession,
     AuthCode,
     Client,
     Consent,
@@ -29,6 +30,7 @@ from oauthd.model import (
     McpSession,
     PendingAuthorization,
     Record,
+    RegistrationGroup,
 )
 from oauthd.persist.errors import RecoveryError, TooNewError
 from oauthd.persist.migrate import migrate
@@ -265,6 +267,41 @@ FIXTURE_RECORDS: list[Record] = [
 ]
 
 
+# Records of the kinds and fields added by format version 3 (in v3.json and later).
+ADDED_IN_V3: list[Record] = [
+    Client(
+        client_id="dcr-used",
+        client_name="Claude",
+        redirect_uris=("https://claude.ai/api/mcp/auth_callback",),
+        grant_types=("authorization_code", "refresh_token"),
+        response_types=("code",),
+        token_endpoint_auth_method="none",
+        application_type="web",
+        scope="mcp:read",
+        secret_hash=None,
+        source="dcr",
+        created_at=NOW - 2 * DAY,
+        expires_at=None,
+        last_used_at=NOW - 3600,
+    ),
+    RegistrationGroup(
+        group_key="5f0c6d4e9b1a2c3d",
+        client_ids=("dcr-7Jx2", "dcr-unused-2"),
+        created_at=NOW - 120,
+        expires_at=NOW + DAY - 120,
+    ),
+    AccountSession(
+        session_key="acct-1",
+        secret_hash=_digest("account session secret"),
+        user="alice",
+        created_at=NOW - 60,
+        expires_at=NOW + 1740,
+    ),
+]
+RECORDS_OF = {1: FIXTURE_RECORDS, 2: FIXTURE_RECORDS, 3: FIXTURE_RECORDS + ADDED_IN_V3}
+KINDS_OF = {1: KINDS[:7], 2: KINDS[:7], 3: KINDS}
+
+
 def fixture_versions() -> list[int]:
     return sorted(int(p.stem[1:]) for p in FIXTURES.glob("v*.json"))
 
@@ -291,7 +328,7 @@ def test_v1_fixture_is_a_realistic_v1_snapshot() -> None:
     doc = orjson.loads((FIXTURES / "v1.json").read_bytes())
     assert doc["format"] == "oauthd-state" and doc["version"] == 1
     assert doc["seq"] == len(FIXTURE_RECORDS)
-    assert all(doc[kind] for kind in KINDS), "a kind has no record in the fixture"
+    assert all(doc[kind] for kind in KINDS_OF[1]), "a kind has no record in the fixture"
 
 
 async def test_v1_fixture_loads_with_the_current_code(tmp_path: Path) -> None:
@@ -315,10 +352,8 @@ async def test_every_older_version_loads_and_is_migrated(tmp_path: Path) -> None
     for version in range(1, CURRENT_VERSION):
         loaded = await load_fixture(tmp_path, version)
         state = tmp_path / f"state-v{version}"
-        if version == 1:
-            assert loaded == as_contents(FIXTURE_RECORDS)
-        else:
-            assert all(loaded[kind] for kind in KINDS), f"v{version}: a kind lost its records"
+        assert loaded == as_contents(RECORDS_OF[version]), f"v{version}: records changed"
+        assert all(loaded[kind] for kind in KINDS_OF[version]), f"v{version}: a kind lost some"
         assert snapshot_doc(state)["version"] == CURRENT_VERSION
         original = (FIXTURES / f"v{version}.json").read_bytes()
         assert (state / f"snapshot.v{version}.bak").read_bytes() == original
@@ -333,13 +368,19 @@ async def _write_current_fixture() -> Path:
         raise SystemExit(f"{target} exists; a released version's snapshot is never rewritten")
     with tempfile.TemporaryDirectory() as tmp:
         store = await open_store(Path(tmp), FakeClock(NOW), journaled=False)
-        for record in FIXTURE_RECORDS:
+        for record in RECORDS_OF[CURRENT_VERSION]:
             await store.by_kind[record.KIND].put(record)
         assert await store.engine.save()
         FIXTURES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(tmp) / SNAPSHOT, target)
         await store.close()
     return target
+
+
+async def test_the_current_fixture_loads_every_kind(tmp_path: Path) -> None:
+    loaded = await load_fixture(tmp_path, CURRENT_VERSION)
+    assert loaded == as_contents(RECORDS_OF[CURRENT_VERSION])
+    assert all(loaded[kind] for kind in KINDS)
 
 
 if __name__ == "__main__":

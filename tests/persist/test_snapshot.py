@@ -150,12 +150,13 @@ async def test_document_shape(tmp_path: Path) -> None:
     assert doc["grants"][0]["scopes"] == list(grant.scopes)  # type: ignore[union-attr]
 
 
-# Fields added by format version 2: journal frames and shared-backend records written by a
-# version-1 oauthd lack them and must still decode, to the defaults.
+# Fields added by format versions 2 and 3: journal frames and shared-backend records
+# written by an older oauthd lack them and must still decode, to the defaults.
 ADDED_IN_V2 = {
     "pending": {"redirect_uri_given": True},
     "codes": {"redirect_uri_given": True},
     "grants": {"access_scopes": None, "superseded_hashes": b""},
+    "clients": {"last_used_at": None},  # version 3
 }
 
 
@@ -166,7 +167,7 @@ def test_a_record_without_the_fields_added_later_decodes_to_their_defaults(kind:
     for name in ADDED_IN_V2[kind]:
         del item[name]
     decoded = codec.decode(kind, item)
-    assert decoded == record
+    assert decoded == dataclasses.replace(record, **ADDED_IN_V2[kind])
     for name, default in ADDED_IN_V2[kind].items():
         assert getattr(decoded, name) == default
 
@@ -190,6 +191,14 @@ def test_the_v1_to_v2_step_adds_the_defaults() -> None:
     assert migrated["pending"] == [{"redirect_uri_given": True}]
     assert migrated["codes"] == [{"redirect_uri_given": True}]
     assert migrated["grants"] == [{"access_scopes": None, "superseded_hashes": ""}]
+
+
+def test_the_v2_to_v3_step_adds_last_used_and_the_new_kinds() -> None:
+    doc: dict[str, Any] = {"version": 2, "clients": [{}, {"last_used_at": 5.0}], "grants": []}
+    migrated = MIGRATIONS[2](doc)
+    assert migrated["clients"] == [{"last_used_at": None}, {"last_used_at": 5.0}]
+    assert migrated["registration_groups"] == [] and migrated["account_sessions"] == []
+    assert migrated["grants"] == []
 
 
 async def test_empty_state_is_a_document_with_empty_arrays(tmp_path: Path) -> None:

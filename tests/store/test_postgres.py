@@ -4,21 +4,25 @@ an unreachable server. The contract itself runs in `test_base_contract.py`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from oauthd import cli
 from oauthd.clock import FakeClock
 from oauthd.exits import ExitCode
-from oauthd.store import Unavailable
+from oauthd.store import Unavailable, codec
+from tests.support.backends import open_harness
 from tests.support.configs import TomlValue, render_toml, write_secret
 from tests.support.daemon import run_oauthd
 from tests.support.postgres import create_schema, drop_schema, postgres_probe, schema_dsn
+from tests.support.records import NOW, make_client
 from tests.support.services import service_missing
 
 postgres = pytest.importorskip("oauthd.store.postgres")
@@ -169,3 +173,24 @@ async def test_version_1_is_refused_and_migrated_to_the_invalidation_triggers(sc
         [schema, "mcp_sessions", "k"],
         [schema, None, None],  # TRUNCATE: forget everything; inserts and clients: nothing
     ]
+
+
+async def test_a_client_written_before_format_3_is_read_and_updated(tmp_path: Path) -> None:
+    """A row written by an oauthd of format 2 (no `last_used_at`) reads with the default,
+    and the first use writes the field."""
+    async for harness in open_harness("postgres", tmp_path):
+        store = harness.store
+        assert isinstance(store, postgres.PostgresStore)
+        old = dataclasses.replace(make_client(), expires_at=None, last_used_at=None)
+        doc = orjson.loads(codec.encode(old))
+        del doc["last_used_at"]
+        await store.connections.write(
+            "INSERT INTO oauthd_records (kind, key, record, expires_at) "
+            "VALUES ('clients', %(key)s, %(record)s::jsonb, NULL)",
+            {"key": old.client_id, "record": orjson.dumps(doc).decode()},
+        )
+        assert await store.clients.get(old.client_id) == old
+        used = await store.clients.update(
+            old.client_id, lambda c: dataclasses.replace(c, last_used_at=NOW)
+        )
+        assert used is not None and (await store.clients.get(old.client_id)) == used

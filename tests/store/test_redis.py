@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from oauthd.clock import FakeClock
 from oauthd.config import load_config
-from oauthd.store import Unavailable, open_store
+from oauthd.store import Unavailable, codec, open_store
 from oauthd.store.redis import RedisStore
-from tests.support.records import make_grant
+from tests.support.backends import open_harness
+from tests.support.records import NOW, make_client, make_grant
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
@@ -113,3 +115,20 @@ async def test_open_store_opens_the_configured_redis_backend() -> None:
             await store.ping()
     finally:
         await store.close()
+
+
+async def test_a_client_written_before_format_3_is_read_and_updated(tmp_path: Path) -> None:
+    """A record written by an oauthd of format 2 (no `last_used_at`) reads with the
+    default, and the first use writes the field."""
+    async for harness in open_harness("redis", tmp_path):
+        store = harness.store
+        assert isinstance(store, RedisStore)
+        old = dataclasses.replace(make_client(), expires_at=None, last_used_at=None)
+        doc = orjson.loads(codec.encode(old))
+        del doc["last_used_at"]
+        await store.client.set(f"{store.prefix}clients:{old.client_id}", orjson.dumps(doc))
+        assert await store.clients.get(old.client_id) == old
+        used = await store.clients.update(
+            old.client_id, lambda c: dataclasses.replace(c, last_used_at=NOW)
+        )
+        assert used is not None and (await store.clients.get(old.client_id)) == used

@@ -63,8 +63,10 @@ class Oauthd(Running):
         resource: str | None = None,
         client_id: str | None = None,
     ) -> Granted:
-        """A new grant straight from the protocol (what /token issues after a login)."""
+        """A new grant straight from the protocol (what /token issues after a login); the
+        client is noted as used, as by the /authorize and /token calls this skips."""
         client_id = client_id or await self.register()
+        await self.auth.clients.find(client_id)
         issued = await self.auth.tokens.issue(
             crypto.new_key(), user, client_id, scopes, resource or self.mcp_url
         )

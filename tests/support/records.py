@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from oauthd.clock import FakeClock
 from oauthd.model import (
     RECORD_TYPES,
+    AccountSession,
     AuthCode,
     Client,
     Consent,
@@ -29,6 +30,7 @@ from oauthd.model import (
     McpSession,
     PendingAuthorization,
     Record,
+    RegistrationGroup,
 )
 
 NOW = FakeClock().now()
@@ -62,6 +64,7 @@ def make_client(**overrides: Any) -> Client:
         "source": "dcr",
         "created_at": NOW - 60,
         "expires_at": NOW + 30 * DAY,
+        "last_used_at": NOW - 30,
     }
     return Client(**{**fields, **overrides})
 
@@ -174,6 +177,29 @@ def make_mcp_session(**overrides: Any) -> McpSession:
     return McpSession(**{**fields, **overrides})
 
 
+def make_registration_group(**overrides: Any) -> RegistrationGroup:
+    n = _n()
+    fields = {
+        "group_key": f"group-{n}",
+        "client_ids": (f"client-{n}a", f"client-{n}b"),
+        "created_at": NOW - 60,
+        "expires_at": NOW + DAY,
+    }
+    return RegistrationGroup(**{**fields, **overrides})
+
+
+def make_account_session(**overrides: Any) -> AccountSession:
+    n = _n()
+    fields = {
+        "session_key": f"account-session-{n}",
+        "secret_hash": digest(f"account-secret-{n}"),
+        "user": f"user-{n}",
+        "created_at": NOW - 60,
+        "expires_at": NOW + 1800,
+    }
+    return AccountSession(**{**fields, **overrides})
+
+
 FACTORIES: dict[str, Callable[..., Record]] = {
     Client.KIND: make_client,
     Consent.KIND: make_consent,
@@ -182,6 +208,8 @@ FACTORIES: dict[str, Callable[..., Record]] = {
     Grant.KIND: make_grant,
     DeviceFlow.KIND: make_device,
     McpSession.KIND: make_mcp_session,
+    RegistrationGroup.KIND: make_registration_group,
+    AccountSession.KIND: make_account_session,
 }
 KINDS: tuple[str, ...] = tuple(cls.KIND for cls in RECORD_TYPES)
 assert set(FACTORIES) == set(KINDS), "a record class has no factory"

@@ -15,7 +15,9 @@ instance. The tests prove:
 - one code or one refresh token redeemed on all instances at once has exactly one winner
   (and what a replay does afterwards), with and without the refresh grace window;
 - the device flow started on one instance, polled on the others and approved through the
-  pages of yet another gives the tokens to exactly one poll.
+  pages of yet another gives the tokens to exactly one poll;
+- a sign-in at /account on one instance is good on every other, and a sign-out on any
+  ends it on all.
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ from tests.e2e.multi.multi_clients import (
     warm,
 )
 from tests.e2e.multi.multi_stack import Cluster
-from tests.support.browser import Answer
+from tests.support.browser import Answer, Browser
+from tests.support.configs import INTEROP_PASSWORD
 from tests.support.configs import INTEROP_USER as USER
 from tests.support.daemon import OauthdProcess, oauthd_command
+from tests.support.forms import parse_forms
 from tests.support.sdk import sdk_client
 from tests.support.upstream import DemoUpstream, text_of
 
@@ -428,3 +432,36 @@ async def test_device_flow_polled_and_approved_across_instances(cluster: Cluster
         assert info["active"] and info["sub"] == USER and info["client_id"] == oauth.client_id
         late = await oauth.token(c.url, poll)
         assert is_invalid_grant(late), late
+
+
+# -- the /account page's sessions ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_an_account_session_works_on_every_instance_and_sign_out_ends_it_on_all(
+    cluster: Cluster,
+) -> None:
+    """The /account sign-in is a record in the shared backend: made on one instance, it is
+    good on the others; signed out on another, every copy of the cookie is ended on all."""
+    a, b, c = cluster.instances[:3]
+    browser = Browser(a.url, origin=cluster.issuer)
+    copy = Browser(b.url, origin=cluster.issuer)
+    try:
+        login = await browser.go("GET", "/account")
+        page = await browser.submit(login, username=USER, password=INTEROP_PASSWORD)
+        assert "Connected apps" in page.text, page.text
+        copy.jar.update_cookies({m.key: m.value for m in browser.jar})
+        for instance in (b, c):
+            browser.base = instance.url
+            page = await browser.go("GET", "/account")
+            assert "Connected apps" in page.text and f"<strong>{USER}</strong>" in page.text
+        (logout,) = [f for f in parse_forms(page.text) if f.action == "/account/logout"]
+        headers = {"Origin": cluster.issuer}
+        out = await browser.go("POST", "/account/logout", data=logout.fields, headers=headers)
+        assert out.form().action == "/account/login"  # signed out on c
+        for instance in (a, b, c):
+            copy.base = instance.url
+            assert (await copy.go("GET", "/account")).form().action == "/account/login"
+    finally:
+        await browser.close()
+        await copy.close()
