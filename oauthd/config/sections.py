@@ -104,8 +104,11 @@ class OAuthConfig:
     registration: bool = field(metadata=key(to.boolean, True))
     client_id_metadata_documents: bool = field(metadata=key(to.boolean, True))
     allowed_redirect_schemes: tuple[str, ...] = field(metadata=key(to.words, []))
-    registrations_per_minute: int = field(metadata=key(to.positive_int, 20))
-    device_guesses_per_minute: int = field(metadata=key(to.positive_int, 10))
+    registrations_per_minute: int = field(metadata=key(to.positive_int, 20))  # per address
+    device_guesses_per_minute: int = field(metadata=key(to.positive_int, 10))  # per address
+    device_guesses_per_minute_total: int = field(metadata=key(to.positive_int, 100))
+    # failed client authentications per address (/token, /revoke, /introspect, ...)
+    client_auth_failures_per_minute: int = field(metadata=key(to.positive_int, 20))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +162,13 @@ class GithubConfig:
 class LoginConfig:
     provider: str = field(metadata=key(to.choice(("local", "oidc", "github")), "local"))
     users: tuple[LocalUser, ...] = field(metadata=key(_users, []))
+    # failed sign-ins per failure_window: per user from unknown browsers, per client
+    # address from unknown browsers, per known browser (oauthd.oauth.signin)
     max_failures: int = field(metadata=key(to.positive_int, 5))
+    max_failures_per_address: int = field(metadata=key(to.positive_int, 20))
+    max_failures_per_known_browser: int = field(metadata=key(to.positive_int, 5))
     failure_window: float = field(metadata=key(to.duration, "15m"))
+    known_browser_ttl: float = field(metadata=key(to.duration, "180d"))
     encryption_key: str = field(metadata=key(secret_ref, ""))
     oidc: OidcConfig = field(metadata=key(section(OidcConfig), {}))
     github: GithubConfig = field(metadata=key(section(GithubConfig), {}))

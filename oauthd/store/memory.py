@@ -20,6 +20,7 @@ from oauthd.model import (
     Record,
 )
 from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, is_live
+from oauthd.store.counters import MemoryCounters
 from oauthd.store.records import RecordMap
 
 PURGE_CHUNK = 2000
@@ -161,6 +162,7 @@ class MemoryStore(Store):
         self.grants = MemoryTable[Grant](Grant.KIND, clock, sink)
         self.devices = MemoryTable[DeviceFlow](DeviceFlow.KIND, clock, sink)
         self.mcp_sessions = MemoryTable[McpSession](McpSession.KIND, clock, sink)
+        self.counters = MemoryCounters(clock)  # in process, never journaled
         self.by_kind: dict[str, MemoryTable[Any]] = {t.kind: t for t in self.memory_tables()}
 
     def memory_tables(self) -> tuple[MemoryTable[Any], ...]:

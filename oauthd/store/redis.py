@@ -58,6 +58,7 @@ from oauthd.store.base import (
     is_live,
 )
 from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
+from oauthd.store.redis_counters import RedisCounters
 from oauthd.store.redis_tracking import RedisInvalidations
 
 T = TypeVar("T")
@@ -282,6 +283,7 @@ class RedisStore(Store):
         self.grants = RedisTable[Grant](Grant.KIND, self)
         self.devices = RedisTable[DeviceFlow](DeviceFlow.KIND, self)
         self.mcp_sessions = RedisTable[McpSession](McpSession.KIND, self)
+        self.counters = RedisCounters(self)  # shared by every instance (redis_counters.py)
         listen = RedisInvalidations(url, prefix, (Grant.KIND, McpSession.KIND), timeout)
         self.read_cache: ReadCache | None = attach(
             self, clock, listen, size=cache_size, timeout=timeout

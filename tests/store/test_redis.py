@@ -17,6 +17,7 @@ from oauthd.clock import FakeClock
 from oauthd.config import load_config
 from oauthd.store import Unavailable, open_store
 from oauthd.store.redis import RedisStore
+from tests.support.backends import open_harness
 from tests.support.records import make_grant
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
@@ -64,6 +65,9 @@ def operations(store: RedisStore) -> list[Callable[[], Awaitable[Any]]]:
         store.grants.count,
         scan,
         store.purge_expired,
+        lambda: store.counters.add("k", 60),
+        lambda: store.counters.read("k"),
+        lambda: store.counters.reset("k"),
     ]
 
 
@@ -113,3 +117,15 @@ async def test_open_store_opens_the_configured_redis_backend() -> None:
             await store.ping()
     finally:
         await store.close()
+
+
+async def test_a_counter_expires_on_the_server_with_its_window(tmp_path: Path) -> None:
+    """Counters never pile up: the key of one lives as long as its window."""
+    async for harness in open_harness("redis", tmp_path):
+        store = harness.store
+        assert isinstance(store, RedisStore)
+        await store.counters.add("login-user:alice", 60)
+        harness.clock.advance(30)
+        await store.counters.add("login-user:alice", 60)  # the same window: no new expiry
+        ttl = await store.client.pttl(f"{store.prefix}counter:login-user:alice")
+        assert 59_000 <= ttl <= 60_000
