@@ -1,9 +1,9 @@
 """Fixed-window rate limits, counted in the store (`Store.counters`): in process on the
 memory and file backends, shared by every instance on Redis and PostgreSQL.
 
-Counters are touched only by what they limit (a failed sign-in, a registration, a wrong
-device code, a failed client authentication) and by the checks before a sign-in or a
-device code lookup; never by a bearer check or a proxied request.
+Counters are touched only by what they limit: a sign-in attempt and a device code lookup
+(counted before they are checked, taken back when right), a registration, a failed client
+authentication (counted after it failed); never by a bearer check or a proxied request.
 
 When the store cannot count (`Unavailable`), the limits are counted in this process until
 it can again: they fail over, neither open (an outage of the shared backend would lift
@@ -64,25 +64,25 @@ class Limiter:
         self._warned_at = -math.inf
         self._known_over: dict[tuple[str, str], float] = {}
 
-    async def over(self, limit: Limit, key: str) -> float | None:
-        """Seconds until `key` may try again if it used up `limit`, else None."""
-        count = await self._counted(lambda c: c.read(f"{limit.name}:{key}"))
-        return count.resets_in if count.value >= limit.limit else None
+    async def admit(self, limit: Limit, key: str) -> float | None:
+        """Count one attempt before it is checked; the seconds to wait if it is over
+        `limit` (refuse it unchecked), else None. Counting first is what bounds the
+        attempts checked even when many arrive at once: each gets its own count. An
+        attempt that turns out not to count (a right password) is `take_back`."""
+        count = await self._counted(lambda c: c.add(f"{limit.name}:{key}", limit.window))
+        return count.resets_in if count.value > limit.limit else None
+
+    async def take_back(self, limit: Limit, key: str) -> None:
+        await self._counted(lambda c: c.take_back(f"{limit.name}:{key}"))
 
     async def count(self, limit: Limit, key: str) -> float | None:
-        """Count one event; the seconds to wait if `key` has now used up `limit` (this
-        event included: the next one would be over it), else None."""
+        """Count one failure found after the fact; the seconds to wait if `key` has now
+        used up `limit` (this one included), else None; remembered for `known_over`."""
         count = await self._counted(lambda c: c.add(f"{limit.name}:{key}", limit.window))
         if count.value < limit.limit:
             return None
         self._remember_over(limit, key, count.resets_in)
         return count.resets_in
-
-    async def admit(self, limit: Limit, key: str) -> float | None:
-        """Count one event; the seconds to wait if it is over `limit` (refuse it), else
-        None (for limits on every event, not only on failures: registrations)."""
-        count = await self._counted(lambda c: c.add(f"{limit.name}:{key}", limit.window))
-        return count.resets_in if count.value > limit.limit else None
 
     async def forget(self, limit: Limit, key: str) -> None:
         await self._counted(lambda c: c.reset(f"{limit.name}:{key}"))

@@ -267,19 +267,20 @@ class AuthServer:
     async def find_device_flow(self, typed: str, address: str) -> DeviceFlow | None:
         """The pending device flow for a typed user code; wrong guesses are limited per
         address and over every address together (a 429 page with Retry-After once
-        either is used up)."""
+        either is used up). Each lookup is counted before it is made and taken back if
+        the code was right, so concurrent guesses get no more lookups than the limit."""
         limits = self.limits
-        waits = [
-            await self.limiter.over(limits.device_address, address),
-            await self.limiter.over(limits.device_total, TOTAL),
-        ]
-        wait = max((w for w in waits if w is not None), default=None)
+        wait = await self.limiter.admit(limits.device_address, address)
+        if wait is None:
+            wait = await self.limiter.admit(limits.device_total, TOTAL)
+            if wait is not None:
+                await self.limiter.take_back(limits.device_address, address)
         if wait is not None:
             raise too_many("Too many wrong codes. Wait a minute and try again.", wait, page=True)
         flow = await self.devices.find(typed)
-        if flow is None:
-            await self.limiter.count(limits.device_address, address)
-            await self.limiter.count(limits.device_total, TOTAL)
+        if flow is not None:  # a right code is no guess
+            await self.limiter.take_back(limits.device_address, address)
+            await self.limiter.take_back(limits.device_total, TOTAL)
         return flow
 
     async def begin_authorization(

@@ -8,17 +8,18 @@ guessing without letting a stranger lock anyone out.
   address's: once either is used up, unknown browsers are refused for that user (or from
   that address) until the window ends; known browsers are not.
 
-The checks come before the password is: a refused attempt never reaches the hash, so the
-limit bounds the guesses checked, not only the failures reported. A success from an
-unknown browser does not reset the user's count (else a stranger's bound would reset
-whenever the user signs in); a success from a known browser resets that browser's."""
+Each attempt is counted before the password is checked (and taken back if it was right):
+a refused attempt never reaches the hash, and however many arrive at once, no more than
+the limit are checked. A success from an unknown browser does not reset the user's count
+(else a stranger's bound would reset whenever the user signs in); a success from a known
+browser resets that browser's."""
 
 from __future__ import annotations
 
 import asyncio
 
 from oauthd.metrics import Metrics
-from oauthd.oauth.errors import page_error
+from oauthd.oauth.errors import OAuthError, page_error
 from oauthd.oauth.known_browsers import KnownBrowsers
 from oauthd.oauth.login import record_login
 from oauthd.oauth.ratelimit import Limit, Limiter, Limits, too_many
@@ -64,21 +65,35 @@ class SignIns:
         """The user, if the password is right and no limit it counts under is used up; a
         page error otherwise (429 with Retry-After, or 401). Counted and audited."""
         under = self._counted_under(username, address, browser_cookie)
-        waits = await asyncio.gather(*(self._limiter.over(limit, key) for limit, key in under))
-        wait = max((w for w in waits if w is not None), default=None)
-        if wait is not None:
+        try:
+            await self._admit(under)
+        except OAuthError:
             self._audit("rate_limited", username, address, client_id)
-            raise too_many(REFUSED, wait, page=True)
+            raise
         user = await users.authenticate(username, password)
         if user is None:
-            await asyncio.gather(*(self._limiter.count(limit, key) for limit, key in under))
             self._audit("failure", username, address, client_id)
             raise page_error("access_denied", "Wrong username or password.", 401)
-        known = under[0]
-        if known[0] is self._limits.sign_in_known_browser:
-            await self._limiter.forget(*known)
+        limit, key = under[0]
+        if limit is self._limits.sign_in_known_browser:
+            await self._limiter.forget(limit, key)
+        else:  # a right password is no guess: it does not use up the user's count
+            await asyncio.gather(*(self._limiter.take_back(*counted) for counted in under))
         self._audit("success", user, address, client_id)
         return user
+
+    async def _admit(self, under: list[tuple[Limit, str]]) -> None:
+        """Count the attempt under each limit, in order; at the first one used up, take
+        back the counts already made (a refused attempt counts nowhere else: strangers'
+        refused guesses do not use up their addresses' counts) and raise the 429."""
+        admitted: list[tuple[Limit, str]] = []
+        for limit, key in under:
+            wait = await self._limiter.admit(limit, key)
+            if wait is not None:
+                for counted in admitted:
+                    await self._limiter.take_back(*counted)
+                raise too_many(REFUSED, wait, page=True)
+            admitted.append((limit, key))
 
     def _audit(self, result: str, user: str, address: str, client_id: str | None) -> None:
         record_login(

@@ -169,6 +169,9 @@ class Counters(ABC):
       instances sharing the backend, each gets a different count, and the last gets N
       more than before. The first add after a window ended opens a new one of `window`
       seconds by the store's clock, counting from 1.
+    - `take_back(key)` undoes one `add` of the current window (an attempt counted before
+      it was checked, that turned out not to count): atomic like `add`, never below 0,
+      nothing when no window is open (it never opens one).
     - `read` never changes a counter; `reset` ends its window (the next add counts 1).
     - Counters are not records: never journaled or snapshotted (the `file` backend keeps
       them in process: a restart forgetting a rate limit is harmless), never in `scan` or
@@ -179,6 +182,10 @@ class Counters(ABC):
     @abstractmethod
     async def add(self, key: str, window: float) -> Count:
         """Count one event under `key`; the window it landed in, this event included."""
+
+    @abstractmethod
+    async def take_back(self, key: str) -> None:
+        """One event less in `key`'s current window, if one is open and above 0."""
 
     @abstractmethod
     async def read(self, key: str) -> Count:

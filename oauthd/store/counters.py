@@ -42,6 +42,11 @@ class MemoryCounters(Counters):
         current.count += 1
         return Count(current.count, current.ends - now)
 
+    async def take_back(self, key: str) -> None:
+        current = self._open(key, self._clock.now())
+        if current is not None and current.count > 0:
+            current.count -= 1
+
     async def read(self, key: str) -> Count:
         now = self._clock.now()
         current = self._open(key, now)

@@ -44,6 +44,13 @@ class PostgresCounters(Counters):
         count, ends = rows[0]
         return Count(int(count), float(ends) - params["now"])
 
+    async def take_back(self, key: str) -> None:
+        await self._store.connections.write(
+            "UPDATE oauthd_counters SET count = count - 1 "
+            "WHERE key = %(key)s AND window_end > %(now)s AND count > 0",
+            self._params(key),
+        )
+
     async def read(self, key: str) -> Count:
         params = self._params(key)
         rows = await self._store.connections.read(

@@ -40,18 +40,34 @@ local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
 return {n, math.ceil((ends - now) * 1000)}
 """
 
+# Atomically: one less in the window open at ARGV[1] (now), if there is one and it is above 0.
+_TAKE_BACK = """
+local ends = tonumber(redis.call('HGET', KEYS[1], 'end'))
+if not ends or ends <= tonumber(ARGV[1]) then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'n')) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'n', -1)
+end
+return 1
+"""
+
 
 class RedisCounters(Counters):
     def __init__(self, store: RedisStore) -> None:
         self._store = store
         self._prefix = f"{store.prefix}counter:"
         self._add = store.client.register_script(_ADD)
+        self._take_back = store.client.register_script(_TAKE_BACK)
 
     async def add(self, key: str, window: float) -> Count:
         now = self._store.clock.now()
         answer: Any = self._add(keys=[self._prefix + key], args=[repr(now), repr(window)])
         n, ms = await self._store.call(answer)
         return Count(int(n), int(ms) / 1000)
+
+    async def take_back(self, key: str) -> None:
+        now = self._store.clock.now()
+        answer: Any = self._take_back(keys=[self._prefix + key], args=[repr(now)])
+        await self._store.call(answer)
 
     async def read(self, key: str) -> Count:
         n, ends = await self._store.call(self._store.client.hmget(self._prefix + key, "n", "end"))

@@ -3,6 +3,7 @@ the store cannot count."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -31,6 +32,10 @@ class FlakyCounters(Counters):
         self._check()
         return await self.inner.add(key, window)
 
+    async def take_back(self, key: str) -> None:
+        self._check()
+        await self.inner.take_back(key)
+
     async def read(self, key: str) -> Count:
         self._check()
         return await self.inner.read(key)
@@ -58,25 +63,36 @@ def limiter(shared: FlakyCounters, clock: FakeClock) -> Limiter:
 async def test_count_says_when_the_limit_is_used_up(limiter: Limiter, clock: FakeClock) -> None:
     assert await limiter.count(LIMIT, "k") is None
     assert await limiter.count(LIMIT, "k") is None
-    assert await limiter.over(LIMIT, "k") is None
     clock.advance(10)
     assert await limiter.count(LIMIT, "k") == pytest.approx(50)  # the third: used up
-    assert await limiter.over(LIMIT, "k") == pytest.approx(50)
-    assert await limiter.over(LIMIT, "other") is None
-    clock.advance(50)
-    assert await limiter.over(LIMIT, "k") is None
+    assert await limiter.count(LIMIT, "other") is None
 
 
-async def test_admit_refuses_only_what_is_over(limiter: Limiter) -> None:
+async def test_admit_refuses_only_what_is_over(limiter: Limiter, clock: FakeClock) -> None:
     assert [await limiter.admit(LIMIT, "k") for _ in range(3)] == [None, None, None]
     assert await limiter.admit(LIMIT, "k") == pytest.approx(60)
+    clock.advance(60)
+    assert await limiter.admit(LIMIT, "k") is None
+
+
+async def test_take_back_undoes_one_admitted_attempt(limiter: Limiter) -> None:
+    for _ in range(3):
+        assert await limiter.admit(LIMIT, "k") is None
+        await limiter.take_back(LIMIT, "k")  # e.g. the right password
+    assert [await limiter.admit(LIMIT, "k") for _ in range(3)] == [None, None, None]
+    assert await limiter.admit(LIMIT, "k") is not None
+
+
+async def test_concurrent_attempts_get_no_more_than_the_limit(limiter: Limiter) -> None:
+    waits = await asyncio.gather(*(limiter.admit(LIMIT, "k") for _ in range(50)))
+    assert sum(w is None for w in waits) == 3
 
 
 async def test_forget_starts_over(limiter: Limiter) -> None:
-    for _ in range(3):
-        await limiter.count(LIMIT, "k")
+    for _ in range(4):
+        await limiter.admit(LIMIT, "k")
     await limiter.forget(LIMIT, "k")
-    assert await limiter.over(LIMIT, "k") is None
+    assert await limiter.admit(LIMIT, "k") is None
 
 
 async def test_known_over_needs_no_io(
@@ -102,15 +118,16 @@ async def test_an_unavailable_store_fails_over_to_this_process(
         assert await limiter.count(LIMIT, "k") is None
         assert await limiter.count(LIMIT, "k") is None
         assert await limiter.count(LIMIT, "k") is not None
-        assert await limiter.over(LIMIT, "k") is not None
+        assert await limiter.admit(LIMIT, "k") is not None
         await limiter.forget(LIMIT, "k")
-        assert await limiter.over(LIMIT, "k") is None
+        assert await limiter.admit(LIMIT, "k") is None
     warnings = [r for r in caplog.records if r.name == "oauthd.ratelimit"]
     assert len(warnings) == 1  # once a minute, not once per call
     assert "redis: no answer" in warnings[0].reason  # type: ignore[attr-defined]
     shared.down = False  # back: the shared counts again
-    assert await limiter.over(LIMIT, "k") is None
     assert (await shared.inner.read("test:k")).value == 0
+    assert await limiter.admit(LIMIT, "k") is None
+    assert (await shared.inner.read("test:k")).value == 1
 
 
 def test_retry_after_is_whole_seconds_at_least_one() -> None:

@@ -81,6 +81,10 @@ class SpyCounters(Counters):
         self.calls.append(f"add {key}")
         return await self.inner.add(key, window)
 
+    async def take_back(self, key: str) -> None:
+        self.calls.append(f"take_back {key}")
+        await self.inner.take_back(key)
+
     async def read(self, key: str) -> Count:
         self.calls.append(f"read {key}")
         return await self.inner.read(key)

@@ -3,6 +3,8 @@ before (its known-browser cookie) is limited by its own count alone."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from oauthd.oauth.errors import Delivery, OAuthError
@@ -151,5 +153,42 @@ async def test_the_counters_hold_no_cookie_nonce(env3: Env) -> None:
     cookie = await known_cookie(env3)
     await refused(env3.server.check_login(USER, "typo", ADDRESS, browser_cookie=cookie))
     nonce = cookie.split(".")[2]
-    keys = list(env3.store.counters._windows)
-    assert len(keys) == 1 and keys[0].startswith("login-browser:") and nonce not in keys[0]
+    keys = [k for k in env3.store.counters._windows if k.startswith("login-browser:")]
+    assert len(keys) == 1 and nonce not in keys[0]
+    assert all(nonce not in k and cookie not in k for k in env3.store.counters._windows)
+
+
+async def test_concurrent_guesses_get_no_more_checks_than_the_limit(env3: Env) -> None:
+    """Each attempt is counted before its password is checked: fifty at once from fifty
+    addresses get three checked, not fifty."""
+    checked = 0
+    real = env3.server.users.authenticate
+
+    async def counting(username: str, password: str) -> str | None:
+        nonlocal checked
+        checked += 1
+        await asyncio.sleep(0.01)  # the hash takes time: the others arrive meanwhile
+        return await real(username, password)
+
+    env3.server.users.authenticate = counting  # type: ignore[method-assign]
+    errors = await asyncio.gather(
+        *(refused(env3.server.check_login(USER, "guess", f"198.51.100.{i}")) for i in range(50))
+    )
+    assert checked == 3
+    assert sorted(e.status for e in errors) == [401] * 3 + [429] * 47
+
+
+async def test_refused_guesses_do_not_use_up_their_addresses(env3: Env) -> None:
+    """Once the user's count is used up, a stranger's further guesses count nowhere: the
+    address stays usable for other users."""
+    await lock_out_strangers(env3, attempts=3)
+    for _ in range(30):
+        assert_too_many(await refused(env3.server.check_login(USER, "guess", STRANGER)))
+    assert await env3.server.check_login(OTHER_USER, OTHER_PASSWORD, STRANGER) == OTHER_USER
+
+
+async def test_a_right_password_from_an_unknown_browser_uses_up_nothing(env3: Env) -> None:
+    for _ in range(10):
+        assert await env3.server.check_login(USER, PASSWORD, STRANGER) == USER
+    await lock_out_strangers(env3, attempts=2)
+    assert await env3.server.check_login(USER, PASSWORD, STRANGER) == USER

@@ -441,6 +441,32 @@ class CounterContract:
         assert await counters.read("k") == Count(0, 0.0)
         assert (await counters.add("k", 60)).value == 1
 
+    async def test_take_back_undoes_one_add_of_the_open_window(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        await counters.take_back("k")  # no window open: none is opened
+        assert await counters.read("k") == Count(0, 0.0)
+        await counters.add("k", 60)
+        await counters.add("k", 60)
+        await counters.take_back("k")
+        assert (await counters.read("k")).value == 1
+        await counters.take_back("k")
+        await counters.take_back("k")  # never below 0
+        assert (await counters.read("k")).value == 0
+        count = await counters.add("k", 60)  # the same window goes on
+        assert count.value == 1 and count.resets_in == pytest.approx(60, abs=0.01)
+        harness.clock.advance(60)
+        await counters.take_back("k")  # the window ended: nothing to take back
+        assert (await counters.add("k", 60)).value == 1
+
+    async def test_concurrent_adds_and_take_backs_lose_nothing(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        await asyncio.gather(*(counters.add("k", 60) for _ in range(30)))
+        await asyncio.gather(
+            *(counters.take_back("k") for _ in range(10)),
+            *(counters.add("k", 60) for _ in range(5)),
+        )
+        assert (await counters.read("k")).value == 25
+
     async def test_keys_are_separate(self, harness: StoreHarness) -> None:
         counters = harness.store.counters
         for key in ("user:alice", "user:Alice", "address:192.0.2.1", "user:alice:x"):
