@@ -4,6 +4,7 @@ before (its known-browser cookie) is limited by its own count alone."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -192,3 +193,24 @@ async def test_a_right_password_from_an_unknown_browser_uses_up_nothing(env3: En
         assert await env3.server.check_login(USER, PASSWORD, STRANGER) == USER
     await lock_out_strangers(env3, attempts=2)
     assert await env3.server.check_login(USER, PASSWORD, STRANGER) == USER
+
+
+async def test_a_backend_that_cannot_count_neither_lifts_the_limits_nor_fails(
+    env3: Env,
+) -> None:
+    """Redis unreachable (a closed port): each sign-in tries it (within the store's
+    timeout), then counts in this process; no error reaches the person."""
+    from oauthd.store.redis import RedisStore
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = RedisStore(env3.clock, f"redis://127.0.0.1:{closed}/0", timeout=0.2, cache_size=0)
+    env3.server.limiter._shared = down.counters
+    try:
+        cookie = await known_cookie(env3)
+        await lock_out_strangers(env3)
+        assert_too_many(await refused(env3.server.check_login(USER, PASSWORD, STRANGER)))
+        assert await env3.server.check_login(USER, PASSWORD, ADDRESS, browser_cookie=cookie) == USER
+    finally:
+        await down.close()
