@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -30,6 +31,7 @@ log = logging.getLogger("oauthd.ratelimit")
 T = TypeVar("T")
 
 FALLBACK_LOG_EVERY = 60.0  # seconds between two "counting in process" warnings
+RETRY_SHARED_AFTER = 1.0  # seconds of counting in process before the store is tried again
 MAX_KNOWN_OVER = 10_000  # keys remembered as over their limit (see `Limiter.known_over`)
 
 
@@ -62,6 +64,7 @@ class Limiter:
         self._clock = clock
         self._local = MemoryCounters(clock)
         self._warned_at = -math.inf
+        self._shared_down_until = -math.inf  # time.monotonic(): the store failed, wait
         self._known_over: dict[tuple[str, str], float] = {}
 
     async def admit(self, limit: Limit, key: str) -> float | None:
@@ -111,9 +114,14 @@ class Limiter:
         self._known_over[(limit.name, key)] = self._clock.now() + seconds
 
     async def _counted(self, operation: Callable[[Counters], Awaitable[T]]) -> T:
+        if time.monotonic() < self._shared_down_until:
+            return await operation(self._local)
         try:
             return await operation(self._shared)
         except Unavailable as exc:
+            # for a moment, do not wait on the store again: one timeout per request would
+            # double the time of every sign-in and registration during an outage
+            self._shared_down_until = time.monotonic() + RETRY_SHARED_AFTER
             self._warn(exc)
             return await operation(self._local)
 

@@ -116,14 +116,19 @@ async def test_an_unavailable_store_fails_over_to_this_process(
     shared.down = True
     with caplog.at_level(logging.WARNING, "oauthd.ratelimit"):
         assert await limiter.count(LIMIT, "k") is None
+        calls = shared.calls
         assert await limiter.count(LIMIT, "k") is None
+        assert shared.calls == calls  # for a moment, the store is not waited on again
+        limiter._shared_down_until = 0.0  # the moment has passed: tried, still down
         assert await limiter.count(LIMIT, "k") is not None
+        assert shared.calls == calls + 1
         assert await limiter.admit(LIMIT, "k") is not None
         await limiter.forget(LIMIT, "k")
         assert await limiter.admit(LIMIT, "k") is None
     warnings = [r for r in caplog.records if r.name == "oauthd.ratelimit"]
-    assert len(warnings) == 1  # once a minute, not once per call
+    assert len(warnings) == 1  # once a minute, not once per failure
     assert "redis: no answer" in warnings[0].reason  # type: ignore[attr-defined]
+    limiter._shared_down_until = 0.0
     shared.down = False  # back: the shared counts again
     assert (await shared.inner.read("test:k")).value == 0
     assert await limiter.admit(LIMIT, "k") is None
