@@ -25,7 +25,7 @@ from oauthd.config import Config
 from oauthd.housekeeping import housekeeping
 from oauthd.http import refusal_log, web_app
 from oauthd.http.keys import AUTH, PROXY, STATE
-from oauthd.keyring import device_code_key, read_keyring, session_sealer
+from oauthd.keyring import device_code_key, known_browser_key, read_keyring, session_sealer
 from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
 from oauthd.outbound.cimd import CimdFetcher
@@ -104,6 +104,7 @@ async def services(
             keyring=keyring,
             metrics=metrics,
             device_key=device_code_key(config, keyring),
+            browser_key=known_browser_key(config, keyring),
         )
         proxy = McpProxy(
             config,

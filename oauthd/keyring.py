@@ -212,6 +212,13 @@ def device_code_key(config: Config, keyring: Keyring) -> bytes:
     return hmac.new(session_key(config, keyring), b"oauthd device user codes", "sha256").digest()
 
 
+def known_browser_key(config: Config, keyring: Keyring) -> bytes:
+    """The HMAC key of known-browser cookies (`oauthd.oauth.known_browsers`), derived from
+    `session_key` as `device_code_key` is: a cookie stays valid across a restart and on
+    every instance of a shared backend."""
+    return hmac.new(session_key(config, keyring), b"oauthd known browsers", "sha256").digest()
+
+
 def session_key(config: Config, keyring: Keyring) -> bytes:
     """The key that seals MCP session ids: `login.encryption_key` if set. Without it, a key
     kept in the state dir (0600), so that a revocation after a restart can still close them

@@ -105,14 +105,17 @@ class OAuthConfig:
     registration: bool = field(metadata=key(to.boolean, True))
     client_id_metadata_documents: bool = field(metadata=key(to.boolean, True))
     allowed_redirect_schemes: tuple[str, ...] = field(metadata=key(to.words, []))
-    registrations_per_minute: int = field(metadata=key(to.positive_int, 20))
-    # registry hygiene (oauth/registry.py): a registration never used is removed after
+    registrations_per_minute: int = field(metadata=key(to.positive_int, 20))  # per address
+    # registry hygiene (oauth/hygiene.py): a registration never used is removed after
     # this ("0s": never); one idle this long, holding no live grant, too ("0s": never)
     unused_client_lifetime: float = field(metadata=key(to.duration_or_off, "24h"))
     idle_client_lifetime: float = field(metadata=key(to.duration_or_off, "90d"))
     # never-used registrations kept per app (same name and redirect URIs), oldest go first
     unused_registrations_per_app: int = field(metadata=key(to.positive_int, 20))
-    device_guesses_per_minute: int = field(metadata=key(to.positive_int, 10))
+    device_guesses_per_minute: int = field(metadata=key(to.positive_int, 10))  # per address
+    device_guesses_per_minute_total: int = field(metadata=key(to.positive_int, 100))
+    # failed client authentications per address (/token, /revoke, /introspect, ...)
+    client_auth_failures_per_minute: int = field(metadata=key(to.positive_int, 20))
     # scope -> what it implies (transitively): honoured wherever scopes are compared
     scope_implies: tuple[tuple[str, tuple[str, ...]], ...] = field(
         metadata=key(to.scope_implications, {})
@@ -170,8 +173,13 @@ class GithubConfig:
 class LoginConfig:
     provider: str = field(metadata=key(to.choice(("local", "oidc", "github")), "local"))
     users: tuple[LocalUser, ...] = field(metadata=key(_users, []))
+    # failed sign-ins per failure_window: per user from unknown browsers, per client
+    # address from unknown browsers, per known browser (oauthd.oauth.signin)
     max_failures: int = field(metadata=key(to.positive_int, 5))
+    max_failures_per_address: int = field(metadata=key(to.positive_int, 20))
+    max_failures_per_known_browser: int = field(metadata=key(to.positive_int, 5))
     failure_window: float = field(metadata=key(to.duration, "15m"))
+    known_browser_ttl: float = field(metadata=key(to.duration, "180d"))
     encryption_key: str = field(metadata=key(secret_ref, ""))
     oidc: OidcConfig = field(metadata=key(section(OidcConfig), {}))
     github: GithubConfig = field(metadata=key(section(GithubConfig), {}))

@@ -17,7 +17,10 @@ from oauthd.http.browser import (
     check_csrf,
     csrf_token,
     html,
+    known_browser,
     read_page_form,
+    refused_page,
+    remember_browser,
     see_other,
     set_browser_cookie,
 )
@@ -102,11 +105,15 @@ async def login_submit(request: web.Request) -> web.Response:
     username = form.get("username", "")[:200]
     address = client_address(request)
     try:
-        user = await request.app[AUTH].check_login(username, form.get("password", ""), address)
+        user = await request.app[AUTH].check_login(
+            username, form.get("password", ""), address, browser_cookie=known_browser(request)
+        )
     except OAuthError as exc:
-        return _login_page(page_brand(request), secret, username, exc.description, exc.status)
+        page = _login_page(page_brand(request), secret, username, exc.description, exc.status)
+        return refused_page(page, exc)
     value, _ = await request.app[AUTH].sign_in_to_account(user)
     response = see_other("/account")
+    remember_browser(request, response, user)
     response.set_cookie(
         cookie_name(request),
         value,

@@ -47,6 +47,39 @@ def set_browser_cookie(request: web.Request, response: web.StreamResponse, secre
     )
 
 
+def known_browser_cookie_name(request: web.Request) -> str:
+    secure = request.app[CONFIG].server.issuer.startswith("https://")
+    return "__Host-oauthd_known" if secure else "oauthd_known"
+
+
+def known_browser(request: web.Request) -> str | None:
+    """The browser's known-browser cookie (`oauthd.oauth.known_browsers`), if it sent one."""
+    return request.cookies.get(known_browser_cookie_name(request))
+
+
+def remember_browser(request: web.Request, response: web.StreamResponse, user: str) -> None:
+    """Give the browser that just signed in as `user` its known-browser cookie: sent only
+    to our own pages (SameSite=Strict: the sign-in forms are posted from them), never to
+    scripts, for `login.known_browser_ttl`."""
+    auth = request.app[AUTH]
+    response.set_cookie(
+        known_browser_cookie_name(request),
+        auth.remember_browser(user),
+        max_age=int(auth.known_browser_ttl),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[CONFIG].server.issuer.startswith("https://"),
+    )
+
+
+def refused_page(response: web.Response, error: OAuthError) -> web.Response:
+    """A form page shown again for `error`, with the error's headers (a 429's
+    Retry-After)."""
+    response.headers.update(error.headers)
+    return response
+
+
 def csrf_token(secret: str, purpose: str) -> str:
     return crypto.keyed_digest(secret, f"csrf:{purpose}")
 
@@ -191,14 +224,22 @@ async def login_submit(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     try:
         user = await auth.check_login(
-            username, form.get("password", ""), client_address(request), flow.client.client_id
+            username,
+            form.get("password", ""),
+            client_address(request),
+            flow.client.client_id,
+            browser_cookie=known_browser(request),
         )
     except OAuthError as exc:
-        return _login_page(page_brand(request), flow, secret, username, exc.description, exc.status)
+        page = _login_page(page_brand(request), flow, secret, username, exc.description, exc.status)
+        return refused_page(page, exc)
     flow, consented = await auth.signed_in(flow, user)
     if consented:
-        return await _finish(request, flow, allow=True, remembered=True)
-    return see_other(f"/consent?request={flow.pending.id}")
+        response = await _finish(request, flow, allow=True, remembered=True)
+    else:
+        response = see_other(f"/consent?request={flow.pending.id}")
+    remember_browser(request, response, user)
+    return response
 
 
 # -- consent ---------------------------------------------------------------------------------
@@ -324,7 +365,8 @@ async def device_submit(request: web.Request) -> web.Response:
     try:
         device = await auth.find_device_flow(typed, client_address(request))
     except OAuthError as exc:
-        return _device_page(page_brand(request), secret, typed, exc.description, exc.status)
+        page = _device_page(page_brand(request), secret, typed, exc.description, exc.status)
+        return refused_page(page, exc)
     if device is None:
         return _device_page(
             page_brand(request),

@@ -122,7 +122,10 @@ def oauth_error(request: web.Request, error: OAuthError) -> web.Response:
         view = pages.ErrorView(title, error.description, error.status)
         page = pages.render_error(view, page_brand(request))
         return web.Response(
-            text=page, status=error.status, content_type="text/html", headers=pages.PAGE_HEADERS
+            text=page,
+            status=error.status,
+            content_type="text/html",
+            headers={**pages.PAGE_HEADERS, **error.headers},  # a 429's Retry-After
         )
     return json_error(error.status, error.error, error.description, error.headers)
 

@@ -47,14 +47,14 @@ async def register(request: web.Request) -> web.Response:
 async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     credentials = credentials_from(form, request.headers.get("Authorization"))
-    result = await request.app[AUTH].token(form, credentials)
+    result = await request.app[AUTH].token(form, credentials, address=client_address(request))
     return web.json_response(result.body(), headers=NO_STORE)
 
 
 async def revoke(request: web.Request) -> web.Response:
     form = await read_form(request)
     credentials = credentials_from(form, request.headers.get("Authorization"))
-    await request.app[AUTH].revoke(form, credentials)
+    await request.app[AUTH].revoke(form, credentials, address=client_address(request))
     return web.Response(status=200, headers=NO_STORE)
 
 
@@ -62,14 +62,17 @@ async def introspect(request: web.Request) -> web.Response:
     form = await read_form(request)
     credentials = credentials_from(form, request.headers.get("Authorization"))
     return web.json_response(
-        await request.app[AUTH].introspect(form, credentials), headers=NO_STORE
+        await request.app[AUTH].introspect(form, credentials, address=client_address(request)),
+        headers=NO_STORE,
     )
 
 
 async def device_authorization(request: web.Request) -> web.Response:
     form = await read_form(request)
     credentials = credentials_from(form, request.headers.get("Authorization"))
-    body = await request.app[AUTH].device_authorization(form, credentials)
+    body = await request.app[AUTH].device_authorization(
+        form, credentials, address=client_address(request)
+    )
     return web.json_response(body, headers=NO_STORE)
 
 

@@ -6,8 +6,8 @@ the protocol's own parts (tests reach them, other rooms do not: `tests/test_laye
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from oauthd import crypto
 from oauthd.clock import Clock
@@ -27,16 +27,27 @@ from oauthd.oauth.clients import (
 )
 from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
-from oauthd.oauth.login import record_login
-from oauthd.oauth.ratelimit import RateLimiter
+from oauthd.oauth.known_browsers import KnownBrowsers
+from oauthd.oauth.ratelimit import TOTAL, Limiter, Limits, too_many
+from oauthd.oauth.signin import SignIns
 from oauthd.oauth.token_endpoint import TokenEndpoint
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener, TokenResponse, Tokens
 from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin, UpstreamTokens
 from oauthd.store import Store
 from oauthd.users import Users
 
-MINUTE = 60.0
 GRANT_ENDED_GRACE = 5.0  # seconds the shutdown waits for grant-ended listeners
+# The client address of a caller that has none (the protocol's own tests): its failed
+# client authentications are limited together.
+NO_ADDRESS = "unknown"
+
+T = TypeVar("T")
+
+
+def _close(call: Awaitable[Any]) -> None:
+    """Close a coroutine that will not be awaited (no "never awaited" warning)."""
+    if isinstance(call, Coroutine):
+        call.close()
 
 
 class AuthServer:
@@ -52,10 +63,12 @@ class AuthServer:
         keyring: Keyring,
         metrics: Metrics | None = None,
         device_key: bytes | None = None,
+        browser_key: bytes | None = None,
     ) -> None:
         """`keyring`: the resolved keys and secrets (`oauthd.keyring.read_keyring`); the
         introspection secret is read from it at each use, so a SIGHUP rotates it.
         `device_key`: the HMAC key of device user codes (`oauthd.keyring.device_code_key`);
+        `browser_key`: the one of known-browser cookies (`oauthd.keyring.known_browser_key`);
         None: a key for this process only."""
         self.config = config
         self._keyring = keyring
@@ -75,13 +88,12 @@ class AuthServer:
                 store, self.authorizer, provider, sealer, config.server.issuer, self.metrics
             )
             self.upstream_tokens = UpstreamTokens(store, provider, sealer, clock.now)
-        login = config.login
-        self.login_failures_by_user = RateLimiter(clock, login.max_failures, login.failure_window)
-        self.login_failures_by_address = RateLimiter(
-            clock, login.max_failures * 4, login.failure_window
+        self.limiter = Limiter(store.counters, clock)
+        self.limits = Limits.from_config(config)
+        browsers = KnownBrowsers(
+            browser_key or os.urandom(32), clock, config.login.known_browser_ttl
         )
-        self.registrations = RateLimiter(clock, config.oauth.registrations_per_minute, MINUTE)
-        self.device_guesses = RateLimiter(clock, config.oauth.device_guesses_per_minute, MINUTE)
+        self.sign_ins = SignIns(self.limiter, self.limits, browsers, self.metrics)
         self._accounts = Accounts(store, self.tokens, clock)
         # The live grant a bearer token belongs to, or None. Bound to the tokens' own
         # method, not wrapped: the proxy calls it on every request, and a forwarding
@@ -115,13 +127,9 @@ class AuthServer:
     # -- clients -------------------------------------------------------------------------
 
     async def register(self, body: Mapping[str, Any], address: str) -> Registration:
-        if self.registrations.hit(address):
-            raise OAuthError(
-                "too_many_requests",
-                "too many registrations from this address; retry later",
-                429,
-                headers={"Retry-After": str(int(self.registrations.retry_after(address)) + 1)},
-            )
+        wait = await self.limiter.admit(self.limits.registration, address)
+        if wait is not None:
+            raise too_many("too many registrations from this address; retry later", wait)
         return await self.clients.register(body)
 
     async def remove_idle_clients(self) -> int:
@@ -129,30 +137,64 @@ class AuthServer:
         that hold no live grant (`RegistryHygiene.remove_idle`); how many."""
         return await self.clients.hygiene.remove_idle()
 
+    async def _client_authenticated(self, address: str, call: Awaitable[T]) -> T:
+        """`call`'s result; its failed client authentication (`invalid_client`) counted
+        per client address: once the limit is used up, this process refuses that address
+        with 429 before anything is checked (`Limiter.known_over`: no I/O when all is
+        well, so a working client's /token costs no counter)."""
+        limit = self.limits.client_auth
+        wait = self.limiter.known_over(limit, address)
+        if wait is not None:
+            _close(call)
+            raise too_many("too many failed client authentications; retry later", wait)
+        try:
+            return await call
+        except OAuthError as exc:
+            if exc.error == "invalid_client":
+                await self.limiter.count(limit, address)
+            raise
+
     # -- tokens --------------------------------------------------------------------------
 
     async def token(
-        self, form: Mapping[str, str], credentials: ClientCredentials | None
+        self,
+        form: Mapping[str, str],
+        credentials: ClientCredentials | None,
+        *,
+        address: str = NO_ADDRESS,
     ) -> TokenResponse:
-        return await self.token_endpoint.handle(form, credentials)
+        """`address`: the client's, for the limit on failed client authentication."""
+        return await self._client_authenticated(
+            address, self.token_endpoint.handle(form, credentials)
+        )
 
-    async def revoke(self, form: Mapping[str, str], credentials: ClientCredentials | None) -> None:
+    async def revoke(
+        self,
+        form: Mapping[str, str],
+        credentials: ClientCredentials | None,
+        *,
+        address: str = NO_ADDRESS,
+    ) -> None:
         token = form.get("token")
         if not token:
             raise invalid_request("token is required")
-        client = await self.clients.authenticate(credentials)
+        client = await self._client_authenticated(address, self.clients.authenticate(credentials))
         await self.tokens.revoke(client, token)
 
     async def introspect(
-        self, form: Mapping[str, str], credentials: ClientCredentials | None
+        self,
+        form: Mapping[str, str],
+        credentials: ClientCredentials | None,
+        *,
+        address: str = NO_ADDRESS,
     ) -> dict[str, Any]:
-        self._check_introspection_client(credentials)
+        await self._client_authenticated(address, self._check_introspection_client(credentials))
         token = form.get("token")
         if not token:
             raise invalid_request("token is required")
         return await self.tokens.introspect(token, self.config.server.issuer)
 
-    def _check_introspection_client(self, credentials: ClientCredentials | None) -> None:
+    async def _check_introspection_client(self, credentials: ClientCredentials | None) -> None:
         wanted = self.config.introspection
         secret = self._keyring.introspection_secret
         if (
@@ -185,54 +227,65 @@ class AuthServer:
         return await self.upstream_tokens.access_token(grant)
 
     async def device_authorization(
-        self, form: Mapping[str, str], credentials: ClientCredentials | None
+        self,
+        form: Mapping[str, str],
+        credentials: ClientCredentials | None,
+        *,
+        address: str = NO_ADDRESS,
     ) -> dict[str, Any]:
-        client = await self.clients.authenticate(credentials)
+        client = await self._client_authenticated(address, self.clients.authenticate(credentials))
         return await self.devices.start(client, form)
 
     # -- the browser's steps -------------------------------------------------------------
 
     async def check_login(
-        self, username: str, password: str, address: str, client_id: str | None = None
+        self,
+        username: str,
+        password: str,
+        address: str,
+        client_id: str | None = None,
+        *,
+        browser_cookie: str | None = None,
     ) -> str:
-        """The user, if the password is right and neither the user nor the address has
-        failed too often; a page error otherwise. Counted and audited, with the client
-        whose sign-in page it was, if any."""
-        user_key = username.strip().lower()
-        if self.login_failures_by_user.blocked(user_key) or self.login_failures_by_address.blocked(
-            address
-        ):
-            self._login_audit("rate_limited", username, address, client_id)
-            raise page_error(
-                "too_many_requests",
-                "Too many failed sign-ins. Wait a few minutes and try again.",
-                429,
-            )
-        user = await self.users.authenticate(username, password)
-        if user is None:
-            self.login_failures_by_user.hit(user_key)
-            self.login_failures_by_address.hit(address)
-            self._login_audit("failure", username, address, client_id)
-            raise page_error("access_denied", "Wrong username or password.", 401)
-        self.login_failures_by_user.reset(user_key)
-        self._login_audit("success", user, address, client_id)
-        return user
-
-    def _login_audit(self, result: str, user: str, address: str, client_id: str | None) -> None:
-        record_login(
-            self.metrics, result, method="password", user=user, client_id=client_id, address=address
+        """The user, if the password is right and no sign-in limit it counts under is
+        used up (`oauthd.oauth.signin`: a known browser's own, or the user's and the
+        address's for unknown browsers); a page error otherwise. Counted and audited,
+        with the client whose sign-in page it was, if any. `browser_cookie`: the
+        browser's known-browser cookie, if it sent one."""
+        return await self.sign_ins.check(
+            self.users,
+            username,
+            password,
+            address,
+            client_id=client_id,
+            browser_cookie=browser_cookie,
         )
 
+    def remember_browser(self, user: str) -> str:
+        """The known-browser cookie to give the browser that just signed in as `user`."""
+        return self.sign_ins.browsers.issue(user)
+
+    @property
+    def known_browser_ttl(self) -> float:
+        return self.sign_ins.browsers.ttl
+
     async def find_device_flow(self, typed: str, address: str) -> DeviceFlow | None:
-        """The pending device flow for a typed user code; wrong guesses are rate limited
-        per address (a 429 page once over the limit)."""
-        if self.device_guesses.blocked(address):
-            raise page_error(
-                "too_many_requests", "Too many wrong codes. Wait a minute and try again.", 429
-            )
+        """The pending device flow for a typed user code; wrong guesses are limited per
+        address and over every address together (a 429 page with Retry-After once
+        either is used up). Each lookup is counted before it is made and taken back if
+        the code was right, so concurrent guesses get no more lookups than the limit."""
+        limits = self.limits
+        wait = await self.limiter.admit(limits.device_address, address)
+        if wait is None:
+            wait = await self.limiter.admit(limits.device_total, TOTAL)
+            if wait is not None:
+                await self.limiter.take_back(limits.device_address, address)
+        if wait is not None:
+            raise too_many("Too many wrong codes. Wait a minute and try again.", wait, page=True)
         flow = await self.devices.find(typed)
-        if flow is None:
-            self.device_guesses.hit(address)
+        if flow is not None:  # a right code is no guess
+            await self.limiter.take_back(limits.device_address, address)
+            await self.limiter.take_back(limits.device_total, TOTAL)
         return flow
 
     async def begin_authorization(

@@ -8,13 +8,26 @@ from collections.abc import Awaitable, Callable
 from oauthd.clock import Clock
 from oauthd.config import ConfigError, StorageConfig
 from oauthd.persist import EngineObserver
-from oauthd.store.base import Conflict, Store, StoreError, StoreStatus, Table, Unavailable
+from oauthd.store.base import (
+    Conflict,
+    Count,
+    Counters,
+    Store,
+    StoreError,
+    StoreStatus,
+    Table,
+    Unavailable,
+)
+from oauthd.store.counters import MemoryCounters
 from oauthd.store.file import FileStore, make_engine
 from oauthd.store.memory import MemoryStore
 
 __all__ = [
     "Conflict",
+    "Count",
+    "Counters",
     "FileStore",
+    "MemoryCounters",
     "MemoryStore",
     "Store",
     "StoreError",

@@ -23,6 +23,8 @@ written here, where the interface is.
   that `file` keeps in memory a change whose fsync failed (see docs/persistence.md).
 - `check` (for /readyz) never raises: it reports the backend unhealthy while it cannot
   serve, healthy again by itself once it can, without any other call in between.
+- `counters` (`Counters`, the rate limits' fixed windows) are shared by every instance on
+  `redis` and `postgres`, in process on `memory` and `file`; see `Counters`.
 """
 
 from __future__ import annotations
@@ -153,6 +155,49 @@ class Probe:
             return self._problem
 
 
+@dataclass(slots=True, frozen=True)
+class Count:
+    """A counter in its current window."""
+
+    value: int  # events counted in the window (0 when none is open)
+    resets_in: float  # seconds until the window ends (0.0 when none is open)
+
+
+class Counters(ABC):
+    """Fixed-window event counters, for rate limits (failed sign-ins, registrations, wrong
+    device codes, failed client authentication).
+
+    - `add(key, window)` is atomic: of N concurrent adds to one key, on any number of
+      instances sharing the backend, each gets a different count, and the last gets N
+      more than before. The first add after a window ended opens a new one of `window`
+      seconds by the store's clock, counting from 1.
+    - `take_back(key)` undoes one `add` of the current window (an attempt counted before
+      it was checked, that turned out not to count): atomic like `add`, never below 0,
+      nothing when no window is open (it never opens one).
+    - `read` never changes a counter; `reset` ends its window (the next add counts 1).
+    - Counters are not records: never journaled or snapshotted (the `file` backend keeps
+      them in process: a restart forgetting a rate limit is harmless), never in `scan` or
+      `count`. Shared backends delete a counter when its window ends.
+    - A backend that cannot count right now raises `Unavailable`, like a table.
+    """
+
+    @abstractmethod
+    async def add(self, key: str, window: float) -> Count:
+        """Count one event under `key`; the window it landed in, this event included."""
+
+    @abstractmethod
+    async def take_back(self, key: str) -> None:
+        """One event less in `key`'s current window, if one is open and above 0."""
+
+    @abstractmethod
+    async def read(self, key: str) -> Count:
+        """The count of `key`'s current window, unchanged."""
+
+    @abstractmethod
+    async def reset(self, key: str) -> None:
+        """End `key`'s window now."""
+
+
 class Table(ABC, Generic[R]):
     """Records of one kind, by key."""
 
@@ -220,6 +265,7 @@ class Store(ABC):
     mcp_sessions: Table[McpSession]
     registration_groups: Table[RegistrationGroup]
     account_sessions: Table[AccountSession]
+    counters: Counters
 
     def tables(self) -> tuple[Table[Any], ...]:
         return (

@@ -22,6 +22,7 @@ from oauthd.model import (
     RegistrationGroup,
 )
 from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, is_live
+from oauthd.store.counters import MemoryCounters
 from oauthd.store.records import RecordMap
 
 PURGE_CHUNK = 2000
@@ -167,6 +168,7 @@ class MemoryStore(Store):
             RegistrationGroup.KIND, clock, sink
         )
         self.account_sessions = MemoryTable[AccountSession](AccountSession.KIND, clock, sink)
+        self.counters = MemoryCounters(clock)  # in process, never journaled
         self.by_kind: dict[str, MemoryTable[Any]] = {t.kind: t for t in self.memory_tables()}
 
     def memory_tables(self) -> tuple[MemoryTable[Any], ...]:

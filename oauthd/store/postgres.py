@@ -53,6 +53,8 @@ from oauthd.store.base import (
 from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
 from oauthd.store.codec import decode_many, encode
 from oauthd.store.postgres_connection import Connections, connect_timeout
+from oauthd.store.postgres_counters import PURGE as PURGE_COUNTERS
+from oauthd.store.postgres_counters import PostgresCounters
 from oauthd.store.postgres_notify import PostgresInvalidations
 from oauthd.store.postgres_schema import check_version, schema_version
 
@@ -221,6 +223,7 @@ class PostgresStore(Store):
         self.mcp_sessions = PostgresTable[McpSession](McpSession.KIND, self)
         self.registration_groups = PostgresTable[RegistrationGroup](RegistrationGroup.KIND, self)
         self.account_sessions = PostgresTable[AccountSession](AccountSession.KIND, self)
+        self.counters = PostgresCounters(self)  # shared by every instance (schema v3)
         self.read_cache: ReadCache | None = None  # set by `open` (store/cache.py)
 
     @classmethod
@@ -267,12 +270,13 @@ class PostgresStore(Store):
 
     async def purge_expired(self) -> int:
         """One statement over every kind (one round trip on the `expires_at` index, and
-        rows of kinds this version does not know are swept too), not a loop over tables."""
+        rows of kinds this version does not know are swept too), not a loop over tables;
+        then the counters whose window ended (not counted: they are not records)."""
 
         async def purge(conn: AsyncConnection[Any]) -> int:
-            cur = await conn.execute(
-                "DELETE FROM oauthd_records WHERE expires_at <= %s", (self.clock.now(),)
-            )
+            now = self.clock.now()
+            cur = await conn.execute("DELETE FROM oauthd_records WHERE expires_at <= %s", (now,))
+            await conn.execute(PURGE_COUNTERS, (now,))
             return max(cur.rowcount, 0)
 
         return await self.connections.run(purge)

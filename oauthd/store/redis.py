@@ -60,6 +60,7 @@ from oauthd.store.base import (
     is_live,
 )
 from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
+from oauthd.store.redis_counters import RedisCounters
 from oauthd.store.redis_tracking import RedisInvalidations
 
 T = TypeVar("T")
@@ -286,6 +287,7 @@ class RedisStore(Store):
         self.mcp_sessions = RedisTable[McpSession](McpSession.KIND, self)
         self.registration_groups = RedisTable[RegistrationGroup](RegistrationGroup.KIND, self)
         self.account_sessions = RedisTable[AccountSession](AccountSession.KIND, self)
+        self.counters = RedisCounters(self)  # shared by every instance (redis_counters.py)
         listen = RedisInvalidations(url, prefix, (Grant.KIND, McpSession.KIND), timeout)
         self.read_cache: ReadCache | None = attach(
             self, clock, listen, size=cache_size, timeout=timeout

@@ -173,6 +173,7 @@ async def test_wrong_password_and_rate_limit(oauthd: Running) -> None:
         assert page.form().action == "/account/login"
     blocked = await browser.submit(login, username=USER, password=PASSWORD)
     assert blocked.status == 429 and "Too many failed sign-ins" in blocked.text
+    assert blocked.headers["Retry-After"] == str(int(oauthd.config.login.failure_window))
 
 
 async def test_login_without_a_valid_csrf_token(oauthd: Running) -> None:

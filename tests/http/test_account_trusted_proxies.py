@@ -43,7 +43,7 @@ async def test_two_clients_behind_a_trusted_proxy_are_limited_apart(
     start_oauthd: Start,
 ) -> None:
     oauthd = await start_oauthd(server={"trusted_proxies": LOOPBACK})
-    per_address = oauthd.config.login.max_failures * 4
+    per_address = oauthd.config.login.max_failures_per_address
     mallory = await behind_proxy(oauthd, "203.0.113.1")
     alice = await behind_proxy(oauthd, "203.0.113.2")
     try:
@@ -59,7 +59,7 @@ async def test_without_trusted_proxies_the_forwarded_address_is_ignored(
     start_oauthd: Start,
 ) -> None:
     oauthd = await start_oauthd()
-    per_address = oauthd.config.login.max_failures * 4
+    per_address = oauthd.config.login.max_failures_per_address
     mallory = await behind_proxy(oauthd, "203.0.113.1")
     alice = await behind_proxy(oauthd, "203.0.113.2")
     try:

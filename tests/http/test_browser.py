@@ -315,6 +315,7 @@ async def test_failed_logins_are_rate_limited_per_user(
         assert "Wrong username or password" in answer.text
     blocked = await browser.sign_in(page)  # even the right password
     assert blocked.status == 429
+    assert blocked.headers["Retry-After"] == str(int(oauthd.config.login.failure_window))
     assert "username" in blocked.form().fields
     oauthd.clock.advance(oauthd.config.login.failure_window + 1)
     page = await login_page(client, app, browser)  # the first request has expired meanwhile
@@ -327,7 +328,7 @@ async def test_failed_logins_are_rate_limited_per_address(
     client = oauthd.client
     browser = client.browser()
     page = await login_page(client, app, browser)
-    for i in range(oauthd.config.login.max_failures * 4):
+    for i in range(oauthd.config.login.max_failures_per_address):
         answer = await browser.sign_in(page, username=f"user{i}", password="wrong")
         assert answer.status == 401
     assert (await browser.sign_in(page)).status == 429

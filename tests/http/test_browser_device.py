@@ -163,7 +163,7 @@ async def test_user_code_guessing_is_rate_limited(oauthd: Running, tv: dict[str,
         answer = await browser.enter_user_code(guesses[i % len(guesses)])
         assert answer.status == 400 and "not valid or has expired" in answer.text
     blocked = await browser.enter_user_code(started["user_code"])  # even the right one
-    assert blocked.status == 429
+    assert blocked.status == 429 and blocked.headers["Retry-After"] == "60"
     assert "Too many wrong codes" in blocked.text
     assert "user_code" in blocked.form().fields
     # Another browser from the same address is limited too.

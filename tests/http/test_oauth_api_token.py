@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.app import Running
+from tests.support.app import Running, Start
 from tests.support.http_client import OauthdClient, basic_auth, client_auth
 
 REDIRECT = "http://127.0.0.1:43123/callback"
@@ -417,3 +417,24 @@ async def test_oversized_chunked_token_request_is_413(oauthd: Running) -> None:
 async def test_other_methods_are_405(oauthd: Running, method: str) -> None:
     answer = await oauthd.client.call(method, "/token")
     assert answer.status == 405
+
+
+async def test_failed_client_authentication_is_limited_per_address(start_oauthd: Start) -> None:
+    """`oauth.client_auth_failures_per_minute`, counted over /token, /revoke and
+    /introspect together; then a JSON 429 with Retry-After, even for the right secret."""
+    oauthd = await start_oauthd(oauth={"client_auth_failures_per_minute": 3})
+    app = await oauthd.client.register(redirect_uris=["https://app.example/cb"])
+    wrong = basic_auth(app["client_id"], "wrong")
+    for path in ("/token", "/revoke", "/introspect"):
+        form = {"grant_type": "refresh_token", "refresh_token": "a.b", "token": "a.b"}
+        answer = await oauthd.client.call("POST", path, data=form, headers=wrong)
+        assert error_of(answer) == (401, "invalid_client"), path
+    right = basic_auth(app["client_id"], app["client_secret"])
+    blocked = await oauthd.client.token(
+        headers=right, grant_type="refresh_token", refresh_token="a"
+    )
+    assert error_of(blocked) == (429, "too_many_requests")
+    assert blocked.headers["Retry-After"] == "60"
+    oauthd.clock.advance(60)
+    answer = await oauthd.client.token(headers=right, grant_type="refresh_token", refresh_token="a")
+    assert error_of(answer) == (400, "invalid_grant")

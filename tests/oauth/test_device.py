@@ -15,7 +15,16 @@ from oauthd.oauth.device import DEVICE_GRANT, DeviceFlows, device_key
 from oauthd.oauth.errors import Delivery
 from oauthd.oauth.tokens import TokenResponse
 from tests.support.configs import USER
-from tests.support.protocol import ADDRESS, ISSUER, RESOURCE, SCOPES, Env, credentials, refused
+from tests.support.protocol import (
+    ADDRESS,
+    ISSUER,
+    RESOURCE,
+    SCOPES,
+    Env,
+    EnvFactory,
+    credentials,
+    refused,
+)
 
 USER_CODE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}")
 
@@ -260,9 +269,26 @@ async def test_wrong_guesses_are_rate_limited(env: Env) -> None:
         assert await env.server.find_device_flow(wrong, ADDRESS) is None
     error = await refused(env.server.find_device_flow(started["user_code"], ADDRESS))
     assert (error.error, error.status, error.delivery) == ("too_many_requests", 429, Delivery.PAGE)
+    assert error.headers["Retry-After"] == "60"
     assert await env.server.find_device_flow(started["user_code"], "198.51.100.7") is not None
     env.clock.advance(60)
     assert await env.server.find_device_flow(started["user_code"], ADDRESS) is not None
+
+
+async def test_wrong_guesses_are_capped_over_every_address(env_with: EnvFactory) -> None:
+    """`oauth.device_guesses_per_minute_total`: an attacker with many addresses gets no
+    more guesses in all than the cap, each address under its own limit."""
+    env = env_with(oauth={"device_guesses_per_minute": 3, "device_guesses_per_minute_total": 8})
+    registration = await _device_client(env)
+    started = await _start(env, registration)
+    wrong = "BCDF-GHJK" if started["user_code"] != "BCDF-GHJK" else "ZZZZ-ZZZZ"
+    for i in range(8):  # 2 from each of 4 addresses: no address at its own limit
+        assert await env.server.find_device_flow(wrong, f"198.51.100.{i // 2}") is None
+    error = await refused(env.server.find_device_flow(started["user_code"], "203.0.113.1"))
+    assert (error.error, error.status, error.delivery) == ("too_many_requests", 429, Delivery.PAGE)
+    assert 1 <= int(error.headers["Retry-After"]) <= 60
+    env.clock.advance(60)
+    assert await env.server.find_device_flow(started["user_code"], "203.0.113.1") is not None
 
 
 async def test_right_guesses_are_not_counted(env: Env) -> None:

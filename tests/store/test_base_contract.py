@@ -3,10 +3,19 @@
 import pytest
 
 from tests.support.services import service_missing
-from tests.support.store_contract import DurabilityContract, FileBackendContract, StoreContract
+from tests.support.store_contract import (
+    CounterContract,
+    DurabilityContract,
+    FileBackendContract,
+    StoreContract,
+)
 
 
 class TestStore(StoreContract):
+    pass
+
+
+class TestCounters(CounterContract):
     pass
 
 

@@ -147,9 +147,9 @@ async def test_version_1_is_refused_and_migrated_to_the_invalidation_triggers(sc
         await conn.execute("CREATE TABLE oauthd_schema (version int NOT NULL)")
         await conn.execute(first.sql.encode())
         await conn.execute("INSERT INTO oauthd_schema (version) VALUES (1)")
-    with pytest.raises(postgres_schema.SchemaError, match="at version 1, this oauthd needs 2"):
+    with pytest.raises(postgres_schema.SchemaError, match="at version 1, this oauthd needs 3"):
         await postgres.PostgresStore.open(dsn, FakeClock())
-    assert await postgres_schema.migrate(dsn) == (1, [2])
+    assert await postgres_schema.migrate(dsn) == (1, [2, 3])
 
     async with (
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener,
@@ -194,3 +194,31 @@ async def test_a_client_written_before_format_3_is_read_and_updated(tmp_path: Pa
             old.client_id, lambda c: dataclasses.replace(c, last_used_at=NOW)
         )
         assert used is not None and (await store.clients.get(old.client_id)) == used
+
+
+async def test_version_2_is_refused_and_migrated_to_the_counters_table(schema: str) -> None:
+    """Version 3 adds `oauthd_counters`, the shared rate limits (store/postgres_counters.py);
+    the sweeper deletes the counters whose window ended."""
+    import psycopg
+
+    dsn = schema_dsn(schema)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE oauthd_schema (version int NOT NULL)")
+        for migration in postgres_schema.migrations()[:2]:
+            await conn.execute(migration.sql.encode())
+        await conn.execute("INSERT INTO oauthd_schema (version) VALUES (2)")
+    with pytest.raises(postgres_schema.SchemaError, match="at version 2, this oauthd needs 3"):
+        await postgres.PostgresStore.open(dsn, FakeClock())
+    assert await postgres_schema.migrate(dsn) == (2, [3])
+    clock = FakeClock()
+    store = await postgres.PostgresStore.open(dsn, clock)
+    try:
+        await store.counters.add("short", 10)
+        await store.counters.add("long", 100)
+        clock.advance(10)
+        assert await store.purge_expired() == 0  # counters are not records
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            cur = await conn.execute("SELECT key FROM oauthd_counters")
+            assert [row[0] for row in await cur.fetchall()] == ["long"]
+    finally:
+        await store.close()

@@ -66,6 +66,9 @@ def operations(store: RedisStore) -> list[Callable[[], Awaitable[Any]]]:
         store.grants.count,
         scan,
         store.purge_expired,
+        lambda: store.counters.add("k", 60),
+        lambda: store.counters.read("k"),
+        lambda: store.counters.reset("k"),
     ]
 
 
@@ -132,3 +135,15 @@ async def test_a_client_written_before_format_3_is_read_and_updated(tmp_path: Pa
             old.client_id, lambda c: dataclasses.replace(c, last_used_at=NOW)
         )
         assert used is not None and (await store.clients.get(old.client_id)) == used
+
+
+async def test_a_counter_expires_on_the_server_with_its_window(tmp_path: Path) -> None:
+    """Counters never pile up: the key of one lives as long as its window."""
+    async for harness in open_harness("redis", tmp_path):
+        store = harness.store
+        assert isinstance(store, RedisStore)
+        await store.counters.add("login-user:alice", 60)
+        harness.clock.advance(30)
+        await store.counters.add("login-user:alice", 60)  # the same window: no new expiry
+        ttl = await store.client.pttl(f"{store.prefix}counter:login-user:alice")
+        assert 59_000 <= ttl <= 60_000

@@ -21,6 +21,7 @@ from oauthd.clock import FakeClock
 from oauthd.model import Record
 from oauthd.persist import journal, snapshot
 from oauthd.store import Conflict, FileStore, MemoryStore, Store, Table, Unavailable, memory
+from oauthd.store.base import Count
 from oauthd.store.file import make_engine
 from tests.support.records import DAY, KINDS, NOW, make, make_grant, make_mcp_session, nulled
 
@@ -403,6 +404,101 @@ class StoreContract:
     async def test_close_is_idempotent(self, harness: StoreHarness) -> None:
         await harness.store.close()
         await harness.store.close()
+
+
+class CounterContract:
+    """The rate limits' counters (`Counters` in oauthd/store/base.py), on every backend
+    (fixture `harness`)."""
+
+    async def test_add_counts_from_one_within_a_window(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        assert await counters.read("login:alice") == Count(0, 0.0)
+        first = await counters.add("login:alice", 60)
+        assert first.value == 1 and first.resets_in == pytest.approx(60, abs=0.01)
+        harness.clock.advance(20)
+        for expected in (2, 3):
+            count = await counters.add("login:alice", 60)
+            assert count.value == expected and count.resets_in == pytest.approx(40, abs=0.01)
+        read = await counters.read("login:alice")
+        assert read.value == 3 and read.resets_in == pytest.approx(40, abs=0.01)
+        assert (await counters.read("login:alice")).value == 3  # reading changes nothing
+
+    async def test_a_new_window_opens_after_one_ends(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        for _ in range(3):
+            await counters.add("k", 60)
+        harness.clock.advance(60)
+        assert await counters.read("k") == Count(0, 0.0)
+        count = await counters.add("k", 30)  # the new window has the new length
+        assert count.value == 1 and count.resets_in == pytest.approx(30, abs=0.01)
+
+    async def test_reset_ends_the_window(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        await counters.add("k", 60)
+        await counters.add("k", 60)
+        await counters.reset("k")
+        await counters.reset("never-counted")
+        assert await counters.read("k") == Count(0, 0.0)
+        assert (await counters.add("k", 60)).value == 1
+
+    async def test_take_back_undoes_one_add_of_the_open_window(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        await counters.take_back("k")  # no window open: none is opened
+        assert await counters.read("k") == Count(0, 0.0)
+        await counters.add("k", 60)
+        await counters.add("k", 60)
+        await counters.take_back("k")
+        assert (await counters.read("k")).value == 1
+        await counters.take_back("k")
+        await counters.take_back("k")  # never below 0
+        assert (await counters.read("k")).value == 0
+        count = await counters.add("k", 60)  # the same window goes on
+        assert count.value == 1 and count.resets_in == pytest.approx(60, abs=0.01)
+        harness.clock.advance(60)
+        await counters.take_back("k")  # the window ended: nothing to take back
+        assert (await counters.add("k", 60)).value == 1
+
+    async def test_concurrent_adds_and_take_backs_lose_nothing(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        await asyncio.gather(*(counters.add("k", 60) for _ in range(30)))
+        await asyncio.gather(
+            *(counters.take_back("k") for _ in range(10)),
+            *(counters.add("k", 60) for _ in range(5)),
+        )
+        assert (await counters.read("k")).value == 25
+
+    async def test_keys_are_separate(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        for key in ("user:alice", "user:Alice", "address:192.0.2.1", "user:alice:x"):
+            assert (await counters.add(key, 60)).value == 1
+
+    async def test_concurrent_adds_each_get_their_own_count(self, harness: StoreHarness) -> None:
+        counters = harness.store.counters
+        counts_seen = await asyncio.gather(*(counters.add("k", 60) for _ in range(50)))
+        assert sorted(c.value for c in counts_seen) == list(range(1, 51))
+        assert (await counters.read("k")).value == 50
+
+    async def test_counters_are_not_records(self, harness: StoreHarness) -> None:
+        """Never a table's record and never a write of one: no journal record on the file
+        backend, nothing for a scan, a count or a copy."""
+        writes = harness.writes()
+        for i in range(5):
+            await harness.store.counters.add(f"k{i}", 60)
+        assert harness.writes() == writes
+        assert await counts(harness.store) == dict.fromkeys(KINDS, 0)
+
+    async def test_instances_on_a_shared_backend_share_counts(self, harness: StoreHarness) -> None:
+        if harness.backend.storage is None:
+            pytest.skip(f"{harness.name} keeps its counters in process, by design")
+        other = await harness.backend.open(harness.state, harness.clock)
+        try:
+            await harness.store.counters.add("k", 60)
+            assert (await other.counters.add("k", 60)).value == 2
+            assert (await harness.store.counters.read("k")).value == 2
+            await other.counters.reset("k")
+            assert (await harness.store.counters.read("k")).value == 0
+        finally:
+            await other.close()
 
 
 class DurabilityContract:

@@ -50,3 +50,12 @@ async def no_grace_pair(cluster: Cluster) -> list[OauthdProcess]:
     if not cluster.no_grace:
         cluster.no_grace = await cluster.add_instances(2, refresh_grace="0s")
     return cluster.no_grace
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def limited_pair(cluster: Cluster) -> list[OauthdProcess]:
+    """Two more instances on the cluster's backend with the default abuse limits (started
+    once per cluster, on first use; the balancer leaves them out)."""
+    if not cluster.limited:
+        cluster.limited = await cluster.add_instances(2, oauth={})
+    return cluster.limited

@@ -38,6 +38,7 @@ class Cluster:
     balancer: RoundRobin
     instances: list[OauthdProcess] = field(default_factory=list)
     no_grace: list[OauthdProcess] = field(default_factory=list)  # see conftest.no_grace_pair
+    limited: list[OauthdProcess] = field(default_factory=list)  # see conftest.limited_pair
     introspection_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @property
@@ -63,9 +64,15 @@ class Cluster:
             raise
         return cluster
 
-    async def add_instances(self, count: int, **tokens: str) -> list[OauthdProcess]:
-        """Start `count` more instances (`tokens`: [tokens] keys for these, e.g. a grace)."""
-        added = [self._instance(f"i{len(self.instances) + n + 1}", tokens) for n in range(count)]
+    async def add_instances(
+        self, count: int, oauth: dict[str, TomlValue] | None = None, **tokens: str
+    ) -> list[OauthdProcess]:
+        """Start `count` more instances (`tokens`: [tokens] keys for these, e.g. a grace;
+        `oauth`: their [oauth] keys, by default a registration limit no test reaches)."""
+        oauth = {"registrations_per_minute": 1000} if oauth is None else oauth
+        added = [
+            self._instance(f"i{len(self.instances) + n + 1}", tokens, oauth) for n in range(count)
+        ]
         self.instances.extend(added)
         # Every start runs to its end before a failure is raised, so that `stop` (which
         # stops all of `self.instances`) never races a start still under way.
@@ -77,7 +84,9 @@ class Cluster:
                 raise outcome
         return added
 
-    def _instance(self, name: str, tokens: dict[str, str]) -> OauthdProcess:
+    def _instance(
+        self, name: str, tokens: dict[str, str], oauth: dict[str, TomlValue]
+    ) -> OauthdProcess:
         """`oauthd serve` on a port of its own, with its config, log and admin socket
         (`admin.sock`) in a directory of its own."""
         directory = self.directory / name
@@ -89,7 +98,7 @@ class Cluster:
             name=name,
             storage={**self.storage, "timeout": "5s"},
             tokens=dict(tokens),
-            oauth={"registrations_per_minute": 1000},
+            oauth=oauth,
             introspection={
                 "client_id": INTROSPECTION_ID,
                 "client_secret": f"file:{self.directory / 'introspection.secret'}",
