@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from oauthd.persist.backoff import Backoff, Throttle
-from oauthd.persist.errors import DiskError, PersistError
+from oauthd.persist.errors import DiskError, PersistError, startup_io_error
+from oauthd.persist.health import FsyncStats, Health
 from oauthd.persist.journal import JournalWriter, Undo, list_segments
 from oauthd.persist.migrate import Migration
 from oauthd.persist.recovery import Loader, Recovered
@@ -66,45 +67,6 @@ class EngineObserver(Protocol):
     def snapshot_written(self, saved_at: float, seconds: float, size: int) -> None: ...
 
     def snapshot_failed(self) -> None: ...
-
-
-@dataclass(slots=True)
-class Health:
-    loaded: bool
-    journaled: bool
-    journal_error: str | None
-    snapshot_error: str | None
-    seq: int
-    snapshot_seq: int
-    last_save_at: float | None  # wall clock
-    last_save_seconds: float | None
-    last_save_bytes: int | None
-
-    @property
-    def healthy(self) -> bool:
-        """Ready: a change accepted now is made durable. With the journal, a failing
-        snapshot only degrades (every acknowledged change is still in the journal)."""
-        if not self.loaded or self.journal_error is not None:
-            return False
-        return self.journaled or self.snapshot_error is None
-
-    @property
-    def degraded(self) -> bool:
-        return self.healthy and self.snapshot_error is not None
-
-
-@dataclass(slots=True)
-class FsyncStats:
-    count: int = 0
-    records: int = 0
-    total_seconds: float = 0.0
-    max_seconds: float = 0.0
-
-    def add(self, seconds: float, records: int) -> None:
-        self.count += 1
-        self.records += records
-        self.total_seconds += seconds
-        self.max_seconds = max(self.max_seconds, seconds)
 
 
 class Engine:
@@ -165,15 +127,23 @@ class Engine:
         recover: bool = False,
     ) -> Recovered:
         """Create/lock the state dir and run recovery (see `Loader`). Blocking: call it
-        before serving."""
-        self.state.ensure()
-        self.state.lock()
+        before serving. An I/O error on the way (EACCES, EROFS, ENOSPC while moving a torn
+        tail aside, ...) is a `RecoveryError` naming the path and the errno: one line and
+        exit 78, not a traceback."""
+        try:
+            self.state.ensure()
+            self.state.lock()
+        except OSError as exc:
+            raise startup_io_error(exc, self.state.path) from None
         try:
             for name in self.state.remove_temp_files():
                 log.info(f"removed {name}, left by a process that was killed mid-write")
             recovered = Loader(self.state, self.version, self.migrations, decode).recover(
                 accept_empty=accept_empty, recover_damage=recover
             )
+        except OSError as exc:
+            self.state.unlock()
+            raise startup_io_error(exc, self.state.path) from None
         except BaseException:
             self.state.unlock()
             raise

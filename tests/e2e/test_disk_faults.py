@@ -391,3 +391,38 @@ async def test_refused_records_replayed_after_a_kill_are_harmless_for_the_retry(
             assert (await second.client.refresh(app, answer.json()["refresh_token"])).status == 200
     finally:
         await second.close()
+
+
+# -- start-up on a state dir that cannot be written (#11 item 5) ------------------------------
+
+STARTUP_HELPER = Path(__file__).parents[1] / "support" / "scripts" / "startup_faults.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "errno_name", "where"),
+    [("erofs", "EROFS", "/lock"), ("enospc", "ENOSPC", ".log.torn-")],
+)
+def test_startup_io_errors_exit_78_with_one_line_naming_path_and_errno(
+    namespaces: None, tmp_path: Path, kind: str, errno_name: str, where: str
+) -> None:
+    """`oauthd serve` on a read-only state dir, and on a full one whose journal has a torn
+    tail to copy aside: exit 78 (EX_CONFIG) and one line naming the path and the errno
+    (before: exit 1 and a traceback), and nothing in the state dir changed."""
+    mount, configs = tmp_path / "mnt", tmp_path / "config"
+    mount.mkdir()
+    configs.mkdir()
+    proc = subprocess.run(
+        ["unshare", "-Urm", sys.executable, str(STARTUP_HELPER), kind, str(mount), str(configs)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    assert r["returncode"] == 78, r["stderr"]
+    assert "Traceback" not in r["stderr"]
+    lines = [line for line in r["stderr"].splitlines() if line.startswith("oauthd: ")]
+    assert len(lines) == 1, r["stderr"]
+    assert r["state"] in lines[0] and where in lines[0] and errno_name in lines[0]
+    assert r["after"] == r["before"]

@@ -3,7 +3,8 @@
 - a failed journal batch is undone in memory (a 503 changes nothing);
 - only `fdatasync` failing: no cycle of snapshot, reopen, failure; unready until a journal
   write works again; one log line per interval;
-- a failing snapshot with a working journal: degraded (metric, log), still ready.
+- a failing snapshot with a working journal: degraded (metric, log), still ready;
+- an I/O error while opening the state dir: one line naming path and errno, exit 78.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from typing import Any
 import pytest
 
 from oauthd.clock import SystemClock
+from oauthd.exits import ExitCode
 from oauthd.metrics import Metrics
+from oauthd.persist import RecoveryError
 from oauthd.persist import journal as journal_module
 from oauthd.persist import snapshot as snapshot_module
+from oauthd.persist import statedir as statedir_module
 from oauthd.store import Unavailable
 from oauthd.store.file import FileStore
 from tests.persist.test_engine_schedule import SaveLog
@@ -169,3 +173,27 @@ async def test_a_failing_snapshot_with_a_working_journal_is_degraded_not_unready
     store = await open_store(tmp_path, SystemClock())
     assert await store.grants.get(acknowledged.id) == acknowledged
     await store.close()
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
+async def test_an_io_error_at_start_is_a_recovery_error_naming_path_and_errno(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """(CI runs as root: EACCES cannot come from a mode there, so it is injected; EROFS and
+    ENOSPC are real in tests/e2e/test_disk_faults.py.)"""
+    store = await open_store(tmp_path)
+    await store.close()
+    real = os.open
+
+    def refusing(path: Any, *args: Any, **kwargs: Any) -> int:
+        if Path(path).name == "lock":
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(statedir_module.os, "open", refusing)
+    with pytest.raises(RecoveryError) as refused:
+        await open_store(tmp_path)
+    message = str(refused.value)
+    assert refused.value.exit_code == ExitCode.CONFIG == 78
+    assert str(tmp_path / "lock") in message and errno.errorcode[code] in message
+    assert "\n" not in message

@@ -356,10 +356,16 @@ async def test_missing_migration_step_refuses(tmp_path: Path) -> None:
     doc = snapshot_doc(copy)
     doc["version"] = 1
     (copy / SNAPSHOT).write_bytes(orjson.dumps(doc))
-    before = (copy / SNAPSHOT).read_bytes()
-    with pytest.raises(RecoveryError, match="no migration from snapshot format version 1"):
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "lock"}
+    with pytest.raises(RecoveryError) as refused:
         await open_store(copy, FakeClock(NOW), version=2, migrations={})
-    assert (copy / SNAPSHOT).read_bytes() == before
+    message = str(refused.value)
+    assert "\n" not in message
+    assert str(copy / SNAPSHOT) in message and "format version 1" in message
+    assert "cannot migrate from version 1" in message and "restore a backup" in message
+    # #11: a refused start writes nothing into the state dir (no snapshot.v1.bak)
+    after = {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "lock"}
+    assert after == before
 
 
 # -- the journal ------------------------------------------------------------------------------
