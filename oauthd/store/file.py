@@ -20,7 +20,7 @@ from oauthd.persist import DiskError, Engine, EngineObserver, RecoveryError, Sav
 from oauthd.persist.recovery import Recovered
 from oauthd.store import codec
 from oauthd.store.base import StoreStatus, Unavailable, is_live
-from oauthd.store.memory import MemoryStore, Undo
+from oauthd.store.memory import MemoryStore, MemoryTable
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 
 SNAPSHOT_CHUNK = 250  # records serialised per event-loop turn (about 0.3-0.5 ms)
@@ -29,10 +29,12 @@ Decoded = dict[str, list[Record]]
 
 
 class EngineSink:
-    """Reports table changes to the engine; disk trouble becomes `Unavailable` (503)."""
+    """Reports table changes to the engine; disk trouble becomes `Unavailable` (503), after
+    the engine put the failed changes back (newest first) through `tables`."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.tables: dict[str, MemoryTable[Any]] = {}
 
     def check_writable(self) -> None:
         try:
@@ -40,9 +42,14 @@ class EngineSink:
         except DiskError as exc:
             raise Unavailable(f"state cannot be saved: {exc}") from None
 
-    async def changed(self, kind: str, key: str, record: Record | None, undo: Undo) -> None:
+    async def changed(
+        self, kind: str, key: str, record: Record | None, previous: Record | None
+    ) -> None:
+        table = self.tables[kind]
         try:
-            await self._engine.commit(codec.encode_change(kind, key, record), undo)
+            await self._engine.commit(
+                codec.encode_change(kind, key, record), lambda: table.restore(key, previous)
+            )
         except DiskError as exc:
             raise Unavailable(f"state cannot be saved: {exc}") from None
 
@@ -61,7 +68,9 @@ def decode_document(chunks: Iterable[tuple[str, list[Any]]]) -> Decoded:
 class FileStore(MemoryStore):
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
-        super().__init__(clock, EngineSink(engine))
+        sink = EngineSink(engine)
+        super().__init__(clock, sink)
+        sink.tables = self.by_kind
 
     @classmethod
     async def open(

@@ -26,26 +26,28 @@ PURGE_CHUNK = 2000
 SCAN_CHUNK = 1000  # records looked at per event-loop turn by `scan`
 
 
-Undo = Callable[[], None]
-
-
 class ChangeSink(Protocol):
     """Where a table reports its changes (the file backend's journal)."""
 
     def check_writable(self) -> None:
         """Raise `Unavailable` if a change could not be made durable now."""
 
-    async def changed(self, kind: str, key: str, record: Record | None, undo: Undo) -> None:
-        """The change is applied in memory; return once it is durable. If it cannot be
-        made durable, call `undo` (memory as before the change) and raise `Unavailable`:
-        a request answered with an error leaves the state as it was (#11)."""
+    async def changed(
+        self, kind: str, key: str, record: Record | None, previous: Record | None
+    ) -> None:
+        """The change (`key` held `previous`, now `record`; None: nothing) is applied in
+        memory; return once it is durable. If it cannot be made durable, put `previous`
+        back (`MemoryTable.restore`) before raising `Unavailable`: a request answered
+        with an error leaves the state as it was (#11)."""
 
 
 class NullSink:
     def check_writable(self) -> None:
         return None
 
-    async def changed(self, kind: str, key: str, record: Record | None, undo: Undo) -> None:
+    async def changed(
+        self, kind: str, key: str, record: Record | None, previous: Record | None
+    ) -> None:
         return None
 
 
@@ -66,16 +68,13 @@ class MemoryTable(Table[R]):
     def _now_live(self, key: str) -> R | None:
         return _live(self.records.get(key), self._clock.now())
 
-    def _undo(self, key: str, previous: R | None) -> Undo:
-        """Puts back what `key` held before a change (even an expired record)."""
-
-        def undo() -> None:
-            if previous is None:
-                self.records.pop(key)
-            else:
-                self.records.set(key, previous)
-
-        return undo
+    def restore(self, key: str, previous: R | None) -> None:
+        """Put back what `key` held before a change that could not be made durable (even
+        an expired record)."""
+        if previous is None:
+            self.records.pop(key)
+        else:
+            self.records.set(key, previous)
 
     async def get(self, key: str) -> R | None:
         return self._now_live(key)
@@ -86,13 +85,13 @@ class MemoryTable(Table[R]):
         if _live(previous, self._clock.now()) is not None:
             raise Conflict(f"{self.kind}: key already present")
         self.records.set(record.key, record)
-        await self._sink.changed(self.kind, record.key, record, self._undo(record.key, previous))
+        await self._sink.changed(self.kind, record.key, record, previous)
 
     async def put(self, record: R) -> None:
         self._sink.check_writable()
         previous = self.records.get(record.key)
         self.records.set(record.key, record)
-        await self._sink.changed(self.kind, record.key, record, self._undo(record.key, previous))
+        await self._sink.changed(self.kind, record.key, record, previous)
 
     async def take(self, key: str) -> R | None:
         self._sink.check_writable()
@@ -100,7 +99,7 @@ class MemoryTable(Table[R]):
         if record is None:
             return None
         self.records.pop(key)
-        await self._sink.changed(self.kind, key, None, self._undo(key, record))
+        await self._sink.changed(self.kind, key, None, record)
         return record
 
     async def update(self, key: str, change: Callable[[R], R]) -> R | None:
@@ -114,7 +113,7 @@ class MemoryTable(Table[R]):
         if new.key != key:
             raise ValueError(f"{self.kind}: update must keep the key")
         self.records.set(key, new)
-        await self._sink.changed(self.kind, key, new, self._undo(key, record))
+        await self._sink.changed(self.kind, key, new, record)
         return new
 
     async def delete(self, key: str) -> bool:
@@ -122,7 +121,7 @@ class MemoryTable(Table[R]):
         record = self.records.pop(key)
         if record is None:
             return False
-        await self._sink.changed(self.kind, key, None, self._undo(key, record))
+        await self._sink.changed(self.kind, key, None, record)
         return _live(record, self._clock.now()) is not None
 
     async def count(self) -> int:

@@ -21,7 +21,6 @@ from oauthd.clock import FakeClock
 from oauthd.model import Record
 from oauthd.store import FileStore, MemoryStore, Store
 from oauthd.store.file import make_engine
-from oauthd.store.memory import Undo
 from tests.support.configs import TomlValue
 from tests.support.postgres import (
     open_postgres,
@@ -49,7 +48,9 @@ class CountingSink:
     def check_writable(self) -> None:
         return None
 
-    async def changed(self, kind: str, key: str, record: Record | None, undo: Undo) -> None:
+    async def changed(
+        self, kind: str, key: str, record: Record | None, previous: Record | None
+    ) -> None:
         self.changes += 1
 
 
