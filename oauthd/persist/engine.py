@@ -114,6 +114,7 @@ class Engine:
         self._covered = False
         self._reopen_at = 0.0
         self._journal_backoff = Backoff()
+        self._journal_troubled = False  # failed since the last durable batch
         self._journal_log = Throttle()
         self._snapshot_log = Throttle()
 
@@ -184,7 +185,10 @@ class Engine:
 
     def _fsynced(self, seconds: float, records: int) -> None:
         self.fsync_stats.add(seconds, records)
-        self._journal_backoff.reset()  # a batch is durable: the journal really works
+        if self._journal_troubled:  # a batch is durable again: the journal really works
+            self._journal_troubled = False
+            self._journal_backoff.reset()
+            self._journal_log.reset()
         if self.observer is not None:
             self.observer.journal_fsynced(seconds, records)
 
@@ -196,6 +200,7 @@ class Engine:
         now = asyncio.get_running_loop().time()
         self._rollbacks += 1
         self._covered = False
+        self._journal_troubled = True
         self._reopen_at = now + self._journal_backoff.next_delay()
         self._log_journal_trouble(reason)
         if self._dirty_since is None:

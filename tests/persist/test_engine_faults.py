@@ -132,6 +132,19 @@ async def test_fdatasync_failing_for_a_while_backs_off_stays_unready_and_logs_on
         await asyncio.sleep(0.05)
     kept = make_grant(expires_at=FAR)
     await store.grants.put(kept)
+
+    # A new failure after a durable batch is new trouble: logged at once, short backoff.
+    caplog.clear()
+    switch.on = True
+    with pytest.raises(Unavailable):
+        await store.grants.put(make_grant(expires_at=FAR))
+    failures = [r for r in caplog.records if r.__dict__.get("event") == "journal_failed"]
+    assert len(failures) == 1
+    switch.on = False
+    deadline = time.monotonic() + 3
+    while not store.status().healthy:
+        assert time.monotonic() < deadline, store.status()
+        await asyncio.sleep(0.05)
     await store.close()
     store = await open_store(tmp_path, SystemClock())
     assert await store.grants.get(kept.id) == kept
