@@ -149,6 +149,16 @@ class Metrics:
             "Changes made durable in the journal.",
             registry=r,
         )
+        self._snapshot_failures = Counter(
+            "oauthd_snapshot_failures",
+            "Snapshot writes that failed (with the journal working: degraded, still ready).",
+            registry=r,
+        )
+        self._snapshot_failing = Gauge(
+            "oauthd_snapshot_failing",
+            "1 while the last snapshot write failed, 0 once one succeeds.",
+            registry=r,
+        )
 
     def _register_proxy(self, r: CollectorRegistry) -> None:
         self._proxy_seconds = LoopHistogram(
@@ -231,6 +241,11 @@ class Metrics:
     def snapshot_written(self, saved_at: float, seconds: float, size: int) -> None:
         self._snapshot_seconds.observe(seconds)
         self._last_snapshot_at = saved_at
+        self._snapshot_failing.set(0)
+
+    def snapshot_failed(self) -> None:
+        self._snapshot_failures.inc()
+        self._snapshot_failing.set(1)
 
     # -- scraping ------------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ class Grant:
     """An OAuth session: one refresh-token family and its current access token.
 
     The grant id is the key part of both of its tokens. `previous_refresh_hash` is the
-    superseded refresh token, honoured inside the grace window until `successor_used`.
+    superseded refresh token, honoured as a retry until `successor_used`.
     `scopes` is what the user granted; `access_scopes` what the current access token carries
     when a refresh asked for fewer (None: all of `scopes`). `superseded_hashes` holds the
     first 16 bytes of the digests of the last superseded refresh tokens, concatenated, oldest

@@ -88,39 +88,56 @@ class TokenEndpoint:
             raise OAuthError("invalid_target", "resource differs from the authorization request")
 
     async def _redeem(self, code: AuthCode) -> TokenResponse:
-        """Single use: the first redemption claims the code; a replay revokes what the
-        first one issued (RFC 6749 s4.1.2), also while that one is still in flight: the
-        replay drops the code before the grant, and the first redemption answers only if
-        the code is still there after its grant was written."""
+        """Single use, safe to retry. The grant is written first and the code claimed for it
+        after, so a claimed code always names a grant that was written: if that grant is
+        gone it was ended, never "not yet written". The first claim wins (a loser removes
+        its own grant); a code already claimed is a retry or a replay (`_claimed`)."""
+        if code.grant_id:
+            return await self._claimed(code, code.grant_id)
         grant_id = crypto.new_key()
+        issued = await self._tokens.create(
+            grant_id,
+            code.user,
+            code.client_id,
+            code.scopes,
+            code.resource,
+            self._upstream_for(code, grant_id),
+        )
 
         def claim(current: AuthCode) -> AuthCode:
             return current if current.grant_id else dataclasses.replace(current, grant_id=grant_id)
 
         claimed = await self._store.codes.update(code.code_key, claim)
-        if claimed is None:
-            raise invalid_grant("authorization code expired")
-        if claimed.grant_id != grant_id:
-            if claimed.grant_id:
-                await self._store.codes.delete(code.code_key)
-                await self._tokens.end_grant(claimed.grant_id)
-                self._tokens.reuse_detected(
-                    "authorization_code", code.user, code.client_id, claimed.grant_id
-                )
-            raise invalid_grant("authorization code was already used; its tokens are revoked")
-        upstream = None
-        if code.upstream_tokens is not None and self._sealer is not None:
-            try:
-                opened = self._sealer.open(code.upstream_tokens, code.code_key)
-            except ValueError:  # sealed under an earlier login.encryption_key
-                raise invalid_grant(
-                    "authorization code can no longer be used; sign in again"
-                ) from None
-            upstream = self._sealer.seal(opened, grant_id)
-        issued = await self._tokens.issue(
-            grant_id, code.user, code.client_id, code.scopes, code.resource, upstream
+        if claimed is None or claimed.grant_id != grant_id:
+            await self._store.grants.delete(grant_id)  # never handed out
+            if claimed is None:
+                raise invalid_grant("authorization code expired")
+            return await self._claimed(code, claimed.grant_id or "")
+        self._tokens.announce_issued(
+            grant_id, code.user, code.client_id, code.scopes, "authorization_code"
         )
-        if await self._store.codes.get(code.code_key) is None:  # replayed meanwhile
-            await self._tokens.end_grant(grant_id)
-            raise invalid_grant("authorization code was already used; its tokens are revoked")
         return issued
+
+    async def _claimed(self, code: AuthCode, grant_id: str) -> TokenResponse:
+        """The code was redeemed before, by this client with its PKCE verifier and
+        redirect_uri (checked already). While the grant it produced was never used, this is
+        a retry of an exchange whose answer was lost (a 503 for a write that timed out but
+        landed): the grant's tokens are issued again, voiding the earlier pair. Otherwise it
+        is a replay (RFC 6749 s4.1.2): the code and what it issued are revoked."""
+        reissued = await self._tokens.reissue_unused(grant_id)
+        if reissued is not None:
+            return reissued
+        await self._store.codes.delete(code.code_key)
+        if await self._tokens.end_grant(grant_id) is not None:
+            self._tokens.reuse_detected("authorization_code", code.user, code.client_id, grant_id)
+        raise invalid_grant("authorization code was already used; its tokens are revoked")
+
+    def _upstream_for(self, code: AuthCode, grant_id: str) -> bytes | None:
+        """The code's sealed upstream tokens, sealed again for the grant."""
+        if code.upstream_tokens is None or self._sealer is None:
+            return None
+        try:
+            opened = self._sealer.open(code.upstream_tokens, code.code_key)
+        except ValueError:  # sealed under an earlier login.encryption_key
+            raise invalid_grant("authorization code can no longer be used; sign in again") from None
+        return self._sealer.seal(opened, grant_id)

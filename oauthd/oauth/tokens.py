@@ -1,4 +1,4 @@
-"""Grants and their tokens: issuing, refresh rotation with a grace window, bearer checks,
+"""Grants and their tokens: issuing, refresh rotation with safe retries, bearer checks,
 revocation and introspection.
 
 A grant is one refresh-token family with one live branch. Both of its tokens are
@@ -151,6 +151,21 @@ class Tokens:
         grant_type: str = "authorization_code",
     ) -> TokenResponse:
         """A new grant with its first token pair (`grant_type`: how it was obtained)."""
+        issued = await self.create(grant_id, user, client_id, scopes, resource, upstream_tokens)
+        self.announce_issued(grant_id, user, client_id, scopes, grant_type)
+        return issued
+
+    async def create(
+        self,
+        grant_id: str,
+        user: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        resource: str,
+        upstream_tokens: bytes | None = None,
+    ) -> TokenResponse:
+        """Write a new grant with its first token pair, not yet counted or audited (the
+        code exchange announces it once the code is claimed for it)."""
         now = self._clock.now()
         pair = self._pair(grant_id)
         grant = Grant(
@@ -172,6 +187,11 @@ class Tokens:
             expires_at=now + self._ttl.refresh_ttl,
         )
         await self._store.grants.add(grant)
+        return self._response(grant, pair)
+
+    def announce_issued(
+        self, grant_id: str, user: str, client_id: str, scopes: tuple[str, ...], grant_type: str
+    ) -> None:
         self._metrics.token_issued(grant_type)
         audit(
             "token_issued",
@@ -182,7 +202,39 @@ class Tokens:
             grant=grant_ref(grant_id),
             scopes=" ".join(scopes),
         )
-        return self._response(grant, pair)
+
+    async def reissue_unused(self, grant_id: str) -> TokenResponse | None:
+        """A retried code exchange: a fresh first pair for a grant that was never used (no
+        refresh, its access token never presented), which voids the pair issued before (its
+        refresh token joins the superseded ones: whoever presents it later ends the family).
+        None if the grant is gone or was used: then the retry is a replay."""
+        now = self._clock.now()
+        pair = self._pair(grant_id)
+
+        def again(grant: Grant) -> Grant:
+            if grant.rotated_at is not None or grant.successor_used:
+                return grant
+            return dataclasses.replace(
+                grant,
+                access_hash=pair.access.secret_hash,
+                access_expires_at=now + self._ttl.access_ttl,
+                refresh_hash=pair.refresh.secret_hash,
+                superseded_hashes=_superseded(grant, grant.refresh_hash),
+                last_used_at=now,
+                expires_at=now + self._ttl.refresh_ttl,
+            )
+
+        updated = await self._store.grants.update(grant_id, again)
+        if updated is None or updated.refresh_hash != pair.refresh.secret_hash:
+            return None
+        audit(
+            "token_reissued",
+            "code exchange retried: tokens issued again",
+            user=updated.user,
+            client_id=updated.client_id,
+            grant=grant_ref(grant_id),
+        )
+        return self._response(updated, pair)
 
     # -- refresh -------------------------------------------------------------------------
 
@@ -220,7 +272,7 @@ class Tokens:
     ) -> Callable[[Grant], Grant]:
         """The change a refresh with `secret` makes to its grant. Pure (it may run again on
         shared backends): it decides from the record it is given, which it returns
-        unchanged when `secret` is neither the current token nor a retry in the window."""
+        unchanged when `secret` is neither the current token nor a retry."""
         now = self._clock.now()
         grace = self._ttl.refresh_grace
 
@@ -242,13 +294,12 @@ class Tokens:
                     superseded_hashes=_superseded(grant, grant.refresh_hash),
                     rotated_at=now,
                 )
-            # grace 0 turns the window off: "now" may be earlier than another instance's
-            # (or a concurrent request's) rotated_at, so the comparison alone would not.
-            in_window = (
-                grace > 0 and grant.rotated_at is not None and now - grant.rotated_at <= grace
-            )
+            # The superseded token while its successor was never used: a retry of a refresh
+            # whose answer was lost (a 503 for a write that timed out but landed, a dropped
+            # connection), however late it comes. Not reuse: theft is still caught when
+            # whoever holds the voided successor presents it. grace 0 turns retries off.
             if (
-                in_window
+                grace > 0
                 and not grant.successor_used
                 and crypto.secret_matches(secret, grant.previous_refresh_hash)
             ):
@@ -297,7 +348,7 @@ class Tokens:
 
     async def verify_bearer(self, token: str) -> Grant | None:
         """The grant of a valid, unexpired access token for our resource, else None.
-        Using the access token ends the grace window of the refresh token it replaced."""
+        Using the access token ends the retries of the refresh token it replaced."""
         parts = crypto.split_token(token)
         if parts is None:
             return None

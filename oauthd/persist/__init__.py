@@ -3,8 +3,9 @@
 It knows bytes, files and sequence numbers, not OAuth: the store hands it opaque journal
 payloads and snapshot chunks."""
 
-from oauthd.persist.engine import Engine, EngineObserver, Health, SaveSchedule, SnapshotSource
+from oauthd.persist.engine import Engine, EngineObserver, SaveSchedule, SnapshotSource
 from oauthd.persist.errors import DiskError, PersistError, RecoveryError
+from oauthd.persist.health import Health
 
 __all__ = [
     "DiskError",

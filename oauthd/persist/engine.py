@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from oauthd.persist.errors import DiskError, PersistError
-from oauthd.persist.journal import JournalWriter, list_segments
+from oauthd.persist.backoff import Backoff, Throttle
+from oauthd.persist.errors import DiskError, PersistError, startup_io_error
+from oauthd.persist.health import FsyncStats, Health
+from oauthd.persist.journal import JournalWriter, Undo, list_segments
 from oauthd.persist.migrate import Migration
 from oauthd.persist.recovery import Loader, Recovered
 from oauthd.persist.snapshot import Chunk, write_snapshot
@@ -64,35 +66,7 @@ class EngineObserver(Protocol):
 
     def snapshot_written(self, saved_at: float, seconds: float, size: int) -> None: ...
 
-
-@dataclass(slots=True)
-class Health:
-    loaded: bool
-    journal_error: str | None
-    snapshot_error: str | None
-    seq: int
-    snapshot_seq: int
-    last_save_at: float | None  # wall clock
-    last_save_seconds: float | None
-    last_save_bytes: int | None
-
-    @property
-    def healthy(self) -> bool:
-        return self.loaded and self.journal_error is None and self.snapshot_error is None
-
-
-@dataclass(slots=True)
-class FsyncStats:
-    count: int = 0
-    records: int = 0
-    total_seconds: float = 0.0
-    max_seconds: float = 0.0
-
-    def add(self, seconds: float, records: int) -> None:
-        self.count += 1
-        self.records += records
-        self.total_seconds += seconds
-        self.max_seconds = max(self.max_seconds, seconds)
+    def snapshot_failed(self) -> None: ...
 
 
 class Engine:
@@ -133,6 +107,16 @@ class Engine:
         self._last_save_seconds: float | None = None
         self._last_save_bytes: int | None = None
         self._needs_marker = False
+        # After a journal failure: the changes of the failed batches were undone
+        # (`_rollbacks` counts it), a snapshot frozen after that must cover memory
+        # (`_covered`), then a new segment is tried at `_reopen_at`, backing off.
+        self._rollbacks = 0
+        self._covered = False
+        self._reopen_at = 0.0
+        self._journal_backoff = Backoff()
+        self._journal_troubled = False  # failed since the last durable batch
+        self._journal_log = Throttle()
+        self._snapshot_log = Throttle()
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -144,15 +128,23 @@ class Engine:
         recover: bool = False,
     ) -> Recovered:
         """Create/lock the state dir and run recovery (see `Loader`). Blocking: call it
-        before serving."""
-        self.state.ensure()
-        self.state.lock()
+        before serving. An I/O error on the way (EACCES, EROFS, ENOSPC while moving a torn
+        tail aside, ...) is a `RecoveryError` naming the path and the errno: one line and
+        exit 78, not a traceback."""
+        try:
+            self.state.ensure()
+            self.state.lock()
+        except OSError as exc:
+            raise startup_io_error(exc, self.state.path) from None
         try:
             for name in self.state.remove_temp_files():
                 log.info(f"removed {name}, left by a process that was killed mid-write")
             recovered = Loader(self.state, self.version, self.migrations, decode).recover(
                 accept_empty=accept_empty, recover_damage=recover
             )
+        except OSError as exc:
+            self.state.unlock()
+            raise startup_io_error(exc, self.state.path) from None
         except BaseException:
             self.state.unlock()
             raise
@@ -193,21 +185,38 @@ class Engine:
 
     def _fsynced(self, seconds: float, records: int) -> None:
         self.fsync_stats.add(seconds, records)
+        if self._journal_troubled:  # a batch is durable again: the journal really works
+            self._journal_troubled = False
+            self._journal_backoff.reset()
+            self._journal_log.reset()
         if self.observer is not None:
             self.observer.journal_fsynced(seconds, records)
 
     def _journal_failed(self, reason: str) -> None:
-        """Memory now holds changes the disk may not: a snapshot must cover them before
-        the journal can start afresh, so make the saver try (with backoff)."""
-        log.error(reason, extra={"event": "journal_failed"})
+        """The failed changes were undone in memory, but their seq numbers are spent: a
+        snapshot frozen from now on must cover memory before a new segment can start
+        (at `seq + 1`), and the new segment waits for the backoff, so that a disk whose
+        fdatasync keeps failing is not cycled through snapshot, reopen, failure."""
+        now = asyncio.get_running_loop().time()
+        self._rollbacks += 1
+        self._covered = False
+        self._journal_troubled = True
+        self._reopen_at = now + self._journal_backoff.next_delay()
+        self._log_journal_trouble(reason)
         if self._dirty_since is None:
-            self._dirty_since = self._last_change = asyncio.get_running_loop().time()
+            self._dirty_since = self._last_change = now
         self._retry_delay = max(self._retry_delay, RETRY_FIRST)
         self._wake.set()
 
-    async def commit(self, payload: bytes) -> None:
-        """Record one change (already applied in memory); return once it is durable.
-        Runs synchronously up to the journal append, so seq order is memory order."""
+    def _log_journal_trouble(self, reason: str) -> None:
+        if self._journal_log.due():
+            suppressed = self._journal_log.take_suppressed()
+            log.error(reason, extra={"event": "journal_failed", "suppressed": suppressed})
+
+    async def commit(self, payload: bytes, undo: Undo | None = None) -> None:
+        """Record one change (already applied in memory); return once it is durable. If
+        the journal fails it, `undo` has run before this raises `DiskError`. Runs
+        synchronously up to the journal append, so seq order is memory order."""
         self.seq += 1
         now = asyncio.get_running_loop().time()
         self._last_change = now
@@ -215,7 +224,7 @@ class Engine:
             self._dirty_since = now
             self._wake.set()
         if self._journal is not None:
-            await self._journal.append(self.seq, payload)
+            await self._journal.append(self.seq, payload, undo)
 
     # -- saving ---------------------------------------------------------------------------
 
@@ -233,9 +242,17 @@ class Engine:
             due = max(due, self._last_save + self._retry_delay)
         return max(0.0, due - asyncio.get_running_loop().time())
 
+    def _reopen_in(self) -> float | None:
+        """Seconds until a new journal segment is due; None if none is (yet)."""
+        journal = self._journal
+        if journal is None or journal.failure is None or not self._covered:
+            return None
+        return max(0.0, self._reopen_at - asyncio.get_running_loop().time())
+
     async def _save_loop(self) -> None:
         while True:
-            delay = self._due_in()
+            reopen, save = self._reopen_in(), self._due_in()
+            delay = min((d for d in (reopen, save) if d is not None), default=None)
             if delay is None or delay > 0:
                 # not wait_for: on Python 3.11 it swallows a cancel (close()) that arrives
                 # in the turn the wake-up completes, and the saver then never stops
@@ -243,8 +260,23 @@ class Engine:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
                 self._wake.clear()
-                continue
-            await self.save()
+            elif reopen == 0:
+                await self._reopen_journal()
+            else:
+                await self.save()
+
+    async def _reopen_journal(self) -> None:
+        journal = self._journal
+        assert journal is not None
+        try:
+            await journal.open_segment(self.seq + 1)
+        except OSError as exc:
+            journal.failure = f"journal reopen failed: {exc.strerror or exc}"
+            delay = self._journal_backoff.next_delay()
+            self._reopen_at = asyncio.get_running_loop().time() + delay
+            self._log_journal_trouble(journal.failure)
+            return
+        log.warning("journal writes work again", extra={"event": "journal_recovered"})
 
     async def save(self) -> bool:
         """Write a snapshot of the current state now. False (and health degraded) if the
@@ -259,6 +291,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         await source.prepare_scan()
         seq, started, saved_at = self.seq, time.perf_counter(), self._wall()
+        rollbacks = self._rollbacks
         self._last_save, self._dirty_since = loop.time(), None
         sections = source.freeze()
         if self._journal is not None:
@@ -278,18 +311,30 @@ class Engine:
         finally:
             await source.thaw()
         self._save_succeeded(seq, saved_at, time.perf_counter() - started, size)
-        await self._after_save(loop, seq)
+        await self._after_save(loop, seq, rollbacks)
         return True
 
     def _save_failed(self, exc: OSError) -> None:
         self._snapshot_error = f"snapshot write failed: {exc.strerror or exc}"
         self._dirty_since = self._dirty_since or self._last_save
         self._retry_delay = min(RETRY_MAX, max(RETRY_FIRST, self._retry_delay * 2))
-        log.error(self._snapshot_error, extra={"event": "snapshot_failed"})
+        if self.observer is not None:
+            self.observer.snapshot_failed()
+        if self._snapshot_log.due():
+            journal_ok = self._journal is not None and self._journal.failure is None
+            log.error(
+                self._snapshot_error
+                + ("; the journal still makes every change durable" if journal_ok else ""),
+                extra={
+                    "event": "snapshot_failed",
+                    "suppressed": self._snapshot_log.take_suppressed(),
+                },
+            )
 
     def _save_succeeded(self, seq: int, saved_at: float, seconds: float, size: int) -> None:
         if self._snapshot_error is not None:
             log.warning("snapshot writes work again", extra={"event": "snapshot_recovered"})
+            self._snapshot_log.reset()
         self._snapshot_error = None
         self._retry_delay = 0.0
         self._last_save_at, self._last_save_seconds, self._last_save_bytes = saved_at, seconds, size
@@ -300,7 +345,7 @@ class Engine:
             extra={"event": "snapshot", "seq": seq, "bytes": size, "seconds": round(seconds, 3)},
         )
 
-    async def _after_save(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
+    async def _after_save(self, loop: asyncio.AbstractEventLoop, seq: int, rollbacks: int) -> None:
         previous, self._snapshot_seq = self._snapshot_seq, seq
         if self._needs_marker:  # first boot: the dir has state from now on
             try:
@@ -309,16 +354,13 @@ class Engine:
             except OSError as exc:
                 log.warning(f"could not write the first-boot marker: {exc}")
         journal = self._journal
-        # Start a new segment only when this snapshot holds every change in memory: changes
-        # after it failed to journal, and the next snapshot must cover them first.
-        if journal is not None and journal.failure is not None and seq == self.seq:
-            try:
-                await journal.open_segment(seq + 1)
-                log.warning("journal writes work again", extra={"event": "journal_recovered"})
-            except OSError as exc:
-                journal.failure = f"journal reopen failed: {exc.strerror or exc}"
-                self._journal_failed(journal.failure)
-                return
+        # A new segment may start once a snapshot holds memory as it is: frozen after the
+        # last undo of failed changes (one frozen while a batch was failing holds them),
+        # and with every seq spent so far.
+        failed = journal is not None and journal.failure is not None
+        if failed and seq == self.seq and rollbacks == self._rollbacks:
+            self._covered = True
+            self._wake.set()
         try:
             await loop.run_in_executor(self._executor, self._delete_segments, previous)
         except OSError as exc:
@@ -341,6 +383,7 @@ class Engine:
     def health(self) -> Health:
         return Health(
             loaded=self._loaded,
+            journaled=self.journaled,
             journal_error=self._journal.failure if self._journal else None,
             snapshot_error=self._snapshot_error,
             seq=self.seq,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 from oauthd.exits import ExitCode
 
 
@@ -16,6 +19,16 @@ class RecoveryError(PersistError):
     the choice the operator has (`--recover`, `--accept-empty-state`)."""
 
     exit_code = ExitCode.CONFIG
+
+
+def startup_io_error(exc: OSError, state_dir: Path) -> RecoveryError:
+    """One line for an I/O error met while opening the state dir: the path, the errno."""
+    path = exc.filename or state_dir
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return RecoveryError(
+        f"{path}: {code} ({exc.strerror or exc}) while opening the state dir {state_dir}; "
+        "refusing to start"
+    )
 
 
 class LockedError(PersistError):

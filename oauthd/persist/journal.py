@@ -9,6 +9,7 @@ tail. A bad frame followed by a valid one is corruption.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import re
@@ -16,7 +17,7 @@ import struct
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ SEGMENT_HEADER = struct.Struct("<8sQ")
 FRAME_HEADER = struct.Struct("<IIQ")
 MAX_PAYLOAD = 16 * 1024 * 1024
 SEGMENT_RE = re.compile(r"^journal-(\d{20})\.log$")
+
+Undo = Callable[[], None]  # puts memory back as it was before one change
+Pending = tuple[bytes, "asyncio.Future[None]", Undo | None]  # a frame waiting for its batch
 
 
 def segment_name(first_seq: int) -> str:
@@ -130,8 +134,15 @@ class JournalWriter:
     """Appends frames to the current segment; one fdatasync covers every frame that
     arrived while the previous one ran (group commit). A failed write or fsync fails its
     batch and everything queued behind it, and the writer stays failed: the fd is never
-    fsynced again (a failed fsync may have dropped the dirty pages). `reopen` starts a new
-    segment once a snapshot has covered everything."""
+    fsynced again (a failed fsync may have dropped the dirty pages). `open_segment` starts
+    a new segment once a snapshot has covered everything.
+
+    A failed change is undone (#11, "a 503 changes nothing"): its `undo` runs, newest
+    first, before its caller hears of the failure, so memory is as it was before the
+    failed batch. Frames of the failed batch that reached the file stay there (cutting
+    them off would leave a gap in the seq numbers that a fall back to the older snapshot
+    generation could not tell from a lost segment): a kill -9 before the next snapshot
+    replays them. The rule that makes that harmless is in docs/persistence.md."""
 
     def __init__(
         self,
@@ -144,7 +155,7 @@ class JournalWriter:
         self._on_failure = on_failure
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._fd: int | None = None
-        self._queue: deque[tuple[bytes, asyncio.Future[None]] | int] = deque()
+        self._queue: deque[Pending | int] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failure: str | None = None
@@ -167,21 +178,29 @@ class JournalWriter:
         self._state.remove_quietly(name)  # an empty leftover of a failed earlier attempt
         fd = self._state.create_exclusive(name)
         try:
+            # the same write + fdatasync as a batch: a segment opens only where a journal
+            # write works now (a disk whose fdatasync keeps failing stays failed)
             write_all(fd, SEGMENT_HEADER.pack(MAGIC, first_seq))
-            os.fsync(fd)
+            os.fdatasync(fd)
             self._state.fsync_dir()
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                self._state.remove_quietly(name)
             raise
         self._fd = fd
         self._segment_first = first_seq
 
-    def append(self, seq: int, payload: bytes) -> asyncio.Future[None]:
+    def append(self, seq: int, payload: bytes, undo: Undo | None = None) -> asyncio.Future[None]:
+        """The future is done once the frame is durable, or failed (`DiskError`) after
+        `undo` ran."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failure is not None:
+            if undo is not None:
+                undo()
             future.set_exception(DiskError(self.failure))
             return future
-        self._queue.append((encode_frame(seq, payload), future))
+        self._queue.append((encode_frame(seq, payload), future, undo))
         self._wake.set()
         return future
 
@@ -203,9 +222,9 @@ class JournalWriter:
             if self._closing:
                 return
 
-    def _next_batch(self) -> tuple[list[tuple[bytes, asyncio.Future[None]]], int | None]:
+    def _next_batch(self) -> tuple[list[Pending], int | None]:
         """Frames up to the next rotation point (returned as well, if any)."""
-        batch: list[tuple[bytes, asyncio.Future[None]]] = []
+        batch: list[Pending] = []
         while self._queue:
             item = self._queue.popleft()
             if isinstance(item, int):
@@ -213,25 +232,22 @@ class JournalWriter:
             batch.append(item)
         return batch, None
 
-    async def _flush(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[bytes, asyncio.Future[None]]]
-    ) -> None:
+    async def _flush(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> None:
         if not batch:
             return
-        if self.failure is None:
-            try:
-                data = b"".join(frame for frame, _ in batch)
-                elapsed = await loop.run_in_executor(self._executor, self._write, data)
-                self._on_fsync(elapsed, len(batch))
-            except OSError as exc:
-                self._fail(f"journal write failed: {exc.strerror or exc}")
-        for _, future in batch:
-            if future.done():
-                continue
-            if self.failure is None:
+        if self.failure is not None:
+            self._fail(self.failure, batch)
+            return
+        try:
+            data = b"".join(frame for frame, _, _ in batch)
+            elapsed = await loop.run_in_executor(self._executor, self._write, data)
+        except OSError as exc:
+            self._fail(f"journal write failed: {exc.strerror or exc}", batch)
+            return
+        for _, future, _ in batch:
+            if not future.done():
                 future.set_result(None)
-            else:
-                future.set_exception(DiskError(self.failure))
+        self._on_fsync(elapsed, len(batch))
 
     def _write(self, data: bytes) -> float:
         """Write and fdatasync (in the journal thread); return the seconds it took."""
@@ -250,16 +266,22 @@ class JournalWriter:
         except OSError as exc:
             self._fail(f"journal rotation failed: {exc.strerror or exc}")
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, batch: Iterable[Pending] = ()) -> None:
+        """Fail `batch` and everything queued behind it: undo their changes, newest first
+        (the queue is in seq order, behind the batch), tell the engine, then their callers."""
         self.failure = reason
-        self._on_failure(reason)
         if self._fd is not None:
             os.close(self._fd)  # never fsync this fd again
             self._fd = None
-        for item in self._queue:
-            if not isinstance(item, int) and not item[1].done():
-                item[1].set_exception(DiskError(reason))
+        failed = [*batch, *(item for item in self._queue if not isinstance(item, int))]
         self._queue = deque(item for item in self._queue if isinstance(item, int))
+        for _, _, undo in reversed(failed):
+            if undo is not None:
+                undo()
+        self._on_failure(reason)
+        for _, future, _ in failed:
+            if not future.done():
+                future.set_exception(DiskError(reason))
 
     async def close(self) -> None:
         """Flush what is queued, then stop."""

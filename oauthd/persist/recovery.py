@@ -160,6 +160,7 @@ class Loader:
         old = snapshot.header["version"]
         if old == self.version:
             return snapshot.chunks()
+        self._check_migrations(name, old)  # before anything is written
         backup = f"snapshot.v{old}.bak"
         if not self.state.file(backup).exists():
             os.link(self.state.file(name), self.state.file(backup))
@@ -170,6 +171,17 @@ class Loader:
             f"migrated {name} from format version {old} (original kept as {backup})"
         )
         return [(k, v) for k, v in document.items() if k not in ENVELOPE]
+
+    def _check_migrations(self, name: str, old: int) -> None:
+        missing = [v for v in range(old, self.version) if v not in self.migrations]
+        if missing:
+            raise RecoveryError(
+                f"{self.state.file(name)} has snapshot format version {old}, and this oauthd "
+                f"(format {self.version}) cannot migrate from version {missing[0]}: refusing "
+                "to start, nothing was changed. Start once with an oauthd release that reads "
+                f"format {old} and writes a newer one (it migrates the file), or restore a "
+                f"backup made by this version"
+            )
 
     def _replay_journal(
         self, result: Recovered, segments: list[tuple[int, str]], recover_damage: bool
@@ -223,7 +235,11 @@ class Loader:
             src.seek(scan.good_end)
             tail = src.read()
         aside = f"{scan.name}.{label}-{utc_stamp()}"
-        self.state.write_durably(aside, tail)
+        try:
+            self.state.write_durably(aside, tail)
+        except OSError as exc:  # named for the operator: what could not be written
+            why = f"{exc.strerror}; the {label} tail of {scan.name} is copied aside first"
+            raise OSError(exc.errno, why, str(self.state.file(aside))) from None
         os.chmod(self.state.file(aside), FILE_MODE)
         fd = os.open(path, os.O_WRONLY)
         try:

@@ -12,6 +12,7 @@ them into the document and writes them from a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -83,17 +84,28 @@ async def _write_sections(out: _TempWriter, sections: Sequence[Section]) -> None
 
 
 def _install(state: StateDir, temp_name: str, fd: int) -> None:
-    """fsync the temp file, keep the current generation as `.1`, rename, fsync the dir."""
+    """fsync the temp file; install it as the current generation, then the one it replaced
+    as `.1` (a hard link taken before); fsync the dir. If the first rename fails, both
+    generations are as they were; if the second does, the new one is current and `.1` is
+    still the older one (a fallback whose journal segments are kept, as the save counts as
+    failed). Either way no temp file or link is left behind."""
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    link = None
     if state.file(SNAPSHOT).exists():
         link = f".{PREVIOUS}.tmp-{os.getpid()}"
         state.remove_quietly(link)
         os.link(state.file(SNAPSHOT), state.file(link))
-        os.replace(state.file(link), state.file(PREVIOUS))
-    os.replace(state.file(temp_name), state.file(SNAPSHOT))
+    try:
+        os.replace(state.file(temp_name), state.file(SNAPSHOT))
+        if link is not None:
+            os.replace(state.file(link), state.file(PREVIOUS))
+    finally:
+        if link is not None:
+            with contextlib.suppress(OSError):  # gone once renamed
+                state.remove_quietly(link)
     state.fsync_dir()
 
 

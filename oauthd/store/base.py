@@ -79,7 +79,7 @@ class Unavailable(StoreError):
 class StoreStatus:
     backend: str
     healthy: bool
-    detail: str | None = None  # why not healthy
+    detail: str | None = None  # why not healthy (or, while healthy, what is degraded)
 
 
 T = TypeVar("T")

@@ -1,8 +1,9 @@
 """The file backend (the default): the memory tables, wrapped by the persistence engine.
 
 Every change is applied in memory in one synchronous step and then handed to the engine,
-which journals it (fsync before the caller's write returns) or, with
-`durability = "snapshot"`, only marks the state dirty for the next snapshot.
+which journals it (fsync before the caller's write returns; if the journal fails, the
+change is undone before the caller gets `Unavailable`) or, with `durability = "snapshot"`,
+only marks the state dirty for the next snapshot.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from oauthd.persist import DiskError, Engine, EngineObserver, RecoveryError, Sav
 from oauthd.persist.recovery import Recovered
 from oauthd.store import codec
 from oauthd.store.base import StoreStatus, Unavailable, is_live
-from oauthd.store.memory import MemoryStore
+from oauthd.store.memory import MemoryStore, MemoryTable
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 
 SNAPSHOT_CHUNK = 250  # records serialised per event-loop turn (about 0.3-0.5 ms)
@@ -28,10 +29,12 @@ Decoded = dict[str, list[Record]]
 
 
 class EngineSink:
-    """Reports table changes to the engine; disk trouble becomes `Unavailable` (503)."""
+    """Reports table changes to the engine; disk trouble becomes `Unavailable` (503), after
+    the engine put the failed changes back (newest first) through `tables`."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.tables: dict[str, MemoryTable[Any]] = {}
 
     def check_writable(self) -> None:
         try:
@@ -39,9 +42,14 @@ class EngineSink:
         except DiskError as exc:
             raise Unavailable(f"state cannot be saved: {exc}") from None
 
-    async def changed(self, kind: str, key: str, record: Record | None) -> None:
+    async def changed(
+        self, kind: str, key: str, record: Record | None, previous: Record | None
+    ) -> None:
+        table = self.tables[kind]
         try:
-            await self._engine.commit(codec.encode_change(kind, key, record))
+            await self._engine.commit(
+                codec.encode_change(kind, key, record), lambda: table.restore(key, previous)
+            )
         except DiskError as exc:
             raise Unavailable(f"state cannot be saved: {exc}") from None
 
@@ -60,7 +68,9 @@ def decode_document(chunks: Iterable[tuple[str, list[Any]]]) -> Decoded:
 class FileStore(MemoryStore):
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
-        super().__init__(clock, EngineSink(engine))
+        sink = EngineSink(engine)
+        super().__init__(clock, sink)
+        sink.tables = self.by_kind
 
     @classmethod
     async def open(

@@ -35,15 +35,22 @@ class ChangeSink(Protocol):
     def check_writable(self) -> None:
         """Raise `Unavailable` if a change could not be made durable now."""
 
-    async def changed(self, kind: str, key: str, record: Record | None) -> None:
-        """The change is applied in memory; return once it is durable."""
+    async def changed(
+        self, kind: str, key: str, record: Record | None, previous: Record | None
+    ) -> None:
+        """The change (`key` held `previous`, now `record`; None: nothing) is applied in
+        memory; return once it is durable. If it cannot be made durable, put `previous`
+        back (`MemoryTable.restore`) before raising `Unavailable`: a request answered
+        with an error leaves the state as it was (#11)."""
 
 
 class NullSink:
     def check_writable(self) -> None:
         return None
 
-    async def changed(self, kind: str, key: str, record: Record | None) -> None:
+    async def changed(
+        self, kind: str, key: str, record: Record | None, previous: Record | None
+    ) -> None:
         return None
 
 
@@ -64,20 +71,30 @@ class MemoryTable(Table[R]):
     def _now_live(self, key: str) -> R | None:
         return _live(self.records.get(key), self._clock.now())
 
+    def restore(self, key: str, previous: R | None) -> None:
+        """Put back what `key` held before a change that could not be made durable (even
+        an expired record)."""
+        if previous is None:
+            self.records.pop(key)
+        else:
+            self.records.set(key, previous)
+
     async def get(self, key: str) -> R | None:
         return self._now_live(key)
 
     async def add(self, record: R) -> None:
         self._sink.check_writable()
-        if self._now_live(record.key) is not None:
+        previous = self.records.get(record.key)
+        if _live(previous, self._clock.now()) is not None:
             raise Conflict(f"{self.kind}: key already present")
         self.records.set(record.key, record)
-        await self._sink.changed(self.kind, record.key, record)
+        await self._sink.changed(self.kind, record.key, record, previous)
 
     async def put(self, record: R) -> None:
         self._sink.check_writable()
+        previous = self.records.get(record.key)
         self.records.set(record.key, record)
-        await self._sink.changed(self.kind, record.key, record)
+        await self._sink.changed(self.kind, record.key, record, previous)
 
     async def take(self, key: str) -> R | None:
         self._sink.check_writable()
@@ -85,7 +102,7 @@ class MemoryTable(Table[R]):
         if record is None:
             return None
         self.records.pop(key)
-        await self._sink.changed(self.kind, key, None)
+        await self._sink.changed(self.kind, key, None, record)
         return record
 
     async def update(self, key: str, change: Callable[[R], R]) -> R | None:
@@ -99,7 +116,7 @@ class MemoryTable(Table[R]):
         if new.key != key:
             raise ValueError(f"{self.kind}: update must keep the key")
         self.records.set(key, new)
-        await self._sink.changed(self.kind, key, new)
+        await self._sink.changed(self.kind, key, new, record)
         return new
 
     async def delete(self, key: str) -> bool:
@@ -107,7 +124,7 @@ class MemoryTable(Table[R]):
         record = self.records.pop(key)
         if record is None:
             return False
-        await self._sink.changed(self.kind, key, None)
+        await self._sink.changed(self.kind, key, None, record)
         return _live(record, self._clock.now()) is not None
 
     async def count(self) -> int:

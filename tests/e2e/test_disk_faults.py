@@ -28,12 +28,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from oauthd.assembly import STORE, create_app
-from oauthd.clock import SystemClock
+from oauthd.clock import FakeClock, SystemClock
 from oauthd.config import default_config
 from oauthd.http.errors import Routes
 from oauthd.model import Grant
+from oauthd.persist.journal import scan_segment
 from oauthd.store import Unavailable
 from oauthd.store.file import FileStore, make_engine
+from tests.support.app import Running
+from tests.support.http_client import client_auth
+from tests.support.persist import crash_copy, segments
 from tests.support.records import make_grant
 from tests.support.services import service_missing
 
@@ -278,3 +282,147 @@ async def test_http_503_with_retry_after_while_degraded_and_back_after_recovery(
         assert (await client.post("/test/grants/d")).status == 200
         assert await app[STORE].grants.get("c") is None
         assert await app[STORE].grants.get("d") is not None
+
+
+# -- a 503 changes nothing: retries through the real HTTP app (#11 item 5) --------------------
+
+RETRIES_HELPER = Path(__file__).parents[1] / "support" / "scripts" / "full_disk_retries.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grace", [10.0, 0.0])
+def test_requests_refused_by_a_full_disk_succeed_when_retried_after_the_grace_window(
+    namespaces: None, tmp_path: Path, grace: float
+) -> None:
+    """The state dir on a full tmpfs: refreshes and code exchanges whose journal batch
+    failed got 503 + Retry-After. Their changes were undone, so once the disk is free
+    their retries, after the grace window (the default 10 s, and 0 s), are 200, and no
+    session is revoked (before: every retry was reuse, every session revoked)."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["unshare", "-Urm", sys.executable, str(RETRIES_HELPER), str(grace), str(mount)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    assert r["retried_refreshes"] >= 3 and r["retried_exchanges"] >= 3, r
+    assert set(r["while_full"]) == {503} and all(int(v) >= 1 for v in r["retry_after"])
+    assert r["ready_while_full"] == 503
+    assert r["retries"] == [200] * len(r["retries"]), r["retry_errors"]
+    assert all(r["live_after"]) and len(r["live_after"]) == len(r["retries"])
+    assert set(r["following_refreshes"]) == {200}
+    assert r["reuse_lines"] == [], "a session was revoked"
+
+
+class JournalSyncDown:
+    """Every journal record's fdatasync fails with EIO (the write itself succeeds: the
+    failed batch's frames are in the file, and a kill -9 leaves them there)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            if JournalEIO._journal_record(fd):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+
+async def test_refused_records_replayed_after_a_kill_are_harmless_for_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other half (#11 item 5): the records of the failed batch reached the journal
+    file (only fdatasync failed), and a kill -9 before the next snapshot replays them at
+    the next start. The refresh rotations and code claims that come back were never
+    answered; the clients' retries, after the grace window, are still 200 (a superseded
+    refresh token whose successor was never used, a claimed code whose grant was never
+    used: retries), and nothing is revoked."""
+    redirect = "http://127.0.0.1:43123/callback"
+    (tmp_path / "one").mkdir()
+    first = await Running.start_in(tmp_path / "one", storage={"save_debounce": 3600.0})
+    client = first.client
+    app = await client.register_public(client_name="Crashing App")
+    sessions = [await client.tokens(app, redirect, consent=n == 0) for n in range(4)]
+    codes = [await client.authorization_code(app, redirect, consent=False) for _ in range(4)]
+    state = first.config.storage.path
+    assert isinstance(first.store, FileStore)
+    acknowledged_seq = first.store.engine.seq
+
+    def exchange(running: Running, code: str, verifier: str) -> Any:
+        return running.client.token(
+            grant_type="authorization_code",
+            code=code,
+            code_verifier=verifier,
+            redirect_uri=redirect,
+            **client_auth(app),
+        )
+
+    JournalSyncDown(monkeypatch)
+    answers = await asyncio.gather(
+        *(client.refresh(app, s["refresh_token"]) for s in sessions),
+        *(exchange(first, code, pkce.verifier) for code, pkce in codes),
+    )
+    assert [a.status for a in answers] == [503] * 8
+    killed = crash_copy(state, tmp_path / "killed")
+    replayed = [seq for name in segments(killed) for seq, _ in scan_segment(killed / name).entries]
+    assert max(replayed) > acknowledged_seq, "no refused record reached the journal"
+    monkeypatch.undo()
+    await first.close()
+
+    config = dataclasses.replace(
+        first.config, storage=dataclasses.replace(first.config.storage, path=killed)
+    )
+    later = FakeClock(first.clock.now() + first.config.tokens.refresh_grace + 2)
+    second = Running(config, clock=later)
+    await second.start()
+    try:
+        retried = [await second.client.refresh(app, s["refresh_token"]) for s in sessions]
+        retried += [await exchange(second, code, pkce.verifier) for code, pkce in codes]
+        assert [a.status for a in retried] == [200] * 8, [a.text for a in retried]
+        for answer in retried:
+            body = await second.client.introspect(
+                answer.json()["access_token"], second.introspection_secret
+            )
+            assert body["active"]
+            assert (await second.client.refresh(app, answer.json()["refresh_token"])).status == 200
+    finally:
+        await second.close()
+
+
+# -- start-up on a state dir that cannot be written (#11 item 5) ------------------------------
+
+STARTUP_HELPER = Path(__file__).parents[1] / "support" / "scripts" / "startup_faults.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "errno_name", "where"),
+    [("erofs", "EROFS", "/lock"), ("enospc", "ENOSPC", ".log.torn-")],
+)
+def test_startup_io_errors_exit_78_with_one_line_naming_path_and_errno(
+    namespaces: None, tmp_path: Path, kind: str, errno_name: str, where: str
+) -> None:
+    """`oauthd serve` on a read-only state dir, and on a full one whose journal has a torn
+    tail to copy aside: exit 78 (EX_CONFIG) and one line naming the path and the errno
+    (before: exit 1 and a traceback), and nothing in the state dir changed."""
+    mount, configs = tmp_path / "mnt", tmp_path / "config"
+    mount.mkdir()
+    configs.mkdir()
+    proc = subprocess.run(
+        ["unshare", "-Urm", sys.executable, str(STARTUP_HELPER), kind, str(mount), str(configs)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    assert r["returncode"] == 78, r["stderr"]
+    assert "Traceback" not in r["stderr"]
+    lines = [line for line in r["stderr"].splitlines() if line.startswith("oauthd: ")]
+    assert len(lines) == 1, r["stderr"]
+    assert r["state"] in lines[0] and where in lines[0] and errno_name in lines[0]
+    assert r["after"] == r["before"]

@@ -52,6 +52,10 @@ async def run_every_flow(oauthd: Running) -> dict[str, Any]:
     }
     headers = basic_auth(web["client_id"], web["client_secret"])
     web_tokens = (await client.token(headers=headers, **form)).json()
+    assert (await client.token(headers=headers, **form)).status == 200  # retried: unused
+    await client.call_mcp(web_tokens["access_token"])  # a voided token: refused, not used
+    retried_code = (await client.token(headers=headers, **form)).json()
+    await client.call_mcp(retried_code["access_token"])
     assert (await client.token(headers=headers, **form)).status == 400  # replayed code
     await client.token(headers=basic_auth(web["client_id"], "wrong-secret"), **form)
     await client.call(

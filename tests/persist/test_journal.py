@@ -254,7 +254,7 @@ async def test_group_commit_batches_and_acknowledges_only_after_sync(
     assert early == [], f"acknowledged before their batch was synced: {early[:10]}"
     assert stats.records == len(items)
     assert 2 <= stats.count < len(items) / 4, stats
-    assert stats.count == spy.calls
+    assert stats.count + 1 == spy.calls  # and the segment header's
     scan = scan_segment(tmp_path / segment_name(1))
     assert scan.damage is None
     assert scan.entries == list(enumerate(items, start=1))
@@ -274,7 +274,7 @@ async def test_each_append_waits_for_the_sync_of_its_batch(
     assert not first.done() and not second.done()
     spy.release.set()
     await asyncio.wait_for(asyncio.gather(first, second), 5)
-    assert spy.calls == 2  # the second record needed its own sync
+    assert spy.calls == 3  # the header's, and the second record needed its own sync
     await writer.close()
 
 
@@ -326,6 +326,39 @@ async def test_short_write_error_fails_the_batch(
     await writer.close()
     scan = scan_segment(tmp_path / segment_name(1))
     assert scan.torn and scan.entries == []  # what reached the disk is a torn tail
+
+
+async def test_a_failed_batch_is_undone_newest_first_before_its_callers_hear(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#11: the write of a batch succeeds and its fdatasync fails: every failed change's
+    undo runs, the newest first (the same key may change twice), before any caller hears
+    of the failure."""
+    spy = SyncSpy(monkeypatch, delay=0)
+    writer, _ = await new_writer(tmp_path)
+    await writer.append(1, b"durable")
+    spy.fail = OSError(errno.EIO, "Input/output error")
+    spy.release.clear()
+    spy.entered.clear()
+    undone: list[int] = []
+    heard: list[tuple[int, list[int]]] = []
+
+    def append(seq: int) -> asyncio.Future[None]:
+        future = writer.append(seq, b"lost %d" % seq, lambda: undone.append(seq))
+        future.add_done_callback(lambda _: heard.append((seq, list(undone))))
+        return future
+
+    batch = append(2)
+    await asyncio.to_thread(spy.entered.wait, 5)
+    queued = [append(seq) for seq in (3, 4)]
+    spy.release.set()
+    results = await asyncio.gather(batch, *queued, return_exceptions=True)
+    assert all(isinstance(r, DiskError) for r in results), results
+    assert undone == [4, 3, 2]
+    assert all(seen == [4, 3, 2] for _, seen in heard), heard
+    await writer.close()
+    scan = scan_segment(tmp_path / segment_name(1))
+    assert scan.entries[0] == (1, b"durable")  # (the failed frame may follow: see the docs)
 
 
 async def test_rotation_starts_a_segment_at_the_right_seq(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from tests.support.persist import (
     snapshot_doc,
 )
 from tests.support.records import KINDS, NOW, make, make_consent, make_grant
+from tests.support.wait import eventually
 
 
 def names(path: Path) -> set[str]:
@@ -355,10 +356,16 @@ async def test_missing_migration_step_refuses(tmp_path: Path) -> None:
     doc = snapshot_doc(copy)
     doc["version"] = 1
     (copy / SNAPSHOT).write_bytes(orjson.dumps(doc))
-    before = (copy / SNAPSHOT).read_bytes()
-    with pytest.raises(RecoveryError, match="no migration from snapshot format version 1"):
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "lock"}
+    with pytest.raises(RecoveryError) as refused:
         await open_store(copy, FakeClock(NOW), version=2, migrations={})
-    assert (copy / SNAPSHOT).read_bytes() == before
+    message = str(refused.value)
+    assert "\n" not in message
+    assert str(copy / SNAPSHOT) in message and "format version 1" in message
+    assert "cannot migrate from version 1" in message and "restore a backup" in message
+    # #11: a refused start writes nothing into the state dir (no snapshot.v1.bak)
+    after = {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "lock"}
+    assert after == before
 
 
 # -- the journal ------------------------------------------------------------------------------
@@ -519,8 +526,9 @@ async def test_torn_segment_before_a_declared_gap_after_a_disk_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A journal write fails half-way (the request got 503), a snapshot covers memory, a
-    new segment starts after the gap. Falling back to the previous generation then replays
-    the torn segment and the next one: every acknowledged write is there."""
+    new segment starts after the gap (once its backoff is over). Falling back to the
+    previous generation then replays the torn segment and the next one: every acknowledged
+    write is there."""
     store = await open_store(tmp_path / "live", FakeClock(NOW))
     grants = [make_grant() for _ in range(5)]
     await put_all(store, grants[:2])  # seq 1, 2
@@ -539,7 +547,7 @@ async def test_torn_segment_before_a_declared_gap_after_a_disk_error(
     with pytest.raises(Unavailable):
         await store.grants.put(make_grant())  # refused before it changes anything
     assert await store.engine.save()  # covers memory (seq 4): the journal starts afresh
-    assert store.engine.health().healthy
+    await eventually(lambda: store.engine.health().healthy)
     await store.grants.put(grants[4])  # seq 5
     copy = crash_copy(tmp_path / "live", tmp_path / "copy")
     await store.close()

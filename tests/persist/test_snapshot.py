@@ -291,7 +291,9 @@ async def test_failed_write_keeps_both_generations_and_no_temp_file(
     monkeypatch.setattr(snapshot_module, "write_all", full_disk)
     assert not await store.engine.save()
     health = store.engine.health()
-    assert not health.healthy and "No space left" in (health.snapshot_error or "")
+    # degraded, not unready: the journal still makes every change durable (#11)
+    assert health.healthy and health.degraded
+    assert "No space left" in (health.snapshot_error or "")
     assert await _wait_for_no_temp(tmp_path) == []
     after = files(tmp_path)
     assert after[SNAPSHOT] == before[SNAPSHOT] and after[PREVIOUS] == before[PREVIOUS]
@@ -299,7 +301,7 @@ async def test_failed_write_keeps_both_generations_and_no_temp_file(
 
     monkeypatch.setattr(snapshot_module, "write_all", real)
     assert await store.engine.save()  # retried from memory
-    assert store.engine.health().healthy
+    assert store.engine.health().healthy and not store.engine.health().degraded
     assert [g["id"] for g in snapshot_doc(tmp_path)["grants"]][-1] == grant.id
     await store.close()
 
@@ -325,6 +327,45 @@ async def test_failed_rename_keeps_the_newest_generation(
     assert (tmp_path / SNAPSHOT).read_bytes() == newest
     assert await _wait_for_no_temp(tmp_path) == []
     await store.close()
+
+
+@pytest.mark.parametrize("failing", [SNAPSHOT, PREVIOUS])
+async def test_a_failed_rename_leaves_no_temp_file_and_keeps_the_older_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """#11: whichever rename of a save fails, no temp file (nor hard link) is left, and an
+    older generation stays to fall back on, with the journal it needs: before, a failed
+    rename of the new file left `.1` equal to the current one (the older generation gone
+    until the next good save), and a failed rename of the link left the link behind."""
+    store = await open_store(tmp_path)
+    grants = [make_grant() for _ in range(3)]
+    await store.grants.put(grants[0])
+    assert await store.engine.save()
+    older = (tmp_path / SNAPSHOT).read_bytes()
+    await store.grants.put(grants[1])
+    assert await store.engine.save()
+    current = (tmp_path / SNAPSHOT).read_bytes()
+    await store.grants.put(grants[2])
+    real = os.replace
+
+    def failing_replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        if Path(dst).name == failing:
+            raise OSError(errno.EIO, "Input/output error")
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(snapshot_module.os, "replace", failing_replace)
+    assert not await store.engine.save()
+    monkeypatch.setattr(snapshot_module.os, "replace", real)
+    assert await _wait_for_no_temp(tmp_path) == []
+    assert (tmp_path / PREVIOUS).read_bytes() == older
+    if failing == SNAPSHOT:
+        assert (tmp_path / SNAPSHOT).read_bytes() == current
+    copy = crash_copy(tmp_path, tmp_path.parent / f"{tmp_path.name}-copy")
+    await store.close()
+    (copy / SNAPSHOT).unlink()  # lost: the start falls back to `.1` and its journal
+    fallback = await open_store(copy)
+    assert [await fallback.grants.get(g.id) for g in grants] == grants
+    await fallback.close()
 
 
 # -- modes ------------------------------------------------------------------------------------

@@ -48,7 +48,9 @@ class CountingSink:
     def check_writable(self) -> None:
         return None
 
-    async def changed(self, kind: str, key: str, record: Record | None) -> None:
+    async def changed(
+        self, kind: str, key: str, record: Record | None, previous: Record | None
+    ) -> None:
         self.changes += 1
 
 

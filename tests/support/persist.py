@@ -84,10 +84,11 @@ async def put_all(store: FileStore, records: Iterable[Record]) -> None:
 
 def crash_copy(src: Path, dst: Path) -> Path:
     """What a kill -9 of the daemon using `src` would leave on disk now (every write that
-    returned is in the page cache, which survives a process kill): a copy without the lock."""
+    returned is in the page cache, which survives a process kill): a copy without the lock
+    (and without a daemon's admin socket)."""
     dst.mkdir(mode=0o700)
     for item in sorted(src.iterdir()):
-        if item.name != LOCK:
+        if item.name != LOCK and item.is_file():
             shutil.copy2(item, dst / item.name)
     return dst
 

@@ -31,7 +31,7 @@ from oauthd.oauth.clients import (
 from oauthd.oauth.errors import OAuthError
 from oauthd.oauth.server import AuthServer
 from oauthd.oauth.tokens import TokenResponse
-from oauthd.store import MemoryStore
+from oauthd.store import MemoryStore, Store
 from oauthd.users import Users
 from tests.support.configs import (
     USER,
@@ -114,7 +114,7 @@ class Issued:
 class Env:
     config: Config
     clock: FakeClock
-    store: MemoryStore
+    store: Store
     fetcher: FakeFetcher
     server: AuthServer
 
@@ -218,10 +218,16 @@ async def refused(call: Any) -> OAuthError:
     return caught.value
 
 
-def build_env(tmp_path: Path, **sections: Mapping[str, Any]) -> Env:
+def build_env(
+    tmp_path: Path,
+    store: Store | None = None,
+    clock: FakeClock | None = None,
+    **sections: Mapping[str, Any],
+) -> Env:
+    """An `Env` over the memory store, or over `store` (whose clock `clock` is)."""
     config = protocol_config(tmp_path, **sections)
-    clock = FakeClock()
-    store = MemoryStore(clock)
+    clock = clock or FakeClock()
+    store = store or MemoryStore(clock)
     fetcher = FakeFetcher(clock)
     server = AuthServer(
         config,

@@ -114,6 +114,7 @@ async def scripted_run(run: ScriptedApp) -> Script:
     exchanged = await _exchange(run, public, code, pkce)
     assert exchanged.status == 200, exchanged.text
     d = exchanged.json()
+    await api.call_mcp(d["access_token"])  # used: a second exchange is a replay, not a retry
     replayed = await _exchange(run, public, code, pkce)
     assert replayed.status == 400 and "already used" in replayed.text, replayed.text
 
