@@ -23,7 +23,15 @@ def demo_copy(tmp_path: Path) -> Path:
         shutil.copytree(REPO / name, root / name)
     for name in ("config.example.toml", "pyproject.toml", "constraints.txt"):
         shutil.copy(REPO / name, root / name)
-    (root / ".venv").symlink_to(REPO / ".venv")  # set up: run-demo installs nothing
+    # This venv, seen through a directory of the copy's own: its `.installed` tells run-demo
+    # to install nothing, and no marker run-demo writes lands in the real venv (an install
+    # from the copy would point the real venv's editable oauthd at a directory that goes).
+    venv = root / ".venv"
+    venv.mkdir()
+    for entry in (REPO / ".venv").iterdir():
+        if not entry.name.startswith("."):
+            (venv / entry.name).symlink_to(entry)
+    (venv / ".installed").touch()
     return root
 
 
