@@ -30,7 +30,6 @@ from tests.support.ports import free_port
 from tests.support.upstream import FakeUpstream, empty_result
 
 REDIRECT = "http://127.0.0.1:43123/callback"
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 @dataclass
