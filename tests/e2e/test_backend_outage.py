@@ -28,6 +28,7 @@ from oauthd.store import Store, StoreStatus, Unavailable
 from oauthd.store.base import Probe
 from tests.e2e.outage_servers import RECOVER_WITHIN, TIMEOUT, Backend
 from tests.support.records import make_client, make_grant
+from tests.support.wait import eventually
 
 MARGIN = 1.0  # what a call may take beyond the timeout on a busy 2-core machine
 
@@ -87,11 +88,11 @@ def store_calls(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
 
 async def wait_for_check(store: Store, healthy: bool, within: float) -> float:
     """Seconds until `store.check()` reports `healthy` (fails after `within`)."""
-    started = time.monotonic()
-    while (await store.check()).healthy != healthy:
-        assert time.monotonic() - started < within, f"check is not healthy={healthy}"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
+
+    async def reports() -> bool:
+        return (await store.check()).healthy == healthy
+
+    return await eventually(reports, within, 0.05)
 
 
 async def warm_pool(store: Store, connections: int) -> None:

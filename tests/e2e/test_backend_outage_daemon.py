@@ -42,6 +42,7 @@ from tests.support.http_client import (
     user_code_as_typed,
 )
 from tests.support.upstream import FakeUpstream, empty_result
+from tests.support.wait import eventually
 
 HANG_LIMIT = 10.0  # a request not answered by then is recorded as a hang (status 0)
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # what a browser asks for
@@ -273,11 +274,10 @@ def start_load(
 
 
 async def wait_for_readyz(client: OauthdClient, status: int, within: float) -> float:
-    started = time.monotonic()
-    while (await client.call("GET", "/readyz")).status != status:
-        assert time.monotonic() - started < within, f"/readyz did not turn {status}"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
+    async def answers() -> bool:
+        return (await client.call("GET", "/readyz")).status == status
+
+    return await eventually(answers, within, 0.05)
 
 
 async def outage_sweep(

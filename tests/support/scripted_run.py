@@ -30,6 +30,7 @@ from tests.support.ports import free_port
 from tests.support.upstream import FakeUpstream, empty_result
 
 REDIRECT = "http://127.0.0.1:43123/callback"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 @dataclass
@@ -69,16 +70,6 @@ class Script:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-async def _exchange(run: ScriptedApp, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
-    return await run.client.token(
-        grant_type="authorization_code",
-        code=code,
-        code_verifier=pkce.verifier,
-        redirect_uri=REDIRECT,
-        **client_auth(client),
-    )
-
-
 async def scripted_run(run: ScriptedApp) -> Script:
     script = Script()
     api = run.client
@@ -110,10 +101,10 @@ async def scripted_run(run: ScriptedApp) -> Script:
     assert denied.redirect_query()["error"] == "access_denied"
 
     code, pkce = await api.authorization_code(public, REDIRECT, consent=False)
-    exchanged = await _exchange(run, public, code, pkce)
+    exchanged = await api.exchange(public, code, pkce, REDIRECT)
     assert exchanged.status == 200, exchanged.text
     d = exchanged.json()
-    replayed = await _exchange(run, public, code, pkce)
+    replayed = await api.exchange(public, code, pkce, REDIRECT)
     assert replayed.status == 400 and "already used" in replayed.text, replayed.text
 
     store = run.store
