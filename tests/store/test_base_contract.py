@@ -420,7 +420,7 @@ class TestStore:
     async def test_check_reports_a_reachable_backend_healthy(self, harness: StoreHarness) -> None:
         """`check` (/readyz) agrees with `status` on a healthy store, also when asked
         often and at once (shared backends reuse one ping for a second: `Probe`). Backends
-        that go away and come back: tests/test_backend_outage.py."""
+        that go away and come back: tests/e2e/test_backend_outage.py."""
         checks = await asyncio.gather(*(harness.store.check() for _ in range(5)))
         checks.append(await harness.store.check())
         for status in checks:
