@@ -1,8 +1,9 @@
 """The shape of the tree. The tests mirror the package (docs/architecture.md,
 tests/README.md): the test of `oauthd/X/y.py` is `tests/X/test_y.py` or
 `tests/X/test_y_<topic>.py`, the test of a top-level `oauthd/y.py` is `tests/test_y.py`;
-only the end-to-end folders and the checks of the package as a whole stand apart. And the
-package stays in small pieces: no file over 450 lines, no function over 60."""
+only the end-to-end folders and the checks of the package as a whole stand apart; a helper
+module (any other file under tests/) holds no tests. And the package stays in small
+pieces: no file over 450 lines, no function over 60."""
 
 from __future__ import annotations
 
@@ -77,6 +78,42 @@ def test_the_checker_finds_a_misplaced_test(tmp_path: Path) -> None:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     assert misplaced(tmp_path) == ["store/test_daemon.py", "test_file.py"]
+
+
+def helpers_with_tests(repo: Path) -> list[str]:
+    """`test*` functions and `Test*` classes (what pytest collects) outside the test
+    modules: a suite of tests is a test module (like tests/store/test_base_contract.py),
+    not a helper to subclass."""
+    found: list[str] = []
+    for file in sorted((repo / "tests").rglob("*.py")):
+        rel = file.relative_to(repo / "tests")
+        if "node_modules" in rel.parts or file.name.startswith("test_"):
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            function = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            if (function and node.name.startswith("test")) or (
+                isinstance(node, ast.ClassDef) and node.name.startswith("Test")
+            ):
+                found.append(f"{rel.as_posix()}:{node.lineno}: {node.name}")
+    return found
+
+
+def test_helpers_hold_no_tests() -> None:
+    found = helpers_with_tests(REPO)
+    assert not found, "tests outside a test module:\n" + "\n".join(found)
+
+
+def test_the_checker_finds_tests_in_a_helper(tmp_path: Path) -> None:
+    (tmp_path / "tests" / "support").mkdir(parents=True)
+    (tmp_path / "tests" / "support" / "contract.py").write_text(
+        "class TestStore:\n    async def test_get(self) -> None: ...\n"
+        "def make_grant() -> None: ...\n"
+    )
+    (tmp_path / "tests" / "test_store.py").write_text("def test_get() -> None: ...\n")
+    assert helpers_with_tests(tmp_path) == [
+        "support/contract.py:1: TestStore",
+        "support/contract.py:2: test_get",
+    ]
 
 
 def oversized(repo: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """The store contract: one small async interface that every backend implements.
 
-Every backend runs the ONE contract suite in `tests/store_contract.py`; what it checks is
-written here, where the interface is.
+Every backend runs the ONE contract suite in `tests/store/test_base_contract.py`; what it
+checks is written here, where the interface is.
 
 - A record whose `expires_at` is at or before the clock's `now()` is invisible: `get`, `take`
   and `update` behave as if it were absent, before any purge.

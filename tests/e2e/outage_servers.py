@@ -29,6 +29,8 @@ from tests.support.services import service_missing
 
 REDIS_SERVER = os.environ.get("OAUTHD_TEST_REDIS_SERVER", "/usr/bin/redis-server")
 PG_BIN = Path(os.environ.get("OAUTHD_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+TIMEOUT = 1.0  # storage.timeout in the outage tests
+RECOVER_WITHIN = 10.0  # seconds from the server's return to /readyz 200 (measured: ~1 s)
 
 
 class RedisBackend:

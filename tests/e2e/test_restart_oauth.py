@@ -46,15 +46,6 @@ def secret_of(daemon: OauthdProcess) -> str:
     return (daemon.directory / "introspection.secret").read_text().strip()
 
 
-async def approve_device(client: OauthdClient, user_code: str) -> None:
-    browser = client.browser()
-    login = await browser.enter_user_code(user_code_as_typed(user_code))
-    approval = await browser.sign_in(login)
-    assert user_code in approval.text, approval.text
-    done = await browser.decide(approval)
-    assert done.status == 200 and "Device connected" in done.text
-
-
 async def check_state_survived(
     daemon: OauthdProcess,
     client: OauthdClient,
@@ -79,7 +70,9 @@ async def check_state_survived(
     assert code_tokens["token_type"] == "Bearer"
 
     # The pending device flow can still be approved and polled.
-    await approve_device(client, device["user_code"])
+    await client.browser().approve_device(
+        device["user_code"], user_code_as_typed(device["user_code"])
+    )
     polled = await client.poll(app, device["device_code"])
     assert polled.status == 200, polled.text
     assert (await client.introspect(polled.json()["access_token"], secret_of(daemon)))["active"]

@@ -70,9 +70,8 @@ async def run_every_flow(oauthd: Running) -> dict[str, Any]:
 
     started = await client.start_device(public)
     await client.poll(public, started["device_code"])
-    browser = client.browser()
-    login = await browser.enter_user_code(user_code_as_typed(started["user_code"]))
-    await browser.decide(await browser.sign_in(login))
+    code = started["user_code"]
+    await client.browser().approve_device(code, user_code_as_typed(code))
     assert (await client.poll(public, started["device_code"])).status == 200
     return {"user_code": started["user_code"], "web_client_id": web["client_id"]}
 

@@ -1,5 +1,5 @@
 """The memory and file backends' counters (the contract they share with every backend is in
-tests/support/store_contract.py): bounded memory under a flood of distinct keys."""
+tests/store/test_base_contract.py): bounded memory under a flood of distinct keys."""
 
 from __future__ import annotations
 

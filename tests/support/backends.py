@@ -1,8 +1,8 @@
 """The store backends, chosen by name from ONE table (`BACKENDS`).
 
 `open_harness` gives a test an opened store of a backend, a `FakeClock` injected into it,
-and `reopen()` (close, then open the same backend on the same state); the fixtures in
-tests/store/conftest.py run the contract over every backend. Adding a
+and `reopen()` (close, then open the same backend on the same state); the fixtures of
+tests/store/test_base_contract.py run the contract over every backend. Adding a
 backend is one `Backend` entry; an external one names a `probe` that says why its server is
 unreachable, and its tests are skipped with that reason, or fail when
 `OAUTHD_REQUIRE_SERVICES=1` (CI with the services up must not skip silently).

@@ -195,6 +195,18 @@ class Browser:
         assert page.status == 200, page.text
         return await self.submit(page, user_code=user_code)
 
+    async def approve_device(
+        self, user_code: str, typed: str = "", username: str = USER, password: str = PASSWORD
+    ) -> Answer:
+        """Type the code (as `typed`, else as shown), sign in and allow; the last page."""
+        login = await self.enter_user_code(typed or user_code)
+        assert login.status == 200 and login.form().has_password, login.text
+        approval = await self.sign_in(login, username, password)
+        assert user_code in approval.text, approval.text  # the approval page shows the code
+        done = await self.decide(approval)
+        assert done.status == 200 and "Device connected" in done.text, done.text
+        return done
+
 
 @dataclass
 class Redirect:

@@ -157,17 +157,23 @@ class OauthdClient:
     ) -> dict[str, Any]:
         """Code flow plus code exchange: the token response body."""
         code, pkce = await self.authorization_code(client, redirect_uri, **kwargs)
-        answer = await self.token(
+        answer = await self.exchange(client, code, pkce, redirect_uri, resource=self.resource)
+        assert answer.status == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    async def exchange(
+        self, client: Mapping[str, Any], code: str, pkce: Pkce, redirect_uri: str, **extra: str
+    ) -> Answer:
+        """The code at /token, `client` authenticated as it registered."""
+        return await self.token(
             grant_type="authorization_code",
             code=code,
             code_verifier=pkce.verifier,
             redirect_uri=redirect_uri,
-            resource=self.resource,
+            **extra,
             **client_auth(client),
         )
-        assert answer.status == 200, answer.text
-        body: dict[str, Any] = answer.json()
-        return body
 
     async def refresh(self, client: Mapping[str, Any], refresh_token: str) -> Answer:
         return await self.token(

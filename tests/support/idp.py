@@ -1,18 +1,9 @@
-"""A real OpenID Connect provider for tests: panva's `oidc-provider` (npm), run by Node.
-
-    with running_idp("client-1", "secret-1", ["http://127.0.0.1:8080/callback"]) as idp:
-        ...  # idp.issuer is http://127.0.0.1:<port>; discovery, JWKS, token, userinfo are real
-
-The provider (tests/idp/provider.mjs) listens on 127.0.0.1 over plain HTTP, has one static
-client (PKCE S256 required, refresh tokens issued on every code exchange and rotated on every
-use), the accounts of `DEFAULT_ACCOUNTS` (or the ones given), and a login page with a plain
-form; consent is automatic. `idp_login` plays the browser through it with form posts and
-returns the URL the browser would be sent back to (`code`, `state`, `iss`).
-
-Node and npm missing: the test is skipped with the reason, or fails when
-`OAUTHD_REQUIRE_SERVICES=1` (CI must not skip silently). `ensure_idp_installed` runs
-`npm install` in tests/idp when its node_modules is missing or holds another version.
-"""
+"""A real OpenID Connect provider for tests: panva's `oidc-provider` (npm, tests/idp/provider.mjs)
+run by Node on 127.0.0.1 over plain HTTP (`running_idp`), with one static client (PKCE S256
+required, refresh tokens issued on every code exchange and rotated on every use), the
+accounts of `DEFAULT_ACCOUNTS` (or the ones given) and automatic consent; `idp_login` and
+`idp_cancel` play the browser at its login page. Without Node and npm the test is skipped
+with the reason, or fails when `OAUTHD_REQUIRE_SERVICES=1`."""
 
 from __future__ import annotations
 

@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from tests.support.daemon import stop_process
+from tests.support.ports import wait_listening
 from tests.support.services import service_missing
 
 CONF = """\
@@ -74,19 +75,6 @@ def _spawn(
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)  # fast shutdown of this master and its worker
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _failure(what: str, directory: Path) -> AssertionError:
-    return AssertionError(f"{what}: {(directory / 'stderr.log').read_text()}")
-
-
 @contextlib.asynccontextmanager
 async def running_nginx(
     directory: Path, port: int, upstream_port: int, locations: str = PROXY_LOCATIONS
@@ -95,14 +83,7 @@ async def running_nginx(
     server's location blocks, `{upstream_port}` filled in), stopped at exit."""
     proc = _spawn(directory, port, upstream_port, locations)
     try:
-        for _ in range(200):
-            if proc.poll() is not None:
-                raise _failure(f"nginx exited {proc.returncode}", directory)
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise _failure(f"nginx did not listen on {port}", directory)
+        await asyncio.to_thread(wait_listening, proc, port, (directory / "stderr.log").read_text)
         yield
-    finally:
-        _stop(proc)
+    finally:  # SIGTERM: fast shutdown of this master and its worker
+        stop_process(proc, signal.SIGTERM, 10)

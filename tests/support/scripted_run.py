@@ -70,16 +70,6 @@ class Script:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-async def _exchange(run: ScriptedApp, client: dict[str, Any], code: str, pkce: Pkce) -> Any:
-    return await run.client.token(
-        grant_type="authorization_code",
-        code=code,
-        code_verifier=pkce.verifier,
-        redirect_uri=REDIRECT,
-        **client_auth(client),
-    )
-
-
 async def scripted_run(run: ScriptedApp) -> Script:
     script = Script()
     api = run.client
@@ -111,11 +101,11 @@ async def scripted_run(run: ScriptedApp) -> Script:
     assert denied.redirect_query()["error"] == "access_denied"
 
     code, pkce = await api.authorization_code(public, REDIRECT, consent=False)
-    exchanged = await _exchange(run, public, code, pkce)
+    exchanged = await api.exchange(public, code, pkce, REDIRECT)
     assert exchanged.status == 200, exchanged.text
     d = exchanged.json()
     await api.call_mcp(d["access_token"])  # used: a second exchange is a replay, not a retry
-    replayed = await _exchange(run, public, code, pkce)
+    replayed = await api.exchange(public, code, pkce, REDIRECT)
     assert replayed.status == 400 and "already used" in replayed.text, replayed.text
 
     store = run.store

@@ -225,16 +225,9 @@ async def counted(
 
 
 async def approve_device(issuer: str, user_code: str) -> str:
-    """The person who types the user code at `/device`, signs in and allows the device;
-    the text of the last page."""
+    """The person who approves the device at `issuer`'s pages; the text of the last page."""
     browser = Browser(issuer)
     try:
-        page = await browser.enter_user_code(user_code)
-        assert page.status == 200 and page.form().has_password, page.text
-        page = await browser.sign_in(page, USER, PASSWORD)
-        assert user_code in page.text, page.text  # the approval page shows the code
-        done = await browser.decide(page, "allow")
-        assert done.status == 200, done.text
-        return done.text
+        return (await browser.approve_device(user_code, username=USER, password=PASSWORD)).text
     finally:
         await browser.close()

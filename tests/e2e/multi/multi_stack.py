@@ -1,22 +1,12 @@
-"""Several `oauthd serve` processes on one shared backend (redis or postgres), behind a
-round-robin balancer (multi_balancer.py), in front of one demo upstream MCP server
-(issue #6: instances that behave as one daemon).
-
-    cluster = await Cluster.start(directory, storage, upstream_url)  # storage: [storage] keys
-    await cluster.add_instances(3)
-    cluster.balance(cluster.instances[:2])  # the instances the balancer takes turns with
-    cluster.issuer                           # the balancer: the one issuer of every instance
-    cluster.instances[0].url                 # one instance, directly
-    await cluster.stop()
-
-The processes are `tests.support.daemon.OauthdProcess`es.
-"""
+"""Several `oauthd serve` processes (`OauthdProcess`es) on one shared backend (redis or
+postgres), behind a round-robin balancer (multi_balancer.py) on the issuer's port, in front
+of one demo upstream MCP server (issue #6: instances that behave as one daemon)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +16,16 @@ from tests.support.daemon import OauthdProcess, proxy_daemon
 from tests.support.ports import free_port
 
 
+async def every_one(calls: Iterable[Awaitable[object]]) -> None:
+    """Run `calls` together, each to its end; then raise the first failure, if any."""
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 @dataclass
 class Cluster:
-    """OauthdProcesss sharing one backend, issuer, encryption key, introspection client and
+    """Instances sharing one backend, issuer, encryption key, introspection client and
     upstream (their configs differ in the port, and maybe in `[tokens]`); the balancer
     listens on the issuer's port."""
 
@@ -76,12 +73,7 @@ class Cluster:
         self.instances.extend(added)
         # Every start runs to its end before a failure is raised, so that `stop` (which
         # stops all of `self.instances`) never races a start still under way.
-        outcomes = await asyncio.gather(
-            *(instance.start() for instance in added), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await every_one(instance.start() for instance in added)
         return added
 
     def _instance(
@@ -117,12 +109,7 @@ class Cluster:
         try:
             await self.balancer.stop()
         finally:
-            outcomes = await asyncio.gather(
-                *(instance.stop() for instance in self.instances), return_exceptions=True
-            )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+            await every_one(instance.stop() for instance in self.instances)
 
     def logs(self) -> str:
         return "\n".join(f"--- {i.name} ---\n{i.log()[-8000:]}" for i in self.instances)

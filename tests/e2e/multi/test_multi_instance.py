@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import json
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -57,19 +57,11 @@ from tests.support.daemon import OauthdProcess, oauthd_command
 from tests.support.forms import parse_forms
 from tests.support.sdk import sdk_client
 from tests.support.upstream import DemoUpstream, text_of
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PER_INSTANCE = 4  # concurrent redemptions sent to each instance
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Wait for something done in the background (closing MCP sessions upstream)."""
-    for _ in range(int(within / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {within} s")
 
 
 async def statuses(
@@ -168,7 +160,9 @@ async def test_token_from_one_instance_works_on_all_and_revoke_on_one_ends_it_on
         refresh = await oauth.token(a.url, oauth.refresh_form(tokens["refresh_token"]))
         assert is_invalid_grant(refresh), refresh
         # C closed the session B opened: it could open the id B sealed (the shared key).
-        await eventually(lambda: _closed(upstream_has_session(http, demo_upstream.url, session)))
+        await eventually(
+            lambda: _closed(upstream_has_session(http, demo_upstream.url, session)), 10, 0.05
+        )
 
 
 async def _closed(open_: Awaitable[bool]) -> bool:
@@ -229,7 +223,9 @@ async def test_admin_revocation_on_one_instance_is_seen_by_all(
         assert await statuses(http, [a, b, c], access) == [401, 401, 401]
         refresh = await oauth.token(b.url, oauth.refresh_form(tokens["refresh_token"]))
         assert is_invalid_grant(refresh), refresh
-        await eventually(lambda: _closed(upstream_has_session(http, demo_upstream.url, session)))
+        await eventually(
+            lambda: _closed(upstream_has_session(http, demo_upstream.url, session)), 10, 0.05
+        )
         listed = await asyncio.to_thread(
             oauthd_cli, "sessions", "list", "--config", str(a.config), f"--client={oauth.client_id}"
         )
