@@ -317,11 +317,12 @@ async def test_device_flow(oauthd: Oauthd, tab: Tab) -> None:
 async def test_account_revoke(oauthd: Oauthd, tab: Tab) -> None:
     client = oauthd.client
     notes = await client.register_public(client_name="Notes App", scope=" ".join(SCOPES))
-    editor = await client.register_public(client_name="Code Editor")
     first = await client.tokens(notes)  # through the HTTP harness's browser
     oauthd.clock.advance(2 * 86400)
     refreshed = await client.refresh(notes, first["refresh_token"])
     tokens = refreshed.json()
+    # registered now: one unused for a day is gone (oauth.unused_client_lifetime)
+    editor = await client.register_public(client_name="Code Editor")
     kept = await client.tokens(editor)
     oauthd.clock.advance(40 * 60)
     assert (await client.call_mcp(kept["access_token"])).status != 401  # used just now
