@@ -11,6 +11,8 @@ from oauthd.config import (
     ConfigError,
     Listen,
     LocalUser,
+    RuleConfig,
+    UpstreamConfig,
     default_config,
     load_config,
     parse_duration,
@@ -84,14 +86,33 @@ def toml_keys(table: dict[str, object], prefix: str = "") -> set[str]:
         keys.add(f"{prefix}{name}")
         if isinstance(value, dict):
             keys |= toml_keys(value, f"{prefix}{name}.")
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            keys |= toml_keys(value[0], f"{prefix}{name}.")
+        for item in value if isinstance(value, list) else ():
+            if isinstance(item, dict):
+                keys |= toml_keys(item, f"{prefix}{name}.")
     return keys
+
+
+def commented_resources() -> str:
+    """The example's commented [[resource]] tables, uncommented."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    block = text[text.index("# [[resource]]") :]
+    return "\n".join(line.removeprefix("#").removeprefix(" ") for line in block.splitlines())
 
 
 def test_example_documents_every_key() -> None:
     written = toml_keys(tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
-    assert written == schema_keys(Config)
+    # The resource example is commented out ([upstream] and [[resource]] do not mix);
+    # every [upstream] key is a [[resource]] key too.
+    written |= toml_keys(tomllib.loads(commented_resources()))
+    written |= {f"resource.{k}" for k in schema_keys(UpstreamConfig)}
+    own = {"resource", "resources", "scopes_supported"}
+    expected = {k for k in schema_keys(Config) if k.partition(".")[0] not in own}
+    expected |= {"resource", "resource.rule"} | {
+        f"resource.{k}" for k in schema_keys(UpstreamConfig)
+    }
+    expected |= {f"resource.{k}" for k in ("path", "name", "scopes")}
+    expected |= {f"resource.rule.{k}" for k in schema_keys(RuleConfig)}
+    assert written == expected
     assert "storage.save_max_wait" in written and "login.users.password_hash" in written
 
 
@@ -159,7 +180,7 @@ def test_values_are_read(tmp_path: Path) -> None:
     assert (config.storage.backend, config.storage.durability) == ("memory", "snapshot")
     assert config.tokens.access_ttl == 900
     assert config.log.level == "debug"
-    assert config.login.users == (LocalUser("alice", HASH), LocalUser("bob", HASH))
+    assert config.login.users == (LocalUser("alice", HASH, ()), LocalUser("bob", HASH, ()))
 
 
 def test_the_read_cache_may_be_off(tmp_path: Path) -> None:

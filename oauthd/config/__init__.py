@@ -10,6 +10,7 @@ sections are errors, and every error names the file and the key path:
 
 from oauthd.config.convert import parse_duration
 from oauthd.config.loader import admin_socket_path, default_config, load_config
+from oauthd.config.resources import ResourceConfig, RuleConfig, UpstreamConfig
 from oauthd.config.schema import ConfigError
 from oauthd.config.secret_refs import read_secret
 from oauthd.config.sections import (
@@ -29,7 +30,6 @@ from oauthd.config.sections import (
     ServerConfig,
     StorageConfig,
     TokensConfig,
-    UpstreamConfig,
 )
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
     "OAuthConfig",
     "OidcConfig",
     "PagesConfig",
+    "ResourceConfig",
+    "RuleConfig",
     "ServerConfig",
     "StorageConfig",
     "TokensConfig",

@@ -176,6 +176,15 @@ def scope_implications(value: object, at: At) -> tuple[tuple[str, tuple[str, ...
     return tuple(implications)
 
 
+def scope_descriptions(value: object, at: At) -> tuple[tuple[str, str], ...]:
+    """A table scope -> words: `{ "files:write" = "Change your files" }`."""
+    if not isinstance(value, dict):
+        raise at.error(
+            f'expected a table like {{ "files:write" = "Change your files" }}, got {show(value)}'
+        )
+    return tuple((scope, string(text, at.key(scope))) for scope, text in value.items())
+
+
 def header_name(value: object, at: At) -> str:
     text = string(value, at)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", text) or text.lower() in (

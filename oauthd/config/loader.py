@@ -28,6 +28,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
     source = Path(file).absolute()
+    if isinstance(raw.get("resource"), list) and "upstream" in raw:
+        raise ConfigError(
+            f"{file}: upstream: [upstream] is the one-resource shorthand and cannot be used "
+            'with [[resource]]; move its keys into a [[resource]] table with path = "/mcp"'
+        )
     return build(Config, raw, At(file, "", source.parent), check_config, source=source)
 
 

@@ -4,11 +4,18 @@ converter and default (`oauthd.config.schema`), and the rules over several keys.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from oauthd.config import convert as to
 from oauthd.config.logo import Logo, logo
+from oauthd.config.resources import (
+    SHORTHAND_PATH,
+    ResourceConfig,
+    UpstreamConfig,
+    check_resources,
+    resource_tables,
+)
 from oauthd.config.schema import At, build, key, section, show
 from oauthd.config.secret_refs import secret_ref
 
@@ -48,23 +55,6 @@ class ServerConfig:
     max_connections_per_address: int = field(metadata=key(to.count, 256))
     # peers whose X-Forwarded-For / Forwarded name the client (oauthd.peers); [] = none
     trusted_proxies: tuple[str, ...] = field(metadata=key(to.networks, []))
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamConfig:
-    url: str = field(metadata=key(to.http_url, "http://127.0.0.1:9000/mcp"))
-    connect_timeout: float = field(metadata=key(to.duration, "5s"))
-    read_timeout: float = field(metadata=key(to.duration, "300s"))
-    max_connections: int = field(metadata=key(to.positive_int, 100))
-    max_request_bytes: int = field(metadata=key(to.positive_int, 4 * 1024 * 1024))
-    required_scopes: tuple[str, ...] = field(metadata=key(to.words, ["mcp"]))
-    allowed_origins: tuple[str, ...] = field(metadata=key(to.origins, []))
-    user_header: str = field(metadata=key(to.header_name, "X-Forwarded-User"))
-    client_header: str = field(metadata=key(to.header_name, "X-Forwarded-Client-Id"))
-    scopes_header: str = field(metadata=key(to.header_name, "X-Forwarded-Scopes"))
-    forward_idp_token: bool = field(metadata=key(to.boolean, False))
-    idp_token_header: str = field(metadata=key(to.header_name, "X-Forwarded-Access-Token"))
-    authorization: str = field(metadata=key(secret_ref, ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +110,10 @@ class OAuthConfig:
     scope_implies: tuple[tuple[str, tuple[str, ...]], ...] = field(
         metadata=key(to.scope_implications, {})
     )
+    # scope -> the words the consent page shows for it (none: the scope's own name)
+    scope_descriptions: tuple[tuple[str, str], ...] = field(metadata=key(to.scope_descriptions, {}))
+    # the resource (its path, or issuer + path) of a request that names none; "" = the first
+    default_resource: str = field(metadata=key(to.string, ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +126,7 @@ class IntrospectionConfig:
 class LocalUser:
     username: str = field(metadata=key(to.username))
     password_hash: str = field(metadata=key(to.password_hash))
+    groups: tuple[str, ...] = field(default=(), metadata=key(to.words, []))  # policy rules
 
 
 def _users(value: object, at: At) -> tuple[LocalUser, ...]:
@@ -154,6 +149,7 @@ class OidcConfig:
     client_secret: str = field(metadata=key(secret_ref, ""))
     scopes: tuple[str, ...] = field(metadata=key(to.words, ["openid", "email", "profile"]))
     subject_claim: str = field(metadata=key(to.string, "email"))
+    groups_claim: str = field(metadata=key(to.string, ""))  # "" = OIDC users have no groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,20 +220,19 @@ def _check_storage(storage: StorageConfig, at: At) -> None:
 
 
 def check_config(config: Config, at: At) -> None:
-    unknown = [s for s in config.upstream.required_scopes if s not in config.oauth.scopes]
-    if unknown:
-        raise (
-            at.key("upstream")
-            .key("required_scopes")
-            .error(f"{show(unknown[0])} is not in oauth.scopes, so no token could ever carry it")
-        )
-    implies = at.key("oauth").key("scope_implies")
-    for scope, implied in config.oauth.scope_implies:
-        for named, where in ((scope, implies), *((s, implies.key(scope)) for s in implied)):
-            if named not in config.oauth.scopes:
-                raise where.error(
-                    f"{show(named)} is not in oauth.scopes; a hierarchy names offered scopes"
+    if config.resource:
+        check_resources(config.resource, config.oauth.scopes, at.key("resource"))
+    else:
+        unknown = [s for s in config.upstream.required_scopes if s not in config.oauth.scopes]
+        if unknown:
+            raise (
+                at.key("upstream")
+                .key("required_scopes")
+                .error(
+                    f"{show(unknown[0])} is not in oauth.scopes, so no token could ever carry it"
                 )
+            )
+    _check_scope_tables(config, at.key("oauth"))
     _check_shared_key(config, at)
     listen = config.metrics.listen
     if listen is not None and listen.port != 0 and listen == config.server.listen:
@@ -245,6 +240,26 @@ def check_config(config: Config, at: At) -> None:
             at.key("metrics")
             .key("listen")
             .error(f'is server.listen ({listen}); use another port, or "" to serve /metrics there')
+        )
+
+
+def _check_scope_tables(config: Config, at: At) -> None:
+    offered = config.scopes_supported
+    implies = at.key("scope_implies")
+    for scope, implied in config.oauth.scope_implies:
+        for named, where in ((scope, implies), *((s, implies.key(scope)) for s in implied)):
+            if named not in offered:
+                raise where.error(
+                    f"{show(named)} is not in oauth.scopes; a hierarchy names offered scopes"
+                )
+    for scope, _ in config.oauth.scope_descriptions:
+        if scope not in offered:
+            raise at.key("scope_descriptions").error(f"{show(scope)} is not in oauth.scopes")
+    wanted = config.oauth.default_resource
+    if wanted and config.resource_named(wanted) is None:
+        paths = ", ".join(show(r.path) for r in config.resources)
+        raise at.key("default_resource").error(
+            f"{show(wanted)} is no resource's path or identifier; the resources are {paths}"
         )
 
 
@@ -299,3 +314,38 @@ class Config:
     admin: AdminConfig = field(metadata=key(section(AdminConfig), {}))
     log: LogConfig = field(metadata=key(section(LogConfig), {}))
     pages: PagesConfig = field(metadata=key(section(PagesConfig), {}))
+    # `[[resource]]` as written; empty when the file uses the `[upstream]` shorthand
+    resource: tuple[ResourceConfig, ...] = field(metadata=key(resource_tables, []))
+    # Derived (not keys): every resource, the shorthand's included, `oauth.scopes` filled
+    # in where a table has no `scopes`; and every scope some resource offers.
+    resources: tuple[ResourceConfig, ...] = field(init=False, repr=False, compare=False)
+    scopes_supported: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        oauth = self.oauth
+        if self.resource:
+            resources = tuple(
+                r if r.scopes else replace(r, scopes=oauth.scopes) for r in self.resource
+            )
+        else:
+            shorthand = ResourceConfig(
+                SHORTHAND_PATH, oauth.resource_name, self.upstream, oauth.scopes
+            )
+            resources = (shorthand,)
+        offered: dict[str, None] = {}
+        for resource in resources:
+            offered.update(dict.fromkeys(resource.scopes))
+        object.__setattr__(self, "resources", resources)
+        object.__setattr__(self, "scopes_supported", tuple(offered))
+
+    @property
+    def default_resource(self) -> ResourceConfig:
+        """The resource of a request that names none (`oauth.default_resource`)."""
+        wanted = self.oauth.default_resource
+        return (self.resource_named(wanted) if wanted else None) or self.resources[0]
+
+    def resource_named(self, path_or_uri: str) -> ResourceConfig | None:
+        """The resource at `path_or_uri`: its path, or the issuer followed by it."""
+        issuer = self.server.issuer
+        path = path_or_uri[len(issuer) :] if path_or_uri.startswith(issuer) else path_or_uri
+        return next((r for r in self.resources if r.path == path), None)

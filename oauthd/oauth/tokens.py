@@ -29,7 +29,7 @@ from oauthd.scopes import ScopeHierarchy
 from oauthd.store import Store
 
 GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
-BearerCheck = Callable[[str], Awaitable[Grant | None]]  # token -> its live grant, or None
+BearerCheck = Callable[[str, str], Awaitable[Grant | None]]  # (token, resource) -> grant
 
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
 # How many superseded refresh tokens a grant remembers (the first SUPERSEDED_BYTES of their
@@ -346,9 +346,9 @@ class Tokens:
 
     # -- bearer ----------------------------------------------------------------------------
 
-    async def verify_bearer(self, token: str) -> Grant | None:
-        """The grant of a valid, unexpired access token for our resource, else None.
-        Using the access token ends the retries of the refresh token it replaced."""
+    async def verify_bearer(self, token: str, resource: str | None = None) -> Grant | None:
+        """The grant of a valid, unexpired access token bound to `resource` (None: the
+        default one), else None (RFC 8707). Using it ends the old refresh token's retries."""
         parts = crypto.split_token(token)
         if parts is None:
             return None
@@ -358,7 +358,7 @@ class Tokens:
             grant is None
             or not crypto.secret_matches(parts[1], grant.access_hash)
             or grant.access_expires_at <= now
-            or grant.resource != self.resource
+            or grant.resource != (resource or self.resource)
         ):
             return None
         if not grant.successor_used or now - grant.last_used_at >= LAST_USED_RESOLUTION:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oauthd.config import Config
+from oauthd.config import Config, ResourceConfig
 from oauthd.model import Grant
 from oauthd.oauth import BearerCheck
 from oauthd.proxy.answers import challenge, jsonrpc_error
@@ -28,14 +28,17 @@ EXPOSED_HEADERS = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, Retry
 
 
 class Gate:
-    def __init__(self, config: Config, verify_bearer: BearerCheck) -> None:
+    def __init__(
+        self, config: Config, resource: ResourceConfig, verify_bearer: BearerCheck
+    ) -> None:
         issuer = config.server.issuer
         self._own_origin = issuer.lower()
-        self._allowed_origins = config.upstream.allowed_origins
-        self._required_scopes = config.upstream.required_scopes
+        self._allowed_origins = resource.upstream.allowed_origins
+        self._required_scopes = resource.required_scopes
         self._hierarchy = ScopeHierarchy(dict(config.oauth.scope_implies))
         self._scope = " ".join(self._required_scopes)
-        self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource/mcp"
+        self._resource = resource.uri(issuer)
+        self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource{resource.path}"
         self._verify_bearer = verify_bearer  # bound once: the hot path
 
     def check_origin(self, request: web.Request) -> None:
@@ -81,7 +84,7 @@ class Gate:
                 "invalid_request",
                 "use the Authorization: Bearer scheme",
             )
-        grant = await self._verify_bearer(token.strip())
+        grant = await self._verify_bearer(token.strip(), self._resource)
         if grant is None:
             raise challenge(
                 401,

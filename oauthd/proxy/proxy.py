@@ -73,7 +73,7 @@ class McpProxy:
         (`upstream.authorization`, resolved at start by `oauthd.keyring`)."""
         self._metrics = metrics or Metrics()
         self._on_unavailable = on_unavailable or _log_unavailable
-        self._gate = Gate(config, auth.verify_bearer)
+        self._gate = Gate(config, config.resources[0], auth.verify_bearer)
         self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
         self._identity = Identity(config, auth.upstream_access_token, authorization)
         self._forward_auth = ForwardAuth(self._gate, self._identity)

@@ -40,7 +40,8 @@ class Bearers:
         self.scopes = scopes
         self.seen: list[str] = []
 
-    async def verify(self, token: str) -> Grant | None:
+    async def verify(self, token: str, resource: str) -> Grant | None:
+        assert resource.endswith("/mcp")
         self.seen.append(token)
         return make_grant(user="alice", scopes=self.scopes) if token == GOOD_TOKEN else None
 
@@ -50,7 +51,8 @@ def make_gate(
     bearers: Bearers | None = None,
     required: tuple[str, ...] = ("mcp",),
 ) -> Gate:
-    return Gate(config(tmp_path, required), (bearers or Bearers(("mcp",))).verify)
+    cfg = config(tmp_path, required)
+    return Gate(cfg, cfg.resources[0], (bearers or Bearers(("mcp",))).verify)
 
 
 def request(method: str = "POST", **headers: str) -> web.Request:

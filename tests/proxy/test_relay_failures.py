@@ -233,7 +233,7 @@ async def test_a_store_outage_is_503_with_retry_after_readable_cross_origin(
     granted = await oauthd.grant()
     proxy = oauthd.app[PROXY]
 
-    async def unavailable(token: str) -> None:
+    async def unavailable(token: str, resource: str) -> None:
         raise Unavailable("redis: connection refused", retry_after=2.5)
 
     monkeypatch.setattr(proxy._gate, "_verify_bearer", unavailable)
@@ -250,7 +250,7 @@ async def test_a_bug_in_the_proxy_is_a_jsonrpc_500_naming_the_request(
     granted = await oauthd.grant()
     proxy = oauthd.app[PROXY]
 
-    async def broken(token: str) -> None:
+    async def broken(token: str, resource: str) -> None:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(proxy._gate, "_verify_bearer", broken)
