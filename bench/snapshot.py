@@ -104,14 +104,15 @@ GRANT_FIELDS_SET = [
 
 def missing_field_defaults(cls: type, given: list[str]) -> dict[str, Any]:
     """Empty values for record fields this benchmark does not know (the model grows):
-    () for tuples, None for optional fields."""
+    () for tuples, None for optional fields; a field with a default keeps it."""
     import dataclasses
     import typing
 
     hints = typing.get_type_hints(cls)
     extra: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name in given:
+        has_default = f.default is not dataclasses.MISSING
+        if f.name in given or has_default or f.default_factory is not dataclasses.MISSING:
             continue
         hint = hints[f.name]
         if typing.get_origin(hint) is tuple:
