@@ -16,7 +16,7 @@ from typing import Any
 from oauthd.admin.server import wanted as admin_socket_wanted
 from oauthd.cli.options import load
 from oauthd.cli.output import fail
-from oauthd.config import Config, admin_socket_path, read_secret
+from oauthd.config import Config, ResourceConfig, admin_socket_path, read_secret
 from oauthd.crypto import Sealer, parse_key
 from oauthd.exits import ExitCode
 from oauthd.keyring import key_file_problems
@@ -45,9 +45,10 @@ def cmd_check_config(args: argparse.Namespace) -> ExitCode:
         fail(f"warning: {warning}", ExitCode.OK)
     if found.errors:
         return fail("\n".join(found.errors), ExitCode.CONFIG)
+    paths = ", ".join(r.path for r in config.resources)
     print(
         f"{config.source}: OK ({len(config.login.users)} local users, "
-        f"storage {config.storage.backend} at {config.storage.path})"
+        f"storage {config.storage.backend} at {config.storage.path}, resources {paths})"
     )
     return ExitCode.OK
 
@@ -76,8 +77,18 @@ def _secrets(config: Config) -> list[tuple[str, str, str]]:
     return [
         (f"login.{login.provider}.client_secret", idp.get(login.provider, ""), "sending none"),
         ("introspection.client_secret", config.introspection.client_secret, "refusing it"),
-        ("upstream.authorization", config.upstream.authorization, "sending none"),
+        *(
+            (f"{where}.authorization", resource.upstream.authorization, "sending none")
+            for where, resource in _resource_keys(config)
+        ),
     ]
+
+
+def _resource_keys(config: Config) -> list[tuple[str, ResourceConfig]]:
+    """Each resource and where its keys are in the file."""
+    if not config.resource:
+        return [("upstream", config.resources[0])]
+    return [(f"resource[{i}]", resource) for i, resource in enumerate(config.resources)]
 
 
 def _check_secrets(config: Config, found: Findings) -> None:

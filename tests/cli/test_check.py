@@ -137,4 +137,24 @@ def test_a_good_config_is_ok_without_warnings(
     config.write_text('[login]\nencryption_key = "file:key"\n' + USER)
     code, out, err = run(config, capsys)
     assert (code, err) == (0, [])
-    assert out == f"{config}: OK (1 local users, storage file at {tmp_path / 'var/oauthd'})\n"
+    assert out == (
+        f"{config}: OK (1 local users, storage file at {tmp_path / 'var/oauthd'}, resources /mcp)\n"
+    )
+
+
+def test_each_resource_is_checked_and_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OAUTHD_TEST_NO_SUCH_VAR", raising=False)
+    config = tmp_path / "oauthd.toml"
+    config.write_text(
+        USER + '[[resource]]\npath = "/mcp"\nurl = "http://127.0.0.1:9000/mcp"\n'
+        '[[resource]]\npath = "/files/mcp"\nurl = "http://127.0.0.1:9001/mcp"\n'
+        'authorization = "env:OAUTHD_TEST_NO_SUCH_VAR"\n'
+    )
+    code, out, err = run(config, capsys)
+    assert code == 0 and out.endswith(", resources /mcp, /files/mcp)\n")
+    assert err == [
+        f"oauthd: warning: {config}: resource[1].authorization: cannot read "
+        "'env:OAUTHD_TEST_NO_SUCH_VAR'; serve would start, sending none"
+    ]

@@ -16,7 +16,8 @@ def test_check_config_summarises_a_good_file(
     config.write_text('[storage]\nbackend = "memory"\n')
     assert main(["check-config", "--config", str(config)]) == 0
     assert capsys.readouterr().out == (
-        f"{config}: OK (0 local users, storage memory at {tmp_path / 'var/oauthd'})\n"
+        f"{config}: OK (0 local users, storage memory at {tmp_path / 'var/oauthd'}, "
+        "resources /mcp)\n"
     )
 
 
