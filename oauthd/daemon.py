@@ -14,7 +14,7 @@ from aiohttp import web
 from oauthd.assembly import STORE, create_app
 from oauthd.config import Config, Listen
 from oauthd.exits import ExitCode
-from oauthd.http import metrics_app
+from oauthd.http import access_log_arguments, metrics_app
 from oauthd.http.connections import AcceptFailures, GuardedRunner
 from oauthd.http.keys import AUTH, METRICS
 from oauthd.notify import Notifier
@@ -94,7 +94,7 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
         app,
         config.server,
         handle_signals=False,
-        access_log=None,
+        **access_log_arguments(config),
         shutdown_timeout=config.server.shutdown_timeout,
         handler_cancellation=True,  # a client that goes away closes its upstream stream
     )

@@ -209,6 +209,8 @@ class PagesConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = field(metadata=key(to.choice(("debug", "info", "warning", "error")), "info"))
+    access: bool = field(metadata=key(to.boolean, True))  # one line per request answered
+    access_mcp: bool = field(metadata=key(to.boolean, True))  # ... the resources' ones too
 
 
 def _check_storage(storage: StorageConfig, at: At) -> None:

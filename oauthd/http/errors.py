@@ -23,6 +23,7 @@ from oauthd.http import pages
 from oauthd.http.keys import CONFIG, page_brand
 from oauthd.log import request_id_var
 from oauthd.oauth import Delivery, OAuthError, add_query
+from oauthd.proxy import ACCESS_REQUEST_ID
 from oauthd.store import Unavailable
 
 log = logging.getLogger("oauthd.http")
@@ -176,6 +177,7 @@ def rendering_errors(handler: Handler, *, pages: bool = False) -> Handler:
 
 async def _render_errors(request: web.Request, handler: Handler, pages: bool) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    request[ACCESS_REQUEST_ID] = request_id
     token = request_id_var.set(request_id)
     try:
         response = await handler(request)

@@ -42,6 +42,7 @@ from oauthd.proxy.messages import (
     validates_headers,
 )
 from oauthd.proxy.relay import Relay
+from oauthd.proxy.request_keys import ACCESS_CLIENT, ACCESS_REQUEST_ID, ACCESS_RESOURCE, ACCESS_USER
 from oauthd.proxy.sessions import SESSION_HEADER, SessionBindings
 from oauthd.proxy.streams import OpenStreams
 from oauthd.store import Store, Unavailable
@@ -113,6 +114,7 @@ class McpProxy:
             f"{self._id_prefix}{next(self._ids):x}"
         )
         token = request_id_var.set(request_id)
+        request[ACCESS_REQUEST_ID] = request_id
         try:
             self._gate.check_origin(request)
             if request.method == "OPTIONS":
@@ -120,6 +122,8 @@ class McpProxy:
                 self._observe(request, response.status, started)
                 return response
             grant = await self._gate.authenticate(request)
+            request[ACCESS_USER], request[ACCESS_CLIENT] = grant.user, grant.client_id
+            request[ACCESS_RESOURCE] = grant.resource
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()
