@@ -17,6 +17,7 @@ from oauthd.exits import ExitCode
 from oauthd.http import access_log_arguments, metrics_app
 from oauthd.http.connections import AcceptFailures, GuardedRunner
 from oauthd.http.keys import AUTH, METRICS
+from oauthd.log import flush_lines
 from oauthd.notify import Notifier
 from oauthd.reload import Reloader
 
@@ -136,4 +137,5 @@ async def serve(config: Config, *, accept_empty: bool = False, recover: bool = F
         for task in background:
             task.cancel()
         notifier.close()
+        flush_lines()  # the access log's last lines
     log.info("stopped", extra={"event": "daemon.stopped"})

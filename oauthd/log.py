@@ -17,12 +17,14 @@ by "[redacted]" at any depth, unless the key's last word says it is not the secr
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
 import logging
 import re
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -209,6 +211,49 @@ def setup_logging(level: str) -> None:
 def set_level(level: str) -> None:
     """Change the level of the `oauthd` logger (SIGHUP reload). Raises ValueError."""
     logging.getLogger(ROOT).setLevel(_level_number(level))
+
+
+# -- lines written past the logging machinery ---------------------------------------------
+
+LINE_FLUSH_DELAY = 0.05  # seconds a written line may wait in the buffer
+_pending_lines: list[str] = []
+_second: tuple[int, str] = (0, "")
+
+
+def _timestamp(now: float) -> str:
+    """`ts` as the formatter writes it, the date part computed once a second."""
+    global _second
+    whole = int(now)
+    if whole != _second[0]:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+
+
+def write_line(logger: str, msg: str, fields: dict[str, object]) -> None:
+    """One info line as `JsonFormatter` would write it, without the logging machinery (a
+    quarter of a proxied request's instructions): for a line per request, the access log.
+    The caller has checked the level, and `fields` hold plain values that are never
+    secrets. Lines wait up to LINE_FLUSH_DELAY and go out together, in order with the
+    other lines; `flush_lines` at shutdown."""
+    doc: dict[str, object] = {"ts": _timestamp(time.time()), "level": "info", "logger": logger}
+    doc["msg"] = msg
+    doc.update(fields)
+    _pending_lines.append(orjson.dumps(doc).decode())
+    if len(_pending_lines) == 1:
+        try:
+            asyncio.get_running_loop().call_later(LINE_FLUSH_DELAY, flush_lines)
+        except RuntimeError:  # no loop: at once
+            flush_lines()
+
+
+def flush_lines() -> None:
+    if not _pending_lines:
+        return
+    text = "\n".join(_pending_lines) + "\n"
+    _pending_lines.clear()
+    stream = sys.stdout
+    stream.write(text)
+    stream.flush()
 
 
 AUDIT_LOGGER = "oauthd.audit"

@@ -6,7 +6,8 @@ status, the time to answer in milliseconds, the request id, the client address (
 `server.trusted_proxies`) and, when a route learnt them, the user, client and resource
 (`ACCESS_USER`, `ACCESS_CLIENT`, `ACCESS_RESOURCE` on the request). `[log] access_mcp =
 false` leaves the MCP resources' requests out (they can be most of the traffic). The
-time is aiohttp's: until the response is sent, for a stream until it ended.
+time is aiohttp's: until the response is sent, for a stream until it ended. Lines are
+written past the logging machinery (`log.write_line`): a line per request must be cheap.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from oauthd.config import Config
+from oauthd.log import write_line
 from oauthd.peers import client_address
 from oauthd.proxy import ACCESS_CLIENT, ACCESS_REQUEST_ID, ACCESS_RESOURCE, ACCESS_USER
 
@@ -39,7 +41,7 @@ class AccessLogger(AbstractAccessLogger):
         path = request.path
         if path in self.skipped:
             return
-        extra = {
+        extra: dict[str, object] = {
             "event": "http.access",
             "method": request.method,
             "path": path,
@@ -54,7 +56,7 @@ class AccessLogger(AbstractAccessLogger):
                 extra[name] = value
         if (resource := request.get(ACCESS_RESOURCE)) is not None:
             extra["resource"] = resource
-        self.logger.info("request", extra=extra)
+        write_line(LOGGER, "request", extra)
 
 
 def access_log_arguments(config: Config) -> dict[str, Any]:

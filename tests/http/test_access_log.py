@@ -4,7 +4,8 @@ through `server.trusted_proxies`."""
 
 from __future__ import annotations
 
-import logging
+import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def logger_for(tmp_path: Path, text: str) -> AccessLogger:
 
 
 def test_what_a_route_learnt_is_on_the_line_and_trusted_proxies_name_the_client(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     logger = logger_for(tmp_path, '[server]\ntrusted_proxies = ["127.0.0.1"]\n')
     request = make_mocked_request(
@@ -101,12 +102,13 @@ def test_what_a_route_learnt_is_on_the_line_and_trusted_proxies_name_the_client(
     request[ACCESS_USER] = "alice"
     request[ACCESS_CLIENT] = "client-1"
     request[ACCESS_RESOURCE] = "/mcp"
-    with caplog.at_level(logging.INFO, "oauthd.access"):
-        logger.log(request, web.Response(status=200), 0.0123)
-    (record,) = caplog.records
-    assert record.__dict__["path"] == "/token" and record.__dict__["duration_ms"] == 12.3
-    assert record.__dict__["client_address"] == "203.0.113.9"
-    seen = {k: record.__dict__[k] for k in ("request_id", "user", "client_id", "resource")}
+    logger.log(request, web.Response(status=200), 0.0123)  # no loop: written at once
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["level"], line["logger"], line["msg"]) == ("info", "oauthd.access", "request")
+    assert line["path"] == "/token" and line["duration_ms"] == 12.3
+    assert line["client_address"] == "203.0.113.9"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+    seen = {k: line[k] for k in ("request_id", "user", "client_id", "resource")}
     assert seen == {
         "request_id": "req-1",
         "user": "alice",
