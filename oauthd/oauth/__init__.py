@@ -19,10 +19,12 @@ from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_erro
 from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
 from oauthd.oauth.server import AuthServer
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener
+from oauthd.oauth.upgrade import UPGRADE_PATH, UpgradeOffer, upgrade_url
 from oauthd.oauth.upstream import IdentityProvider, UpstreamError, UpstreamIdentity
 
 __all__ = [
     "ACCOUNT_SESSION_TTL",
+    "UPGRADE_PATH",
     "AuthServer",
     "BearerCheck",
     "ClientCredentials",
@@ -35,6 +37,7 @@ __all__ = [
     "GrantEndedListener",
     "IdentityProvider",
     "OAuthError",
+    "UpgradeOffer",
     "UpstreamError",
     "UpstreamIdentity",
     "add_query",
@@ -44,4 +47,5 @@ __all__ = [
     "page_error",
     "redirect_host",
     "registration_response",
+    "upgrade_url",
 ]

@@ -32,6 +32,7 @@ from oauthd.oauth.ratelimit import TOTAL, Limiter, Limits, too_many
 from oauthd.oauth.signin import SignIns
 from oauthd.oauth.token_endpoint import TokenEndpoint
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener, TokenResponse, Tokens
+from oauthd.oauth.upgrade import UpgradeOffer, Upgrades
 from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin, UpstreamTokens
 from oauthd.store import Store
 from oauthd.users import Users
@@ -95,6 +96,7 @@ class AuthServer:
         )
         self.sign_ins = SignIns(self.limiter, self.limits, browsers, self.metrics)
         self._accounts = Accounts(store, self.tokens, clock)
+        self.upgrades = Upgrades(config, store, clock, self.clients, self.tokens.scopes)
         # The live grant a bearer token belongs to, or None. Bound to the tokens' own
         # method, not wrapped: the proxy calls it on every request, and a forwarding
         # coroutine cost 0.5 % of its instructions.
@@ -365,6 +367,24 @@ class AuthServer:
 
     async def revoke_connected_app(self, user: str, grant_id: str) -> Grant | None:
         return await self._accounts.revoke(user, grant_id)
+
+    # -- in-place upgrade of a grant -------------------------------------------------------
+
+    async def upgrade_offer(
+        self, user: str, grant_id: str, scopes: tuple[str, ...]
+    ) -> UpgradeOffer:
+        """What approving `scopes` would add to `user`'s grant (the upgrade page); a page
+        error, the same for an unknown, ended or another user's grant, else naming the
+        problem (no scope, one the resource does not offer)."""
+        return await self.upgrades.offer(user, grant_id, scopes)
+
+    async def upgrade_grant(
+        self, user: str, grant_id: str, scopes: tuple[str, ...]
+    ) -> UpgradeOffer:
+        """`user` approved `scopes` for their grant: the grant and its current access token
+        carry them from now on (durable before this returns), the remembered consent
+        gains them; audited as `grant.upgraded` (`Upgrades.upgrade`)."""
+        return await self.upgrades.upgrade(user, grant_id, scopes)
 
     async def finish(self, flow: Flow, allow: bool, *, remembered: bool = False) -> str | None:
         """Record the consent decision (`remembered`: an earlier one, applied without a
