@@ -16,6 +16,7 @@ from oauthd.oauth.clients import (
     registration_response,
 )
 from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_error
+from oauthd.oauth.page_signin import is_return_path
 from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
 from oauthd.oauth.server import AuthServer
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener
@@ -44,6 +45,7 @@ __all__ = [
     "credentials_from",
     "invalid_request",
     "is_loopback_redirect",
+    "is_return_path",
     "page_error",
     "redirect_host",
     "registration_response",
