@@ -4,12 +4,14 @@ scopes, the remembered consent, the audit line, and durability on the file backe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from oauthd.config import ResourceConfig
 from oauthd.keyring import read_keyring
 from oauthd.model import consent_key
 from oauthd.oauth import upgrade_url
@@ -182,3 +184,22 @@ async def test_the_upgrade_is_journaled_and_survives_a_restart(
     )
     grant = await again.verify_bearer(issued.tokens.access_token, RESOURCE)
     assert grant is not None and grant.token_scopes == ("mcp", "files:read")
+
+
+async def test_each_resource_offers_its_own_scopes(tmp_path: Path) -> None:
+    """With `[[resource]]` tables, a grant may gain only what its own resource offers."""
+    base = protocol_config(tmp_path)
+    files = ResourceConfig("/files/mcp", "Files", base.upstream, ("files:read", "files:write"))
+    other = ResourceConfig("/other/mcp", "Other", base.upstream, ("mcp",))
+    config = dataclasses.replace(base, resource=(files, other))
+    env = build_env(tmp_path)
+    server = AuthServer(
+        config, env.store, env.clock, Users(config.login.users), keyring=read_keyring(config)
+    )
+    registration = await env.register()
+    resource = files.uri(ISSUER)
+    await server.tokens.create("g1", USER, registration.client.client_id, ("files:read",), resource)
+    error = await refused(server.upgrade_offer(USER, "g1", ("mcp",)))
+    assert error.error == "invalid_scope" and "Files does not offer" in error.description
+    offer = await server.upgrade_grant(USER, "g1", ("files:write",))
+    assert offer.resource.name == "Files" and offer.added == ("files:write",)
