@@ -163,24 +163,28 @@ async def test_the_upgrade_is_audited_without_a_token(
     assert not any(s in str(v) for v in fields.values() for s in secrets)
 
 
-@pytest.fixture
-async def file_store(tmp_path: Path) -> AsyncIterator[StoreHarness]:
-    async for harness in open_harness("file", tmp_path):
+@pytest.fixture(params=["file", "redis", "postgres"])
+async def durable_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreHarness]:
+    """The file backend (journaled), and the shared ones, whose `update` may run the
+    change again."""
+    async for harness in open_harness(request.param, tmp_path):
         yield harness
 
 
-async def test_the_upgrade_is_journaled_and_survives_a_restart(
-    file_store: StoreHarness, tmp_path: Path
+async def test_the_upgrade_is_durable_and_survives_a_restart(
+    durable_store: StoreHarness, tmp_path: Path
 ) -> None:
-    env = build_env(tmp_path, file_store.store, file_store.clock)
+    env = build_env(tmp_path, durable_store.store, durable_store.clock)
     issued = await env.code_flow(scope="mcp")
-    before = file_store.writes()
+    before = durable_store.writes()
     await env.server.upgrade_grant(USER, grant_id(issued), ("files:read",))
-    assert (file_store.writes() or 0) > (before or 0)  # journaled before the answer
-    store = await file_store.reopen()
+    assert (durable_store.writes() or 0) > (before or 0)  # journaled before the answer
+    store = await durable_store.reopen()
     config = protocol_config(tmp_path)
     again = AuthServer(
-        config, store, file_store.clock, Users(config.login.users), keyring=read_keyring(config)
+        config, store, durable_store.clock, Users(config.login.users), keyring=read_keyring(config)
     )
     grant = await again.verify_bearer(issued.tokens.access_token, RESOURCE)
     assert grant is not None and grant.token_scopes == ("mcp", "files:read")
