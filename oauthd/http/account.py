@@ -12,6 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from oauthd.http import pages
+from oauthd.http.account_cookie import account_cookie_name, set_account_cookie
 from oauthd.http.browser import (
     browser_secret_or_new,
     check_csrf,
@@ -27,22 +28,30 @@ from oauthd.http.browser import (
 from oauthd.http.errors import Routes
 from oauthd.http.keys import AUTH, CLOCK, CONFIG, client_address, page_brand
 from oauthd.model import AccountSession
-from oauthd.oauth import ACCOUNT_SESSION_TTL, OAuthError, page_error
+from oauthd.oauth import (
+    ACCOUNT_SESSION_TTL,
+    UPGRADE_PATH,
+    OAuthError,
+    is_return_path,
+    page_error,
+)
 
 SESSION_TTL = ACCOUNT_SESSION_TTL
 LOGIN_PURPOSE = "account-login"
+ACCOUNT_LEAD = "Sign in to see the apps connected to your account."
+BACK_LEADS = {UPGRADE_PATH: "Sign in to approve more access for an app you use."}
 
 
 def _secure(request: web.Request) -> bool:
     return request.app[CONFIG].server.issuer.startswith("https://")
 
 
-def cookie_name(request: web.Request) -> str:
-    return "__Host-oauthd_account" if _secure(request) else "oauthd_account"
+cookie_name = account_cookie_name
 
 
-async def _session(request: web.Request) -> AccountSession | None:
-    """The signed-in session, if live and its user is still configured."""
+async def account_session(request: web.Request) -> AccountSession | None:
+    """The signed-in session, if live and its user is still configured (the upgrade page
+    reads it too)."""
     return await request.app[AUTH].account_session(request.cookies.get(cookie_name(request)))
 
 
@@ -60,17 +69,25 @@ def _session_csrf(secret: str, session: AccountSession) -> str:
     return csrf_token(secret, f"account:{session.session_key}")
 
 
-def _login_page(
-    brand: pages.Brand, secret: str, username: str = "", error: str | None = None, status: int = 200
+def login_page(
+    brand: pages.Brand,
+    secret: str,
+    username: str = "",
+    error: str | None = None,
+    status: int = 200,
+    *,
+    back: str = "",
 ) -> web.Response:
+    """The sign-in form; `back`: the page of ours to return to (`is_return_path`), else
+    /account."""
     view = pages.LoginView(
         action="/account/login",
         csrf=csrf_token(secret, LOGIN_PURPOSE),
-        hidden={},
+        hidden={"next": back} if back else {},
         client_name=None,
         username=username,
         error=error,
-        lead="Sign in to see the apps connected to your account.",
+        lead=BACK_LEADS.get(back.partition("?")[0], ACCOUNT_LEAD),
     )
     return html(pages.render_login(view, brand), status)
 
@@ -78,9 +95,9 @@ def _login_page(
 async def account_page(request: web.Request) -> web.Response:
     _local_login_only(request)
     secret, new = browser_secret_or_new(request)
-    session = await _session(request)
+    session = await account_session(request)
     if session is None:
-        response = _login_page(page_brand(request), secret)
+        response = login_page(page_brand(request), secret)
     else:
         now = request.app[CLOCK].now()
         apps = await request.app[AUTH].connected_apps(session.user)
@@ -102,6 +119,8 @@ async def login_submit(request: web.Request) -> web.Response:
     _local_login_only(request)
     form = await read_page_form(request)
     secret = check_csrf(request, form, LOGIN_PURPOSE)
+    back = form.get("next", "")
+    back = back if is_return_path(back) else ""
     username = form.get("username", "")[:200]
     address = client_address(request)
     try:
@@ -109,26 +128,19 @@ async def login_submit(request: web.Request) -> web.Response:
             username, form.get("password", ""), address, browser_cookie=known_browser(request)
         )
     except OAuthError as exc:
-        page = _login_page(page_brand(request), secret, username, exc.description, exc.status)
+        brand = page_brand(request)
+        page = login_page(brand, secret, username, exc.description, exc.status, back=back)
         return refused_page(page, exc)
     value, _ = await request.app[AUTH].sign_in_to_account(user)
-    response = see_other("/account")
+    response = see_other(back or "/account")
     remember_browser(request, response, user)
-    response.set_cookie(
-        cookie_name(request),
-        value,
-        max_age=int(SESSION_TTL),
-        path="/",
-        httponly=True,
-        samesite="Lax",
-        secure=_secure(request),
-    )
+    set_account_cookie(request, response, value)
     return response
 
 
 async def _signed_in_form(request: web.Request) -> tuple[AccountSession, dict[str, str]]:
     form = await read_page_form(request)
-    session = await _session(request)
+    session = await account_session(request)
     if session is None:
         raise page_error("login_required", "Your session has ended. Sign in again.", 403)
     check_csrf(request, form, f"account:{session.session_key}")
@@ -144,7 +156,7 @@ async def revoke_submit(request: web.Request) -> web.Response:
 
 async def logout_submit(request: web.Request) -> web.Response:
     form = await read_page_form(request)
-    session = await _session(request)
+    session = await account_session(request)
     if session is not None:  # else: already ended; just clear the cookie
         check_csrf(request, form, f"account:{session.session_key}")
         await request.app[AUTH].sign_out_of_account(session)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from oauthd.clock import Clock
 from oauthd.config import Config
-from oauthd.http import account, browser, forward_auth, health, notfound, oauth_api
+from oauthd.http import account, browser, forward_auth, health, notfound, oauth_api, upgrade
 from oauthd.http import metrics as metrics_route
 from oauthd.http.errors import REFUSALS, Routes
 from oauthd.http.keys import CLOCK, CONFIG, METRICS, PROXY
@@ -51,6 +51,7 @@ def web_app(config: Config, clock: Clock, metrics: Metrics) -> web.Application:
     oauth_api.add_routes(app)
     browser.add_routes(app)
     account.add_routes(app)
+    upgrade.add_routes(app)
     notfound.add_route(app)  # last: whatever no route above has
     return app
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from oauthd import crypto
 from oauthd.http import pages
+from oauthd.http.account_cookie import set_account_cookie
 from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form, single_values
 from oauthd.http.keys import AUTH, CONFIG, client_address, page_brand
@@ -320,8 +321,14 @@ async def upstream_callback(request: web.Request) -> web.Response:
     state, secret = params.get("state", ""), browser_secret(request)
     if "error" in params or not params.get("code"):
         flow = await auth.upstream_flow(state, secret)
+        if flow.returns_to is not None:
+            raise page_error("access_denied", "The identity provider did not sign you in.", 403)
         return await _finish(request, flow, allow=False)
     flow = await auth.complete_upstream_login(state, params["code"], secret)
+    if flow.returns_to is not None:  # a sign-in to reach one of our pages (/upgrade)
+        response = see_other(flow.returns_to)
+        set_account_cookie(request, response, await auth.finish_page_sign_in(flow))
+        return response
     return await _finish(request, flow, allow=True)
 
 

@@ -16,13 +16,16 @@ from oauthd.oauth.clients import (
     registration_response,
 )
 from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_error
+from oauthd.oauth.page_signin import is_return_path
 from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
 from oauthd.oauth.server import AuthServer
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener
+from oauthd.oauth.upgrade import UPGRADE_PATH, UpgradeOffer, upgrade_url
 from oauthd.oauth.upstream import IdentityProvider, UpstreamError, UpstreamIdentity
 
 __all__ = [
     "ACCOUNT_SESSION_TTL",
+    "UPGRADE_PATH",
     "AuthServer",
     "BearerCheck",
     "ClientCredentials",
@@ -35,13 +38,16 @@ __all__ = [
     "GrantEndedListener",
     "IdentityProvider",
     "OAuthError",
+    "UpgradeOffer",
     "UpstreamError",
     "UpstreamIdentity",
     "add_query",
     "credentials_from",
     "invalid_request",
     "is_loopback_redirect",
+    "is_return_path",
     "page_error",
     "redirect_host",
     "registration_response",
+    "upgrade_url",
 ]

@@ -30,6 +30,9 @@ from oauthd.scopes import FLAT, ScopeHierarchy
 from oauthd.store import Store
 
 MAX_STATE = 2000
+# The client_id of a pending sign-in that leads back to one of our pages (no client_id is
+# empty: registration and metadata documents never make one).
+PAGE_SIGN_IN = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,6 +41,12 @@ class Flow:
 
     pending: PendingAuthorization
     client: Client
+
+    @property
+    def returns_to(self) -> str | None:
+        """For a sign-in at the identity provider that leads back to one of our own pages
+        (`oauthd.oauth.page_signin`: no client, no code): that page's path."""
+        return self.pending.redirect_uri if self.pending.client_id == PAGE_SIGN_IN else None
 
 
 def add_query(uri: str, params: Mapping[str, str | None]) -> str:
@@ -55,6 +64,23 @@ def canonical_resource(value: str) -> str:
     path = parts.path.rstrip("/")
     return urlunsplit(
         (parts.scheme.lower(), parts.netloc.lower(), path, parts.query, parts.fragment)
+    )
+
+
+def page_client(issuer: str) -> Client:
+    """The stand-in client of a sign-in leading back to one of our pages."""
+    return Client(
+        client_id=PAGE_SIGN_IN,
+        client_name=issuer,
+        redirect_uris=(),
+        grant_types=(),
+        response_types=(),
+        token_endpoint_auth_method="none",
+        application_type="web",
+        scope="",
+        secret_hash=None,
+        source="page",
+        created_at=0.0,
     )
 
 
@@ -183,8 +209,12 @@ class Authorizer:
 
     # -- the pages' steps ------------------------------------------------------------------
 
-    async def flow(self, pending_id: str, browser_secret: str | None) -> Flow:
-        """The pending flow, if this browser started it; a page error otherwise."""
+    async def flow(
+        self, pending_id: str, browser_secret: str | None, *, pages: bool = False
+    ) -> Flow:
+        """The pending flow, if this browser started it; a page error otherwise. A sign-in
+        leading back to one of our pages is found only with `pages` (the provider's
+        callback): the login and consent pages never see one."""
         pending = await self._store.pending.get(pending_id) if pending_id else None
         if pending is None:
             raise page_error(
@@ -201,6 +231,8 @@ class Authorizer:
                 "application.",
                 403,
             )
+        if pending.client_id == PAGE_SIGN_IN and pages:
+            return Flow(pending, page_client(self.issuer))
         client = await self._clients.find(pending.client_id)
         if client is None:
             raise page_error("invalid_client", "This application is no longer registered.")

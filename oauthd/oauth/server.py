@@ -18,7 +18,7 @@ from oauthd.metrics import Metrics
 from oauthd.model import AccountSession, DeviceFlow, Grant, PendingAuthorization
 from oauthd.oauth import metadata
 from oauthd.oauth.account import Accounts, ConnectedApp
-from oauthd.oauth.authorize import Authorizer, Flow
+from oauthd.oauth.authorize import Authorizer, Flow, page_client
 from oauthd.oauth.clients import (
     ClientCredentials,
     ClientRegistry,
@@ -28,10 +28,12 @@ from oauthd.oauth.clients import (
 from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
 from oauthd.oauth.known_browsers import KnownBrowsers
+from oauthd.oauth.page_signin import PageSignIns
 from oauthd.oauth.ratelimit import TOTAL, Limiter, Limits, too_many
 from oauthd.oauth.signin import SignIns
 from oauthd.oauth.token_endpoint import TokenEndpoint
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener, TokenResponse, Tokens
+from oauthd.oauth.upgrade import UpgradeOffer, Upgrades
 from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin, UpstreamTokens
 from oauthd.store import Store
 from oauthd.users import Users
@@ -95,6 +97,8 @@ class AuthServer:
         )
         self.sign_ins = SignIns(self.limiter, self.limits, browsers, self.metrics)
         self._accounts = Accounts(store, self.tokens, clock)
+        self.page_sign_ins = PageSignIns(config, store, clock, self._accounts)
+        self.upgrades = Upgrades(config, store, clock, self.clients, self.tokens.scopes)
         # The live grant a bearer token belongs to, or None. Bound to the tokens' own
         # method, not wrapped: the proxy calls it on every request, and a forwarding
         # coroutine cost 0.5 % of its instructions.
@@ -344,6 +348,18 @@ class AuthServer:
         """Redeem the provider's code: the flow, signed in as the provider's user."""
         return await self._upstream_login().complete(state, code, browser_secret)
 
+    async def begin_page_sign_in(self, return_to: str, browser_secret: str) -> str:
+        """The provider URL whose sign-in leads this browser back to `return_to` (a page of
+        ours, `/upgrade?...`) with an /account session (`oauthd.oauth.page_signin`)."""
+        login = self._upstream_login()
+        pending = await self.page_sign_ins.begin(return_to, browser_secret)
+        return await login.begin(Flow(pending, page_client(self.config.server.issuer)))
+
+    async def finish_page_sign_in(self, flow: Flow) -> str:
+        """A provider callback for a flow with `returns_to`: the cookie value of a new
+        /account session of the provider's user (the pending sign-in is used up)."""
+        return await self.page_sign_ins.finish(flow)
+
     # -- a person's own grants ("Connected apps") ------------------------------------------
 
     async def sign_in_to_account(self, user: str) -> tuple[str, AccountSession]:
@@ -353,9 +369,12 @@ class AuthServer:
 
     async def account_session(self, cookie: str | None) -> AccountSession | None:
         """The live /account session of a cookie value, if its user is still configured
-        (a user removed by a reload is signed out at once)."""
+        (a user removed by a reload is signed out at once; the provider's users are known
+        only to the provider)."""
         session = await self._accounts.session(cookie)
-        return session if session is not None and self.is_user(session.user) else None
+        if session is None or not (self.signs_in_upstream or self.is_user(session.user)):
+            return None
+        return session
 
     async def sign_out_of_account(self, session: AccountSession) -> None:
         await self._accounts.sign_out(session)
@@ -365,6 +384,24 @@ class AuthServer:
 
     async def revoke_connected_app(self, user: str, grant_id: str) -> Grant | None:
         return await self._accounts.revoke(user, grant_id)
+
+    # -- in-place upgrade of a grant -------------------------------------------------------
+
+    async def upgrade_offer(
+        self, user: str, grant_id: str, scopes: tuple[str, ...]
+    ) -> UpgradeOffer:
+        """What approving `scopes` would add to `user`'s grant (the upgrade page); a page
+        error, the same for an unknown, ended or another user's grant, else naming the
+        problem (no scope, one the resource does not offer)."""
+        return await self.upgrades.offer(user, grant_id, scopes)
+
+    async def upgrade_grant(
+        self, user: str, grant_id: str, scopes: tuple[str, ...]
+    ) -> UpgradeOffer:
+        """`user` approved `scopes` for their grant: the grant and its current access token
+        carry them from now on (durable before this returns), the remembered consent
+        gains them; audited as `grant_upgraded` (`Upgrades.upgrade`)."""
+        return await self.upgrades.upgrade(user, grant_id, scopes)
 
     async def finish(self, flow: Flow, allow: bool, *, remembered: bool = False) -> str | None:
         """Record the consent decision (`remembered`: an earlier one, applied without a

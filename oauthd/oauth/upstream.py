@@ -107,14 +107,14 @@ class UpstreamLogin:
         parts = crypto.split_token(state)
         if parts is None:
             raise page_error("invalid_request", "The sign-in response is not valid (state).")
-        return await self._authorizer.flow(parts[0], browser_secret)
+        return await self._authorizer.flow(parts[0], browser_secret, pages=True)
 
     async def complete(self, state: str, code: str, browser_secret: str | None) -> Flow:
         """The provider's callback: check the state (single use), identify the user."""
         parts = crypto.split_token(state)
         if parts is None:
             raise page_error("invalid_request", "The sign-in response is not valid (state).")
-        flow = await self._authorizer.flow(parts[0], browser_secret)
+        flow = await self._authorizer.flow(parts[0], browser_secret, pages=True)
         leg = self._claim_leg(flow.pending, parts[1])
         leg_seen, claim = flow.pending.upstream, CLAIMED + crypto.new_secret().encode()
 
@@ -141,9 +141,8 @@ class UpstreamLogin:
         return signed_in
 
     def _login_audit(self, result: str, user: str | None, flow: Flow) -> None:
-        record_login(
-            self._metrics, result, method="upstream", user=user, client_id=flow.client.client_id
-        )
+        client_id = flow.client.client_id if flow.returns_to is None else None
+        record_login(self._metrics, result, method="upstream", user=user, client_id=client_id)
 
     def _claim_leg(self, pending: PendingAuthorization, secret: str) -> dict[str, str]:
         if pending.upstream is None or pending.upstream.startswith(CLAIMED) or pending.user:

@@ -96,7 +96,7 @@ def form_fields(page: str) -> dict[str, str]:
 
 
 async def start_authorization(
-    browser: aiohttp.ClientSession, base: str, client_id: str, verifier: str
+    browser: aiohttp.ClientSession, base: str, client_id: str, verifier: str, **extra: str
 ) -> tuple[str, str]:
     """/authorize -> the consent page (the user is not known yet) -> allow; returns the
     provider's authorization URL and the consent page."""
@@ -108,6 +108,7 @@ async def start_authorization(
         "code_challenge": challenge.rstrip(b"=").decode(),
         "code_challenge_method": "S256",
         "state": "app-state",
+        **extra,
     }
     async with browser.get(f"{base}/authorize", params=params) as response:
         page = await response.text()
@@ -281,3 +282,69 @@ async def test_a_callback_from_another_browser_is_refused(
                     assert "Location" not in response.headers
         finally:
             await server.close()
+
+
+async def test_the_upgrade_page_signs_in_through_the_provider(
+    tmp_path: Path, mcp_upstream: tuple[str, list[dict[str, str]]]
+) -> None:
+    """/upgrade (issue #12 item 5) with an identity provider: the provider's sign-in leads
+    back to the page, where the grant's owner approves; someone else signed in at the
+    provider gets the answer an unknown grant gets; a refusal at the provider is a page."""
+    port = free_port()
+    callback = f"http://127.0.0.1:{port}/login/callback"
+    with running_idp(CLIENT_ID, CLIENT_SECRET, [callback]) as idp:
+        config = config_for(tmp_path, port, idp, "oidc", mcp_upstream[0])
+        config = dataclasses.replace(
+            config, oauth=dataclasses.replace(config.oauth, scopes=("mcp", "files:write"))
+        )
+        server = TestServer(create_app(config), host="127.0.0.1", port=port)
+        await server.start_server()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as api:
+                client_id = await register(api, base)
+                tokens = await _provider_tokens(api, base, client_id, "alice")
+            grant_id = tokens["access_token"].split(".")[0]
+            page = f"{base}/upgrade?grant={grant_id}&scope=files%3Awrite"
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as b:
+                async with b.get(page, allow_redirects=False) as response:
+                    assert response.status == 303
+                    idp_url = response.headers["Location"]
+                assert idp_url.startswith(idp.issuer)
+                back = await idp_login(b, idp_url, "alice", "alice-password")
+                async with b.get(back, allow_redirects=False) as response:
+                    assert response.status == 303, await response.text()
+                    assert response.headers["Location"] == page.removeprefix(base)
+                async with b.get(page) as response:
+                    text = await response.text()
+                assert response.status == 200 and "files:write" in text, text
+                form = {**form_fields(text), "decision": "allow"}
+                async with b.post(f"{base}/upgrade", data=form) as response:
+                    assert response.status == 200 and "Access upgraded" in await response.text()
+            grant = await server.app[STORE].grants.get(grant_id)
+            assert grant is not None and grant.token_scopes == ("mcp", "files:write")
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as b:
+                async with b.get(page, allow_redirects=False) as response:
+                    idp_url = response.headers["Location"]
+                back = await idp_login(b, idp_url, "bob", "bob-password")
+                async with b.get(back) as response:  # signed in as bob: not his grant
+                    assert response.status == 404 and "another account" in await response.text()
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as b:
+                async with b.get(page, allow_redirects=False) as response:
+                    idp_url = response.headers["Location"]
+                back = await idp_cancel(b, idp_url)
+                async with b.get(urljoin(idp.issuer, back), allow_redirects=False) as response:
+                    assert response.status == 403 and "did not sign you in" in await response.text()
+        finally:
+            await server.close()
+
+
+async def _provider_tokens(
+    api: aiohttp.ClientSession, base: str, client_id: str, who: str
+) -> dict[str, Any]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        verifier = base64.urlsafe_b64encode(os.urandom(40)).rstrip(b"=").decode()
+        idp_url, _ = await start_authorization(browser, base, client_id, verifier, scope="mcp")
+        back = await idp_login(browser, idp_url, who, f"{who}-password")
+        query = await finish_at_oauthd(browser, back)
+    return await redeem(api, base, client_id, query["code"][0], verifier)
