@@ -7,8 +7,8 @@ fine for an operator's command; nothing on a request path scans.
 
 Sessions end through `AuthServer.revoke_grant` (counted and audited), as at `/revoke`: the grant is
 gone from the store at once (the next request with its tokens gets 401) and the proxy
-closes its MCP sessions upstream. The user's consent to that client is forgotten as well
-(as on `/account`), so that the app has to ask again.
+closes its MCP sessions upstream. `revoke_grant` also forgets the user's consent to that
+client for the grant's resource (as on `/account`), so that the app has to ask again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oauthd.admin.views import ClientGroupView, ClientView, SessionView
-from oauthd.model import Client, Grant, consent_key
+from oauthd.model import Client, Grant
 from oauthd.store import Store
 
 END_BATCH = 64  # grants ended concurrently: their journal writes share fsyncs
@@ -135,8 +135,6 @@ class Admin:
                 *(self._auth.revoke_grant(g.id, by="admin") for g in batch)
             )
             ended.extend(g for g in results if g is not None)
-        for key in {consent_key(g.user, g.client_id) for g in ended}:
-            await self._store.consents.delete(key)
         return ended
 
     async def _delete_leftovers(self, client_id: str) -> int:

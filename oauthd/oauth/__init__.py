@@ -15,6 +15,7 @@ from oauthd.oauth.clients import (
     credentials_from,
     registration_response,
 )
+from oauthd.oauth.consent import ConsentRequest, ScopeWords
 from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_error
 from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
 from oauthd.oauth.server import AuthServer
@@ -28,6 +29,7 @@ __all__ = [
     "ClientCredentials",
     "ClientDocumentError",
     "ConnectedApp",
+    "ConsentRequest",
     "Delivery",
     "DocumentFetcher",
     "FetchedDocument",
@@ -35,6 +37,7 @@ __all__ = [
     "GrantEndedListener",
     "IdentityProvider",
     "OAuthError",
+    "ScopeWords",
     "UpstreamError",
     "UpstreamIdentity",
     "add_query",
