@@ -13,7 +13,6 @@ from oauthd.oauth.tokens import Tokens
 from oauthd.store import MemoryStore
 from tests.support.records import DAY, NOW, make_client, make_consent, make_grant
 
-
 MCP = "http://127.0.0.1:8080/mcp"  # the default config's one resource
 
 

@@ -315,7 +315,10 @@ async def test_deny_redirects_access_denied(env: Env) -> None:
     assert "code" not in query
     assert await env.store.codes.count() == 0
     assert await env.store.pending.get(started.pending.id) is None
-    assert await env.store.consents.get(consent_key(USER, registration.client.client_id, "/mcp")) is None
+    assert (
+        await env.store.consents.get(consent_key(USER, registration.client.client_id, "/mcp"))
+        is None
+    )
 
 
 # -- consent -----------------------------------------------------------------------------------

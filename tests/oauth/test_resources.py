@@ -62,9 +62,7 @@ async def _code_flow(env: Env, resource: str | None, scope: str | None) -> Issue
         (None, RESOURCE),  # none named: the first resource
     ],
 )
-async def test_authorize_binds_the_named_resource(
-    env2: Env, named: str | None, bound: str
-) -> None:
+async def test_authorize_binds_the_named_resource(env2: Env, named: str | None, bound: str) -> None:
     registration = await env2.register()
     scope = "files:read" if bound == FILES else "mcp"
     started = await env2.begin(registration.client, resource=named, scope=scope)
@@ -169,7 +167,9 @@ async def test_device_authorization_takes_a_resource(env2: Env) -> None:
     await env2.server.device_authorization({"resource": FILES}, creds)
     (flow,) = [f async for f in env2.store.devices.scan()]
     assert flow.resource == FILES and flow.scopes == ("files:read", "files:write")
-    error = await refused(env2.server.device_authorization({"resource": "https://x.example/"}, creds))
+    error = await refused(
+        env2.server.device_authorization({"resource": "https://x.example/"}, creds)
+    )
     assert error.error == "invalid_target"
     error = await refused(
         env2.server.device_authorization({"resource": FILES, "scope": "mcp"}, creds)
