@@ -405,15 +405,13 @@ def _app_row(app: AppRow, csrf: str, now: float) -> Html:
     )
     resource = ""
     if app.resource_name:
-        resource = (
-            f'<p class="muted resource">Access to <strong>{esc(app.resource_name)}</strong></p>'
-        )
+        resource = f"Access to <strong>{esc(app.resource_name)}</strong><br>"
 
     return Html(
         f'<li class="app">{_initial(app.client_name)}<div class="app-body">'
-        f"<h2>{esc(app.client_name)}</h2>{resource}"
+        f"<h2>{esc(app.client_name)}</h2>"
         f'<ul class="chips" aria-label="Scopes">{scopes or _BASIC_ACCESS}</ul>'
-        f'<p class="muted">Connected {human_time(app.created_at, now)}<br>'
+        f'<p class="muted">{resource}Connected {human_time(app.created_at, now)}<br>'
         f"Last used {human_time(app.last_used_at, now)}</p></div>"
         f"{_form('/account/revoke', csrf, {'grant': app.grant_id}, revoke)}</li>"
     )

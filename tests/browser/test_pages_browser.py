@@ -341,6 +341,7 @@ async def test_account_revoke(oauthd: Oauthd, tab: Tab) -> None:
     assert await notes_row.locator(".chip").all_inner_texts() == ["mcp"]
     meta = await notes_row.locator("p").inner_text()
     assert "Connected 2 days ago" in meta and "Last used 40 minutes ago" in meta, meta
+    assert "Access to MCP server" in meta  # its resource (oauth.resource_name)
     editor_meta = await apps.filter(has_text="Code Editor").locator("p").inner_text()
     assert "Connected 40 minutes ago" in editor_meta and "Last used just now" in editor_meta
     await tab.check("account")
