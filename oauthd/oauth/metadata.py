@@ -17,14 +17,6 @@ GRANT_TYPES = (
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 
 
-PR_METADATA_PATH = "/.well-known/oauth-protected-resource"
-
-
-def pr_metadata_url(config: Config, resource: ResourceConfig) -> str:
-    """Where a resource's RFC 9728 document is (its 401 challenge's `resource_metadata`)."""
-    return f"{config.server.issuer}{PR_METADATA_PATH}{resource.path}"
-
-
 def authorization_server_metadata(config: Config) -> dict[str, Any]:
     issuer = config.server.issuer
     doc: dict[str, Any] = {
