@@ -85,20 +85,23 @@ class Metrics:
         )
         self._issued = Counter(
             "oauthd_tokens_issued",
-            "New grants (a first access and refresh token pair), by grant type.",
-            ["grant_type"],
+            "New grants (a first access and refresh token pair), by grant type and resource "
+            "(its path).",
+            ["grant_type", "resource"],
             registry=r,
         )
         self._refreshed = Counter(
             "oauthd_tokens_refreshed",
-            "Refresh token rotations that issued a new token pair.",
+            "Refresh token rotations that issued a new token pair, by resource (its path).",
+            ["resource"],
             registry=r,
         )
         self._revoked = Counter(
             "oauthd_tokens_revoked",
             "Revocations that took effect, by what was revoked: access_token or refresh_token "
-            "at /revoke (RFC 7009), grant: a whole grant ended by its user or an admin.",
-            ["token_type"],
+            "at /revoke (RFC 7009), grant: a whole grant ended by its user or an admin; and "
+            "by resource (its path).",
+            ["token_type", "resource"],
             registry=r,
         )
         self._reuse = Counter(
@@ -124,10 +127,6 @@ class Metrics:
             self._clients_removed.labels(reason)
         for result in LOGIN_RESULTS:
             self._logins.labels(result)
-        for grant_type in ISSUING_GRANTS:
-            self._issued.labels(grant_type)
-        for token_type in REVOCABLE:
-            self._revoked.labels(token_type)
         for token_type in REUSABLE:
             self._reuse.labels(token_type)
 
@@ -195,14 +194,24 @@ class Metrics:
     def login(self, result: str) -> None:
         self._logins.labels(result).inc()
 
-    def token_issued(self, grant_type: str) -> None:
-        self._issued.labels(grant_type).inc()
+    def know_resources(self, paths: Iterable[str]) -> None:
+        """Show the token counters of these resources (their paths: the `resource` label's
+        only values, so that it stays bounded) at 0 before their first event."""
+        for path in paths:
+            for grant_type in ISSUING_GRANTS:
+                self._issued.labels(grant_type, path)
+            self._refreshed.labels(path)
+            for token_type in REVOCABLE:
+                self._revoked.labels(token_type, path)
 
-    def token_refreshed(self) -> None:
-        self._refreshed.inc()
+    def token_issued(self, grant_type: str, resource: str) -> None:
+        self._issued.labels(grant_type, resource).inc()
 
-    def token_revoked(self, token_type: str) -> None:
-        self._revoked.labels(token_type).inc()
+    def token_refreshed(self, resource: str) -> None:
+        self._refreshed.labels(resource).inc()
+
+    def token_revoked(self, token_type: str, resource: str) -> None:
+        self._revoked.labels(token_type, resource).inc()
 
     def reuse_detected(self, token_type: str) -> None:
         self._reuse.labels(token_type).inc()

@@ -63,13 +63,25 @@ class Client:
         return self.client_name, redirect_set(self.redirect_uris)
 
 
-def consent_key(user: str, client_id: str) -> str:
-    return f"{user}\x1f{client_id}"
+# The resource path of every consent and MCP session made before format 4: the first round
+# protected exactly one resource, the `[upstream]` shorthand at `/mcp`.
+FIRST_RESOURCE_PATH = "/mcp"
+
+
+def consent_key(user: str, client_id: str, resource: str) -> str:
+    """`resource`: the resource's path. A consent to `/mcp` keeps the key it had before
+    format 4 (`user` and `client_id` alone), so that the consents stored before the upgrade
+    (in a snapshot, a journal, Redis or PostgreSQL) are found under the key they have."""
+    if resource == FIRST_RESOURCE_PATH:
+        return f"{user}\x1f{client_id}"
+    return f"{user}\x1f{client_id}\x1f{resource}"
 
 
 @dataclass(slots=True)
 class Consent:
-    """A user approved a client for some scopes."""
+    """A user approved a client for some scopes of one resource, named by its path (e.g.
+    `/mcp`; not the identifier issuer + path, so that a consent does not depend on the
+    issuer, and one stored before format 4 is exactly `/mcp`'s)."""
 
     KIND: ClassVar[str] = "consents"
     user: str = field(metadata=INTERN)
@@ -77,10 +89,11 @@ class Consent:
     scopes: tuple[str, ...] = field(metadata=INTERN)
     created_at: float
     expires_at: float | None
+    resource: str = field(default=FIRST_RESOURCE_PATH, metadata=INTERN)  # format 4
 
     @property
     def key(self) -> str:
-        return consent_key(self.user, self.client_id)
+        return consent_key(self.user, self.client_id, self.resource)
 
 
 @dataclass(slots=True)
@@ -104,6 +117,8 @@ class PendingAuthorization:
     expires_at: float | None
     # False when /authorize had no redirect_uri (the single registered one was used); format 2
     redirect_uri_given: bool = True
+    # the user's groups, set with `user` at sign-in (see `Grant.groups`); format 4
+    groups: tuple[str, ...] = field(default=(), metadata=INTERN)
 
     @property
     def key(self) -> str:
@@ -129,6 +144,7 @@ class AuthCode:
     expires_at: float | None
     # the token request must repeat redirect_uri when /authorize had it (RFC 6749 s4.1.3)
     redirect_uri_given: bool = True
+    groups: tuple[str, ...] = field(default=(), metadata=INTERN)  # the user's; format 4
 
     @property
     def key(self) -> str:
@@ -166,6 +182,9 @@ class Grant:
     expires_at: float | None
     access_scopes: tuple[str, ...] | None = field(default=None, metadata=INTERN)  # format 2
     superseded_hashes: bytes = b""  # format 2
+    # the user's groups when they signed in (local users: `[[login.users]] groups`; OIDC:
+    # the `login.oidc.groups_claim` of the ID token); format 4
+    groups: tuple[str, ...] = field(default=(), metadata=INTERN)
 
     @property
     def token_scopes(self) -> tuple[str, ...]:
@@ -196,6 +215,7 @@ class DeviceFlow:
     deadline: float  # the codes expire here; the record stays a while to say so
     created_at: float
     expires_at: float | None
+    groups: tuple[str, ...] = field(default=(), metadata=INTERN)  # the user's; format 4
 
     @property
     def key(self) -> str:
@@ -204,7 +224,10 @@ class DeviceFlow:
 
 @dataclass(slots=True)
 class McpSession:
-    """An upstream `Mcp-Session-Id` bound to a grant; keyed by a hash of the session id."""
+    """An upstream `Mcp-Session-Id` bound to a grant; keyed by a hash of the session id.
+    `resource` is its grant's resource identifier (issuer + path, as `Grant.resource`);
+    "" in a record written before format 4 to a shared backend (Redis, PostgreSQL): its
+    grant's resource holds then (a snapshot's are filled in by the migration)."""
 
     KIND: ClassVar[str] = "mcp_sessions"
     session_key: str
@@ -214,6 +237,7 @@ class McpSession:
     sealed_id: bytes | None  # the session id, encrypted: to close it upstream on revocation
     created_at: float
     expires_at: float | None
+    resource: str = field(default="", metadata=INTERN)  # format 4
 
     @property
     def key(self) -> str:

@@ -72,6 +72,7 @@ async def test_audit_lines_after_a_scripted_run(
         ("allow", USER, True),
     ]
     assert all(e["scopes"] == "mcp" and e["device"] is False for e in by_event["audit.consent"])
+    assert all(e["resource"] == "/mcp" for e in by_event["audit.consent"])
 
     issued = by_event["audit.token_issued"]
     assert [e["grant"] for e in issued] == [grant_of(t["access_token"]) for t in (a, c, d)]
@@ -80,11 +81,13 @@ async def test_audit_lines_after_a_scripted_run(
         and e["user"] == USER
         and e["client_id"] == client_id
         and len(e["grant"]) == 8
+        and e["resource"] == "/mcp"
         for e in issued
     )
 
     (refreshed,) = by_event["audit.token_refreshed"]
     assert refreshed["grant"] == grant_of(b["refresh_token"]) == grant_of(a["refresh_token"])
+    assert refreshed["resource"] == "/mcp"
 
     reuse = [(e["token_type"], e["grant"], e["level"]) for e in by_event["audit.reuse_detected"]]
     assert reuse == [
@@ -96,6 +99,7 @@ async def test_audit_lines_after_a_scripted_run(
     assert revoked["token_type"] == "refresh_token" and revoked["by"] == "client"
     assert revoked["grant"] == grant_of(c["refresh_token"])
     assert revoked["user"] == USER and revoked["client_id"] == client_id
+    assert revoked["resource"] == "/mcp"
 
     assert set(by_event) == {
         "audit.client_registered",

@@ -77,16 +77,27 @@ async def test_metrics_names_and_values_after_a_scripted_run(oauthd: ScriptedApp
     families = list(text_string_to_metric_families(text))
     assert all(f.name.startswith("oauthd_") and len(f.documentation) > 10 for f in families)
     assert "\noauthd_up 1.0\n" in text
-    assert 'oauthd_tokens_issued_total{grant_type="authorization_code"} 3.0\n' in text
+    # the resource label: the configured resources' paths only (here the one at /mcp)
+    assert (
+        'oauthd_tokens_issued_total{grant_type="authorization_code",resource="/mcp"} 3.0\n' in text
+    )
+    assert {
+        labels.get("resource")
+        for (name, labels_set) in samples
+        for labels in [dict(labels_set)]
+        if name.startswith("oauthd_tokens_")
+    } == {"/mcp"}
 
     assert value(samples, "oauthd_logins_total", result="success") == 4
     assert value(samples, "oauthd_logins_total", result="failure") == 1
     assert value(samples, "oauthd_logins_total", result="rate_limited") == 0
     assert value(samples, "oauthd_client_registrations_total") == 1
-    assert value(samples, "oauthd_tokens_issued_total", grant_type=DEVICE_GRANT) == 0
-    assert value(samples, "oauthd_tokens_refreshed_total") == 1
-    assert value(samples, "oauthd_tokens_revoked_total", token_type="refresh_token") == 1
-    assert value(samples, "oauthd_tokens_revoked_total", token_type="access_token") == 0
+    mcp = "/mcp"
+    assert value(samples, "oauthd_tokens_issued_total", grant_type=DEVICE_GRANT, resource=mcp) == 0
+    assert value(samples, "oauthd_tokens_refreshed_total", resource=mcp) == 1
+    revoked = "oauthd_tokens_revoked_total"
+    assert value(samples, revoked, token_type="refresh_token", resource=mcp) == 1
+    assert value(samples, revoked, token_type="access_token", resource=mcp) == 0
     assert value(samples, "oauthd_reuse_detected_total", token_type="refresh_token") == 1
     assert value(samples, "oauthd_reuse_detected_total", token_type="authorization_code") == 1
 
@@ -239,3 +250,19 @@ async def test_a_scrape_during_a_store_outage_keeps_the_last_counts() -> None:
     samples = parse((await metrics.render()).decode())
     assert value(samples, "oauthd_records", kind="grants") == 7
     assert value(samples, "oauthd_up") == 1
+
+
+async def test_token_counters_are_per_resource_and_start_at_zero() -> None:
+    metrics = Metrics()
+    metrics.know_resources(["/mcp", "/files/mcp"])
+    metrics.token_issued("authorization_code", "/files/mcp")
+    metrics.token_refreshed("/files/mcp")
+    metrics.token_revoked("grant", "/mcp")
+    samples = parse((await metrics.render()).decode())
+    issued = "oauthd_tokens_issued_total"
+    assert value(samples, issued, grant_type="authorization_code", resource="/files/mcp") == 1
+    assert value(samples, issued, grant_type="authorization_code", resource="/mcp") == 0
+    assert value(samples, issued, grant_type=DEVICE_GRANT, resource="/files/mcp") == 0
+    assert value(samples, "oauthd_tokens_refreshed_total", resource="/files/mcp") == 1
+    assert value(samples, "oauthd_tokens_refreshed_total", resource="/mcp") == 0
+    assert value(samples, "oauthd_tokens_revoked_total", token_type="grant", resource="/mcp") == 1

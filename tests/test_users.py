@@ -157,3 +157,10 @@ async def test_authenticate_does_not_block_the_event_loop() -> None:
     await make_users().authenticate("alice", "alice-password")  # ~50-100 ms of scrypt
     ticker.cancel()
     assert ticks >= 3
+
+
+def test_groups_of_a_user() -> None:
+    users = Users((LocalUser("alice", ALICE_HASH, ("ops", "staff")), LocalUser("bob", ALICE_HASH)))
+    assert users.groups("alice") == ("ops", "staff")
+    assert users.groups("bob") == ()
+    assert users.groups("nobody") == ()

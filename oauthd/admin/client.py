@@ -39,14 +39,22 @@ class AdminClient:
         self.path = path
         self.timeout = timeout
 
-    def sessions(self, user: str | None = None, client: str | None = None) -> list[SessionView]:
-        reply = self.ask("sessions.list", user=user, client=client)
+    def sessions(
+        self, user: str | None = None, client: str | None = None, resource: str | None = None
+    ) -> list[SessionView]:
+        reply = self.ask("sessions.list", user=user, client=client, resource=resource)
         return [from_json(SessionView, item) for item in reply.items]
 
     def revoke(
-        self, grant_id: str | None = None, user: str | None = None, client: str | None = None
+        self,
+        grant_id: str | None = None,
+        user: str | None = None,
+        client: str | None = None,
+        resource: str | None = None,
     ) -> list[SessionView]:
-        reply = self.ask("sessions.revoke", id=grant_id, user=user, client=client)
+        reply = self.ask(
+            "sessions.revoke", id=grant_id, user=user, client=client, resource=resource
+        )
         return [from_json(SessionView, item) for item in reply.items]
 
     def clients(self) -> list[ClientView]:

@@ -7,8 +7,8 @@ fine for an operator's command; nothing on a request path scans.
 
 Sessions end through `AuthServer.revoke_grant` (counted and audited), as at `/revoke`: the grant is
 gone from the store at once (the next request with its tokens gets 401) and the proxy
-closes its MCP sessions upstream. The user's consent to that client is forgotten as well
-(as on `/account`), so that the app has to ask again.
+closes its MCP sessions upstream. `revoke_grant` also forgets the user's consent to that
+client for the grant's resource (as on `/account`), so that the app has to ask again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oauthd.admin.views import ClientGroupView, ClientView, SessionView
-from oauthd.model import Client, Grant, consent_key
+from oauthd.config import Config
+from oauthd.model import Client, Grant
 from oauthd.store import Store
 
 END_BATCH = 64  # grants ended concurrently: their journal writes share fsyncs
@@ -42,9 +43,11 @@ class GrantRevoker(Protocol):
     async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None: ...
 
 
-def _matches(grant: Grant, user: str | None, client_id: str | None) -> bool:
-    return (user is None or grant.user == user) and (
-        client_id is None or grant.client_id == client_id
+def _matches(grant: Grant, user: str | None, client_id: str | None, resource: str | None) -> bool:
+    return (
+        (user is None or grant.user == user)
+        and (client_id is None or grant.client_id == client_id)
+        and (resource is None or grant.resource == resource)
     )
 
 
@@ -53,32 +56,57 @@ class Admin:
     at a time while they are sent: a million views made at once would keep the garbage
     collector busy (and the event loop stalled) for seconds."""
 
-    def __init__(self, store: Store, auth: GrantRevoker) -> None:
+    def __init__(self, store: Store, auth: GrantRevoker, config: Config) -> None:
         self._store = store
         self._auth = auth
+        self._config = config
 
-    async def sessions(self, user: str | None = None, client_id: str | None = None) -> list[Grant]:
-        """Live sessions, of `user` and/or `client_id` if given, in no particular order
-        (sorting a million in the daemon would stall it: the command sorts)."""
-        return [g async for g in self._store.grants.scan() if _matches(g, user, client_id)]
+    def resource_identifier(self, path_or_identifier: str) -> str:
+        """What a grant of the resource named by its path or identifier holds in
+        `Grant.resource` (also for a resource no longer configured)."""
+        config = self._config
+        resource = config.resource_named(path_or_identifier)
+        if resource is not None:
+            return resource.uri(config.server.issuer)
+        if path_or_identifier.startswith("/"):
+            return config.server.issuer + path_or_identifier
+        return path_or_identifier
+
+    def resource_path(self, identifier: str) -> str:
+        """How sessions lists show a grant's resource: its path."""
+        issuer = self._config.server.issuer
+        return identifier[len(issuer) :] if identifier.startswith(issuer + "/") else identifier
+
+    async def sessions(
+        self, user: str | None = None, client_id: str | None = None, resource: str | None = None
+    ) -> list[Grant]:
+        """Live sessions, of `user`, `client_id` and/or `resource` (a path or identifier)
+        if given, in no particular order (sorting a million in the daemon would stall it:
+        the command sorts)."""
+        wanted = None if resource is None else self.resource_identifier(resource)
+        return [g async for g in self._store.grants.scan() if _matches(g, user, client_id, wanted)]
 
     async def revoke(
         self,
         grant_id: str | None = None,
         user: str | None = None,
         client_id: str | None = None,
+        resource: str | None = None,
     ) -> list[Grant]:
-        """End one session by id, or every session of `user` and/or `client_id`; the
-        sessions ended. A session created while this runs is not ended."""
+        """End one session by id, or every session of `user`, `client_id` and/or
+        `resource` (each given narrows it); the sessions ended. A session created while
+        this runs is not ended."""
         if grant_id is not None:
+            if resource is not None or user is not None or client_id is not None:
+                raise AdminError("a session id names one session: give no other selector")
             grant = await self._store.grants.get(grant_id)
             if grant is None:
                 raise AdminError(f"no live session {grant_id!r}")
             grants = [grant]
-        elif user is None and client_id is None:
-            raise AdminError("say which sessions to revoke: an id, a user or a client")
+        elif user is None and client_id is None and resource is None:
+            raise AdminError("say which sessions to revoke: an id, a user, a client or a resource")
         else:
-            grants = await self.sessions(user, client_id)
+            grants = await self.sessions(user, client_id, resource)
         return await self._end(grants)
 
     async def clients(self) -> list[ClientView]:
@@ -104,7 +132,7 @@ class Admin:
         meanwhile. A metadata-document client is only forgotten: it is fetched again the
         next time it is used."""
         client = await self._store.clients.take(client_id)
-        ended = await self._end(await self.sessions(None, client_id))
+        ended = await self._end(await self.sessions(None, client_id, None))
         leftovers = await self._delete_leftovers(client_id)
         if client is None and not ended and not leftovers:
             raise AdminError(f"no client {client_id!r}")
@@ -121,7 +149,8 @@ class Admin:
             for grant in grants[start : start + size]:
                 if grant.client_id not in clients:
                     clients[grant.client_id] = await self._store.clients.get(grant.client_id)
-                chunk.append(SessionView.of(grant, clients[grant.client_id]))
+                resource = self.resource_path(grant.resource)
+                chunk.append(SessionView.of(grant, clients[grant.client_id], resource))
             yield chunk
             await asyncio.sleep(0)
 
@@ -135,8 +164,6 @@ class Admin:
                 *(self._auth.revoke_grant(g.id, by="admin") for g in batch)
             )
             ended.extend(g for g in results if g is not None)
-        for key in {consent_key(g.user, g.client_id) for g in ended}:
-            await self._store.consents.delete(key)
         return ended
 
     async def _delete_leftovers(self, client_id: str) -> int:

@@ -63,7 +63,7 @@ async def serving(config: Config, store: Store, auth: GrantRevoker) -> AsyncIter
     if not wanted(config):
         yield
         return
-    server = AdminServer(admin_socket_path(config), Admin(store, auth))
+    server = AdminServer(admin_socket_path(config), Admin(store, auth, config))
     await server.start()
     try:
         yield
@@ -159,12 +159,15 @@ class AdminServer:
     # -- the operations ----------------------------------------------------------------------
 
     async def _list_sessions(self, args: Args) -> Answer:
-        sessions = await self._admin.sessions(_text(args, "user"), _text(args, "client"))
+        sessions = await self._admin.sessions(
+            _text(args, "user"), _text(args, "client"), _text(args, "resource")
+        )
         return self._admin.views(sessions, ITEMS_PER_LINE), {"count": len(sessions)}
 
     async def _revoke(self, args: Args) -> Answer:
         grant_id, user, client = _text(args, "id"), _text(args, "user"), _text(args, "client")
-        ended = await self._admin.revoke(grant_id, user, client)
+        resource = _text(args, "resource")
+        ended = await self._admin.revoke(grant_id, user, client, resource)
         log.info(
             "sessions revoked by the operator",
             extra={
@@ -172,6 +175,7 @@ class AdminServer:
                 "grant": grant_id[:8] if grant_id else None,
                 "user": user,
                 "client_id": client,
+                "resource": resource,
                 "count": len(ended),
             },
         )

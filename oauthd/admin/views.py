@@ -29,9 +29,10 @@ class SessionView:
     last_used_at: float
     expires_at: float | None
     mcp_sessions: int
+    resource: str = ""  # the grant's resource: its path (its identifier if not the issuer's)
 
     @classmethod
-    def of(cls, grant: Grant, client: Client | None) -> SessionView:
+    def of(cls, grant: Grant, client: Client | None, resource: str = "") -> SessionView:
         return cls(
             id=grant.id,
             user=grant.user,
@@ -42,6 +43,7 @@ class SessionView:
             last_used_at=grant.last_used_at,
             expires_at=grant.expires_at,
             mcp_sessions=len(grant.mcp_sessions),
+            resource=resource,
         )
 
 

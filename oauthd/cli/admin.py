@@ -24,11 +24,19 @@ def add_commands(sub: Any) -> None:
     listing = _command(actions, "list", "list live sessions")
     listing.add_argument("--user", help="only this user's")
     listing.add_argument("--client", metavar="CLIENT_ID", help="only this client's")
+    listing.add_argument("--resource", metavar="R", help=RESOURCE_HELP.format("only those"))
     revoke = _command(actions, "revoke", "end sessions now (their tokens stop working)")
-    which = revoke.add_mutually_exclusive_group(required=True)
+    which = revoke.add_mutually_exclusive_group()
     which.add_argument("--id", help="the session with this id")
     which.add_argument("--user", help="every session of this user")
     which.add_argument("--client", metavar="CLIENT_ID", help="every session of this client")
+    revoke.add_argument(
+        "--resource",
+        metavar="R",
+        help=RESOURCE_HELP.format("every session")
+        + " (with --user or --client: only theirs there)",
+    )
+    revoke.set_defaults(selectors=revoke)  # checked by `cmd_admin`: a usage error (64)
 
     clients = sub.add_parser("clients", help="clients known to the running daemon")
     actions = clients.add_subparsers(dest="action", required=True)
@@ -38,6 +46,7 @@ def add_commands(sub: Any) -> None:
     delete.add_argument("client_id", metavar="CLIENT_ID")
 
 
+RESOURCE_HELP = "{} of this resource (its path, e.g. /mcp, or its identifier)"
 ID_OPTIONS = frozenset({"--id", "--client", "--user"})
 OWN_OPTIONS = frozenset({"--config", "--socket", "--json", "-h", "--help"})
 
@@ -93,6 +102,13 @@ def _admin_socket(args: argparse.Namespace) -> Path:
 
 
 def cmd_admin(args: argparse.Namespace) -> ExitCode:
+    selectors: argparse.ArgumentParser | None = getattr(args, "selectors", None)
+    if selectors is not None:
+        problem = _revoke_selectors_problem(args)
+        if problem:  # a usage error, as argparse reports one
+            selectors.print_usage(sys.stderr)
+            sys.stderr.write(f"{selectors.prog}: error: {problem}\n")
+            return ExitCode.USAGE
     try:
         return run(args, _admin_socket(args))
     except (AdminUnreachable, AdminRefused) as exc:
@@ -104,10 +120,10 @@ def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> Exi
     (by user, then client; clients by name)."""
     admin = AdminClient(socket)
     if args.command == "sessions" and args.action == "list":
-        sessions = _by_user(admin.sessions(args.user, args.client))
+        sessions = _by_user(admin.sessions(args.user, args.client, args.resource))
         _emit(args, out, sessions, lambda: render_sessions(sessions, out))
     elif args.command == "sessions":
-        ended = _by_user(admin.revoke(args.id, args.user, args.client))
+        ended = _by_user(admin.revoke(args.id, args.user, args.client, args.resource))
         _emit(args, out, {"revoked": ended}, lambda: render_ended(ended, out))
     elif args.action == "list":
         clients = sorted(admin.clients(), key=lambda c: (c.client_name.casefold(), c.client_id))
@@ -123,6 +139,14 @@ def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> Exi
         doc = {"client": client, "ended": _by_user(ended)}
         _emit(args, out, doc, lambda: render_deleted(args.client_id, client, ended, out))
     return ExitCode.OK
+
+
+def _revoke_selectors_problem(args: argparse.Namespace) -> str | None:
+    if args.id is not None and args.resource is not None:
+        return "argument --resource: not allowed with argument --id (one session)"
+    if args.id is None and args.user is None and args.client is None and args.resource is None:
+        return "one of the arguments --id --user --client --resource is required"
+    return None
 
 
 def _by_user(sessions: list[SessionView]) -> list[SessionView]:
@@ -152,6 +176,7 @@ def render_sessions(sessions: Sequence[SessionView], out: TextIO) -> None:
         "USER",
         "CLIENT",
         "CLIENT ID",
+        "RESOURCE",
         "SCOPES",
         "CREATED",
         "LAST USED",
@@ -163,6 +188,7 @@ def render_sessions(sessions: Sequence[SessionView], out: TextIO) -> None:
             s.user,
             s.client_name,
             s.client_id,
+            s.resource,
             " ".join(s.scopes),
             _when(s.created_at),
             _when(s.last_used_at),
@@ -176,7 +202,9 @@ def render_sessions(sessions: Sequence[SessionView], out: TextIO) -> None:
 
 def render_ended(ended: Sequence[SessionView], out: TextIO) -> None:
     for s in ended:
-        out.write(cell(f"revoked {s.id} (user {s.user}, client {s.client_name or s.client_id})"))
+        who = f"user {s.user}, client {s.client_name or s.client_id}"
+        who += f", resource {s.resource}" if s.resource else ""
+        out.write(cell(f"revoked {s.id} ({who})"))
         out.write("\n")
     out.write(f"{plural(len(ended), 'session')} revoked\n")
 

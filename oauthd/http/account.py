@@ -1,32 +1,32 @@
 """/account: "Connected apps". A person signs in (the same form, users and rate limits as
 the authorization flow), sees their own grants and revokes them.
 
-The sign-in is a session in the store (`AuthServer.sign_in_to_account`): the cookie holds
-`<key>.<secret>`, the store a digest of the secret. It survives a restart, works on every
-instance of a shared backend, ends after ACCOUNT_SESSION_TTL, and signing out ends it for
-every copy of the cookie. Every form carries a CSRF token made from the browser binding
-secret (see browser.py) and, once signed in, from the session's key."""
+The sign-in is the browser's sign-in session (`http/cookies.py`; the same one a sign-in on
+the authorization pages starts), a session in the store (`AuthServer.sign_in_to_account`):
+the cookie holds `<key>.<secret>`, the store a digest of the secret. It survives a restart,
+works on every instance of a shared backend, ends after ACCOUNT_SESSION_TTL, and signing
+out ends it for every copy of the cookie. Every form carries a CSRF token made from the
+browser binding secret (see cookies.py) and, once signed in, from the session's key."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from oauthd.http import pages
-from oauthd.http.account_cookie import account_cookie_name, set_account_cookie
-from oauthd.http.browser import (
+from oauthd.http.browser import html, read_page_form, refused_page, see_other
+from oauthd.http.cookies import (
     browser_secret_or_new,
     check_csrf,
     csrf_token,
-    html,
+    end_session_cookie,
     known_browser,
-    read_page_form,
-    refused_page,
     remember_browser,
-    see_other,
     set_browser_cookie,
+    signed_in_session,
+    start_session,
 )
 from oauthd.http.errors import Routes
-from oauthd.http.keys import AUTH, CLOCK, CONFIG, client_address, page_brand
+from oauthd.http.keys import AUTH, CLOCK, client_address, page_brand
 from oauthd.model import AccountSession
 from oauthd.oauth import (
     ACCOUNT_SESSION_TTL,
@@ -40,19 +40,6 @@ SESSION_TTL = ACCOUNT_SESSION_TTL
 LOGIN_PURPOSE = "account-login"
 ACCOUNT_LEAD = "Sign in to see the apps connected to your account."
 BACK_LEADS = {UPGRADE_PATH: "Sign in to approve more access for an app you use."}
-
-
-def _secure(request: web.Request) -> bool:
-    return request.app[CONFIG].server.issuer.startswith("https://")
-
-
-cookie_name = account_cookie_name
-
-
-async def account_session(request: web.Request) -> AccountSession | None:
-    """The signed-in session, if live and its user is still configured (the upgrade page
-    reads it too)."""
-    return await request.app[AUTH].account_session(request.cookies.get(cookie_name(request)))
 
 
 def _local_login_only(request: web.Request) -> None:
@@ -95,14 +82,16 @@ def login_page(
 async def account_page(request: web.Request) -> web.Response:
     _local_login_only(request)
     secret, new = browser_secret_or_new(request)
-    session = await account_session(request)
+    session = await signed_in_session(request)
     if session is None:
         response = login_page(page_brand(request), secret)
     else:
         now = request.app[CLOCK].now()
         apps = await request.app[AUTH].connected_apps(session.user)
         rows = tuple(
-            pages.AppRow(a.grant_id, a.client_name, a.scopes, a.created_at, a.last_used_at)
+            pages.AppRow(
+                a.grant_id, a.client_name, a.scopes, a.created_at, a.last_used_at, a.resource_name
+            )
             for a in apps
         )
         notice = None
@@ -131,16 +120,15 @@ async def login_submit(request: web.Request) -> web.Response:
         brand = page_brand(request)
         page = login_page(brand, secret, username, exc.description, exc.status, back=back)
         return refused_page(page, exc)
-    value, _ = await request.app[AUTH].sign_in_to_account(user)
     response = see_other(back or "/account")
     remember_browser(request, response, user)
-    set_account_cookie(request, response, value)
+    await start_session(request, response, user)
     return response
 
 
 async def _signed_in_form(request: web.Request) -> tuple[AccountSession, dict[str, str]]:
     form = await read_page_form(request)
-    session = await account_session(request)
+    session = await signed_in_session(request)
     if session is None:
         raise page_error("login_required", "Your session has ended. Sign in again.", 403)
     check_csrf(request, form, f"account:{session.session_key}")
@@ -156,14 +144,12 @@ async def revoke_submit(request: web.Request) -> web.Response:
 
 async def logout_submit(request: web.Request) -> web.Response:
     form = await read_page_form(request)
-    session = await account_session(request)
+    session = await signed_in_session(request)
     if session is not None:  # else: already ended; just clear the cookie
         check_csrf(request, form, f"account:{session.session_key}")
         await request.app[AUTH].sign_out_of_account(session)
     response = see_other("/account")
-    response.del_cookie(
-        cookie_name(request), path="/", secure=_secure(request), httponly=True, samesite="Lax"
-    )
+    end_session_cookie(request, response)
     return response
 
 

@@ -4,74 +4,25 @@ cookie secret; every form carries a CSRF token derived from that secret."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from aiohttp import web
 
-from oauthd import crypto
 from oauthd.http import pages
-from oauthd.http.account_cookie import set_account_cookie
+from oauthd.http.cookies import (
+    browser_secret,
+    browser_secret_or_new,
+    check_csrf,
+    csrf_token,
+    known_browser,
+    remember_browser,
+    set_browser_cookie,
+    set_session_cookie,
+    signed_in_session,
+    start_session,
+)
 from oauthd.http.errors import Routes
 from oauthd.http.forms import read_form, single_values
 from oauthd.http.keys import AUTH, CONFIG, client_address, page_brand
 from oauthd.oauth import Flow, OAuthError, is_loopback_redirect, page_error, redirect_host
-
-COOKIE_MAX_AGE = 24 * 3600
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def cookie_name(request: web.Request) -> str:
-    secure = request.app[CONFIG].server.issuer.startswith("https://")
-    return "__Host-oauthd_browser" if secure else "oauthd_browser"
-
-
-def browser_secret(request: web.Request) -> str | None:
-    value = request.cookies.get(cookie_name(request))
-    return value if value and len(value) <= 128 else None
-
-
-def browser_secret_or_new(request: web.Request) -> tuple[str, bool]:
-    """This browser's secret, or a fresh one (True) that the response must set."""
-    secret = browser_secret(request)
-    return (secret, False) if secret is not None else (crypto.new_secret(), True)
-
-
-def set_browser_cookie(request: web.Request, response: web.StreamResponse, secret: str) -> None:
-    response.set_cookie(
-        cookie_name(request),
-        secret,
-        max_age=COOKIE_MAX_AGE,
-        path="/",
-        httponly=True,
-        samesite="Lax",
-        secure=request.app[CONFIG].server.issuer.startswith("https://"),
-    )
-
-
-def known_browser_cookie_name(request: web.Request) -> str:
-    secure = request.app[CONFIG].server.issuer.startswith("https://")
-    return "__Host-oauthd_known" if secure else "oauthd_known"
-
-
-def known_browser(request: web.Request) -> str | None:
-    """The browser's known-browser cookie (`oauthd.oauth.known_browsers`), if it sent one."""
-    return request.cookies.get(known_browser_cookie_name(request))
-
-
-def remember_browser(request: web.Request, response: web.StreamResponse, user: str) -> None:
-    """Give the browser that just signed in as `user` its known-browser cookie: sent only
-    to our own pages (SameSite=Strict: the sign-in forms are posted from them), never to
-    scripts, for `login.known_browser_ttl`."""
-    auth = request.app[AUTH]
-    response.set_cookie(
-        known_browser_cookie_name(request),
-        auth.remember_browser(user),
-        max_age=int(auth.known_browser_ttl),
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=request.app[CONFIG].server.issuer.startswith("https://"),
-    )
 
 
 def refused_page(response: web.Response, error: OAuthError) -> web.Response:
@@ -79,62 +30,6 @@ def refused_page(response: web.Response, error: OAuthError) -> web.Response:
     Retry-After)."""
     response.headers.update(error.headers)
     return response
-
-
-def csrf_token(secret: str, purpose: str) -> str:
-    return crypto.keyed_digest(secret, f"csrf:{purpose}")
-
-
-def _origin(url: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) of an http(s) URL, default ports filled in; None if it is not one."""
-    try:
-        parts = urlsplit(url)
-        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
-    except ValueError:
-        return None
-    if scheme not in _DEFAULT_PORTS or not host:
-        return None
-    return scheme, host, port or _DEFAULT_PORTS[scheme]
-
-
-def check_same_origin(request: web.Request) -> None:
-    """Defence in depth beside the CSRF token: a form POST that says it comes from another
-    site is refused. `Sec-Fetch-Site: cross-site` or `same-site` says so; so does an
-    `Origin` (or, without one, a `Referer`) naming another origin. Our pages send
-    `Referrer-Policy: no-referrer`, under which browsers send `Origin: null` and no Referer
-    even on our own forms: "null" says nothing then (Sec-Fetch-Site still does). No header
-    at all (old browsers, privacy tools): allowed, the CSRF token still holds."""
-    site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
-    origin = request.headers.get("Origin")
-    sent = origin if origin is not None and origin.strip() != "null" else None
-    if sent is None and origin is None:
-        sent = request.headers.get("Referer")
-    foreign = site in ("cross-site", "same-site") or (
-        sent is not None and _origin(sent) != _origin(request.app[CONFIG].server.issuer)
-    )
-    if foreign:
-        raise page_error(
-            "invalid_request",
-            "This form was sent from another site, not from this one. "
-            "Start again from the application.",
-            403,
-        )
-
-
-def check_csrf(request: web.Request, form: dict[str, str], purpose: str) -> str:
-    """The browser secret, if the form's CSRF token was made from it for `purpose` and the
-    form came from our own origin (`check_same_origin`)."""
-    check_same_origin(request)
-    secret = browser_secret(request)
-    given = form.get("csrf_token", "")
-    if secret is None or not crypto.texts_match(given, csrf_token(secret, purpose)):
-        raise page_error(
-            "invalid_request",
-            "This form expired or did not come from this site (CSRF check failed). "
-            "Start again from the application.",
-            403,
-        )
-    return secret
 
 
 async def read_page_form(request: web.Request) -> dict[str, str]:
@@ -211,9 +106,18 @@ async def _flow(request: web.Request, pending_id: str) -> tuple[Flow, str]:
 
 
 async def login_page(request: web.Request) -> web.Response:
+    """The password form; none when people sign in at an identity provider (the consent
+    page comes first then), or when this browser is signed in already (one login for every
+    resource): then straight to the consent page, which is always shown after such a
+    sign-in, since no one typed anything (RFC 8252 s8.6: no silent approval)."""
     flow, secret = await _flow(request, request.query.get("request", ""))
-    if request.app[AUTH].signs_in_upstream:
+    auth = request.app[AUTH]
+    if auth.signs_in_upstream:
         return await _consent(request, flow, secret)
+    session = await signed_in_session(request)
+    if session is not None:
+        flow, _ = await auth.signed_in(flow, session.user)
+        return see_other(f"/consent?request={flow.pending.id}")
     return _login_page(page_brand(request), flow, secret)
 
 
@@ -240,6 +144,7 @@ async def login_submit(request: web.Request) -> web.Response:
     else:
         response = see_other(f"/consent?request={flow.pending.id}")
     remember_browser(request, response, user)
+    await start_session(request, response, user)
     return response
 
 
@@ -268,6 +173,8 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
     auth = request.app[AUTH]
     if auth.signs_in_upstream and pending.user is None:
         targets = (*targets, await auth.upstream_form_target())
+    asked = await auth.consent_request(flow)
+    words = {w.scope: w.words for w in (*asked.asked, *asked.allowed)}
     if pending.device_key is not None:
         approve = pages.DeviceApproveView(
             "/consent",
@@ -278,6 +185,8 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
             user,
             pending.state or "",
             unverified=client.source == "dcr",
+            resource_name=asked.resource_name,
+            descriptions=words,
         )
         return html(pages.render_device_approve(approve, page_brand(request)), targets=targets)
     uri = pending.redirect_uri
@@ -287,11 +196,14 @@ async def _consent(request: web.Request, flow: Flow, secret: str) -> web.Respons
         hidden,
         client.client_name,
         redirect_host(uri),
-        pending.scopes,
+        tuple(w.scope for w in asked.asked),
         user,
         loopback_warning=is_loopback_redirect(uri),
         unverified=client.source == "dcr",
         redirect_uri=uri,
+        resource_name=asked.resource_name,
+        descriptions=words,
+        allowed=tuple(w.scope for w in asked.allowed),
     )
     return html(pages.render_consent(consent, page_brand(request)), targets=targets)
 
@@ -327,7 +239,7 @@ async def upstream_callback(request: web.Request) -> web.Response:
     flow = await auth.complete_upstream_login(state, params["code"], secret)
     if flow.returns_to is not None:  # a sign-in to reach one of our pages (/upgrade)
         response = see_other(flow.returns_to)
-        set_account_cookie(request, response, await auth.finish_page_sign_in(flow))
+        set_session_cookie(request, response, await auth.finish_page_sign_in(flow))
         return response
     return await _finish(request, flow, allow=True)
 

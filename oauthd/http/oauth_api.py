@@ -9,15 +9,15 @@ from aiohttp import web
 
 from oauthd.http.errors import NO_STORE, Handler, Routes, Wrapper
 from oauthd.http.forms import read_form, read_json_object
-from oauthd.http.keys import AUTH, client_address
+from oauthd.http.keys import AUTH, CONFIG, client_address
 from oauthd.oauth import credentials_from, registration_response
 
+PR_METADATA = "/.well-known/oauth-protected-resource"
 CORS_PATHS = frozenset(
     {
         "/.well-known/oauth-authorization-server",
         "/.well-known/openid-configuration",
-        "/.well-known/oauth-protected-resource",
-        "/.well-known/oauth-protected-resource/mcp",
+        PR_METADATA,
         "/register",
         "/token",
         "/revoke",
@@ -33,9 +33,13 @@ async def as_metadata(request: web.Request) -> web.Response:
 
 
 async def pr_metadata(request: web.Request) -> web.Response:
-    return web.json_response(
-        request.app[AUTH].protected_resource_metadata(), headers={"Cache-Control": "max-age=300"}
-    )
+    """RFC 9728 s3.1: a resource's document is at the well-known path followed by the
+    resource's path; the bare well-known path answers for the default resource."""
+    path = request.path[len(PR_METADATA) :]
+    doc = request.app[AUTH].protected_resource_metadata(path)
+    if doc is None:  # only mounted paths get here
+        raise web.HTTPNotFound()
+    return web.json_response(doc, headers={"Cache-Control": "max-age=300"})
 
 
 async def register(request: web.Request) -> web.Response:
@@ -102,15 +106,15 @@ def with_cors(handler: Handler) -> Handler:
 def add_routes(app: web.Application) -> None:
     routes = Routes(app)
 
+    metadata_paths = (PR_METADATA, *(PR_METADATA + r.path for r in app[CONFIG].resources))
+    cors_paths = CORS_PATHS | set(metadata_paths)
+
     def cors_for(path: str) -> Wrapper | None:
-        return with_cors if path in CORS_PATHS else None
+        return with_cors if path in cors_paths else None
 
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
         routes.get(path, as_metadata, cors_for(path))
-    for path in (
-        "/.well-known/oauth-protected-resource",
-        "/.well-known/oauth-protected-resource/mcp",
-    ):
+    for path in metadata_paths:
         routes.get(path, pr_metadata, cors_for(path))
     for path, handler in (
         ("/register", register),
@@ -120,5 +124,5 @@ def add_routes(app: web.Application) -> None:
         ("/device_authorization", device_authorization),
     ):
         routes.post(path, handler, cors_for(path))
-    for path in CORS_PATHS:
+    for path in cors_paths:
         routes.add("OPTIONS", path, preflight, with_cors)

@@ -9,70 +9,23 @@ and load only `/static/oauthd.css`; send them with `page_headers()` (or `PAGE_HE
 
 from __future__ import annotations
 
-import hashlib
 import html
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from typing import NewType
-from urllib.parse import urlsplit
+
+# What every page is sent with and links to, kept in `page_headers.py`; named here too.
+from oauthd.http.page_headers import PAGE_HEADERS as PAGE_HEADERS
+from oauthd.http.page_headers import STYLESHEET as STYLESHEET
+from oauthd.http.page_headers import STYLESHEET_HASH as STYLESHEET_HASH
+from oauthd.http.page_headers import STYLESHEET_HEADERS as STYLESHEET_HEADERS
+from oauthd.http.page_headers import STYLESHEET_PATH as STYLESHEET_PATH
+from oauthd.http.page_headers import STYLESHEET_URL
+from oauthd.http.page_headers import csp_source as csp_source
+from oauthd.http.page_headers import page_headers as page_headers
 
 Html = NewType("Html", str)
-
-STYLESHEET_PATH = "/static/oauthd.css"
-STYLESHEET: bytes = resources.files("oauthd.http").joinpath("static/oauthd.css").read_bytes()
-STYLESHEET_HASH = hashlib.sha256(STYLESHEET).hexdigest()[:16]
-STYLESHEET_URL = f"{STYLESHEET_PATH}?v={STYLESHEET_HASH}"
-# The URL carries the hash, so a changed stylesheet is a new URL: cache it for a year.
-STYLESHEET_HEADERS = {
-    "Content-Type": "text/css; charset=utf-8",
-    "Cache-Control": "public, max-age=31536000, immutable",
-    "ETag": f'"{STYLESHEET_HASH}"',
-    "X-Content-Type-Options": "nosniff",
-}
-
-_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action {}; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-PAGE_HEADERS = {
-    "Content-Security-Policy": _CSP.format("'self'"),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-_NEVER_TARGETS = frozenset({"javascript", "data", "blob", "filesystem", "file", "about"})
-_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
-_HOST_PORT = re.compile(r"[a-z0-9.-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
-
-
-def csp_source(url: str) -> str:
-    """The CSP source expression admitting `url`: its origin for http(s), else its scheme
-    (`cursor:`). Raises ValueError for anything that is not a plain absolute URL."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if not _SCHEME.fullmatch(scheme):
-        raise ValueError(f"not an absolute URL: {url!r}")
-    if scheme in _NEVER_TARGETS:
-        raise ValueError(f"not a redirect target: {url!r}")
-    if scheme not in ("http", "https"):
-        return f"{scheme}:"
-    host = parts.netloc.rpartition("@")[2].lower()
-    if not _HOST_PORT.fullmatch(host):
-        raise ValueError(f"unusable host in URL: {url!r}")
-    return f"{scheme}://{host}"
-
-
-def page_headers(form_targets: Iterable[str] = ()) -> dict[str, str]:
-    """`PAGE_HEADERS`, with `form-action` also admitting each URL a form on this page may be
-    redirected to. Chrome and Safari check `form-action` against every redirect that follows
-    a submission, so a login or consent page whose POST ends in a redirect to the client's
-    `redirect_uri` (or to an upstream IdP) must name that target here, or the browser stops."""
-    sources = dict.fromkeys(["'self'", *(csp_source(url) for url in form_targets)])
-    return {**PAGE_HEADERS, "Content-Security-Policy": _CSP.format(" ".join(sources))}
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,11 +46,15 @@ class ConsentView:
     hidden: Mapping[str, str]
     client_name: str
     client_uri_host: str
-    scopes: tuple[str, ...]
+    scopes: tuple[str, ...]  # what the user is asked to allow
     user: str
     loopback_warning: bool = False
     unverified: bool = False
     redirect_uri: str = ""  # shown in full under the host when given (checklist item 32)
+    resource_name: str = ""  # the resource asked for ("": "your MCP server")
+    # scope -> the words shown for it (`[oauth] scope_descriptions`; none: the scope)
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+    allowed: tuple[str, ...] = ()  # a step-up: the scopes this app was allowed before
 
 
 @dataclass(slots=True, frozen=True)
@@ -118,6 +75,8 @@ class DeviceApproveView:
     user: str
     user_code: str
     unverified: bool = False  # the name comes from the app's own registration (as on consent)
+    resource_name: str = ""
+    descriptions: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True)
@@ -148,6 +107,7 @@ class AppRow:
     scopes: tuple[str, ...]
     created_at: float
     last_used_at: float
+    resource_name: str = ""  # what it may use (each grant is for one resource)
 
 
 @dataclass(slots=True, frozen=True)
@@ -265,9 +225,32 @@ def _unverified() -> Html:
     )
 
 
-def _scopes(scopes: tuple[str, ...]) -> Html:
-    items = "".join(f"<li>{esc(s)}</li>" for s in scopes) or "<li>basic access</li>"
-    return Html(f'<h2>It will be able to use</h2><ul class="scopes">{items}</ul>')
+def _scope_item(scope: str, descriptions: Mapping[str, str]) -> str:
+    words = descriptions.get(scope, scope)
+    if words == scope:
+        return f"<li>{esc(scope)}</li>"
+    return f'<li>{esc(words)} <span class="muted">({esc(scope)})</span></li>'
+
+
+def _scopes(
+    scopes: tuple[str, ...],
+    descriptions: Mapping[str, str] | None = None,
+    allowed: tuple[str, ...] = (),
+) -> Html:
+    """The scopes asked, in words; on a step-up (`allowed`: what was allowed before) the
+    page asks only for the added ones and names the others apart."""
+    words = descriptions or {}
+    items = "".join(_scope_item(s, words) for s in scopes) or "<li>basic access</li>"
+    heading = "It asks for more: it will also be able to" if allowed else "It will be able to use"
+    before = ""
+    if allowed:
+        named = ", ".join(words.get(s, s) for s in allowed)
+        before = f'<p class="muted">Already allowed: {esc(named)}</p>'
+    return Html(f'<h2>{esc(heading)}</h2><ul class="scopes">{items}</ul>{before}')
+
+
+def _target(resource_name: str) -> str:
+    return f"<strong>{esc(resource_name)}</strong>" if resource_name else "your MCP server"
 
 
 def _field(label: str, attrs: Mapping[str, str], error: str | None) -> Html:
@@ -311,9 +294,9 @@ def render_consent(view: ConsentView, brand: Brand = NO_BRAND) -> str:
         warnings += _unverified()
     body = (
         f"{_initial(view.client_name)}"
-        f"<h1>Allow <strong>{name}</strong> to access your MCP server as {user}?</h1>"
-        f'<p class="lead">You will be sent back to <strong>{esc(view.client_uri_host)}</strong>'
-        f"</p>{full}{_scopes(view.scopes)}{warnings}"
+        f"<h1>Allow <strong>{name}</strong> to access {_target(view.resource_name)} as {user}?"
+        f'</h1><p class="lead">You will be sent back to <strong>{esc(view.client_uri_host)}'
+        f"</strong></p>{full}{_scopes(view.scopes, view.descriptions, view.allowed)}{warnings}"
         f"{_form(view.action, view.csrf, view.hidden, _decision('Allow'))}"
     )
     return layout(f"Allow {view.client_name}?", Html(body), brand)
@@ -338,8 +321,9 @@ def render_device_approve(view: DeviceApproveView, brand: Brand = NO_BRAND) -> s
     body = (
         f"{_initial(view.client_name)}<h1>Allow <strong>{esc(view.client_name)}</strong> "
         f"on your device (code {code})?</h1>"
-        f'<p class="lead">Signed in as <strong>{esc(view.user)}</strong></p>'
-        f"{_scopes(view.scopes)}"
+        f'<p class="lead">Signed in as <strong>{esc(view.user)}</strong>'
+        + (f" · for {_target(view.resource_name)}" if view.resource_name else "")
+        + f"</p>{_scopes(view.scopes, view.descriptions)}"
         + _notice(
             "Check the code. ",
             "Only continue if this code is on a device you are using right now. "
@@ -419,11 +403,15 @@ def _app_row(app: AppRow, csrf: str, now: float) -> Html:
         f'<button type="submit" class="danger" aria-label="Revoke {esc(app.client_name)}">'
         "Revoke</button>"
     )
+    resource = ""
+    if app.resource_name:
+        resource = f"Access to <strong>{esc(app.resource_name)}</strong><br>"
+
     return Html(
         f'<li class="app">{_initial(app.client_name)}<div class="app-body">'
         f"<h2>{esc(app.client_name)}</h2>"
         f'<ul class="chips" aria-label="Scopes">{scopes or _BASIC_ACCESS}</ul>'
-        f'<p class="muted">Connected {human_time(app.created_at, now)}<br>'
+        f'<p class="muted">{resource}Connected {human_time(app.created_at, now)}<br>'
         f"Last used {human_time(app.last_used_at, now)}</p></div>"
         f"{_form('/account/revoke', csrf, {'grant': app.grant_id}, revoke)}</li>"
     )
@@ -442,7 +430,7 @@ def render_account(view: AccountView, brand: Brand = NO_BRAND) -> str:
     body = (
         f"{_icon('lock')}<h1>Connected apps</h1>"
         f'<p class="lead">Signed in as <strong>{esc(view.user)}</strong>. These apps can use '
-        "your MCP server; revoking one signs it out at once.</p>"
+        "your MCP servers; revoking one signs it out at once.</p>"
         f"{status}{listing}"
         f"{_form('/account/logout', view.csrf, {}, sign_out)}"
     )

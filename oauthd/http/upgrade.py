@@ -14,15 +14,14 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from oauthd.http.account import account_session, login_page
-from oauthd.http.browser import (
+from oauthd.http.account import login_page
+from oauthd.http.browser import html, read_page_form, see_other
+from oauthd.http.cookies import (
     browser_secret_or_new,
     check_csrf,
     csrf_token,
-    html,
-    read_page_form,
-    see_other,
     set_browser_cookie,
+    signed_in_session,
 )
 from oauthd.http.errors import Routes
 from oauthd.http.forms import single_values
@@ -61,7 +60,7 @@ async def upgrade_page(request: web.Request) -> web.StreamResponse:
     except OAuthError as exc:
         raise page_error(exc.error, exc.description) from None
     secret, new = browser_secret_or_new(request)
-    session = await account_session(request)
+    session = await signed_in_session(request)
     if session is None:
         response = await _sign_in(request, grant, scope, secret)
     else:
@@ -101,7 +100,7 @@ async def _offer_page(
 
 async def upgrade_submit(request: web.Request) -> web.Response:
     form = await read_page_form(request)
-    session = await account_session(request)
+    session = await signed_in_session(request)
     if session is None:
         raise page_error(
             "login_required", "Your sign-in has ended. Open the link from the app again.", 403

@@ -15,6 +15,7 @@ from oauthd.oauth.clients import (
     credentials_from,
     registration_response,
 )
+from oauthd.oauth.consent import ConsentRequest, ScopeWords
 from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_error
 from oauthd.oauth.page_signin import is_return_path
 from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
@@ -31,6 +32,7 @@ __all__ = [
     "ClientCredentials",
     "ClientDocumentError",
     "ConnectedApp",
+    "ConsentRequest",
     "Delivery",
     "DocumentFetcher",
     "FetchedDocument",
@@ -38,6 +40,7 @@ __all__ = [
     "GrantEndedListener",
     "IdentityProvider",
     "OAuthError",
+    "ScopeWords",
     "UpgradeOffer",
     "UpstreamError",
     "UpstreamIdentity",

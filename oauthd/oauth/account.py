@@ -29,6 +29,7 @@ class ConnectedApp:
     grant_id: str
     client_id: str
     client_name: str  # the client_id when the client is no longer registered
+    resource_name: str  # its resource's `name` (its path when no longer configured)
     scopes: tuple[str, ...]
     created_at: float
     last_used_at: float
@@ -75,9 +76,16 @@ class Accounts:
             if grant.client_id not in names:
                 client = await self._store.clients.get(grant.client_id)
                 names[grant.client_id] = client.client_name if client else grant.client_id
+        resource_name = self._tokens.targets.name_of
         apps = [
             ConnectedApp(
-                g.id, g.client_id, names[g.client_id], g.scopes, g.created_at, g.last_used_at
+                g.id,
+                g.client_id,
+                names[g.client_id],
+                resource_name(g.resource),
+                g.scopes,
+                g.created_at,
+                g.last_used_at,
             )
             for g in grants
         ]
@@ -93,5 +101,6 @@ class Accounts:
             return None
         ended = await self._tokens.revoke_grant(grant_id, by="account")  # counted, audited
         if ended is not None:
-            await self._store.consents.delete(consent_key(user, ended.client_id))
+            path = self._tokens.targets.path_of(ended.resource)
+            await self._store.consents.delete(consent_key(user, ended.client_id, path))
         return ended

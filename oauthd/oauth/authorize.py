@@ -15,17 +15,17 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from oauthd import crypto
 from oauthd.clock import Clock
-from oauthd.config import Config
-from oauthd.model import AuthCode, Client, Consent, PendingAuthorization, consent_key
+from oauthd.config import Config, ResourceConfig
+from oauthd.model import AuthCode, Client, Consent, Grant, PendingAuthorization, consent_key
 from oauthd.oauth import redirects
-from oauthd.oauth.clients import ClientRegistry, granted_scopes
+from oauthd.oauth.clients import ClientRegistry
 from oauthd.oauth.errors import (
     OAuthError,
     RedirectTarget,
     page_error,
     redirect_error,
 )
-from oauthd.oauth.metadata import resource_of
+from oauthd.oauth.resources import Targets, UnknownTarget, requested_scopes
 from oauthd.scopes import FLAT, ScopeHierarchy
 from oauthd.store import Store
 
@@ -55,16 +55,6 @@ def add_query(uri: str, params: Mapping[str, str | None]) -> str:
     extra = urlencode({k: v for k, v in params.items() if v is not None})
     query = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-def canonical_resource(value: str) -> str:
-    """Case-insensitive scheme and host, no trailing slash (a fragment is kept, so that a
-    resource with one never matches: RFC 8707 s2 forbids it)."""
-    parts = urlsplit(value)
-    path = parts.path.rstrip("/")
-    return urlunsplit(
-        (parts.scheme.lower(), parts.netloc.lower(), path, parts.query, parts.fragment)
-    )
 
 
 def page_client(issuer: str) -> Client:
@@ -101,7 +91,7 @@ class Authorizer:
         self._clock = clock
         self._clients = clients
         self.issuer = config.server.issuer
-        self.resource = resource_of(config)
+        self.targets = Targets(config)
 
     # -- /authorize ------------------------------------------------------------------------
 
@@ -114,15 +104,15 @@ class Authorizer:
             raise page_error("invalid_request", "the state parameter is too long")
         self._check_response_type(params, client, target)
         challenge = self._code_challenge(params, target)
-        scopes = self._scopes(params.get("scope"), client, target)
         resource = self._resource(params.get("resource"), target)
+        scopes = self._scopes(params.get("scope"), client, resource, target)
         now = self._clock.now()
         pending = PendingAuthorization(
             id=crypto.new_key(),
             client_id=client.client_id,
             redirect_uri=redirect_uri,
             scopes=scopes,
-            resource=resource,
+            resource=self.targets.identifier(resource),
             state=state,
             code_challenge=challenge,
             user=None,
@@ -187,22 +177,19 @@ class Authorizer:
             raise self._redirected("invalid_request", "malformed code_challenge", target)
         return challenge
 
-    def _scopes(self, scope: str | None, client: Client, target: RedirectTarget) -> tuple[str, ...]:
+    def _scopes(
+        self, scope: str | None, client: Client, resource: ResourceConfig, target: RedirectTarget
+    ) -> tuple[str, ...]:
         try:
-            return granted_scopes(client, scope)
+            return requested_scopes(client, resource, scope)
         except ValueError as exc:
             raise self._redirected("invalid_scope", str(exc), target) from None
 
-    def _resource(self, resource: str | None, target: RedirectTarget) -> str:
-        if resource is None:
-            return self.resource
-        if canonical_resource(resource) != self.resource:
-            raise self._redirected(
-                "invalid_target",
-                f"unknown resource; this server protects {self.resource}",
-                target,
-            )
-        return self.resource
+    def _resource(self, resource: str | None, target: RedirectTarget) -> ResourceConfig:
+        try:
+            return self.targets.named(resource)
+        except UnknownTarget as exc:
+            raise self._redirected("invalid_target", str(exc), target) from None
 
     def _redirected(self, error: str, description: str, target: RedirectTarget) -> OAuthError:
         return redirect_error(error, description, target)
@@ -238,36 +225,56 @@ class Authorizer:
             raise page_error("invalid_client", "This application is no longer registered.")
         return Flow(pending, client)
 
-    async def logged_in(self, flow: Flow, user: str) -> Flow:
+    async def logged_in(self, flow: Flow, user: str, groups: tuple[str, ...] = ()) -> Flow:
         def set_user(p: PendingAuthorization) -> PendingAuthorization:
-            return dataclasses.replace(p, user=user)
+            return dataclasses.replace(p, user=user, groups=groups)
 
         pending = await self._store.pending.update(flow.pending.id, set_user)
         if pending is None:
             raise page_error("invalid_request", "This sign-in request has expired.")
         return Flow(pending, flow.client)
 
-    async def has_consent(self, flow: Flow) -> bool:
-        """True if the user already allowed this client these scopes. Never for a device
-        approval: its user code may have been sent by someone else (RFC 8628 s5.4), so the
-        page that shows the code and asks is never skipped."""
+    def resource_path(self, pending: PendingAuthorization) -> str:
+        """The path of the resource a flow asks for (what its consent names)."""
+        return self.targets.path_of(pending.resource)
+
+    async def consented(self, flow: Flow) -> tuple[str, ...]:
+        """The scopes the flow's user already allowed its client at its resource (none
+        before sign-in)."""
         user = flow.pending.user
-        if user is None or flow.pending.device_key is not None:
+        if user is None:
+            return ()
+        key = consent_key(user, flow.client.client_id, self.resource_path(flow.pending))
+        consent = await self._store.consents.get(key)
+        return consent.scopes if consent is not None else ()
+
+    async def has_consent(self, flow: Flow) -> bool:
+        """True if the user already allowed this client these scopes at this resource.
+        Never for a device approval: its user code may have been sent by someone else
+        (RFC 8628 s5.4), so the page that shows the code and asks is never skipped."""
+        if flow.pending.user is None or flow.pending.device_key is not None:
             return False
-        consent = await self._store.consents.get(consent_key(user, flow.client.client_id))
-        return consent is not None and self._hierarchy.covers(
-            frozenset(consent.scopes), flow.pending.scopes
-        )
+        return self._hierarchy.covers(frozenset(await self.consented(flow)), flow.pending.scopes)
+
+    def added_scopes(self, flow: Flow, consented: tuple[str, ...]) -> tuple[str, ...]:
+        """What the flow asks beyond `consented` (a step-up asks only for these)."""
+        return self._hierarchy.missing(frozenset(consented), flow.pending.scopes)
 
     async def remember_consent(self, flow: Flow) -> None:
         user = flow.pending.user
         assert user is not None
         now = self._clock.now()
-        old = await self._store.consents.get(consent_key(user, flow.client.client_id))
-        scopes = tuple(dict.fromkeys((*(old.scopes if old else ()), *flow.pending.scopes)))
+        scopes = tuple(dict.fromkeys((*await self.consented(flow), *flow.pending.scopes)))
+        ttl = self._config.tokens.consent_ttl
+        path = self.resource_path(flow.pending)
         await self._store.consents.put(
-            Consent(user, flow.client.client_id, scopes, now, now + self._config.tokens.consent_ttl)
+            Consent(user, flow.client.client_id, scopes, now, now + ttl, resource=path)
         )
+
+    async def forget_consent(self, grant: Grant) -> None:
+        """The app of an ended grant has to ask again (for the grant's resource)."""
+        path = self.targets.path_of(grant.resource)
+        await self._store.consents.delete(consent_key(grant.user, grant.client_id, path))
 
     async def approve(self, flow: Flow) -> str:
         """Issue the code; return the redirect URL. The pending request is used up."""
@@ -291,6 +298,7 @@ class Authorizer:
                 created_at=now,
                 expires_at=now + self._config.tokens.code_ttl,
                 redirect_uri_given=pending.redirect_uri_given,
+                groups=pending.groups,
             )
         )
         return add_query(

@@ -222,8 +222,8 @@ class ClientRegistry:
     def _scope(self, body: Mapping[str, Any]) -> str:
         scope = _optional_text(body, "scope")
         if scope is None:
-            return " ".join(self._config.oauth.scopes)
-        unknown = [s for s in scope.split() if s not in self._config.oauth.scopes]
+            return " ".join(self._config.scopes_supported)
+        unknown = [s for s in scope.split() if s not in self._config.scopes_supported]
         if unknown:
             raise _metadata_error(f"scope: {unknown[0]!r} is not offered by this server")
         return " ".join(dict.fromkeys(scope.split()))
@@ -273,7 +273,7 @@ class ClientRegistry:
             response_types=("code",),
             token_endpoint_auth_method="none",
             application_type="native" if all(map(redirects.is_loopback_redirect, uris)) else "web",
-            scope=" ".join(self._config.oauth.scopes),
+            scope=" ".join(self._config.scopes_supported),
             secret_hash=None,
             source="cimd",
             created_at=fetched.fetched_at,
@@ -303,19 +303,6 @@ class ClientRegistry:
         if used is None:
             raise invalid_client("unknown client_id: register again", challenge=basic)
         return used
-
-
-def granted_scopes(client: Client, scope: str | None) -> tuple[str, ...]:
-    """The scopes a request asks of `client`'s registered ones: all of them when it asks
-    none; `ValueError` naming the first scope the client may not ask for."""
-    allowed = client.scope.split()
-    if scope is None or not scope.strip():
-        return tuple(allowed)
-    wanted = tuple(dict.fromkeys(scope.split()))
-    unknown = [s for s in wanted if s not in allowed]
-    if unknown:
-        raise ValueError(f"scope {unknown[0]!r} is not offered")
-    return wanted
 
 
 def credentials_from(

@@ -18,11 +18,10 @@ from typing import Any
 
 from oauthd import crypto
 from oauthd.clock import Clock
-from oauthd.config import Config
+from oauthd.config import Config, ResourceConfig
 from oauthd.model import Client, DeviceFlow, PendingAuthorization
-from oauthd.oauth.clients import granted_scopes
 from oauthd.oauth.errors import OAuthError, invalid_grant, page_error
-from oauthd.oauth.metadata import resource_of
+from oauthd.oauth.resources import Targets, UnknownTarget, requested_scopes
 from oauthd.oauth.tokens import TokenResponse, Tokens
 from oauthd.store import Conflict, Store
 
@@ -66,13 +65,14 @@ class DeviceFlows:
         self._store = store
         self._clock = clock
         self._tokens = tokens
-        self.resource = resource_of(config)
+        self.targets = Targets(config)
 
     async def start(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
         """`/device_authorization`: a new flow and what the device shows its user."""
         if DEVICE_GRANT not in client.grant_types:
             raise OAuthError("unauthorized_client", "this client may not use the device grant")
-        scopes = self._scopes(client, form.get("scope"))
+        resource = self._resource(form.get("resource"))
+        scopes = self._scopes(client, resource, form.get("scope"))
         now = self._clock.now()
         ttl = self._config.tokens.device_ttl
         for _ in range(5):
@@ -83,7 +83,7 @@ class DeviceFlows:
                 secret_hash=minted.secret_hash,
                 client_id=client.client_id,
                 scopes=scopes,
-                resource=self.resource,
+                resource=self.targets.identifier(resource),
                 status="pending",
                 user=None,
                 grant_id=None,
@@ -109,9 +109,18 @@ class DeviceFlows:
             }
         raise OAuthError("temporarily_unavailable", "could not allocate a user code", 503)
 
-    def _scopes(self, client: Client, scope: str | None) -> tuple[str, ...]:
+    def _resource(self, requested: str | None) -> ResourceConfig:
+        """RFC 8707 at the device authorization endpoint, as at /authorize."""
         try:
-            return granted_scopes(client, scope)
+            return self.targets.named(requested)
+        except UnknownTarget as exc:
+            raise OAuthError("invalid_target", str(exc)) from None
+
+    def _scopes(
+        self, client: Client, resource: ResourceConfig, scope: str | None
+    ) -> tuple[str, ...]:
+        try:
+            return requested_scopes(client, resource, scope)
         except ValueError as exc:
             raise OAuthError("invalid_scope", str(exc)) from None
 
@@ -159,7 +168,9 @@ class DeviceFlows:
             if flow.status != "pending" or flow.deadline <= now:
                 return flow
             status = "approved" if allow else "denied"
-            return dataclasses.replace(flow, status=status, user=pending.user)
+            return dataclasses.replace(
+                flow, status=status, user=pending.user, groups=pending.groups
+            )
 
         flow = await self._store.devices.update(pending.device_key, decided)
         if flow is None or flow.status == "pending" or flow.user != pending.user:
@@ -209,4 +220,5 @@ class DeviceFlows:
             taken.scopes,
             taken.resource,
             grant_type=DEVICE_GRANT,
+            groups=taken.groups,
         )

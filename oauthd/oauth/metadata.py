@@ -1,11 +1,13 @@
 """Discovery documents: RFC 8414 authorization server metadata and RFC 9728 protected
-resource metadata. Everything derives from the configured issuer, never from a Host header."""
+resource metadata, one document per resource (at `/.well-known/oauth-protected-resource`
+followed by its path; without a path: the default resource's). Everything derives from the
+configured issuer, never from a Host header."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from oauthd.config import Config
+from oauthd.config import Config, ResourceConfig
 
 GRANT_TYPES = (
     "authorization_code",
@@ -13,11 +15,6 @@ GRANT_TYPES = (
     "urn:ietf:params:oauth:grant-type:device_code",
 )
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
-
-
-def resource_of(config: Config) -> str:
-    """The protected resource: the `/mcp` URL clients are configured with."""
-    return f"{config.server.issuer}/mcp"
 
 
 def authorization_server_metadata(config: Config) -> dict[str, Any]:
@@ -39,7 +36,7 @@ def authorization_server_metadata(config: Config) -> dict[str, Any]:
             "client_secret_basic",
             "client_secret_post",
         ],
-        "scopes_supported": list(config.oauth.scopes),
+        "scopes_supported": list(config.scopes_supported),
         "authorization_response_iss_parameter_supported": True,
         "client_id_metadata_document_supported": config.oauth.client_id_metadata_documents,
     }
@@ -48,11 +45,11 @@ def authorization_server_metadata(config: Config) -> dict[str, Any]:
     return doc
 
 
-def protected_resource_metadata(config: Config) -> dict[str, Any]:
+def protected_resource_metadata(config: Config, resource: ResourceConfig) -> dict[str, Any]:
     return {
-        "resource": resource_of(config),
+        "resource": resource.uri(config.server.issuer),
         "authorization_servers": [config.server.issuer],
-        "scopes_supported": list(config.oauth.scopes),
+        "scopes_supported": list(resource.scopes),
         "bearer_methods_supported": ["header"],
-        "resource_name": config.oauth.resource_name,
+        "resource_name": resource.name,
     }

@@ -25,6 +25,7 @@ from oauthd.oauth.clients import (
     DocumentFetcher,
     Registration,
 )
+from oauthd.oauth.consent import ConsentRequest, ScopeDescriptions
 from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
 from oauthd.oauth.known_browsers import KnownBrowsers
@@ -33,7 +34,7 @@ from oauthd.oauth.ratelimit import TOTAL, Limiter, Limits, too_many
 from oauthd.oauth.signin import SignIns
 from oauthd.oauth.token_endpoint import TokenEndpoint
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener, TokenResponse, Tokens
-from oauthd.oauth.upgrade import UpgradeOffer, Upgrades
+from oauthd.oauth.upgrade import Upgrades
 from oauthd.oauth.upstream import IdentityProvider, UpstreamLogin, UpstreamTokens
 from oauthd.store import Store
 from oauthd.users import Users
@@ -99,6 +100,11 @@ class AuthServer:
         self._accounts = Accounts(store, self.tokens, clock)
         self.page_sign_ins = PageSignIns(config, store, clock, self._accounts)
         self.upgrades = Upgrades(config, store, clock, self.clients, self.tokens.scopes)
+        # In-place upgrade of a grant (the /upgrade page): what approving would add, and
+        # the approval (durable before it returns, audited as `grant_upgraded`).
+        self.upgrade_offer = self.upgrades.offer
+        self.upgrade_grant = self.upgrades.upgrade
+        self._descriptions = ScopeDescriptions(config)
         # The live grant a bearer token belongs to, or None. Bound to the tokens' own
         # method, not wrapped: the proxy calls it on every request, and a forwarding
         # coroutine cost 0.5 % of its instructions.
@@ -125,8 +131,12 @@ class AuthServer:
     def authorization_server_metadata(self) -> dict[str, Any]:
         return metadata.authorization_server_metadata(self.config)
 
-    def protected_resource_metadata(self) -> dict[str, Any]:
-        return metadata.protected_resource_metadata(self.config)
+    def protected_resource_metadata(self, path: str = "") -> dict[str, Any] | None:
+        """The RFC 9728 document of the resource at `path` ("": the default resource's);
+        None if no resource is there."""
+        config = self.config
+        resource = config.resource_named(path) if path else config.default_resource
+        return None if resource is None else metadata.protected_resource_metadata(config, resource)
 
     # -- clients -------------------------------------------------------------------------
 
@@ -220,9 +230,13 @@ class AuthServer:
         self.tokens.grant_ended.append(listener)
 
     async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None:
-        """End a grant as `/revoke` does (counted, audited, listeners called); None if
-        there is no such grant."""
-        return await self.tokens.revoke_grant(grant_id, by=by)
+        """End a grant as `/revoke` does (counted, audited, listeners called) and forget
+        its user's consent to its client for its resource, so that the app has to ask
+        again; None if there is no such grant."""
+        grant = await self.tokens.revoke_grant(grant_id, by=by)
+        if grant is not None:
+            await self.authorizer.forget_consent(grant)
+        return grant
 
     async def upstream_access_token(self, grant: Grant) -> str | None:
         """The user's identity-provider access token (refreshed if expired), if any."""
@@ -303,10 +317,24 @@ class AuthServer:
         return await self.authorizer.flow(pending_id, browser_secret)
 
     async def signed_in(self, flow: Flow, user: str) -> tuple[Flow, bool]:
-        """The flow with its user set, and whether that user already consented to all it
-        asks (then `finish(..., remembered=True)` needs no page)."""
-        flow = await self.authorizer.logged_in(flow, user)
+        """The flow with its (local) user and the user's groups set, and whether that user
+        already consented to all it asks (then `finish(..., remembered=True)` needs no
+        page)."""
+        flow = await self.authorizer.logged_in(flow, user, self.users.groups(user))
         return flow, await self.authorizer.has_consent(flow)
+
+    async def consent_request(self, flow: Flow) -> ConsentRequest:
+        """What the consent page asks for `flow`: its resource, and the scopes in words
+        (on a step-up only those not allowed before)."""
+        pending = flow.pending
+        consented = await self.authorizer.consented(flow)
+        return self._descriptions.request(
+            self.authorizer.targets.name_of(pending.resource),
+            self.authorizer.resource_path(pending),
+            pending.scopes,
+            consented,
+            self.authorizer.added_scopes(flow, consented),
+        )
 
     async def device_pending(
         self, flow: DeviceFlow, browser_secret: str, user_code: str
@@ -385,24 +413,6 @@ class AuthServer:
     async def revoke_connected_app(self, user: str, grant_id: str) -> Grant | None:
         return await self._accounts.revoke(user, grant_id)
 
-    # -- in-place upgrade of a grant -------------------------------------------------------
-
-    async def upgrade_offer(
-        self, user: str, grant_id: str, scopes: tuple[str, ...]
-    ) -> UpgradeOffer:
-        """What approving `scopes` would add to `user`'s grant (the upgrade page); a page
-        error, the same for an unknown, ended or another user's grant, else naming the
-        problem (no scope, one the resource does not offer)."""
-        return await self.upgrades.offer(user, grant_id, scopes)
-
-    async def upgrade_grant(
-        self, user: str, grant_id: str, scopes: tuple[str, ...]
-    ) -> UpgradeOffer:
-        """`user` approved `scopes` for their grant: the grant and its current access token
-        carry them from now on (durable before this returns), the remembered consent
-        gains them; audited as `grant_upgraded` (`Upgrades.upgrade`)."""
-        return await self.upgrades.upgrade(user, grant_id, scopes)
-
     async def finish(self, flow: Flow, allow: bool, *, remembered: bool = False) -> str | None:
         """Record the consent decision (`remembered`: an earlier one, applied without a
         page). For a code flow: the URL to send the browser to. For a device approval:
@@ -430,6 +440,7 @@ class AuthServer:
             user=flow.pending.user,
             client_id=flow.client.client_id,
             scopes=" ".join(flow.pending.scopes),
+            resource=self.authorizer.resource_path(flow.pending),
             device=flow.pending.device_key is not None,
             remembered=remembered,
         )

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from oauthd import crypto
 from oauthd.model import AuthCode, Client
-from oauthd.oauth.authorize import canonical_resource
 from oauthd.oauth.clients import ClientCredentials, ClientRegistry
 from oauthd.oauth.device import DEVICE_GRANT, DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_grant, invalid_request
+from oauthd.oauth.resources import canonical_resource
 from oauthd.oauth.tokens import TokenResponse, Tokens
 from oauthd.store import Store
 
@@ -84,7 +84,9 @@ class TokenEndpoint:
         if not crypto.pkce_matches(verifier, code.code_challenge):
             raise invalid_grant("PKCE verification failed (code_verifier)")
         resource = form.get("resource")
-        if resource is not None and canonical_resource(resource) != code.resource:
+        if resource is not None and canonical_resource(resource) != canonical_resource(
+            code.resource
+        ):
             raise OAuthError("invalid_target", "resource differs from the authorization request")
 
     async def _redeem(self, code: AuthCode) -> TokenResponse:
@@ -102,6 +104,7 @@ class TokenEndpoint:
             code.scopes,
             code.resource,
             self._upstream_for(code, grant_id),
+            groups=code.groups,
         )
 
         def claim(current: AuthCode) -> AuthCode:
@@ -114,7 +117,7 @@ class TokenEndpoint:
                 raise invalid_grant("authorization code expired")
             return await self._claimed(code, claimed.grant_id or "")
         self._tokens.announce_issued(
-            grant_id, code.user, code.client_id, code.scopes, "authorization_code"
+            grant_id, code.user, code.client_id, code.scopes, "authorization_code", code.resource
         )
         return issued
 

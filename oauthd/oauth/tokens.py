@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from oauthd.config import Config
 from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import Client, Grant
-from oauthd.oauth.authorize import canonical_resource
 from oauthd.oauth.errors import OAuthError, invalid_grant
-from oauthd.oauth.metadata import resource_of
+from oauthd.oauth.families import superseded_with, was_superseded
+from oauthd.oauth.resources import Targets, canonical_resource
 from oauthd.scopes import ScopeHierarchy
 from oauthd.store import Store
 
@@ -32,11 +31,6 @@ GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
 BearerCheck = Callable[[str, str], Awaitable[Grant | None]]  # (token, resource) -> grant
 
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
-# How many superseded refresh tokens a grant remembers (the first SUPERSEDED_BYTES of their
-# digests), so that presenting one of them ends the family (reuse, RFC 9700 s4.14.2) while
-# any other value is only refused. 128 bits of SHA-256 of a 256-bit secret: no collision.
-SUPERSEDED_KEPT = 8
-SUPERSEDED_BYTES = 16
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,24 +62,6 @@ def _digest_in(secret: str, *digests: bytes | None) -> bool:
     return any(crypto.secret_matches(secret, d) for d in digests if d is not None)
 
 
-def _superseded(grant: Grant, replaced: bytes) -> bytes:
-    """The grant's superseded refresh digests with `replaced` added, the oldest dropped."""
-    kept = grant.superseded_hashes + replaced[:SUPERSEDED_BYTES]
-    return kept[-SUPERSEDED_KEPT * SUPERSEDED_BYTES :]
-
-
-def _was_superseded(secret: str, grant: Grant) -> bool:
-    """True if `secret` is one of the grant's superseded refresh tokens (constant-time per
-    digest; every digest is compared, so the time says nothing of which one matched)."""
-    digest = crypto.hash_secret(secret)
-    matched = crypto.secret_matches(secret, grant.previous_refresh_hash)
-    kept = grant.superseded_hashes
-    for start in range(0, len(kept), SUPERSEDED_BYTES):
-        stored = kept[start : start + SUPERSEDED_BYTES]
-        matched |= hmac.compare_digest(digest[:SUPERSEDED_BYTES], stored)
-    return matched
-
-
 def grant_ref(grant_id: str) -> str:
     """What logs show of a grant id: its first 8 characters (enough to correlate)."""
     return grant_id[:8]
@@ -99,7 +75,9 @@ class Tokens:
         self._ttl = config.tokens
         self._store = store
         self._clock = clock
-        self.resource = resource_of(config)
+        self.targets = Targets(config)
+        self.resource = self.targets.identifier(config.default_resource)
+        self._metrics.know_resources(r.path for r in config.resources)
         self.scopes = ScopeHierarchy(dict(config.oauth.scope_implies))
         self.grant_ended: list[GrantEndedListener] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -149,10 +127,13 @@ class Tokens:
         upstream_tokens: bytes | None = None,
         *,
         grant_type: str = "authorization_code",
+        groups: tuple[str, ...] = (),
     ) -> TokenResponse:
         """A new grant with its first token pair (`grant_type`: how it was obtained)."""
-        issued = await self.create(grant_id, user, client_id, scopes, resource, upstream_tokens)
-        self.announce_issued(grant_id, user, client_id, scopes, grant_type)
+        issued = await self.create(
+            grant_id, user, client_id, scopes, resource, upstream_tokens, groups=groups
+        )
+        self.announce_issued(grant_id, user, client_id, scopes, grant_type, resource)
         return issued
 
     async def create(
@@ -163,9 +144,12 @@ class Tokens:
         scopes: tuple[str, ...],
         resource: str,
         upstream_tokens: bytes | None = None,
+        *,
+        groups: tuple[str, ...] = (),
     ) -> TokenResponse:
         """Write a new grant with its first token pair, not yet counted or audited (the
-        code exchange announces it once the code is claimed for it)."""
+        code exchange announces it once the code is claimed for it). `groups`: the
+        user's at sign-in (`Grant.groups`)."""
         now = self._clock.now()
         pair = self._pair(grant_id)
         grant = Grant(
@@ -185,14 +169,22 @@ class Tokens:
             created_at=now,
             last_used_at=now,
             expires_at=now + self._ttl.refresh_ttl,
+            groups=groups,
         )
         await self._store.grants.add(grant)
         return self._response(grant, pair)
 
     def announce_issued(
-        self, grant_id: str, user: str, client_id: str, scopes: tuple[str, ...], grant_type: str
+        self,
+        grant_id: str,
+        user: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        grant_type: str,
+        resource: str,
     ) -> None:
-        self._metrics.token_issued(grant_type)
+        path = self.targets.label_of(resource)
+        self._metrics.token_issued(grant_type, path)
         audit(
             "token_issued",
             "tokens issued",
@@ -201,6 +193,7 @@ class Tokens:
             client_id=client_id,
             grant=grant_ref(grant_id),
             scopes=" ".join(scopes),
+            resource=path,
         )
 
     async def reissue_unused(self, grant_id: str) -> TokenResponse | None:
@@ -219,7 +212,7 @@ class Tokens:
                 access_hash=pair.access.secret_hash,
                 access_expires_at=now + self._ttl.access_ttl,
                 refresh_hash=pair.refresh.secret_hash,
-                superseded_hashes=_superseded(grant, grant.refresh_hash),
+                superseded_hashes=superseded_with(grant, grant.refresh_hash),
                 last_used_at=now,
                 expires_at=now + self._ttl.refresh_ttl,
             )
@@ -249,13 +242,16 @@ class Tokens:
         if current is None or current.client_id != client.client_id:
             raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
         access_scopes = self._narrowed(current, scope)
-        if resource is not None and canonical_resource(resource) != current.resource:
+        if resource is not None and canonical_resource(resource) != canonical_resource(
+            current.resource
+        ):
             raise OAuthError("invalid_target", "resource differs from the one granted")
         pair = self._pair(grant_id)
         rotate = self._rotation(secret, pair, access_scopes)
         updated = await self._store.grants.update(grant_id, rotate)
         if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
-            self._metrics.token_refreshed()
+            path = self.targets.label_of(updated.resource)
+            self._metrics.token_refreshed(path)
             audit(
                 "token_refreshed",
                 "tokens refreshed",
@@ -263,6 +259,7 @@ class Tokens:
                 client_id=updated.client_id,
                 grant=grant_ref(grant_id),
                 scopes=" ".join(updated.token_scopes),
+                resource=path,
             )
             return self._response(updated, pair)
         return await self._refused(grant_id, secret, updated)
@@ -291,7 +288,7 @@ class Tokens:
                 return dataclasses.replace(
                     fresh,
                     previous_refresh_hash=grant.refresh_hash,
-                    superseded_hashes=_superseded(grant, grant.refresh_hash),
+                    superseded_hashes=superseded_with(grant, grant.refresh_hash),
                     rotated_at=now,
                 )
             # The superseded token while its successor was never used: a retry of a refresh
@@ -305,7 +302,7 @@ class Tokens:
             ):
                 # a retry: new pair, the unused successor is void (and superseded)
                 return dataclasses.replace(
-                    fresh, superseded_hashes=_superseded(grant, grant.refresh_hash)
+                    fresh, superseded_hashes=superseded_with(grant, grant.refresh_hash)
                 )
             return grant
 
@@ -316,7 +313,7 @@ class Tokens:
         # grant keeps the digests of its last SUPERSEDED_KEPT ones. Any other value under the
         # grant id (a guess, a typo, the access token sent by mistake) is refused and the
         # grant kept, so that knowing a grant id is not enough to end someone's session.
-        if grant is not None and _was_superseded(secret, grant):
+        if grant is not None and was_superseded(secret, grant):
             await self.end_grant(grant_id)  # reuse: end the whole family
             self.reuse_detected("refresh_token", grant.user, grant.client_id, grant_id)
             raise invalid_grant("refresh token was already used; the session is revoked")
@@ -411,7 +408,8 @@ class Tokens:
         return grant
 
     def _revoked(self, grant: Grant, token_type: str, by: str) -> None:
-        self._metrics.token_revoked(token_type)
+        path = self.targets.label_of(grant.resource)
+        self._metrics.token_revoked(token_type, path)
         audit(
             "token_revoked",
             "token revoked",
@@ -420,6 +418,7 @@ class Tokens:
             user=grant.user,
             client_id=grant.client_id,
             grant=grant_ref(grant.id),
+            resource=path,
         )
 
     async def introspect(self, token: str, issuer: str) -> dict[str, Any]:

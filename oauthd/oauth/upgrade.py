@@ -22,6 +22,7 @@ from oauthd.log import audit
 from oauthd.model import Consent, Grant, consent_key
 from oauthd.oauth.clients import ClientRegistry
 from oauthd.oauth.errors import OAuthError, page_error
+from oauthd.oauth.resources import Targets
 from oauthd.oauth.tokens import grant_ref
 from oauthd.scopes import ScopeHierarchy
 from oauthd.store import Store
@@ -79,14 +80,14 @@ def _fewest(
 
 
 async def remember_added(
-    store: Store, grant: Grant, added: tuple[str, ...], now: float, ttl: float
+    store: Store, grant: Grant, path: str, added: tuple[str, ...], now: float, ttl: float
 ) -> None:
-    """The user's remembered consent for the grant's client gains `added` (kept alone so
-    that consent keyed per (user, client, resource) changes only this)."""
-    key = consent_key(grant.user, grant.client_id)
-    old = await store.consents.get(key)
+    """The user's remembered consent for the grant's client and resource (at `path`)
+    gains `added`."""
+    old = await store.consents.get(consent_key(grant.user, grant.client_id, path))
     scopes = tuple(dict.fromkeys((*(old.scopes if old else ()), *added)))
-    await store.consents.put(Consent(grant.user, grant.client_id, scopes, now, now + ttl))
+    consent = Consent(grant.user, grant.client_id, scopes, now, now + ttl, resource=path)
+    await store.consents.put(consent)
 
 
 class Upgrades:
@@ -159,7 +160,8 @@ class Upgrades:
         if grant is None:  # ended meanwhile
             raise page_error("invalid_request", NO_SUCH_GRANT, 404)
         now, ttl = self._clock.now(), self._config.tokens.consent_ttl
-        await remember_added(self._store, grant, added, now, ttl)
+        path = Targets(self._config).path_of(grant.resource)
+        await remember_added(self._store, grant, path, added, now, ttl)
         audit(
             "grant_upgraded",
             "grant upgraded in place",

@@ -35,6 +35,7 @@ class UpstreamError(Exception):
 class UpstreamIdentity:
     username: str
     tokens: dict[str, Any]  # the provider's token response (access, refresh, expiry)
+    groups: tuple[str, ...] = ()  # OIDC: the ID token's `login.oidc.groups_claim`
 
 
 class IdentityProvider(Protocol):
@@ -159,7 +160,9 @@ class UpstreamLogin:
         sealed = self._sealer.seal(orjson.dumps(identity.tokens), flow.pending.id)
 
         def signed_in(pending: PendingAuthorization) -> PendingAuthorization:
-            return dataclasses.replace(pending, user=identity.username, upstream=sealed)
+            return dataclasses.replace(
+                pending, user=identity.username, upstream=sealed, groups=identity.groups
+            )
 
         pending = await self._store.pending.update(flow.pending.id, signed_in)
         if pending is None:

@@ -140,7 +140,8 @@ class OidcProvider(_Client):
             raise UpstreamError(f"the id_token has no {self.config.subject_claim!r} claim")
         if self.config.subject_claim == "email" and claims.get("email_verified") is False:
             raise UpstreamError("the e-mail address is not verified at the provider")
-        return UpstreamIdentity(username, _kept_tokens(tokens))
+        groups = claimed_groups(claims, self.config.groups_claim)
+        return UpstreamIdentity(username, _kept_tokens(tokens), groups)
 
     async def _exchange(
         self, endpoint: str, code: str, verifier: str, redirect_uri: str
@@ -250,6 +251,22 @@ class GithubProvider(_Client):
         if not isinstance(username, str) or not username:
             raise UpstreamError(f"the user document has no {self.config.username_field!r}")
         return UpstreamIdentity(username, _kept_tokens(tokens))
+
+
+MAX_GROUPS = 256  # a claim longer than this is cut: groups go into every grant record
+
+
+def claimed_groups(claims: Mapping[str, Any], claim: str) -> tuple[str, ...]:
+    """The user's groups from the ID token's `claim` (`login.oidc.groups_claim`): an array
+    of strings, or one string (one group); "" names no claim: no groups. Anything else in
+    the claim (numbers, objects) is ignored, not an error: policy then sees no groups."""
+    value = claims.get(claim) if claim else None
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if not isinstance(value, list):
+        return ()
+    groups = dict.fromkeys(g for g in value if isinstance(g, str) and g)
+    return tuple(groups)[:MAX_GROUPS]
 
 
 def _kept_tokens(tokens: Mapping[str, Any]) -> dict[str, Any]:

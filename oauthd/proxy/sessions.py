@@ -59,6 +59,7 @@ class SessionBindings:
                 sealed_id=self._sealer.seal(session_id.encode(), key),
                 created_at=self._clock.now(),
                 expires_at=self._clock.now() + self._ttl,
+                resource=grant.resource,
             )
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from oauthd.persist.migrate import Document, Migration
 
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 
 
 def _v1_to_v2(doc: Document) -> Document:
@@ -39,5 +39,24 @@ def _v2_to_v3(doc: Document) -> Document:
     return doc
 
 
+def _v3_to_v4(doc: Document) -> Document:
+    """Version 4 (issue #12: several resources) names the resource of every consent and MCP
+    session, and keeps the user's groups on a grant. Before it oauthd protected one
+    resource, the `[upstream]` shorthand at `/mcp`: a consent's `resource` (a path) is
+    `/mcp`; an MCP session's (an identifier, as its grant's) is its grant's `resource`, or
+    "" if the grant is not in the snapshot (an orphan, purged with its expiry). Grants get
+    no groups (none known; a grant made at the next sign-in has them), and neither do the
+    pending authorizations, codes and device flows that carry them to a grant."""
+    for record in doc.get("consents", []):
+        record.setdefault("resource", "/mcp")
+    resource_of = {g.get("id"): g.get("resource", "") for g in doc.get("grants", [])}
+    for record in doc.get("mcp_sessions", []):
+        record.setdefault("resource", resource_of.get(record.get("grant_id"), ""))
+    for kind in ("grants", "pending", "codes", "devices"):
+        for record in doc.get(kind, []):
+            record.setdefault("groups", [])
+    return doc
+
+
 # version N -> N + 1
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}

@@ -301,7 +301,9 @@ def store() -> MemoryStore:
 def admin_of(tmp_path: Path, store: MemoryStore) -> Admin:
     config = default_config(tmp_path)
     return Admin(
-        store, AuthServer(config, store, store.clock, Users(()), keyring=read_keyring(config))
+        store,
+        AuthServer(config, store, store.clock, Users(()), keyring=read_keyring(config)),
+        config,
     )
 
 
@@ -397,7 +399,7 @@ async def test_close_leaves_a_socket_that_replaced_ours(tmp_path: Path, store: M
         (b'{"op": "sessions.list", "args": {"user": 5}}\n', "'user' must be a non-empty string"),
         (
             b'{"op": "sessions.revoke"}\n',
-            "say which sessions to revoke: an id, a user or a client",
+            "say which sessions to revoke: an id, a user, a client or a resource",
         ),
         (b'{"op": "clients.delete"}\n', "say which client to delete"),
         (b'{"op": "clients.delete", "args": {"client": "nope"}}\n', "no client 'nope'"),

@@ -276,6 +276,78 @@ async def test_authorization_code_flow(oauthd: Oauthd, callback: str, tab: Tab) 
     assert (await client.call_mcp(answer.json()["access_token"])).status != 401
 
 
+# -- one login for several resources -------------------------------------------------------
+
+
+@pytest.fixture
+async def two_resources(tmp_path: Path) -> AsyncIterator[Oauthd]:
+    """oauthd in front of "Notes" at /mcp and "Files" at /files/mcp, with scope words."""
+    port = free_port()
+    config = make_config(
+        tmp_path,
+        port,
+        resources=[("/mcp", "Notes", ("mcp",)), ("/files/mcp", "Files", FILE_SCOPES)],
+        oauth={"scopes": ("mcp", *FILE_SCOPES), "scope_descriptions": FILE_WORDS},
+    )
+    clock = FakeClock(time.time())
+    server = TestServer(create_app(config, clock=clock), host="127.0.0.1", port=port)
+    await server.start_server()
+    base = f"http://127.0.0.1:{port}"
+    client = OauthdClient(base, config.server.issuer)
+    try:
+        yield Oauthd(config, clock, base, client)
+    finally:
+        await client.close()
+        await server.close()
+
+
+FILE_SCOPES = ("files:read", "files:write")
+FILE_WORDS = (("files:read", "Read your files"), ("files:write", "Change your files"))
+
+
+async def test_one_login_for_two_resources_and_a_step_up(
+    two_resources: Oauthd, callback: str, tab: Tab
+) -> None:
+    oauthd, page = two_resources, tab.page
+    client = oauthd.client
+    app = await client.register_public([callback], client_name="Editor")
+
+    def url(path: str, scope: str) -> str:
+        resource = f"{oauthd.config.server.issuer}{path}"
+        params = client.authorize_params(
+            app["client_id"], callback, Pkce.new(), resource=resource, scope=scope
+        )
+        return f"{oauthd.base}/authorize?{urlencode(params)}"
+
+    await page.goto(url("/mcp", "mcp"))
+    assert path_of(page) == "/login"
+    await sign_in(page)
+    await page.wait_for_url("**/consent?request=*")
+    assert "Notes" in await heading(page)
+    await page.get_by_role("button", name="Allow").click()
+    await page.wait_for_url(f"{callback}?*")
+
+    await page.goto(url("/files/mcp", "files:read"))  # the same browser: no password
+    await page.wait_for_url("**/consent?request=*")
+    assert await page.get_by_label("Password").count() == 0
+    assert "Files" in await heading(page)
+    assert await page.locator("ul.scopes li").all_inner_texts() == ["Read your files (files:read)"]
+    await tab.check("consent-second-resource")
+    await page.get_by_role("button", name="Allow").click()
+    await page.wait_for_url(f"{callback}?*")
+
+    await page.goto(url("/files/mcp", "files:read files:write"))  # a step-up
+    await page.wait_for_url("**/consent?request=*")
+    assert await page.locator("ul.scopes li").all_inner_texts() == [
+        "Change your files (files:write)"
+    ]
+    assert "Already allowed: Read your files" in await page.locator("main").inner_text()
+    await tab.check("consent-step-up")
+    await page.get_by_role("button", name="Allow").click()
+    await page.wait_for_url(f"{callback}?*")
+    assert tab.csp_violations() == [] and tab.errors() == [], tab.console
+
+
 # -- the device flow -------------------------------------------------------------------------
 
 
@@ -341,6 +413,7 @@ async def test_account_revoke(oauthd: Oauthd, tab: Tab) -> None:
     assert await notes_row.locator(".chip").all_inner_texts() == ["mcp"]
     meta = await notes_row.locator("p").inner_text()
     assert "Connected 2 days ago" in meta and "Last used 40 minutes ago" in meta, meta
+    assert "Access to MCP server" in meta  # its resource (oauth.resource_name)
     editor_meta = await apps.filter(has_text="Code Editor").locator("p").inner_text()
     assert "Connected 40 minutes ago" in editor_meta and "Last used just now" in editor_meta
     await tab.check("account")

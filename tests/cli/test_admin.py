@@ -91,12 +91,13 @@ def test_clients_are_a_table_without_control_characters() -> None:
 
 def test_revoked_and_deleted_say_what_ended() -> None:
     out = io.StringIO()
-    render_ended([session(client_name="")], out)
+    render_ended([session(client_name=""), dataclasses.replace(session(), resource="/f")], out)
     render_deleted("c1", None, [], out)
     render_deleted("c1", client(), [session()], out)
     assert out.getvalue().splitlines() == [
         "revoked g1 (user alice, client c1)",
-        "1 session revoked",
+        "revoked g1 (user alice, client App, resource /f)",
+        "2 sessions revoked",
         "deleted client c1 (not cached); 0 sessions ended",
         "deleted client c1 (App?[2J); 1 session ended",
     ]
@@ -125,3 +126,34 @@ def test_client_stats_are_a_table_of_apps_with_totals() -> None:
     out = io.StringIO()
     render_client_stats([], out)
     assert out.getvalue() == "no registrations\n"
+
+
+def test_sessions_show_their_resource() -> None:
+    out = io.StringIO()
+    render_sessions([dataclasses.replace(session(), resource="/files/mcp")], out)
+    header, row, _, _ = out.getvalue().splitlines()
+    assert "RESOURCE" in header.split() and "/files/mcp" in row.split()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--id", "g1", "--resource", "/mcp"], "not allowed with argument --id"),
+        ([], "one of the arguments --id --user --client --resource is required"),
+    ],
+)
+def test_revoke_needs_a_selector_and_an_id_stands_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    socket = str(tmp_path / "admin.sock")
+    assert main(["sessions", "revoke", *argv, "--socket", socket]) == 64
+    assert message in capsys.readouterr().err
+
+
+def test_revoke_by_resource_alone_or_with_a_user_asks_the_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    socket = str(tmp_path / "admin.sock")  # nobody there: the command got past its checks
+    for argv in (["--resource", "/mcp"], ["--user", "alice", "--resource", "/mcp"]):
+        assert main(["sessions", "revoke", *argv, "--socket", socket]) == 69
+    assert "no oauthd is running" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from oauthd.http.browser import known_browser, remember_browser
+from oauthd.http.cookies import known_browser, remember_browser
 from oauthd.http.keys import AUTH, CONFIG
 from tests.support.app import Running
 from tests.support.browser import Answer, Browser
@@ -74,6 +74,7 @@ async def test_a_known_browser_signs_in_while_strangers_have_the_user_refused(
 ) -> None:
     alice = oauthd.client.browser()
     assert (await alice.sign_in(await login_page(oauthd.client, app, alice))).status == 200
+    alice.forget_sign_in()  # her password again below, not her sign-in session
     limit = oauthd.config.login.max_failures
     assert (await strangers_guess(oauthd, app, limit)).status == 401
     blocked = await strangers_guess(oauthd, app, 1)
@@ -81,8 +82,11 @@ async def test_a_known_browser_signs_in_while_strangers_have_the_user_refused(
     new_browser = oauthd.client.browser()  # alice on a browser she never used: refused
     page = await login_page(oauthd.client, app, new_browser)
     assert (await new_browser.sign_in(page)).status == 429
-    consent = await alice.sign_in(await login_page(oauthd.client, app, alice))
+    page = await login_page(oauthd.client, app, alice)
+    assert "username" in page.form().fields
+    consent = await alice.sign_in(page)
     assert consent.status == 200 and "decision" in dict(consent.form().buttons)
+    alice.forget_sign_in()
     account = await alice.go("GET", "/account")
     signed_in = await alice.submit(account, username=USER, password=PASSWORD)
     assert signed_in.status == 200 and "Connected apps" in signed_in.text

@@ -87,6 +87,7 @@ async def test_every_page_shows_the_logo(start_oauthd: Start, tmp_path: Path) ->
     consent = await browser.sign_in(login, USER, PASSWORD)
     shown("consent", consent.text)
     shown("device", (await browser.go("GET", "/device")).text)
+    browser.forget_sign_in()  # to see /account's sign-in page
     account_login = await browser.go("GET", "/account")
     shown("account sign-in", account_login.text)
     account = await browser.submit(account_login, username=USER, password=PASSWORD)

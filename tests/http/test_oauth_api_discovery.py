@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd.http import pages
-from tests.support.app import Running
+from tests.support.app import Running, Start
 
 AS_PATHS = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
 PRM_PATHS = ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource")
@@ -109,3 +109,41 @@ async def test_stylesheet(oauthd: Running) -> None:
     assert answer.body == pages.STYLESHEET
     assert "immutable" in answer.headers["Cache-Control"]
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_each_resource_has_its_own_metadata(start_oauthd: Start) -> None:
+    oauthd = await start_oauthd(
+        resources=[("/mcp", "Notes", ("mcp",)), ("/files/mcp", "Files", ("files:read",))],
+        oauth={"scopes": ("mcp", "files:read")},
+    )
+    issuer = oauthd.config.server.issuer
+    files = await oauthd.client.call("GET", "/.well-known/oauth-protected-resource/files/mcp")
+    assert files.status == 200 and files.headers["Access-Control-Allow-Origin"] == "*"
+    assert files.json() == {
+        "resource": f"{issuer}/files/mcp",
+        "authorization_servers": [issuer],
+        "scopes_supported": ["files:read"],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Files",
+    }
+    bare = await oauthd.client.call("GET", "/.well-known/oauth-protected-resource")
+    notes = await oauthd.client.call("GET", "/.well-known/oauth-protected-resource/mcp")
+    assert bare.json() == notes.json() and notes.json()["resource_name"] == "Notes"
+    preflight = await oauthd.client.call(
+        "OPTIONS", "/.well-known/oauth-protected-resource/files/mcp"
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    missing = await oauthd.client.call("GET", "/.well-known/oauth-protected-resource/nowhere")
+    assert missing.status == 404
+    doc = (await oauthd.client.call("GET", AS_PATHS[0])).json()
+    assert doc["scopes_supported"] == ["mcp", "files:read"]
+
+
+async def test_the_default_resource_answers_the_bare_path(start_oauthd: Start) -> None:
+    oauthd = await start_oauthd(
+        resources=[("/mcp", "Notes", ("mcp",)), ("/files/mcp", "Files", ("files:read",))],
+        oauth={"scopes": ("mcp", "files:read"), "default_resource": "/files/mcp"},
+    )
+    bare = await oauthd.client.call("GET", "/.well-known/oauth-protected-resource")
+    assert bare.json()["resource"] == f"{oauthd.config.server.issuer}/files/mcp"

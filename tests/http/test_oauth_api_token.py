@@ -446,3 +446,34 @@ async def test_failed_client_authentication_is_limited_per_address(start_oauthd:
     oauthd.clock.advance(60)
     answer = await oauthd.client.token(headers=right, grant_type="refresh_token", refresh_token="a")
     assert error_of(answer) == (400, "invalid_grant")
+
+
+async def test_several_resources_over_http(start_oauthd: Start) -> None:
+    """A refresh naming another configured resource, a device authorization naming an
+    unknown one or a scope of another: precise errors (never a 500)."""
+    oauthd = await start_oauthd(
+        resources=[("/mcp", "Notes", ("mcp",)), ("/files/mcp", "Files", ("files:read",))],
+        oauth={"scopes": ("mcp", "files:read")},
+    )
+    client = oauthd.client
+    app = await client.register_public(client_name="App")
+    tokens = await client.tokens(app)  # for /mcp
+    files = f"{oauthd.config.server.issuer}/files/mcp"
+    answer = await client.token(
+        grant_type="refresh_token",
+        refresh_token=tokens["refresh_token"],
+        resource=files,
+        **client_auth(app),
+    )
+    assert error_of(answer) == (400, "invalid_target")
+    device = await client.register(
+        client_name="TV", grant_types=[DEVICE_GRANT], token_endpoint_auth_method="none"
+    )
+    for form, error in (
+        ({"resource": files + "/x"}, "invalid_target"),
+        ({"resource": files, "scope": "mcp"}, "invalid_scope"),
+    ):
+        answer = await client.call(
+            "POST", "/device_authorization", data={"client_id": device["client_id"], **form}
+        )
+        assert error_of(answer) == (400, error)

@@ -122,11 +122,14 @@ ACCOUNT = AccountView(
     "alice",
     "csrf-5",
     (
-        AppRow("g-1", "Claude Code", ("mcp:read", "mcp:write"), NOW - 40 * 86400, NOW - 300),
+        AppRow(
+            "g-1", "Claude Code", ("mcp:read", "mcp:write"), NOW - 40 * 86400, NOW - 300, "Files"
+        ),
         AppRow("g-2", "A tool with a rather long name indeed", (), NOW - 3 * 86400, NOW - 86400),
     ),
     NOW,
 )
+STEP_UP_WORDS = {"files:read": "Read your files", "files:write": "Change your files"}
 # name -> rendered page: every page a person can see, in the states that look different.
 PAGES: dict[str, Callable[[], str]] = {
     "login": lambda: pages.render_login(login()),
@@ -134,6 +137,14 @@ PAGES: dict[str, Callable[[], str]] = {
         login(username="alice", error="Wrong username or password")
     ),
     "login-no-client": lambda: pages.render_login(login(client_name=None)),
+    "consent-step-up": lambda: pages.render_consent(
+        consent(
+            scopes=("files:write",),
+            allowed=("files:read",),
+            resource_name="Files",
+            descriptions=STEP_UP_WORDS,
+        )
+    ),
     "consent": lambda: pages.render_consent(
         consent(loopback_warning=True, redirect_uri="http://localhost:33418/callback")
     ),
@@ -251,6 +262,29 @@ def test_consent_asks_the_question_and_shows_where_it_returns() -> None:
     assert not page.find("div", **{"class": "notice"})
 
 
+def test_consent_names_the_resource_and_the_scopes_in_words() -> None:
+    view = consent(
+        scopes=("files:read", "mcp"), resource_name="Files <Drive>", descriptions=STEP_UP_WORDS
+    )
+    page = Page(pages.render_consent(view))
+    assert page.text["h1"] == "Allow Claude Code to access Files <Drive> as alice?"
+    assert page.text["h2"] == "It will be able to use"
+    assert page.text["li"] == "Read your files (files:read)mcp"  # no words: the scope
+
+
+def test_a_step_up_asks_only_for_the_added_scopes() -> None:
+    page = Page(PAGES["consent-step-up"]())
+    assert page.text["h2"] == "It asks for more: it will also be able to"
+    assert page.text["li"] == "Change your files (files:write)"
+    assert "Already allowed: Read your files" in page.text["p"]
+
+
+def test_device_approval_names_the_resource() -> None:
+    view = device_approve(resource_name="Files", descriptions=STEP_UP_WORDS, scopes=("files:read",))
+    page = Page(pages.render_device_approve(view))
+    assert "for Files" in page.text["p"] and page.text["li"] == "Read your files (files:read)"
+
+
 def test_consent_without_scopes_asks_for_basic_access() -> None:
     assert Page(pages.render_consent(consent(scopes=()))).text["li"] == "basic access"
 
@@ -319,6 +353,8 @@ def test_account_lists_each_app_with_a_revoke_form() -> None:
     assert [label for _, label in logout.buttons] == ["Sign out"]
     assert "mcp:read" in page.text["li"] and "basic access" in page.text["li"]
     assert "Signed in as alice" in page.text["p"]
+    assert "Access to Files" in page.text["p"]  # the first app's resource; none for the second
+    assert page.text["p"].count("Access to") == 1
     assert page.find("time", datetime="2025-10-09T08:48Z")  # last used 5 minutes ago
 
 

@@ -315,7 +315,10 @@ async def test_deny_redirects_access_denied(env: Env) -> None:
     assert "code" not in query
     assert await env.store.codes.count() == 0
     assert await env.store.pending.get(started.pending.id) is None
-    assert await env.store.consents.get(consent_key(USER, registration.client.client_id)) is None
+    assert (
+        await env.store.consents.get(consent_key(USER, registration.client.client_id, "/mcp"))
+        is None
+    )
 
 
 # -- consent -----------------------------------------------------------------------------------
@@ -327,7 +330,7 @@ async def test_consent_is_remembered_per_user_and_client(env: Env) -> None:
     first = await env.signed_in(await env.begin(client, scope="mcp files:read"))
     assert not await env.server.authorizer.has_consent(first)
     await env.server.finish(first, allow=True)
-    consent = await env.store.consents.get(consent_key(USER, client.client_id))
+    consent = await env.store.consents.get(consent_key(USER, client.client_id, "/mcp"))
     assert consent is not None
     assert consent.scopes == ("mcp", "files:read")
     assert consent.expires_at == env.clock.now() + env.config.tokens.consent_ttl
@@ -349,7 +352,7 @@ async def test_consent_grows_with_wider_approvals(env: Env) -> None:
     client = (await env.register()).client
     await env.approved(await env.begin(client, scope="mcp"))
     await env.approved(await env.begin(client, scope="files:write"))
-    consent = await env.store.consents.get(consent_key(USER, client.client_id))
+    consent = await env.store.consents.get(consent_key(USER, client.client_id, "/mcp"))
     assert consent is not None
     assert consent.scopes == ("mcp", "files:write")
     both = await env.signed_in(await env.begin(client, scope="files:write mcp"))

@@ -179,7 +179,7 @@ async def test_approval_gives_tokens_once(env: Env) -> None:
     assert await env.server.verify_bearer(tokens.access_token) is not None
     form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
     assert (await env.token(registration, form)).access_token
-    consent = await env.store.consents.get(consent_key(USER, registration.client.client_id))
+    consent = await env.store.consents.get(consent_key(USER, registration.client.client_id, "/mcp"))
     assert consent is not None and consent.scopes == SCOPES
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from oauthd import crypto
-from oauthd.oauth.tokens import SUPERSEDED_BYTES, SUPERSEDED_KEPT
+from oauthd.oauth.families import SUPERSEDED_BYTES, SUPERSEDED_KEPT
 from tests.support.protocol import RESOURCE, Env, EnvFactory, Issued, refused
 
 GRACE = 10.0  # the default refresh_grace

@@ -144,7 +144,7 @@ async def test_the_remembered_consent_gains_the_added(env: Env) -> None:
     issued = await env.code_flow(scope="mcp")
     await env.server.upgrade_grant(USER, grant_id(issued), ("files:read",))
     client_id = issued.registration.client.client_id
-    consent = await env.store.consents.get(consent_key(USER, client_id))
+    consent = await env.store.consents.get(consent_key(USER, client_id, "/mcp"))
     assert consent is not None and consent.scopes == ("mcp", "files:read")
 
 

@@ -263,6 +263,7 @@ FIXTURE_RECORDS: list[Record] = [
         sealed_id=b"\x02sealed session id\x00",
         created_at=NOW - 100,
         expires_at=None,
+        resource="https://mcp.example/",  # its grant's, filled in by the step to version 4
     ),
 ]
 
@@ -298,8 +299,54 @@ ADDED_IN_V3: list[Record] = [
         expires_at=NOW + 1740,
     ),
 ]
-RECORDS_OF = {1: FIXTURE_RECORDS, 2: FIXTURE_RECORDS, 3: FIXTURE_RECORDS + ADDED_IN_V3}
-KINDS_OF = {1: KINDS[:7], 2: KINDS[:7], 3: KINDS}
+# Records of the fields added by format version 4 (in v4.json and later): the resource of a
+# consent (a path) and of an MCP session (its grant's identifier), a grant's groups.
+ADDED_IN_V4: list[Record] = [
+    Consent(
+        user="alice",
+        client_id="dcr-7Jx2",
+        scopes=("files:read",),
+        created_at=NOW - 3600,
+        expires_at=NOW + 89 * DAY,
+        resource="/files/mcp",
+    ),
+    Grant(
+        id="grant-4",
+        user="carol",
+        client_id="dcr-used",
+        scopes=("files:read", "files:write"),
+        resource="https://mcp.example/files/mcp",
+        access_hash=_digest("access 4"),
+        access_expires_at=NOW + 3000,
+        refresh_hash=_digest("refresh 4"),
+        previous_refresh_hash=None,
+        rotated_at=None,
+        successor_used=False,
+        upstream_tokens=None,
+        mcp_sessions=("1f2e3d4c5b6a79889786b5a4c3d2e1f0",),
+        created_at=NOW - 600,
+        last_used_at=NOW - 60,
+        expires_at=NOW + 30 * DAY,
+        groups=("ops", "staff"),
+    ),
+    McpSession(
+        session_key="1f2e3d4c5b6a79889786b5a4c3d2e1f0",
+        grant_id="grant-4",
+        user="carol",
+        client_id="dcr-used",
+        sealed_id=b"\x02another sealed session id\x00",
+        created_at=NOW - 60,
+        expires_at=NOW + DAY,
+        resource="https://mcp.example/files/mcp",
+    ),
+]
+RECORDS_OF = {
+    1: FIXTURE_RECORDS,
+    2: FIXTURE_RECORDS,
+    3: FIXTURE_RECORDS + ADDED_IN_V3,
+    4: FIXTURE_RECORDS + ADDED_IN_V3 + ADDED_IN_V4,
+}
+KINDS_OF = {1: KINDS[:7], 2: KINDS[:7], 3: KINDS, 4: KINDS}
 
 
 def fixture_versions() -> list[int]:
@@ -375,6 +422,24 @@ async def _write_current_fixture() -> Path:
         shutil.copyfile(Path(tmp) / SNAPSHOT, target)
         await store.close()
     return target
+
+
+def test_v3_to_v4_names_the_resource_of_consents_and_sessions() -> None:
+    """The first round protected only `/mcp`: its consents are `/mcp`'s (a path, keyed as
+    before); a session is its grant's resource, or "" without its grant."""
+    doc: dict[str, Any] = {
+        "version": 3,
+        "consents": [{"user": "a", "client_id": "c"}],
+        "grants": [{"id": "g1", "resource": "https://as.example/mcp"}],
+        "mcp_sessions": [{"grant_id": "g1"}, {"grant_id": "gone"}],
+    }
+    out = MIGRATIONS[3](doc)
+    assert out["consents"][0]["resource"] == "/mcp"
+    assert [s["resource"] for s in out["mcp_sessions"]] == ["https://as.example/mcp", ""]
+    assert out["grants"][0]["groups"] == []
+    consent = Consent("a", "c", (), NOW, None)
+    assert consent.key == "a\x1fc"  # the key a format-3 consent was stored under
+    assert Consent("a", "c", (), NOW, None, resource="/files/mcp").key == "a\x1fc\x1f/files/mcp"
 
 
 async def test_the_current_fixture_loads_every_kind(tmp_path: Path) -> None:

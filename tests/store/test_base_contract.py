@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from oauthd.clock import FakeClock
-from oauthd.model import Record
+from oauthd.model import Consent, Record, consent_key
 from oauthd.persist import journal, snapshot
 from oauthd.store import Conflict, FileStore, MemoryStore, Store, Table, Unavailable, memory
 from oauthd.store.base import Count
@@ -145,6 +145,21 @@ class TestStore:
         await store.mcp_sessions.add(session)  # no Conflict: another table
         assert await store.mcp_sessions.take("same-key") == session
         assert await store.grants.get("same-key") == grant
+
+    async def test_consents_to_several_resources_are_records_of_their_own(
+        self, harness: StoreHarness
+    ) -> None:
+        """A consent is keyed per (user, client, resource); one to `/mcp` keeps the key of
+        format 3 (user and client alone), so that consents stored before it are found."""
+        store = harness.store
+        notes = Consent("alice", "c1", ("mcp",), NOW, NOW + DAY)
+        files = Consent("alice", "c1", ("files:read",), NOW, NOW + DAY, resource="/files/mcp")
+        await store.consents.add(notes)
+        await store.consents.add(files)  # no Conflict: another key
+        assert await store.consents.get(consent_key("alice", "c1", "/mcp")) == notes
+        assert await store.consents.get("alice\x1fc1") == notes
+        assert await store.consents.get(consent_key("alice", "c1", "/files/mcp")) == files
+        assert await store.consents.count() == 2
 
     # -- take / delete ----------------------------------------------------------------------
 

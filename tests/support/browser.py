@@ -174,8 +174,23 @@ class Browser:
         return await self.go("GET", "/authorize", params=params)
 
     async def sign_in(self, page: Answer, username: str = USER, password: str = PASSWORD) -> Answer:
+        """Type the password into the login page; a browser signed in already (an earlier
+        sign-in's session) is past it: then `page` is the consent page, returned as is."""
+        if self.signed_in(page):
+            return page
         assert "username" in page.form().fields, page.text
         return await self.submit(page, username=username, password=password)
+
+    def forget_sign_in(self) -> None:
+        """Drop the sign-in session's cookie (as when it expired): the next authorization
+        asks for the password again."""
+        self.jar.clear(lambda morsel: morsel.key.endswith("oauthd_account"))
+
+    @staticmethod
+    def signed_in(page: Answer) -> bool:
+        """True if `page` is the consent page an authorization reached without a password
+        (this browser's sign-in session)."""
+        return page.status == 200 and page.url.split("?")[0].endswith("/consent")
 
     async def decide(self, page: Answer, decision: str = "allow") -> Answer:
         return await self.submit(page, button=("decision", decision))

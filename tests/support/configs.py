@@ -9,12 +9,19 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from oauthd import crypto
-from oauthd.config import Config, IntrospectionConfig, Listen, LocalUser, default_config
+from oauthd.config import (
+    Config,
+    IntrospectionConfig,
+    Listen,
+    LocalUser,
+    ResourceConfig,
+    default_config,
+)
 from oauthd.passwords import hash_password
 from tests.support.ports import free_port
 
@@ -102,13 +109,15 @@ def make_config(
     *,
     issuer: str | None = None,
     upstream_url: str | None = None,
+    resources: Sequence[tuple[str, str, tuple[str, ...]]] = (),
     **sections: Mapping[str, Any],
 ) -> Config:
     """An in-process app's config: the defaults, plus issuer and listen on `port`, the file
     backend in `tmp/state`, `upstream_url` (by default one nobody listens on: /mcp answers
     502 after its bearer check), the users alice and bob, and an introspection client whose
     secret is in `tmp/introspection.secret`.
-    `sections` change single keys: `oauth={"allowed_redirect_schemes": ("cursor",)}`."""
+    `sections` change single keys: `oauth={"allowed_redirect_schemes": ("cursor",)}`.
+    `resources`: `[[resource]]` tables as (path, name, scopes), each with that upstream."""
     base = default_config(tmp)
     secret_file = tmp / "introspection.secret"
     write_secret(secret_file, crypto.new_secret() + "\n")
@@ -132,9 +141,13 @@ def make_config(
         ),
         introspection=IntrospectionConfig(INTROSPECTION_ID, f"file:{secret_file}"),
     )
-    changed = {
+    changed: dict[str, Any] = {
         name: dataclasses.replace(getattr(config, name), **keys) for name, keys in sections.items()
     }
+    if resources:
+        changed["resource"] = tuple(
+            ResourceConfig(path, name, config.upstream, scopes) for path, name, scopes in resources
+        )
     return dataclasses.replace(config, **changed)
 
 

@@ -7,6 +7,7 @@ reads as the flow it checks. `build_env(tmp, **sections)` makes one.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import pytest
 
 from oauthd import crypto
 from oauthd.clock import FakeClock
-from oauthd.config import Config
+from oauthd.config import Config, ResourceConfig
 from oauthd.keyring import read_keyring
 from oauthd.model import Client, PendingAuthorization
 from oauthd.oauth.authorize import Flow
@@ -46,6 +47,7 @@ ADDRESS = "192.0.2.10"
 WEB_REDIRECT = "https://app.example.com/oauth/callback"
 LOOPBACK_REDIRECT = "http://127.0.0.1/callback"
 CIMD_CLIENT_ID = "https://client.example.org/oauth/metadata.json"
+FILES = f"{ISSUER}/files/mcp"  # the second resource of `two_resources`
 INTROSPECTION_SECRET = "introspection-secret-0123456789"
 
 
@@ -80,6 +82,16 @@ def protocol_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
     config = make_config(tmp_path, 0, issuer=ISSUER, **changes)
     write_secret(tmp_path / "introspection.secret", INTROSPECTION_SECRET + "\n")
     return config
+
+
+def two_resources(config: Config) -> tuple[ResourceConfig, ...]:
+    """`[[resource]]` tables for `build_env(resources=...)`: "Notes" at /mcp offering
+    `mcp`, and "Files" at /files/mcp offering files:read and files:write."""
+    upstream = config.upstream
+    return (
+        ResourceConfig("/mcp", "Notes", upstream, ("mcp",)),
+        ResourceConfig("/files/mcp", "Files", upstream, ("files:read", "files:write")),
+    )
 
 
 def new_verifier() -> str:
@@ -222,10 +234,15 @@ def build_env(
     tmp_path: Path,
     store: Store | None = None,
     clock: FakeClock | None = None,
+    *,
+    resources: Callable[[Config], tuple[ResourceConfig, ...]] | None = None,
     **sections: Mapping[str, Any],
 ) -> Env:
-    """An `Env` over the memory store, or over `store` (whose clock `clock` is)."""
+    """An `Env` over the memory store, or over `store` (whose clock `clock` is);
+    `resources`: makes the `[[resource]]` tables from the config (e.g. `two_resources`)."""
     config = protocol_config(tmp_path, **sections)
+    if resources is not None:
+        config = dataclasses.replace(config, resource=resources(config))
     clock = clock or FakeClock()
     store = store or MemoryStore(clock)
     fetcher = FakeFetcher(clock)

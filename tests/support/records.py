@@ -139,6 +139,7 @@ def make_grant(**overrides: Any) -> Grant:
         "created_at": NOW - DAY,
         "last_used_at": NOW - 10,
         "expires_at": NOW + 30 * DAY,
+        "groups": ("ops", "staff"),  # format 4
     }
     return Grant(**{**fields, **overrides})
 
@@ -173,6 +174,7 @@ def make_mcp_session(**overrides: Any) -> McpSession:
         "sealed_id": b"\x01sealed-session-id\xfe" + n.to_bytes(4, "big"),
         "created_at": NOW - 60,
         "expires_at": NOW + 30 * DAY,
+        "resource": "https://mcp.example/",  # its grant's (format 4)
     }
     return McpSession(**{**fields, **overrides})
 
