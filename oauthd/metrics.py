@@ -189,6 +189,13 @@ class Metrics:
         )
         for outcome in ("acquired", "refused"):
             self._slot_waits.labels(outcome)
+        self._policy_decisions = Counter(
+            "oauthd_policy_decisions",
+            "Calls decided by a resource's policy rules (resources without rules decide "
+            "nothing), by resource path and outcome (allow, deny, step_up).",
+            ["resource", "outcome"],
+            registry=r,
+        )
 
     # -- events: the protocol --------------------------------------------------------------
 
@@ -228,6 +235,10 @@ class Metrics:
 
     def slot_wait(self, seconds: float, *, refused: bool) -> None:
         self._slot_waits.labels("refused" if refused else "acquired").observe(seconds)
+
+    def policy_decision(self, resource: str, outcome: str) -> None:
+        """`resource`: a configured path (bounded); `outcome`: allow, deny or step_up."""
+        self._policy_decisions.labels(resource, outcome).inc()
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind if kind in UPSTREAM_ERRORS else "other").inc()

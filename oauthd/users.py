@@ -22,13 +22,19 @@ class Users:
     """The local users from the config, checked by password."""
 
     def __init__(self, users: Iterable[LocalUser]) -> None:
+        users = tuple(users)
         self._hashes = {user.username: parse_password_hash(user.password_hash) for user in users}
+        self._groups = {user.username: frozenset(user.groups) for user in users if user.groups}
         # An unknown user is checked against a real hash (the result thrown away) so that
         # "no such user" takes as long as "wrong password" and does not reveal who exists.
         self._dummy = next(iter(self._hashes.values()), random_hash())
 
     def __contains__(self, username: object) -> bool:
         return username in self._hashes
+
+    def groups_of(self, username: str) -> frozenset[str]:
+        """The groups (`[[login.users]] groups`) of a local user; empty for anyone else."""
+        return self._groups.get(username, frozenset())
 
     async def authenticate(self, username: str, password: str) -> str | None:
         """Return the username if the password is right, else None; runs scrypt in a thread."""

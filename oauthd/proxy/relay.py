@@ -21,6 +21,7 @@ from oauthd.metrics import Metrics
 from oauthd.proxy.answers import ProxyRefusal, body_too_large, jsonrpc_error, overloaded
 from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
 from oauthd.proxy.headers import client_response_headers, upstream_url
+from oauthd.proxy.listings import ListingFilter, SseFilter
 from oauthd.proxy.streams import OpenStreams
 
 log = logging.getLogger("oauthd.proxy")
@@ -222,9 +223,11 @@ class Relay:
         upstream: aiohttp.ClientResponse,
         started: float,
         watch: Watch,
+        sse: SseFilter | None = None,
     ) -> web.StreamResponse:
         """The upstream's answer to the client as it arrives; `observe` is called when its
-        headers go out. A break before that is a 502/504 refusal, after it a cut stream."""
+        headers go out. A break before that is a 502/504 refusal, after it a cut stream.
+        `sse`: the filter an event stream passes through (listings.py)."""
         length = upstream.content_length
         if "chunked" in upstream.headers.get("Transfer-Encoding", ""):
             length = None
@@ -252,7 +255,11 @@ class Relay:
             if first:
                 await response.write(first)
             while chunk := await self._next_chunk(content, watch):  # SSE: event by event
+                if sse is not None:
+                    chunk = sse.feed(chunk)
                 await response.write(chunk)
+            if sse is not None and (rest := sse.flush()):
+                await response.write(rest)
         except (TimeoutError, aiohttp.ClientError) as exc:
             if self._cut_short(request, response, upstream, exc):
                 return response
@@ -264,6 +271,40 @@ class Relay:
                 request.transport.close()
             return response
         await response.write_eof()
+        return response
+
+    async def filtered_back(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        started: float,
+        watch: Watch,
+        listing: ListingFilter,
+    ) -> web.StreamResponse:
+        """`stream_back` for the answer to a listing that policy filters: an event stream
+        event by event, a JSON answer read whole and sent rewritten with its new length.
+        (The request asked for no compression; an upstream that compressed anyway is a
+        502: its listing cannot be filtered, so it is not passed.)"""
+        if upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise self._upstream_failed(aiohttp.ClientPayloadError("compressed listing"))
+        if upstream.content_type == "text/event-stream":
+            return await self.stream_back(request, upstream, started, watch, listing.sse())
+        if upstream.content_type != "application/json":
+            return await self.stream_back(request, upstream, started, watch)
+        try:
+            chunks = []
+            while chunk := await self._next_chunk(upstream.content, watch):
+                chunks.append(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._upstream_failed(exc) from None
+        response = web.Response(
+            body=listing.json(b"".join(chunks)),
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=client_response_headers(upstream.headers),
+        )
+        self._add_cors(request, response)
+        self._observe(request, upstream.status, started)
         return response
 
     def _cut_short(
