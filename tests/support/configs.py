@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from oauthd import crypto
-from oauthd.config import Config, IntrospectionConfig, Listen, LocalUser, default_config
+from oauthd.config import (
+    Config,
+    IntrospectionConfig,
+    Listen,
+    LocalUser,
+    ResourceConfig,
+    RuleConfig,
+    default_config,
+)
 from oauthd.passwords import hash_password
 from tests.support.ports import free_port
 
@@ -96,18 +104,59 @@ def write_config(
     return path
 
 
+def rule(rule_id: str, **keys: Any) -> RuleConfig:
+    """A `[[resource.rule]]` with `keys` (`name`, `require_scopes`, `users`, ...) over the
+    defaults: any method, any name, no condition, allow."""
+    defaults: dict[str, Any] = {
+        "method": "*",
+        "name": (),
+        "require_scopes": (),
+        "users": None,
+        "groups": None,
+        "clients": None,
+        "effect": "allow",
+        "message": "",
+    }
+    return RuleConfig(id=rule_id, **{**defaults, **keys})
+
+
+def resource(
+    path: str,
+    url: str,
+    *,
+    scopes: tuple[str, ...] = ("mcp",),
+    rules: Iterable[RuleConfig] = (),
+    name: str = "",
+    **upstream: Any,
+) -> ResourceConfig:
+    """A `[[resource]]` at `path` in front of `url`; `upstream`: any other key of
+    `[upstream]` (`required_scopes` is `("mcp",)` unless given)."""
+    keys = {"required_scopes": ("mcp",), **upstream}
+    base = default_config(Path("/nonexistent")).upstream
+    return ResourceConfig(
+        path,
+        name or path,
+        dataclasses.replace(base, url=url, **keys),
+        scopes,
+        tuple(rules),
+    )
+
+
 def make_config(
     tmp: Path,
     port: int,
     *,
     issuer: str | None = None,
     upstream_url: str | None = None,
+    resources: Iterable[ResourceConfig] = (),
+    users: Iterable[LocalUser] | None = None,
     **sections: Mapping[str, Any],
 ) -> Config:
     """An in-process app's config: the defaults, plus issuer and listen on `port`, the file
     backend in `tmp/state`, `upstream_url` (by default one nobody listens on: /mcp answers
-    502 after its bearer check), the users alice and bob, and an introspection client whose
-    secret is in `tmp/introspection.secret`.
+    502 after its bearer check), the users alice and bob (or `users`), and an introspection
+    client whose secret is in `tmp/introspection.secret`. `resources`: `[[resource]]`
+    tables (`resource(...)`) in place of the `[upstream]` shorthand.
     `sections` change single keys: `oauth={"allowed_redirect_schemes": ("cursor",)}`."""
     base = default_config(tmp)
     secret_file = tmp / "introspection.secret"
@@ -125,12 +174,15 @@ def make_config(
         ),
         login=dataclasses.replace(
             base.login,
-            users=(
+            users=tuple(users)
+            if users is not None
+            else (
                 LocalUser(USER, PASSWORD_HASH),
                 LocalUser(OTHER_USER, OTHER_PASSWORD_HASH),
             ),
         ),
         introspection=IntrospectionConfig(INTROSPECTION_ID, f"file:{secret_file}"),
+        resource=tuple(resources),
     )
     changed = {
         name: dataclasses.replace(getattr(config, name), **keys) for name, keys in sections.items()
