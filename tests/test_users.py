@@ -157,3 +157,10 @@ async def test_authenticate_does_not_block_the_event_loop() -> None:
     await make_users().authenticate("alice", "alice-password")  # ~50-100 ms of scrypt
     ticker.cancel()
     assert ticks >= 3
+
+
+def test_groups_of_a_local_user() -> None:
+    known = Users((LocalUser("alice", ALICE_HASH, ("ops", "dev")), LocalUser("bob", ALICE_HASH)))
+    assert known.groups_of("alice") == frozenset({"ops", "dev"})
+    assert known.groups_of("bob") == frozenset()
+    assert known.groups_of("carol") == frozenset()
