@@ -82,6 +82,8 @@ class McpProxy:
             config, auth, self._metrics, self.streams, self._observe, authorization
         )
         self._forward_auth = ForwardAuth(self.mounts)
+        # With one resource (the shorthand) its mount is every request's: no lookup.
+        self._only = self.mounts.default if len(self.mounts) == 1 else None
         self._watch: asyncio.Task[None] | None = None
         self._id_prefix, self._ids = secrets.token_hex(4) + "-", itertools.count(1)
         auth.on_grant_ended(self.close_sessions_of)
@@ -115,7 +117,8 @@ class McpProxy:
             f"{self._id_prefix}{next(self._ids):x}"
         )
         token = request_id_var.set(request_id)
-        mount = self.mounts.at(request.path) or self.mounts.default  # routes are the paths
+        # The routes are the resources' paths: the request's is one of them.
+        mount = self._only or self.mounts.at(request.path) or self.mounts.default
         try:
             mount.gate.check_origin(request)
             if request.method == "OPTIONS":
