@@ -236,9 +236,13 @@ class Metrics:
     def slot_wait(self, seconds: float, *, refused: bool) -> None:
         self._slot_waits.labels("refused" if refused else "acquired").observe(seconds)
 
-    def policy_decision(self, resource: str, outcome: str) -> None:
-        """`resource`: a configured path (bounded); `outcome`: allow, deny or step_up."""
-        self._policy_decisions.labels(resource, outcome).inc()
+    def policy_decisions(self, resource: str) -> dict[str, Callable[[], None]]:
+        """outcome (allow, deny, step_up) -> what counts one decision of `resource` (a
+        configured path: bounded), looked up once: the proxy counts every call."""
+        return {
+            outcome: self._policy_decisions.labels(resource, outcome).inc
+            for outcome in ("allow", "deny", "step_up")
+        }
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind if kind in UPSTREAM_ERRORS else "other").inc()

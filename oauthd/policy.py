@@ -143,6 +143,16 @@ class Policy:
     _matched: dict[Call, Rule | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # What a call a rule decides needs: the required scopes and the rule's, by the rule
+    # (its `id()`: ids of rules built outside a config need not be unique).
+    _needed: dict[int, tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            scopes = (*self.required_scopes, *rule.require_scopes)
+            self._needed[id(rule)] = tuple(dict.fromkeys(scopes))
 
     def decide(self, caller: Caller, scopes: frozenset[str], call: Call) -> Decision:
         try:
@@ -167,7 +177,7 @@ class Policy:
             return Deny(rule.id, rule.message or NOT_ALLOWED)
         if not rule.admits(caller):
             return Deny(rule.id, rule.message or NOT_ALLOWED)
-        needed = tuple(dict.fromkeys((*self.required_scopes, *rule.require_scopes)))
+        needed = self._needed[id(rule)]
         if not self.hierarchy.covers(scopes, needed):
             return StepUp(rule.id, needed)
         return Allow(rule.id)

@@ -16,7 +16,7 @@ the resource's required scopes, which the bearer check has checked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -24,8 +24,19 @@ from urllib.parse import quote, urlencode
 from oauthd.config import Config, ResourceConfig
 from oauthd.metrics import Metrics
 from oauthd.model import Grant
-from oauthd.policy import LISTINGS, Allow, Call, Caller, Decision, Deny, Policy, Rule, call_of
-from oauthd.proxy.answers import policy_denied, scope_challenge
+from oauthd.policy import (
+    LISTINGS,
+    Allow,
+    Call,
+    Caller,
+    Decision,
+    Deny,
+    Policy,
+    Rule,
+    StepUp,
+    call_of,
+)
+from oauthd.proxy.answers import ProxyRefusal, policy_denied, scope_challenge
 from oauthd.proxy.messages import request_id
 from oauthd.scopes import ScopeHierarchy
 
@@ -80,22 +91,40 @@ class Policing:
     ) -> None:
         issuer = config.server.issuer
         self.policy = policy
-        self._path = resource.path
         self._uri = resource.uri(issuer)
         self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource{resource.path}"
         self._upgrade_url = f"{issuer}/upgrade"
         self._hierarchy = policy.hierarchy
         self._groups_of = groups_of
-        self._metrics = metrics
+        self._count = metrics.policy_decisions(resource.path)
 
     def check(self, grant: Grant, message: Any, private: bool) -> Listed | None:
         """Raise the refusal of a message (or batch) the grant's caller may not send;
         return the listings it asks for (None if none)."""
         caller = Caller(grant.user, grant.client_id, self._groups_of(grant))
         scopes = frozenset(grant.token_scopes)
-        batch = message if isinstance(message, list) else (message,)
-        denied: Deny | None = None
-        needed: dict[str, None] = {}
+        if isinstance(message, list):
+            return self._check_batch(grant, caller, scopes, message, private)
+        call = call_of(message)
+        if call is None:
+            return None
+        decision = self.policy.decide(caller, scopes, call)
+        self._record(decision, call, grant)
+        if type(decision) is not Allow:
+            raise self._refusal(grant, scopes, (decision,), request_id(message))
+        if call.method in LISTINGS and (rid := request_id(message)) is not None:
+            return Listed(self.policy, caller, scopes, {rid: call.method}, private)
+        return None
+
+    def _check_batch(
+        self,
+        grant: Grant,
+        caller: Caller,
+        scopes: frozenset[str],
+        batch: list[Any],
+        private: bool,
+    ) -> Listed | None:
+        refused: list[Decision] = []
         listings: dict[str | int, str] = {}
         for each in batch:
             call = call_of(each)
@@ -103,22 +132,29 @@ class Policing:
                 continue
             decision = self.policy.decide(caller, scopes, call)
             self._record(decision, call, grant)
-            if isinstance(decision, Deny):
-                denied = denied or decision
-            elif not isinstance(decision, Allow):
-                needed.update(dict.fromkeys(decision.scopes))
+            if type(decision) is not Allow:
+                refused.append(decision)
             elif call.method in LISTINGS and (rid := request_id(each)) is not None:
                 listings[rid] = call.method
-        single_id = None if isinstance(message, list) else request_id(message)
-        if denied is not None:
-            raise policy_denied(denied.message, single_id)
-        if needed:
-            raise self._step_up(grant, scopes, tuple(needed), single_id)
+        if refused:
+            raise self._refusal(grant, scopes, refused, None)
         return Listed(self.policy, caller, scopes, listings, private) if listings else None
 
-    def _step_up(
-        self, grant: Grant, scopes: frozenset[str], needed: tuple[str, ...], rid: Any
-    ) -> Exception:
+    def _refusal(
+        self,
+        grant: Grant,
+        scopes: frozenset[str],
+        refused: Sequence[Decision],
+        rid: str | int | None,
+    ) -> ProxyRefusal:
+        """A denial if any decision is one (its message), else one step-up challenge for
+        every scope the calls need."""
+        denied = next((d for d in refused if isinstance(d, Deny)), None)
+        if denied is not None:
+            return policy_denied(denied.message, rid)
+        needed = tuple(
+            dict.fromkeys(scope for d in refused if isinstance(d, StepUp) for scope in d.scopes)
+        )
         missing = self._hierarchy.missing(scopes, needed)
         query = urlencode({"grant": grant.id, "scope": " ".join(missing)}, quote_via=quote)
         return scope_challenge(self._metadata_url, needed, f"{self._upgrade_url}?{query}", rid)
@@ -127,7 +163,7 @@ class Policing:
         """Count the decision; log it with its rule unless it is the default allow (an
         allow by a rule only at debug level: it is every call's fate)."""
         outcome = OUTCOMES.get(type(decision), "step_up")
-        self._metrics.policy_decision(self._path, outcome)
+        self._count[outcome]()
         if decision.rule is None and outcome == "allow":
             return
         level = logging.DEBUG if outcome == "allow" else logging.INFO
