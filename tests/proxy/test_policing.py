@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from oauthd.config import LocalUser
@@ -216,3 +218,26 @@ async def test_decisions_are_logged_with_their_rule_and_counted(
         assert f'oauthd_policy_decisions_total{{outcome="{outcome}",resource="/mcp"}} 1.0' in (
             metrics
         )
+
+
+async def test_a_body_is_read_within_the_resources_limit(
+    start_oauthd: StartOauthd, upstream: FakeUpstream
+) -> None:
+    oauthd = await start_oauthd(
+        oauth={"scopes": SCOPES},
+        resources=[
+            resource("/mcp", upstream.url, scopes=SCOPES, rules=RULES, max_request_bytes=200)
+        ],
+    )
+    granted = await oauthd.grant()
+    big = tool_call("x" * 300)
+    assert (await call(oauthd, granted, big)).status == 413
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b" " * 100  # no Content-Length: counted as it comes
+        yield orjson.dumps(tool_call("read_x"))
+
+    streamed = await oauthd.mcp("POST", granted, data=chunked())
+    assert streamed.status == 413
+    assert upstream.requests == []
