@@ -163,7 +163,7 @@ class Policing:
         """Count the decision; log it with its rule unless it is the default allow (an
         allow by a rule only at debug level: it is every call's fate)."""
         outcome = OUTCOMES.get(type(decision), "step_up")
-        self._count[outcome]()
+        self._count[outcome][0] += 1
         if decision.rule is None and outcome == "allow":
             return
         level = logging.DEBUG if outcome == "allow" else logging.INFO

@@ -153,9 +153,10 @@ class McpProxy:
         """A POST's body, read whole (413 past the resource's limit), and its JSON-RPC
         message; `mirrored`: a 2026-07-28 request, whose `Mcp-Method`/`Mcp-Name` headers
         must agree with the body (400 -32020 on a mismatch)."""
-        if (request.content_length or 0) > mount.max_request_bytes:
+        length = request.content_length
+        if (length or 0) > mount.max_request_bytes:
             raise body_too_large()
-        body = await mount.relay.read_body(request)
+        body = await mount.relay.read_body(request, length)
         try:
             message = parse(body)
         except NotJson:

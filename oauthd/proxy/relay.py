@@ -136,10 +136,10 @@ class Relay:
     def free_slot(self) -> None:
         self._slots.release()
 
-    async def read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.Request, length: int | None) -> bytes:
         """The whole body, for a request the proxy must read before it decides; 413 past
-        `max_request_bytes`."""
-        if request.content_length is not None and request.content_length <= SMALL_BODY:
+        `max_request_bytes`. `length`: its Content-Length, already checked against it."""
+        if length is not None and length <= SMALL_BODY:
             return await request.read()
         try:
             return b"".join([chunk async for chunk in self._body(request)])
