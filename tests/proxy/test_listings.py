@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import orjson
@@ -184,3 +185,21 @@ def test_after_the_listing_the_stream_passes_unparsed() -> None:
     assert sse.feed(answer + b"data: {half") == answer + b"data: {half"
     assert sse.feed(b"not even json") == b"not even json"
     assert sse.flush() == b""
+
+
+async def test_a_listing_the_upstream_compressed_anyway_is_not_passed(
+    policed: Oauthd, upstream: FakeUpstream
+) -> None:
+    """The request asked for no compression; an answer that cannot be filtered is a 502,
+    never the unfiltered listing."""
+
+    async def gzipped(request: web.Request, seen: Seen) -> web.StreamResponse:
+        body = gzip.compress(orjson.dumps(result_of("tools/list")))
+        return web.Response(
+            body=body, content_type="application/json", headers={"Content-Encoding": "gzip"}
+        )
+
+    upstream.answer = gzipped
+    granted = await policed.grant(user=OTHER_USER)
+    answer = await policed.mcp("POST", granted, json=listing("tools/list"))
+    assert answer.status == 502 and b"hidden_tool" not in answer.body
