@@ -237,7 +237,7 @@ class Relay:
             reason=upstream.reason,
             headers=client_response_headers(upstream.headers),
         )
-        if length is not None:
+        if length is not None and sse is None:  # a filtered stream's length is not known
             response.content_length = length
         self._add_cors(request, response)
         content = upstream.content
@@ -282,16 +282,15 @@ class Relay:
         listing: ListingFilter,
     ) -> web.StreamResponse:
         """`stream_back` for the answer to a listing that policy filters: an event stream
-        event by event, a JSON answer read whole and sent rewritten with its new length.
+        event by event, any other answer read whole and sent rewritten (if it is JSON) with
+        its new length.
         (The request asked for no compression; an upstream that compressed anyway is a
         502: its listing cannot be filtered, so it is not passed.)"""
         if upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
             raise self._upstream_failed(aiohttp.ClientPayloadError("compressed listing"))
         if upstream.content_type == "text/event-stream":
             return await self.stream_back(request, upstream, started, watch, listing.sse())
-        if upstream.content_type != "application/json":
-            return await self.stream_back(request, upstream, started, watch)
-        try:
+        try:  # JSON, or anything else that might hold a listing: read whole and filtered
             chunks = []
             while chunk := await self._next_chunk(upstream.content, watch):
                 chunks.append(chunk)

@@ -203,3 +203,20 @@ async def test_a_listing_the_upstream_compressed_anyway_is_not_passed(
     granted = await policed.grant(user=OTHER_USER)
     answer = await policed.mcp("POST", granted, json=listing("tools/list"))
     assert answer.status == 502 and b"hidden_tool" not in answer.body
+
+
+async def test_an_sse_listing_of_known_length_is_sent_with_its_new_one(
+    policed: Oauthd, upstream: FakeUpstream
+) -> None:
+    async def whole(request: web.Request, seen: Seen) -> web.StreamResponse:
+        event = sse_event(orjson.dumps(result_of("tools/list")).decode())
+        return web.Response(body=event, content_type="text/event-stream")  # a Content-Length
+
+    upstream.answer = whole
+    granted = await policed.grant(user=OTHER_USER)
+    answer = await policed.mcp("POST", granted, json=listing("tools/list"))
+    data = orjson.loads(answer.text.split("data: ", 1)[1])
+    assert names(data["result"]) == ["write_file", "read_file"]
+    assert "Content-Length" not in answer.headers or int(answer.headers["Content-Length"]) == len(
+        answer.body
+    )
