@@ -5,7 +5,11 @@ In one run, all on 127.0.0.1 with free ports picked at start:
 - `bench/upstream_stub.py`: the upstream, answering POST /mcp with a small JSON-RPC result;
 - `bench/bare_proxy.py`: the baseline, a bare aiohttp reverse-proxy hop to the stub;
 - `oauthd serve` on a temp config (file backend, `durability = "journal"`, a local user)
-  and a temp state dir, with the stub as its `upstream.url`.
+  and a temp state dir, with the stub as its `upstream.url`;
+- with `--rules N` (50 by default, 0: none), a second `oauthd serve` whose `/mcp` is a
+  `[[resource]]` with N policy rules, the benchmark's call (`tools/call` of `echo`)
+  matched by the last one (`--rules-match none`: by none; the default decision), measured
+  at `--rules-connections` against the same hop.
 The script logs in over HTTP as a client would (register, /authorize, the login and consent
 pages, /token), then runs wrk (POST with a JSON-RPC body; for oauthd with the
 `Authorization: Bearer` header) against the hop and oauthd, alternating, at each connection
@@ -200,19 +204,39 @@ durability = "journal"
 """
 
 
+def policed_resource(upstream_url: str, rules: int, match: str) -> str:
+    """`/mcp` as a `[[resource]]` with `rules` rules: every one but the last on names the
+    benchmark's call does not have (globs and lists, so each is really tried once), the
+    last on `echo` (`match = "last"`) or on another name too (`match = "none"`)."""
+    parts = [f'[[resource]]\npath = "/mcp"\nurl = "{upstream_url}"\n']
+    for i in range(1, rules + 1):
+        names = '["echo"]' if i == rules and match == "last" else f'["tool_{i}_*", "other_{i}"]'
+        parts.append(
+            f'[[resource.rule]]\nid = "rule-{i}"\nmethod = "tools/*"\nname = {names}\n'
+            'require_scopes = ["mcp"]\n'
+        )
+    return "\n".join(parts)
+
+
 def write_config(
-    tmp: Path, port: int, upstream_url: str, storage: str = FILE_STORAGE, login: str = ""
+    tmp: Path,
+    port: int,
+    upstream_url: str,
+    storage: str = FILE_STORAGE,
+    login: str = "",
+    resource: str = "",
 ) -> Path:
-    """`tmp/oauthd.toml`; `storage` and `login` are the bodies of those sections (TOML)."""
+    """`tmp/oauthd.toml`; `storage` and `login` are the bodies of those sections (TOML);
+    `resource`: `[[resource]]` tables in place of `[upstream]`."""
     path = tmp / "oauthd.toml"
+    upstream = resource or f'[upstream]\nurl = "{upstream_url}"\n'
     path.write_text(
         f"""\
 [server]
 listen = "127.0.0.1:{port}"
 issuer = "http://127.0.0.1:{port}"
 
-[upstream]
-url = "{upstream_url}"
+{upstream}
 
 [storage]
 {storage}
@@ -479,6 +503,13 @@ def temp_dir(where: str | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+RULES_TARGET = "oauthd, rules"
+
+
+def rules_at(args: argparse.Namespace) -> list[int]:
+    return [int(c) for c in args.rules_connections.split(",") if c]
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -518,6 +549,21 @@ async def main_async(args: argparse.Namespace) -> int:
                 serve = ["-m", "cProfile", "-o", args.profile, *serve]
             oauthd = procs.start("oauthd", [py, *serve], proxies_cpu)
             base = f"http://127.0.0.1:{oauthd_port}"
+            policed = None
+            if args.rules:
+                policed_port = free_port()
+                (tmp / "rules").mkdir()
+                rules_config = write_config(
+                    tmp / "rules",
+                    policed_port,
+                    upstream,
+                    resource=policed_resource(upstream, args.rules, args.rules_match),
+                )
+                policed = procs.start(
+                    "oauthd-rules",
+                    [py, "-m", "oauthd", "serve", "--config", str(rules_config)],
+                    proxies_cpu,
+                )
             await wait_ready(upstream, stub, "POST")
             await wait_ready(f"http://127.0.0.1:{bare_port}/mcp", bare, "POST")
             await wait_ready(f"{base}/readyz", oauthd)
@@ -527,6 +573,11 @@ async def main_async(args: argparse.Namespace) -> int:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as api:
                 client_id = await register(api, base)
                 grants = [await login(api, base, client_id) for _ in range(needed + 1)]
+                if policed is not None:
+                    policed_base = f"http://127.0.0.1:{policed_port}"
+                    await wait_ready(f"{policed_base}/readyz", policed)
+                    policed_client = await register(api, policed_base)
+                    policed_bearer = (await login(api, policed_base, policed_client)).access
             bearer = grants.pop().access  # its own grant: refreshing the others never ends it
             print(f"# logged in: {len(grants) + 1} grants", file=sys.stderr, flush=True)
 
@@ -534,10 +585,20 @@ async def main_async(args: argparse.Namespace) -> int:
                 "bare hop": (f"http://127.0.0.1:{bare_port}/mcp", bare.pid, None),
                 "oauthd": (f"{base}/mcp", oauthd.pid, bearer),
             }
+            if policed is not None:
+                targets[RULES_TARGET] = (f"{policed_base}/mcp", policed.pid, policed_bearer)
+            rules_connections = rules_at(args) if policed else []
+            wanted = {
+                "bare hop": set(connections) | set(rules_connections),
+                "oauthd": set(connections),
+                RULES_TARGET: set(rules_connections),
+            }
             results: dict[tuple[str, int], list[WrkResult]] = {}
-            for c in connections:
+            for c in sorted(wanted["bare hop"]):
                 for _ in range(args.rounds):
                     for name, (url, pid, token) in targets.items():
+                        if c not in wanted[name]:
+                            continue
                         print(f"# wrk {name}, {c} connections", file=sys.stderr, flush=True)
                         load = (tmp, name, url, pid, token, c, args.threads)
                         if args.warmup > 0:
@@ -570,6 +631,13 @@ async def main_async(args: argparse.Namespace) -> int:
         fs = fs_type(tmp)
 
     report(args, about, fs, procs.pin, connections, results, refreshes)
+    if args.rules:
+        matched = (
+            f"the call is matched by rule {args.rules}"
+            if args.rules_match == "last"
+            else "no rule matches the call (the default decision)"
+        )
+        print(f"\n{RULES_TARGET}: `/mcp` is a [[resource]] with {args.rules} rules; {matched}.")
     return 0
 
 
@@ -598,10 +666,15 @@ def report(
         "| CPU per request bare / oauthd (us) | errors |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for c in connections:
+    rows = [(c, "oauthd", str(c)) for c in connections]
+    if args.rules:
+        rows += [(c, RULES_TARGET, f"{c}, {args.rules} rules") for c in rules_at(args)]
+    for c, target, label in rows:
+        if (target, c) not in results:
+            continue
         # Rounds pair up (the hop, then oauthd, back to back): ratios are taken per round,
         # then the median of each column and of each ratio is shown.
-        pairs = list(zip(results[("bare hop", c)], results[("oauthd", c)], strict=True))
+        pairs = list(zip(results[("bare hop", c)], results[(target, c)], strict=True))
 
         tr = _median([ratio(o.rps, h.rps) for h, o in pairs])
         lr = _median([ratio(o.p99_ms, h.p99_ms) for h, o in pairs])
@@ -611,7 +684,7 @@ def report(
         hop = {f: _column(pairs, 0, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms", "cpu_us")}
         ours = {f: _column(pairs, 1, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms", "cpu_us")}
         print(
-            f"| {c} | {hop['rps']:,.0f} | {ours['rps']:,.0f} | {tr:.3f}x{miss_t} "
+            f"| {label} | {hop['rps']:,.0f} | {ours['rps']:,.0f} | {tr:.3f}x{miss_t} "
             f"| {hop['p50_ms']:.2f} / {hop['p99_ms']:.2f} "
             f"| {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} "
             f"| {lr:.3f}x{miss_l} | {hop['cpu_us']:.0f} / {ours['cpu_us']:.0f} "
@@ -661,6 +734,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="wrk rows per case (median)")
     parser.add_argument("--refresh-clients", default="1,8,64", help="'' to skip")
     parser.add_argument("--refresh-duration", type=float, default=5.0)
+    parser.add_argument("--rules", type=int, default=50, help="rules of the policed oauthd")
+    parser.add_argument("--rules-match", choices=("last", "none"), default="last")
+    parser.add_argument("--rules-connections", default="128", help="'' to skip")
     parser.add_argument("--pin", action="store_true", help="taskset: proxies CPU 0, rest CPU 1")
     parser.add_argument("--dir", default=None, help="where the temp state dir goes (local disk)")
     parser.add_argument("--profile", default=None, help="run oauthd under cProfile, stats here")

@@ -15,6 +15,7 @@ off, and finally reads the totals with `callgrind_annotate`.
 
     .venv/bin/python bench/proxy_instructions.py                  # about 1-2 min
     .venv/bin/python bench/proxy_instructions.py --requests 3000 --concurrency 8
+    .venv/bin/python bench/proxy_instructions.py --rules 50      # /mcp with 50 policy rules
 
 Needs valgrind (Debian: apt-get install valgrind). Prints a Markdown table on stdout.
 """
@@ -32,7 +33,17 @@ import time
 from pathlib import Path
 
 import aiohttp
-from proxy import BENCH, RPC_BODY, Processes, free_port, login, register, temp_dir, write_config
+from proxy import (
+    BENCH,
+    RPC_BODY,
+    Processes,
+    free_port,
+    login,
+    policed_resource,
+    register,
+    temp_dir,
+    write_config,
+)
 
 TARGET = 0.90  # issue #4: oauthd >= 0.90x the hop's throughput
 
@@ -115,7 +126,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     upstream,
                 ],
             )
-            config = write_config(tmp, oauthd_port, upstream)
+            policed = policed_resource(upstream, args.rules, args.rules_match) if args.rules else ""
+            config = write_config(tmp, oauthd_port, upstream, resource=policed)
             serve = [py, "-m", "oauthd", "serve", "--config", str(config)]
             oauthd = procs.start("oauthd", [*callgrind(tmp / "oauthd.out"), *serve])
             base = f"http://127.0.0.1:{oauthd_port}"
@@ -146,7 +158,8 @@ async def main_async(args: argparse.Namespace) -> int:
     print("| proxy | instructions per request | bare hop / oauthd |")
     print("|---|---:|---:|")
     print(f"| bare hop | {per_bare:,.0f} | |")
-    print(f"| oauthd | {per_oauthd:,.0f} | {ratio:.3f}x{mark} |")
+    label = f"oauthd, {args.rules} rules ({args.rules_match} matches)" if args.rules else "oauthd"
+    print(f"| {label} | {per_oauthd:,.0f} | {ratio:.3f}x{mark} |")
     print(
         f"\n{args.requests} POST /mcp per proxy after {args.warmup} unmeasured, "
         f"{args.concurrency} concurrent clients, user-space instructions counted by callgrind "
@@ -161,6 +174,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300, help="unmeasured requests first")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
     parser.add_argument("--dir", default=None, help="where the temp dir goes")
+    parser.add_argument("--rules", type=int, default=0, help="policy rules on oauthd's /mcp")
+    parser.add_argument("--rules-match", choices=("last", "none"), default="last")
     sys.exit(asyncio.run(main_async(parser.parse_args())))
 
 

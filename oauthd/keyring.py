@@ -6,7 +6,8 @@ lock; `session_sealer` runs after it, because its fallback key lives in the stat
 The two secrets that are rotated in place, the introspection client secret and the
 identity provider's client secret, are read again on SIGHUP (`Keyring.reload`, called by
 `oauthd.reload`); their users read them from the `Keyring` when they need them.
-`login.encryption_key` and `upstream.authorization` need a restart.
+`login.encryption_key` and each resource's `authorization` (`upstream.authorization`)
+need a restart.
 
 Like ssh with a private key, a key file (a `file:` reference) that its group or others may
 read or write is refused: ConfigError naming the key and the path (exit 78), also on
@@ -40,7 +41,8 @@ class Keyring:
     sealer: Sealer | None = field(repr=False)  # login.encryption_key: upstream tokens
     idp_secret: str | None = field(repr=False)  # the IdP client secret; None sends none
     introspection_secret: str | None = field(repr=False)  # None refuses introspection
-    upstream_authorization: str | None = field(repr=False)  # None sends none
+    # resource path -> the static `Authorization` value for its upstream; None sends none
+    upstream_authorization: dict[str, str | None] = field(repr=False)
     login_key: bytes | None = field(repr=False, default=None)  # the sealer's key, raw
     process_key: bytes | None = field(repr=False, default=None)  # memory backend's session key
 
@@ -88,7 +90,7 @@ def _references(config: Config) -> list[tuple[str, str]]:
         ("login.encryption_key", config.login.encryption_key),
         (INTROSPECTION_KEY, config.introspection.client_secret),
         (_idp_key(config), _idp_ref(config)),
-        ("upstream.authorization", config.upstream.authorization),
+        *_authorization_refs(config),
     ]
     return [(key, ref) for key, ref in refs if ref]
 
@@ -164,18 +166,30 @@ def _read_or_log(key: str, ref: str, consequence: str) -> str | None:
     return value
 
 
-def _upstream_authorization(config: Config) -> str | None:
-    """The static `Authorization` value for the upstream; if it is configured but
-    unreadable, requests go without one and an error is logged (the upstream, not
-    oauthd, decides whether that is fatal)."""
-    ref = config.upstream.authorization
-    value = _optional_secret(ref)
-    if ref and value is None:
-        log.error(
-            "upstream.authorization cannot be read; sending none",
-            extra={"event": "proxy.no_static_credential"},
-        )
-    return value
+def _authorization_refs(config: Config) -> list[tuple[str, str]]:
+    """(key, reference) of each resource's static upstream credential: `upstream.
+    authorization` for the `[upstream]` shorthand, `resource[i].authorization` else."""
+    if not config.resource:
+        return [("upstream.authorization", config.upstream.authorization)]
+    return [
+        (f"resource[{i}].authorization", resource.upstream.authorization)
+        for i, resource in enumerate(config.resource)
+    ]
+
+
+def _upstream_authorization(config: Config) -> dict[str, str | None]:
+    """Each resource's static `Authorization` value for its upstream, by path; one that is
+    configured but unreadable sends none and is logged (the upstream, not oauthd, decides
+    whether that is fatal)."""
+    values: dict[str, str | None] = {}
+    for resource, (key, ref) in zip(config.resources, _authorization_refs(config), strict=True):
+        value = values[resource.path] = _optional_secret(ref)
+        if ref and value is None:
+            log.error(
+                f"{key} cannot be read; sending none",
+                extra={"event": "proxy.no_static_credential", "key": key},
+            )
+    return values
 
 
 def _optional_secret(ref: str) -> str | None:

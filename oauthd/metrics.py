@@ -21,7 +21,12 @@ from itertools import accumulate
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from oauthd import __version__
 
@@ -188,6 +193,13 @@ class Metrics:
         )
         for outcome in ("acquired", "refused"):
             self._slot_waits.labels(outcome)
+        self._policy_decisions = LoopCounter(
+            "oauthd_policy_decisions",
+            "Calls decided by a resource's policy rules (resources without rules decide "
+            "nothing), by resource path and outcome (allow, deny, step_up).",
+            ("resource", "outcome"),
+        )
+        r.register(self._policy_decisions)
 
     # -- events: the protocol --------------------------------------------------------------
 
@@ -237,6 +249,15 @@ class Metrics:
 
     def slot_wait(self, seconds: float, *, refused: bool) -> None:
         self._slot_waits.labels("refused" if refused else "acquired").observe(seconds)
+
+    def policy_decisions(self, resource: str) -> dict[str, list[int]]:
+        """outcome (allow, deny, step_up) -> the counter of `resource`'s decisions (a
+        configured path: bounded) to increment, `[0] += 1`: looked up once, since the
+        proxy counts every call of a resource with rules."""
+        return {
+            outcome: self._policy_decisions.series((resource, outcome))
+            for outcome in ("allow", "deny", "step_up")
+        }
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind if kind in UPSTREAM_ERRORS else "other").inc()
@@ -321,6 +342,30 @@ class LoopHistogram:
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self._name, self._documentation, labels=self._labels)
+
+
+class LoopCounter:
+    """A Prometheus counter for the /mcp hot path, like `LoopHistogram`: a one-element
+    list per label set, incremented without a lock (only the event loop touches it)."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self._name, self._documentation, self._labels = name, documentation, labels
+        self._series: dict[tuple[str, ...], list[int]] = {}
+
+    def series(self, values: tuple[str, ...]) -> list[int]:
+        found = self._series.get(values)
+        if found is None:
+            found = self._series[values] = [0]
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for values, series in self._series.items():
+            family.add_metric(list(values), series[0])
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, labels=self._labels)
 
 
 class _ScrapeTimeCollector:

@@ -37,8 +37,7 @@ class ScopeHierarchy:
 
     def covers(self, granted: frozenset[str], required: Iterable[str]) -> bool:
         """True if `granted`, with what it implies, includes every scope of `required`."""
-        held = self.closure(granted)
-        return all(scope in held for scope in required)
+        return self.closure(granted).issuperset(required)
 
     def missing(self, granted: frozenset[str], required: Iterable[str]) -> tuple[str, ...]:
         """The scopes of `required` that `granted` does not amount to, in order."""

@@ -25,6 +25,7 @@ class Users:
         users = tuple(users)
         self._hashes = {user.username: parse_password_hash(user.password_hash) for user in users}
         self._groups = {user.username: tuple(user.groups) for user in users}
+        self._group_sets = {user.username: frozenset(user.groups) for user in users if user.groups}
         # An unknown user is checked against a real hash (the result thrown away) so that
         # "no such user" takes as long as "wrong password" and does not reveal who exists.
         self._dummy = next(iter(self._hashes.values()), random_hash())
@@ -33,8 +34,13 @@ class Users:
         return username in self._hashes
 
     def groups(self, username: str) -> tuple[str, ...]:
-        """The user's `groups` (none for a user that is not configured)."""
+        """The user's `groups` in order (none for a user that is not configured)."""
         return self._groups.get(username, ())
+
+    def groups_of(self, username: str) -> frozenset[str]:
+        """The groups (`[[login.users]] groups`) of a local user as a set (policy asks on
+        every call); empty for anyone else."""
+        return self._group_sets.get(username, frozenset())
 
     async def authenticate(self, username: str, password: str) -> str | None:
         """Return the username if the password is right, else None; runs scrypt in a thread."""

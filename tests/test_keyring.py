@@ -31,7 +31,7 @@ def test_nothing_configured_means_no_secrets(tmp_path: Path) -> None:
     assert keyring.sealer is None
     assert keyring.idp_secret is None
     assert keyring.introspection_secret is None
-    assert keyring.upstream_authorization is None
+    assert keyring.upstream_authorization == {"/mcp": None}
 
 
 def test_each_reference_is_read_once_with_its_kind(
@@ -50,7 +50,7 @@ def test_each_reference_is_read_once_with_its_kind(
     )
     assert keyring.sealer is not None
     assert keyring.introspection_secret == "intro-secret"
-    assert keyring.upstream_authorization == "Bearer upstream-secret"
+    assert keyring.upstream_authorization == {"/mcp": "Bearer upstream-secret"}
     write_secret(tmp_path / "introspection.secret", "rotated\n")
     assert keyring.introspection_secret == "intro-secret"  # a value, not a reference
 
@@ -73,7 +73,7 @@ def test_unreadable_optional_secrets_are_logged_not_fatal(
             '[upstream]\nauthorization = "file:gone-too"\n',
         )
     )
-    assert (keyring.introspection_secret, keyring.upstream_authorization) == (None, None)
+    assert (keyring.introspection_secret, keyring.upstream_authorization) == (None, {"/mcp": None})
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
         "introspection.client_secret cannot be read; introspection is refused",
@@ -181,3 +181,26 @@ def test_the_memory_backend_uses_one_key_per_process(tmp_path: Path) -> None:
     memory = config(tmp_path, backend="memory")
     keyring = read_keyring(memory)
     assert device_code_key(memory, keyring) == device_code_key(memory, keyring)
+
+
+def test_each_resource_has_its_own_upstream_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FILES_AUTH", "Bearer files-secret")
+    keyring = read_keyring(
+        config(
+            tmp_path,
+            '[[resource]]\npath = "/files/mcp"\nurl = "http://127.0.0.1:9001/mcp"\n'
+            'authorization = "env:FILES_AUTH"\n'
+            '[[resource]]\npath = "/wiki/mcp"\nurl = "http://127.0.0.1:9002/mcp"\n'
+            '[[resource]]\npath = "/gone/mcp"\nurl = "http://127.0.0.1:9003/mcp"\n'
+            'authorization = "file:gone"\n',
+        )
+    )
+    assert keyring.upstream_authorization == {
+        "/files/mcp": "Bearer files-secret",
+        "/wiki/mcp": None,
+        "/gone/mcp": None,
+    }
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["resource[2].authorization cannot be read; sending none"]

@@ -62,7 +62,7 @@ def test_a_key_file_others_may_read_is_refused(
 def test_a_key_file_for_its_owner_only_is_read(tmp_path: Path, mode: int) -> None:
     write_secret(tmp_path / "enc.key", KEY + "\n").chmod(mode)
     keyring = read_keyring(config(tmp_path, ENCRYPTION + UPSTREAM))
-    assert keyring.sealer is not None and keyring.upstream_authorization == KEY
+    assert keyring.sealer is not None and keyring.upstream_authorization == {"/mcp": KEY}
 
 
 def test_a_key_file_in_the_credentials_directory_is_accepted(

@@ -164,3 +164,10 @@ def test_groups_of_a_user() -> None:
     assert users.groups("alice") == ("ops", "staff")
     assert users.groups("bob") == ()
     assert users.groups("nobody") == ()
+
+
+def test_groups_of_a_local_user() -> None:
+    known = Users((LocalUser("alice", ALICE_HASH, ("ops", "dev")), LocalUser("bob", ALICE_HASH)))
+    assert known.groups_of("alice") == frozenset({"ops", "dev"})
+    assert known.groups_of("bob") == frozenset()
+    assert known.groups_of("carol") == frozenset()

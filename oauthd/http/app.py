@@ -42,7 +42,8 @@ def web_app(config: Config, clock: Clock, metrics: Metrics) -> web.Application:
     app[METRICS] = metrics
     app.on_shutdown.append(_end_streams)
     app.on_response_prepare.append(_no_server_header)
-    app.router.add_route("*", "/mcp", _proxy_handler)  # the proxy renders its own answers
+    for resource in config.resources:  # each MCP server at its path (proxy/mounts.py)
+        app.router.add_route("*", resource.path, _proxy_handler)  # renders its own answers
     forward_auth.add_routes(app)
     routes = Routes(app)
     routes.get("/healthz", health.healthz)

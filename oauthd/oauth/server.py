@@ -116,6 +116,14 @@ class AuthServer:
         """Use this list of local users from the next sign-in on."""
         self.users = users
 
+    def groups_of(self, grant: Grant) -> frozenset[str]:
+        """The groups of a grant's user, for policy rules: a local user's configured
+        `groups` (the list of the last SIGHUP); for a user of an identity provider, the
+        groups its sign-in carried (`Grant.groups`, from `login.oidc.groups_claim`)."""
+        if self.config.login.provider != "local":
+            return frozenset(grant.groups)
+        return self.users.groups_of(grant.user)
+
     async def drain(self) -> None:
         """At shutdown, before the proxy closes: let the work started by ended grants
         (closing their MCP sessions upstream) finish, for at most GRANT_ENDED_GRACE."""

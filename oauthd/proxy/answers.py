@@ -1,8 +1,14 @@
-"""The proxy's own answers: OAuth challenges (RFC 6750 s3) and JSON-RPC errors."""
+"""The proxy's own answers: OAuth challenges (RFC 6750 s3) and JSON-RPC errors.
+
+JSON-RPC error codes of oauthd's own (MCP leaves -32000 to -32019 to implementations:
+schema/2026-07-28/schema.ts, "MCP error codes"): -32000 a refusal of the proxy (origin,
+store outage, busy, upstream failure), -32001 an unknown MCP session, -32003 a call the
+resource's policy denies, -32004 a call that needs more scopes (the step-up 403)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -42,14 +48,22 @@ def challenge(
     return ProxyRefusal(web.json_response(body, status=status, headers=headers))
 
 
+POLICY_DENIED = -32003
+INSUFFICIENT_SCOPE = -32004
+
+
 def jsonrpc_error(
     status: int,
     code: int,
     message: str,
     headers: dict[str, str] | None = None,
     request_id: str | int | None = None,
+    data: dict[str, Any] | None = None,
 ) -> ProxyRefusal:
-    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    body = {"jsonrpc": "2.0", "id": request_id, "error": error}
     return ProxyRefusal(
         web.Response(
             body=orjson.dumps(body),
@@ -95,3 +109,34 @@ def header_mismatch(message: str, request_id: str | int | None) -> ProxyRefusal:
 
 def not_json() -> ProxyRefusal:
     return jsonrpc_error(400, -32700, "Parse error: the request body is not JSON")
+
+
+def policy_denied(message: str, request_id: str | int | None) -> ProxyRefusal:
+    """A call the resource's rules deny: 403, the rule's message, never a challenge (no
+    token would help)."""
+    return jsonrpc_error(403, POLICY_DENIED, message, request_id=request_id)
+
+
+def scope_challenge(
+    resource_metadata: str,
+    needed: tuple[str, ...],
+    upgrade_url: str,
+    request_id: str | int | None,
+) -> ProxyRefusal:
+    """A call that needs scopes the token lacks (MCP 2026-07-28 authorization, "Scope
+    Challenge Handling"): 403 with the challenge naming every scope the call needs, and a
+    JSON-RPC error whose `data` carries them and the page where the grant's owner can add
+    the missing ones to the grant in place (`upgrade_url`)."""
+    scope = " ".join(needed)
+    challenge = (
+        f'Bearer error="insufficient_scope", scope="{scope}", '
+        f'resource_metadata="{resource_metadata}"'
+    )
+    return jsonrpc_error(
+        403,
+        INSUFFICIENT_SCOPE,
+        f"insufficient scope: this call needs {scope}",
+        {"WWW-Authenticate": challenge},
+        request_id,
+        {"scopes": list(needed), "upgrade_url": upgrade_url},
+    )

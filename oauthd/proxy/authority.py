@@ -15,5 +15,8 @@ class Authority(Protocol):
     async def upstream_access_token(self, grant: Grant) -> str | None:
         """The user's identity-provider access token, if there is one."""
 
+    def groups_of(self, grant: Grant) -> frozenset[str]:
+        """The groups of the grant's user, for policy rules (empty when none)."""
+
     def on_grant_ended(self, listener: GrantEndedListener) -> None:
         """Call `listener(grant)` whenever a grant is revoked or ends."""

@@ -2,10 +2,11 @@
 
 In order: its Origin (a browser page on another site must not reach a local MCP server:
 DNS rebinding), then its bearer token and the scopes that token carries (RFC 6750 s3
-challenges). Each step either passes or raises a `ProxyRefusal`. Per-tool policy (a pure
-`decide(rules, principal, scopes, message)`) is the next step after `authenticate`, its
-Deny and StepUp rendered here like the other refusals. The CORS headers go on every answer
-to an allowed origin, refusals included, so that a browser client can read them.
+challenges). Each step either passes or raises a `ProxyRefusal`. A gate serves one
+resource (`proxy/mounts.py`): a token issued for another is `invalid_token`. Per-tool
+policy, for a resource with rules, is the next step after `authenticate`
+(`proxy/policing.py`). The CORS headers go on every answer to an allowed origin, refusals
+included, so that a browser client can read them.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from aiohttp import web
 from multidict import CIMultiDict
 
-from oauthd.config import Config
+from oauthd.config import Config, UpstreamConfig
 from oauthd.model import Grant
 from oauthd.peers import client_address
 from oauthd.proxy.headers import upstream_request_headers
@@ -23,9 +23,15 @@ IdpTokenSource = Callable[[Grant], Awaitable[str | None]]
 
 class Identity:
     def __init__(
-        self, config: Config, idp_token: IdpTokenSource, authorization: str | None = None
+        self,
+        config: Config,
+        idp_token: IdpTokenSource,
+        authorization: str | None = None,
+        upstream: UpstreamConfig | None = None,
     ) -> None:
-        up = config.upstream
+        """`upstream`: the resource's upstream whose headers these are (by default the
+        first resource's: `[upstream]` in the shorthand)."""
+        up = upstream or config.resources[0].upstream
         self._user_header = up.user_header
         self._client_header = up.client_header
         self._scopes_header = up.scopes_header

@@ -97,6 +97,13 @@ def check_headers(headers: Mapping[str, str], message: Any) -> None:
         )
 
 
+def mirrored(headers: Mapping[str, str], header: str) -> str | None:
+    """A mirrored header's value (`Mcp-Name` decoded from its Base64 sentinel), None if
+    absent; `Mismatch` if it is malformed."""
+    raw = headers.get(header)
+    return None if raw is None else _decoded(header, raw)
+
+
 def _check_one(
     headers: Mapping[str, str], header: str, body_value: str | None, required: bool
 ) -> None:

@@ -1,5 +1,7 @@
-"""`McpProxy`: every `/mcp` request passes the gate, is bound to its MCP session, carries
-its caller's identity upstream, and is relayed without buffering, in both directions."""
+"""`McpProxy`: every request to a resource's path (`/mcp`, `/files/mcp`, ...) meets that
+resource's mount (`proxy/mounts.py`): it passes the gate and, when the resource has rules,
+its policy; it is bound to its MCP session, carries its caller's identity upstream, and is
+relayed without buffering, in both directions (listings filtered by policy)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -30,8 +33,7 @@ from oauthd.proxy.answers import (
 )
 from oauthd.proxy.authority import Authority
 from oauthd.proxy.forward_auth import ForwardAuth
-from oauthd.proxy.gate import Gate
-from oauthd.proxy.identity import Identity
+from oauthd.proxy.listings import ListingFilter
 from oauthd.proxy.messages import (
     PROTOCOL_VERSION_HEADER,
     Mismatch,
@@ -41,7 +43,8 @@ from oauthd.proxy.messages import (
     request_id,
     validates_headers,
 )
-from oauthd.proxy.relay import Relay
+from oauthd.proxy.mounts import Mount, Mounts
+from oauthd.proxy.policing import Listed
 from oauthd.proxy.request_keys import ACCESS_CLIENT, ACCESS_REQUEST_ID, ACCESS_RESOURCE, ACCESS_USER
 from oauthd.proxy.sessions import SESSION_HEADER, SessionBindings
 from oauthd.proxy.streams import OpenStreams
@@ -68,27 +71,27 @@ class McpProxy:
         metrics: Metrics | None = None,
         on_unavailable: Callable[[Unavailable, str], None] | None = None,
         *,
-        authorization: str | None,
+        authorization: Mapping[str, str | None],
     ) -> None:
-        """`authorization`: the static `Authorization` value for the upstream
-        (`upstream.authorization`, resolved at start by `oauthd.keyring`)."""
+        """`authorization`: each resource's static `Authorization` value for its upstream,
+        by path (resolved at start by `oauthd.keyring`)."""
         self._metrics = metrics or Metrics()
         self._on_unavailable = on_unavailable or _log_unavailable
-        self._gate = Gate(config, config.resources[0], auth.verify_bearer)
         self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
-        self._identity = Identity(config, auth.upstream_access_token, authorization)
-        self._forward_auth = ForwardAuth(self._gate, self._identity)
         self.streams = OpenStreams(store.grants, clock)
-        self._relay = Relay(
-            config.upstream, self._metrics, self._gate.add_cors, self._observe, self.streams
+        self.mounts = Mounts(
+            config, auth, self._metrics, self.streams, self._observe, authorization
         )
+        self._forward_auth = ForwardAuth(self.mounts)
+        # With one resource (the shorthand) its mount is every request's: no lookup.
+        self._only = self.mounts.default if len(self.mounts) == 1 else None
         self._watch: asyncio.Task[None] | None = None
-        self._max_request_bytes = config.upstream.max_request_bytes
         self._id_prefix, self._ids = secrets.token_hex(4) + "-", itertools.count(1)
         auth.on_grant_ended(self.close_sessions_of)
 
     async def start(self) -> None:
-        await self._relay.start()
+        for mount in self.mounts:
+            await mount.relay.start()
         self._watch = asyncio.create_task(self.streams.watch(), name="proxy-stream-watch")
 
     async def end_streams(self) -> None:
@@ -102,7 +105,8 @@ class McpProxy:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        await self._relay.close()
+        for mount in self.mounts:
+            await mount.relay.close()
 
     # -- the request path ------------------------------------------------------------------
 
@@ -115,45 +119,54 @@ class McpProxy:
         )
         token = request_id_var.set(request_id)
         request[ACCESS_REQUEST_ID] = request_id
+        # The routes are the resources' paths: the request's is one of them.
+        mount = self._only or self.mounts.at(request.path) or self.mounts.default
         try:
-            self._gate.check_origin(request)
+            mount.gate.check_origin(request)
             if request.method == "OPTIONS":
-                response = self._gate.preflight(request)
+                response = mount.gate.preflight(request)
                 self._observe(request, response.status, started)
                 return response
-            grant = await self._gate.authenticate(request)
+            grant = await mount.gate.authenticate(request)
             request[ACCESS_USER], request[ACCESS_CLIENT] = grant.user, grant.client_id
             request[ACCESS_RESOURCE] = grant.resource
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()
-            body = None
-            if request.method == "POST" and validates_headers(
-                request.headers.get(PROTOCOL_VERSION_HEADER)
-            ):
-                body = await self._checked_body(request)
-            return await self._forward(request, grant, session_id, started, body)
+            body, listed = None, None
+            if request.method == "POST":
+                if mount.policing is not None:
+                    body, listed = await self._policed_body(request, mount, grant)
+                elif validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER)):
+                    body = (await self._read_message(request, mount, True))[0]
+            return await self._forward(request, mount, grant, session_id, started, body, listed)
         except ProxyRefusal as refusal:
-            return self._refused(request, refusal, started)
+            return self._refused(request, mount, refusal, started)
         except Unavailable as exc:
             self._on_unavailable(exc, request.path)
-            return self._refused(request, store_unavailable(exc), started)
+            return self._refused(request, mount, store_unavailable(exc), started)
         except Exception:  # a bug; anything after the headers went out is the relay's
-            log.exception("unhandled error", extra={"event": "http.error", "path": "/mcp"})
-            return self._refused(request, internal_error(request_id), started)
+            log.exception("unhandled error", extra={"event": "http.error", "path": request.path})
+            return self._refused(request, mount, internal_error(request_id), started)
         finally:
             request_id_var.reset(token)
 
-    async def _checked_body(self, request: web.Request) -> bytes:
-        """The body of a POST whose headers must mirror it (2026-07-28 on), read and
-        checked (400 -32020 on a mismatch)."""
-        if (request.content_length or 0) > self._max_request_bytes:
+    async def _read_message(
+        self, request: web.Request, mount: Mount, mirrored: bool
+    ) -> tuple[bytes, Any]:
+        """A POST's body, read whole (413 past the resource's limit), and its JSON-RPC
+        message; `mirrored`: a 2026-07-28 request, whose `Mcp-Method`/`Mcp-Name` headers
+        must agree with the body (400 -32020 on a mismatch)."""
+        length = request.content_length
+        if (length or 0) > mount.max_request_bytes:
             raise body_too_large()
-        body = await self._relay.read_body(request)
+        body = await mount.relay.read_body(request, length)
         try:
             message = parse(body)
         except NotJson:
             raise not_json() from None
+        if not mirrored:
+            return body, message
         try:
             check_headers(request.headers, message)
         except Mismatch as exc:
@@ -162,32 +175,47 @@ class McpProxy:
                 extra={"event": "proxy.header_mismatch", "reason": str(exc)},
             )
             raise header_mismatch(str(exc), request_id(message)) from None
-        return body
+        return body, message
+
+    async def _policed_body(
+        self, request: web.Request, mount: Mount, grant: Grant
+    ) -> tuple[bytes, Listed | None]:
+        """The body of a POST to a resource with rules, each of its messages decided
+        (`proxy/policing.py`); the listings whose answers are filtered."""
+        assert mount.policing is not None
+        newer = validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER))
+        body, message = await self._read_message(request, mount, newer)
+        return body, mount.policing.check(grant, message, private=newer)
 
     async def _forward(
         self,
         request: web.Request,
+        mount: Mount,
         grant: Grant,
         session_id: str | None,
         started: float,
         body: bytes | None = None,
+        listed: Listed | None = None,
     ) -> web.StreamResponse:
         """The request upstream with its caller's identity, the answer back to the client;
         the sessions follow what the answer did to `session_id`. `body`: the body, if it
-        was read already."""
+        was read already; `listed`: the listings it asks for, filtered on the way back."""
         length = request.content_length
-        if (length or 0) > self._max_request_bytes:
+        if (length or 0) > mount.max_request_bytes:
             raise body_too_large()
-        headers = self._identity.request_headers(request, grant)
-        if self._identity.forwards_idp_token:
-            await self._identity.add_idp_token(headers, grant)
-        watch = self._relay.watch()
+        relay, identity = mount.relay, mount.identity
+        headers = identity.request_headers(request, grant)
+        if identity.forwards_idp_token:
+            await identity.add_idp_token(headers, grant)
+        if listed is not None:
+            headers["Accept-Encoding"] = "identity"  # a listing must be readable to filter
+        watch = relay.watch()
         call = request.method != "GET"  # a GET stream takes no call slot
         try:
             if call:
-                await self._relay.take_slot()
+                await relay.take_slot()
             try:
-                upstream = await self._relay.send(request, length, headers, watch, body)
+                upstream = await relay.send(request, length, headers, watch, body)
                 async with upstream:
                     new_id = upstream.headers.get(SESSION_HEADER)
                     if (new_id and new_id != session_id) or request.method == "DELETE":
@@ -199,15 +227,19 @@ class McpProxy:
                     if stream:
                         self.streams.opened(grant.id, upstream, not call)
                     try:
-                        return await self._relay.stream_back(request, upstream, started, watch)
+                        if listed is not None:
+                            return await relay.filtered_back(
+                                request, upstream, started, watch, ListingFilter(listed)
+                            )
+                        return await relay.stream_back(request, upstream, started, watch)
                     finally:
                         if stream:
                             self.streams.closed(grant.id, upstream)
             finally:
                 if call:
-                    self._relay.free_slot()
+                    relay.free_slot()
         finally:
-            self._relay.release(watch)
+            relay.release(watch)
 
     async def forward_auth(self, request: web.Request) -> web.StreamResponse:
         """Another proxy's question about a request to the MCP server it fronts
@@ -221,9 +253,9 @@ class McpProxy:
             return store_unavailable(exc).response
 
     def _refused(
-        self, request: web.Request, refusal: ProxyRefusal, started: float
+        self, request: web.Request, mount: Mount, refusal: ProxyRefusal, started: float
     ) -> web.StreamResponse:
-        self._gate.add_cors(request, refusal.response)
+        mount.gate.add_cors(request, refusal.response)
         self._observe(request, refusal.response.status, started)
         return refusal.response
 
@@ -234,8 +266,19 @@ class McpProxy:
     # -- revocation -------------------------------------------------------------------------
 
     async def close_sessions_of(self, grant: Grant) -> None:
-        """A grant ended: end its streams, close its MCP sessions upstream (DELETE) and
-        forget them."""
+        """A grant ended: end its streams, close its MCP sessions at its resource's
+        upstream (DELETE) and forget them."""
         self.streams.end_grant(grant.id)
-        for session_id in await self.sessions.release_all(grant):
-            await self._relay.delete(self._identity.session_close_headers(grant, session_id))
+        ids = await self.sessions.release_all(grant)
+        mount = self.mounts.of_grant(grant)
+        if mount is None and len(self.mounts) == 1:
+            mount = self.mounts.default  # the one upstream there is (the issuer changed?)
+        if mount is None:
+            if ids:
+                log.warning(
+                    "MCP sessions of an ended grant not closed: no resource has its identifier",
+                    extra={"event": "proxy.session_close_failed", "resource": grant.resource},
+                )
+            return
+        for session_id in ids:
+            await mount.relay.delete(mount.identity.session_close_headers(grant, session_id))

@@ -21,6 +21,7 @@ from oauthd.metrics import Metrics
 from oauthd.proxy.answers import ProxyRefusal, body_too_large, jsonrpc_error, overloaded
 from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
 from oauthd.proxy.headers import client_response_headers, upstream_url
+from oauthd.proxy.listings import ListingFilter, SseFilter
 from oauthd.proxy.streams import OpenStreams
 
 log = logging.getLogger("oauthd.proxy")
@@ -135,10 +136,10 @@ class Relay:
     def free_slot(self) -> None:
         self._slots.release()
 
-    async def read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.Request, length: int | None) -> bytes:
         """The whole body, for a request the proxy must read before it decides; 413 past
-        `max_request_bytes`."""
-        if request.content_length is not None and request.content_length <= SMALL_BODY:
+        `max_request_bytes`. `length`: its Content-Length, already checked against it."""
+        if length is not None and length <= SMALL_BODY:
             return await request.read()
         try:
             return b"".join([chunk async for chunk in self._body(request)])
@@ -222,9 +223,11 @@ class Relay:
         upstream: aiohttp.ClientResponse,
         started: float,
         watch: Watch,
+        sse: SseFilter | None = None,
     ) -> web.StreamResponse:
         """The upstream's answer to the client as it arrives; `observe` is called when its
-        headers go out. A break before that is a 502/504 refusal, after it a cut stream."""
+        headers go out. A break before that is a 502/504 refusal, after it a cut stream.
+        `sse`: the filter an event stream passes through (listings.py)."""
         length = upstream.content_length
         if "chunked" in upstream.headers.get("Transfer-Encoding", ""):
             length = None
@@ -234,7 +237,7 @@ class Relay:
             reason=upstream.reason,
             headers=client_response_headers(upstream.headers),
         )
-        if length is not None:
+        if length is not None and sse is None:  # a filtered stream's length is not known
             response.content_length = length
         self._add_cors(request, response)
         content = upstream.content
@@ -252,7 +255,11 @@ class Relay:
             if first:
                 await response.write(first)
             while chunk := await self._next_chunk(content, watch):  # SSE: event by event
+                if sse is not None:
+                    chunk = sse.feed(chunk)
                 await response.write(chunk)
+            if sse is not None and (rest := sse.flush()):
+                await response.write(rest)
         except (TimeoutError, aiohttp.ClientError) as exc:
             if self._cut_short(request, response, upstream, exc):
                 return response
@@ -264,6 +271,39 @@ class Relay:
                 request.transport.close()
             return response
         await response.write_eof()
+        return response
+
+    async def filtered_back(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        started: float,
+        watch: Watch,
+        listing: ListingFilter,
+    ) -> web.StreamResponse:
+        """`stream_back` for the answer to a listing that policy filters: an event stream
+        event by event, any other answer read whole and sent rewritten (if it is JSON) with
+        its new length.
+        (The request asked for no compression; an upstream that compressed anyway is a
+        502: its listing cannot be filtered, so it is not passed.)"""
+        if upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise self._upstream_failed(aiohttp.ClientPayloadError("compressed listing"))
+        if upstream.content_type == "text/event-stream":
+            return await self.stream_back(request, upstream, started, watch, listing.sse())
+        try:  # JSON, or anything else that might hold a listing: read whole and filtered
+            chunks = []
+            while chunk := await self._next_chunk(upstream.content, watch):
+                chunks.append(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._upstream_failed(exc) from None
+        response = web.Response(
+            body=listing.json(b"".join(chunks)),
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=client_response_headers(upstream.headers),
+        )
+        self._add_cors(request, response)
+        self._observe(request, upstream.status, started)
         return response
 
     def _cut_short(

@@ -1,7 +1,9 @@
 """Forward auth behind a real nginx (Debian's), configured as docs/operations.md says:
 nginx relays /mcp to the demo MCP server itself and asks oauthd's /forward-auth about each
-request. A stranger gets the 401 challenge, a token without the required scope the 403,
-and a valid token reaches the upstream as the identity headers, never as itself."""
+request. A stranger gets the 401 challenge, a token without the required scope the 403, a
+2026-07-28 call that the resource's rules deny (named by `Mcp-Method`/`Mcp-Name`) the 403
+without reaching the MCP server, and a valid token reaches the upstream as the identity
+headers, never as itself."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.support.configs import USER
+from tests.support.configs import USER, resource, rule
 from tests.support.nginx import nginx_binary, running_nginx
 from tests.support.ports import free_port
 from tests.support.proxy_app import Oauthd
@@ -68,8 +70,13 @@ async def fronted(tmp_path: Path) -> AsyncIterator[tuple[Oauthd, DemoUpstream, s
     base = f"http://127.0.0.1:{port}"
     demo = DemoUpstream(tmp_path / "demo.log", stateless=True)
     demo.start()
+    scopes = ("mcp", "other")
+    no_add = rule("no-add", method="tools/call", name=("add",), effect="deny")
     oauthd = await Oauthd.start_in(
-        tmp_path, issuer=base, upstream_url=demo.url, oauth={"scopes": ("mcp", "other")}
+        tmp_path,
+        issuer=base,
+        oauth={"scopes": scopes},
+        resources=[resource("/mcp", demo.url, scopes=scopes, rules=(no_add,))],
     )
     try:
         locations = LOCATIONS.replace("DEMO_PORT", str(demo.port))
@@ -81,13 +88,15 @@ async def fronted(tmp_path: Path) -> AsyncIterator[tuple[Oauthd, DemoUpstream, s
         demo.stop()
 
 
-async def post(base: str, token: str | None = None) -> tuple[int, str]:
-    headers = dict(ACCEPT)
+async def post(
+    base: str, token: str | None = None, body: object = PING, **extra: str
+) -> tuple[int, str]:
+    headers = {**ACCEPT, **extra}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{base}/mcp", json=PING, headers=headers) as answer,
+        http.post(f"{base}/mcp", json=body, headers=headers) as answer,
     ):
         return answer.status, answer.headers.get("WWW-Authenticate", "")
 
@@ -129,6 +138,12 @@ async def test_nginx_asks_oauthd_and_relays_itself(
         "scopes": "mcp",
         "authorization_received": False,  # nginx sent the (empty) answer's, not the token
     }
+
+    # A 2026-07-28 call names itself in headers: the rule denies it at the gate.
+    add = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "add"}}
+    mirrored = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"}
+    status, challenge = await post(base, granted.access, add, **mirrored, **{"Mcp-Name": "add"})
+    assert (status, challenge) == (403, "")  # denied by policy: no challenge to follow
 
     await oauthd.revoke(granted.refresh, granted.client_id)
     status, challenge = await post(base, granted.access)

@@ -1,17 +1,21 @@
 """A grant keeps the user's groups at sign-in (`Grant.groups`, for policy rules): a local
 user's `[[login.users]] groups`, carried by the pending authorization, the code or the
-device flow to the grant; an identity provider's user's from its identity."""
+device flow to the grant; an identity provider's user's from its identity. And
+`AuthServer.groups_of`: the groups policy rules see for a grant's user."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from oauthd import crypto
 from oauthd.config import LocalUser
 from oauthd.oauth.upstream import UpstreamIdentity, UpstreamLogin
+from oauthd.users import Users
 from tests.support.configs import OTHER_PASSWORD_HASH, OTHER_USER, PASSWORD_HASH, USER
 from tests.support.protocol import ADDRESS, ISSUER, RESOURCE, Env, EnvFactory, credentials
+from tests.support.records import make_grant
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -107,3 +111,22 @@ async def test_an_identity_providers_user_has_the_providers_groups(env: Env) -> 
     tokens = await env.token(registration, form)
     grant = await env.server.verify_bearer(tokens.access_token, RESOURCE)
     assert grant is not None and grant.groups == ("ops",)
+
+
+def test_a_local_users_groups_follow_the_user_list(env: Env) -> None:
+    auth = env.server
+    grant = make_grant(user=USER)
+    auth.replace_users(Users([LocalUser(USER, PASSWORD_HASH, ("ops",))]))
+    assert auth.groups_of(grant) == frozenset({"ops"})
+    auth.replace_users(Users([LocalUser(USER, PASSWORD_HASH)]))
+    assert auth.groups_of(grant) == frozenset()
+
+
+def test_users_of_an_identity_provider_have_their_sign_ins_groups(env: Env) -> None:
+    auth = env.server
+    auth.replace_users(Users([LocalUser(USER, PASSWORD_HASH, ("ops",))]))
+    login = dataclasses.replace(auth.config.login, provider="oidc")
+    auth.config = dataclasses.replace(auth.config, login=login)
+    assert auth.groups_of(make_grant(user=USER)) == frozenset()
+    grant = dataclasses.replace(make_grant(user=USER), groups=("dev", "staff"))
+    assert auth.groups_of(grant) == frozenset({"dev", "staff"})

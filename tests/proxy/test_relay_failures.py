@@ -236,7 +236,7 @@ async def test_a_store_outage_is_503_with_retry_after_readable_cross_origin(
     async def unavailable(token: str, resource: str) -> None:
         raise Unavailable("redis: connection refused", retry_after=2.5)
 
-    monkeypatch.setattr(proxy._gate, "_verify_bearer", unavailable)
+    monkeypatch.setattr(proxy.mounts.default.gate, "_verify_bearer", unavailable)
     reply = await oauthd.mcp("POST", granted, headers={"Origin": oauthd.base})
     reply.assert_jsonrpc_error(503)
     assert reply.headers["Retry-After"] == "3"
@@ -253,7 +253,7 @@ async def test_a_bug_in_the_proxy_is_a_jsonrpc_500_naming_the_request(
     async def broken(token: str, resource: str) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(proxy._gate, "_verify_bearer", broken)
+    monkeypatch.setattr(proxy.mounts.default.gate, "_verify_bearer", broken)
     reply = await oauthd.mcp("POST", granted, headers={"X-Request-Id": "req-42"})
     error = reply.assert_jsonrpc_error(500)
     assert "req-42" in error["message"] and "a bug" not in reply.text

@@ -20,6 +20,7 @@ from oauthd.config import (
     Listen,
     LocalUser,
     ResourceConfig,
+    RuleConfig,
     default_config,
 )
 from oauthd.passwords import hash_password
@@ -103,21 +104,61 @@ def write_config(
     return path
 
 
+def rule(rule_id: str, **keys: Any) -> RuleConfig:
+    """A `[[resource.rule]]` with `keys` (`name`, `require_scopes`, `users`, ...) over the
+    defaults: any method, any name, no condition, allow."""
+    defaults: dict[str, Any] = {
+        "method": "*",
+        "name": (),
+        "require_scopes": (),
+        "users": None,
+        "groups": None,
+        "clients": None,
+        "effect": "allow",
+        "message": "",
+    }
+    return RuleConfig(id=rule_id, **{**defaults, **keys})
+
+
+def resource(
+    path: str,
+    url: str,
+    *,
+    scopes: tuple[str, ...] = ("mcp",),
+    rules: Iterable[RuleConfig] = (),
+    name: str = "",
+    **upstream: Any,
+) -> ResourceConfig:
+    """A `[[resource]]` at `path` in front of `url`; `upstream`: any other key of
+    `[upstream]` (`required_scopes` is `("mcp",)` unless given)."""
+    keys = {"required_scopes": ("mcp",), **upstream}
+    base = default_config(Path("/nonexistent")).upstream
+    return ResourceConfig(
+        path,
+        name or path,
+        dataclasses.replace(base, url=url, **keys),
+        scopes,
+        tuple(rules),
+    )
+
+
 def make_config(
     tmp: Path,
     port: int,
     *,
     issuer: str | None = None,
     upstream_url: str | None = None,
-    resources: Sequence[tuple[str, str, tuple[str, ...]]] = (),
+    resources: Iterable[ResourceConfig | tuple[str, str, tuple[str, ...]]] = (),
+    users: Iterable[LocalUser] | None = None,
     **sections: Mapping[str, Any],
 ) -> Config:
     """An in-process app's config: the defaults, plus issuer and listen on `port`, the file
     backend in `tmp/state`, `upstream_url` (by default one nobody listens on: /mcp answers
-    502 after its bearer check), the users alice and bob, and an introspection client whose
-    secret is in `tmp/introspection.secret`.
-    `sections` change single keys: `oauth={"allowed_redirect_schemes": ("cursor",)}`.
-    `resources`: `[[resource]]` tables as (path, name, scopes), each with that upstream."""
+    502 after its bearer check), the users alice and bob (or `users`), and an introspection
+    client whose secret is in `tmp/introspection.secret`. `resources`: `[[resource]]`
+    tables in place of the `[upstream]` shorthand: `resource(...)`, or (path, name, scopes)
+    each in front of that upstream.
+    `sections` change single keys: `oauth={"allowed_redirect_schemes": ("cursor",)}`."""
     base = default_config(tmp)
     secret_file = tmp / "introspection.secret"
     write_secret(secret_file, crypto.new_secret() + "\n")
@@ -134,7 +175,9 @@ def make_config(
         ),
         login=dataclasses.replace(
             base.login,
-            users=(
+            users=tuple(users)
+            if users is not None
+            else (
                 LocalUser(USER, PASSWORD_HASH),
                 LocalUser(OTHER_USER, OTHER_PASSWORD_HASH),
             ),
@@ -144,10 +187,12 @@ def make_config(
     changed: dict[str, Any] = {
         name: dataclasses.replace(getattr(config, name), **keys) for name, keys in sections.items()
     }
-    if resources:
-        changed["resource"] = tuple(
-            ResourceConfig(path, name, config.upstream, scopes) for path, name, scopes in resources
-        )
+    tables = tuple(
+        r if isinstance(r, ResourceConfig) else ResourceConfig(r[0], r[1], config.upstream, r[2])
+        for r in resources
+    )
+    if tables:
+        changed["resource"] = tables
     return dataclasses.replace(config, **changed)
 
 

@@ -38,15 +38,24 @@ class Oauthd(Running):
         return await self.client.call(method, path, **kwargs)
 
     async def mcp(
-        self, method: str = "POST", granted: Granted | None = None, **kwargs: Any
+        self,
+        method: str = "POST",
+        granted: Granted | None = None,
+        path: str = "/mcp",
+        **kwargs: Any,
     ) -> Answer:
-        """A request to /mcp; with `granted`, its bearer token (plus `headers`)."""
+        """A request to /mcp (or another resource's `path`); with `granted`, its bearer
+        token (plus `headers`)."""
         headers = dict(kwargs.pop("headers", {}))
         if granted is not None:
             headers = granted.bearer(**headers)
         if method == "POST" and "data" not in kwargs and "json" not in kwargs:
             kwargs["json"] = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-        return await self.call(method, "/mcp", headers=headers, **kwargs)
+        return await self.call(method, path, headers=headers, **kwargs)
+
+    def resource_uri(self, path: str) -> str:
+        """The RFC 8707 identifier of the resource at `path`."""
+        return f"{self.config.server.issuer}{path}"
 
     # -- tokens --------------------------------------------------------------------------
 
