@@ -245,9 +245,17 @@ class PostgresBackend:
 
     async def freeze(self) -> None:
         """SIGSTOP to every server process: connections are accepted (by the kernel) but
-        nothing is answered, like a server that hangs."""
-        self._frozen = await asyncio.to_thread(self._server_pids)
-        self._kill(signal.SIGSTOP)
+        nothing is answered, like a server that hangs. Listed and stopped again until no
+        new process shows up: a connection being opened meanwhile forks a backend after
+        the listing, which would go on answering (seen under load)."""
+        self._frozen = []
+        while new := [
+            p for p in await asyncio.to_thread(self._server_pids) if p not in self._frozen
+        ]:
+            self._frozen += new
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
 
     async def thaw(self) -> None:
         self._thaw()
