@@ -3,7 +3,8 @@
 Run it from the repository root with the venv: `python examples/demo_server.py` listens on
 http://127.0.0.1:9000/mcp (streamable HTTP), the upstream of `config.example.toml`.
 `--stateless` serves without protocol sessions (no `Mcp-Session-Id`), as 2026-07-28
-clients expect; 2026-07-28 requests are served in both modes.
+clients expect; 2026-07-28 requests are served in both modes. `--name` sets the name it
+reports at initialize (to tell two of them apart behind one oauthd).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ USER_HEADER = "X-Forwarded-User"
 CLIENT_HEADER = "X-Forwarded-Client-Id"
 SCOPES_HEADER = "X-Forwarded-Scopes"
 
-mcp = MCPServer("oauthd-demo", instructions="Demo tools behind oauthd.")
+DEFAULT_NAME = "oauthd-demo"
+mcp = MCPServer(DEFAULT_NAME, instructions="Demo tools behind oauthd.")
 
 
 @mcp.tool()
@@ -71,12 +73,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--name", default=DEFAULT_NAME, help="the server name at initialize")
     parser.add_argument(
         "--stateless",
         action="store_true",
         help="no protocol sessions (no Mcp-Session-Id, a fresh transport per request)",
     )
     args = parser.parse_args()
+    # The SDK takes the name only at construction; the tools above are registered on the
+    # low-level server, whose name is what initialize reports.
+    mcp._lowlevel_server.name = args.name
     mcp.run(
         "streamable-http",
         host=args.host,

@@ -2,7 +2,12 @@
 // against a live oauthd, driven by tests/interop/test_typescript_sdk.py:
 //
 //   node ts_client.mjs --url http://127.0.0.1:PORT/mcp --username U --password P \
-//        [--auth-method none|client_secret_basic|client_secret_post]
+//        [--auth-method none|client_secret_basic|client_secret_post] [--save-state FILE]
+//   node ts_client.mjs --url ... --resume FILE
+//
+// --save-state writes the registration and tokens to FILE after the refresh and skips the
+// replay (which would end the grant); --resume reads them (after oauthd restarted, say),
+// and without any login: initialize, tools/list, tools/call, a refresh, tools/call.
 //
 // Flow: 401 -> discovery -> DCR -> code + PKCE, with redirectToAuthorization() playing the
 // browser through oauthd's login and consent forms (fetch + a tiny cookie jar) -> finishAuth
@@ -12,6 +17,7 @@
 // Prints one JSON line (`{"ok": true, ...}` or `{"ok": false, "error": ...}`); exit 0 or 1.
 
 import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -24,6 +30,8 @@ const { values: args } = parseArgs({
         username: { type: 'string' },
         password: { type: 'string' },
         'auth-method': { type: 'string', default: 'none' },
+        'save-state': { type: 'string' },
+        resume: { type: 'string' },
         timeout: { type: 'string', default: '40' }
     }
 });
@@ -52,7 +60,7 @@ async function recordingFetch(input, init) {
     if (url.pathname === '/token' && init?.body) {
         entry.grant_type = new URLSearchParams(String(init.body)).get('grant_type');
     }
-    if (url.pathname === '/mcp' && typeof init?.body === 'string') {
+    if (url.pathname === MCP_URL.pathname && typeof init?.body === 'string') {
         try {
             entry.rpc = JSON.parse(init.body).method ?? 'response';
         } catch {
@@ -305,13 +313,18 @@ async function run() {
     const sessionAfter = transport.sessionId;
     const refreshPhase = requests.slice(mark);
 
+    if (args['save-state']) {
+        const state = { client: provider.client, tokens: provider.stored };
+        writeFileSync(args['save-state'], JSON.stringify(state));
+    }
+
     // 4. Replay of the superseded refresh token (its successor is in use): 400 invalid_grant,
     //    and the grant is gone (the current access token stops working).
-    const replay = await tokenRequest(provider, {
+    const replay = args['save-state'] ? null : await tokenRequest(provider, {
         grant_type: 'refresh_token',
         refresh_token: refreshToken1
     });
-    const probe = await fetch(MCP_URL, {
+    const probe = replay && await fetch(MCP_URL, {
         method: 'POST',
         headers: {
             authorization: `Bearer ${provider.stored.access_token}`,
@@ -322,7 +335,7 @@ async function run() {
         },
         body: JSON.stringify({ jsonrpc: '2.0', id: 99, method: 'tools/list' })
     });
-    await probe.body?.cancel();
+    await probe?.body?.cancel();
 
     await client.close().catch(() => {});
     return {
@@ -360,11 +373,42 @@ async function run() {
                 bearer: bearer === provider.staleToken ? 'stale' : bearer ? 'current' : null
             }))
         },
-        replay: { status: replay.status, error: replay.body?.error ?? null },
-        after_replay_status: probe.status,
-        after_replay_www_authenticate: probe.headers.get('www-authenticate'),
+        replay: replay && { status: replay.status, error: replay.body?.error ?? null },
+        after_replay_status: probe?.status ?? null,
+        after_replay_www_authenticate: probe?.headers.get('www-authenticate') ?? null,
         token_grants: requests.filter(r => r.path === '/token').map(r => [r.grant_type, r.status]),
-        mcp_statuses: requests.filter(r => r.path === '/mcp').map(r => [r.method, r.rpc ?? null, r.status])
+        mcp_statuses: requests
+            .filter(r => r.path === MCP_URL.pathname)
+            .map(r => [r.method, r.rpc ?? null, r.status])
+    };
+}
+
+// -- resuming with saved tokens: no login ------------------------------------------------------
+
+async function resume() {
+    const state = JSON.parse(readFileSync(args.resume, 'utf8'));
+    const provider = new MemoryProvider(args['auth-method']);
+    provider.client = state.client;
+    provider.stored = state.tokens;
+    const client = new Client({ name: 'oauthd-interop-ts', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(MCP_URL, {
+        authProvider: provider,
+        fetch: recordingFetch
+    });
+    await client.connect(transport);
+    const tools = (await client.listTools()).tools.map(t => t.name).sort();
+    const add = await client.callTool({ name: 'add', arguments: { a: 1, b: 1 } });
+    provider.stale = true;
+    const afterRefresh = await client.callTool({ name: 'add', arguments: { a: 2, b: 2 } });
+    await client.close().catch(() => {});
+    return {
+        ok: true,
+        server: client.getServerVersion(),
+        authorizations: provider.authorizations,
+        tools,
+        add: textOf(add),
+        after_refresh: textOf(afterRefresh),
+        token_grants: requests.filter(r => r.path === '/token').map(r => [r.grant_type, r.status])
     };
 }
 
@@ -374,7 +418,7 @@ const timer = setTimeout(() => {
 }, Number(args.timeout) * 1000);
 
 try {
-    const result = await run();
+    const result = await (args.resume ? resume() : run());
     console.log(JSON.stringify(result));
     clearTimeout(timer);
     process.exit(0);

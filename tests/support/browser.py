@@ -235,8 +235,9 @@ class Redirect:
 
 
 class Person:
-    """Someone who opens an authorization URL in a fresh browser, signs in when asked and
-    clicks Allow. Counts the sign-ins and keeps the paths of the pages shown."""
+    """Someone who opens an authorization URL in a fresh browser (or, `same_browser`, in
+    the one browser they keep: its sign-in cookie too; `close()` it), signs in when asked
+    and clicks Allow. Counts the sign-ins and keeps the paths of the pages shown."""
 
     def __init__(
         self,
@@ -245,6 +246,7 @@ class Person:
         password: str = INTEROP_PASSWORD,
         *,
         origin: str | None = None,
+        same_browser: bool = False,
     ) -> None:
         self.issuer = issuer
         self.origin = origin
@@ -252,10 +254,16 @@ class Person:
         self.password = password
         self.pages: list[str] = []
         self.logins = 0
+        self.kept = Browser(issuer, origin) if same_browser else None
+
+    async def close(self) -> None:
+        if self.kept is not None:
+            await self.kept.close()
 
     async def authorize(self, authorization_url: str) -> Redirect:
         """The redirect back to the client (fails on any other outcome)."""
-        browser = Browser(self.issuer, self.origin)
+        browser = self.kept or Browser(self.issuer, self.origin)
+        seen = len(browser.history)
         try:
             page = await browser.go("GET", authorization_url)
             if page.status == 200 and page.form().has_password:
@@ -264,7 +272,8 @@ class Person:
             if page.status == 200:
                 page = await browser.decide(page, "allow")
         finally:
-            await browser.close()
-        self.pages += [urlsplit(a.url).path for a in browser.history if a.status == 200]
+            if browser is not self.kept:
+                await browser.close()
+        self.pages += [urlsplit(a.url).path for a in browser.history[seen:] if a.status == 200]
         assert page.status in REDIRECTS and page.location, (page.status, page.text[:500])
         return Redirect(urljoin(page.url, page.location))

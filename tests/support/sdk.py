@@ -65,12 +65,17 @@ class SdkClient:
 
 
 def sdk_client(
-    issuer: str, resource: str, client_name: str, auth_method: str | None = "none"
+    issuer: str,
+    resource: str,
+    client_name: str,
+    auth_method: str | None = "none",
+    person: Person | None = None,
 ) -> SdkClient:
     """A client of `resource` that registers itself as `client_name` (DCR), with
-    `auth_method` (None: the SDK's choice); its person signs in at `issuer`."""
+    `auth_method` (None: the SDK's choice); its person (`person`, else a new one) signs
+    in at `issuer`."""
     storage = MemoryStorage()
-    browser = Person(issuer)
+    browser = person or Person(issuer)
     redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
     returned: list[AuthorizationCodeResult] = []
     urls: list[str] = []

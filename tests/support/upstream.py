@@ -154,20 +154,22 @@ class SessionsAnswer:
 
 class DemoUpstream:
     """`python examples/demo_server.py --port P`: stateful (it hands out `Mcp-Session-Id`)
-    unless `stateless`."""
+    unless `stateless`; `name`: what it reports at initialize (None: "oauthd-demo")."""
 
-    def __init__(self, log_path: Path, *, stateless: bool = False) -> None:
+    def __init__(self, log_path: Path, *, stateless: bool = False, name: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.log_path = log_path
         self.stateless = stateless
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(DEMO), "--port", str(self.port)]
-                + (["--stateless"] if self.stateless else []),
+                + (["--stateless"] if self.stateless else [])
+                + (["--name", self.name] if self.name else []),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
