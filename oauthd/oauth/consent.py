@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oauthd.config import Config
+from oauthd.log import audit
+from oauthd.oauth.authorize import Flow
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,3 +58,19 @@ class ScopeDescriptions:
         return ConsentRequest(
             resource_name, resource_path, self.describe(asked), self.describe(before)
         )
+
+
+def consent_audit(flow: Flow, allow: bool, remembered: bool, resource_path: str) -> None:
+    """The audit line of a consent decision (`remembered`: an earlier one, applied)."""
+    decision = "allow" if allow else "deny"
+    audit(
+        "consent",
+        f"consent: {decision}",
+        decision=decision,
+        user=flow.pending.user,
+        client_id=flow.client.client_id,
+        scopes=" ".join(flow.pending.scopes),
+        resource=resource_path,
+        device=flow.pending.device_key is not None,
+        remembered=remembered,
+    )

@@ -84,8 +84,13 @@ def requested_scopes(
 ) -> tuple[str, ...]:
     """The scopes a request asks of `resource` for `client`: with no `scope`, every scope
     the client registered that the resource offers; else each one asked, which must be
-    offered by the resource and registered by the client. `ValueError` naming the first
-    scope that is not (or saying that the client registered none the resource offers)."""
+    offered by the resource. `ValueError` naming the first scope that is not (or saying
+    that the client registered none the resource offers).
+
+    A registered `scope` is a default, not a limit: clients register themselves (RFC
+    7591) with the scopes they knew of at the time, and MCP clients step up later to
+    scopes a 403 challenge names (the official SDKs keep their registration); the person
+    consents to every scope either way."""
     allowed = client.scope.split()
     if scope is None or not scope.strip():
         granted = tuple(s for s in allowed if s in resource.scopes)
@@ -99,6 +104,4 @@ def requested_scopes(
     for name in wanted:
         if name not in resource.scopes:
             raise ValueError(f"scope {name!r} is not offered by {resource.name} ({resource.path})")
-        if name not in allowed:
-            raise ValueError(f"scope {name!r} is not offered to this client (not registered)")
     return wanted

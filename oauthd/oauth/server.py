@@ -13,7 +13,6 @@ from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.keyring import Keyring
-from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import AccountSession, DeviceFlow, Grant, PendingAuthorization
 from oauthd.oauth import metadata
@@ -25,7 +24,7 @@ from oauthd.oauth.clients import (
     DocumentFetcher,
     Registration,
 )
-from oauthd.oauth.consent import ConsentRequest, ScopeDescriptions
+from oauthd.oauth.consent import ConsentRequest, ScopeDescriptions, consent_audit
 from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
 from oauthd.oauth.known_browsers import KnownBrowsers
@@ -429,26 +428,12 @@ class AuthServer:
             await self.devices.decide(flow.pending, allow)  # refuses an expired flow first
             if allow:
                 await self.authorizer.remember_consent(flow)
-            self._consent_audit(flow, allow, remembered)
+            consent_audit(flow, allow, remembered, self.authorizer.resource_path(flow.pending))
             return None
         if not allow:
             location = await self.authorizer.deny(flow)
         else:
             await self.authorizer.remember_consent(flow)
             location = await self.authorizer.approve(flow)
-        self._consent_audit(flow, allow, remembered)
+        consent_audit(flow, allow, remembered, self.authorizer.resource_path(flow.pending))
         return location
-
-    def _consent_audit(self, flow: Flow, allow: bool, remembered: bool) -> None:
-        decision = "allow" if allow else "deny"
-        audit(
-            "consent",
-            f"consent: {decision}",
-            decision=decision,
-            user=flow.pending.user,
-            client_id=flow.client.client_id,
-            scopes=" ".join(flow.pending.scopes),
-            resource=self.authorizer.resource_path(flow.pending),
-            device=flow.pending.device_key is not None,
-            remembered=remembered,
-        )

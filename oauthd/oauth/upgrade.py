@@ -4,8 +4,9 @@ scopes its current access token lacks, and the same token carries them from then
 The proxy's 403 `insufficient_scope` names the page (`upgrade_url`). Standard step-up
 (the client runs a new authorization with the wider scope) needs a client that follows
 the challenge; this serves the clients that do not. The rules are those of consent: only
-the grant's own user may approve, only scopes the grant's resource offers and the client
-registered for, and the user's remembered consent for that client gains what was added.
+the grant's own user may approve, only scopes the grant's resource offers (as at
+/authorize, a client's registered `scope` is what it gets by default, not a limit), and
+the user's remembered consent for that client gains what was added.
 
 An unknown grant, an ended one and another user's are one answer (`NO_SUCH_GRANT`), so
 the page says nothing about whether a grant id exists."""
@@ -108,7 +109,7 @@ class Upgrades:
     async def offer(self, user: str, grant_id: str, scopes: tuple[str, ...]) -> UpgradeOffer:
         """What approving `scopes` for `user`'s grant would add; a page error for a grant
         that is not the user's (`NO_SUCH_GRANT`), no scope, or a scope that the grant's
-        resource does not offer or its client did not register for."""
+        resource does not offer."""
         grant = await self._store.grants.get(grant_id) if grant_id else None
         if grant is None or grant.user != user:
             raise page_error("invalid_request", NO_SUCH_GRANT, 404)
@@ -132,12 +133,6 @@ class Upgrades:
             client = None
         if client is None:
             raise page_error("invalid_client", "This app is no longer registered.")
-        unregistered = [s for s in wanted if s not in client.scope.split()]
-        if unregistered:
-            raise page_error(
-                "invalid_scope",
-                f"{client.client_name} did not register for the scope {unregistered[0]!r}.",
-            )
         added = _fewest(self._hierarchy, grant.token_scopes, wanted)
         return UpgradeOffer(grant.id, grant.client_id, client.client_name, resource, added)
 

@@ -19,11 +19,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from oauthd.config import Config, ResourceConfig
 from oauthd.metrics import Metrics
 from oauthd.model import Grant
+from oauthd.oauth import upgrade_url
 from oauthd.policy import (
     LISTINGS,
     Allow,
@@ -93,7 +93,7 @@ class Policing:
         self.policy = policy
         self._uri = resource.uri(issuer)
         self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource{resource.path}"
-        self._upgrade_url = f"{issuer}/upgrade"
+        self._issuer = issuer
         self._hierarchy = policy.hierarchy
         self._groups_of = groups_of
         self._count = metrics.policy_decisions(resource.path)
@@ -156,8 +156,8 @@ class Policing:
             dict.fromkeys(scope for d in refused if isinstance(d, StepUp) for scope in d.scopes)
         )
         missing = self._hierarchy.missing(scopes, needed)
-        query = urlencode({"grant": grant.id, "scope": " ".join(missing)}, quote_via=quote)
-        return scope_challenge(self._metadata_url, needed, f"{self._upgrade_url}?{query}", rid)
+        upgrade = upgrade_url(self._issuer, grant.id, missing)
+        return scope_challenge(self._metadata_url, needed, upgrade, rid)
 
     def _record(self, decision: Decision, call: Call, grant: Grant) -> None:
         """Count the decision; log it with its rule unless it is the default allow (an

@@ -224,8 +224,11 @@ async def test_scopes(env: Env) -> None:
     assert blank.pending.scopes == ("mcp", "files:read")
     narrow = await env.begin(registration.client, scope="files:read files:read")
     assert narrow.pending.scopes == ("files:read",)
-    error = await refused(env.begin(registration.client, scope="files:write"))
-    assert error.error == "invalid_scope"  # ours, but not this client's
+    # Beyond the registration: a registered scope is a default, not a limit (a step-up).
+    wider = await env.begin(registration.client, scope="files:write")
+    assert wider.pending.scopes == ("files:write",)
+    error = await refused(env.begin(registration.client, scope="files:admin"))
+    assert error.error == "invalid_scope"  # not offered here at all
 
 
 # -- browser binding -------------------------------------------------------------------------

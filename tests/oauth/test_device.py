@@ -93,7 +93,9 @@ async def test_start_scopes(env: Env) -> None:
     started = await _start(env, registration, scope="files:read")
     flow = await _stored(env, started)
     assert flow is not None and flow.scopes == ("files:read",)
-    error = await refused(_start(env, registration, scope="files:write"))
+    wider = await _stored(env, await _start(env, registration, scope="files:write"))
+    assert wider is not None and wider.scopes == ("files:write",)  # the registration: a default
+    error = await refused(_start(env, registration, scope="files:admin"))
     assert (error.error, error.status) == ("invalid_scope", 400)
 
 

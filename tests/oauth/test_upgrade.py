@@ -91,11 +91,13 @@ async def test_only_scopes_the_resource_offers(env: Env) -> None:
     assert empty.error == "invalid_scope" and "no scope" in empty.description
 
 
-async def test_only_scopes_the_client_registered_for(env: Env) -> None:
+async def test_a_scope_beyond_the_registration_is_offered(env: Env) -> None:
+    """A registered scope is a default, not a limit (clients register with what they knew
+    then, and step up later)."""
     registration = await env.register(scope="mcp")
     issued = await env.code_flow(registration)
-    error = await refused(env.server.upgrade_offer(USER, grant_id(issued), ("files:read",)))
-    assert error.error == "invalid_scope" and "did not register" in error.description
+    offer = await env.server.upgrade_offer(USER, grant_id(issued), ("files:read",))
+    assert offer.added == ("files:read",)
 
 
 async def test_held_scopes_are_not_added_hierarchy_honoured(env_with: EnvFactory) -> None:
