@@ -1,6 +1,11 @@
 """MCP sessions bound to the OAuth grant that created them (MCP security best practices,
 "Session Hijacking"): an `Mcp-Session-Id` is never authentication; it only works with a
-token of the grant it was bound to, across refreshes and restarts."""
+token of the grant it was bound to, across refreshes and restarts.
+
+The one exception is the same person through the same app at the same resource with a
+new grant: a client that authorized again, as on a step-up (a 403 `insufficient_scope`
+sends it through a new authorization, and the official SDKs then retry in the session
+they have). The session is handed over to the new grant, which closes it when it ends."""
 
 from __future__ import annotations
 
@@ -27,11 +32,17 @@ class SessionBindings:
         self._sealer = sealer
 
     async def belongs_to(self, session_id: str, grant: Grant) -> bool:
-        """True if the session was opened with this grant; a binding in use is kept alive
-        (its expiry slides like the grant's)."""
+        """True if the session was opened with this grant, or with an earlier grant of the
+        same user, client and resource (then it is handed over to this one); a binding in
+        use is kept alive (its expiry slides like the grant's)."""
         binding = await self._store.mcp_sessions.get(lookup_key(session_id))
-        if binding is None or binding.grant_id != grant.id:
+        if binding is None:
             return False
+        if binding.grant_id != grant.id:
+            if not _same_principal(binding, grant):
+                return False
+            await self._hand_over(binding, grant)
+            return True
         now = self._clock.now()
         if binding.expires_at is not None and binding.expires_at - now < self._ttl / 2:
             renewed = now + self._ttl
@@ -63,9 +74,34 @@ class SessionBindings:
             )
         )
 
+        await self._list(key, grant)
+
+    async def _hand_over(self, binding: McpSession, grant: Grant) -> None:
+        """The session of `binding` from now on belongs to `grant` (listed by it, not by
+        the grant it was bound to)."""
+        old_grant, key, renewed = binding.grant_id, binding.session_key, self._clock.now()
+
+        def moved(current: McpSession) -> McpSession:
+            if current.grant_id != old_grant:
+                return current  # handed over meanwhile
+            return dataclasses.replace(current, grant_id=grant.id, expires_at=renewed + self._ttl)
+
+        await self._store.mcp_sessions.update(key, moved)
+        log.info(
+            "MCP session handed over to a new grant of its user and client",
+            extra={"event": "proxy.session_handed_over", "client_id": grant.client_id},
+        )
+        await self._unlist(key, old_grant)
+        await self._list(key, grant)
+
+    async def _list(self, key: str, grant: Grant) -> None:
+        """`grant` lists the binding `key` (so that it closes the session when it ends)."""
         evicted: list[str] = []
 
         def listed(current: Grant) -> Grant:  # pure: may run again on shared backends
+            if key in current.mcp_sessions:
+                evicted.clear()
+                return current
             listed_keys = (*current.mcp_sessions, key)
             keys = listed_keys[-MAX_SESSIONS_PER_GRANT:]
             evicted[:] = listed_keys[: len(listed_keys) - len(keys)]
@@ -98,7 +134,9 @@ class SessionBindings:
     async def forget(self, session_id: str, grant: Grant) -> None:
         key = lookup_key(session_id)
         await self._store.mcp_sessions.delete(key)
+        await self._unlist(key, grant.id)
 
+    async def _unlist(self, key: str, grant_id: str) -> None:
         def unlisted(current: Grant) -> Grant:
             keys = tuple(k for k in current.mcp_sessions if k != key)
             return (
@@ -107,14 +145,17 @@ class SessionBindings:
                 else dataclasses.replace(current, mcp_sessions=keys)
             )
 
-        await self._store.grants.update(grant.id, unlisted)
+        await self._store.grants.update(grant_id, unlisted)
 
     async def release_all(self, grant: Grant) -> list[str]:
         """Forget every session of an ended grant; return their ids to close upstream."""
         ids: list[str] = []
         for key in grant.mcp_sessions:
+            binding = await self._store.mcp_sessions.get(key)
+            if binding is None or binding.grant_id != grant.id:
+                continue  # gone, or handed over to a newer grant
             binding = await self._store.mcp_sessions.take(key)
-            if binding is None or binding.grant_id != grant.id or binding.sealed_id is None:
+            if binding is None or binding.sealed_id is None:
                 continue
             try:
                 ids.append(self._sealer.open(binding.sealed_id, key).decode())
@@ -124,3 +165,13 @@ class SessionBindings:
                     extra={"event": "proxy.session_unsealable"},
                 )
         return ids
+
+
+def _same_principal(binding: McpSession, grant: Grant) -> bool:
+    """The same user through the same client at the same resource ("" : a binding stored
+    before format 4, whose grant's resource was the only one)."""
+    return (
+        binding.user == grant.user
+        and binding.client_id == grant.client_id
+        and binding.resource in ("", grant.resource)
+    )

@@ -65,6 +65,30 @@ async def test_the_session_id_with_another_grants_token_is_404(
         await assert_unknown_session(oauthd, upstream, granted)
 
 
+async def test_a_new_grant_of_the_same_user_and_client_takes_the_session_over(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    """A step-up: the client authorized again (a new grant, more scopes) and goes on in
+    its session. The session moves to the new grant: the old grant's end leaves it open,
+    the new grant's closes it; another client of the same user still gets a 404."""
+    first = await open_session(oauthd, upstream)
+    again = await oauthd.grant(scopes=("mcp", "files:read"), client_id=first.client_id)
+    reply = await oauthd.mcp("POST", again, headers=with_session())
+    assert reply.status == 200 and upstream.requests[-1].session_id == SESSION
+    binding = await oauthd.store.mcp_sessions.get(lookup_key(SESSION))
+    new_grant = await oauthd.store.grants.get(again.access.split(".")[0])
+    assert binding is not None and new_grant is not None
+    assert binding.grant_id == new_grant.id and binding.session_key in new_grant.mcp_sessions
+    await assert_unknown_session(oauthd, upstream, await oauthd.grant())
+
+    await oauthd.revoke(first.refresh, first.client_id)
+    await asyncio.sleep(0.2)
+    assert upstream.of_method("DELETE") == []  # the old grant's end closes nothing
+    assert (await oauthd.mcp("POST", again, headers=with_session())).status == 200
+    await oauthd.revoke(again.refresh, again.client_id)
+    await eventually(lambda: [s.session_id for s in upstream.of_method("DELETE")] == [SESSION])
+
+
 async def test_an_unknown_session_id_is_404(oauthd: Oauthd, upstream: FakeUpstream) -> None:
     granted = await open_session(oauthd, upstream)
     await assert_unknown_session(oauthd, upstream, granted, "never-issued")
