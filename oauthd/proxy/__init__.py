@@ -1,13 +1,7 @@
-"""The reverse proxy in front of each resource's MCP server (`/mcp`, ...): the gate
-(origin, CORS, bearer), per-tool policy, MCP session binding, the caller's identity for
-the upstream, and the streaming relay (listings filtered by policy)."""
+"""The `/mcp` reverse proxy: the gate (origin, CORS, bearer), MCP session binding, the
+caller's identity for the upstream, and the streaming relay."""
 
 from oauthd.proxy.proxy import McpProxy
-from oauthd.proxy.request_keys import (
-    ACCESS_CLIENT,
-    ACCESS_REQUEST_ID,
-    ACCESS_RESOURCE,
-    ACCESS_USER,
-)
+from oauthd.proxy.request_keys import ACCESS_CALLER, ACCESS_REQUEST_ID, Caller
 
-__all__ = ["ACCESS_CLIENT", "ACCESS_REQUEST_ID", "ACCESS_RESOURCE", "ACCESS_USER", "McpProxy"]
+__all__ = ["ACCESS_CALLER", "ACCESS_REQUEST_ID", "Caller", "McpProxy"]

@@ -45,7 +45,7 @@ from oauthd.proxy.messages import (
 )
 from oauthd.proxy.mounts import Mount, Mounts
 from oauthd.proxy.policing import Listed
-from oauthd.proxy.request_keys import ACCESS_CLIENT, ACCESS_REQUEST_ID, ACCESS_RESOURCE, ACCESS_USER
+from oauthd.proxy.request_keys import ACCESS_CALLER, ACCESS_REQUEST_ID, Caller
 from oauthd.proxy.sessions import SESSION_HEADER, SessionBindings
 from oauthd.proxy.streams import OpenStreams
 from oauthd.store import Store, Unavailable
@@ -128,8 +128,7 @@ class McpProxy:
                 self._observe(request, response.status, started)
                 return response
             grant = await mount.gate.authenticate(request)
-            request[ACCESS_USER], request[ACCESS_CLIENT] = grant.user, grant.client_id
-            request[ACCESS_RESOURCE] = grant.resource
+            request[ACCESS_CALLER] = Caller(grant.user, grant.client_id, grant.resource)
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()

@@ -16,7 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from oauthd.config import load_config
 from oauthd.http.access_log import AccessLogger, access_log_arguments
-from oauthd.proxy import ACCESS_CLIENT, ACCESS_REQUEST_ID, ACCESS_RESOURCE, ACCESS_USER
+from oauthd.proxy import ACCESS_CALLER, ACCESS_REQUEST_ID, Caller
 from tests.support.configs import USER, write_config
 from tests.support.daemon import Spawn, request
 from tests.support.http_client import OauthdClient
@@ -99,9 +99,7 @@ def test_what_a_route_learnt_is_on_the_line_and_trusted_proxies_name_the_client(
         transport=_transport("127.0.0.1"),
     )
     request[ACCESS_REQUEST_ID] = "req-1"
-    request[ACCESS_USER] = "alice"
-    request[ACCESS_CLIENT] = "client-1"
-    request[ACCESS_RESOURCE] = "/mcp"
+    request[ACCESS_CALLER] = Caller("alice", "client-1", "/mcp")
     logger.log(request, web.Response(status=200), 0.0123)  # no loop: written at once
     (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert (line["level"], line["logger"], line["msg"]) == ("info", "oauthd.access", "request")
