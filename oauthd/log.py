@@ -238,8 +238,9 @@ def write_line(doc: dict[str, object]) -> None:
     quarter of a proxied request's instructions): for a line per request, the access log.
     `doc` starts with `ts` (`timestamp()`), `level`, `logger` and `msg`; the caller has
     checked the level, and its values are plain ones that are never secrets. Lines wait up
-    to LINE_FLUSH_DELAY and go out together, in order with the other lines; `flush_lines`
-    at shutdown."""
+    to LINE_FLUSH_DELAY and go out together (so a line of the logging machinery written
+    meanwhile may come before them; each line is whole); `flush_lines` at shutdown. Only
+    from the event loop's thread."""
     _pending_lines.append(orjson.dumps(doc))
     if len(_pending_lines) == 1:
         try:

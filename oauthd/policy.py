@@ -28,6 +28,8 @@ from oauthd.scopes import FLAT, ScopeHierarchy
 
 # The parameter that names what a call acts on, per method.
 NAME_PARAMS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+# Calls that name a resource too, by `uri`, without an `Mcp-Name` header to mirror it.
+NAMED_BY_BODY = {"resources/subscribe": "uri", "resources/unsubscribe": "uri"}
 # What a listing lists, as the call that would use each entry, and the entry's name key.
 LISTINGS = {
     "tools/list": ("tools", "tools/call", "name"),
@@ -198,7 +200,7 @@ def call_of(message: Any) -> Call | None:
     (a response, or not JSON-RPC at all)."""
     if not isinstance(message, dict) or not isinstance(method := message.get("method"), str):
         return None
-    key = NAME_PARAMS.get(method)
+    key = NAME_PARAMS.get(method) or NAMED_BY_BODY.get(method)
     if key is None:
         return Call(method)
     params = message.get("params")

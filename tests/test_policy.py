@@ -146,6 +146,19 @@ def test_a_glob_character_class() -> None:
             {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"name": "x"}},
             Call("tools/list"),
         ),
+        (
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "resources/subscribe",
+                "params": {"uri": "f://a"},
+            },
+            Call("resources/subscribe", "f://a"),
+        ),
+        (
+            {"jsonrpc": "2.0", "method": "resources/unsubscribe", "params": {"uri": "f://a"}},
+            Call("resources/unsubscribe", "f://a"),
+        ),
         ({"jsonrpc": "2.0", "id": 1, "result": {}}, None),
         ({"method": 3}, None),
         ([{"method": "ping"}], None),

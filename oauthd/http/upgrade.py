@@ -94,6 +94,7 @@ async def _offer_page(
         resource_name=offer.resource.name,
         user=session.user,
         added=_described(request, offer.added),
+        unverified=offer.unverified,
     )
     return html(render_upgrade(view, brand))
 

@@ -6,7 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from oauthd.http.pages import NO_BRAND, Brand, Html, _form, _initial, _message, esc, layout
+from oauthd.http.pages import (
+    NO_BRAND,
+    Brand,
+    Html,
+    _form,
+    _initial,
+    _message,
+    _unverified,
+    esc,
+    layout,
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -18,6 +28,7 @@ class UpgradeView:
     resource_name: str
     user: str
     added: tuple[tuple[str, str], ...]  # (scope, its words: the scope itself if none)
+    unverified: bool = False  # the name is the app's own claim, as on the consent page
 
 
 def _added(added: tuple[tuple[str, str], ...]) -> Html:
@@ -44,7 +55,8 @@ def render_upgrade(view: UpgradeView, brand: Brand = NO_BRAND) -> str:
         f"<h1>Give <strong>{name}</strong> more access to <strong>{resource}</strong>?</h1>"
         f'<p class="lead">Signed in as <strong>{esc(view.user)}</strong>. {name} already '
         f"has access to {resource} and asks for more; it keeps what it has either way.</p>"
-        f"{_added(view.added)}{_form(view.action, view.csrf, view.hidden, _buttons())}"
+        f"{_unverified() if view.unverified else ''}{_added(view.added)}"
+        f"{_form(view.action, view.csrf, view.hidden, _buttons())}"
     )
     return layout(f"More access for {view.client_name}?", Html(body), brand)
 

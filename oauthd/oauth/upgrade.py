@@ -53,6 +53,7 @@ class UpgradeOffer:
     client_name: str
     resource: ResourceConfig
     added: tuple[str, ...]
+    unverified: bool = False  # the name is the app's own claim (dynamic registration)
 
 
 def _widened(grant: Grant, added: tuple[str, ...], hierarchy: ScopeHierarchy) -> Grant:
@@ -134,7 +135,10 @@ class Upgrades:
         if client is None:
             raise page_error("invalid_client", "This app is no longer registered.")
         added = _fewest(self._hierarchy, grant.token_scopes, wanted)
-        return UpgradeOffer(grant.id, grant.client_id, client.client_name, resource, added)
+        unverified = client.source == "dcr"
+        return UpgradeOffer(
+            grant.id, grant.client_id, client.client_name, resource, added, unverified
+        )
 
     async def upgrade(self, user: str, grant_id: str, scopes: tuple[str, ...]) -> UpgradeOffer:
         """Give `user`'s grant `scopes` (checked as `offer` does): its scopes and its

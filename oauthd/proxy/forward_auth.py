@@ -58,11 +58,22 @@ class ForwardAuth:
     def __init__(self, mounts: Mounts) -> None:
         self._mounts = mounts
 
-    def mount_for(self, tail: str) -> Mount:
-        """The resource a forward-auth path names (see the module's doc); 404 if none."""
+    def mount_for(self, tail: str, raw_path: str = "") -> Mount:
+        """The resource a forward-auth path names (see the module's doc); 404 if none, and
+        for a path that a front proxy may have read differently (`.`/`..` or empty
+        segments, an encoded slash): `/forward-auth/mcp/../files/mcp` must not pick `/mcp`
+        for a request routed to `/files/mcp`."""
         if not tail or len(self._mounts) == 1:
             return self._mounts.default
-        mount = self._mounts.under("/" + tail.strip("/"))
+        segments = tail.strip("/").split("/")
+        lowered = raw_path.lower()
+        if (
+            any(s in ("", ".", "..") or "\\" in s for s in segments)
+            or "%2f" in lowered
+            or "%5c" in lowered
+        ):
+            raise jsonrpc_error(404, -32000, "not a resource path (dot segments, //, %2F)")
+        mount = self._mounts.under("/" + "/".join(segments))
         if mount is None:
             raise jsonrpc_error(404, -32000, "no resource at this forward-auth path")
         return mount
@@ -72,7 +83,7 @@ class ForwardAuth:
         would give."""
         if original_method(request) == "OPTIONS":
             return web.Response(status=200, headers=NO_STORE)  # a preflight carries no token
-        mount = self.mount_for(request.match_info.get("tail", ""))
+        mount = self.mount_for(request.match_info.get("tail", ""), request.raw_path)
         mount.gate.check_origin(request)
         grant = await mount.gate.authenticate(request)
         if mount.policing is not None:
@@ -97,6 +108,8 @@ class ForwardAuth:
         except Mismatch as exc:
             raise header_mismatch(str(exc), None) from None
         if method is None:
+            if original_method(request) == "POST":  # every 2026-07-28 call names its method
+                raise header_mismatch(f"{METHOD_HEADER} header is required", None)
             return None
         key = NAME_PARAMS.get(method)
         if key is not None and name is None:

@@ -103,9 +103,12 @@ class SseFilter:
         return b"".join(out)
 
     def flush(self) -> bytes:
-        """At the stream's end: what is left (an unterminated event, as it came)."""
+        """At the stream's end: what is left, an unterminated event, filtered too (a
+        lenient client reads it)."""
         rest, self._buffer = self._buffer, b""
-        return rest
+        if not rest or self._listing.done:
+            return rest
+        return self._event(rest.rstrip(b"\r\n"))
 
     def _event(self, event: bytes) -> bytes:
         lines = _LINE.split(event)

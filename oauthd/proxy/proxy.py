@@ -27,6 +27,7 @@ from oauthd.proxy.answers import (
     body_too_large,
     header_mismatch,
     internal_error,
+    jsonrpc_error,
     not_json,
     session_not_found,
     store_unavailable,
@@ -51,6 +52,9 @@ from oauthd.proxy.streams import OpenStreams
 from oauthd.store import Store, Unavailable
 
 log = logging.getLogger("oauthd.proxy")
+
+MCP_METHODS = frozenset({"GET", "POST", "DELETE"})  # (OPTIONS is answered before)
+ALLOW = "GET, POST, DELETE, OPTIONS"
 
 
 def _log_unavailable(exc: Unavailable, path: str) -> None:
@@ -77,7 +81,9 @@ class McpProxy:
         by path (resolved at start by `oauthd.keyring`)."""
         self._metrics = metrics or Metrics()
         self._on_unavailable = on_unavailable or _log_unavailable
-        self.sessions = SessionBindings(store, clock, sealer, config.tokens.refresh_ttl)
+        self.sessions = SessionBindings(
+            store, clock, sealer, config.tokens.refresh_ttl, config.server.issuer
+        )
         self.streams = OpenStreams(store.grants, clock)
         self.mounts = Mounts(
             config, auth, self._metrics, self.streams, self._observe, authorization
@@ -133,6 +139,9 @@ class McpProxy:
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()
             body, listed = None, None
+            if mount.policing is not None and request.method not in MCP_METHODS:
+                # a body policy never sees: the transport uses GET, POST and DELETE only
+                raise jsonrpc_error(405, -32000, "method not allowed", {"Allow": ALLOW})
             if request.method == "POST":
                 if mount.policing is not None:
                     body, listed = await self._policed_body(request, mount, grant)

@@ -3,9 +3,10 @@
 token of the grant it was bound to, across refreshes and restarts.
 
 The one exception is the same person through the same app at the same resource with a
-new grant: a client that authorized again, as on a step-up (a 403 `insufficient_scope`
-sends it through a new authorization, and the official SDKs then retry in the session
-they have). The session is handed over to the new grant, which closes it when it ends."""
+grant newer than the session: a client that authorized again, as on a step-up (a 403
+`insufficient_scope` sends it through a new authorization, and the official SDKs then
+retry in the session they have). The session is handed over to the new grant, which
+closes it when it ends; it never goes back to an older one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import logging
 
 from oauthd.clock import Clock
 from oauthd.crypto import Sealer, lookup_key
-from oauthd.model import Grant, McpSession
+from oauthd.model import FIRST_RESOURCE_PATH, Grant, McpSession
 from oauthd.store import Store
 
 log = logging.getLogger("oauthd.proxy")
@@ -25,7 +26,11 @@ CLOSED = frozenset({200, 202, 204, 404})  # a DELETE's statuses after which a se
 
 
 class SessionBindings:
-    def __init__(self, store: Store, clock: Clock, sealer: Sealer, ttl: float) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, sealer: Sealer, ttl: float, issuer: str = ""
+    ) -> None:
+        # the resource of a binding stored before format 4 (its `resource` is ""): `/mcp`'s
+        self._legacy_resource = issuer + FIRST_RESOURCE_PATH
         self._ttl = ttl  # a binding outlives no grant that has not been used for this long
         self._store = store
         self._clock = clock
@@ -39,7 +44,7 @@ class SessionBindings:
         if binding is None:
             return False
         if binding.grant_id != grant.id:
-            if not _same_principal(binding, grant):
+            if not self._newer_grant_of_its_principal(binding, grant):
                 return False
             await self._hand_over(binding, grant)
             return True
@@ -75,6 +80,16 @@ class SessionBindings:
         )
 
         await self._list(key, grant)
+
+    def _newer_grant_of_its_principal(self, binding: McpSession, grant: Grant) -> bool:
+        """Whether `grant` is of the binding's user, client and resource, and newer than
+        the binding (a session never goes back to an older grant, nor back and forth)."""
+        return (
+            binding.user == grant.user
+            and binding.client_id == grant.client_id
+            and (binding.resource or self._legacy_resource) == grant.resource
+            and grant.created_at > binding.created_at
+        )
 
     async def _hand_over(self, binding: McpSession, grant: Grant) -> None:
         """The session of `binding` from now on belongs to `grant` (listed by it, not by
@@ -165,13 +180,3 @@ class SessionBindings:
                     extra={"event": "proxy.session_unsealable"},
                 )
         return ids
-
-
-def _same_principal(binding: McpSession, grant: Grant) -> bool:
-    """The same user through the same client at the same resource ("" : a binding stored
-    before format 4, whose grant's resource was the only one)."""
-    return (
-        binding.user == grant.user
-        and binding.client_id == grant.client_id
-        and binding.resource in ("", grant.resource)
-    )

@@ -75,6 +75,7 @@ async def test_sign_in_leads_back_and_approve_widens_the_same_token(
     assert "Notes App" in page.text and "<strong>Files</strong>" in page.text
     assert "Change your files (files:write)" in page.text
     assert "<li>mcp</li>" not in page.text  # only what is added
+    assert "details are not verified" in page.text  # a self-registered name, as on consent
     assert [b for b in page.form().buttons if b[0] == "decision"] == [
         ("decision", "deny"),
         ("decision", "allow"),

@@ -8,6 +8,9 @@ import base64
 
 import pytest
 
+from oauthd.http.keys import PROXY
+from oauthd.proxy.answers import ProxyRefusal
+from oauthd.proxy.forward_auth import ForwardAuth
 from tests.support.configs import resource, rule
 from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream
@@ -74,6 +77,27 @@ async def test_policy_from_the_mirrored_headers(two: Oauthd) -> None:
     assert (await two.call("POST", path, headers=files.bearer(**asking("read_x")))).status == 200
     missing = await two.call("POST", path, headers=files.bearer(**asking(None)))
     assert missing.status == 400 and missing.json()["error"]["code"] == -32020
+    no_method = {"MCP-Protocol-Version": "2026-07-28"}  # a 2026-07-28 call names its method
+    unnamed = await two.call("POST", path, headers=files.bearer(**no_method))
+    assert unnamed.status == 400 and unnamed.json()["error"]["code"] == -32020
+    stream = await two.call("GET", path, headers=files.bearer(**no_method))
+    assert stream.status == 200  # a GET stream names no method
+
+
+async def test_a_path_a_front_proxy_may_read_differently_names_no_resource(two: Oauthd) -> None:
+    """`/forward-auth/mcp/../files/mcp` must not pick `/mcp` (its tokens) for a request
+    that a front proxy, normalising, routed to `/files/mcp`; nor `//` or `%2F`."""
+    grant = await two.grant()
+    for path in ("/forward-auth/files//mcp", "/forward-auth/files%2Fmcp"):
+        answer = await two.call("GET", path, headers=grant.bearer())
+        assert answer.status == 404, (path, answer.status)
+    # Dot segments (this test's client would normalise them away): asked directly.
+    forward_auth = ForwardAuth(two.app[PROXY].mounts)
+    for tail in ("mcp/../files/mcp", "mcp/./x", "files/mcp/.."):
+        with pytest.raises(ProxyRefusal) as refused:
+            forward_auth.mount_for(tail, f"/forward-auth/{tail}")
+        assert refused.value.response.status == 404
+    assert forward_auth.mount_for("files/mcp/x", "/forward-auth/files/mcp/x").uri.endswith(FILES)
 
 
 async def test_older_clients_are_decided_on_scopes_only(two: Oauthd) -> None:

@@ -179,6 +179,16 @@ def test_the_sse_filter_over_any_chunking(size: int) -> None:
     assert events[3] == b"data: the rest passes as it is"
 
 
+def test_an_unterminated_last_event_is_filtered_too() -> None:
+    """A stream that ends without the blank line after its listing: a lenient client
+    reads that event, so it is filtered like the others."""
+    sse = sse_filter().sse()
+    last = b'data: {"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"hidden"}]}}\n'
+    out = sse.feed(last) + sse.flush()
+    assert b"hidden" not in out
+    assert orjson.loads(out.removeprefix(b"data: "))["result"] == {"tools": []}
+
+
 def test_after_the_listing_the_stream_passes_unparsed() -> None:
     sse = sse_filter().sse()
     answer = b'data: {"jsonrpc":"2.0","id":7,"result":{"tools":[]}}\n\n'

@@ -91,6 +91,16 @@ async def test_a_deny_rule_refuses_with_its_message_before_the_upstream(
     assert len(upstream.requests) == 1
 
 
+async def test_a_method_whose_body_policy_never_reads_is_405(
+    policed: Oauthd, upstream: FakeUpstream
+) -> None:
+    granted = await policed.grant()
+    for method in ("PUT", "PATCH"):
+        answer = await policed.mcp(method, granted, json=tool_call("delete_all"))
+        assert answer.status == 405 and answer.headers["Allow"] == "GET, POST, DELETE, OPTIONS"
+    assert upstream.requests == []
+
+
 async def test_match_forms_exact_glob_and_list(policed: Oauthd, upstream: FakeUpstream) -> None:
     reader = await policed.grant(scopes=("mcp", "files:read"))
     decided = {

@@ -72,6 +72,7 @@ async def test_a_new_grant_of_the_same_user_and_client_takes_the_session_over(
     its session. The session moves to the new grant: the old grant's end leaves it open,
     the new grant's closes it; another client of the same user still gets a 404."""
     first = await open_session(oauthd, upstream)
+    oauthd.clock.advance(1)
     again = await oauthd.grant(scopes=("mcp", "files:read"), client_id=first.client_id)
     reply = await oauthd.mcp("POST", again, headers=with_session())
     assert reply.status == 200 and upstream.requests[-1].session_id == SESSION
@@ -81,6 +82,8 @@ async def test_a_new_grant_of_the_same_user_and_client_takes_the_session_over(
     assert binding.grant_id == new_grant.id and binding.session_key in new_grant.mcp_sessions
     await assert_unknown_session(oauthd, upstream, await oauthd.grant())
 
+    # never back to the older grant
+    await assert_unknown_session(oauthd, upstream, first)
     await oauthd.revoke(first.refresh, first.client_id)
     await asyncio.sleep(0.2)
     assert upstream.of_method("DELETE") == []  # the old grant's end closes nothing
