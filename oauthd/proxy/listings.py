@@ -21,9 +21,11 @@ from typing import Any
 
 import orjson
 
-from oauthd.policy import filter_listing
+from oauthd.policy import LISTINGS, filter_listing
 from oauthd.proxy.policing import Listed
 
+# A listing's result key and its method (for answers on a GET stream: `_shaped`).
+SHAPES = tuple((key, method) for method, (key, _, _) in LISTINGS.items())
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE = re.compile(rb"\r\n|\n|\r")
 
@@ -47,7 +49,7 @@ class ListingFilter:
 
     @property
     def done(self) -> bool:
-        return not self._pending
+        return not self._pending and not self._listed.by_shape
 
     def filtered(self, message: Any) -> Any | None:
         """`message` (a response or a batch) with its listings filtered; None if nothing
@@ -65,7 +67,7 @@ class ListingFilter:
         rid = response.get("id")
         if not isinstance(rid, str | int) or isinstance(rid, bool):
             return None
-        method = self._listed.methods.get(rid)
+        method = self._listed.methods.get(rid) or self._shaped(response)
         if method is None:
             return None
         self._pending.discard(rid)
@@ -78,6 +80,13 @@ class ListingFilter:
         if listed.private:
             result = {**result, "cacheScope": "private"}
         return {**response, "result": result}
+
+    def _shaped(self, response: dict[str, Any]) -> str | None:
+        """On a GET stream: the listing method whose answer `response` looks like."""
+        result = response.get("result")
+        if not self._listed.by_shape or not isinstance(result, dict):
+            return None
+        return next((m for key, m in SHAPES if isinstance(result.get(key), list)), None)
 
 
 class SseFilter:

@@ -71,13 +71,16 @@ def policy_of(resource: ResourceConfig, hierarchy: ScopeHierarchy) -> Policy | N
 class Listed:
     """The listings a request asks for, whose answers are filtered for its caller:
     `methods` maps each listing's request id to its method; `private`: the request's
-    protocol version has `cacheScope` (2026-07-28 on)."""
+    protocol version has `cacheScope` (2026-07-28 on); `by_shape`: a GET stream, whose
+    answers (a resumed POST's, replayed) are to requests it never saw: any answer shaped
+    like a listing is one."""
 
     policy: Policy
     caller: Caller
     scopes: frozenset[str]
     methods: dict[str | int, str]
     private: bool
+    by_shape: bool = False
 
 
 class Policing:
@@ -97,6 +100,12 @@ class Policing:
         self._hierarchy = policy.hierarchy
         self._groups_of = groups_of
         self._count = metrics.policy_decisions(resource.path)
+
+    def stream_listings(self, grant: Grant, private: bool) -> Listed:
+        """What a GET stream's answers are filtered by: any listing on it (a client that
+        resumes a listing's stream with Last-Event-ID must not read it unfiltered)."""
+        caller = Caller(grant.user, grant.client_id, self._groups_of(grant))
+        return Listed(self.policy, caller, frozenset(grant.token_scopes), {}, private, True)
 
     def check(self, grant: Grant, message: Any, private: bool) -> Listed | None:
         """Raise the refusal of a message (or batch) the grant's caller may not send;

@@ -142,7 +142,10 @@ class McpProxy:
             if mount.policing is not None and request.method not in MCP_METHODS:
                 # a body policy never sees: the transport uses GET, POST and DELETE only
                 raise jsonrpc_error(405, -32000, "method not allowed", {"Allow": ALLOW})
-            if request.method == "POST":
+            if request.method == "GET" and mount.policing is not None:
+                newer = validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER))
+                listed = mount.policing.stream_listings(grant, newer)
+            elif request.method == "POST":
                 if mount.policing is not None:
                     body, listed = await self._policed_body(request, mount, grant)
                 elif validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER)):

@@ -127,6 +127,31 @@ async def test_an_sse_listing_is_filtered_event_by_event(
     assert data["result"]["cacheScope"] == "private"
 
 
+async def test_a_get_stream_replaying_a_listing_is_filtered_too(
+    policed: Oauthd, upstream: FakeUpstream
+) -> None:
+    """A client that resumes a listing's stream (GET with Last-Event-ID) gets the upstream's
+    replay: answers to requests this GET never made, filtered by their shape."""
+
+    async def replay(request: web.Request, seen: Seen) -> web.StreamResponse:
+        response = await start_sse(request)
+        for method in ("tools/list", "prompts/list"):
+            await response.write(sse_event(orjson.dumps(result_of(method, 9)).decode(), "e2"))
+        await response.write(sse_event('{"jsonrpc":"2.0","id":10,"result":{"content":[]}}'))
+        return response
+
+    upstream.answer = replay
+    granted = await policed.grant(user=OTHER_USER)
+    answer = await policed.mcp("GET", granted, headers={"Last-Event-ID": "e1"})
+    assert answer.status == 200
+    tools, prompts, other = (
+        orjson.loads(e.split("data: ", 1)[1]) for e in answer.text.split("\n\n") if e
+    )
+    assert names(tools["result"]) == ["write_file", "read_file"]
+    assert names(prompts["result"], "prompts") == ["hello"]
+    assert other["result"] == {"content": []}
+
+
 async def test_a_hidden_tool_called_by_name_is_still_denied(
     policed: Oauthd, upstream: FakeUpstream
 ) -> None:
