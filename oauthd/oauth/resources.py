@@ -83,9 +83,9 @@ def requested_scopes(
     client: Client, resource: ResourceConfig, scope: str | None
 ) -> tuple[str, ...]:
     """The scopes a request asks of `resource` for `client`: with no `scope`, every scope
-    the client registered that the resource offers; else each one asked, which must be
-    offered by the resource. `ValueError` naming the first scope that is not (or saying
-    that the client registered none the resource offers).
+    the client registered that the resource offers (none of them: the resource's
+    `required_scopes`, else all it offers); else each one asked, which must be offered by
+    the resource. `ValueError` naming the first scope that is not.
 
     A registered `scope` is a default, not a limit: clients register themselves (RFC
     7591) with the scopes they knew of at the time, and MCP clients step up later to
@@ -94,12 +94,9 @@ def requested_scopes(
     allowed = client.scope.split()
     if scope is None or not scope.strip():
         granted = tuple(s for s in allowed if s in resource.scopes)
-        if not granted and resource.scopes:
-            raise ValueError(
-                f"this client registered no scope that {resource.name} ({resource.path}) "
-                f"offers; it offers {' '.join(resource.scopes)}"
-            )
-        return granted
+        # registered for another resource only: what every call here needs, else all
+        needed = tuple(s for s in resource.required_scopes if s in resource.scopes)
+        return granted or needed or resource.scopes
     wanted = tuple(dict.fromkeys(scope.split()))
     for name in wanted:
         if name not in resource.scopes:
