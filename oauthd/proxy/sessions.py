@@ -99,7 +99,10 @@ class SessionBindings:
         def moved(current: McpSession) -> McpSession:
             if current.grant_id != old_grant:
                 return current  # handed over meanwhile
-            return dataclasses.replace(current, grant_id=grant.id, expires_at=renewed + self._ttl)
+            # bound anew now: a grant older than this moment never takes it back
+            return dataclasses.replace(
+                current, grant_id=grant.id, created_at=renewed, expires_at=renewed + self._ttl
+            )
 
         await self._store.mcp_sessions.update(key, moved)
         log.info(

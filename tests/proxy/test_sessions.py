@@ -92,6 +92,23 @@ async def test_a_new_grant_of_the_same_user_and_client_takes_the_session_over(
     await eventually(lambda: [s.session_id for s in upstream.of_method("DELETE")] == [SESSION])
 
 
+async def test_a_grant_made_before_the_hand_over_never_takes_the_session(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    first = await open_session(oauthd, upstream)
+    oauthd.clock.advance(1)
+    middle = await oauthd.grant(client_id=first.client_id)
+    oauthd.clock.advance(1)
+    latest = await oauthd.grant(client_id=first.client_id)
+    oauthd.clock.advance(1)
+    assert (await oauthd.mcp("POST", latest, headers=with_session())).status == 200
+    await assert_unknown_session(
+        oauthd, upstream, middle
+    )  # newer than the first, not the hand-over
+    await assert_unknown_session(oauthd, upstream, first)
+    assert (await oauthd.mcp("POST", latest, headers=with_session())).status == 200
+
+
 async def test_an_unknown_session_id_is_404(oauthd: Oauthd, upstream: FakeUpstream) -> None:
     granted = await open_session(oauthd, upstream)
     await assert_unknown_session(oauthd, upstream, granted, "never-issued")
