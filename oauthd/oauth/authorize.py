@@ -27,7 +27,7 @@ from oauthd.oauth.errors import (
 )
 from oauthd.oauth.resources import Targets, UnknownTarget, requested_scopes
 from oauthd.scopes import FLAT, ScopeHierarchy
-from oauthd.store import Store
+from oauthd.store import Conflict, Store, Unavailable
 
 MAX_STATE = 2000
 # The client_id of a pending sign-in that leads back to one of our pages (no client_id is
@@ -263,12 +263,12 @@ class Authorizer:
     async def remember_consent(self, flow: Flow) -> None:
         user = flow.pending.user
         assert user is not None
-        now = self._clock.now()
-        scopes = tuple(dict.fromkeys((*await self.consented(flow), *flow.pending.scopes)))
-        ttl = self._config.tokens.consent_ttl
         path = self.resource_path(flow.pending)
-        await self._store.consents.put(
-            Consent(user, flow.client.client_id, scopes, now, now + ttl, resource=path)
+        await widen_consent(
+            self._store,
+            Consent(user, flow.client.client_id, flow.pending.scopes, 0.0, None, resource=path),
+            self._clock.now(),
+            self._config.tokens.consent_ttl,
         )
 
     async def forget_consent(self, grant: Grant) -> None:
@@ -334,3 +334,24 @@ class Authorizer:
                 "iss": self.issuer,
             },
         )
+
+
+async def widen_consent(store: Store, asked: Consent, now: float, ttl: float) -> None:
+    """The remembered consent of `asked`'s user, client and resource gains `asked.scopes`
+    and lives `ttl` from `now`: one atomic update (a consent and an upgrade at once both
+    count), or a new record when there is none."""
+
+    def widened(current: Consent) -> Consent:  # pure: a shared backend may run it again
+        scopes = tuple(dict.fromkeys((*current.scopes, *asked.scopes)))
+        return dataclasses.replace(current, scopes=scopes, created_at=now, expires_at=now + ttl)
+
+    fresh = dataclasses.replace(asked, created_at=now, expires_at=now + ttl)
+    for _ in range(3):  # an add that lost to a concurrent one updates that one
+        if await store.consents.update(asked.key, widened) is not None:
+            return
+        try:
+            await store.consents.add(fresh)
+            return
+        except Conflict:
+            continue
+    raise Unavailable("the remembered consent changed under every try", retry_after=1.0)

@@ -20,7 +20,8 @@ from urllib.parse import quote, urlencode
 from oauthd.clock import Clock
 from oauthd.config import Config, ResourceConfig
 from oauthd.log import audit
-from oauthd.model import Consent, Grant, consent_key
+from oauthd.model import Consent, Grant
+from oauthd.oauth.authorize import widen_consent
 from oauthd.oauth.clients import ClientRegistry
 from oauthd.oauth.errors import OAuthError, page_error
 from oauthd.oauth.resources import Targets
@@ -86,10 +87,8 @@ async def remember_added(
 ) -> None:
     """The user's remembered consent for the grant's client and resource (at `path`)
     gains `added`."""
-    old = await store.consents.get(consent_key(grant.user, grant.client_id, path))
-    scopes = tuple(dict.fromkeys((*(old.scopes if old else ()), *added)))
-    consent = Consent(grant.user, grant.client_id, scopes, now, now + ttl, resource=path)
-    await store.consents.put(consent)
+    asked = Consent(grant.user, grant.client_id, added, 0.0, None, resource=path)
+    await widen_consent(store, asked, now, ttl)
 
 
 class Upgrades:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from oauthd import crypto
-from oauthd.model import consent_key
+from oauthd.model import Consent, consent_key
+from oauthd.oauth.authorize import widen_consent
 from oauthd.oauth.errors import Delivery, OAuthError
 from tests.support.configs import OTHER_USER, USER
 from tests.support.protocol import (
@@ -381,3 +384,17 @@ async def test_no_consent_before_login_or_after_expiry(env: Env) -> None:
     env.clock.advance(env.config.tokens.consent_ttl)
     flow = await env.signed_in(await env.begin(client, scope=" ".join(SCOPES)))
     assert not await env.server.authorizer.has_consent(flow)
+
+
+async def test_concurrent_consents_both_count(env: Env) -> None:
+    """A consent and an upgrade (or two consents) at once: the remembered consent gains
+    both sets, whichever comes first (no read-then-write losing one)."""
+    asked = [
+        Consent(USER, "app", scopes, 0.0, None, resource="/mcp")
+        for scopes in (("mcp",), ("files:read",), ("files:write", "mcp"))
+    ]
+    now = env.clock.now()
+    await asyncio.gather(*(widen_consent(env.store, a, now, 60.0) for a in asked))
+    consent = await env.store.consents.get(consent_key(USER, "app", "/mcp"))
+    assert consent is not None and set(consent.scopes) == {"mcp", "files:read", "files:write"}
+    assert consent.expires_at == now + 60.0
