@@ -25,7 +25,7 @@ from oauthd.http.cookies import (
 )
 from oauthd.http.errors import Routes
 from oauthd.http.forms import single_values
-from oauthd.http.keys import AUTH, CONFIG, page_brand
+from oauthd.http.keys import AUTH, page_brand
 from oauthd.http.upgrade_pages import (
     UpgradeView,
     render_cancelled,
@@ -47,11 +47,6 @@ def _asked(params: dict[str, str]) -> tuple[str, str]:
 
 def _scopes(scope: str) -> tuple[str, ...]:
     return tuple(scope.split())
-
-
-def _described(request: web.Request, scopes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    words = dict(request.app[CONFIG].oauth.scope_descriptions)
-    return tuple((scope, words.get(scope, scope)) for scope in scopes)
 
 
 async def upgrade_page(request: web.Request) -> web.StreamResponse:
@@ -93,7 +88,7 @@ async def _offer_page(
         client_name=offer.client_name,
         resource_name=offer.resource.name,
         user=session.user,
-        added=_described(request, offer.added),
+        added=tuple((w.scope, w.words) for w in request.app[AUTH].describe_scopes(offer.added)),
         unverified=offer.unverified,
     )
     return html(render_upgrade(view, brand))

@@ -104,6 +104,8 @@ class AuthServer:
         self.upgrade_offer = self.upgrades.offer
         self.upgrade_grant = self.upgrades.upgrade
         self._descriptions = ScopeDescriptions(config)
+        # Scopes in words (`[oauth] scope_descriptions`), for the pages that name them.
+        self.describe_scopes = self._descriptions.describe
         # The live grant a bearer token belongs to, or None. Bound to the tokens' own
         # method, not wrapped: the proxy calls it on every request, and a forwarding
         # coroutine cost 0.5 % of its instructions.

@@ -17,6 +17,7 @@ There is deliberately no tests/browser/__init__.py (see conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -75,10 +76,9 @@ class Oauthd:
     client: OauthdClient
 
 
-@pytest.fixture
-async def oauthd(tmp_path: Path) -> AsyncIterator[Oauthd]:
-    port = free_port()
-    config = make_config(tmp_path, port, oauth={"scopes": SCOPES})
+@contextlib.asynccontextmanager
+async def served(config: Config, port: int) -> AsyncIterator[Oauthd]:
+    """`config`'s app on a test server at `port`, with a fake clock and a client of it."""
     clock = FakeClock(time.time())
     server = TestServer(create_app(config, clock=clock), host="127.0.0.1", port=port)
     await server.start_server()
@@ -89,6 +89,14 @@ async def oauthd(tmp_path: Path) -> AsyncIterator[Oauthd]:
     finally:
         await client.close()
         await server.close()
+
+
+@pytest.fixture
+async def oauthd(tmp_path: Path) -> AsyncIterator[Oauthd]:
+    port = free_port()
+    config = make_config(tmp_path, port, oauth={"scopes": SCOPES})
+    async with served(config, port) as running:
+        yield running
 
 
 @pytest.fixture
@@ -289,16 +297,8 @@ async def two_resources(tmp_path: Path) -> AsyncIterator[Oauthd]:
         resources=[("/mcp", "Notes", ("mcp",)), ("/files/mcp", "Files", FILE_SCOPES)],
         oauth={"scopes": ("mcp", *FILE_SCOPES), "scope_descriptions": FILE_WORDS},
     )
-    clock = FakeClock(time.time())
-    server = TestServer(create_app(config, clock=clock), host="127.0.0.1", port=port)
-    await server.start_server()
-    base = f"http://127.0.0.1:{port}"
-    client = OauthdClient(base, config.server.issuer)
-    try:
-        yield Oauthd(config, clock, base, client)
-    finally:
-        await client.close()
-        await server.close()
+    async with served(config, port) as running:
+        yield running
 
 
 FILE_SCOPES = ("files:read", "files:write")

@@ -6,7 +6,6 @@ Every page is checked for CSP violations and styling, and saved as a screenshot.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from oauthd.assembly import create_app
-from oauthd.clock import FakeClock
 from oauthd.oauth import upgrade_url
 from tests.browser.test_pages_browser import (  # the browser fixtures and page helpers
     Oauthd,
@@ -24,11 +21,11 @@ from tests.browser.test_pages_browser import (  # the browser fixtures and page 
     context,
     heading,
     path_of,
+    served,
     sign_in,
     tab,
 )
 from tests.support.configs import introspection_secret, make_config
-from tests.support.http_client import OauthdClient
 from tests.support.ports import free_port
 
 __all__ = ["browser", "context", "tab"]  # fixtures used by name
@@ -70,16 +67,8 @@ async def oauthd(tmp_path: Path, upstream: str) -> AsyncIterator[Oauthd]:
         },
         upstream={"required_scopes": ("files:read",)},
     )
-    clock = FakeClock(time.time())
-    server = TestServer(create_app(config, clock=clock), host="127.0.0.1", port=port)
-    await server.start_server()
-    base = f"http://127.0.0.1:{port}"
-    client = OauthdClient(base, config.server.issuer)
-    try:
-        yield Oauthd(config, clock, base, client)
-    finally:
-        await client.close()
-        await server.close()
+    async with served(config, port) as running:
+        yield running
 
 
 async def test_the_same_token_works_after_the_upgrade(oauthd: Oauthd, tab: Tab) -> None:

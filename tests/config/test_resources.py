@@ -7,24 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from oauthd.config import ConfigError, RuleConfig, load_config
-from oauthd.config.sections import Config
-from tests.test_config import commented_resources
+from oauthd.config import RuleConfig
+from tests.test_config import commented_resources, error_for, load_text
 
 FILES = '[[resource]]\npath = "/files/mcp"\nurl = "http://127.0.0.1:9001/mcp"\n'
-
-
-def load_text(tmp_path: Path, text: str) -> Config:
-    (tmp_path / "config.toml").write_text(text, encoding="utf-8")
-    return load_config(tmp_path / "config.toml")
-
-
-def error_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> str:
-    (tmp_path / "config.toml").write_text(text, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError) as info:
-        load_config("config.toml")
-    return str(info.value)
 
 
 def test_the_shorthand_is_one_resource_at_mcp(tmp_path: Path) -> None:
