@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from oauthd import crypto
 from oauthd.clock import Clock
-from oauthd.model import AccountSession, Grant, consent_key
+from oauthd.model import AccountSession, Grant
 from oauthd.oauth.tokens import Tokens
 from oauthd.store import Store
 
@@ -92,15 +92,7 @@ class Accounts:
         apps.sort(key=lambda a: (-a.last_used_at, a.client_name, a.grant_id))
         return apps
 
-    async def revoke(self, user: str, grant_id: str) -> Grant | None:
-        """End the user's grant (its tokens stop working at once, its MCP sessions are
-        closed) and forget the user's consent to that client, so that the app has to ask
-        again. None if there is no such grant of this user."""
+    async def owned(self, user: str, grant_id: str) -> Grant | None:
+        """The grant `grant_id` if it is `user`'s (what /account may revoke), else None."""
         grant = await self._store.grants.get(grant_id) if grant_id else None
-        if grant is None or grant.user != user:
-            return None
-        ended = await self._tokens.revoke_grant(grant_id, by="account")  # counted, audited
-        if ended is not None:
-            path = self._tokens.targets.path_of(ended.resource)
-            await self._store.consents.delete(consent_key(user, ended.client_id, path))
-        return ended
+        return grant if grant is not None and grant.user == user else None

@@ -420,7 +420,10 @@ class AuthServer:
         return await self._accounts.connected_apps(user)
 
     async def revoke_connected_app(self, user: str, grant_id: str) -> Grant | None:
-        return await self._accounts.revoke(user, grant_id)
+        """End `user`'s grant as `revoke_grant` does (its consent forgotten too); None if
+        there is no such grant of this user."""
+        grant = await self._accounts.owned(user, grant_id)
+        return None if grant is None else await self.revoke_grant(grant.id, by="account")
 
     async def finish(self, flow: Flow, allow: bool, *, remembered: bool = False) -> str | None:
         """Record the consent decision (`remembered`: an earlier one, applied without a

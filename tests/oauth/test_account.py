@@ -1,5 +1,5 @@
-"""`Accounts`: a user's connected apps (from a scan of the grants) and revoking one; the
-/account sessions in the store."""
+"""`Accounts`: a user's connected apps (from a scan of the grants) and revoking one (through
+`AuthServer.revoke_connected_app`); the /account sessions in the store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from oauthd.model import consent_key
 from oauthd.oauth.account import SESSION_TTL, Accounts
 from oauthd.oauth.tokens import Tokens
 from oauthd.store import MemoryStore
+from tests.support.protocol import RESOURCE, Env
 from tests.support.records import DAY, NOW, make_client, make_consent, make_grant
 
 MCP = "http://127.0.0.1:8080/mcp"  # the default config's one resource
@@ -54,30 +55,33 @@ async def test_connected_apps_are_the_users_live_grants_most_recent_first(
     assert await acc.connected_apps("carol") == []
 
 
-async def test_revoke_ends_the_grant_and_forgets_the_consent(tmp_path: Path) -> None:
-    acc, store, _ = accounts(tmp_path)
-    grant = make_grant(user="alice", client_id="c1", resource=MCP)
-    other_client = make_grant(user="alice", client_id="c2", resource=MCP)
+async def test_revoke_ends_the_grant_and_forgets_the_consent(env: Env) -> None:
+    """`AuthServer.revoke_connected_app`: only the user's own grant (`Accounts.owned`),
+    ended as `revoke_grant` ends one."""
+    store = env.store
+    grant = make_grant(user="alice", client_id="c1", resource=RESOURCE)
+    other_client = make_grant(user="alice", client_id="c2", resource=RESOURCE)
     for g in (grant, other_client):
         await store.grants.add(g)
     await store.consents.add(make_consent(user="alice", client_id="c1"))
     await store.consents.add(make_consent(user="alice", client_id="c2"))
     other_resource = make_consent(user="alice", client_id="c1", resource="/files/mcp")
     await store.consents.add(other_resource)
+    revoke = env.server.revoke_connected_app
 
-    assert await acc.revoke("bob", grant.id) is None  # not bob's
+    assert await revoke("bob", grant.id) is None  # not bob's
     assert await store.grants.get(grant.id) is not None
-    assert await acc.revoke("alice", "") is None
-    assert await acc.revoke("alice", "no-such-grant") is None
+    assert await revoke("alice", "") is None
+    assert await revoke("alice", "no-such-grant") is None
 
-    ended = await acc.revoke("alice", grant.id)
+    ended = await revoke("alice", grant.id)
     assert ended is not None and ended.id == grant.id
     assert await store.grants.get(grant.id) is None
     assert await store.consents.get(consent_key("alice", "c1", "/mcp")) is None
     assert await store.consents.get(consent_key("alice", "c2", "/mcp")) is not None
     assert await store.consents.get(other_resource.key) is not None  # another resource's
     assert await store.grants.get(other_client.id) is not None
-    assert await acc.revoke("alice", grant.id) is None  # once
+    assert await revoke("alice", grant.id) is None  # once
 
 
 async def test_a_session_is_found_by_its_cookie_only_with_the_right_secret(tmp_path: Path) -> None:
