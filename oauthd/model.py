@@ -52,6 +52,13 @@ class Client:
     # when it was last used at /authorize, /token, ...; None: never. Written at most once
     # per `registry.LAST_USED_RESOLUTION` (format 3)
     last_used_at: float | None = None
+    # private_key_jwt (RFC 7523 s2.2): the client's public keys, as a JWKS document (JSON
+    # text), or the https URL that serves them; None: none registered (format 5)
+    jwks: str | None = None
+    jwks_uri: str | None = None
+    # the resource identifier (issuer + path) a client_credentials client gets tokens for
+    # when its request names none; None: the server's default resource (format 5)
+    resource: str | None = None
 
     @property
     def key(self) -> str:
@@ -185,6 +192,9 @@ class Grant:
     # the user's groups when they signed in (local users: `[[login.users]] groups`; OIDC:
     # the `login.oidc.groups_claim` of the ID token); format 4
     groups: tuple[str, ...] = field(default=(), metadata=INTERN)
+    # who `user` is (`PRINCIPAL_USER`: a person; `PRINCIPAL_SERVICE`: a machine, through
+    # client credentials or workload identity); format 5
+    principal: str = field(default="user", metadata=INTERN)
 
     @property
     def token_scopes(self) -> tuple[str, ...]:
@@ -280,6 +290,80 @@ class AccountSession:
         return self.session_key
 
 
+PRINCIPAL_USER = "user"
+PRINCIPAL_SERVICE = "service"
+
+KEY_NEXT = "next"
+KEY_ACTIVE = "active"
+KEY_RETIRED = "retired"
+
+
+@dataclass(slots=True)
+class SigningKey:
+    """One key of oauthd's signing key ring (format 5). Its state moves next -> active ->
+    retired; exactly one key is active. The private key is sealed (AES-256-GCM, the
+    session key: `login.encryption_key`) with the kid as associated data; the public JWK is
+    kept in clear for the JWKS document. A next key is published from `created_at` and
+    signs from `activate_after`; a retired key stays published until `expires_at`, when
+    everything it signed has expired."""
+
+    KIND: ClassVar[str] = "signing_keys"
+    kid: str
+    alg: str  # "ES256" | "RS256"
+    state: str  # KEY_NEXT | KEY_ACTIVE | KEY_RETIRED
+    public_jwk: str  # JSON text of the public JWK (kid, alg, use "sig")
+    sealed_private: bytes
+    created_at: float
+    activate_after: float  # a next key may become active from here on
+    activated_at: float | None
+    retired_at: float | None
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.kid
+
+
+@dataclass(slots=True)
+class UsedAssertion:
+    """A JWT id (`jti`) seen in a client assertion, workload token or ID-JAG, kept until
+    the JWT expires so that it is never accepted twice, across restarts and instances
+    (`Table.add` is atomic). Keyed by a digest of the issuer and the jti (format 5)."""
+
+    KIND: ClassVar[str] = "used_assertions"
+    assertion_key: str
+    issuer: str = field(metadata=INTERN)
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return self.assertion_key
+
+
+def account_link_key(issuer: str, subject: str) -> str:
+    return f"{issuer}\x1f{subject}"
+
+
+@dataclass(slots=True)
+class AccountLink:
+    """An enterprise identity (an ID-JAG's issuer and subject) linked to a user of ours
+    (format 5). `via`: "subject" (the user is named after the subject's mapping) or
+    "email" (linked to an existing user by email, where the operator enabled it)."""
+
+    KIND: ClassVar[str] = "account_links"
+    issuer: str = field(metadata=INTERN)
+    subject: str
+    user: str = field(metadata=INTERN)
+    via: str
+    created_at: float
+    expires_at: float | None
+
+    @property
+    def key(self) -> str:
+        return account_link_key(self.issuer, self.subject)
+
+
 Record = (
     Client
     | Consent
@@ -290,6 +374,9 @@ Record = (
     | McpSession
     | RegistrationGroup
     | AccountSession
+    | SigningKey
+    | UsedAssertion
+    | AccountLink
 )
 
 RECORD_TYPES: tuple[type[Record], ...] = (
@@ -302,4 +389,7 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     McpSession,
     RegistrationGroup,
     AccountSession,
+    SigningKey,
+    UsedAssertion,
+    AccountLink,
 )

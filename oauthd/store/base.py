@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from oauthd.model import (
+    AccountLink,
     AccountSession,
     AuthCode,
     Client,
@@ -48,6 +49,8 @@ from oauthd.model import (
     PendingAuthorization,
     Record,
     RegistrationGroup,
+    SigningKey,
+    UsedAssertion,
 )
 
 R = TypeVar("R", bound=Record)
@@ -265,6 +268,9 @@ class Store(ABC):
     mcp_sessions: Table[McpSession]
     registration_groups: Table[RegistrationGroup]
     account_sessions: Table[AccountSession]
+    signing_keys: Table[SigningKey]
+    used_assertions: Table[UsedAssertion]
+    account_links: Table[AccountLink]
     counters: Counters
 
     def tables(self) -> tuple[Table[Any], ...]:
@@ -278,6 +284,9 @@ class Store(ABC):
             self.mcp_sessions,
             self.registration_groups,
             self.account_sessions,
+            self.signing_keys,
+            self.used_assertions,
+            self.account_links,
         )
 
     async def purge_expired(self) -> int:

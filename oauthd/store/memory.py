@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from oauthd.clock import Clock
 from oauthd.model import (
+    AccountLink,
     AccountSession,
     AuthCode,
     Client,
@@ -20,6 +21,8 @@ from oauthd.model import (
     PendingAuthorization,
     Record,
     RegistrationGroup,
+    SigningKey,
+    UsedAssertion,
 )
 from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, is_live
 from oauthd.store.counters import MemoryCounters
@@ -185,6 +188,9 @@ class MemoryStore(Store):
             RegistrationGroup.KIND, clock, sink
         )
         self.account_sessions = MemoryTable[AccountSession](AccountSession.KIND, clock, sink)
+        self.signing_keys = MemoryTable[SigningKey](SigningKey.KIND, clock, sink)
+        self.used_assertions = MemoryTable[UsedAssertion](UsedAssertion.KIND, clock, sink)
+        self.account_links = MemoryTable[AccountLink](AccountLink.KIND, clock, sink)
         self.counters = MemoryCounters(clock)  # in process, never journaled
         self.by_kind: dict[str, MemoryTable[Any]] = {t.kind: t for t in self.memory_tables()}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from oauthd.persist.migrate import Document, Migration
 
-CURRENT_VERSION = 4
+CURRENT_VERSION = 5
 
 
 def _v1_to_v2(doc: Document) -> Document:
@@ -58,5 +58,22 @@ def _v3_to_v4(doc: Document) -> Document:
     return doc
 
 
+def _v4_to_v5(doc: Document) -> Document:
+    """Version 5 (issue #13: machine and enterprise identities, signing keys) says who a
+    grant's `user` is (`principal`: every grant before it is a person's, "user"), gives
+    clients the keys and resource of private_key_jwt and client credentials (none before
+    it), and adds three kinds: `signing_keys` (the first start of version 5 creates the
+    first key), `used_assertions` and `account_links`."""
+    for record in doc.get("grants", []):
+        record.setdefault("principal", "user")
+    for record in doc.get("clients", []):
+        record.setdefault("jwks", None)
+        record.setdefault("jwks_uri", None)
+        record.setdefault("resource", None)
+    for kind in ("signing_keys", "used_assertions", "account_links"):
+        doc.setdefault(kind, [])
+    return doc
+
+
 # version N -> N + 1
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}

@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oauthd.clock import Clock
 from oauthd.model import (
+    AccountLink,
     AccountSession,
     AuthCode,
     Client,
@@ -40,6 +41,8 @@ from oauthd.model import (
     McpSession,
     PendingAuthorization,
     RegistrationGroup,
+    SigningKey,
+    UsedAssertion,
 )
 from oauthd.store.base import (
     Conflict,
@@ -223,6 +226,9 @@ class PostgresStore(Store):
         self.mcp_sessions = PostgresTable[McpSession](McpSession.KIND, self)
         self.registration_groups = PostgresTable[RegistrationGroup](RegistrationGroup.KIND, self)
         self.account_sessions = PostgresTable[AccountSession](AccountSession.KIND, self)
+        self.signing_keys = PostgresTable[SigningKey](SigningKey.KIND, self)
+        self.used_assertions = PostgresTable[UsedAssertion](UsedAssertion.KIND, self)
+        self.account_links = PostgresTable[AccountLink](AccountLink.KIND, self)
         self.counters = PostgresCounters(self)  # shared by every instance (schema v3)
         self.read_cache: ReadCache | None = None  # set by `open` (store/cache.py)
 

@@ -37,6 +37,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from oauthd.clock import Clock
 from oauthd.model import (
+    AccountLink,
     AccountSession,
     AuthCode,
     Client,
@@ -46,6 +47,8 @@ from oauthd.model import (
     McpSession,
     PendingAuthorization,
     RegistrationGroup,
+    SigningKey,
+    UsedAssertion,
 )
 from oauthd.store import codec
 from oauthd.store.base import (
@@ -287,6 +290,9 @@ class RedisStore(Store):
         self.mcp_sessions = RedisTable[McpSession](McpSession.KIND, self)
         self.registration_groups = RedisTable[RegistrationGroup](RegistrationGroup.KIND, self)
         self.account_sessions = RedisTable[AccountSession](AccountSession.KIND, self)
+        self.signing_keys = RedisTable[SigningKey](SigningKey.KIND, self)
+        self.used_assertions = RedisTable[UsedAssertion](UsedAssertion.KIND, self)
+        self.account_links = RedisTable[AccountLink](AccountLink.KIND, self)
         self.counters = RedisCounters(self)  # shared by every instance (redis_counters.py)
         listen = RedisInvalidations(url, prefix, (Grant.KIND, McpSession.KIND), timeout)
         self.read_cache: ReadCache | None = attach(

@@ -30,6 +30,9 @@ EMPTY = {
     "mcp_sessions": 0,
     "registration_groups": 0,
     "account_sessions": 0,
+    "signing_keys": 0,
+    "used_assertions": 0,
+    "account_links": 0,
 }
 
 

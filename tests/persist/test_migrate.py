@@ -21,6 +21,7 @@ import pytest
 
 from oauthd.clock import FakeClock
 from oauthd.model import (
+    AccountLink,
     AccountSession,
     AuthCode,
     Client,
@@ -31,6 +32,8 @@ from oauthd.model import (
     PendingAuthorization,
     Record,
     RegistrationGroup,
+    SigningKey,
+    UsedAssertion,
 )
 from oauthd.persist.errors import RecoveryError, TooNewError
 from oauthd.persist.migrate import migrate
@@ -340,13 +343,79 @@ ADDED_IN_V4: list[Record] = [
         resource="https://mcp.example/files/mcp",
     ),
 ]
+# Records of format version 5 (in v5.json and later): a service principal's grant, a
+# private_key_jwt client with its keys and resource, and the three kinds it adds.
+ADDED_IN_V5: list[Record] = [
+    Client(
+        client_id="svc-ci",
+        client_name="CI job",
+        redirect_uris=(),
+        grant_types=("client_credentials",),
+        response_types=(),
+        token_endpoint_auth_method="private_key_jwt",
+        application_type="web",
+        scope="files:read",
+        secret_hash=None,
+        source="admin",
+        created_at=NOW - DAY,
+        expires_at=None,
+        jwks='{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"ci-1"}]}',
+        resource="https://mcp.example/files/mcp",
+    ),
+    Grant(
+        id="grant-5",
+        user="ci-job",
+        client_id="svc-ci",
+        scopes=("files:read",),
+        resource="https://mcp.example/files/mcp",
+        access_hash=_digest("access 5"),
+        access_expires_at=NOW + 3000,
+        refresh_hash=_digest("void refresh 5"),
+        previous_refresh_hash=None,
+        rotated_at=None,
+        successor_used=False,
+        upstream_tokens=None,
+        mcp_sessions=(),
+        created_at=NOW - 600,
+        last_used_at=NOW - 600,
+        expires_at=NOW + 3000,
+        principal="service",
+    ),
+    SigningKey(
+        kid="k-2026-12-07",
+        alg="ES256",
+        state="active",
+        public_jwk='{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"k-2026-12-07","alg":"ES256","use":"sig"}',
+        sealed_private=b"\x03sealed private key bytes\x00",
+        created_at=NOW - DAY,
+        activate_after=NOW - DAY,
+        activated_at=NOW - DAY,
+        retired_at=None,
+        expires_at=None,
+    ),
+    UsedAssertion(
+        assertion_key="9a8b7c6d5e4f3a2b1c0d",
+        issuer="https://idp.example",
+        created_at=NOW - 30,
+        expires_at=NOW + 270,
+    ),
+    AccountLink(
+        issuer="https://idp.example",
+        subject="00u1abcd",
+        user="alice",
+        via="email",
+        created_at=NOW - 3600,
+        expires_at=None,
+    ),
+]
 RECORDS_OF = {
     1: FIXTURE_RECORDS,
     2: FIXTURE_RECORDS,
     3: FIXTURE_RECORDS + ADDED_IN_V3,
     4: FIXTURE_RECORDS + ADDED_IN_V3 + ADDED_IN_V4,
+    5: FIXTURE_RECORDS + ADDED_IN_V3 + ADDED_IN_V4 + ADDED_IN_V5,
 }
-KINDS_OF = {1: KINDS[:7], 2: KINDS[:7], 3: KINDS, 4: KINDS}
+KINDS_OF = {1: KINDS[:7], 2: KINDS[:7], 3: KINDS[:9], 4: KINDS[:9], 5: KINDS}
 
 
 def fixture_versions() -> list[int]:
@@ -440,6 +509,14 @@ def test_v3_to_v4_names_the_resource_of_consents_and_sessions() -> None:
     consent = Consent("a", "c", (), NOW, None)
     assert consent.key == "a\x1fc"  # the key a format-3 consent was stored under
     assert Consent("a", "c", (), NOW, None, resource="/files/mcp").key == "a\x1fc\x1f/files/mcp"
+
+
+def test_v4_to_v5_makes_every_earlier_grant_a_persons() -> None:
+    doc: dict[str, Any] = {"version": 4, "grants": [{"id": "g1"}], "clients": [{"client_id": "c"}]}
+    out = MIGRATIONS[4](doc)
+    assert out["grants"][0]["principal"] == "user"
+    assert out["clients"][0] == {"client_id": "c", "jwks": None, "jwks_uri": None, "resource": None}
+    assert out["signing_keys"] == out["used_assertions"] == out["account_links"] == []
 
 
 async def test_the_current_fixture_loads_every_kind(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from oauthd.clock import FakeClock
 from oauthd.model import (
     RECORD_TYPES,
+    AccountLink,
     AccountSession,
     AuthCode,
     Client,
@@ -31,6 +32,8 @@ from oauthd.model import (
     PendingAuthorization,
     Record,
     RegistrationGroup,
+    SigningKey,
+    UsedAssertion,
 )
 
 NOW = FakeClock().now()
@@ -202,6 +205,47 @@ def make_account_session(**overrides: Any) -> AccountSession:
     return AccountSession(**{**fields, **overrides})
 
 
+def make_signing_key(**overrides: Any) -> SigningKey:
+    n = _n()
+    fields = {
+        "kid": f"kid-{n}",
+        "alg": "ES256",
+        "state": "active",
+        "public_jwk": f'{{"kty":"EC","crv":"P-256","x":"AAAA","y":"BBBB","kid":"kid-{n}"}}',
+        "sealed_private": b"\x02sealed-private\xff" + n.to_bytes(4, "big"),
+        "created_at": NOW - DAY,
+        "activate_after": NOW - DAY,
+        "activated_at": NOW - DAY,
+        "retired_at": None,
+        "expires_at": None,
+    }
+    return SigningKey(**{**fields, **overrides})
+
+
+def make_used_assertion(**overrides: Any) -> UsedAssertion:
+    n = _n()
+    fields = {
+        "assertion_key": f"assertion-{n}",
+        "issuer": "https://idp.example",
+        "created_at": NOW - 10,
+        "expires_at": NOW + 300,
+    }
+    return UsedAssertion(**{**fields, **overrides})
+
+
+def make_account_link(**overrides: Any) -> AccountLink:
+    n = _n()
+    fields = {
+        "issuer": "https://idp.example",
+        "subject": f"subject-{n}",
+        "user": f"user-{n}",
+        "via": "subject",
+        "created_at": NOW - 60,
+        "expires_at": None,
+    }
+    return AccountLink(**{**fields, **overrides})
+
+
 FACTORIES: dict[str, Callable[..., Record]] = {
     Client.KIND: make_client,
     Consent.KIND: make_consent,
@@ -212,6 +256,9 @@ FACTORIES: dict[str, Callable[..., Record]] = {
     McpSession.KIND: make_mcp_session,
     RegistrationGroup.KIND: make_registration_group,
     AccountSession.KIND: make_account_session,
+    SigningKey.KIND: make_signing_key,
+    UsedAssertion.KIND: make_used_assertion,
+    AccountLink.KIND: make_account_link,
 }
 KINDS: tuple[str, ...] = tuple(cls.KIND for cls in RECORD_TYPES)
 assert set(FACTORIES) == set(KINDS), "a record class has no factory"
