@@ -6,6 +6,7 @@ The door: `AuthServer` and the names below are all that the rooms outside the pr
 
 from oauthd.oauth.account import SESSION_TTL as ACCOUNT_SESSION_TTL
 from oauthd.oauth.account import ConnectedApp
+from oauthd.oauth.assertions import KeySetSource, KeysUnavailable, has_kid, import_key_set
 from oauthd.oauth.authorize import Flow, add_query
 from oauthd.oauth.clients import (
     ClientCredentials,
@@ -39,6 +40,8 @@ __all__ = [
     "Flow",
     "GrantEndedListener",
     "IdentityProvider",
+    "KeySetSource",
+    "KeysUnavailable",
     "OAuthError",
     "ScopeWords",
     "UpgradeOffer",
@@ -46,6 +49,8 @@ __all__ = [
     "UpstreamIdentity",
     "add_query",
     "credentials_from",
+    "has_kid",
+    "import_key_set",
     "invalid_request",
     "is_loopback_redirect",
     "is_return_path",
