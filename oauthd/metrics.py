@@ -128,6 +128,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self._assertions_refused = Counter(
+            "oauthd_assertions_refused",
+            "Client assertions (private_key_jwt), workload tokens and ID-JAGs refused, by "
+            "kind and reason (unknown_issuer, bad_signature, wrong_audience, expired, "
+            "replayed_jti, client_mismatch, unknown_resource, ...).",
+            ["kind", "reason"],
+            registry=r,
+        )
         for reason in CLIENT_REMOVAL_REASONS:
             self._clients_removed.labels(reason)
         for result in LOGIN_RESULTS:
@@ -227,6 +235,10 @@ class Metrics:
 
     def reuse_detected(self, token_type: str) -> None:
         self._reuse.labels(token_type).inc()
+
+    def assertion_refused(self, kind: str, reason: str) -> None:
+        """`kind`: "client_assertion" | "workload" | "id_jag"; `reason`: a `Refusal`."""
+        self._assertions_refused.labels(kind, reason).inc()
 
     def client_registered(self) -> None:
         self._registrations.inc()
