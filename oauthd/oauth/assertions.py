@@ -185,7 +185,7 @@ def verify(
     if expect.typ is not None and not _typ_matches(unverified.header, expect.typ):
         raise AssertionRefused(Refusal.WRONG_TYPE, f'the JWT header "typ" must be {expect.typ}')
     try:
-        decoded = jwt.decode(token, keys, algorithms=list(algorithms))
+        decoded = _decode(token, unverified.kid, keys, list(algorithms))
     except InvalidKeyIdError:
         raise AssertionRefused(
             Refusal.UNKNOWN_KEY, "the assertion is signed with a key that is not known (kid)"
@@ -205,6 +205,24 @@ def verify(
         ) from None
     claims = decoded.claims
     return _checked(decoded.header, claims, expect, now)
+
+
+MAX_KEYS_TRIED = 10  # a JWT without a kid is tried against at most this many keys
+
+
+def _decode(token: str, kid: str | None, keys: KeySet, algorithms: list[str]) -> jwt.Token:
+    """joserfc picks the key by `kid`; a JWT without one (PyJWT, which the MCP SDK signs
+    with, sets none by default) is tried against each key of the set in turn."""
+    if kid is not None or len(keys.keys) <= 1:
+        return jwt.decode(token, keys, algorithms=algorithms)
+    for key in keys.keys[:MAX_KEYS_TRIED]:
+        try:
+            return jwt.decode(token, key, algorithms=algorithms)
+        except UnsupportedAlgorithmError:
+            raise
+        except (JoseError, ValueError, TypeError):  # not this key (or not its type)
+            continue
+    raise BadSignatureError()
 
 
 def _checked(
