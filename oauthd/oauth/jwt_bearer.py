@@ -178,7 +178,8 @@ class JwtBearerGrant:
             accepted = await self._enterprise(issuer, verified, client, form)
         else:
             accepted = self._workload(issuer, verified, client, form)
-        if verified.jti is not None:
+        if issuer.jti_required and verified.jti is not None:
+            # not otherwise: a platform token (Kubernetes' carry a jti) is reused all its life
             await self._ledger.claim(issuer.issuer, verified.jti, verified.expires_at)
         return await self._grants.issue(
             accepted.user,
