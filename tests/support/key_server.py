@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from oauthd.oauth.assertions import ID_JAG_TYPE
@@ -89,16 +90,21 @@ class KeyServer:
         }
         return self.signers[0].sign(body, typ=ID_JAG_TYPE)
 
-    def issue_workload_token(self, audience: str, subject: str) -> str:
-        """A Kubernetes-style service-account token for `subject`."""
+    def issue_workload_token(self, audience: str, subject: str, *, issuer: str = "") -> str:
+        """A Kubernetes-style service-account token for `subject` (`issuer`: the `iss`,
+        by default this server's)."""
         now = int(time.time())
-        body = {"iss": self.issuer, "sub": subject, "aud": [audience], "iat": now, "exp": now + 600}
+        body = {
+            "iss": issuer or self.issuer,
+            "sub": subject,
+            "aud": [audience],
+            "iat": now,
+            "exp": now + 600,
+        }
         return self.signers[0].sign(body)
 
 
 def _json(doc: object) -> bytes:
-    import orjson
-
     return orjson.dumps(doc)
 
 
