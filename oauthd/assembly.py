@@ -2,11 +2,12 @@
 built in order and unwound in reverse.
 
 Start: key material (before the state: a bad key must not hold the state lock), the
-state, the identity provider's client, the metadata-document fetcher, `AuthServer`, the
-session sealer (its fallback key lives in the state dir), the MCP proxy, housekeeping, the
-admin socket. Stop, after the app stopped accepting, ended the proxy's streams
-(`oauthd.http.web_app`) and drained in-flight requests: the admin socket, housekeeping,
-the grant-ended work still running (`AuthServer.drain`), the proxy, the fetcher, the
+state, the identity provider's client, the metadata-document fetcher, the key fetcher
+(the JWKS of trusted issuers), `AuthServer`, the session sealer (its fallback key lives in
+the state dir), the MCP proxy, housekeeping, the admin socket. Stop, after the app stopped
+accepting, ended the proxy's streams (`oauthd.http.web_app`) and drained in-flight
+requests: the admin socket, housekeeping, the grant-ended work still running
+(`AuthServer.drain`), the proxy, the key fetcher, the metadata-document fetcher, the
 provider's client, then the state (the file backend's final snapshot) last. A failure
 half-way through start closes what was opened, in the same reverse order."""
 
@@ -30,6 +31,7 @@ from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
 from oauthd.outbound.cimd import CimdFetcher
 from oauthd.outbound.idp import identity_provider
+from oauthd.outbound.jwks import JwksFetcher
 from oauthd.proxy import McpProxy
 from oauthd.store import Store, Unavailable, open_store
 from oauthd.users import Users
@@ -93,6 +95,9 @@ async def services(
             stack.push_async_callback(provider.close)
         fetcher = CimdFetcher(clock=clock.now)
         stack.push_async_callback(fetcher.close)
+        # one key fetcher for every JWKS: the trusted issuers' (and clients' jwks_uri)
+        keys = JwksFetcher(_key_hosts(config), clock=clock.now)
+        stack.push_async_callback(keys.close)
         sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
         auth = AuthServer(
             config,
@@ -105,6 +110,7 @@ async def services(
             metrics=metrics,
             device_key=device_code_key(config, keyring),
             browser_key=known_browser_key(config, keyring),
+            key_source=keys,
         )
         proxy = McpProxy(
             config,
@@ -122,6 +128,11 @@ async def services(
         await stack.enter_async_context(housekeeping(store, auth.remove_idle_clients))
         await stack.enter_async_context(admin_server.serving(config, store, auth))
         yield Services(store, auth, proxy)
+
+
+def _key_hosts(config: Config) -> list[str]:
+    """The hosts the key fetcher may fetch from: the trusted issuers' key locations."""
+    return [host for issuer in config.trusted_issuer for host in issuer.key_hosts]
 
 
 def create_app(

@@ -76,6 +76,7 @@ class Metrics:
         )
         # The families in the order `render()` lists them.
         self._register_protocol(r)
+        self._register_assertions(r)
         self._register_persistence(r)
         self._register_proxy(r)
         r.register(_ScrapeTimeCollector(self))
@@ -128,6 +129,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in CLIENT_REMOVAL_REASONS:
+            self._clients_removed.labels(reason)
+        for result in LOGIN_RESULTS:
+            self._logins.labels(result)
+        for token_type in REUSABLE:
+            self._reuse.labels(token_type)
+
+    def _register_assertions(self, r: CollectorRegistry) -> None:
         self._assertions_refused = Counter(
             "oauthd_assertions_refused",
             "Client assertions (private_key_jwt), workload tokens and ID-JAGs refused, by "
@@ -136,12 +145,6 @@ class Metrics:
             ["kind", "reason"],
             registry=r,
         )
-        for reason in CLIENT_REMOVAL_REASONS:
-            self._clients_removed.labels(reason)
-        for result in LOGIN_RESULTS:
-            self._logins.labels(result)
-        for token_type in REUSABLE:
-            self._reuse.labels(token_type)
 
     def _register_persistence(self, r: CollectorRegistry) -> None:
         self._snapshot_seconds = Histogram(

@@ -99,11 +99,20 @@ def commented_resources() -> str:
     return "\n".join(line.removeprefix("#").removeprefix(" ") for line in block.splitlines())
 
 
+def commented_issuers() -> str:
+    """The example's commented [[trusted_issuer]] tables, uncommented (its prose, `##`,
+    stays a comment)."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    block = text[text.index("## --- The JWT bearer grant") : text.index("## --- end of")]
+    return "\n".join(line.removeprefix("#").removeprefix(" ") for line in block.splitlines())
+
+
 def test_example_documents_every_key() -> None:
     written = toml_keys(tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
     # The resource example is commented out ([upstream] and [[resource]] do not mix);
     # every [upstream] key is a [[resource]] key too.
     written |= toml_keys(tomllib.loads(commented_resources()))
+    written |= toml_keys(tomllib.loads(commented_issuers()))
     written |= {f"resource.{k}" for k in schema_keys(UpstreamConfig)}
     own = {"resource", "resources", "scopes_supported"}
     expected = {k for k in schema_keys(Config) if k.partition(".")[0] not in own}
@@ -112,6 +121,8 @@ def test_example_documents_every_key() -> None:
     }
     expected |= {f"resource.{k}" for k in ("path", "name", "scopes")}
     expected |= {f"resource.rule.{k}" for k in schema_keys(RuleConfig)}
+    # jwks_file is one key (a path) read into a JwksFile, not a table
+    expected -= {"trusted_issuer.jwks_file.path", "trusted_issuer.jwks_file.document"}
     assert written == expected
     assert "storage.save_max_wait" in written and "login.users.password_hash" in written
 

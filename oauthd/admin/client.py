@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from oauthd.admin.views import ClientGroupView, ClientView, SessionView, from_json
+from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView, from_json
 from oauthd.exits import ExitCode
 
 TIMEOUT = 120.0  # per read: revoking a great many sessions takes a while
@@ -68,6 +68,13 @@ class AdminClient:
         client = reply.result.get("client")
         ended = [from_json(SessionView, item) for item in reply.items]
         return (from_json(ClientView, client) if client else None), ended
+
+    def links(self) -> list[LinkView]:
+        return [from_json(LinkView, item) for item in self.ask("links.list").items]
+
+    def remove_link(self, issuer: str, subject: str) -> LinkView:
+        (item,) = self.ask("links.remove", issuer=issuer, subject=subject).items
+        return from_json(LinkView, item)
 
     def ask(self, op: str, **args: str | None) -> Reply:
         request = {"op": op, "args": {k: v for k, v in args.items() if v is not None}}

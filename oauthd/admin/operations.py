@@ -1,5 +1,5 @@
 """What an operator can do to the running daemon: list and end sessions (grants), list and
-delete clients.
+delete clients, list and remove account links (enterprise identities linked to users).
 
 Grants and clients are keyed by id only, so every listing and every revocation by user or
 client is a scan of a table (`Table.scan`: chunked, the event loop keeps serving). That is
@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from oauthd.admin.views import ClientGroupView, ClientView, SessionView
+from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView
 from oauthd.config import Config
-from oauthd.model import Client, Grant
+from oauthd.model import Client, Grant, account_link_key
 from oauthd.store import Store
 
 END_BATCH = 64  # grants ended concurrently: their journal writes share fsyncs
@@ -76,6 +76,19 @@ class Admin:
         """How sessions lists show a grant's resource: its path."""
         issuer = self._config.server.issuer
         return identifier[len(issuer) :] if identifier.startswith(issuer + "/") else identifier
+
+    async def links(self) -> list[LinkView]:
+        """Every account link (enterprise identity -> user), by issuer then subject."""
+        links = [LinkView.of(link) async for link in self._store.account_links.scan()]
+        return sorted(links, key=lambda v: (v.issuer, v.subject))
+
+    async def remove_link(self, issuer: str, subject: str) -> LinkView:
+        """Forget a link: the identity's next ID-JAG links it anew (its grants stay until
+        they expire or are revoked: `sessions revoke --user`)."""
+        link = await self._store.account_links.take(account_link_key(issuer, subject))
+        if link is None:
+            raise AdminError(f"no link of subject {subject!r} at issuer {issuer!r}")
+        return LinkView.of(link)
 
     async def sessions(
         self, user: str | None = None, client_id: str | None = None, resource: str | None = None

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from oauthd.admin.operations import Admin, AdminError, GrantRevoker
-from oauthd.admin.views import ClientGroupView, ClientView, SessionView
+from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView
 from oauthd.config import Config, admin_socket_path
 from oauthd.exits import ExitCode
 from oauthd.store import Store, Unavailable
@@ -41,7 +41,7 @@ CLOSE_GRACE = 5.0  # an operation under way at shutdown may finish within this
 ITEMS_PER_LINE = 500
 
 Args = Mapping[str, object]
-Chunks = AsyncIterator[Sequence[SessionView | ClientView | ClientGroupView]]
+Chunks = AsyncIterator[Sequence[SessionView | ClientView | ClientGroupView | LinkView]]
 Answer = tuple[Chunks, dict[str, Any]]
 
 
@@ -84,6 +84,8 @@ class AdminServer:
             "clients.list": self._list_clients,
             "clients.delete": self._delete_client,
             "clients.stats": self._client_stats,
+            "links.list": self._list_links,
+            "links.remove": self._remove_link,
         }
 
     async def start(self) -> None:
@@ -207,8 +209,23 @@ class AdminServer:
         chunks = self._admin.views(deletion.ended, ITEMS_PER_LINE, known=client)
         return chunks, {"count": len(deletion.ended), "client": view}
 
+    async def _list_links(self, args: Args) -> Answer:
+        links = await self._admin.links()
+        return _chunked(links), {"count": len(links)}
 
-async def _chunked(views: Sequence[ClientView | ClientGroupView]) -> Chunks:
+    async def _remove_link(self, args: Args) -> Answer:
+        issuer, subject = _text(args, "issuer"), _text(args, "subject")
+        if issuer is None or subject is None:
+            raise AdminError("say which link to remove (issuer and subject)")
+        link = await self._admin.remove_link(issuer, subject)
+        log.info(
+            "account link removed by the operator",
+            extra={"event": "admin.link_removed", "issuer": issuer, "user": link.user},
+        )
+        return _chunked([link]), {"count": 1}
+
+
+async def _chunked(views: Sequence[ClientView | ClientGroupView | LinkView]) -> Chunks:
     for start in range(0, len(views), ITEMS_PER_LINE):
         yield views[start : start + ITEMS_PER_LINE]
         await asyncio.sleep(0)

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from oauthd.model import Client, Grant
+from oauthd.model import AccountLink, Client, Grant
 
-V = TypeVar("V", "SessionView", "ClientView", "ClientGroupView")
+V = TypeVar("V", "SessionView", "ClientView", "ClientGroupView", "LinkView")
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,9 +106,24 @@ class ClientGroupView:
         )
 
 
+@dataclass(slots=True, frozen=True)
+class LinkView:
+    """An enterprise identity (ID-JAG issuer and subject) linked to a user of ours."""
+
+    issuer: str
+    subject: str
+    user: str
+    via: str  # "subject" (named by the issuer's user_template) or "email"
+    created_at: float
+
+    @classmethod
+    def of(cls, link: AccountLink) -> LinkView:
+        return cls(link.issuer, link.subject, link.user, link.via, link.created_at)
+
+
 _FIELDS: dict[type[Any], frozenset[str]] = {
     cls: frozenset(f.name for f in dataclasses.fields(cls))
-    for cls in (SessionView, ClientView, ClientGroupView)
+    for cls in (SessionView, ClientView, ClientGroupView, LinkView)
 }
 
 

@@ -89,7 +89,7 @@ def _command(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
     return cmd
 
 
-def _admin_socket(args: argparse.Namespace) -> Path:
+def admin_socket(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket)
     config = load(args)
@@ -110,7 +110,7 @@ def cmd_admin(args: argparse.Namespace) -> ExitCode:
             sys.stderr.write(f"{selectors.prog}: error: {problem}\n")
             return ExitCode.USAGE
     try:
-        return run(args, _admin_socket(args))
+        return run(args, admin_socket(args))
     except (AdminUnreachable, AdminRefused) as exc:
         return fail(exc, exc.exit_code)
 

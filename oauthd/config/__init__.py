@@ -9,6 +9,7 @@ sections are errors, and every error names the file and the key path:
 """
 
 from oauthd.config.convert import parse_duration
+from oauthd.config.issuers import SubjectRule, TrustedIssuerConfig
 from oauthd.config.loader import admin_socket_path, default_config, load_config
 from oauthd.config.resources import ResourceConfig, RuleConfig, UpstreamConfig
 from oauthd.config.schema import ConfigError
@@ -51,7 +52,9 @@ __all__ = [
     "RuleConfig",
     "ServerConfig",
     "StorageConfig",
+    "SubjectRule",
     "TokensConfig",
+    "TrustedIssuerConfig",
     "UpstreamConfig",
     "admin_socket_path",
     "default_config",

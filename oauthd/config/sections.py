@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from oauthd.config import convert as to
+from oauthd.config.issuers import TrustedIssuerConfig, check_issuers, trusted_issuer_tables
 from oauthd.config.logo import Logo, logo
 from oauthd.config.resources import (
     SHORTHAND_PATH,
@@ -235,6 +236,11 @@ def check_config(config: Config, at: At) -> None:
                 )
             )
     _check_scope_tables(config, at.key("oauth"))
+    if config.trusted_issuer:
+        issuer = config.server.issuer
+        offered = {r.path: r.scopes for r in config.resources}
+        offered.update({r.uri(issuer): r.scopes for r in config.resources})
+        check_issuers(config.trusted_issuer, offered, at.key("trusted_issuer"))
     _check_shared_key(config, at)
     listen = config.metrics.listen
     if listen is not None and listen.port != 0 and listen == config.server.listen:
@@ -318,6 +324,8 @@ class Config:
     pages: PagesConfig = field(metadata=key(section(PagesConfig), {}))
     # `[[resource]]` as written; empty when the file uses the `[upstream]` shorthand
     resource: tuple[ResourceConfig, ...] = field(metadata=key(resource_tables, []))
+    # `[[trusted_issuer]]`: whose JWTs the JWT bearer grant accepts (config/issuers.py)
+    trusted_issuer: tuple[TrustedIssuerConfig, ...] = field(metadata=key(trusted_issuer_tables, []))
     # Derived (not keys): every resource, the shorthand's included, `oauth.scopes` filled
     # in where a table has no `scopes`; and every scope some resource offers.
     resources: tuple[ResourceConfig, ...] = field(init=False, repr=False, compare=False)

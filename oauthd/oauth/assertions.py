@@ -293,6 +293,8 @@ def import_key_set(document: object) -> KeySet:
         raise KeysUnavailable('a JWKS must be a JSON object with a "keys" array')
     keys = [k for k in document["keys"] if isinstance(k, dict) and k.get("use", "sig") == "sig"]
     public = [_public_only(k) for k in keys]
+    if not public:  # joserfc's own words for this ("missing_key") say less
+        raise KeysUnavailable("the JWKS holds no signing key")
     try:
         key_set = KeySet.import_key_set({"keys": public})
     except (JoseError, ValueError, TypeError) as exc:

@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from oauthd.config import Config, ResourceConfig
+from oauthd.oauth.assertions import JWT_BEARER
 
 GRANT_TYPES = (
     "authorization_code",
     "refresh_token",
     "urn:ietf:params:oauth:grant-type:device_code",
+    JWT_BEARER,
 )
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 
@@ -28,7 +30,10 @@ def authorization_server_metadata(config: Config) -> dict[str, Any]:
         "device_authorization_endpoint": f"{issuer}/device_authorization",
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": list(GRANT_TYPES),
+        # the JWT bearer grant only with a [[trusted_issuer]] whose assertions it takes
+        "grant_types_supported": [
+            g for g in GRANT_TYPES if g != JWT_BEARER or config.trusted_issuer
+        ],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),

@@ -17,16 +17,13 @@ from oauthd.metrics import Metrics
 from oauthd.model import AccountSession, DeviceFlow, Grant, PendingAuthorization
 from oauthd.oauth import metadata
 from oauthd.oauth.account import Accounts, ConnectedApp
+from oauthd.oauth.assertions import KeySetSource
 from oauthd.oauth.authorize import Authorizer, Flow, page_client
-from oauthd.oauth.clients import (
-    ClientCredentials,
-    ClientRegistry,
-    DocumentFetcher,
-    Registration,
-)
+from oauthd.oauth.clients import ClientCredentials, ClientRegistry, DocumentFetcher, Registration
 from oauthd.oauth.consent import ConsentRequest, ScopeDescriptions, consent_audit
 from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
+from oauthd.oauth.jwt_bearer import JwtBearerGrant
 from oauthd.oauth.known_browsers import KnownBrowsers
 from oauthd.oauth.page_signin import PageSignIns
 from oauthd.oauth.ratelimit import TOTAL, Limiter, Limits, too_many
@@ -66,12 +63,13 @@ class AuthServer:
         metrics: Metrics | None = None,
         device_key: bytes | None = None,
         browser_key: bytes | None = None,
+        key_source: KeySetSource | None = None,
     ) -> None:
         """`keyring`: the resolved keys and secrets (`oauthd.keyring.read_keyring`); the
         introspection secret is read from it at each use, so a SIGHUP rotates it.
         `device_key`: the HMAC key of device user codes (`oauthd.keyring.device_code_key`);
         `browser_key`: the one of known-browser cookies (`oauthd.keyring.known_browser_key`);
-        None: a key for this process only."""
+        None: a key for this process only. `key_source`: others' JWKS (`outbound/jwks.py`)."""
         self.config = config
         self._keyring = keyring
         sealer = keyring.sealer
@@ -82,7 +80,12 @@ class AuthServer:
         self.tokens = Tokens(config, store, clock, self.metrics)
         self.authorizer = Authorizer(config, store, clock, self.clients, sealer, self.tokens.scopes)
         self.devices = DeviceFlows(config, store, clock, self.tokens, device_key or os.urandom(32))
-        self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices, sealer)
+        self.jwt_bearer = JwtBearerGrant.build(
+            config, store, clock, self.tokens, self.metrics, key_source, self.is_user
+        )
+        self.token_endpoint = TokenEndpoint(
+            store, self.clients, self.tokens, self.devices, sealer, self.jwt_bearer
+        )
         self.upstream: UpstreamLogin | None = None
         self.upstream_tokens: UpstreamTokens | None = None
         if provider is not None and sealer is not None:
@@ -92,23 +95,20 @@ class AuthServer:
             self.upstream_tokens = UpstreamTokens(store, provider, sealer, clock.now)
         self.limiter = Limiter(store.counters, clock)
         self.limits = Limits.from_config(config)
-        browsers = KnownBrowsers(
-            browser_key or os.urandom(32), clock, config.login.known_browser_ttl
-        )
+        ttl = config.login.known_browser_ttl
+        browsers = KnownBrowsers(browser_key or os.urandom(32), clock, ttl)
         self.sign_ins = SignIns(self.limiter, self.limits, browsers, self.metrics)
         self._accounts = Accounts(store, self.tokens, clock)
         self.page_sign_ins = PageSignIns(config, store, clock, self._accounts)
         self.upgrades = Upgrades(config, store, clock, self.clients, self.tokens.scopes)
-        # In-place upgrade of a grant (the /upgrade page): what approving would add, and
-        # the approval (durable before it returns, audited as `grant_upgraded`).
+        # The /upgrade page: what approving adds; the approval (durable, `grant_upgraded`).
         self.upgrade_offer = self.upgrades.offer
         self.upgrade_grant = self.upgrades.upgrade
         self._descriptions = ScopeDescriptions(config)
         # Scopes in words (`[oauth] scope_descriptions`), for the pages that name them.
         self.describe_scopes = self._descriptions.describe
-        # The live grant a bearer token belongs to, or None. Bound to the tokens' own
-        # method, not wrapped: the proxy calls it on every request, and a forwarding
-        # coroutine cost 0.5 % of its instructions.
+        # The live grant of a bearer token, or None: the tokens' own method, not wrapped (the
+        # proxy calls it on every request; a forwarding coroutine cost 0.5 % of its work).
         self.verify_bearer: BearerCheck = self.tokens.verify_bearer
 
     # -- while serving (SIGHUP) -----------------------------------------------------------

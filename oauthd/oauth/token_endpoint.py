@@ -7,9 +7,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from oauthd import crypto
 from oauthd.model import AuthCode, Client
+from oauthd.oauth.assertions import JWT_BEARER
 from oauthd.oauth.clients import ClientCredentials, ClientRegistry
 from oauthd.oauth.device import DEVICE_GRANT, DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_grant, invalid_request
+from oauthd.oauth.jwt_bearer import JwtBearerGrant
 from oauthd.oauth.resources import canonical_resource
 from oauthd.oauth.tokens import TokenResponse, Tokens
 from oauthd.store import Store
@@ -32,8 +34,11 @@ class TokenEndpoint:
         tokens: Tokens,
         devices: DeviceFlows,
         sealer: crypto.Sealer | None = None,
+        jwt_bearer: JwtBearerGrant | None = None,
     ) -> None:
+        """`jwt_bearer`: the JWT bearer grant, offered when there are trusted issuers."""
         self._sealer = sealer
+        self._jwt_bearer = jwt_bearer if jwt_bearer is not None and jwt_bearer.issuers else None
         self._store = store
         self._clients = clients
         self._tokens = tokens
@@ -48,14 +53,22 @@ class TokenEndpoint:
     ) -> TokenResponse:
         grant_type = _required(form, "grant_type")
         grant = self._grants.get(grant_type)
+        if grant_type == JWT_BEARER and self._jwt_bearer is not None:
+            # a workload assertion needs no client: the grant decides whether to authenticate
+            client = lambda: self._client(credentials, grant_type)  # noqa: E731
+            return await self._jwt_bearer.redeem(form, credentials is not None, client)
         if grant is None:
             raise OAuthError(
                 "unsupported_grant_type", f"grant_type {grant_type!r} is not supported"
             )
+        return await grant(await self._client(credentials, grant_type), form)
+
+    async def _client(self, credentials: ClientCredentials | None, grant_type: str) -> Client:
+        """The authenticated client, allowed to use `grant_type`."""
         client = await self._clients.authenticate(credentials)
         if grant_type not in client.grant_types:
             raise OAuthError("unauthorized_client", f"this client may not use {grant_type}")
-        return await grant(client, form)
+        return client
 
     async def _refresh_token(self, client: Client, form: Mapping[str, str]) -> TokenResponse:
         return await self._tokens.refresh(
