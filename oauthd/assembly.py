@@ -2,11 +2,11 @@
 built in order and unwound in reverse.
 
 Start: key material (before the state: a bad key must not hold the state lock), the
-state, the identity provider's client, the metadata-document fetcher, `AuthServer`, the
+state, the identity provider's client, the metadata-document and JWKS fetchers, `AuthServer`, the
 session sealer (its fallback key lives in the state dir), the MCP proxy, housekeeping, the
 admin socket. Stop, after the app stopped accepting, ended the proxy's streams
 (`oauthd.http.web_app`) and drained in-flight requests: the admin socket, housekeeping,
-the grant-ended work still running (`AuthServer.drain`), the proxy, the fetcher, the
+the grant-ended work still running (`AuthServer.drain`), the proxy, the fetchers, the
 provider's client, then the state (the file backend's final snapshot) last. A failure
 half-way through start closes what was opened, in the same reverse order."""
 
@@ -30,6 +30,7 @@ from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
 from oauthd.outbound.cimd import CimdFetcher
 from oauthd.outbound.idp import identity_provider
+from oauthd.outbound.jwks import JwksFetcher
 from oauthd.proxy import McpProxy
 from oauthd.store import Store, Unavailable, open_store
 from oauthd.users import Users
@@ -93,6 +94,8 @@ async def services(
             stack.push_async_callback(provider.close)
         fetcher = CimdFetcher(clock=clock.now)
         stack.push_async_callback(fetcher.close)
+        jwks = JwksFetcher(clock=clock.now)  # hosts: the operator's clients' jwks_uri
+        stack.push_async_callback(jwks.close)
         sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
         auth = AuthServer(
             config,
@@ -105,6 +108,7 @@ async def services(
             metrics=metrics,
             device_key=device_code_key(config, keyring),
             browser_key=known_browser_key(config, keyring),
+            keys=jwks,
         )
         proxy = McpProxy(
             config,

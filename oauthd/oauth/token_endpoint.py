@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from oauthd import crypto
 from oauthd.model import AuthCode, Client
-from oauthd.oauth.clients import ClientCredentials, ClientRegistry
+from oauthd.oauth.client_auth import ClientCredentials
+from oauthd.oauth.client_credentials import CLIENT_CREDENTIALS, ClientCredentialsGrant
+from oauthd.oauth.clients import ClientRegistry
 from oauthd.oauth.device import DEVICE_GRANT, DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_grant, invalid_request
 from oauthd.oauth.resources import canonical_resource
@@ -32,7 +34,9 @@ class TokenEndpoint:
         tokens: Tokens,
         devices: DeviceFlows,
         sealer: crypto.Sealer | None = None,
+        machines: ClientCredentialsGrant | None = None,
     ) -> None:
+        """`machines`: the client credentials grant (None: not offered)."""
         self._sealer = sealer
         self._store = store
         self._clients = clients
@@ -42,6 +46,8 @@ class TokenEndpoint:
             "refresh_token": self._refresh_token,
             DEVICE_GRANT: devices.redeem,
         }
+        if machines is not None:
+            self._grants[CLIENT_CREDENTIALS] = machines.redeem
 
     async def handle(
         self, form: Mapping[str, str], credentials: ClientCredentials | None

@@ -50,6 +50,7 @@ def test_the_example_resources_load(tmp_path: Path) -> None:
         users=None,
         groups=("ops",),
         clients=None,
+        principals=None,
         effect="allow",
         message="",
     )

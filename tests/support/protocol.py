@@ -23,12 +23,8 @@ from oauthd.config import Config, ResourceConfig
 from oauthd.keyring import read_keyring
 from oauthd.model import Client, PendingAuthorization
 from oauthd.oauth.authorize import Flow
-from oauthd.oauth.clients import (
-    ClientCredentials,
-    ClientDocumentError,
-    FetchedDocument,
-    Registration,
-)
+from oauthd.oauth.client_auth import ClientCredentials
+from oauthd.oauth.clients import ClientDocumentError, FetchedDocument, Registration
 from oauthd.oauth.errors import OAuthError
 from oauthd.oauth.server import AuthServer
 from oauthd.oauth.tokens import TokenResponse
