@@ -13,6 +13,7 @@ from oauthd.oauth.clients import (
     ClientDocumentError,
     DocumentFetcher,
     FetchedDocument,
+    Registration,
     registration_response,
 )
 from oauthd.oauth.consent import ConsentRequest, ScopeWords
@@ -46,6 +47,7 @@ __all__ = [
     "KeysUnavailable",
     "NewClient",
     "OAuthError",
+    "Registration",
     "ScopeWords",
     "UpgradeOffer",
     "UpstreamError",
