@@ -27,6 +27,8 @@ class AdminRefused(Exception):
     """The daemon answered with an error (no such session, ...); `exit_code`: the one it
     named (DATAERR for a client it would not create), else FAILURE."""
 
+    exit_code = ExitCode.FAILURE
+
     def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILURE) -> None:
         super().__init__(message)
         self.exit_code = exit_code

@@ -145,7 +145,10 @@ class AdminServer:
             async for chunk in chunks:
                 await _send(writer, {"items": chunk})
         except AdminError as exc:
-            await _send(writer, {"ok": False, "error": str(exc), "exit": int(exc.exit_code)})
+            refusal: dict[str, Any] = {"ok": False, "error": str(exc)}
+            if exc.exit_code != ExitCode.FAILURE:
+                refusal["exit"] = int(exc.exit_code)
+            await _send(writer, refusal)
             return
         except Unavailable as exc:
             await _send(writer, {"ok": False, "error": f"the state is unavailable: {exc.reason}"})

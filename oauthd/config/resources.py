@@ -107,11 +107,11 @@ class RuleConfig:
     users: tuple[str, ...] | None = field(metadata=key(_optional_words, None))
     groups: tuple[str, ...] | None = field(metadata=key(_optional_words, None))
     clients: tuple[str, ...] | None = field(metadata=key(_optional_words, None))
-    # "user": a person (also an enterprise user through an ID-JAG); "service": a client or
-    # workload acting for itself (client credentials, workload identity)
-    principals: tuple[str, ...] | None = field(metadata=key(_principals, None))
     effect: str = field(metadata=key(to.choice(("allow", "deny")), "allow"))
     message: str = field(metadata=key(to.string, ""))
+    # "user": a person (also an enterprise user through an ID-JAG); "service": a client or
+    # workload acting for itself (client credentials, workload identity)
+    principals: tuple[str, ...] | None = field(default=None, metadata=key(_principals, None))
 
 
 @dataclass(frozen=True, slots=True)
