@@ -95,7 +95,8 @@ async def services(
             stack.push_async_callback(provider.close)
         fetcher = CimdFetcher(clock=clock.now)
         stack.push_async_callback(fetcher.close)
-        # one key fetcher for every JWKS: the trusted issuers' (and clients' jwks_uri)
+        # one key fetcher for every JWKS: the trusted issuers' hosts; a client's jwks_uri
+        # host is permitted when that client authenticates
         keys = JwksFetcher(_key_hosts(config), clock=clock.now)
         stack.push_async_callback(keys.close)
         sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
@@ -110,7 +111,7 @@ async def services(
             metrics=metrics,
             device_key=device_code_key(config, keyring),
             browser_key=known_browser_key(config, keyring),
-            key_source=keys,
+            keys=keys,
         )
         proxy = McpProxy(
             config,

@@ -35,7 +35,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what `generate_late
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 LOGIN_RESULTS = ("success", "failure", "rate_limited")
 CLIENT_REMOVAL_REASONS = ("unused_per_app", "idle")
-ISSUING_GRANTS = ("authorization_code", DEVICE_GRANT)
+ISSUING_GRANTS = ("authorization_code", DEVICE_GRANT, "client_credentials")
 REVOCABLE = ("access_token", "refresh_token", "grant")
 REUSABLE = ("refresh_token", "authorization_code")
 UPSTREAM_ERRORS = ("connect", "timeout", "reset", "tls", "protocol", "stream_cut", "other")
@@ -91,9 +91,8 @@ class Metrics:
         )
         self._issued = Counter(
             "oauthd_tokens_issued",
-            "New grants (a first access and refresh token pair), by grant type and resource "
-            "(its path).",
-            ["grant_type", "resource"],
+            "New grants, by grant type, resource (its path) and principal (user, service).",
+            ["grant_type", "resource", "principal"],
             registry=r,
         )
         self._refreshed = Counter(
@@ -140,8 +139,7 @@ class Metrics:
         self._assertions_refused = Counter(
             "oauthd_assertions_refused",
             "Client assertions (private_key_jwt), workload tokens and ID-JAGs refused, by "
-            "kind and reason (unknown_issuer, bad_signature, wrong_audience, expired, "
-            "replayed_jti, client_mismatch, unknown_resource, ...).",
+            "kind and reason (bad_signature, expired, replayed_jti, ...: Refusal).",
             ["kind", "reason"],
             registry=r,
         )
@@ -222,13 +220,15 @@ class Metrics:
         only values, so that it stays bounded) at 0 before their first event."""
         for path in paths:
             for grant_type in ISSUING_GRANTS:
-                self._issued.labels(grant_type, path)
+                principal = "service" if grant_type == "client_credentials" else "user"
+                self._issued.labels(grant_type, path, principal)
             self._refreshed.labels(path)
             for token_type in REVOCABLE:
                 self._revoked.labels(token_type, path)
 
-    def token_issued(self, grant_type: str, resource: str) -> None:
-        self._issued.labels(grant_type, resource).inc()
+    def token_issued(self, grant_type: str, resource: str, principal: str = "user") -> None:
+        """`principal`: "user" | "service" (`Grant.principal`)."""
+        self._issued.labels(grant_type, resource, principal).inc()
 
     def token_refreshed(self, resource: str) -> None:
         self._refreshed.labels(resource).inc()

@@ -3,7 +3,8 @@ rules, the caller, the token's scopes and the call; no I/O, no aiohttp.
 
 Rules are ordered and the first whose method and name match decides:
 - `effect = "deny"`: denied, with the rule's message;
-- a caller outside the rule's `users`, `groups` or `clients` (each, when set): denied;
+- a caller outside the rule's `users`, `groups`, `clients` or `principals` (each, when
+  set): denied;
 - scopes missing from `require_scopes` (the hierarchy honoured): a step-up, whose scopes
   are everything the call needs (the resource's required scopes and the rule's), since a
   challenge names them all at once;
@@ -54,6 +55,7 @@ class Caller(NamedTuple):
     user: str
     client_id: str
     groups: frozenset[str] = frozenset()
+    principal: str = "user"  # Grant.principal: "user" (a person) or "service" (a machine)
 
 
 class _Globs:
@@ -86,6 +88,7 @@ class Rule:
     users: tuple[str, ...] | None = None
     groups: tuple[str, ...] | None = None
     clients: tuple[str, ...] | None = None
+    principals: tuple[str, ...] | None = None
     effect: Literal["allow", "deny"] = "allow"
     message: str = ""
     _method: _Globs = field(init=False, repr=False, compare=False)
@@ -106,6 +109,8 @@ class Rule:
         if self.users is not None and caller.user not in self.users:
             return False
         if self.groups is not None and caller.groups.isdisjoint(self.groups):
+            return False
+        if self.principals is not None and caller.principal not in self.principals:
             return False
         return self.clients is None or caller.client_id in self.clients
 

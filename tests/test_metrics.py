@@ -79,7 +79,8 @@ async def test_metrics_names_and_values_after_a_scripted_run(oauthd: ScriptedApp
     assert "\noauthd_up 1.0\n" in text
     # the resource label: the configured resources' paths only (here the one at /mcp)
     assert (
-        'oauthd_tokens_issued_total{grant_type="authorization_code",resource="/mcp"} 3.0\n' in text
+        'oauthd_tokens_issued_total{grant_type="authorization_code",principal="user",'
+        'resource="/mcp"} 3.0\n' in text
     )
     assert {
         labels.get("resource")
@@ -93,7 +94,8 @@ async def test_metrics_names_and_values_after_a_scripted_run(oauthd: ScriptedApp
     assert value(samples, "oauthd_logins_total", result="rate_limited") == 0
     assert value(samples, "oauthd_client_registrations_total") == 1
     mcp = "/mcp"
-    assert value(samples, "oauthd_tokens_issued_total", grant_type=DEVICE_GRANT, resource=mcp) == 0
+    issued, user = "oauthd_tokens_issued_total", "user"
+    assert value(samples, issued, grant_type=DEVICE_GRANT, resource=mcp, principal=user) == 0
     assert value(samples, "oauthd_tokens_refreshed_total", resource=mcp) == 1
     revoked = "oauthd_tokens_revoked_total"
     assert value(samples, revoked, token_type="refresh_token", resource=mcp) == 1
@@ -260,9 +262,17 @@ async def test_token_counters_are_per_resource_and_start_at_zero() -> None:
     metrics.token_revoked("grant", "/mcp")
     samples = parse((await metrics.render()).decode())
     issued = "oauthd_tokens_issued_total"
-    assert value(samples, issued, grant_type="authorization_code", resource="/files/mcp") == 1
-    assert value(samples, issued, grant_type="authorization_code", resource="/mcp") == 0
-    assert value(samples, issued, grant_type=DEVICE_GRANT, resource="/files/mcp") == 0
+    code, user, service = "authorization_code", "user", "service"
+    assert value(samples, issued, grant_type=code, resource="/files/mcp", principal=user) == 1
+    assert value(samples, issued, grant_type=code, resource="/mcp", principal=user) == 0
+    assert (
+        value(samples, issued, grant_type=DEVICE_GRANT, resource="/files/mcp", principal=user) == 0
+    )
+    cc = "client_credentials"
+    assert value(samples, issued, grant_type=cc, resource="/mcp", principal=service) == 0
+    metrics.token_issued(cc, "/mcp", service)
+    samples = parse((await metrics.render()).decode())
+    assert value(samples, issued, grant_type=cc, resource="/mcp", principal=service) == 1
     assert value(samples, "oauthd_tokens_refreshed_total", resource="/files/mcp") == 1
     assert value(samples, "oauthd_tokens_refreshed_total", resource="/mcp") == 0
     assert value(samples, "oauthd_tokens_revoked_total", token_type="grant", resource="/mcp") == 1

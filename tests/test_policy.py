@@ -25,6 +25,7 @@ from oauthd.scopes import ScopeHierarchy
 ALICE = Caller("alice", "app", frozenset({"ops"}))
 BOB = Caller("bob", "app")
 BOB_VIA_CLI = Caller("bob", "cli")
+ROBOT = Caller("client:ci", "ci", frozenset(), "service")
 READ = frozenset({"files:read"})
 WRITE = frozenset({"files:write"})
 
@@ -43,6 +44,8 @@ POLICY = Policy(
         Rule("admin-prompt", method="prompts/*", names=("admin",), require_scopes=("admin",)),
         Rule("both", method="tools/call", names=("both",), users=("alice",), groups=("nobody",)),
         Rule("shadowed", method="tools/call", names=("write_report",), effect="deny"),
+        Rule("people-only", method="tools/call", names=("chat",), principals=("user",)),
+        Rule("machines-only", method="tools/call", names=("batch_*",), principals=("service",)),
         Rule("pings", method="ping"),
     ),
     required_scopes=("files:read",),
@@ -102,6 +105,12 @@ POLICY = Policy(
         (BOB, frozenset(), Call("initialize"), StepUp(None, ("files:read",))),
         # names are case-sensitive
         (ALICE, WRITE, Call("tools/call", "SHELL"), Allow()),
+        # principals: a person, or a client acting for itself (client credentials)
+        (BOB, READ, Call("tools/call", "chat"), Allow("people-only")),
+        (ROBOT, READ, Call("tools/call", "chat"), Deny("people-only", NOT_ALLOWED)),
+        (ROBOT, READ, Call("tools/call", "batch_import"), Allow("machines-only")),
+        (ALICE, READ, Call("tools/call", "batch_import"), Deny("machines-only", NOT_ALLOWED)),
+        (ROBOT, READ, Call("tools/call", "other"), Allow()),
     ],
 )
 def test_decide(caller: Caller, scopes: frozenset[str], call: Call, decision: Decision) -> None:

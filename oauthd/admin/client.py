@@ -3,6 +3,7 @@ protocol is in `oauthd.admin.server`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,27 @@ class AdminUnreachable(Exception):
 
 
 class AdminRefused(Exception):
-    """The daemon answered with an error (no such session, ...)."""
+    """The daemon answered with an error (no such session, ...); `exit_code`: the one it
+    named (DATAERR for a client it would not create), else FAILURE."""
 
     exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(slots=True, frozen=True)
+class ClientSpec:
+    """A client to create (`oauthd clients add`); `jwks`: the JWKS file's text."""
+
+    name: str
+    grant_types: tuple[str, ...]
+    auth_method: str
+    jwks: str | None = None
+    jwks_uri: str | None = None
+    scopes: tuple[str, ...] = ()
+    resource: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -34,15 +53,28 @@ class Reply:
     result: dict[str, Any]
 
 
+def _exit(message: dict[str, Any]) -> ExitCode:
+    try:
+        return ExitCode(message.get("exit", ExitCode.FAILURE))
+    except ValueError:
+        return ExitCode.FAILURE
+
+
 class AdminClient:
     def __init__(self, path: Path, timeout: float = TIMEOUT) -> None:
         self.path = path
         self.timeout = timeout
 
     def sessions(
-        self, user: str | None = None, client: str | None = None, resource: str | None = None
+        self,
+        user: str | None = None,
+        client: str | None = None,
+        resource: str | None = None,
+        principal: str | None = None,
     ) -> list[SessionView]:
-        reply = self.ask("sessions.list", user=user, client=client, resource=resource)
+        reply = self.ask(
+            "sessions.list", user=user, client=client, resource=resource, principal=principal
+        )
         return [from_json(SessionView, item) for item in reply.items]
 
     def revoke(
@@ -60,6 +92,14 @@ class AdminClient:
     def clients(self) -> list[ClientView]:
         return [from_json(ClientView, item) for item in self.ask("clients.list").items]
 
+    def add_client(self, spec: ClientSpec) -> tuple[ClientView, str | None]:
+        """The client created and its secret (shown once; None for private_key_jwt)."""
+        fields = dataclasses.asdict(spec)
+        args = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+        reply = self.ask("clients.add", **args)
+        secret = reply.result.get("client_secret")
+        return from_json(ClientView, reply.result["client"]), secret
+
     def client_stats(self) -> list[ClientGroupView]:
         return [from_json(ClientGroupView, item) for item in self.ask("clients.stats").items]
 
@@ -76,7 +116,7 @@ class AdminClient:
         (item,) = self.ask("links.remove", issuer=issuer, subject=subject).items
         return from_json(LinkView, item)
 
-    def ask(self, op: str, **args: str | None) -> Reply:
+    def ask(self, op: str, **args: str | list[str] | None) -> Reply:
         request = {"op": op, "args": {k: v for k, v in args.items() if v is not None}}
         items: list[dict[str, Any]] = []
         with self._connect() as sock, sock.makefile("rb") as lines:
@@ -89,7 +129,9 @@ class AdminClient:
                     elif message.get("ok"):
                         return Reply(items, message)
                     else:
-                        raise AdminRefused(message.get("error") or "the daemon refused")
+                        raise AdminRefused(
+                            message.get("error") or "the daemon refused", _exit(message)
+                        )
             except TimeoutError:
                 raise AdminUnreachable(f"oauthd on {self.path} did not answer in time") from None
             except (OSError, orjson.JSONDecodeError) as exc:

@@ -1,5 +1,6 @@
-"""What an operator can do to the running daemon: list and end sessions (grants), list and
-delete clients, list and remove account links (enterprise identities linked to users).
+"""What an operator can do to the running daemon: list and end sessions (grants), list,
+create and delete clients, list and remove account links (enterprise identities linked to
+users).
 
 Grants and clients are keyed by id only, so every listing and every revocation by user or
 client is a scan of a table (`Table.scan`: chunked, the event loop keeps serving). That is
@@ -21,14 +22,21 @@ from typing import Protocol
 
 from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView
 from oauthd.config import Config
+from oauthd.exits import ExitCode
 from oauthd.model import Client, Grant, account_link_key
+from oauthd.oauth import ClientRefused, NewClient, Registration
 from oauthd.store import Store
 
 END_BATCH = 64  # grants ended concurrently: their journal writes share fsyncs
 
 
 class AdminError(Exception):
-    """The operation cannot be done as asked; str() says why, for the operator."""
+    """The operation cannot be done as asked; str() says why, for the operator, and
+    `exit_code` how the command ends."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,12 +51,30 @@ class GrantRevoker(Protocol):
     async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None: ...
 
 
-def _matches(grant: Grant, user: str | None, client_id: str | None, resource: str | None) -> bool:
-    return (
-        (user is None or grant.user == user)
-        and (client_id is None or grant.client_id == client_id)
-        and (resource is None or grant.resource == resource)
-    )
+class Authority(GrantRevoker, Protocol):
+    """What the admin socket needs of the protocol to create clients too."""
+
+    async def add_client(self, spec: NewClient) -> Registration:
+        """ClientRefused saying why the client cannot be made so."""
+        ...
+
+
+@dataclass(slots=True, frozen=True)
+class Selection:
+    """Which sessions: each field given narrows them."""
+
+    user: str | None = None
+    client_id: str | None = None
+    resource: str | None = None  # an identifier (`Grant.resource`)
+    principal: str | None = None
+
+    def __contains__(self, grant: Grant) -> bool:
+        return (
+            (self.user is None or grant.user == self.user)
+            and (self.client_id is None or grant.client_id == self.client_id)
+            and (self.resource is None or grant.resource == self.resource)
+            and (self.principal is None or grant.principal == self.principal)
+        )
 
 
 class Admin:
@@ -56,7 +82,7 @@ class Admin:
     at a time while they are sent: a million views made at once would keep the garbage
     collector busy (and the event loop stalled) for seconds."""
 
-    def __init__(self, store: Store, auth: GrantRevoker, config: Config) -> None:
+    def __init__(self, store: Store, auth: Authority, config: Config) -> None:
         self._store = store
         self._auth = auth
         self._config = config
@@ -91,13 +117,18 @@ class Admin:
         return LinkView.of(link)
 
     async def sessions(
-        self, user: str | None = None, client_id: str | None = None, resource: str | None = None
+        self,
+        user: str | None = None,
+        client_id: str | None = None,
+        resource: str | None = None,
+        principal: str | None = None,
     ) -> list[Grant]:
-        """Live sessions, of `user`, `client_id` and/or `resource` (a path or identifier)
-        if given, in no particular order (sorting a million in the daemon would stall it:
-        the command sorts)."""
+        """Live sessions, of `user`, `client_id`, `resource` (a path or identifier) and/or
+        `principal` ("user", "service") if given, in no particular order (sorting a
+        million in the daemon would stall it: the command sorts)."""
         wanted = None if resource is None else self.resource_identifier(resource)
-        return [g async for g in self._store.grants.scan() if _matches(g, user, client_id, wanted)]
+        selection = Selection(user, client_id, wanted, principal)
+        return [g async for g in self._store.grants.scan() if g in selection]
 
     async def revoke(
         self,
@@ -138,6 +169,15 @@ class Admin:
             if client.source == "dcr":
                 apps.setdefault(client.app, []).append(client)
         return [ClientGroupView.of(members, sessions) for members in apps.values()]
+
+    async def add_client(self, spec: NewClient) -> tuple[ClientView, str | None]:
+        """A new confidential client (`AuthServer.add_client`) and its secret, shown once
+        (None for private_key_jwt); refused with exit code DATAERR."""
+        try:
+            registration = await self._auth.add_client(spec)
+        except ClientRefused as exc:
+            raise AdminError(str(exc), ExitCode.DATAERR) from None
+        return ClientView.of(registration.client, 0), registration.secret
 
     async def delete_client(self, client_id: str) -> ClientDeletion:
         """Forget a client and everything of it: its sessions end, its consents, codes and

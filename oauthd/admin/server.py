@@ -27,10 +27,11 @@ from typing import Any
 
 import orjson
 
-from oauthd.admin.operations import Admin, AdminError, GrantRevoker
+from oauthd.admin.operations import Admin, AdminError, Authority
 from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView
 from oauthd.config import Config, admin_socket_path
 from oauthd.exits import ExitCode
+from oauthd.oauth import NewClient
 from oauthd.store import Store, Unavailable
 
 log = logging.getLogger("oauthd.admin")
@@ -58,7 +59,7 @@ def wanted(config: Config) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def serving(config: Config, store: Store, auth: GrantRevoker) -> AsyncIterator[None]:
+async def serving(config: Config, store: Store, auth: Authority) -> AsyncIterator[None]:
     """The admin socket, for as long as the block runs."""
     if not wanted(config):
         yield
@@ -82,6 +83,7 @@ class AdminServer:
             "sessions.list": self._list_sessions,
             "sessions.revoke": self._revoke,
             "clients.list": self._list_clients,
+            "clients.add": self._add_client,
             "clients.delete": self._delete_client,
             "clients.stats": self._client_stats,
             "links.list": self._list_links,
@@ -145,7 +147,10 @@ class AdminServer:
             async for chunk in chunks:
                 await _send(writer, {"items": chunk})
         except AdminError as exc:
-            await _send(writer, {"ok": False, "error": str(exc)})
+            refusal: dict[str, Any] = {"ok": False, "error": str(exc)}
+            if exc.exit_code != ExitCode.FAILURE:
+                refusal["exit"] = int(exc.exit_code)
+            await _send(writer, refusal)
             return
         except Unavailable as exc:
             await _send(writer, {"ok": False, "error": f"the state is unavailable: {exc.reason}"})
@@ -162,7 +167,10 @@ class AdminServer:
 
     async def _list_sessions(self, args: Args) -> Answer:
         sessions = await self._admin.sessions(
-            _text(args, "user"), _text(args, "client"), _text(args, "resource")
+            _text(args, "user"),
+            _text(args, "client"),
+            _text(args, "resource"),
+            _text(args, "principal"),
         )
         return self._admin.views(sessions, ITEMS_PER_LINE), {"count": len(sessions)}
 
@@ -186,6 +194,23 @@ class AdminServer:
     async def _list_clients(self, args: Args) -> Answer:
         clients = await self._admin.clients()
         return _chunked(clients), {"count": len(clients)}
+
+    async def _add_client(self, args: Args) -> Answer:
+        spec = NewClient(
+            name=_text(args, "name") or "",
+            grant_types=_texts(args, "grant_types"),
+            auth_method=_text(args, "auth_method") or "",
+            jwks=_text(args, "jwks"),
+            jwks_uri=_text(args, "jwks_uri"),
+            scopes=_texts(args, "scopes"),
+            resource=_text(args, "resource"),
+        )
+        view, secret = await self._admin.add_client(spec)
+        log.info(
+            "client created by the operator",
+            extra={"event": "admin.client_added", "client_id": view.client_id},
+        )
+        return _chunked(()), {"client": view, "client_secret": secret}
 
     async def _client_stats(self, args: Args) -> Answer:
         groups = await self._admin.client_stats()
@@ -329,6 +354,13 @@ def _parse(line: bytes) -> tuple[str, Args]:
     if not isinstance(args, dict):
         raise AdminError('"args" must be an object')
     return request["op"], args
+
+
+def _texts(args: Args, name: str) -> tuple[str, ...]:
+    value = args.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise AdminError(f"{name!r} must be a list of non-empty strings")
+    return tuple(value)
 
 
 def _text(args: Args, name: str) -> str | None:

@@ -30,6 +30,7 @@ class SessionView:
     expires_at: float | None
     mcp_sessions: int
     resource: str = ""  # the grant's resource: its path (its identifier if not the issuer's)
+    principal: str = "user"  # "user": a person; "service": a client acting for itself
 
     @classmethod
     def of(cls, grant: Grant, client: Client | None, resource: str = "") -> SessionView:
@@ -44,6 +45,7 @@ class SessionView:
             expires_at=grant.expires_at,
             mcp_sessions=len(grant.mcp_sessions),
             resource=resource,
+            principal=grant.principal,
         )
 
 
@@ -58,6 +60,12 @@ class ClientView:
     created_at: float
     expires_at: float | None  # a cached document's expiry, or a never-used registration's
     sessions: int
+    # who its tokens speak for: "user" (people, through it), "service" (the client itself:
+    # client credentials), "user service" (both)
+    principal: str = "user"
+    scope: str = ""
+    resource: str | None = None  # a client credentials client's default resource
+    jwks_uri: str | None = None
 
     @classmethod
     def of(cls, client: Client, sessions: int) -> ClientView:
@@ -71,7 +79,26 @@ class ClientView:
             created_at=client.created_at,
             expires_at=client.expires_at,
             sessions=sessions,
+            principal=principal_of(client),
+            scope=client.scope,
+            resource=client.resource,
+            jwks_uri=client.jwks_uri,
         )
+
+
+SERVICE_GRANTS = frozenset({"client_credentials"})
+
+
+def principal_of(client: Client) -> str:
+    """Whom a client's tokens speak for, by its grant types: the client itself
+    (client_credentials), people (every other grant: an ID-JAG redeemed with the JWT
+    bearer grant names a person too)."""
+    kinds = []
+    if set(client.grant_types) - SERVICE_GRANTS:
+        kinds.append("user")
+    if SERVICE_GRANTS & set(client.grant_types):
+        kinds.append("service")
+    return " ".join(kinds)
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from oauthd.admin.client import AdminClient, AdminRefused, AdminUnreachable
 from oauthd.admin.views import ClientGroupView, ClientView, SessionView
+from oauthd.cli import client_add
 from oauthd.cli.options import load
 from oauthd.cli.output import cell, fail, plural, table, utc, write_json
 from oauthd.config import ConfigError, admin_socket_path
@@ -25,6 +26,11 @@ def add_commands(sub: Any) -> None:
     listing.add_argument("--user", help="only this user's")
     listing.add_argument("--client", metavar="CLIENT_ID", help="only this client's")
     listing.add_argument("--resource", metavar="R", help=RESOURCE_HELP.format("only those"))
+    listing.add_argument(
+        "--principal",
+        choices=PRINCIPALS,
+        help="only those of people (user) or of clients acting for themselves (service)",
+    )
     revoke = _command(actions, "revoke", "end sessions now (their tokens stop working)")
     which = revoke.add_mutually_exclusive_group()
     which.add_argument("--id", help="the session with this id")
@@ -42,11 +48,15 @@ def add_commands(sub: Any) -> None:
     actions = clients.add_subparsers(dest="action", required=True)
     _command(actions, "list", "list registered clients and cached documents")
     _command(actions, "stats", "registrations grouped by app (name and redirect URIs)")
+    show = _command(actions, "show", "one client: grant types, authentication, principal")
+    show.add_argument("client_id", metavar="CLIENT_ID")
+    client_add.add_arguments(_command(actions, "add", client_add.HELP))
     delete = _command(actions, "delete", "forget a client and end its sessions")
     delete.add_argument("client_id", metavar="CLIENT_ID")
 
 
 RESOURCE_HELP = "{} of this resource (its path, e.g. /mcp, or its identifier)"
+PRINCIPALS = ("user", "service")
 ID_OPTIONS = frozenset({"--id", "--client", "--user"})
 OWN_OPTIONS = frozenset({"--config", "--socket", "--json", "-h", "--help"})
 
@@ -63,7 +73,7 @@ def dash_safe(argv: Sequence[str]) -> list[str]:
             out.append(arg if value is None else f"{arg}={value}")
         else:
             out.append(arg)
-    if out[:2] != ["clients", "delete"]:
+    if out[:2] not in (["clients", "delete"], ["clients", "show"]):
         return out
     rest, ids, skip = out[2:], [], False
     for i, arg in enumerate(rest):
@@ -120,7 +130,7 @@ def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> Exi
     (by user, then client; clients by name)."""
     admin = AdminClient(socket)
     if args.command == "sessions" and args.action == "list":
-        sessions = _by_user(admin.sessions(args.user, args.client, args.resource))
+        sessions = _by_user(admin.sessions(args.user, args.client, args.resource, args.principal))
         _emit(args, out, sessions, lambda: render_sessions(sessions, out))
     elif args.command == "sessions":
         ended = _by_user(admin.revoke(args.id, args.user, args.client, args.resource))
@@ -128,6 +138,13 @@ def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> Exi
     elif args.action == "list":
         clients = sorted(admin.clients(), key=lambda c: (c.client_name.casefold(), c.client_id))
         _emit(args, out, clients, lambda: render_clients(clients, out))
+    elif args.action == "add":
+        return client_add.run(args, admin, out)
+    elif args.action == "show":
+        found = [c for c in admin.clients() if c.client_id == args.client_id]
+        if not found:
+            raise AdminRefused(f"no client {args.client_id!r}")
+        _emit(args, out, found[0], lambda: render_client(found[0], out))
     elif args.action == "stats":
         groups = sorted(
             admin.client_stats(),
@@ -174,6 +191,7 @@ def render_sessions(sessions: Sequence[SessionView], out: TextIO) -> None:
     headers = (
         "SESSION",
         "USER",
+        "PRINCIPAL",
         "CLIENT",
         "CLIENT ID",
         "RESOURCE",
@@ -186,6 +204,7 @@ def render_sessions(sessions: Sequence[SessionView], out: TextIO) -> None:
         (
             s.id,
             s.user,
+            s.principal,
             s.client_name,
             s.client_id,
             s.resource,
@@ -213,13 +232,25 @@ def render_clients(clients: Sequence[ClientView], out: TextIO) -> None:
     if not clients:
         out.write("no clients\n")
         return
-    headers = ("CLIENT ID", "NAME", "SOURCE", "AUTH", "SESSIONS", "CREATED", "REDIRECT URIS")
+    headers = (
+        "CLIENT ID",
+        "NAME",
+        "SOURCE",
+        "AUTH",
+        "GRANTS",
+        "PRINCIPAL",
+        "SESSIONS",
+        "CREATED",
+        "REDIRECT URIS",
+    )
     rows = [
         (
             c.client_id,
             c.client_name,
             c.source,
             c.auth_method,
+            " ".join(short_grant(g) for g in c.grant_types),
+            c.principal,
             str(c.sessions),
             _when(c.created_at),
             " ".join(c.redirect_uris),
@@ -228,6 +259,31 @@ def render_clients(clients: Sequence[ClientView], out: TextIO) -> None:
     ]
     table(headers, rows, out)
     out.write(f"\n{plural(len(clients), 'client')}\n")
+
+
+def short_grant(grant: str) -> str:
+    """A grant type as a table shows it: the last part of a URN."""
+    return grant.rsplit(":", 1)[-1] if grant.startswith("urn:") else grant
+
+
+def render_client(c: ClientView, out: TextIO) -> None:
+    """One client, a field a line."""
+    fields = (
+        ("client_id", c.client_id),
+        ("name", c.client_name),
+        ("source", c.source),
+        ("auth method", c.auth_method),
+        ("grant types", " ".join(c.grant_types)),
+        ("principal", c.principal),
+        ("scope", c.scope),
+        ("resource", c.resource or "(the default resource)"),
+        ("jwks_uri", c.jwks_uri or "-"),
+        ("redirect URIs", " ".join(c.redirect_uris) or "-"),
+        ("sessions", str(c.sessions)),
+        ("created", _when(c.created_at)),
+    )
+    for name, value in fields:
+        out.write(cell(f"{name + ':':<15}{value}") + "\n")
 
 
 def render_client_stats(groups: Sequence[ClientGroupView], out: TextIO) -> None:

@@ -122,6 +122,8 @@ def username(value: object, at: At) -> str:
     text = string(value, at)
     if not text:
         raise at.error("must not be empty")
+    if text.startswith("client:"):  # oauth/client_credentials.py: a client acting for itself
+        raise at.error('must not start with "client:" (the names of clients acting for themselves)')
     return text
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields
 from oauthd.config import convert as to
 from oauthd.config.schema import At, ConfigError, build, key, show
 from oauthd.config.secret_refs import secret_ref
+from oauthd.model import PRINCIPAL_SERVICE, PRINCIPAL_USER
+
+PRINCIPAL_KINDS = (PRINCIPAL_USER, PRINCIPAL_SERVICE)
 
 SHORTHAND_PATH = "/mcp"
 # Paths oauthd serves itself: a resource there would hide a route (or be hidden by one).
@@ -60,6 +63,14 @@ def _optional_words(value: object, at: At) -> tuple[str, ...] | None:
     return None if value is None else to.words(value, at)
 
 
+def _principals(value: object, at: At) -> tuple[str, ...] | None:
+    kinds = _optional_words(value, at)
+    for kind in kinds or ():
+        if kind not in PRINCIPAL_KINDS:
+            raise at.error(f"{show(kind)} is not a principal kind (one of: user, service)")
+    return kinds
+
+
 def _non_empty(value: object, at: At) -> str:
     text = to.string(value, at)
     if not text.strip():
@@ -98,6 +109,9 @@ class RuleConfig:
     clients: tuple[str, ...] | None = field(metadata=key(_optional_words, None))
     effect: str = field(metadata=key(to.choice(("allow", "deny")), "allow"))
     message: str = field(metadata=key(to.string, ""))
+    # "user": a person (also an enterprise user through an ID-JAG); "service": a client or
+    # workload acting for itself (client credentials, workload identity)
+    principals: tuple[str, ...] | None = field(default=None, metadata=key(_principals, None))
 
 
 @dataclass(frozen=True, slots=True)

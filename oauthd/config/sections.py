@@ -94,6 +94,9 @@ class OAuthConfig:
     scopes: tuple[str, ...] = field(metadata=key(to.words, ["mcp"]))
     resource_name: str = field(metadata=key(to.string, "MCP server"))
     registration: bool = field(metadata=key(to.boolean, True))
+    # whether dynamic registration hands out grant type client_credentials (with a secret
+    # or an inline jwks); off: only an operator creates such clients (`oauthd clients add`)
+    registration_client_credentials: bool = field(metadata=key(to.boolean, False))
     client_id_metadata_documents: bool = field(metadata=key(to.boolean, True))
     allowed_redirect_schemes: tuple[str, ...] = field(metadata=key(to.words, []))
     registrations_per_minute: int = field(metadata=key(to.positive_int, 20))  # per address

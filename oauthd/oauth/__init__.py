@@ -8,16 +8,17 @@ from oauthd.oauth.account import SESSION_TTL as ACCOUNT_SESSION_TTL
 from oauthd.oauth.account import ConnectedApp
 from oauthd.oauth.assertions import KeySetSource, KeysUnavailable, has_kid, import_key_set
 from oauthd.oauth.authorize import Flow, add_query
+from oauthd.oauth.client_auth import ClientCredentials, ClientKeySource, credentials_from
 from oauthd.oauth.clients import (
-    ClientCredentials,
     ClientDocumentError,
     DocumentFetcher,
     FetchedDocument,
-    credentials_from,
+    Registration,
     registration_response,
 )
 from oauthd.oauth.consent import ConsentRequest, ScopeWords
 from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_error
+from oauthd.oauth.operator_clients import ClientRefused, NewClient
 from oauthd.oauth.page_signin import is_return_path
 from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
 from oauthd.oauth.server import AuthServer
@@ -32,6 +33,8 @@ __all__ = [
     "BearerCheck",
     "ClientCredentials",
     "ClientDocumentError",
+    "ClientKeySource",
+    "ClientRefused",
     "ConnectedApp",
     "ConsentRequest",
     "Delivery",
@@ -42,7 +45,9 @@ __all__ = [
     "IdentityProvider",
     "KeySetSource",
     "KeysUnavailable",
+    "NewClient",
     "OAuthError",
+    "Registration",
     "ScopeWords",
     "UpgradeOffer",
     "UpstreamError",

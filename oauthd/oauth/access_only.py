@@ -63,7 +63,9 @@ class AccessOnlyGrants:
             principal=principal,
         )
         await self._store.grants.add(grant)
-        self._tokens.announce_issued(grant_id, user, client_id, scopes, grant_type, resource)
+        self._tokens.announce_issued(
+            grant_id, user, client_id, scopes, grant_type, resource, principal
+        )
         return TokenResponse(
             access_token=access.token,
             refresh_token=None,

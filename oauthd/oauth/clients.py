@@ -3,12 +3,12 @@ authentication at the token endpoint."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
+
+import orjson
 
 from oauthd import crypto
 from oauthd.clock import Clock
@@ -17,6 +17,14 @@ from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import Client
 from oauthd.oauth import redirects
+from oauthd.oauth.client_auth import (
+    PRIVATE_KEY_JWT,
+    SECRET_METHODS,
+    ClientAuthenticator,
+    ClientCredentials,
+    ClientKeySource,
+    registered_jwks,
+)
 from oauthd.oauth.errors import OAuthError, invalid_client
 from oauthd.oauth.hygiene import RegistryHygiene
 from oauthd.oauth.metadata import AUTH_METHODS
@@ -27,6 +35,7 @@ MAX_NAME = 200
 SUPPORTED_GRANTS = frozenset(
     {"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"}
 )
+CLIENT_CREDENTIALS = "client_credentials"
 DEFAULT_GRANTS = ("authorization_code", "refresh_token")
 
 
@@ -84,17 +93,27 @@ class Registration:
     dropped_redirect_uris: tuple[str, ...]
 
 
-@dataclass(slots=True, frozen=True)
-class ClientCredentials:
-    """How a client identified itself at the token, revoke or device endpoint."""
-
-    client_id: str
-    secret: str | None
-    method: str  # "client_secret_basic" | "client_secret_post" | "none"
-
-
 def _metadata_error(description: str) -> OAuthError:
     return OAuthError("invalid_client_metadata", description)
+
+
+def _inline_jwks(body: Mapping[str, Any], method: str) -> str | None:
+    """The public keys a private_key_jwt client registers, inline only: a `jwks_uri`
+    would make oauthd fetch from wherever a stranger says (operators may register one)."""
+    if "jwks_uri" in body:
+        raise _metadata_error(
+            "jwks_uri is not accepted at registration: send the public keys as jwks"
+        )
+    if "jwks" not in body:
+        if method == PRIVATE_KEY_JWT:
+            raise _metadata_error("token_endpoint_auth_method private_key_jwt needs jwks")
+        return None
+    if method != PRIVATE_KEY_JWT:
+        raise _metadata_error("jwks is only for token_endpoint_auth_method private_key_jwt")
+    try:
+        return registered_jwks(body["jwks"])
+    except ValueError as exc:
+        raise _metadata_error(f"jwks: {exc}") from None
 
 
 def _optional_text(body: Mapping[str, Any], name: str, limit: int = 2000) -> str | None:
@@ -123,7 +142,9 @@ class ClientRegistry:
         clock: Clock,
         fetcher: DocumentFetcher | None,
         metrics: Metrics | None = None,
+        keys: ClientKeySource | None = None,
     ) -> None:
+        """`keys`: where the keys of clients registered with a `jwks_uri` come from."""
         self._metrics = metrics or Metrics()
         self._config = config
         self._store = store
@@ -131,6 +152,9 @@ class ClientRegistry:
         self._fetcher = fetcher
         self._schemes = frozenset(s.lower() for s in config.oauth.allowed_redirect_schemes)
         self.hygiene = RegistryHygiene(config.oauth, store, clock, self._metrics)
+        self.authenticator = ClientAuthenticator(
+            config.server.issuer, store, clock, self._metrics, self._lookup, self.hygiene.used, keys
+        )
 
     # -- registration (RFC 7591) ---------------------------------------------------------
 
@@ -139,8 +163,9 @@ class ClientRegistry:
             raise OAuthError("access_denied", "dynamic client registration is disabled", 403)
         uris, dropped = self._redirect_uris(body)
         method = self._auth_method(body)
-        grants = self._grant_types(body)
-        secret = None if method == "none" else crypto.new_secret()
+        grants = self._grant_types(body, method)
+        jwks = _inline_jwks(body, method)
+        secret = crypto.new_secret() if method in SECRET_METHODS else None
         now = self._clock.now()
         client = Client(
             client_id=crypto.new_key(),
@@ -155,6 +180,7 @@ class ClientRegistry:
             source="dcr",
             created_at=now,
             expires_at=self.hygiene.unused_expiry(now),
+            jwks=jwks,
         )
         await self._store.clients.add(client)
         await self.hygiene.registered(client)
@@ -195,11 +221,23 @@ class ClientRegistry:
             )
         return method
 
-    def _grant_types(self, body: Mapping[str, Any]) -> tuple[str, ...]:
+    def _grant_types(self, body: Mapping[str, Any], method: str) -> tuple[str, ...]:
         grants = _text_list(body, "grant_types") or DEFAULT_GRANTS
-        unknown = [g for g in grants if g not in SUPPORTED_GRANTS]
+        unknown = [g for g in grants if g not in SUPPORTED_GRANTS and g != CLIENT_CREDENTIALS]
         if unknown:
             raise _metadata_error(f"grant_types: {unknown[0]!r} is not supported")
+        if CLIENT_CREDENTIALS in grants:
+            if not self._config.oauth.registration_client_credentials:
+                raise _metadata_error(
+                    "grant_types: 'client_credentials' is not offered at registration "
+                    "(an operator creates such clients with `oauthd clients add`)"
+                )
+            if method == "none":
+                raise _metadata_error(
+                    "grant_types: 'client_credentials' needs a confidential client "
+                    "(token_endpoint_auth_method client_secret_basic, client_secret_post "
+                    "or private_key_jwt)"
+                )
         return tuple(dict.fromkeys(grants))
 
     def _response_types(self, body: Mapping[str, Any], grants: tuple[str, ...]) -> tuple[str, ...]:
@@ -285,47 +323,9 @@ class ClientRegistry:
     # -- client authentication ---------------------------------------------------------------
 
     async def authenticate(self, credentials: ClientCredentials | None) -> Client:
-        """The client, authenticated as it registered; `invalid_client` otherwise."""
-        if credentials is None:
-            raise invalid_client("client authentication is required (client_id)")
-        basic = credentials.method == "client_secret_basic"
-        client = await self._lookup(credentials.client_id)
-        if client is None:
-            raise invalid_client("unknown client_id: register again", challenge=basic)
-        if client.token_endpoint_auth_method == "none":
-            if credentials.secret:
-                raise invalid_client("this client is public: send no client secret")
-        elif credentials.secret is None or not crypto.secret_matches(
-            credentials.secret, client.secret_hash
-        ):
-            raise invalid_client("client authentication failed", challenge=basic)
-        used = await self.hygiene.used(client)  # only once it proved who it is
-        if used is None:
-            raise invalid_client("unknown client_id: register again", challenge=basic)
-        return used
-
-
-def credentials_from(
-    form: Mapping[str, str], authorization: str | None
-) -> ClientCredentials | None:
-    """Client credentials from an HTTP Basic header or the form (RFC 6749 s2.3.1)."""
-    scheme, _, encoded = (authorization or "").strip().partition(" ")
-    if scheme.lower() == "basic":  # a bare "Basic" is an attempt too: it gets the challenge
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise invalid_client("malformed HTTP Basic credentials", challenge=True) from None
-        client_id, colon, secret = decoded.partition(":")
-        if not colon or ("client_id" in form and form["client_id"] != unquote(client_id)):
-            raise invalid_client("malformed HTTP Basic credentials", challenge=True)
-        return ClientCredentials(unquote(client_id), unquote(secret), "client_secret_basic")
-    form_id = form.get("client_id")
-    if not form_id:
-        return None
-    form_secret = form.get("client_secret")
-    if form_secret is not None:
-        return ClientCredentials(form_id, form_secret, "client_secret_post")
-    return ClientCredentials(form_id, None, "none")
+        """The client, authenticated as it registered (`ClientAuthenticator`);
+        `invalid_client` otherwise."""
+        return await self.authenticator.authenticate(credentials)
 
 
 def registration_response(registration: Registration) -> dict[str, Any]:
@@ -341,6 +341,8 @@ def registration_response(registration: Registration) -> dict[str, Any]:
         "application_type": client.application_type,
         "scope": client.scope,
     }
+    if client.jwks is not None:
+        body["jwks"] = orjson.loads(client.jwks)
     if registration.secret is not None:
         body["client_secret"] = registration.secret
         body["client_secret_expires_at"] = 0

@@ -8,15 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from oauthd.config import Config, ResourceConfig
-from oauthd.oauth.assertions import JWT_BEARER
+from oauthd.oauth.assertions import ALGORITHMS, JWT_BEARER
 
 GRANT_TYPES = (
     "authorization_code",
     "refresh_token",
     "urn:ietf:params:oauth:grant-type:device_code",
+    "client_credentials",
     JWT_BEARER,
 )
-AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 
 
 def authorization_server_metadata(config: Config) -> dict[str, Any]:
@@ -36,7 +37,9 @@ def authorization_server_metadata(config: Config) -> dict[str, Any]:
         ],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
         "introspection_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",

@@ -14,17 +14,20 @@ from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.keyring import Keyring
 from oauthd.metrics import Metrics
-from oauthd.model import AccountSession, DeviceFlow, Grant, PendingAuthorization
+from oauthd.model import PRINCIPAL_SERVICE, AccountSession, DeviceFlow, Grant, PendingAuthorization
 from oauthd.oauth import metadata
+from oauthd.oauth.access_only import AccessOnlyGrants
 from oauthd.oauth.account import Accounts, ConnectedApp
-from oauthd.oauth.assertions import KeySetSource
 from oauthd.oauth.authorize import Authorizer, Flow, page_client
-from oauthd.oauth.clients import ClientCredentials, ClientRegistry, DocumentFetcher, Registration
+from oauthd.oauth.client_auth import ClientCredentials, ClientKeySource, check_introspection_client
+from oauthd.oauth.client_credentials import ClientCredentialsGrant
+from oauthd.oauth.clients import ClientRegistry, DocumentFetcher, Registration
 from oauthd.oauth.consent import ConsentRequest, ScopeDescriptions, consent_audit
 from oauthd.oauth.device import DeviceFlows
-from oauthd.oauth.errors import OAuthError, invalid_client, invalid_request, page_error
+from oauthd.oauth.errors import OAuthError, invalid_request, page_error
 from oauthd.oauth.jwt_bearer import JwtBearerGrant
 from oauthd.oauth.known_browsers import KnownBrowsers
+from oauthd.oauth.operator_clients import OperatorClients
 from oauthd.oauth.page_signin import PageSignIns
 from oauthd.oauth.ratelimit import TOTAL, Limiter, Limits, too_many
 from oauthd.oauth.signin import SignIns
@@ -63,29 +66,26 @@ class AuthServer:
         metrics: Metrics | None = None,
         device_key: bytes | None = None,
         browser_key: bytes | None = None,
-        key_source: KeySetSource | None = None,
+        keys: ClientKeySource | None = None,
     ) -> None:
         """`keyring`: the resolved keys and secrets (`oauthd.keyring.read_keyring`); the
         introspection secret is read from it at each use, so a SIGHUP rotates it.
         `device_key`: the HMAC key of device user codes (`oauthd.keyring.device_code_key`);
         `browser_key`: the one of known-browser cookies (`oauthd.keyring.known_browser_key`);
-        None: a key for this process only. `key_source`: others' JWKS (`outbound/jwks.py`)."""
+        None: a key for this process only. `keys`: the JWKS fetcher (trusted issuers' and
+        clients' `jwks_uri`s)."""
         self.config = config
         self._keyring = keyring
         sealer = keyring.sealer
-        self.store = store
-        self.users = users
-        self.metrics = metrics or Metrics()
-        self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics)
+        self.store, self.users, self.metrics = store, users, metrics or Metrics()
+        self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics, keys)
+        # `oauthd clients add`: add_client(NewClient), ClientRefused saying why not
+        self.add_client = OperatorClients(config, store, clock, keys).add
         self.tokens = Tokens(config, store, clock, self.metrics)
         self.authorizer = Authorizer(config, store, clock, self.clients, sealer, self.tokens.scopes)
         self.devices = DeviceFlows(config, store, clock, self.tokens, device_key or os.urandom(32))
-        self.jwt_bearer = JwtBearerGrant.build(
-            config, store, clock, self.tokens, self.metrics, key_source, self.is_user
-        )
-        self.token_endpoint = TokenEndpoint(
-            store, self.clients, self.tokens, self.devices, sealer, self.jwt_bearer
-        )
+        self.access_only = AccessOnlyGrants(config, store, clock, self.tokens)
+        self.token_endpoint = self._token_endpoint(config, store, clock, sealer, keys)
         self.upstream: UpstreamLogin | None = None
         self.upstream_tokens: UpstreamTokens | None = None
         if provider is not None and sealer is not None:
@@ -111,6 +111,23 @@ class AuthServer:
         # proxy calls it on every request; a forwarding coroutine cost 0.5 % of its work).
         self.verify_bearer: BearerCheck = self.tokens.verify_bearer
 
+    def _token_endpoint(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        sealer: crypto.Sealer | None,
+        keys: ClientKeySource | None,
+    ) -> TokenEndpoint:
+        tokens = self.tokens
+        machines = ClientCredentialsGrant(tokens.targets, tokens.scopes, self.access_only)
+        self.jwt_bearer = JwtBearerGrant.build(
+            config, store, clock, tokens, self.metrics, keys, self.is_user
+        )
+        return TokenEndpoint(
+            store, self.clients, tokens, self.devices, sealer, machines, self.jwt_bearer
+        )
+
     # -- while serving (SIGHUP) -----------------------------------------------------------
 
     def replace_users(self, users: Users) -> None:
@@ -120,7 +137,10 @@ class AuthServer:
     def groups_of(self, grant: Grant) -> frozenset[str]:
         """The groups of a grant's user, for policy rules: a local user's configured
         `groups` (the list of the last SIGHUP); for a user of an identity provider, the
-        groups its sign-in carried (`Grant.groups`, from `login.oidc.groups_claim`)."""
+        groups its sign-in carried (`Grant.groups`, from `login.oidc.groups_claim`); a
+        service principal (a client acting for itself) has none."""
+        if grant.principal == PRINCIPAL_SERVICE:
+            return frozenset()
         if self.config.login.provider != "local":
             return frozenset(grant.groups)
         return self.users.groups_of(grant.user)
@@ -211,27 +231,13 @@ class AuthServer:
         *,
         address: str = NO_ADDRESS,
     ) -> dict[str, Any]:
-        await self._client_authenticated(address, self._check_introspection_client(credentials))
+        wanted, secret = self.config.introspection.client_id, self._keyring.introspection_secret
+        check = check_introspection_client(credentials, wanted, secret)
+        await self._client_authenticated(address, check)
         token = form.get("token")
         if not token:
             raise invalid_request("token is required")
         return await self.tokens.introspect(token, self.config.server.issuer)
-
-    async def _check_introspection_client(self, credentials: ClientCredentials | None) -> None:
-        wanted = self.config.introspection
-        secret = self._keyring.introspection_secret
-        if (
-            credentials is None
-            or not wanted.client_id
-            or secret is None
-            or credentials.secret is None
-            or not crypto.texts_match(credentials.client_id, wanted.client_id)
-            or not crypto.texts_match(credentials.secret, secret)
-        ):
-            raise invalid_client(
-                "introspection needs the client credential configured in [introspection]",
-                challenge=credentials is not None and credentials.method == "client_secret_basic",
-            )
 
     def on_grant_ended(self, listener: GrantEndedListener) -> None:
         """Call `listener(grant)` (awaited) whenever a grant is revoked or ends by

@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from oauthd import crypto
 from oauthd.model import AuthCode, Client
 from oauthd.oauth.assertions import JWT_BEARER
-from oauthd.oauth.clients import ClientCredentials, ClientRegistry
+from oauthd.oauth.client_auth import ClientCredentials
+from oauthd.oauth.client_credentials import CLIENT_CREDENTIALS, ClientCredentialsGrant
+from oauthd.oauth.clients import ClientRegistry
 from oauthd.oauth.device import DEVICE_GRANT, DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_grant, invalid_request
 from oauthd.oauth.jwt_bearer import JwtBearerGrant
@@ -34,9 +36,11 @@ class TokenEndpoint:
         tokens: Tokens,
         devices: DeviceFlows,
         sealer: crypto.Sealer | None = None,
+        machines: ClientCredentialsGrant | None = None,
         jwt_bearer: JwtBearerGrant | None = None,
     ) -> None:
-        """`jwt_bearer`: the JWT bearer grant, offered when there are trusted issuers."""
+        """`machines`: the client credentials grant (None: not offered); `jwt_bearer`: the
+        JWT bearer grant, offered when there are trusted issuers."""
         self._sealer = sealer
         self._jwt_bearer = jwt_bearer if jwt_bearer is not None and jwt_bearer.issuers else None
         self._store = store
@@ -47,6 +51,8 @@ class TokenEndpoint:
             "refresh_token": self._refresh_token,
             DEVICE_GRANT: devices.redeem,
         }
+        if machines is not None:
+            self._grants[CLIENT_CREDENTIALS] = machines.redeem
 
     async def handle(
         self, form: Mapping[str, str], credentials: ClientCredentials | None

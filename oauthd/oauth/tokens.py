@@ -182,13 +182,15 @@ class Tokens:
         scopes: tuple[str, ...],
         grant_type: str,
         resource: str,
+        principal: str = "user",
     ) -> None:
         path = self.targets.label_of(resource)
-        self._metrics.token_issued(grant_type, path)
+        self._metrics.token_issued(grant_type, path, principal)
         audit(
             "token_issued",
             "tokens issued",
             grant_type=grant_type,
+            principal=principal,
             user=user,
             client_id=client_id,
             grant=grant_ref(grant_id),

@@ -59,6 +59,7 @@ def policy_of(resource: ResourceConfig, hierarchy: ScopeHierarchy) -> Policy | N
             users=rule.users,
             groups=rule.groups,
             clients=rule.clients,
+            principals=rule.principals,
             effect="deny" if rule.effect == "deny" else "allow",
             message=rule.message,
         )
@@ -104,13 +105,13 @@ class Policing:
     def stream_listings(self, grant: Grant, private: bool) -> Listed:
         """What a GET stream's answers are filtered by: any listing on it (a client that
         resumes a listing's stream with Last-Event-ID must not read it unfiltered)."""
-        caller = Caller(grant.user, grant.client_id, self._groups_of(grant))
+        caller = Caller(grant.user, grant.client_id, self._groups_of(grant), grant.principal)
         return Listed(self.policy, caller, frozenset(grant.token_scopes), {}, private, True)
 
     def check(self, grant: Grant, message: Any, private: bool) -> Listed | None:
         """Raise the refusal of a message (or batch) the grant's caller may not send;
         return the listings it asks for (None if none)."""
-        caller = Caller(grant.user, grant.client_id, self._groups_of(grant))
+        caller = Caller(grant.user, grant.client_id, self._groups_of(grant), grant.principal)
         scopes = frozenset(grant.token_scopes)
         if isinstance(message, list):
             return self._check_batch(grant, caller, scopes, message, private)
@@ -188,6 +189,7 @@ class Policing:
                     # the tool, prompt or resource URI ("name" is the log record's own)
                     "target": call.name,
                     "user": grant.user,
+                    "principal": grant.principal,
                     "client": grant.client_id,
                     "resource": self._uri,
                 },

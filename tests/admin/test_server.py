@@ -160,7 +160,7 @@ async def check_socket_and_listings(
     code, table, err = await daemon.command("sessions", "list")
     assert code == 0, err
     lines = table.splitlines()
-    assert lines[0].split()[:3] == ["SESSION", "USER", "CLIENT"]
+    assert lines[0].split()[:4] == ["SESSION", "USER", "PRINCIPAL", "CLIENT"]
     for who in logins:
         (row,) = [line for line in lines if line.startswith(who.grant_id)]
         assert who.user in row and who.app["client_name"] in row and "mcp" in row

@@ -50,6 +50,7 @@ def test_the_example_resources_load(tmp_path: Path) -> None:
         users=None,
         groups=("ops",),
         clients=None,
+        principals=None,
         effect="allow",
         message="",
     )
@@ -190,3 +191,13 @@ def test_error_messages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
 ) -> None:
     assert error_for(tmp_path, monkeypatch, text) == f"config.toml: {message}"
+
+
+def test_rule_principals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = (
+        '[[resource]]\npath = "/mcp"\nurl = "http://127.0.0.1:9/mcp"\n'
+        '[[resource.rule]]\nid = "m"\nprincipals = [{}]\n'
+    )
+    config = load_text(tmp_path, rule.format('"service"'))
+    assert config.resources[0].rules[0].principals == ("service",)
+    assert "principal kind" in error_for(tmp_path, monkeypatch, rule.format('"robot"'))

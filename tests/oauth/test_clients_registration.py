@@ -278,3 +278,38 @@ async def test_documents_disabled(env_with: EnvFactory) -> None:
     env.fetcher.documents[CIMD_CLIENT_ID] = _document()
     assert await env.server.clients.find(CIMD_CLIENT_ID) is None
     assert env.fetcher.fetches == []
+
+
+async def test_client_credentials_only_when_the_operator_allows(env_with: EnvFactory) -> None:
+    body = {
+        "grant_types": ["client_credentials"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    closed = env_with()
+    error = await refused(closed.server.register(body, ADDRESS))
+    assert error.error == "invalid_client_metadata" and "client_credentials" in error.description
+    env = env_with(oauth={"registration_client_credentials": True})
+    registration = await env.server.register(body, ADDRESS)
+    assert registration.secret and registration.client.grant_types == ("client_credentials",)
+    assert registration.client.redirect_uris == ()
+    public = {**body, "token_endpoint_auth_method": "none"}
+    error = await refused(env.server.register(public, ADDRESS))
+    assert error.error == "invalid_client_metadata" and "confidential" in error.description
+
+
+async def test_private_key_jwt_with_inline_keys_only(env_with: EnvFactory) -> None:
+    from tests.support.jwts import Signer
+
+    env = env_with(oauth={"registration_client_credentials": True})
+    signer = Signer.rsa()
+    body = {"grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt"}
+    registration = await env.server.register({**body, "jwks": signer.jwks()}, ADDRESS)
+    assert registration.secret is None and registration.client.jwks is not None
+    assert registration_response(registration)["jwks"] == signer.jwks()
+    for bad, says in (
+        ({"jwks_uri": "https://keys.example/jwks"}, "jwks_uri"),
+        ({}, "needs jwks"),
+        ({"jwks": signer.private_jwks()}, "private"),
+    ):
+        error = await refused(env.server.register({**body, **bad}, ADDRESS))
+        assert error.error == "invalid_client_metadata" and says in error.description

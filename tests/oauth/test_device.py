@@ -10,7 +10,8 @@ import pytest
 
 from oauthd import crypto
 from oauthd.model import DeviceFlow, consent_key
-from oauthd.oauth.clients import ClientCredentials, Registration
+from oauthd.oauth.client_auth import ClientCredentials
+from oauthd.oauth.clients import Registration
 from oauthd.oauth.device import DEVICE_GRANT, DeviceFlows, device_key
 from oauthd.oauth.errors import Delivery
 from oauthd.oauth.tokens import TokenResponse

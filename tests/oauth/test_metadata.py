@@ -31,8 +31,13 @@ def test_advertises_what_mcp_clients_check(env: Env) -> None:
         "none",
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
     }
     assert {"authorization_code", "refresh_token"} <= set(doc["grant_types_supported"])
+    # SEP-1046: the client credentials grant and an asymmetric client assertion
+    assert "client_credentials" in doc["grant_types_supported"]
+    assert {"RS256", "ES256"} <= set(doc["token_endpoint_auth_signing_alg_values_supported"])
+    assert not {"HS256", "none"} & set(doc["token_endpoint_auth_signing_alg_values_supported"])
     assert "urn:ietf:params:oauth:grant-type:device_code" in doc["grant_types_supported"]
     assert doc["authorization_response_iss_parameter_supported"] is True
     assert doc["client_id_metadata_document_supported"] is True

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from oauthd.oauth.clients import ClientCredentials
+from oauthd.oauth.client_auth import ClientCredentials
 from oauthd.store import Count, Counters
 from tests.support.protocol import (
     INTROSPECTION_SECRET,

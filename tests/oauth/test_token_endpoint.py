@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from oauthd import crypto
-from oauthd.oauth.clients import ClientCredentials, credentials_from
+from oauthd.oauth.client_auth import ClientCredentials, credentials_from
 from oauthd.oauth.errors import OAuthError
 from tests.support.configs import USER
 from tests.support.protocol import LOOPBACK_REDIRECT, RESOURCE, Env, Started, refused
@@ -180,7 +180,7 @@ async def test_code_just_before_expiry(env: Env) -> None:
     [
         ({}, "invalid_request"),
         ({"grant_type": "password"}, "unsupported_grant_type"),
-        ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
+        ({"grant_type": "urn:example:unknown"}, "unsupported_grant_type"),
         ({"grant_type": "authorization_code", "code_verifier": "v" * 43}, "invalid_request"),
         ({"grant_type": "refresh_token"}, "invalid_request"),
     ],

@@ -8,7 +8,7 @@ import pytest
 
 from oauthd import crypto
 from oauthd.config import ConfigError
-from oauthd.oauth.clients import ClientCredentials
+from oauthd.oauth.client_auth import ClientCredentials
 from tests.support.configs import INTROSPECTION_ID, USER, write_secret
 from tests.support.protocol import (
     INTROSPECTION_SECRET,

@@ -65,7 +65,11 @@ class FakeKeySource:
         self.keys: dict[str, list[Signer]] = {}
         self.discovery: dict[str, str] = {}
         self.fetches: list[tuple[str, str | None]] = []
+        self.permitted: list[str] = []  # clients' jwks_uri (the fetcher allows their hosts)
         self.down = False
+
+    def permit(self, url: str) -> None:
+        self.permitted.append(url)
 
     async def key_set(self, url: str, *, kid: str | None = None) -> KeySet:
         self.fetches.append((url, kid))
@@ -127,7 +131,7 @@ def bearer_env(
         Users(config.login.users),
         fetcher,
         keyring=read_keyring(config),
-        key_source=source,
+        keys=source,
     )
     return Env(config, clock, store, fetcher, server)
 

@@ -23,12 +23,8 @@ from oauthd.config import Config, ResourceConfig
 from oauthd.keyring import read_keyring
 from oauthd.model import Client, PendingAuthorization
 from oauthd.oauth.authorize import Flow
-from oauthd.oauth.clients import (
-    ClientCredentials,
-    ClientDocumentError,
-    FetchedDocument,
-    Registration,
-)
+from oauthd.oauth.client_auth import ClientCredentials, ClientKeySource
+from oauthd.oauth.clients import ClientDocumentError, FetchedDocument, Registration
 from oauthd.oauth.errors import OAuthError
 from oauthd.oauth.server import AuthServer
 from oauthd.oauth.tokens import TokenResponse
@@ -236,6 +232,7 @@ def build_env(
     clock: FakeClock | None = None,
     *,
     resources: Callable[[Config], tuple[ResourceConfig, ...]] | None = None,
+    keys: ClientKeySource | None = None,
     **sections: Mapping[str, Any],
 ) -> Env:
     """An `Env` over the memory store, or over `store` (whose clock `clock` is);
@@ -253,6 +250,7 @@ def build_env(
         Users(config.login.users),
         fetcher,
         keyring=read_keyring(config),
+        keys=keys,
     )
     return Env(config, clock, store, fetcher, server)
 
