@@ -90,7 +90,7 @@ class KeyRing:
     def loaded(self) -> bool:
         return self._signer is not None
 
-    def keys(self) -> list[SigningKey]:
+    def members(self) -> list[SigningKey]:
         """The live keys as last read, oldest first."""
         return list(self._keys)
 
@@ -218,9 +218,7 @@ class KeyRing:
         _audit("key_retired", after, "signing key retired")
         return after
 
-    def _new_key(
-        self, kid: str, state: str, now: float, *, activate_after: float
-    ) -> SigningKey:
+    def _new_key(self, kid: str, state: str, now: float, *, activate_after: float) -> SigningKey:
         algorithm = self.policy.algorithm
         private = new_jwk(algorithm)
         public = {**private.as_dict(private=False), "kid": kid, "alg": algorithm, "use": "sig"}
@@ -259,8 +257,7 @@ class KeyRing:
         waiting = [k for k in keys if k.state == KEY_NEXT]
         if waiting:
             raise KeyRingError(
-                f"key {waiting[0].kid} is already waiting to sign; retire it first to "
-                "replace it"
+                f"key {waiting[0].kid} is already waiting to sign; retire it first to replace it"
             )
         added = await self._add_next(keys)
         if added is None:

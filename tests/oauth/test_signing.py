@@ -52,7 +52,7 @@ def verifies(token: str, ring: KeyRing) -> bool:
 async def test_first_start_makes_one_active_key(harness: StoreHarness) -> None:
     ring = ring_on(harness.store, harness)
     await ring.refresh()
-    [key] = ring.keys()
+    [key] = ring.members()
     assert (key.kid, key.state, key.alg) == ("k1", KEY_ACTIVE, "ES256")
     assert kids(ring.jwks()) == ["k1"]
     assert "d" not in ring.jwks()["keys"][0]  # public only
@@ -78,7 +78,7 @@ async def test_a_rotation_is_published_before_it_signs_and_promoted_after_max_ag
     harness.clock.advance(1)
     await ring.refresh()
     assert ring.active.kid == "k2"
-    old = next(k for k in ring.keys() if k.kid == "k1")
+    old = next(k for k in ring.members() if k.kid == "k1")
     assert old.state == KEY_RETIRED
     assert old.expires_at == harness.clock.now() + MAX_AGE + LONGEST
     assert verifies(before, ring)  # what k1 signed still verifies
@@ -194,10 +194,10 @@ async def test_automatic_rotation(harness: StoreHarness) -> None:
     await ring.refresh()
     harness.clock.advance(10 * MAX_AGE - 1)
     await ring.refresh()
-    assert [k.kid for k in ring.keys()] == ["k1"]
+    assert [k.kid for k in ring.members()] == ["k1"]
     harness.clock.advance(1)
     await ring.refresh()
-    assert [(k.kid, k.state) for k in ring.keys()] == [("k1", KEY_ACTIVE), ("k2", KEY_NEXT)]
+    assert [(k.kid, k.state) for k in ring.members()] == [("k1", KEY_ACTIVE), ("k2", KEY_NEXT)]
     harness.clock.advance(MAX_AGE)
     await ring.refresh()
     assert ring.active.kid == "k2"
