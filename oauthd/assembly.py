@@ -2,12 +2,14 @@
 built in order and unwound in reverse.
 
 Start: key material (before the state: a bad key must not hold the state lock), the
-state, the identity provider's client, the metadata-document fetcher, `AuthServer`, the
-session sealer (its fallback key lives in the state dir), the MCP proxy, housekeeping, the
-admin socket. Stop, after the app stopped accepting, ended the proxy's streams
-(`oauthd.http.web_app`) and drained in-flight requests: the admin socket, housekeeping,
-the grant-ended work still running (`AuthServer.drain`), the proxy, the fetcher, the
-provider's client, then the state (the file backend's final snapshot) last. A failure
+state, the identity provider's client, the metadata-document fetcher, the session sealer
+(its fallback key lives in the state dir), the signing key ring (loaded, its first key
+made on an empty ring, re-read in the background), `AuthServer`, the MCP proxy,
+housekeeping, the admin socket. Stop, after the app stopped accepting, ended the proxy's
+streams (`oauthd.http.web_app`) and drained in-flight requests: the admin socket,
+housekeeping, the grant-ended work still running (`AuthServer.drain`), the proxy, the key
+ring's background task, the fetcher, the provider's client, then the state (the file
+backend's final snapshot) last. A failure
 half-way through start closes what was opened, in the same reverse order."""
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from oauthd.http import refusal_log, web_app
 from oauthd.http.keys import AUTH, PROXY, STATE
 from oauthd.keyring import device_code_key, known_browser_key, read_keyring, session_sealer
 from oauthd.metrics import Metrics
-from oauthd.oauth import AuthServer
+from oauthd.oauth import AuthServer, key_ring
 from oauthd.outbound.cimd import CimdFetcher
 from oauthd.outbound.idp import identity_provider
 from oauthd.proxy import McpProxy
@@ -94,6 +96,7 @@ async def services(
         fetcher = CimdFetcher(clock=clock.now)
         stack.push_async_callback(fetcher.close)
         sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
+        keys = await stack.enter_async_context(key_ring(config, store, sealer, clock).running())
         auth = AuthServer(
             config,
             store,
@@ -105,6 +108,7 @@ async def services(
             metrics=metrics,
             device_key=device_code_key(config, keyring),
             browser_key=known_browser_key(config, keyring),
+            keys=keys,
         )
         proxy = McpProxy(
             config,
@@ -120,7 +124,7 @@ async def services(
         stack.push_async_callback(proxy.close)
         stack.push_async_callback(auth.drain)  # before the proxy closes: its DELETEs finish
         await stack.enter_async_context(housekeeping(store, auth.remove_idle_clients))
-        await stack.enter_async_context(admin_server.serving(config, store, auth))
+        await stack.enter_async_context(admin_server.serving(config, store, auth, keys))
         yield Services(store, auth, proxy)
 
 

@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1  # a checked condition failed (state verify found damage, admin refused)
     USAGE = 64  # EX_USAGE: the command line is wrong
+    NOINPUT = 66  # EX_NOINPUT: what the command names does not exist (a signing key)
     UNAVAILABLE = 69  # EX_UNAVAILABLE: the backend or the running daemon cannot be reached
     OSERR = 71  # EX_OSERR: the port or the admin socket cannot be bound
     TEMPFAIL = 75  # EX_TEMPFAIL: another daemon holds the state dir; try again later

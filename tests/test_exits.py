@@ -22,6 +22,7 @@ def test_the_codes_are_those_of_sysexits() -> None:
         "OK": 0,
         "FAILURE": 1,
         "USAGE": 64,
+        "NOINPUT": 66,
         "UNAVAILABLE": 69,
         "OSERR": 71,
         "TEMPFAIL": 75,

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from oauthd.admin.views import ClientGroupView, ClientView, SessionView, from_json
+from oauthd.admin.views import ClientGroupView, ClientView, KeyView, SessionView, from_json
 from oauthd.exits import ExitCode
 
 TIMEOUT = 120.0  # per read: revoking a great many sessions takes a while
@@ -23,9 +23,14 @@ class AdminUnreachable(Exception):
 
 
 class AdminRefused(Exception):
-    """The daemon answered with an error (no such session, ...)."""
+    """The daemon answered with an error (no such session, ...); `exit_code`: the one the
+    daemon named (`AdminError.exit_code`), else FAILURE."""
 
     exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,6 +74,19 @@ class AdminClient:
         ended = [from_json(SessionView, item) for item in reply.items]
         return (from_json(ClientView, client) if client else None), ended
 
+    def keys(self) -> list[KeyView]:
+        return [from_json(KeyView, item) for item in self.ask("keys.list").items]
+
+    def rotate_key(self) -> KeyView:
+        return from_json(KeyView, self.ask("keys.rotate").result["created"])
+
+    def retire_key(self, kid: str) -> tuple[KeyView, KeyView | None]:
+        result = self.ask("keys.retire", kid=kid).result
+        promoted = result.get("promoted")
+        return from_json(KeyView, result["retired"]), (
+            from_json(KeyView, promoted) if promoted else None
+        )
+
     def ask(self, op: str, **args: str | None) -> Reply:
         request = {"op": op, "args": {k: v for k, v in args.items() if v is not None}}
         items: list[dict[str, Any]] = []
@@ -82,7 +100,9 @@ class AdminClient:
                     elif message.get("ok"):
                         return Reply(items, message)
                     else:
-                        raise AdminRefused(message.get("error") or "the daemon refused")
+                        raise AdminRefused(
+                            message.get("error") or "the daemon refused", _exit(message)
+                        )
             except TimeoutError:
                 raise AdminUnreachable(f"oauthd on {self.path} did not answer in time") from None
             except (OSError, orjson.JSONDecodeError) as exc:
@@ -114,3 +134,10 @@ class AdminClient:
                 f"cannot connect to {self.path}: {exc.strerror or exc}"
             ) from None
         return sock
+
+
+def _exit(message: dict[str, Any]) -> ExitCode:
+    try:
+        return ExitCode(message.get("exit", ExitCode.FAILURE))
+    except ValueError:
+        return ExitCode.FAILURE

@@ -1,5 +1,5 @@
 """What an operator can do to the running daemon: list and end sessions (grants), list and
-delete clients.
+delete clients, list and rotate the signing keys (`SigningKeys`, the protocol's key ring).
 
 Grants and clients are keyed by id only, so every listing and every revocation by user or
 client is a scan of a table (`Table.scan`: chunked, the event loop keeps serving). That is
@@ -21,14 +21,20 @@ from typing import Protocol
 
 from oauthd.admin.views import ClientGroupView, ClientView, SessionView
 from oauthd.config import Config
-from oauthd.model import Client, Grant
+from oauthd.exits import ExitCode
+from oauthd.model import Client, Grant, SigningKey
 from oauthd.store import Store
 
 END_BATCH = 64  # grants ended concurrently: their journal writes share fsyncs
 
 
 class AdminError(Exception):
-    """The operation cannot be done as asked; str() says why, for the operator."""
+    """The operation cannot be done as asked; str() says why, for the operator, and
+    `exit_code` how the command ends."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,6 +47,19 @@ class GrantRevoker(Protocol):
     """What the admin socket needs of the protocol (`AuthServer` is one)."""
 
     async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None: ...
+
+
+class SigningKeys(Protocol):
+    """What the admin socket needs of the signing key ring (`oauthd.oauth.KeyRing`); its
+    refusals are `KeyRingError`s."""
+
+    def members(self) -> list[SigningKey]: ...
+
+    async def refresh(self) -> None: ...
+
+    async def rotate(self) -> SigningKey: ...
+
+    async def retire(self, kid: str) -> tuple[SigningKey, SigningKey | None]: ...
 
 
 def _matches(grant: Grant, user: str | None, client_id: str | None, resource: str | None) -> bool:

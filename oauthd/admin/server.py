@@ -27,8 +27,9 @@ from typing import Any
 
 import orjson
 
-from oauthd.admin.operations import Admin, AdminError, GrantRevoker
-from oauthd.admin.views import ClientGroupView, ClientView, SessionView
+from oauthd.admin.keys import key_operations
+from oauthd.admin.operations import Admin, AdminError, GrantRevoker, SigningKeys
+from oauthd.admin.views import ClientGroupView, ClientView, KeyView, SessionView
 from oauthd.config import Config, admin_socket_path
 from oauthd.exits import ExitCode
 from oauthd.store import Store, Unavailable
@@ -41,7 +42,7 @@ CLOSE_GRACE = 5.0  # an operation under way at shutdown may finish within this
 ITEMS_PER_LINE = 500
 
 Args = Mapping[str, object]
-Chunks = AsyncIterator[Sequence[SessionView | ClientView | ClientGroupView]]
+Chunks = AsyncIterator[Sequence[SessionView | ClientView | ClientGroupView | KeyView]]
 Answer = tuple[Chunks, dict[str, Any]]
 
 
@@ -58,12 +59,15 @@ def wanted(config: Config) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def serving(config: Config, store: Store, auth: GrantRevoker) -> AsyncIterator[None]:
-    """The admin socket, for as long as the block runs."""
+async def serving(
+    config: Config, store: Store, auth: GrantRevoker, keys: SigningKeys | None = None
+) -> AsyncIterator[None]:
+    """The admin socket, for as long as the block runs; `keys`: the signing key ring
+    (None: no `keys.*` operations)."""
     if not wanted(config):
         yield
         return
-    server = AdminServer(admin_socket_path(config), Admin(store, auth, config))
+    server = AdminServer(admin_socket_path(config), Admin(store, auth, config), keys)
     await server.start()
     try:
         yield
@@ -72,7 +76,7 @@ async def serving(config: Config, store: Store, auth: GrantRevoker) -> AsyncIter
 
 
 class AdminServer:
-    def __init__(self, path: Path, admin: Admin) -> None:
+    def __init__(self, path: Path, admin: Admin, keys: SigningKeys | None = None) -> None:
         self.path = path
         self._admin = admin
         self._server: asyncio.Server | None = None
@@ -85,6 +89,8 @@ class AdminServer:
             "clients.delete": self._delete_client,
             "clients.stats": self._client_stats,
         }
+        if keys is not None:
+            self._ops.update(key_operations(keys))
 
     async def start(self) -> None:
         sock = _bind(self.path)
@@ -143,7 +149,7 @@ class AdminServer:
             async for chunk in chunks:
                 await _send(writer, {"items": chunk})
         except AdminError as exc:
-            await _send(writer, {"ok": False, "error": str(exc)})
+            await _send(writer, {"ok": False, "error": str(exc), "exit": int(exc.exit_code)})
             return
         except Unavailable as exc:
             await _send(writer, {"ok": False, "error": f"the state is unavailable: {exc.reason}"})

@@ -16,7 +16,9 @@ from oauthd.keyring import Keyring
 from oauthd.metrics import Metrics
 from oauthd.model import AccountSession, DeviceFlow, Grant, PendingAuthorization
 from oauthd.oauth import metadata
+from oauthd.oauth.access_tokens import minters
 from oauthd.oauth.account import Accounts, ConnectedApp
+from oauthd.oauth.assertions import IdentityAssertions
 from oauthd.oauth.authorize import Authorizer, Flow, page_client
 from oauthd.oauth.clients import (
     ClientCredentials,
@@ -31,6 +33,7 @@ from oauthd.oauth.known_browsers import KnownBrowsers
 from oauthd.oauth.page_signin import PageSignIns
 from oauthd.oauth.ratelimit import TOTAL, Limiter, Limits, too_many
 from oauthd.oauth.signin import SignIns
+from oauthd.oauth.signing import KeyRing, key_ring
 from oauthd.oauth.token_endpoint import TokenEndpoint
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener, TokenResponse, Tokens
 from oauthd.oauth.upgrade import Upgrades
@@ -52,7 +55,7 @@ def _close(call: Awaitable[Any]) -> None:
         call.close()
 
 
-class AuthServer:
+class AuthServer(metadata.Discovery):
     def __init__(
         self,
         config: Config,
@@ -66,12 +69,14 @@ class AuthServer:
         metrics: Metrics | None = None,
         device_key: bytes | None = None,
         browser_key: bytes | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
         """`keyring`: the resolved keys and secrets (`oauthd.keyring.read_keyring`); the
         introspection secret is read from it at each use, so a SIGHUP rotates it.
         `device_key`: the HMAC key of device user codes (`oauthd.keyring.device_code_key`);
         `browser_key`: the one of known-browser cookies (`oauthd.keyring.known_browser_key`);
-        None: a key for this process only."""
+        None: a key for this process only (also for `keys`, the signing key ring, which
+        its owner loads: `KeyRing.running`)."""
         self.config = config
         self._keyring = keyring
         sealer = keyring.sealer
@@ -79,7 +84,9 @@ class AuthServer:
         self.users = users
         self.metrics = metrics or Metrics()
         self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics)
-        self.tokens = Tokens(config, store, clock, self.metrics)
+        self.keys = keys or key_ring(config, store, crypto.Sealer(os.urandom(32)), clock)
+        self.tokens = Tokens(config, store, clock, self.metrics, minters(config, self.keys))
+        self.assertions = IdentityAssertions(self.keys, config.server.issuer, clock, self.tokens)
         self.authorizer = Authorizer(config, store, clock, self.clients, sealer, self.tokens.scopes)
         self.devices = DeviceFlows(config, store, clock, self.tokens, device_key or os.urandom(32))
         self.token_endpoint = TokenEndpoint(store, self.clients, self.tokens, self.devices, sealer)
@@ -106,9 +113,8 @@ class AuthServer:
         self._descriptions = ScopeDescriptions(config)
         # Scopes in words (`[oauth] scope_descriptions`), for the pages that name them.
         self.describe_scopes = self._descriptions.describe
-        # The live grant a bearer token belongs to, or None. Bound to the tokens' own
-        # method, not wrapped: the proxy calls it on every request, and a forwarding
-        # coroutine cost 0.5 % of its instructions.
+        # The live grant a bearer token belongs to, or None. Bound to the tokens' own method:
+        # the proxy calls it on every request; a forwarding coroutine cost 0.5 % of it.
         self.verify_bearer: BearerCheck = self.tokens.verify_bearer
 
     # -- while serving (SIGHUP) -----------------------------------------------------------
@@ -135,17 +141,12 @@ class AuthServer:
         changed; ConfigError naming the key, and no change, if one cannot be read."""
         return self._keyring.reload(config)
 
-    # -- discovery -----------------------------------------------------------------------
+    # -- discovery (the documents: `metadata.Discovery`) and signed identity --------------
 
-    def authorization_server_metadata(self) -> dict[str, Any]:
-        return metadata.authorization_server_metadata(self.config)
-
-    def protected_resource_metadata(self, path: str = "") -> dict[str, Any] | None:
-        """The RFC 9728 document of the resource at `path` ("": the default resource's);
-        None if no resource is there."""
-        config = self.config
-        resource = config.resource_named(path) if path else config.default_resource
-        return None if resource is None else metadata.protected_resource_metadata(config, resource)
+    def identity_assertion(self, grant: Grant) -> str:
+        """The signed identity JWT of `grant` for its resource's upstream (no I/O: reused
+        while fresh, `oauthd.oauth.assertions`); the proxy asks for it on every request."""
+        return self.assertions.assertion(grant)
 
     # -- clients -------------------------------------------------------------------------
 

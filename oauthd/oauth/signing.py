@@ -31,6 +31,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from oauthd.clock import Clock
+from oauthd.config import Config
 from oauthd.crypto import Sealer
 from oauthd.log import audit
 from oauthd.model import KEY_ACTIVE, KEY_NEXT, KEY_RETIRED, SigningKey
@@ -38,6 +39,7 @@ from oauthd.store import Conflict, Store, Unavailable
 
 log = logging.getLogger("oauthd.keys")
 
+IDENTITY_TTL = 60  # seconds an identity assertion (oauthd.oauth.assertions) is valid
 REFRESH_EVERY = 30.0  # seconds between two reads of the ring (other instances' changes)
 RSA_BITS = 2048
 SigningJwk = ECKey | RSAKey
@@ -57,6 +59,17 @@ class RingPolicy:
     max_age: float  # the JWKS document's cache lifetime (`keys.jwks_max_age`)
     longest_signed: float  # the longest lifetime of anything a key signs
     rotate_every: float = 0.0  # 0: only `oauthd keys rotate`
+
+
+def key_ring(config: Config, store: Store, sealer: Sealer, clock: Clock) -> KeyRing:
+    """The ring of `config` on `store`, its private keys sealed by `sealer` (the session
+    key); a retired key stays published until the longest-lived thing it signs expired
+    (an identity assertion; a JWT access token if some resource has them)."""
+    jwt_tokens = any(r.upstream.access_token_format == "jwt" for r in config.resources)
+    longest = max(IDENTITY_TTL, config.tokens.access_ttl if jwt_tokens else 0.0)
+    keys = config.keys
+    policy = RingPolicy(keys.algorithm, keys.jwks_max_age, longest, keys.rotate_every)
+    return KeyRing(store, sealer, clock, policy)
 
 
 def serial(kid: str) -> int:
