@@ -48,11 +48,7 @@ async def jwks(request: web.Request) -> web.Response:
     `keys.jwks_max_age`: a rotation publishes the next key at least that long before it
     signs."""
     cache = f"public, max-age={int(request.app[CONFIG].keys.jwks_max_age)}"
-    return web.json_response(
-        request.app[AUTH].jwks(),
-        headers={"Cache-Control": cache},
-        content_type="application/jwk-set+json",
-    )
+    return web.json_response(request.app[AUTH].jwks(), headers={"Cache-Control": cache})
 
 
 async def register(request: web.Request) -> web.Response:

@@ -42,9 +42,12 @@ class IdentityAssertions:
         self._cache: dict[str, _Signed] = {}
         self.signed = 0  # how many were signed (the rest were reused)
 
-    def assertion(self, grant: Grant) -> str:
+    def assertion(self, grant: Grant, *, ended: bool = False) -> str:
         """The identity JWT of `grant` for its resource (`Grant.resource` is the audience),
-        reused while it has more than half its life left. No I/O."""
+        reused while it has more than half its life left. No I/O. `ended`: the grant has
+        ended (the DELETE closing its sessions): signed afresh and not kept."""
+        if ended:
+            return self._sign(grant, int(self._clock.now()))
         now = self._clock.now()
         kid = self._ring.active.kid
         cached = self._cache.get(grant.id)

@@ -143,10 +143,10 @@ class AuthServer(metadata.Discovery):
 
     # -- discovery (the documents: `metadata.Discovery`) and signed identity --------------
 
-    def identity_assertion(self, grant: Grant) -> str:
+    def identity_assertion(self, grant: Grant, *, ended: bool = False) -> str:
         """The signed identity JWT of `grant` for its resource's upstream (no I/O: reused
         while fresh, `oauthd.oauth.assertions`); the proxy asks for it on every request."""
-        return self.assertions.assertion(grant)
+        return self.assertions.assertion(grant, ended=ended)
 
     # -- clients -------------------------------------------------------------------------
 
