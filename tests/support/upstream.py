@@ -157,6 +157,9 @@ class DemoUpstream:
     unless `stateless`; `name`: what it reports at initialize (None: "oauthd-demo")."""
 
     def __init__(self, log_path: Path, *, stateless: bool = False, name: str | None = None) -> None:
+        """`verify_identity` (set before `start`): oauthd's JWKS URL, for
+        `--verify-identity` (every request without a valid signed identity refused)."""
+        self.verify_identity: str | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.log_path = log_path
@@ -169,7 +172,8 @@ class DemoUpstream:
             self.proc = subprocess.Popen(
                 [sys.executable, str(DEMO), "--port", str(self.port)]
                 + (["--stateless"] if self.stateless else [])
-                + (["--name", self.name] if self.name else []),
+                + (["--name", self.name] if self.name else [])
+                + (["--verify-identity", self.verify_identity] if self.verify_identity else []),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
