@@ -18,6 +18,9 @@ from oauthd.model import KEY_ACTIVE, KEY_NEXT, KEY_RETIRED
 from oauthd.oauth.signing import KeyRing, KeyRingError, RingPolicy
 from oauthd.store import Store
 from tests.support.backends import CONTRACT_BACKENDS, StoreHarness, open_harness
+from tests.support.postgres import postgres_dump
+from tests.support.redis_backend import redis_dump
+from tests.support.secrets_scan import assert_no_secret, private_key_forms, state_files
 
 MAX_AGE = 300.0
 LONGEST = 3600.0
@@ -218,3 +221,28 @@ async def test_the_private_key_is_sealed_with_the_kid(harness: StoreHarness) -> 
     assert b"PRIVATE KEY" in SEALER.open(key.sealed_private, "k1")
     with pytest.raises(ValueError):
         SEALER.open(key.sealed_private, "k2")
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
+async def test_no_private_key_in_clear_at_rest(harness: StoreHarness, algorithm: str) -> None:
+    ring = ring_on(harness.store, harness, RingPolicy(algorithm, MAX_AGE, LONGEST))
+    await ring.refresh()
+    await ring.rotate()
+    records = [k async for k in harness.store.signing_keys.scan()]
+    forms = [private_key_forms(SEALER.open(k.sealed_private, k.kid)) for k in records]
+    if harness.backend.durable:
+        await harness.close()  # the file backend's final snapshot
+    places = await at_rest(harness)
+    if harness.backend.durable:
+        assert any(b"k2" in content for content in places.values())  # the scan sees them
+        await harness.open()
+    assert_no_secret({f for found in forms for f in found}, places)
+
+
+async def at_rest(harness: StoreHarness) -> dict[str, bytes]:
+    """What the backend keeps: the state dir's files, the Redis keys, the PostgreSQL rows."""
+    if harness.name == "redis":
+        return await redis_dump(harness.state)
+    if harness.name == "postgres":
+        return await postgres_dump(harness.state)
+    return state_files(harness.state.path)
