@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -65,6 +66,7 @@ def whoami(ctx: Context) -> dict[str, Any]:
         import jwt
 
         answer["identity"] = jwt.decode(token, options={"verify_signature": False})
+        answer["identity_kid"] = jwt.get_unverified_header(token).get("kid")
     return answer
 
 
@@ -92,11 +94,15 @@ def greet(name: str) -> str:
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
 
-def verifying(app: ASGIApp, jwks_url: str, issuer: str, audience: str, header: str) -> ASGIApp:
-    """`app` behind a check of oauthd's signed identity: 401 without a valid one."""
+def verifying(
+    app: ASGIApp, jwks_url: str, issuer: str, audience: str, header: str, lifespan: float
+) -> ASGIApp:
+    """`app` behind a check of oauthd's signed identity: 401 without a valid one. The
+    JWKS is cached for `lifespan` seconds: at most oauthd's `keys.jwks_max_age`, which is
+    what makes a rotation seamless (a next key is published that long before it signs)."""
     import jwt
 
-    keys = jwt.PyJWKClient(jwks_url, cache_keys=True)  # refetches for an unknown kid
+    keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=lifespan)
     wanted = header.lower().encode()
 
     def check(token: str) -> dict[str, Any]:
@@ -124,6 +130,7 @@ def verifying(app: ASGIApp, jwks_url: str, issuer: str, audience: str, header: s
                 raise jwt.InvalidTokenError(f"expected one {header} header")
             await anyio.to_thread.run_sync(check, found[0].decode())
         except (jwt.PyJWTError, ValueError) as exc:
+            print(f"identity refused: {exc!r}", file=sys.stderr, flush=True)
             body = json.dumps({"error": "invalid_identity", "detail": str(exc)}).encode()
             await send(
                 {
@@ -156,6 +163,13 @@ def main() -> None:
     )
     parser.add_argument("--identity-header", default=IDENTITY_HEADER, metavar="NAME")
     parser.add_argument(
+        "--jwks-lifespan",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="how long the JWKS is cached: at most oauthd's keys.jwks_max_age (300)",
+    )
+    parser.add_argument(
         "--identity-issuer", metavar="URL", help="expected iss (default: the JWKS URL's origin)"
     )
     parser.add_argument(
@@ -183,7 +197,9 @@ def main() -> None:
     app = mcp.streamable_http_app(
         streamable_http_path="/mcp", stateless_http=args.stateless, host=args.host
     )
-    guarded = verifying(app, args.verify_identity, issuer, audience, args.identity_header)
+    guarded = verifying(
+        app, args.verify_identity, issuer, audience, args.identity_header, args.jwks_lifespan
+    )
     uvicorn.run(guarded, host=args.host, port=args.port, log_level="warning")
 
 

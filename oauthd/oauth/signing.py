@@ -40,7 +40,7 @@ from oauthd.store import Conflict, Store, Unavailable
 log = logging.getLogger("oauthd.keys")
 
 IDENTITY_TTL = 60  # seconds an identity assertion (oauthd.oauth.assertions) is valid
-REFRESH_EVERY = 30.0  # seconds between two reads of the ring (other instances' changes)
+REFRESH_EVERY = 30.0  # at most this long between two reads of the ring (see `RingPolicy`)
 RSA_BITS = 2048
 SigningJwk = ECKey | RSAKey
 
@@ -59,6 +59,19 @@ class RingPolicy:
     max_age: float  # the JWKS document's cache lifetime (`keys.jwks_max_age`)
     longest_signed: float  # the longest lifetime of anything a key signs
     rotate_every: float = 0.0  # 0: only `oauthd keys rotate`
+
+    @property
+    def refresh_every(self) -> float:
+        """How stale an instance's view of the ring may be: it re-reads the ring this
+        often (at most REFRESH_EVERY, at most `max_age`)."""
+        return min(REFRESH_EVERY, self.max_age)
+
+    @property
+    def publish_for(self) -> float:
+        """How long a key is published before it may sign, and after the last thing it
+        signed expired: every instance's JWKS document shows the change (`refresh_every`),
+        then every verifier's cache of the old document expires (`max_age`)."""
+        return self.max_age + self.refresh_every
 
 
 def key_ring(config: Config, store: Store, sealer: Sealer, clock: Clock) -> KeyRing:
@@ -96,6 +109,7 @@ class KeyRing:
         self._private: dict[str, SigningJwk] = {}  # opened keys, by kid
         self._signer: tuple[SigningKey, SigningJwk] | None = None
         self.refreshed = 0  # how many times the ring was read (for tests)
+        self._changed = asyncio.Event()  # an operator's change: plan the next read again
 
     # -- reading ------------------------------------------------------------------------
 
@@ -217,7 +231,7 @@ class KeyRing:
         """Retire an active key (kept published until what it signed expired), or drop a
         next key (it signed nothing: published only until caches forget it). None if it
         was retired already."""
-        expires = now + self.policy.max_age
+        expires = now + self.policy.publish_for
 
         def retired(key: SigningKey) -> SigningKey:
             if key.state == KEY_RETIRED:
@@ -253,7 +267,7 @@ class KeyRing:
         added a key at that place first."""
         now = self._clock.now()
         kid = f"k{serial(keys[-1].kid) + 1 if keys else 1}"
-        record = self._new_key(kid, KEY_NEXT, now, activate_after=now + self.policy.max_age)
+        record = self._new_key(kid, KEY_NEXT, now, activate_after=now + self.policy.publish_for)
         try:
             await self._table.add(record)
         except Conflict:
@@ -276,6 +290,7 @@ class KeyRing:
         if added is None:
             raise KeyRingError("another instance changed the key ring meanwhile; try again")
         await self.refresh()
+        self._changed.set()  # promote it on time
         return added
 
     async def retire(self, kid: str) -> tuple[SigningKey, SigningKey | None]:
@@ -307,15 +322,18 @@ class KeyRing:
     # -- the background task --------------------------------------------------------------
 
     def _pause(self) -> float:
-        """Seconds until the next read: at most REFRESH_EVERY, sooner when a next key is
-        due to sign."""
+        """Seconds until the next read: `refresh_every`, sooner when a next key is due to
+        sign."""
         now = self._clock.now()
         due = [k.activate_after - now for k in self._keys if k.state == KEY_NEXT]
-        return max(0.05, min([REFRESH_EVERY, *due]))
+        return max(0.05, min([self.policy.refresh_every, *due]))
 
     async def _keep_fresh(self) -> None:
         while True:
-            await asyncio.sleep(self._pause())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._pause()):
+                    await self._changed.wait()
+            self._changed.clear()
             try:
                 await self.refresh()
             except Unavailable as exc:

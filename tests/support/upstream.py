@@ -158,8 +158,10 @@ class DemoUpstream:
 
     def __init__(self, log_path: Path, *, stateless: bool = False, name: str | None = None) -> None:
         """`verify_identity` (set before `start`): oauthd's JWKS URL, for
-        `--verify-identity` (every request without a valid signed identity refused)."""
+        `--verify-identity` (every request without a valid signed identity refused), the
+        JWKS cached for `jwks_lifespan` seconds."""
         self.verify_identity: str | None = None
+        self.jwks_lifespan = 300.0
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.log_path = log_path
@@ -173,7 +175,12 @@ class DemoUpstream:
                 [sys.executable, str(DEMO), "--port", str(self.port)]
                 + (["--stateless"] if self.stateless else [])
                 + (["--name", self.name] if self.name else [])
-                + (["--verify-identity", self.verify_identity] if self.verify_identity else []),
+                + (
+                    ["--verify-identity", self.verify_identity]
+                    + ["--jwks-lifespan", str(self.jwks_lifespan)]
+                    if self.verify_identity
+                    else []
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
