@@ -176,8 +176,8 @@ class DemoUpstream:
                 + (["--stateless"] if self.stateless else [])
                 + (["--name", self.name] if self.name else [])
                 + (
-                    ["--verify-identity", self.verify_identity]
-                    + ["--jwks-lifespan", str(self.jwks_lifespan)]
+                    ["--verify-identity", self.verify_identity, "--jwks-lifespan"]
+                    + [str(self.jwks_lifespan)]
                     if self.verify_identity
                     else []
                 ),
