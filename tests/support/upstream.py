@@ -175,12 +175,7 @@ class DemoUpstream:
                 [sys.executable, str(DEMO), "--port", str(self.port)]
                 + (["--stateless"] if self.stateless else [])
                 + (["--name", self.name] if self.name else [])
-                + (
-                    ["--verify-identity", self.verify_identity, "--jwks-lifespan"]
-                    + [str(self.jwks_lifespan)]
-                    if self.verify_identity
-                    else []
-                ),
+                + self._verification(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -191,6 +186,16 @@ class DemoUpstream:
         except RuntimeError:
             self.stop()
             raise
+
+    def _verification(self) -> list[str]:
+        if not self.verify_identity:
+            return []
+        return [
+            "--verify-identity",
+            self.verify_identity,
+            "--jwks-lifespan",
+            f"{self.jwks_lifespan}",
+        ]
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
