@@ -4,7 +4,8 @@ Protocol, one request per connection: the client sends one JSON line,
 `{"op": "sessions.list", "args": {"user": "alice"}}`; the daemon answers with lines
 `{"items": [...]}` (a listing, a chunk per line, so that a million sessions never make one
 huge line or one long stall) and one last line, `{"ok": true, ...}` or
-`{"ok": false, "error": "..."}`, then closes.
+`{"ok": false, "error": "...", "exit": 66}` (`exit`: the command's exit code when not 1),
+then closes.
 
 The socket is created 0600 (umask while binding, then chmod) and, as a second fence, a
 peer that is neither root nor the daemon's own user is refused (SO_PEERCRED). A stale
@@ -149,7 +150,10 @@ class AdminServer:
             async for chunk in chunks:
                 await _send(writer, {"items": chunk})
         except AdminError as exc:
-            await _send(writer, {"ok": False, "error": str(exc), "exit": int(exc.exit_code)})
+            refusal: dict[str, Any] = {"ok": False, "error": str(exc)}
+            if exc.exit_code != ExitCode.FAILURE:  # the command's exit code, when not 1
+                refusal["exit"] = int(exc.exit_code)
+            await _send(writer, refusal)
             return
         except Unavailable as exc:
             await _send(writer, {"ok": False, "error": f"the state is unavailable: {exc.reason}"})
