@@ -9,7 +9,10 @@ In one run, all on 127.0.0.1 with free ports picked at start:
 - with `--rules N` (50 by default, 0: none), a second `oauthd serve` whose `/mcp` is a
   `[[resource]]` with N policy rules, the benchmark's call (`tools/call` of `echo`)
   matched by the last one (`--rules-match none`: by none; the default decision), measured
-  at `--rules-connections` against the same hop.
+  at `--rules-connections` against the same hop;
+- with `--signed-connections` (128 by default, '' to skip), a third `oauthd serve` whose
+  `[upstream]` has `signed_identity = true` (each request carries a signed identity JWT;
+  one assertion serves a grant for half its 60 s life), measured against the same hop.
 The script logs in over HTTP as a client would (register, /authorize, the login and consent
 pages, /token), then runs wrk (POST with a JSON-RPC body; for oauthd with the
 `Authorization: Bearer` header) against the hop and oauthd, alternating, at each connection
@@ -225,11 +228,13 @@ def write_config(
     storage: str = FILE_STORAGE,
     login: str = "",
     resource: str = "",
+    upstream_keys: str = "",
 ) -> Path:
     """`tmp/oauthd.toml`; `storage` and `login` are the bodies of those sections (TOML);
-    `resource`: `[[resource]]` tables in place of `[upstream]`."""
+    `resource`: `[[resource]]` tables in place of `[upstream]`; `upstream_keys`: more
+    lines of `[upstream]`."""
     path = tmp / "oauthd.toml"
-    upstream = resource or f'[upstream]\nurl = "{upstream_url}"\n'
+    upstream = resource or f'[upstream]\nurl = "{upstream_url}"\n{upstream_keys}'
     path.write_text(
         f"""\
 [server]
@@ -504,10 +509,15 @@ def temp_dir(where: str | None) -> Iterator[Path]:
 
 
 RULES_TARGET = "oauthd, rules"
+SIGNED_TARGET = "oauthd, signed identity"
 
 
 def rules_at(args: argparse.Namespace) -> list[int]:
     return [int(c) for c in args.rules_connections.split(",") if c]
+
+
+def signed_at(args: argparse.Namespace) -> list[int]:
+    return [int(c) for c in args.signed_connections.split(",") if c]
 
 
 def ratio(a: float, b: float) -> float:
@@ -564,6 +574,18 @@ async def main_async(args: argparse.Namespace) -> int:
                     [py, "-m", "oauthd", "serve", "--config", str(rules_config)],
                     proxies_cpu,
                 )
+            signed = None
+            if signed_at(args):
+                signed_port = free_port()
+                (tmp / "signed").mkdir()
+                signed_config = write_config(
+                    tmp / "signed", signed_port, upstream, upstream_keys="signed_identity = true\n"
+                )
+                signed = procs.start(
+                    "oauthd-signed",
+                    [py, "-m", "oauthd", "serve", "--config", str(signed_config)],
+                    proxies_cpu,
+                )
             await wait_ready(upstream, stub, "POST")
             await wait_ready(f"http://127.0.0.1:{bare_port}/mcp", bare, "POST")
             await wait_ready(f"{base}/readyz", oauthd)
@@ -578,6 +600,11 @@ async def main_async(args: argparse.Namespace) -> int:
                     await wait_ready(f"{policed_base}/readyz", policed)
                     policed_client = await register(api, policed_base)
                     policed_bearer = (await login(api, policed_base, policed_client)).access
+                if signed is not None:
+                    signed_base = f"http://127.0.0.1:{signed_port}"
+                    await wait_ready(f"{signed_base}/readyz", signed)
+                    signed_client = await register(api, signed_base)
+                    signed_bearer = (await login(api, signed_base, signed_client)).access
             bearer = grants.pop().access  # its own grant: refreshing the others never ends it
             print(f"# logged in: {len(grants) + 1} grants", file=sys.stderr, flush=True)
 
@@ -587,11 +614,15 @@ async def main_async(args: argparse.Namespace) -> int:
             }
             if policed is not None:
                 targets[RULES_TARGET] = (f"{policed_base}/mcp", policed.pid, policed_bearer)
+            if signed is not None:
+                targets[SIGNED_TARGET] = (f"{signed_base}/mcp", signed.pid, signed_bearer)
             rules_connections = rules_at(args) if policed else []
+            signed_connections = signed_at(args) if signed else []
             wanted = {
-                "bare hop": set(connections) | set(rules_connections),
+                "bare hop": set(connections) | set(rules_connections) | set(signed_connections),
                 "oauthd": set(connections),
                 RULES_TARGET: set(rules_connections),
+                SIGNED_TARGET: set(signed_connections),
             }
             results: dict[tuple[str, int], list[WrkResult]] = {}
             for c in sorted(wanted["bare hop"]):
@@ -669,6 +700,7 @@ def report(
     rows = [(c, "oauthd", str(c)) for c in connections]
     if args.rules:
         rows += [(c, RULES_TARGET, f"{c}, {args.rules} rules") for c in rules_at(args)]
+    rows += [(c, SIGNED_TARGET, f"{c}, signed identity") for c in signed_at(args)]
     for c, target, label in rows:
         if (target, c) not in results:
             continue
@@ -737,6 +769,9 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=50, help="rules of the policed oauthd")
     parser.add_argument("--rules-match", choices=("last", "none"), default="last")
     parser.add_argument("--rules-connections", default="128", help="'' to skip")
+    parser.add_argument(
+        "--signed-connections", default="128", help="oauthd with signed_identity ('' to skip)"
+    )
     parser.add_argument("--pin", action="store_true", help="taskset: proxies CPU 0, rest CPU 1")
     parser.add_argument("--dir", default=None, help="where the temp state dir goes (local disk)")
     parser.add_argument("--profile", default=None, help="run oauthd under cProfile, stats here")

@@ -3,12 +3,14 @@ built in order and unwound in reverse.
 
 Start: key material (before the state: a bad key must not hold the state lock), the
 state, the identity provider's client, the metadata-document fetcher, the key fetcher
-(the JWKS of trusted issuers), `AuthServer`, the session sealer (its fallback key lives in
-the state dir), the MCP proxy, housekeeping, the admin socket. Stop, after the app stopped
-accepting, ended the proxy's streams (`oauthd.http.web_app`) and drained in-flight
-requests: the admin socket, housekeeping, the grant-ended work still running
-(`AuthServer.drain`), the proxy, the key fetcher, the metadata-document fetcher, the
-provider's client, then the state (the file backend's final snapshot) last. A failure
+(the JWKS of trusted issuers and clients), the session sealer (its fallback key lives in
+the state dir), the signing key ring (loaded, its first key made on an empty ring, re-read
+in the background), `AuthServer`, the MCP proxy, housekeeping, the admin socket. Stop,
+after the app stopped accepting, ended the proxy's streams (`oauthd.http.web_app`) and
+drained in-flight requests: the admin socket, housekeeping, the grant-ended work still
+running (`AuthServer.drain`), the proxy, the key ring's background task, the key fetcher,
+the metadata-document fetcher, the provider's client, then the state (the file backend's
+final snapshot) last. A failure
 half-way through start closes what was opened, in the same reverse order."""
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from oauthd.http import refusal_log, web_app
 from oauthd.http.keys import AUTH, PROXY, STATE
 from oauthd.keyring import device_code_key, known_browser_key, read_keyring, session_sealer
 from oauthd.metrics import Metrics
-from oauthd.oauth import AuthServer
+from oauthd.oauth import AuthServer, key_ring
 from oauthd.outbound.cimd import CimdFetcher
 from oauthd.outbound.idp import identity_provider
 from oauthd.outbound.jwks import JwksFetcher
@@ -97,9 +99,10 @@ async def services(
         stack.push_async_callback(fetcher.close)
         # one key fetcher for every JWKS: the trusted issuers' hosts; a client's jwks_uri
         # host is permitted when that client authenticates
-        keys = JwksFetcher(_key_hosts(config), clock=clock.now)
-        stack.push_async_callback(keys.close)
+        jwks = JwksFetcher(_key_hosts(config), clock=clock.now)
+        stack.push_async_callback(jwks.close)
         sealer = session_sealer(config, keyring)  # after the state: it may live in its dir
+        keys = await stack.enter_async_context(key_ring(config, store, sealer, clock).running())
         auth = AuthServer(
             config,
             store,
@@ -112,6 +115,7 @@ async def services(
             device_key=device_code_key(config, keyring),
             browser_key=known_browser_key(config, keyring),
             keys=keys,
+            jwks=jwks,
         )
         proxy = McpProxy(
             config,
@@ -127,7 +131,7 @@ async def services(
         stack.push_async_callback(proxy.close)
         stack.push_async_callback(auth.drain)  # before the proxy closes: its DELETEs finish
         await stack.enter_async_context(housekeeping(store, auth.remove_idle_clients))
-        await stack.enter_async_context(admin_server.serving(config, store, auth))
+        await stack.enter_async_context(admin_server.serving(config, store, auth, keys))
         yield Services(store, auth, proxy)
 
 

@@ -14,7 +14,8 @@ class ExitCode(IntEnum):
     FAILURE = 1  # a checked condition failed (state verify found damage, admin refused)
     USAGE = 64  # EX_USAGE: the command line is wrong
     DATAERR = 65  # EX_DATAERR: what was given is refused (a client's scope, keys, resource)
-    NOINPUT = 66  # EX_NOINPUT: a file named on the command line cannot be read
+    NOINPUT = 66  # EX_NOINPUT: what the command names cannot be read or does not exist (a
+    # JWKS file, a signing key)
     UNAVAILABLE = 69  # EX_UNAVAILABLE: the backend or the running daemon cannot be reached
     OSERR = 71  # EX_OSERR: the port or the admin socket cannot be bound
     TEMPFAIL = 75  # EX_TEMPFAIL: another daemon holds the state dir; try again later

@@ -591,3 +591,37 @@ def test_upstream_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (
         got == 'config.toml: upstream.url: expected an absolute http(s) URL, got "localhost:9000"'
     )
+
+
+# --- [keys] and the signed-identity keys of a resource -------------------------------------
+
+
+def test_keys_defaults_and_values(tmp_path: Path) -> None:
+    keys = load_text(tmp_path, "").keys
+    assert (keys.algorithm, keys.jwks_max_age, keys.rotate_every) == ("ES256", 300.0, 0.0)
+    text = '[keys]\nalgorithm = "RS256"\njwks_max_age = 60\nrotate_every = "30d"\n'
+    keys = load_text(tmp_path, text).keys
+    assert (keys.algorithm, keys.jwks_max_age, keys.rotate_every) == ("RS256", 60.0, 2592000.0)
+    upstream = load_text(tmp_path, "").upstream
+    assert not upstream.signed_identity and upstream.access_token_format == "opaque"
+    assert upstream.signed_identity_header == "X-Oauthd-Identity"
+    assert upstream.principal_header == "X-Forwarded-Principal"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[keys]\nalgorithm = "HS256"', "config.toml: keys.algorithm: "),
+        ("[keys]\njwks_max_age = 0", "config.toml: keys.jwks_max_age: expected at least 1"),
+        (
+            "[keys]\njwks_max_age = 300\nrotate_every = 500",
+            "config.toml: keys.rotate_every: must be more than twice jwks_max_age (300s)",
+        ),
+        ('[upstream]\naccess_token_format = "paseto"', "config.toml: upstream.access_token_format"),
+        ('[upstream]\nsigned_identity = "yes"', "config.toml: upstream.signed_identity: "),
+    ],
+)
+def test_keys_errors_name_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    assert message in error_for(tmp_path, monkeypatch, text)

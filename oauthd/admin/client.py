@@ -11,7 +11,14 @@ from typing import Any
 
 import orjson
 
-from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView, from_json
+from oauthd.admin.views import (
+    ClientGroupView,
+    ClientView,
+    KeyView,
+    LinkView,
+    SessionView,
+    from_json,
+)
 from oauthd.exits import ExitCode
 
 TIMEOUT = 120.0  # per read: revoking a great many sessions takes a while
@@ -24,8 +31,9 @@ class AdminUnreachable(Exception):
 
 
 class AdminRefused(Exception):
-    """The daemon answered with an error (no such session, ...); `exit_code`: the one it
-    named (DATAERR for a client it would not create), else FAILURE."""
+    """The daemon answered with an error (no such session, ...); `exit_code`: the one the
+    daemon named (`AdminError.exit_code`: DATAERR for a client it would not create, NOINPUT
+    for an unknown signing key), else FAILURE."""
 
     exit_code = ExitCode.FAILURE
 
@@ -115,6 +123,19 @@ class AdminClient:
     def remove_link(self, issuer: str, subject: str) -> LinkView:
         (item,) = self.ask("links.remove", issuer=issuer, subject=subject).items
         return from_json(LinkView, item)
+
+    def keys(self) -> list[KeyView]:
+        return [from_json(KeyView, item) for item in self.ask("keys.list").items]
+
+    def rotate_key(self) -> KeyView:
+        return from_json(KeyView, self.ask("keys.rotate").result["created"])
+
+    def retire_key(self, kid: str) -> tuple[KeyView, KeyView | None]:
+        result = self.ask("keys.retire", kid=kid).result
+        promoted = result.get("promoted")
+        return from_json(KeyView, result["retired"]), (
+            from_json(KeyView, promoted) if promoted else None
+        )
 
     def ask(self, op: str, **args: str | list[str] | None) -> Reply:
         request = {"op": op, "args": {k: v for k, v in args.items() if v is not None}}

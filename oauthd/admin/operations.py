@@ -1,6 +1,6 @@
 """What an operator can do to the running daemon: list and end sessions (grants), list,
 create and delete clients, list and remove account links (enterprise identities linked to
-users).
+users), list and rotate the signing keys (`SigningKeys`, the protocol's key ring).
 
 Grants and clients are keyed by id only, so every listing and every revocation by user or
 client is a scan of a table (`Table.scan`: chunked, the event loop keeps serving). That is
@@ -23,7 +23,7 @@ from typing import Protocol
 from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView
 from oauthd.config import Config
 from oauthd.exits import ExitCode
-from oauthd.model import Client, Grant, account_link_key
+from oauthd.model import Client, Grant, SigningKey, account_link_key
 from oauthd.oauth import ClientRefused, NewClient, Registration
 from oauthd.store import Store
 
@@ -49,6 +49,19 @@ class GrantRevoker(Protocol):
     """What the admin socket needs of the protocol (`AuthServer` is one)."""
 
     async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None: ...
+
+
+class SigningKeys(Protocol):
+    """What the admin socket needs of the signing key ring (`oauthd.oauth.KeyRing`); its
+    refusals are `KeyRingError`s."""
+
+    def members(self) -> list[SigningKey]: ...
+
+    async def refresh(self) -> None: ...
+
+    async def rotate(self) -> SigningKey: ...
+
+    async def retire(self, kid: str) -> tuple[SigningKey, SigningKey | None]: ...
 
 
 class Authority(GrantRevoker, Protocol):

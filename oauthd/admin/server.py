@@ -4,7 +4,8 @@ Protocol, one request per connection: the client sends one JSON line,
 `{"op": "sessions.list", "args": {"user": "alice"}}`; the daemon answers with lines
 `{"items": [...]}` (a listing, a chunk per line, so that a million sessions never make one
 huge line or one long stall) and one last line, `{"ok": true, ...}` or
-`{"ok": false, "error": "..."}`, then closes.
+`{"ok": false, "error": "...", "exit": 66}` (`exit`: the command's exit code when not 1),
+then closes.
 
 The socket is created 0600 (umask while binding, then chmod) and, as a second fence, a
 peer that is neither root nor the daemon's own user is refused (SO_PEERCRED). A stale
@@ -27,8 +28,9 @@ from typing import Any
 
 import orjson
 
-from oauthd.admin.operations import Admin, AdminError, Authority
-from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView
+from oauthd.admin.keys import key_operations
+from oauthd.admin.operations import Admin, AdminError, Authority, SigningKeys
+from oauthd.admin.views import ClientGroupView, ClientView, KeyView, LinkView, SessionView
 from oauthd.config import Config, admin_socket_path
 from oauthd.exits import ExitCode
 from oauthd.oauth import NewClient
@@ -42,7 +44,7 @@ CLOSE_GRACE = 5.0  # an operation under way at shutdown may finish within this
 ITEMS_PER_LINE = 500
 
 Args = Mapping[str, object]
-Chunks = AsyncIterator[Sequence[SessionView | ClientView | ClientGroupView | LinkView]]
+Chunks = AsyncIterator[Sequence[SessionView | ClientView | ClientGroupView | LinkView | KeyView]]
 Answer = tuple[Chunks, dict[str, Any]]
 
 
@@ -59,12 +61,15 @@ def wanted(config: Config) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def serving(config: Config, store: Store, auth: Authority) -> AsyncIterator[None]:
-    """The admin socket, for as long as the block runs."""
+async def serving(
+    config: Config, store: Store, auth: Authority, keys: SigningKeys | None = None
+) -> AsyncIterator[None]:
+    """The admin socket, for as long as the block runs; `keys`: the signing key ring
+    (None: no `keys.*` operations)."""
     if not wanted(config):
         yield
         return
-    server = AdminServer(admin_socket_path(config), Admin(store, auth, config))
+    server = AdminServer(admin_socket_path(config), Admin(store, auth, config), keys)
     await server.start()
     try:
         yield
@@ -73,7 +78,7 @@ async def serving(config: Config, store: Store, auth: Authority) -> AsyncIterato
 
 
 class AdminServer:
-    def __init__(self, path: Path, admin: Admin) -> None:
+    def __init__(self, path: Path, admin: Admin, keys: SigningKeys | None = None) -> None:
         self.path = path
         self._admin = admin
         self._server: asyncio.Server | None = None
@@ -89,6 +94,8 @@ class AdminServer:
             "links.list": self._list_links,
             "links.remove": self._remove_link,
         }
+        if keys is not None:
+            self._ops.update(key_operations(keys))
 
     async def start(self) -> None:
         sock = _bind(self.path)
@@ -148,7 +155,7 @@ class AdminServer:
                 await _send(writer, {"items": chunk})
         except AdminError as exc:
             refusal: dict[str, Any] = {"ok": False, "error": str(exc)}
-            if exc.exit_code != ExitCode.FAILURE:
+            if exc.exit_code != ExitCode.FAILURE:  # the command's exit code, when not 1
                 refusal["exit"] = int(exc.exit_code)
             await _send(writer, refusal)
             return

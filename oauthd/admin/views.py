@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from oauthd.model import AccountLink, Client, Grant
+from oauthd.model import AccountLink, Client, Grant, SigningKey
 
-V = TypeVar("V", "SessionView", "ClientView", "ClientGroupView", "LinkView")
+V = TypeVar("V", "SessionView", "ClientView", "ClientGroupView", "LinkView", "KeyView")
 
 
 @dataclass(slots=True, frozen=True)
@@ -148,9 +148,36 @@ class LinkView:
         return cls(link.issuer, link.subject, link.user, link.via, link.created_at)
 
 
+@dataclass(slots=True, frozen=True)
+class KeyView:
+    """A signing key: never its key material (the public JWK is in the JWKS document)."""
+
+    kid: str
+    alg: str
+    state: str  # "next" | "active" | "retired"
+    created_at: float
+    activate_after: float  # a next key signs from here on
+    activated_at: float | None
+    retired_at: float | None
+    expires_at: float | None  # a retired key leaves the JWKS document here
+
+    @classmethod
+    def of(cls, key: SigningKey) -> KeyView:
+        return cls(
+            kid=key.kid,
+            alg=key.alg,
+            state=key.state,
+            created_at=key.created_at,
+            activate_after=key.activate_after,
+            activated_at=key.activated_at,
+            retired_at=key.retired_at,
+            expires_at=key.expires_at,
+        )
+
+
 _FIELDS: dict[type[Any], frozenset[str]] = {
     cls: frozenset(f.name for f in dataclasses.fields(cls))
-    for cls in (SessionView, ClientView, ClientGroupView, LinkView)
+    for cls in (SessionView, ClientView, ClientGroupView, LinkView, KeyView)
 }
 
 

@@ -1,5 +1,6 @@
-"""`oauthd sessions ...` and `oauthd clients ...`: the running daemon's sessions and
-clients, over the admin socket. Tables for people, `--json` for scripts."""
+"""`oauthd sessions ...`, `oauthd clients ...` and `oauthd keys ...`: the running daemon's
+sessions, clients and signing keys, over the admin socket. Tables for people, `--json` for
+scripts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from oauthd.admin.client import AdminClient, AdminRefused, AdminUnreachable
-from oauthd.admin.views import ClientGroupView, ClientView, SessionView
+from oauthd.admin.views import ClientGroupView, ClientView, KeyView, SessionView
 from oauthd.cli import client_add
 from oauthd.cli.options import load
 from oauthd.cli.output import cell, fail, plural, table, utc, write_json
@@ -53,6 +54,18 @@ def add_commands(sub: Any) -> None:
     client_add.add_arguments(_command(actions, "add", client_add.HELP))
     delete = _command(actions, "delete", "forget a client and end its sessions")
     delete.add_argument("client_id", metavar="CLIENT_ID")
+
+    keys = sub.add_parser("keys", help="the running daemon's signing keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    _command(actions, "list", "list the signing keys (next, active, retired)")
+    _command(actions, "rotate", "add a next key: published now, signing after jwks_max_age")
+    retire = _command(
+        actions,
+        "retire",
+        "retire a key: a next key is dropped; the active key only with a next key, which "
+        "signs at once (an emergency rotation)",
+    )
+    retire.add_argument("kid", metavar="KID")
 
 
 RESOURCE_HELP = "{} of this resource (its path, e.g. /mcp, or its identifier)"
@@ -132,6 +145,8 @@ def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> Exi
     if args.command == "sessions" and args.action == "list":
         sessions = _by_user(admin.sessions(args.user, args.client, args.resource, args.principal))
         _emit(args, out, sessions, lambda: render_sessions(sessions, out))
+    elif args.command == "keys":
+        _keys(args, admin, out)
     elif args.command == "sessions":
         ended = _by_user(admin.revoke(args.id, args.user, args.client, args.resource))
         _emit(args, out, {"revoked": ended}, lambda: render_ended(ended, out))
@@ -156,6 +171,19 @@ def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> Exi
         doc = {"client": client, "ended": _by_user(ended)}
         _emit(args, out, doc, lambda: render_deleted(args.client_id, client, ended, out))
     return ExitCode.OK
+
+
+def _keys(args: argparse.Namespace, admin: AdminClient, out: TextIO) -> None:
+    if args.action == "list":
+        keys = sorted(admin.keys(), key=lambda k: k.created_at, reverse=True)
+        _emit(args, out, keys, lambda: render_keys(keys, out))
+    elif args.action == "rotate":
+        added = admin.rotate_key()
+        _emit(args, out, {"created": added}, lambda: render_rotated(added, out))
+    else:
+        retired, promoted = admin.retire_key(args.kid)
+        doc = {"retired": retired, "promoted": promoted}
+        _emit(args, out, doc, lambda: render_retired(retired, promoted, out))
 
 
 def _revoke_selectors_problem(args: argparse.Namespace) -> str | None:
@@ -325,3 +353,41 @@ def render_deleted(
 ) -> None:
     what = f"client {client_id}" + (f" ({client.client_name})" if client else " (not cached)")
     out.write(cell(f"deleted {what}; {plural(len(ended), 'session')} ended") + "\n")
+
+
+def render_keys(keys: Sequence[KeyView], out: TextIO) -> None:
+    if not keys:
+        out.write("no signing keys\n")
+        return
+    headers = ("KID", "ALG", "STATE", "CREATED", "SIGNS FROM", "RETIRED", "UNPUBLISHED")
+    rows = [
+        (
+            k.kid,
+            k.alg,
+            k.state,
+            _when(k.created_at),
+            _when(k.activated_at if k.activated_at is not None else k.activate_after),
+            _when(k.retired_at),
+            _when(k.expires_at),
+        )
+        for k in keys
+    ]
+    table(headers, rows, out)
+    out.write(f"\n{plural(len(keys), 'key')}\n")
+
+
+def render_rotated(key: KeyView, out: TextIO) -> None:
+    out.write(
+        f"created next key {key.kid} ({key.alg}): published now, "
+        f"signs from {_when(key.activate_after)}\n"
+    )
+
+
+def render_retired(retired: KeyView, promoted: KeyView | None, out: TextIO) -> None:
+    out.write(f"retired key {retired.kid}; published until {_when(retired.expires_at)}\n")
+    if promoted is not None:
+        out.write(
+            f"key {promoted.kid} signs from now on (emergency rotation: verifiers that "
+            "cached the JWKS before it was published may refuse what it signs until their "
+            "cache expires)\n"
+        )

@@ -93,6 +93,13 @@ class UpstreamConfig:
     forward_idp_token: bool = field(metadata=key(to.boolean, False))
     idp_token_header: str = field(metadata=key(to.header_name, "X-Forwarded-Access-Token"))
     authorization: str = field(metadata=key(secret_ref, ""))
+    # "user" or "service": who the caller is (oauthd.model.PRINCIPAL_*)
+    principal_header: str = field(metadata=key(to.header_name, "X-Forwarded-Principal"))
+    # a JWT signed by oauthd's active key (docs/signed-identity.md) on every request
+    signed_identity: bool = field(metadata=key(to.boolean, False))
+    signed_identity_header: str = field(metadata=key(to.header_name, "X-Oauthd-Identity"))
+    # "jwt": access tokens for this resource are RFC 9068 JWTs signed by oauthd's keys
+    access_token_format: str = field(metadata=key(to.choice(("opaque", "jwt")), "opaque"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,43 @@ class TokensConfig:
     refresh_grace: float = field(metadata=key(to.duration_or_off, "10s"))
 
 
+def _seconds(value: object, at: At) -> float:
+    """A whole number of seconds (at least 1), or a duration such as "5m"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise at.error(f"expected at least 1 second, got {value}")
+        return float(value)
+    return to.duration(value, at)
+
+
+def _seconds_or_off(value: object, at: At) -> float:
+    """`_seconds`, or 0 (or "0s") for never."""
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return to.duration_or_off(value, at) if isinstance(value, str) else _seconds(value, at)
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    """oauthd's signing key ring (oauthd.oauth.signing): signed identity to the upstreams
+    and JWT access tokens, verified by them through `/.well-known/jwks.json`."""
+
+    algorithm: str = field(metadata=key(to.choice(("ES256", "RS256")), "ES256"))
+    # the JWKS document's Cache-Control max-age; a next key is published this long before
+    # it signs, a retired one this long after what it signed expired
+    jwks_max_age: float = field(metadata=key(_seconds, 300))
+    rotate_every: float = field(metadata=key(_seconds_or_off, 0))  # 0: `oauthd keys rotate` only
+
+
+def _check_keys(keys: KeysConfig, at: At) -> None:
+    if keys.rotate_every and keys.rotate_every <= 2 * keys.jwks_max_age:
+        raise at.key("rotate_every").error(
+            f"must be more than twice jwks_max_age ({keys.jwks_max_age:g}s), or 0 for manual "
+            f"rotation only: a rotation waits jwks_max_age before the next key signs; "
+            f"got {keys.rotate_every:g}s"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class OAuthConfig:
     scopes: tuple[str, ...] = field(metadata=key(to.words, ["mcp"]))
@@ -325,6 +362,7 @@ class Config:
     admin: AdminConfig = field(metadata=key(section(AdminConfig), {}))
     log: LogConfig = field(metadata=key(section(LogConfig), {}))
     pages: PagesConfig = field(metadata=key(section(PagesConfig), {}))
+    keys: KeysConfig = field(metadata=key(section(KeysConfig, _check_keys), {}))
     # `[[resource]]` as written; empty when the file uses the `[upstream]` shorthand
     resource: tuple[ResourceConfig, ...] = field(metadata=key(resource_tables, []))
     # `[[trusted_issuer]]`: whose JWTs the JWT bearer grant accepts (config/issuers.py)

@@ -10,7 +10,7 @@ from aiohttp import web
 from oauthd.http.errors import NO_STORE, Handler, Routes, Wrapper
 from oauthd.http.forms import read_form, read_json_object
 from oauthd.http.keys import AUTH, CONFIG, client_address
-from oauthd.oauth import credentials_from, registration_response
+from oauthd.oauth import JWKS_PATH, credentials_from, registration_response
 
 PR_METADATA = "/.well-known/oauth-protected-resource"
 CORS_PATHS = frozenset(
@@ -18,6 +18,7 @@ CORS_PATHS = frozenset(
         "/.well-known/oauth-authorization-server",
         "/.well-known/openid-configuration",
         PR_METADATA,
+        JWKS_PATH,
         "/register",
         "/token",
         "/revoke",
@@ -40,6 +41,14 @@ async def pr_metadata(request: web.Request) -> web.Response:
     if doc is None:  # only mounted paths get here
         raise web.HTTPNotFound()
     return web.json_response(doc, headers={"Cache-Control": "max-age=300"})
+
+
+async def jwks(request: web.Request) -> web.Response:
+    """The public keys of oauthd's signing key ring (RFC 7517), cached by verifiers for
+    `keys.jwks_max_age`: a rotation publishes the next key at least that long before it
+    signs."""
+    cache = f"public, max-age={int(request.app[CONFIG].keys.jwks_max_age)}"
+    return web.json_response(request.app[AUTH].jwks(), headers={"Cache-Control": cache})
 
 
 async def register(request: web.Request) -> web.Response:
@@ -116,6 +125,7 @@ def add_routes(app: web.Application) -> None:
         routes.get(path, as_metadata, cors_for(path))
     for path in metadata_paths:
         routes.get(path, pr_metadata, cors_for(path))
+    routes.get(JWKS_PATH, jwks, cors_for(JWKS_PATH))
     for path, handler in (
         ("/register", register),
         ("/token", token),

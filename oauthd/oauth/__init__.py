@@ -18,16 +18,19 @@ from oauthd.oauth.clients import (
 )
 from oauthd.oauth.consent import ConsentRequest, ScopeWords
 from oauthd.oauth.errors import Delivery, OAuthError, invalid_request, page_error
+from oauthd.oauth.metadata import JWKS_PATH
 from oauthd.oauth.operator_clients import ClientRefused, NewClient
 from oauthd.oauth.page_signin import is_return_path
 from oauthd.oauth.redirects import is_loopback_redirect, redirect_host
 from oauthd.oauth.server import AuthServer
+from oauthd.oauth.signing import KeyRing, KeyRingError, key_ring
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener
 from oauthd.oauth.upgrade import UPGRADE_PATH, UpgradeOffer, upgrade_url
 from oauthd.oauth.upstream import IdentityProvider, UpstreamError, UpstreamIdentity
 
 __all__ = [
     "ACCOUNT_SESSION_TTL",
+    "JWKS_PATH",
     "UPGRADE_PATH",
     "AuthServer",
     "BearerCheck",
@@ -43,6 +46,8 @@ __all__ = [
     "Flow",
     "GrantEndedListener",
     "IdentityProvider",
+    "KeyRing",
+    "KeyRingError",
     "KeySetSource",
     "KeysUnavailable",
     "NewClient",
@@ -59,6 +64,7 @@ __all__ = [
     "invalid_request",
     "is_loopback_redirect",
     "is_return_path",
+    "key_ring",
     "page_error",
     "redirect_host",
     "registration_response",

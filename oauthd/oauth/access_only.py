@@ -13,6 +13,7 @@ from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.model import PRINCIPAL_SERVICE, Grant
+from oauthd.oauth.access_tokens import AccessClaims, opaque
 from oauthd.oauth.tokens import TokenResponse, Tokens
 from oauthd.store import Store
 
@@ -40,8 +41,9 @@ class AccessOnlyGrants:
         enterprise user linked through an ID-JAG)."""
         now = self._clock.now()
         grant_id = crypto.new_key()
-        access = crypto.mint_token(grant_id)
         expires = now + self._access_ttl
+        claims = AccessClaims(grant_id, user, client_id, scopes, resource, now, expires)
+        access = self._tokens.minters.get(resource, opaque)(claims)  # a JWT where configured
         grant = Grant(
             id=grant_id,
             user=user,

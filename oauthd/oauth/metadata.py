@@ -9,6 +9,7 @@ from typing import Any
 
 from oauthd.config import Config, ResourceConfig
 from oauthd.oauth.assertions import ALGORITHMS, JWT_BEARER
+from oauthd.oauth.signing import KeyRing
 
 GRANT_TYPES = (
     "authorization_code",
@@ -17,6 +18,7 @@ GRANT_TYPES = (
     "client_credentials",
     JWT_BEARER,
 )
+JWKS_PATH = "/.well-known/jwks.json"
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 
 
@@ -26,6 +28,7 @@ def authorization_server_metadata(config: Config) -> dict[str, Any]:
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}{JWKS_PATH}",
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
         "device_authorization_endpoint": f"{issuer}/device_authorization",
@@ -61,3 +64,24 @@ def protected_resource_metadata(config: Config, resource: ResourceConfig) -> dic
         "bearer_methods_supported": ["header"],
         "resource_name": resource.name,
     }
+
+
+class Discovery:
+    """The discovery documents, as `AuthServer` (the door) serves them."""
+
+    config: Config
+    keys: KeyRing
+
+    def authorization_server_metadata(self) -> dict[str, Any]:
+        return authorization_server_metadata(self.config)
+
+    def protected_resource_metadata(self, path: str = "") -> dict[str, Any] | None:
+        """The RFC 9728 document of the resource at `path` ("": the default resource's);
+        None if no resource is there."""
+        config = self.config
+        resource = config.resource_named(path) if path else config.default_resource
+        return None if resource is None else protected_resource_metadata(config, resource)
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS document (`/.well-known/jwks.json`): the public keys of the ring."""
+        return self.keys.jwks()

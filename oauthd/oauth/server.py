@@ -17,6 +17,7 @@ from oauthd.metrics import Metrics
 from oauthd.model import PRINCIPAL_SERVICE, AccountSession, DeviceFlow, Grant, PendingAuthorization
 from oauthd.oauth import metadata
 from oauthd.oauth.access_only import AccessOnlyGrants
+from oauthd.oauth.access_tokens import minters
 from oauthd.oauth.account import Accounts, ConnectedApp
 from oauthd.oauth.authorize import Authorizer, Flow, page_client
 from oauthd.oauth.client_auth import ClientCredentials, ClientKeySource, check_introspection_client
@@ -25,12 +26,14 @@ from oauthd.oauth.clients import ClientRegistry, DocumentFetcher, Registration
 from oauthd.oauth.consent import ConsentRequest, ScopeDescriptions, consent_audit
 from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_request, page_error
+from oauthd.oauth.identity_jwt import IdentityAssertions
 from oauthd.oauth.jwt_bearer import JwtBearerGrant
 from oauthd.oauth.known_browsers import KnownBrowsers
 from oauthd.oauth.operator_clients import OperatorClients
 from oauthd.oauth.page_signin import PageSignIns
 from oauthd.oauth.ratelimit import TOTAL, Limiter, Limits, too_many
 from oauthd.oauth.signin import SignIns
+from oauthd.oauth.signing import KeyRing, key_ring
 from oauthd.oauth.token_endpoint import TokenEndpoint
 from oauthd.oauth.tokens import BearerCheck, GrantEndedListener, TokenResponse, Tokens
 from oauthd.oauth.upgrade import Upgrades
@@ -52,7 +55,7 @@ def _close(call: Awaitable[Any]) -> None:
         call.close()
 
 
-class AuthServer:
+class AuthServer(metadata.Discovery):
     def __init__(
         self,
         config: Config,
@@ -66,28 +69,31 @@ class AuthServer:
         metrics: Metrics | None = None,
         device_key: bytes | None = None,
         browser_key: bytes | None = None,
-        keys: ClientKeySource | None = None,
+        keys: KeyRing | None = None,
+        jwks: ClientKeySource | None = None,
     ) -> None:
         """`keyring`: the resolved keys and secrets (`oauthd.keyring.read_keyring`); the
         introspection secret is read from it at each use, so a SIGHUP rotates it.
         `device_key`: the HMAC key of device user codes (`oauthd.keyring.device_code_key`);
         `browser_key`: the one of known-browser cookies (`oauthd.keyring.known_browser_key`);
-        None: a key for this process only. `keys`: the JWKS fetcher (trusted issuers' and
+        None: a key for this process only (also for `keys`, the signing key ring, which
+        its owner loads: `KeyRing.running`). `jwks`: the JWKS fetcher (trusted issuers' and
         clients' `jwks_uri`s)."""
         self.config = config
         self._keyring = keyring
         sealer = keyring.sealer
         self.store, self.users, self.metrics = store, users, metrics or Metrics()
-        self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics, keys)
+        self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics, jwks)
         # `oauthd clients add`: add_client(NewClient), ClientRefused saying why not
-        self.add_client = OperatorClients(config, store, clock, keys).add
-        self.tokens = Tokens(config, store, clock, self.metrics)
+        self.add_client = OperatorClients(config, store, clock, jwks).add
+        self.keys = keys or key_ring(config, store, crypto.Sealer(os.urandom(32)), clock)
+        self.tokens = Tokens(config, store, clock, self.metrics, minters(config, self.keys))
+        self.assertions = IdentityAssertions(self.keys, config.server.issuer, clock, self.tokens)
         self.authorizer = Authorizer(config, store, clock, self.clients, sealer, self.tokens.scopes)
         self.devices = DeviceFlows(config, store, clock, self.tokens, device_key or os.urandom(32))
-        self.access_only = AccessOnlyGrants(config, store, clock, self.tokens)
-        self.token_endpoint = self._token_endpoint(config, store, clock, sealer, keys)
+        self.token_endpoint = self._token_endpoint(config, store, clock, sealer, jwks)
         self.upstream: UpstreamLogin | None = None
-        self.upstream_tokens: UpstreamTokens | None = None
+        self.upstream_tokens: UpstreamTokens | None = None  # the IdP's tokens of a grant
         if provider is not None and sealer is not None:
             self.upstream = UpstreamLogin(
                 store, self.authorizer, provider, sealer, config.server.issuer, self.metrics
@@ -100,15 +106,14 @@ class AuthServer:
         self.sign_ins = SignIns(self.limiter, self.limits, browsers, self.metrics)
         self._accounts = Accounts(store, self.tokens, clock)
         self.page_sign_ins = PageSignIns(config, store, clock, self._accounts)
-        self.upgrades = Upgrades(config, store, clock, self.clients, self.tokens.scopes)
+        upgrades = Upgrades(config, store, clock, self.clients, self.tokens.scopes)
         # The /upgrade page: what approving adds; the approval (durable, `grant_upgraded`).
-        self.upgrade_offer = self.upgrades.offer
-        self.upgrade_grant = self.upgrades.upgrade
+        self.upgrade_offer, self.upgrade_grant = upgrades.offer, upgrades.upgrade
         self._descriptions = ScopeDescriptions(config)
         # Scopes in words (`[oauth] scope_descriptions`), for the pages that name them.
         self.describe_scopes = self._descriptions.describe
-        # The live grant of a bearer token, or None: the tokens' own method, not wrapped (the
-        # proxy calls it on every request; a forwarding coroutine cost 0.5 % of its work).
+        # The live grant of a bearer token, or None: the tokens' own method, unwrapped (the
+        # proxy calls it on every request; a forwarding coroutine cost 0.5 % of its work)
         self.verify_bearer: BearerCheck = self.tokens.verify_bearer
 
     def _token_endpoint(
@@ -120,6 +125,7 @@ class AuthServer:
         keys: ClientKeySource | None,
     ) -> TokenEndpoint:
         tokens = self.tokens
+        self.access_only = AccessOnlyGrants(config, store, clock, tokens)
         machines = ClientCredentialsGrant(tokens.targets, tokens.scopes, self.access_only)
         self.jwt_bearer = JwtBearerGrant.build(
             config, store, clock, tokens, self.metrics, keys, self.is_user
@@ -155,17 +161,12 @@ class AuthServer:
         changed; ConfigError naming the key, and no change, if one cannot be read."""
         return self._keyring.reload(config)
 
-    # -- discovery -----------------------------------------------------------------------
+    # -- discovery (the documents: `metadata.Discovery`) and signed identity --------------
 
-    def authorization_server_metadata(self) -> dict[str, Any]:
-        return metadata.authorization_server_metadata(self.config)
-
-    def protected_resource_metadata(self, path: str = "") -> dict[str, Any] | None:
-        """The RFC 9728 document of the resource at `path` ("": the default resource's);
-        None if no resource is there."""
-        config = self.config
-        resource = config.resource_named(path) if path else config.default_resource
-        return None if resource is None else metadata.protected_resource_metadata(config, resource)
+    def identity_assertion(self, grant: Grant, *, ended: bool = False) -> str:
+        """The signed identity JWT of `grant` for its resource's upstream (no I/O: reused
+        while fresh, `oauthd.oauth.assertions`); the proxy asks for it on every request."""
+        return self.assertions.assertion(grant, ended=ended)
 
     # -- clients -------------------------------------------------------------------------
 

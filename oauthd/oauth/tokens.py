@@ -3,7 +3,8 @@ revocation and introspection.
 
 A grant is one refresh-token family with one live branch. Both of its tokens are
 `<grant id>.<secret>`: the grant id finds the record in O(1), the secret's digest says
-which token it is.
+which token it is; a resource's JWT access tokens (`oauthd.oauth.access_tokens`) carry
+it in their `jti`. Every issuing path mints through `_pair`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,9 @@ from oauthd.config import Config
 from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import Client, Grant
+from oauthd.oauth.access_tokens import AccessClaims, Mint, opaque, token_parts
+from oauthd.oauth.access_tokens import TokenResponse as TokenResponse
+from oauthd.oauth.access_tokens import grant_ref as grant_ref
 from oauthd.oauth.errors import OAuthError, invalid_grant
 from oauthd.oauth.families import superseded_with, was_superseded
 from oauthd.oauth.resources import Targets, canonical_resource
@@ -34,25 +38,6 @@ LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
 
 
 @dataclass(slots=True, frozen=True)
-class TokenResponse:
-    access_token: str
-    refresh_token: str | None
-    expires_in: int
-    scope: str
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "access_token": self.access_token,
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-            "scope": self.scope,
-        }
-        if self.refresh_token is not None:
-            body["refresh_token"] = self.refresh_token
-        return body
-
-
-@dataclass(slots=True, frozen=True)
 class _Pair:
     access: crypto.MintedToken
     refresh: crypto.MintedToken
@@ -62,15 +47,18 @@ def _digest_in(secret: str, *digests: bytes | None) -> bool:
     return any(crypto.secret_matches(secret, d) for d in digests if d is not None)
 
 
-def grant_ref(grant_id: str) -> str:
-    """What logs show of a grant id: its first 8 characters (enough to correlate)."""
-    return grant_id[:8]
-
-
 class Tokens:
     def __init__(
-        self, config: Config, store: Store, clock: Clock, metrics: Metrics | None = None
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        minters: Mapping[str, Mint] | None = None,
     ) -> None:
+        """`minters`: the access-token mint of each resource whose tokens are not opaque,
+        by identifier (`oauthd.oauth.access_tokens.minters`)."""
+        self.minters = dict(minters or {})
         self._metrics = metrics or Metrics()
         self._ttl = config.tokens
         self._store = store
@@ -106,8 +94,10 @@ class Tokens:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
 
-    def _pair(self, grant_id: str) -> _Pair:
-        return _Pair(crypto.mint_token(grant_id), crypto.mint_token(grant_id))
+    def _pair(self, claims: AccessClaims) -> _Pair:
+        """A fresh access token (as its resource mints them) and refresh token."""
+        mint = self.minters.get(claims.resource, opaque)
+        return _Pair(mint(claims), crypto.mint_token(claims.grant_id))
 
     def _response(self, grant: Grant, pair: _Pair) -> TokenResponse:
         return TokenResponse(
@@ -151,7 +141,11 @@ class Tokens:
         code exchange announces it once the code is claimed for it). `groups`: the
         user's at sign-in (`Grant.groups`)."""
         now = self._clock.now()
-        pair = self._pair(grant_id)
+        pair = self._pair(
+            AccessClaims(
+                grant_id, user, client_id, scopes, resource, now, now + self._ttl.access_ttl
+            )
+        )
         grant = Grant(
             id=grant_id,
             user=user,
@@ -204,7 +198,10 @@ class Tokens:
         refresh token joins the superseded ones: whoever presents it later ends the family).
         None if the grant is gone or was used: then the retry is a replay."""
         now = self._clock.now()
-        pair = self._pair(grant_id)
+        current = await self._store.grants.get(grant_id)
+        if current is None:
+            return None
+        pair = self._pair(AccessClaims.of(current, now, self._ttl.access_ttl))
 
         def again(grant: Grant) -> Grant:
             if grant.rotated_at is not None or grant.successor_used:
@@ -248,7 +245,8 @@ class Tokens:
             current.resource
         ):
             raise OAuthError("invalid_target", "resource differs from the one granted")
-        pair = self._pair(grant_id)
+        claims = AccessClaims.of(current, self._clock.now(), self._ttl.access_ttl, access_scopes)
+        pair = self._pair(claims)
         rotate = self._rotation(secret, pair, access_scopes)
         updated = await self._store.grants.update(grant_id, rotate)
         if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
@@ -348,7 +346,7 @@ class Tokens:
     async def verify_bearer(self, token: str, resource: str | None = None) -> Grant | None:
         """The grant of a valid, unexpired access token bound to `resource` (None: the
         default one), else None (RFC 8707). Using it ends the old refresh token's retries."""
-        parts = crypto.split_token(token)
+        parts = token_parts(token)
         if parts is None:
             return None
         grant = await self._store.grants.get(parts[0])
@@ -381,7 +379,7 @@ class Tokens:
     async def revoke(self, client: Client, token: str) -> None:
         """RFC 7009: unknown or foreign tokens are ignored (the caller answers 200 anyway).
         A refresh token ends its grant; an access token is voided, its grant kept."""
-        parts = crypto.split_token(token)
+        parts = token_parts(token)
         grant = await self._store.grants.get(parts[0]) if parts else None
         if parts is None or grant is None or grant.client_id != client.client_id:
             return
@@ -425,7 +423,7 @@ class Tokens:
 
     async def introspect(self, token: str, issuer: str) -> dict[str, Any]:
         """RFC 7662. Anything not active gets only `{"active": false}`."""
-        parts = crypto.split_token(token)
+        parts = token_parts(token)
         grant = await self._store.grants.get(parts[0]) if parts else None
         if parts is None or grant is None:
             return {"active": False}

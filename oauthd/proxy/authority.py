@@ -15,6 +15,10 @@ class Authority(Protocol):
     async def upstream_access_token(self, grant: Grant) -> str | None:
         """The user's identity-provider access token, if there is one."""
 
+    def identity_assertion(self, grant: Grant, *, ended: bool = False) -> str:
+        """The signed identity JWT of `grant` for its resource's upstream (no I/O);
+        `ended`: for the DELETE of an ended grant (nothing kept for it)."""
+
     def groups_of(self, grant: Grant) -> frozenset[str]:
         """The groups of the grant's user, for policy rules (empty when none)."""
 

@@ -62,6 +62,7 @@ class Mounts:
                     auth.upstream_access_token,
                     authorization.get(resource.path),
                     resource.upstream,
+                    auth.identity_assertion,
                 ),
                 Relay(resource.upstream, metrics, gate.add_cors, observe, streams),
                 None

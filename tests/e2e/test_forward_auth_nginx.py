@@ -136,6 +136,7 @@ async def test_nginx_asks_oauthd_and_relays_itself(
         "user": USER,
         "client_id": granted.client_id,
         "scopes": "mcp",
+        "principal": "",  # this nginx config does not pass X-Forwarded-Principal on
         "authorization_received": False,  # nginx sent the (empty) answer's, not the token
     }
 

@@ -53,6 +53,7 @@ async def exercise(session: ClientSession) -> None:
         "user": "",
         "client_id": "",
         "scopes": "",
+        "principal": "",
         "authorization_received": False,
     }
 
@@ -102,5 +103,6 @@ async def test_whoami_reads_forwarded_headers(demo_url: str) -> None:
         "user": "demo",
         "client_id": "client-1",
         "scopes": "mcp",
+        "principal": "",
         "authorization_received": True,
     }

@@ -235,6 +235,7 @@ async def test_sdk_client_logs_in_calls_tools_refreshes(
                 "user": USER,
                 "client_id": info.client_id,
                 "scopes": "mcp",
+                "principal": "user",
                 "authorization_received": False,  # the client's token never goes upstream
             }
 

@@ -93,6 +93,7 @@ def test_typescript_sdk_login_tools_and_mid_session_refresh(
         "user": USER,
         "client_id": r["client_id"],
         "scopes": "mcp",
+        "principal": "user",
         "authorization_received": False,  # oauthd never forwards the client's token
     }
     assert r["whoami_before"] == me

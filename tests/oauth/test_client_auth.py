@@ -79,7 +79,7 @@ async def test_a_signed_assertion_authenticates(env: Env) -> None:
 async def test_ec_keys_and_a_jwks_uri(tmp_path: Path) -> None:
     signer = Signer.ec()
     keys = FakeKeys(signer)
-    env = build_env(tmp_path, keys=keys)
+    env = build_env(tmp_path, jwks=keys)
     spec = NewClient("robot", ("client_credentials",), "private_key_jwt", jwks_uri=JWKS_URI)
     client = (await env.server.add_client(spec)).client
     assert keys.permitted == [JWKS_URI]

@@ -19,6 +19,7 @@ IDENTITY = {
     "X-Forwarded-User": "alice",
     "X-Forwarded-Client-Id": "client-1",
     "X-Forwarded-Scopes": "mcp files:read",
+    "X-Forwarded-Principal": "user",
 }
 
 

@@ -131,7 +131,7 @@ def bearer_env(
         Users(config.login.users),
         fetcher,
         keyring=read_keyring(config),
-        keys=source,
+        jwks=source,
     )
     return Env(config, clock, store, fetcher, server)
 

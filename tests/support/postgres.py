@@ -88,3 +88,20 @@ def postgres_writes(store: Store) -> int:
 
     assert isinstance(store, PostgresStore)
     return store.writes
+
+
+async def postgres_dump(state: StateRef) -> dict[str, bytes]:
+    """Every row of every table of the test's schema, as text, by table."""
+    import psycopg
+
+    schema = schema_name(state.namespace)
+    rows: dict[str, bytes] = {}
+    async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        )
+        for (table,) in await cursor.fetchall():
+            found = await conn.execute(f'SELECT t::text FROM "{schema}"."{table}" t')
+            text = "\n".join(row[0] for row in await found.fetchall())
+            rows[f"postgres {table}"] = text.encode()
+    return rows

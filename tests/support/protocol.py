@@ -232,7 +232,7 @@ def build_env(
     clock: FakeClock | None = None,
     *,
     resources: Callable[[Config], tuple[ResourceConfig, ...]] | None = None,
-    keys: ClientKeySource | None = None,
+    jwks: ClientKeySource | None = None,
     **sections: Mapping[str, Any],
 ) -> Env:
     """An `Env` over the memory store, or over `store` (whose clock `clock` is);
@@ -250,7 +250,7 @@ def build_env(
         Users(config.login.users),
         fetcher,
         keyring=read_keyring(config),
-        keys=keys,
+        jwks=jwks,
     )
     return Env(config, clock, store, fetcher, server)
 

@@ -58,3 +58,13 @@ async def redis_cleanup(state: StateRef) -> None:
 def redis_writes(store: Store) -> int:
     assert isinstance(store, RedisStore)
     return store.writes
+
+
+async def redis_dump(state: StateRef) -> dict[str, bytes]:
+    """Every key the test wrote, as Redis serializes it (`DUMP`: any type), by name."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix(state)}*", count=1000)]
+        return {f"redis {k.decode()}": await client.dump(k) or b"" for k in keys}
+    finally:
+        await client.aclose()

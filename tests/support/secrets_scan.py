@@ -1,6 +1,7 @@
 """The no-secret-in-clear check: the JSON log captured at a chosen level, the files of a
 state dir, and one assertion that no secret (nor the secret half of a token) is in any of
-them."""
+them; a signing key's private forms (`private_key_forms`: its PEM body, its JWK private
+members) are secrets like any other."""
 
 from __future__ import annotations
 
@@ -52,3 +53,21 @@ def assert_no_secret(secrets: Iterable[str], places: Mapping[str, bytes | str]) 
             for place, content in places.items():
                 found = form.encode() in content if isinstance(content, bytes) else form in content
                 assert not found, f"a secret ({form[:6]}...) is in {place}"
+
+
+def private_key_forms(pem: bytes) -> set[str]:
+    """What of a private key must never be seen in clear: each line of its PEM body, and
+    each private member of its JWK (`d`; for RSA also `p`, `q`, `dp`, `dq`, `qi`), in the
+    base64 and base64url spellings they would have."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import ECKey, RSAKey
+
+    key: ECKey | RSAKey
+    try:
+        key = ECKey.import_key(pem)
+    except (ValueError, JoseError):
+        key = RSAKey.import_key(pem)
+    members = key.as_dict(private=True)
+    forms = {line for line in pem.decode().splitlines() if line and not line.startswith("-")}
+    forms |= {str(members[m]) for m in ("d", "p", "q", "dp", "dq", "qi") if m in members}
+    return forms

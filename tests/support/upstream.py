@@ -157,6 +157,11 @@ class DemoUpstream:
     unless `stateless`; `name`: what it reports at initialize (None: "oauthd-demo")."""
 
     def __init__(self, log_path: Path, *, stateless: bool = False, name: str | None = None) -> None:
+        """`verify_identity` (set before `start`): oauthd's JWKS URL, for
+        `--verify-identity` (every request without a valid signed identity refused), the
+        JWKS cached for `jwks_lifespan` seconds."""
+        self.verify_identity: str | None = None
+        self.jwks_lifespan = 300.0
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.log_path = log_path
@@ -169,7 +174,8 @@ class DemoUpstream:
             self.proc = subprocess.Popen(
                 [sys.executable, str(DEMO), "--port", str(self.port)]
                 + (["--stateless"] if self.stateless else [])
-                + (["--name", self.name] if self.name else []),
+                + (["--name", self.name] if self.name else [])
+                + self._verification(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -180,6 +186,16 @@ class DemoUpstream:
         except RuntimeError:
             self.stop()
             raise
+
+    def _verification(self) -> list[str]:
+        if not self.verify_identity:
+            return []
+        return [
+            "--verify-identity",
+            self.verify_identity,
+            "--jwks-lifespan",
+            f"{self.jwks_lifespan}",
+        ]
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
