@@ -99,8 +99,7 @@ class AuthServer(metadata.Discovery):
                 store, self.authorizer, provider, sealer, config.server.issuer, self.metrics
             )
             self.upstream_tokens = UpstreamTokens(store, provider, sealer, clock.now)
-        self.limiter = Limiter(store.counters, clock)
-        self.limits = Limits.from_config(config)
+        self.limiter, self.limits = Limiter(store.counters, clock), Limits.from_config(config)
         ttl = config.login.known_browser_ttl
         browsers = KnownBrowsers(browser_key or os.urandom(32), clock, ttl)
         self.sign_ins = SignIns(self.limiter, self.limits, browsers, self.metrics)
