@@ -30,6 +30,8 @@ IMPORTED_AS = {
     "psycopg": "psycopg",
     "argon2-cffi": "argon2",
     "mcp": "mcp",
+    "pyjwt": "jwt",
+    "uvicorn": "uvicorn",
 }
 REQUIREMENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)")
 
