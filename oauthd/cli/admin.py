@@ -138,9 +138,11 @@ def cmd_admin(args: argparse.Namespace) -> ExitCode:
         return fail(exc, exc.exit_code)
 
 
-def run(args: argparse.Namespace, socket: Path, out: TextIO = sys.stdout) -> ExitCode:
-    """One admin command; the daemon answers in no order, so the listings are sorted here
-    (by user, then client; clients by name)."""
+def run(args: argparse.Namespace, socket: Path, out: TextIO | None = None) -> ExitCode:
+    """One admin command, written to `out` (None: `sys.stdout` as it is now, not as it was
+    when this module was imported); the daemon answers in no order, so the listings are
+    sorted here (by user, then client; clients by name)."""
+    out = sys.stdout if out is None else out
     admin = AdminClient(socket)
     if args.command == "sessions" and args.action == "list":
         sessions = _by_user(admin.sessions(args.user, args.client, args.resource, args.principal))

@@ -15,6 +15,19 @@
 // (tokens() hands out a stale access token once, so oauthd answers 401 and the SDK refreshes)
 // -> tools/call again on the same Mcp-Session-Id -> replay of the superseded refresh token.
 // Prints one JSON line (`{"ok": true, ...}` or `{"ok": false, "error": ...}`); exit 0 or 1.
+//
+// Machine clients (client credentials grant, no person, no DCR), with the SDK's own providers
+// of client/auth-extensions.js, for a client made beforehand with `oauthd clients add`:
+//
+//   node ts_client.mjs --url ... --issuer ISSUER --client-credentials CLIENT_ID \
+//        --client-secret SECRET [--secret-method client_secret_basic|client_secret_post]
+//   node ts_client.mjs --url ... --issuer ISSUER --private-key-jwt CLIENT_ID \
+//        --private-key-pem FILE --alg ES256|RS256
+//
+// ClientCredentialsProvider has no option for the secret's method: it uses the one its
+// client information names, else the server's first choice (client_secret_basic), so
+// client_secret_post is chosen through its saveClientInformation(). PrivateKeyJwtProvider
+// signs a fresh assertion (PKCS#8 PEM key) for every token request.
 
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -23,6 +36,10 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import {
+    ClientCredentialsProvider,
+    PrivateKeyJwtProvider
+} from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 
 const { values: args } = parseArgs({
     options: {
@@ -32,6 +49,13 @@ const { values: args } = parseArgs({
         'auth-method': { type: 'string', default: 'none' },
         'save-state': { type: 'string' },
         resume: { type: 'string' },
+        issuer: { type: 'string' },
+        'client-credentials': { type: 'string' },
+        'client-secret': { type: 'string' },
+        'secret-method': { type: 'string', default: 'client_secret_basic' },
+        'private-key-jwt': { type: 'string' },
+        'private-key-pem': { type: 'string' },
+        alg: { type: 'string', default: 'ES256' },
         timeout: { type: 'string', default: '40' }
     }
 });
@@ -58,7 +82,14 @@ async function recordingFetch(input, init) {
         bearer: (headers.get('authorization') ?? '').match(/^Bearer (.+)$/i)?.[1] ?? null
     };
     if (url.pathname === '/token' && init?.body) {
-        entry.grant_type = new URLSearchParams(String(init.body)).get('grant_type');
+        const form = new URLSearchParams(String(init.body));
+        entry.grant_type = form.get('grant_type');
+        // How the client authenticated: a Basic header, a secret in the body, an assertion.
+        entry.client_auth = [
+            /^Basic /i.test(headers.get('authorization') ?? '') ? 'basic' : null,
+            form.has('client_secret') ? 'post' : null,
+            form.has('client_assertion') ? form.get('client_assertion_type') : null
+        ].filter(Boolean);
     }
     if (url.pathname === MCP_URL.pathname && typeof init?.body === 'string') {
         try {
@@ -383,6 +414,70 @@ async function run() {
     };
 }
 
+// -- machine clients: the SDK's client credentials providers ----------------------------------
+
+function machineProvider() {
+    const expectedIssuer = args.issuer;
+    if (args['client-credentials']) {
+        const provider = new ClientCredentialsProvider({
+            clientId: args['client-credentials'],
+            clientSecret: args['client-secret'],
+            clientName: 'oauthd interop (TypeScript SDK, client credentials)',
+            expectedIssuer
+        });
+        const method = args['secret-method'];
+        if (method !== 'client_secret_basic') {
+            provider.saveClientInformation({
+                ...provider.clientInformation(),
+                token_endpoint_auth_method: method
+            });
+        }
+        return provider;
+    }
+    return new PrivateKeyJwtProvider({
+        clientId: args['private-key-jwt'],
+        privateKey: readFileSync(args['private-key-pem'], 'utf8'),
+        algorithm: args.alg,
+        clientName: 'oauthd interop (TypeScript SDK, private_key_jwt)',
+        expectedIssuer
+    });
+}
+
+async function machine() {
+    const provider = machineProvider();
+    const client = new Client({ name: 'oauthd-interop-ts', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(MCP_URL, {
+        authProvider: provider,
+        fetch: recordingFetch
+    });
+    await client.connect(transport);
+    const tools = (await client.listTools()).tools.map(t => t.name).sort();
+    const add = await client.callTool({ name: 'add', arguments: { a: 2, b: 3 } });
+    const whoami = await client.callTool({ name: 'whoami', arguments: {} });
+    await client.close().catch(() => {});
+    const tokens = provider.tokens();
+    return {
+        ok: true,
+        client_id: provider.clientInformation().client_id,
+        server: client.getServerVersion(),
+        tools,
+        add: textOf(add),
+        whoami: whoami.structuredContent ?? null,
+        token: {
+            token_type: tokens?.token_type ?? null,
+            scope: tokens?.scope ?? null,
+            has_refresh: typeof tokens?.refresh_token === 'string'
+        },
+        registrations: requests.filter(r => r.path === '/register').length,
+        token_requests: requests
+            .filter(r => r.path === '/token')
+            .map(r => ({ grant_type: r.grant_type, client_auth: r.client_auth, status: r.status })),
+        mcp_statuses: requests
+            .filter(r => r.path === MCP_URL.pathname)
+            .map(r => [r.method, r.rpc ?? null, r.status])
+    };
+}
+
 // -- resuming with saved tokens: no login ------------------------------------------------------
 
 async function resume() {
@@ -418,7 +513,8 @@ const timer = setTimeout(() => {
 }, Number(args.timeout) * 1000);
 
 try {
-    const result = await (args.resume ? resume() : run());
+    const machineClient = args['client-credentials'] || args['private-key-jwt'];
+    const result = await (machineClient ? machine() : args.resume ? resume() : run());
     console.log(JSON.stringify(result));
     clearTimeout(timer);
     process.exit(0);
