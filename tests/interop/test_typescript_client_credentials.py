@@ -75,6 +75,7 @@ def assert_machine_session(r: dict[str, Any], client_id: str, client_auth: list[
         "user": f"client:{client_id}",
         "client_id": client_id,
         "scopes": "mcp",
+        "principal": "service",  # the unsigned identity headers name the principal
         "authorization_received": False,
     }
     assert r["registrations"] == 0
