@@ -7,7 +7,6 @@ those issuers' assertions."""
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,12 +18,9 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from oauthd.clock import FakeClock
 from oauthd.config import Config, ResourceConfig, SubjectRule, TrustedIssuerConfig
 from oauthd.config.issuers import DEFAULT_USER_TEMPLATE
-from oauthd.keyring import read_keyring
 from oauthd.oauth.assertions import ID_JAG_TYPE, JWT_BEARER, KeysUnavailable
-from oauthd.oauth.server import AuthServer
-from oauthd.store import MemoryStore, Store
-from oauthd.users import Users
-from tests.support.protocol import Env, FakeFetcher, protocol_config
+from oauthd.store import Store
+from tests.support.protocol import Env, build_env
 
 K8S_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SPIFFE_ISSUER = "https://spire.example.org"
@@ -118,22 +114,9 @@ def bearer_env(
 ) -> Env:
     """An `Env` whose server trusts `issuers`, their keys from `source`; `resources` as
     `tests.support.protocol.build_env`'s."""
-    config = dataclasses.replace(protocol_config(tmp_path, **sections), trusted_issuer=issuers)
-    if resources is not None:
-        config = dataclasses.replace(config, resource=resources(config))
-    clock = clock or FakeClock()
-    store = store or MemoryStore(clock)
-    fetcher = FakeFetcher(clock)
-    server = AuthServer(
-        config,
-        store,
-        clock,
-        Users(config.login.users),
-        fetcher,
-        keyring=read_keyring(config),
-        jwks=source,
+    return build_env(
+        tmp_path, store, clock, resources=resources, jwks=source, issuers=issuers, **sections
     )
-    return Env(config, clock, store, fetcher, server)
 
 
 def bearer_form(assertion: str, **extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ import pytest
 
 from oauthd import crypto
 from oauthd.clock import FakeClock
-from oauthd.config import Config, ResourceConfig
+from oauthd.config import Config, ResourceConfig, TrustedIssuerConfig
 from oauthd.keyring import read_keyring
 from oauthd.model import Client, PendingAuthorization
 from oauthd.oauth.authorize import Flow
@@ -233,11 +233,15 @@ def build_env(
     *,
     resources: Callable[[Config], tuple[ResourceConfig, ...]] | None = None,
     jwks: ClientKeySource | None = None,
+    issuers: tuple[TrustedIssuerConfig, ...] = (),
     **sections: Mapping[str, Any],
 ) -> Env:
     """An `Env` over the memory store, or over `store` (whose clock `clock` is);
-    `resources`: makes the `[[resource]]` tables from the config (e.g. `two_resources`)."""
+    `resources`: makes the `[[resource]]` tables from the config (e.g. `two_resources`);
+    `issuers`: the `[[trusted_issuer]]` tables, their keys from `jwks`."""
     config = protocol_config(tmp_path, **sections)
+    if issuers:
+        config = dataclasses.replace(config, trusted_issuer=issuers)
     if resources is not None:
         config = dataclasses.replace(config, resource=resources(config))
     clock = clock or FakeClock()
