@@ -37,6 +37,7 @@ from yarl import URL
 
 from oauthd.oauth import ClientDocumentError, FetchedDocument
 from oauthd.outbound.freshness import MAX_TTL, MIN_TTL, expiry_from_headers
+from oauthd.outbound.session import fetch_session
 from oauthd.outbound.ssrf import (
     AddressPolicy,
     GuardedResolver,
@@ -236,14 +237,7 @@ class CimdFetcher:
             connector = aiohttp.TCPConnector(
                 limit=CONNECTIONS, resolver=self._resolver, ssl=self._ssl
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=_HEADERS,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),  # no state between clients' fetches
-                trust_env=False,  # never an environment proxy: it would resolve for us
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            )
+            self._session = fetch_session(connector, _HEADERS, self._timeout)
         return self._session
 
     async def close(self) -> None:

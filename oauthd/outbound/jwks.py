@@ -32,6 +32,7 @@ from yarl import URL
 
 from oauthd.oauth import KeysUnavailable, has_kid, import_key_set
 from oauthd.outbound.freshness import expiry_from_headers
+from oauthd.outbound.session import fetch_session
 
 log = logging.getLogger("oauthd.jwks")
 
@@ -196,14 +197,8 @@ class JwksFetcher:
         if self._closed:
             raise KeysUnavailable("the key fetcher is closed")
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=10, ssl=self._ssl),
-                headers=_HEADERS,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            )
+            connector = aiohttp.TCPConnector(limit=10, ssl=self._ssl)
+            self._session = fetch_session(connector, _HEADERS, self._timeout)
         return self._session
 
     async def close(self) -> None:
