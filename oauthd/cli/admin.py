@@ -23,7 +23,7 @@ def add_commands(sub: Any) -> None:
     """The `sessions` and `clients` commands (`sub` is argparse's subparsers action)."""
     sessions = sub.add_parser("sessions", help="sessions (grants) of the running daemon")
     actions = sessions.add_subparsers(dest="action", required=True)
-    listing = _command(actions, "list", "list live sessions")
+    listing = admin_command(actions, "list", "list live sessions")
     listing.add_argument("--user", help="only this user's")
     listing.add_argument("--client", metavar="CLIENT_ID", help="only this client's")
     listing.add_argument("--resource", metavar="R", help=RESOURCE_HELP.format("only those"))
@@ -32,7 +32,7 @@ def add_commands(sub: Any) -> None:
         choices=PRINCIPALS,
         help="only those of people (user) or of clients acting for themselves (service)",
     )
-    revoke = _command(actions, "revoke", "end sessions now (their tokens stop working)")
+    revoke = admin_command(actions, "revoke", "end sessions now (their tokens stop working)")
     which = revoke.add_mutually_exclusive_group()
     which.add_argument("--id", help="the session with this id")
     which.add_argument("--user", help="every session of this user")
@@ -47,19 +47,19 @@ def add_commands(sub: Any) -> None:
 
     clients = sub.add_parser("clients", help="clients known to the running daemon")
     actions = clients.add_subparsers(dest="action", required=True)
-    _command(actions, "list", "list registered clients and cached documents")
-    _command(actions, "stats", "registrations grouped by app (name and redirect URIs)")
-    show = _command(actions, "show", "one client: grant types, authentication, principal")
+    admin_command(actions, "list", "list registered clients and cached documents")
+    admin_command(actions, "stats", "registrations grouped by app (name and redirect URIs)")
+    show = admin_command(actions, "show", "one client: grant types, authentication, principal")
     show.add_argument("client_id", metavar="CLIENT_ID")
-    client_add.add_arguments(_command(actions, "add", client_add.HELP))
-    delete = _command(actions, "delete", "forget a client and end its sessions")
+    client_add.add_arguments(admin_command(actions, "add", client_add.HELP))
+    delete = admin_command(actions, "delete", "forget a client and end its sessions")
     delete.add_argument("client_id", metavar="CLIENT_ID")
 
     keys = sub.add_parser("keys", help="the running daemon's signing keys")
     actions = keys.add_subparsers(dest="action", required=True)
-    _command(actions, "list", "list the signing keys (next, active, retired)")
-    _command(actions, "rotate", "add a next key: published now, signing after jwks_max_age")
-    retire = _command(
+    admin_command(actions, "list", "list the signing keys (next, active, retired)")
+    admin_command(actions, "rotate", "add a next key: published now, signing after jwks_max_age")
+    retire = admin_command(
         actions,
         "retire",
         "retire a key: a next key is dropped; the active key only with a next key, which "
@@ -102,13 +102,17 @@ def dash_safe(argv: Sequence[str]) -> list[str]:
     return [*out[:2], *kept, "--", *(rest[i] for i in ids)]
 
 
-def _command(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
+def admin_command(
+    actions: Any, name: str, text: str, run: Callable[..., ExitCode] | None = None
+) -> argparse.ArgumentParser:
+    """A command that talks to the daemon's admin socket (`--config` or `--socket`,
+    `--json`), run by `run` (default: `cmd_admin`)."""
     cmd: argparse.ArgumentParser = actions.add_parser(name, help=text)
     where = cmd.add_mutually_exclusive_group()
     where.add_argument("--config", help="config file (default: $OAUTHD_CONFIG)")
     where.add_argument("--socket", help="the admin socket (instead of --config)")
     cmd.add_argument("--json", action="store_true", help="machine-readable output")
-    cmd.set_defaults(run=cmd_admin)
+    cmd.set_defaults(run=run or cmd_admin)
     return cmd
 
 

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from oauthd.admin.client import AdminClient, AdminRefused, AdminUnreachable
 from oauthd.admin.views import LinkView
-from oauthd.cli.admin import admin_socket
+from oauthd.cli.admin import admin_command, admin_socket
 from oauthd.cli.output import cell, fail, plural, table, utc, write_json
 from oauthd.exits import ExitCode
 
@@ -18,23 +18,17 @@ from oauthd.exits import ExitCode
 def add_commands(sub: Any) -> None:
     links = sub.add_parser("links", help="enterprise identities linked to users (ID-JAG)")
     actions = links.add_subparsers(dest="action", required=True)
-    _command(actions, "list", "list account links")
-    remove = _command(actions, "remove", "forget a link (the next ID-JAG links anew)")
+    admin_command(actions, "list", "list account links", cmd_links)
+    remove = admin_command(
+        actions, "remove", "forget a link (the next ID-JAG links anew)", cmd_links
+    )
     remove.add_argument("issuer", metavar="ISSUER")
     remove.add_argument("subject", metavar="SUBJECT")
 
 
-def _command(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
-    cmd: argparse.ArgumentParser = actions.add_parser(name, help=text)
-    where = cmd.add_mutually_exclusive_group()
-    where.add_argument("--config", help="config file (default: $OAUTHD_CONFIG)")
-    where.add_argument("--socket", help="the admin socket (instead of --config)")
-    cmd.add_argument("--json", action="store_true", help="machine-readable output")
-    cmd.set_defaults(run=cmd_links)
-    return cmd
-
-
-def cmd_links(args: argparse.Namespace, out: TextIO = sys.stdout) -> ExitCode:
+def cmd_links(args: argparse.Namespace, out: TextIO | None = None) -> ExitCode:
+    """`out`: None is `sys.stdout` as it is now, not as it was when this was imported."""
+    out = sys.stdout if out is None else out
     try:
         admin = AdminClient(admin_socket(args))
         if args.action == "list":
