@@ -196,6 +196,46 @@ class Grant:
     # client credentials or workload identity); format 5
     principal: str = field(default="user", metadata=INTERN)
 
+    @classmethod
+    def first(
+        cls,
+        grant_id: str,
+        user: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        resource: str,
+        *,
+        access_hash: bytes,
+        refresh_hash: bytes,
+        now: float,
+        access_expires_at: float,
+        expires_at: float,
+        upstream_tokens: bytes | None = None,
+        groups: tuple[str, ...] = (),
+        principal: str = "user",
+    ) -> Grant:
+        """A new grant with its first token pair, not yet rotated or used."""
+        return cls(
+            id=grant_id,
+            user=user,
+            client_id=client_id,
+            scopes=scopes,
+            resource=resource,
+            access_hash=access_hash,
+            access_expires_at=access_expires_at,
+            refresh_hash=refresh_hash,
+            previous_refresh_hash=None,
+            rotated_at=None,
+            successor_used=False,
+            upstream_tokens=upstream_tokens,
+            mcp_sessions=(),
+            created_at=now,
+            last_used_at=now,
+            expires_at=expires_at,
+            groups=groups,
+            principal=principal,
+        )
+
     @property
     def token_scopes(self) -> tuple[str, ...]:
         """The scopes of the current access token."""

@@ -44,22 +44,16 @@ class AccessOnlyGrants:
         expires = now + self._access_ttl
         claims = AccessClaims(grant_id, user, client_id, scopes, resource, now, expires)
         access = self._tokens.minters.get(resource, opaque)(claims)  # a JWT where configured
-        grant = Grant(
-            id=grant_id,
-            user=user,
-            client_id=client_id,
-            scopes=scopes,
-            resource=resource,
+        grant = Grant.first(
+            grant_id,
+            user,
+            client_id,
+            scopes,
+            resource,
             access_hash=access.secret_hash,
-            access_expires_at=expires,
             refresh_hash=crypto.hash_secret(crypto.new_secret()),  # never handed out
-            previous_refresh_hash=None,
-            rotated_at=None,
-            successor_used=False,
-            upstream_tokens=None,
-            mcp_sessions=(),
-            created_at=now,
-            last_used_at=now,
+            now=now,
+            access_expires_at=expires,
             expires_at=expires,
             groups=groups,
             principal=principal,

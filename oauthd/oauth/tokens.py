@@ -146,23 +146,18 @@ class Tokens:
                 grant_id, user, client_id, scopes, resource, now, now + self._ttl.access_ttl
             )
         )
-        grant = Grant(
-            id=grant_id,
-            user=user,
-            client_id=client_id,
-            scopes=scopes,
-            resource=resource,
+        grant = Grant.first(
+            grant_id,
+            user,
+            client_id,
+            scopes,
+            resource,
             access_hash=pair.access.secret_hash,
-            access_expires_at=now + self._ttl.access_ttl,
             refresh_hash=pair.refresh.secret_hash,
-            previous_refresh_hash=None,
-            rotated_at=None,
-            successor_used=False,
-            upstream_tokens=upstream_tokens,
-            mcp_sessions=(),
-            created_at=now,
-            last_used_at=now,
+            now=now,
+            access_expires_at=now + self._ttl.access_ttl,
             expires_at=now + self._ttl.refresh_ttl,
+            upstream_tokens=upstream_tokens,
             groups=groups,
         )
         await self._store.grants.add(grant)
