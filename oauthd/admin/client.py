@@ -20,6 +20,7 @@ from oauthd.admin.views import (
     from_json,
 )
 from oauthd.exits import ExitCode
+from oauthd.oauth import NewClient as NewClient  # what `add_client` takes
 
 TIMEOUT = 120.0  # per read: revoking a great many sessions takes a while
 
@@ -40,19 +41,6 @@ class AdminRefused(Exception):
     def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILURE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass(slots=True, frozen=True)
-class ClientSpec:
-    """A client to create (`oauthd clients add`); `jwks`: the JWKS file's text."""
-
-    name: str
-    grant_types: tuple[str, ...]
-    auth_method: str
-    jwks: str | None = None
-    jwks_uri: str | None = None
-    scopes: tuple[str, ...] = ()
-    resource: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,7 +88,7 @@ class AdminClient:
     def clients(self) -> list[ClientView]:
         return [from_json(ClientView, item) for item in self.ask("clients.list").items]
 
-    def add_client(self, spec: ClientSpec) -> tuple[ClientView, str | None]:
+    def add_client(self, spec: NewClient) -> tuple[ClientView, str | None]:
         """The client created and its secret (shown once; None for private_key_jwt)."""
         fields = dataclasses.asdict(spec)
         args = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from oauthd.admin.client import AdminClient, ClientSpec
+from oauthd.admin.client import AdminClient, NewClient
 from oauthd.cli.output import cell, fail, write_json
 from oauthd.exits import ExitCode
 
@@ -56,7 +56,7 @@ def add_arguments(cmd: argparse.ArgumentParser) -> None:
     )
 
 
-def spec_of(args: argparse.Namespace) -> ClientSpec:
+def spec_of(args: argparse.Namespace) -> NewClient:
     """The client the command line asks for; Refused (USAGE, NOINPUT) when it cannot be."""
     has_keys = args.jwks_file is not None or args.jwks_uri is not None
     if args.auth == "private_key_jwt" and not has_keys:
@@ -65,7 +65,7 @@ def spec_of(args: argparse.Namespace) -> ClientSpec:
         raise Refused(
             f"--jwks-file and --jwks-uri are for private_key_jwt, not {args.auth}", ExitCode.USAGE
         )
-    return ClientSpec(
+    return NewClient(
         name=args.name,
         grant_types=tuple(dict.fromkeys(GRANT_ALIASES.get(g, g) for g in args.grant)),
         auth_method=args.auth,

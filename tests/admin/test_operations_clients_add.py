@@ -19,7 +19,7 @@ import pytest
 
 from oauthd import crypto
 from oauthd.admin import server as admin_server
-from oauthd.admin.client import AdminClient, AdminRefused, ClientSpec
+from oauthd.admin.client import AdminClient, AdminRefused
 from oauthd.admin.operations import Admin, AdminError
 from oauthd.clock import FakeClock
 from oauthd.config import default_config
@@ -171,7 +171,7 @@ async def test_clients_add_over_the_socket(socket_path: Path, store: MemoryStore
     assert answer["client_secret"] not in json.dumps(answer["client"])
 
     # the command's client: the view back as a ClientView, the secret beside it
-    spec = ClientSpec("robot 2", CC, "client_secret_post", resource="/mcp")
+    spec = NewClient("robot 2", CC, "client_secret_post", resource="/mcp")
     view, secret = await asyncio.to_thread(AdminClient(socket_path).add_client, spec)
     assert view.grant_types == CC and view.resource == f"{ISSUER}/mcp"
     stored = await store.clients.get(view.client_id)
@@ -187,7 +187,7 @@ async def test_a_refusal_over_the_socket_carries_exit_65(
     assert answer["ok"] is False and answer["exit"] == 65
     assert "authentication method 'none'" in answer["error"]
 
-    spec = ClientSpec("robot", CC, "private_key_jwt", jwks_uri="http://k.example/j")
+    spec = NewClient("robot", CC, "private_key_jwt", jwks_uri="http://k.example/j")
     with pytest.raises(AdminRefused, match="jwks_uri must be an https URL") as refused:
         await asyncio.to_thread(AdminClient(socket_path).add_client, spec)
     assert refused.value.exit_code == ExitCode.DATAERR
