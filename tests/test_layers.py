@@ -37,6 +37,7 @@ FOUNDATIONS = (
     "oauthd/peers.py",
     "oauthd/scopes.py",
     "oauthd/policy.py",
+    "oauthd/audit/",
 )
 # What `http/` may import of oauthd: the protocol's and the proxy's doors (the packages'
 # exported names, never a submodule), its own modules, the foundations, and the one store

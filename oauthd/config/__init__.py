@@ -16,6 +16,7 @@ from oauthd.config.schema import ConfigError
 from oauthd.config.secret_refs import read_secret
 from oauthd.config.sections import (
     AdminConfig,
+    AuditConfig,
     Config,
     ForwardAuthConfig,
     GithubConfig,
@@ -36,6 +37,7 @@ from oauthd.config.sections import (
 
 __all__ = [
     "AdminConfig",
+    "AuditConfig",
     "Config",
     "ConfigError",
     "ForwardAuthConfig",

@@ -248,6 +248,15 @@ class PagesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    enabled: bool = field(metadata=key(to.boolean, True))  # durable audit records at all
+    # a record per tools/call, resources/read and prompts/get, durable before it is forwarded
+    calls: bool = field(metadata=key(to.boolean, True))
+    retention: float = field(metadata=key(_seconds_or_off, "90d"))  # 0 = keep forever
+    chain: str = field(metadata=key(to.string, ""))  # this instance's chain; "" = host name
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = field(metadata=key(to.choice(("debug", "info", "warning", "error")), "info"))
     access: bool = field(metadata=key(to.boolean, True))  # one line per request answered
@@ -361,6 +370,7 @@ class Config:
     forward_auth: ForwardAuthConfig = field(metadata=key(section(ForwardAuthConfig), {}))
     admin: AdminConfig = field(metadata=key(section(AdminConfig), {}))
     log: LogConfig = field(metadata=key(section(LogConfig), {}))
+    audit: AuditConfig = field(metadata=key(section(AuditConfig), {}))
     pages: PagesConfig = field(metadata=key(section(PagesConfig), {}))
     keys: KeysConfig = field(metadata=key(section(KeysConfig, _check_keys), {}))
     # `[[resource]]` as written; empty when the file uses the `[upstream]` shorthand

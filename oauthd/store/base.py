@@ -23,6 +23,13 @@ checks is written here, where the interface is.
   that `file` keeps in memory a change whose fsync failed (see docs/persistence.md).
 - `check` (for /readyz) never raises: it reports the backend unhealthy while it cannot
   serve, healthy again by itself once it can, without any other call in between.
+- Every write takes `audit=` (`oauthd.audit.Audit`): the event that describes it, or a
+  function of the record written (the new one of add/put/update, the removed one of
+  take/delete). The record of it is durable with the change, in the same step (the file
+  backend's journal batch, the shared backends' transaction): never one without the
+  other. A write that changes nothing (update returning its argument, take or delete of
+  nothing, a failed add) writes no record. Events without a change go through
+  `Store.audit.append`.
 - `counters` (`Counters`, the rate limits' fixed windows) are shared by every instance on
   `redis` and `postgres`, in process on `memory` and `file`; see `Counters`.
 """
@@ -37,6 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from oauthd.audit import Audit, AuditTrail, resolve
 from oauthd.model import (
     AccountLink,
     AccountSession,
@@ -211,19 +219,21 @@ class Table(ABC, Generic[R]):
         """The live record under `key`, or None (absent or expired)."""
 
     @abstractmethod
-    async def add(self, record: R) -> None:
+    async def add(self, record: R, *, audit: Audit | None = None) -> None:
         """Insert; raise `Conflict` if a live record has that key."""
 
     @abstractmethod
-    async def put(self, record: R) -> None:
+    async def put(self, record: R, *, audit: Audit | None = None) -> None:
         """Insert or replace whole."""
 
     @abstractmethod
-    async def take(self, key: str) -> R | None:
+    async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
         """Atomically return and delete the live record (single-use codes), or None."""
 
     @abstractmethod
-    async def update(self, key: str, change: Callable[[R], R]) -> R | None:
+    async def update(
+        self, key: str, change: Callable[[R], R], *, audit: Audit | None = None
+    ) -> R | None:
         """Atomically replace the live record with `change(record)` and return the result.
 
         None when the key is absent or expired (`change` is not called). When `change`
@@ -232,7 +242,7 @@ class Table(ABC, Generic[R]):
         """
 
     @abstractmethod
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, audit: Audit | None = None) -> bool:
         """Remove the record; True if a live record was there."""
 
     @abstractmethod
@@ -272,6 +282,7 @@ class Store(ABC):
     used_assertions: Table[UsedAssertion]
     account_links: Table[AccountLink]
     counters: Counters
+    audit: AuditTrail
 
     def tables(self) -> tuple[Table[Any], ...]:
         return (
@@ -288,6 +299,13 @@ class Store(ABC):
             self.used_assertions,
             self.account_links,
         )
+
+    async def audited(self, audit: Audit | None, record: Record) -> None:
+        """FIXME(#14): the record of a write made without it; the backends write it in
+        the change's own step instead."""
+        event = resolve(audit, record)
+        if event is not None:
+            await self.audit.append(event)
 
     async def purge_expired(self) -> int:
         """Delete expired records of every table, one table after the other; return how

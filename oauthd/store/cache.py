@@ -60,6 +60,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from oauthd.audit import Audit
 from oauthd.clock import Clock
 from oauthd.model import Record
 from oauthd.store.base import R, Store, Table, finish_within, is_live
@@ -329,18 +330,20 @@ class CachedTable(Table[R]):
             await self._cache.confirmed(self.kind, ended=ended(result))
         return result
 
-    async def add(self, record: R) -> None:
+    async def add(self, record: R, *, audit: Audit | None = None) -> None:
         # A new key: no instance holds it (only found records are cached), nothing to wait for.
-        await self._write(record.key, self.inner.add(record), lambda _: False)
+        await self._write(record.key, self.inner.add(record, audit=audit), lambda _: False)
 
-    async def put(self, record: R) -> None:
-        await self._write(record.key, self.inner.put(record), lambda _: True)
+    async def put(self, record: R, *, audit: Audit | None = None) -> None:
+        await self._write(record.key, self.inner.put(record, audit=audit), lambda _: True)
 
-    async def take(self, key: str) -> R | None:
+    async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
         taken: Callable[[R | None], bool] = lambda record: record is not None  # noqa: E731
-        return await self._write(key, self.inner.take(key), taken, taken)
+        return await self._write(key, self.inner.take(key, audit=audit), taken, taken)
 
-    async def update(self, key: str, change: Callable[[R], R]) -> R | None:
+    async def update(
+        self, key: str, change: Callable[[R], R], *, audit: Audit | None = None
+    ) -> R | None:
         wrote = withdrew = False
 
         def tracked(record: R) -> R:
@@ -351,11 +354,11 @@ class CachedTable(Table[R]):
             return new
 
         return await self._write(
-            key, self.inner.update(key, tracked), lambda _: wrote, lambda _: withdrew
+            key, self.inner.update(key, tracked, audit=audit), lambda _: wrote, lambda _: withdrew
         )
 
-    async def delete(self, key: str) -> bool:
-        return await self._write(key, self.inner.delete(key), bool, bool)
+    async def delete(self, key: str, *, audit: Audit | None = None) -> bool:
+        return await self._write(key, self.inner.delete(key, audit=audit), bool, bool)
 
     def scan(self) -> AsyncIterator[R]:
         return self.inner.scan()

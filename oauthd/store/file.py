@@ -14,6 +14,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
+from oauthd.audit import AuditEvent, MemoryTrail
 from oauthd.clock import Clock
 from oauthd.model import Record
 from oauthd.persist import DiskError, Engine, EngineObserver, RecoveryError, SaveSchedule
@@ -35,6 +36,7 @@ class EngineSink:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.tables: dict[str, MemoryTable[Any]] = {}
+        self.trail: MemoryTrail | None = None
 
     def check_writable(self) -> None:
         try:
@@ -43,7 +45,12 @@ class EngineSink:
             raise Unavailable(f"state cannot be saved: {exc}") from None
 
     async def changed(
-        self, kind: str, key: str, record: Record | None, previous: Record | None
+        self,
+        kind: str,
+        key: str,
+        record: Record | None,
+        previous: Record | None,
+        event: AuditEvent | None = None,
     ) -> None:
         table = self.tables[kind]
         try:
@@ -52,6 +59,8 @@ class EngineSink:
             )
         except DiskError as exc:
             raise Unavailable(f"state cannot be saved: {exc}") from None
+        if event is not None and self.trail is not None:
+            self.trail.note(event)  # FIXME(#14): in the change's journal batch
 
 
 def decode_document(chunks: Iterable[tuple[str, list[Any]]]) -> Decoded:
@@ -71,6 +80,7 @@ class FileStore(MemoryStore):
         sink = EngineSink(engine)
         super().__init__(clock, sink)
         sink.tables = self.by_kind
+        sink.trail = self.audit
 
     @classmethod
     async def open(

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+from oauthd.audit import Audit, AuditEvent, MemoryTrail, resolve
 from oauthd.clock import Clock
 from oauthd.model import (
     AccountLink,
@@ -39,22 +40,38 @@ class ChangeSink(Protocol):
         """Raise `Unavailable` if a change could not be made durable now."""
 
     async def changed(
-        self, kind: str, key: str, record: Record | None, previous: Record | None
+        self,
+        kind: str,
+        key: str,
+        record: Record | None,
+        previous: Record | None,
+        event: AuditEvent | None = None,
     ) -> None:
         """The change (`key` held `previous`, now `record`; None: nothing) is applied in
-        memory; return once it is durable. If it cannot be made durable, put `previous`
-        back (`MemoryTable.restore`) before raising `Unavailable`: a request answered
-        with an error leaves the state as it was (#11)."""
+        memory; return once it and its audit `event` are durable. If it cannot be made
+        durable, put `previous` back (`MemoryTable.restore`) before raising
+        `Unavailable`: a request answered with an error leaves the state as it was (#11)."""
 
 
 class NullSink:
+    """Nothing to make durable; audit events go to the memory trail."""
+
+    def __init__(self, trail: MemoryTrail) -> None:
+        self.trail = trail
+
     def check_writable(self) -> None:
         return None
 
     async def changed(
-        self, kind: str, key: str, record: Record | None, previous: Record | None
+        self,
+        kind: str,
+        key: str,
+        record: Record | None,
+        previous: Record | None,
+        event: AuditEvent | None = None,
     ) -> None:
-        return None
+        if event is not None:
+            self.trail.note(event)
 
 
 def _live(record: R | None, now: float) -> R | None:
@@ -85,30 +102,35 @@ class MemoryTable(Table[R]):
     async def get(self, key: str) -> R | None:
         return self._now_live(key)
 
-    async def add(self, record: R) -> None:
+    async def add(self, record: R, *, audit: Audit | None = None) -> None:
         self._sink.check_writable()
         previous = self.records.get(record.key)
         if _live(previous, self._clock.now()) is not None:
             raise Conflict(f"{self.kind}: key already present")
+        event = resolve(audit, record)
         self.records.set(record.key, record)
-        await self._sink.changed(self.kind, record.key, record, previous)
+        await self._sink.changed(self.kind, record.key, record, previous, event)
 
-    async def put(self, record: R) -> None:
+    async def put(self, record: R, *, audit: Audit | None = None) -> None:
         self._sink.check_writable()
+        event = resolve(audit, record)
         previous = self.records.get(record.key)
         self.records.set(record.key, record)
-        await self._sink.changed(self.kind, record.key, record, previous)
+        await self._sink.changed(self.kind, record.key, record, previous, event)
 
-    async def take(self, key: str) -> R | None:
+    async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
         self._sink.check_writable()
         record = self._now_live(key)
         if record is None:
             return None
+        event = resolve(audit, record)
         self.records.pop(key)
-        await self._sink.changed(self.kind, key, None, record)
+        await self._sink.changed(self.kind, key, None, record, event)
         return record
 
-    async def update(self, key: str, change: Callable[[R], R]) -> R | None:
+    async def update(
+        self, key: str, change: Callable[[R], R], *, audit: Audit | None = None
+    ) -> R | None:
         self._sink.check_writable()
         record = self._now_live(key)
         if record is None:
@@ -118,16 +140,19 @@ class MemoryTable(Table[R]):
             return record
         if new.key != key:
             raise ValueError(f"{self.kind}: update must keep the key")
+        event = resolve(audit, new)
         self.records.set(key, new)
-        await self._sink.changed(self.kind, key, new, record)
+        await self._sink.changed(self.kind, key, new, record, event)
         return new
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, audit: Audit | None = None) -> bool:
         self._sink.check_writable()
-        record = self.records.pop(key)
+        record = self.records.get(key)
         if record is None:
             return False
-        await self._sink.changed(self.kind, key, None, record)
+        event = resolve(audit, record) if _live(record, self._clock.now()) else None
+        self.records.pop(key)
+        await self._sink.changed(self.kind, key, None, record, event)
         return _live(record, self._clock.now()) is not None
 
     async def count(self) -> int:
@@ -174,8 +199,11 @@ class MemoryTable(Table[R]):
 
 
 class MemoryStore(Store):
-    def __init__(self, clock: Clock, sink: ChangeSink | None = None) -> None:
-        sink = sink or NullSink()
+    def __init__(
+        self, clock: Clock, sink: ChangeSink | None = None, trail: MemoryTrail | None = None
+    ) -> None:
+        self.audit: MemoryTrail = trail or MemoryTrail(clock)
+        sink = sink or NullSink(self.audit)
         self.clock = clock
         self.clients = MemoryTable[Client](Client.KIND, clock, sink)
         self.consents = MemoryTable[Consent](Consent.KIND, clock, sink)

@@ -29,6 +29,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
+from oauthd.audit import Audit, MemoryTrail
 from oauthd.clock import Clock
 from oauthd.model import (
     AccountLink,
@@ -94,7 +95,7 @@ class PostgresTable(Table[R], Generic[R]):
         )
         return self._decode(rows[0][0]) if rows else None
 
-    async def add(self, record: R) -> None:
+    async def add(self, record: R, *, audit: Audit | None = None) -> None:
         rows = await self._sql.write(
             "INSERT INTO oauthd_records (kind, key, record, expires_at) "
             "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
@@ -107,8 +108,9 @@ class PostgresTable(Table[R], Generic[R]):
         if not rows:
             raise Conflict(f"{self.kind}: key already present")
         self._store.writes += 1
+        await self._store.audited(audit, record)
 
-    async def put(self, record: R) -> None:
+    async def put(self, record: R, *, audit: Audit | None = None) -> None:
         await self._sql.write(
             "INSERT INTO oauthd_records (kind, key, record, expires_at) "
             "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
@@ -117,8 +119,9 @@ class PostgresTable(Table[R], Generic[R]):
             {"kind": self.kind, "key": record.key} | self._row(record),
         )
         self._store.writes += 1
+        await self._store.audited(audit, record)
 
-    async def take(self, key: str) -> R | None:
+    async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
         rows = await self._sql.write(
             f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
             f"AND {_LIVE} RETURNING record",
@@ -127,9 +130,13 @@ class PostgresTable(Table[R], Generic[R]):
         if not rows:
             return None
         self._store.writes += 1
-        return self._decode(rows[0][0])
+        record = self._decode(rows[0][0])
+        await self._store.audited(audit, record)
+        return record
 
-    async def update(self, key: str, change: Callable[[R], R]) -> R | None:
+    async def update(
+        self, key: str, change: Callable[[R], R], *, audit: Audit | None = None
+    ) -> R | None:
         params = self._params(key)
 
         async def swap(conn: AsyncConnection[Any]) -> tuple[R | None, bool]:
@@ -156,18 +163,22 @@ class PostgresTable(Table[R], Generic[R]):
             return new, True
 
         result, written = await self._sql.run(swap)
-        if written:
+        if written and result is not None:
             self._store.writes += 1
+            await self._store.audited(audit, result)
         return result
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, audit: Audit | None = None) -> bool:
         rows = await self._sql.write(
-            f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s RETURNING {_LIVE}",
+            f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
+            f"RETURNING {_LIVE}, record",
             self._params(key),
         )
         if not rows:
             return False
         self._store.writes += 1
+        if rows[0][0]:
+            await self._store.audited(audit, self._decode(rows[0][1]))
         return bool(rows[0][0])
 
     async def count(self) -> int:
@@ -214,6 +225,7 @@ class PostgresStore(Store):
     def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock, timeout: float) -> None:
         self.pool = pool
         self.clock = clock
+        self.audit = MemoryTrail(clock)  # FIXME(#14): a table, in the write's transaction
         self.writes = 0  # rows written (what the contract tests count)
         self.connections = Connections(pool, timeout)
         self._probe = Probe(self.ping)

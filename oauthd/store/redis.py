@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from oauthd.audit import Audit, MemoryTrail
 from oauthd.clock import Clock
 from oauthd.model import (
     AccountLink,
@@ -128,7 +129,7 @@ class RedisTable(Table[R]):
         value = await self._store.call(self._store.client.get(self._key(key)))
         return None if value is None else self._live(self._decode(value))
 
-    async def add(self, record: R) -> None:
+    async def add(self, record: R, *, audit: Audit | None = None) -> None:
         name, value = self._key(record.key), codec.encode(record)
         client = self._store.client
 
@@ -152,21 +153,27 @@ class RedisTable(Table[R]):
 
         await self._store.call(add())
         self._store.writes += 1
+        await self._store.audited(audit, record)
 
-    async def put(self, record: R) -> None:
+    async def put(self, record: R, *, audit: Audit | None = None) -> None:
         name, value = self._key(record.key), codec.encode(record)
         await self._store.call(self._store.client.set(name, value, **self._expiry(record)))
         self._store.writes += 1
+        await self._store.audited(audit, record)
 
-    async def take(self, key: str) -> R | None:
+    async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
         now = repr(self._store.clock.now())
         value = await self._store.call(self._store.take_script(keys=[self._key(key)], args=[now]))
         if value is None:
             return None
         self._store.writes += 1
-        return self._decode(value)
+        record = self._decode(value)
+        await self._store.audited(audit, record)
+        return record
 
-    async def update(self, key: str, change: Callable[[R], R]) -> R | None:
+    async def update(
+        self, key: str, change: Callable[[R], R], *, audit: Audit | None = None
+    ) -> R | None:
         name = self._key(key)
         client = self._store.client
 
@@ -192,14 +199,21 @@ class RedisTable(Table[R]):
                     except WatchError:
                         continue
 
-        return await self._store.call(update())
+        before = self._store.writes
+        result = await self._store.call(update())
+        if result is not None and self._store.writes != before:
+            await self._store.audited(audit, result)
+        return result
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, audit: Audit | None = None) -> bool:
         value = await self._store.call(self._store.client.getdel(self._key(key)))
         if value is None:
             return False
         self._store.writes += 1
-        return self._live(self._decode(value)) is not None
+        record = self._live(self._decode(value))
+        if record is not None:
+            await self._store.audited(audit, record)
+        return record is not None
 
     async def _keys(self) -> AsyncIterator[list[bytes | str]]:
         """The table's keys, a batch per SCAN round trip, each key once."""
@@ -264,6 +278,7 @@ class RedisStore(Store):
         cache_size: int = CACHE_SIZE,
     ) -> None:
         self.clock = clock
+        self.audit = MemoryTrail(clock)  # FIXME(#14): a stream per chain, in the write's step
         self.prefix = prefix
         self.timeout = timeout
         self.writes = 0  # how many writes this store made (for tests and metrics)

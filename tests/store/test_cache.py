@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from oauthd.audit import Audit
 from oauthd.clock import FakeClock
 from oauthd.model import Grant
 from oauthd.store import MemoryStore, Store
@@ -220,10 +221,10 @@ async def test_the_confirmation_is_asked_for_after_the_write(
     delete = inner.delete
     asked_during: list[int] = []
 
-    async def slow(key: str) -> bool:
+    async def slow(key: str, *, audit: Audit | None = None) -> bool:
         await asyncio.sleep(0.05)
         asked_during.append(len(local.listener.confirms))
-        return await delete(key)
+        return await delete(key, audit=audit)
 
     monkeypatch.setattr(inner, "delete", slow)
     write = asyncio.create_task(local.store.grants.delete(grant.id))

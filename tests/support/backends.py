@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from oauthd.audit import AuditEvent, MemoryTrail
 from oauthd.clock import FakeClock
 from oauthd.model import Record
 from oauthd.store import FileStore, MemoryStore, Store
 from oauthd.store.file import make_engine
+from oauthd.store.memory import NullSink
 from tests.support.configs import TomlValue
 from tests.support.postgres import (
     open_postgres,
@@ -39,25 +41,30 @@ from tests.support.redis_backend import (
 from tests.support.services import StateRef, service_missing
 
 
-class CountingSink:
+class CountingSink(NullSink):
     """The memory backend's change sink, counting writes (what `writes()` reports)."""
 
-    def __init__(self) -> None:
+    def __init__(self, trail: MemoryTrail) -> None:
+        super().__init__(trail)
         self.changes = 0
 
-    def check_writable(self) -> None:
-        return None
-
     async def changed(
-        self, kind: str, key: str, record: Record | None, previous: Record | None
+        self,
+        kind: str,
+        key: str,
+        record: Record | None,
+        previous: Record | None,
+        event: AuditEvent | None = None,
     ) -> None:
         self.changes += 1
+        await super().changed(kind, key, record, previous, event)
 
 
 class CountingMemoryStore(MemoryStore):
     def __init__(self, clock: FakeClock) -> None:
-        self.sink = CountingSink()
-        super().__init__(clock, self.sink)
+        trail = MemoryTrail(clock)
+        self.sink = CountingSink(trail)
+        super().__init__(clock, self.sink, trail)
 
 
 async def open_memory(state: StateRef, clock: FakeClock) -> Store:

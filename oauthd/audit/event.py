@@ -1,0 +1,51 @@
+"""What an audit record says: one `AuditEvent`, written with the change it describes.
+
+An event names who and what (the principal, the client, the resource, 8 characters of the
+grant id, a reason code) and never a token, secret, code or tool argument. `detail` holds
+the few plain values an event has beyond those (scopes, a rule id, an upstream status).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+Plain: TypeAlias = str | int | float | bool | None
+
+
+@dataclass(slots=True, frozen=True)
+class AuditEvent:
+    event: str  # "token_issued", "grant_revoked", "call_decided", ... (docs/audit.md)
+    user: str | None = None  # the principal's name: a user, or "client:<client_id>"
+    client_id: str | None = None
+    resource: str | None = None
+    grant: str | None = None  # the first 8 characters of the grant id
+    reason: str | None = None  # a reason code (`oauthd.audit.reasons`)
+    detail: Mapping[str, Plain] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Plain]:
+        """The event as a record's fields, empty ones left out."""
+        found: dict[str, Plain] = {"event": self.event}
+        for name in ("user", "client_id", "resource", "grant", "reason"):
+            value = getattr(self, name)
+            if value is not None:
+                found[name] = value
+        for name, value in self.detail.items():
+            if name not in found and name not in RESERVED:
+                found[name] = value
+        return found
+
+
+RESERVED = frozenset({"n", "at", "chain", "prev", "hash", "request_id", "event"})
+
+# What a table's write takes as `audit=`: the event, or a function of the record written
+# (the new record of add/put/update, the removed one of take/delete) that makes it, or
+# returns None when that write needs no record.
+Audit: TypeAlias = AuditEvent | Callable[[Any], AuditEvent | None]
+
+
+def resolve(audit: Audit | None, record: object) -> AuditEvent | None:
+    if audit is None or isinstance(audit, AuditEvent):
+        return audit
+    return audit(record)

@@ -1,0 +1,101 @@
+"""A store's audit trail: where records go, durable with the state.
+
+Every backend has one (`Store.audit`). A change that has an event takes it as the table
+write's `audit=` and the backend writes both in one step (the file backend's journal
+batch; a Redis MULTI or script; a PostgreSQL transaction); an event without a change
+(a failed sign-in, a decision on a tool call) goes through `append`, durable when it
+returns. Records never stay in memory beyond a bounded buffer.
+
+Each durable record is also logged once as the line `audit.<event>` (logger
+`oauthd.audit`), after it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Any
+
+from oauthd.audit.chain import Chain
+from oauthd.audit.event import AuditEvent
+from oauthd.clock import Clock
+from oauthd.log import audit as audit_line
+
+log = logging.getLogger(__name__)
+
+MEMORY_KEEP = 10_000  # records the memory trail keeps (the newest)
+
+
+def default_chain_name() -> str:
+    """An instance's chain name when `[audit] chain` is empty: the host name."""
+    return socket.gethostname() or "oauthd"
+
+
+def log_durable(event: AuditEvent) -> None:
+    """The log line of a record that is durable now."""
+    fields = event.fields()
+    del fields["event"]
+    message = str(fields.pop("message", event.event.replace("_", " ")))
+    extra: dict[str, Any] = dict(fields)
+    audit_line(event.event, message, **extra)
+
+
+class AuditTrail(ABC):
+    """Where one store's audit records go. `enabled` False: events are only logged."""
+
+    chain: Chain
+    enabled: bool = True
+
+    @abstractmethod
+    async def append(self, event: AuditEvent) -> None:
+        """Write `event` as a record of its own; return once it is durable (`Unavailable`
+        if it cannot be)."""
+
+    def append_soon(self, event: AuditEvent) -> None:
+        """Write `event` without waiting for it (the outcome of a call already forwarded);
+        a failure is logged, never raised."""
+        task = asyncio.get_running_loop().create_task(self.append(event))
+        _pending.add(task)
+        task.add_done_callback(_finished)
+
+    async def close(self) -> None:
+        """Flush what is buffered; idempotent."""
+        return None
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _finished(task: asyncio.Task[None]) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error(f"audit record not written: {task.exception()}", extra={"event": "audit_failed"})
+
+
+async def settle_pending() -> None:
+    """Wait for the records `append_soon` started (at shutdown, and in tests)."""
+    while _pending:
+        await asyncio.gather(*list(_pending), return_exceptions=True)
+
+
+class MemoryTrail(AuditTrail):
+    """The memory backend's trail: sealed records in memory, the newest MEMORY_KEEP."""
+
+    def __init__(self, clock: Clock, name: str = "memory", *, enabled: bool = True) -> None:
+        self.chain = Chain(name)
+        self.enabled = enabled
+        self.lines: deque[bytes] = deque(maxlen=MEMORY_KEEP)
+        self._clock = clock
+
+    def note(self, event: AuditEvent) -> None:
+        """Seal and keep `event` now (a change's record, in the change's synchronous step)."""
+        if self.enabled:
+            line, _ = self.chain.seal(event, self._clock.now())
+            self.lines.append(line)
+        log_durable(event)
+
+    async def append(self, event: AuditEvent) -> None:
+        self.note(event)
