@@ -6,6 +6,7 @@ backends write the records (with the change they describe); the CLI reads them o
 
 from oauthd.audit.chain import GENESIS, Chain, ChainHead, head_of, record_hash, seal
 from oauthd.audit.event import Audit, AuditEvent, Plain, resolve
+from oauthd.audit.reader import AuditReader
 from oauthd.audit.trail import (
     AuditTrail,
     MemoryTrail,
@@ -19,6 +20,7 @@ __all__ = [
     "GENESIS",
     "Audit",
     "AuditEvent",
+    "AuditReader",
     "AuditTrail",
     "Chain",
     "ChainHead",
