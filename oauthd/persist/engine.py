@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +117,9 @@ class Engine:
         self._journal_troubled = False  # failed since the last durable batch
         self._journal_log = Throttle()
         self._snapshot_log = Throttle()
+        # Run before journal segments are deleted (the audit trail moves the records they
+        # hold into its own files); an OSError keeps the segments.
+        self.before_delete: Callable[[], Awaitable[None]] | None = None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -217,14 +220,24 @@ class Engine:
         """Record one change (already applied in memory); return once it is durable. If
         the journal fails it, `undo` has run before this raises `DiskError`. Runs
         synchronously up to the journal append, so seq order is memory order."""
+        await self.append(payload, undo)
+
+    def append(self, payload: bytes, undo: Undo | None = None) -> asyncio.Future[None]:
+        """`commit` without waiting: the frame is queued now (frames appended in one
+        synchronous step share a batch); the future is done once it is durable (at once
+        without a journal), or failed (`DiskError`) after `undo` ran."""
         self.seq += 1
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         self._last_change = now
         if self._dirty_since is None:
             self._dirty_since = now
             self._wake.set()
         if self._journal is not None:
-            await self._journal.append(self.seq, payload, undo)
+            return self._journal.append(self.seq, payload, undo)
+        done: asyncio.Future[None] = loop.create_future()
+        done.set_result(None)
+        return done
 
     # -- saving ---------------------------------------------------------------------------
 
@@ -361,18 +374,25 @@ class Engine:
         if failed and seq == self.seq and rollbacks == self._rollbacks:
             self._covered = True
             self._wake.set()
+        doomed = self._doomed_segments(previous)
+        if not doomed:
+            return
         try:
-            await loop.run_in_executor(self._executor, self._delete_segments, previous)
+            if self.before_delete is not None:
+                await self.before_delete()
+            await loop.run_in_executor(self._executor, self._delete_segments, doomed)
         except OSError as exc:
             log.warning(f"could not delete old journal segments: {exc}")
 
-    def _delete_segments(self, covered_seq: int) -> None:
-        """Delete segments whose every record is in BOTH kept generations (<= the older
-        one's seq): falling back to the previous generation still finds its journal."""
+    def _doomed_segments(self, covered_seq: int) -> list[str]:
+        """Segments whose every record is in BOTH kept generations (<= the older one's
+        seq): falling back to the previous generation still finds its journal."""
         segments = list_segments(self.state)
-        doomed = [
+        return [
             name for (_, name), (nxt, _) in itertools.pairwise(segments) if nxt <= covered_seq + 1
         ]
+
+    def _delete_segments(self, doomed: list[str]) -> None:
         for name in doomed:
             os.unlink(self.state.file(name))
         if doomed:

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Awaitable, Callable
 
 from oauthd.clock import Clock
-from oauthd.config import ConfigError, StorageConfig
+from oauthd.config import AuditConfig, ConfigError, StorageConfig
 from oauthd.persist import EngineObserver
 from oauthd.store.base import (
     Conflict,
@@ -76,6 +76,7 @@ async def _open_file(
     accept_empty: bool = False,
     recover: bool = False,
     observer: EngineObserver | None = None,
+    audit: AuditConfig | None = None,
 ) -> Store:
     engine = make_engine(
         config.path,
@@ -85,7 +86,9 @@ async def _open_file(
         max_wait=config.save_max_wait,
         observer=observer,
     )
-    return await FileStore.open(engine, clock, accept_empty=accept_empty, recover=recover)
+    return await FileStore.open(
+        engine, clock, accept_empty=accept_empty, recover=recover, audit=audit
+    )
 
 
 async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store:
@@ -130,9 +133,11 @@ async def open_store(
     accept_empty: bool = False,
     recover: bool = False,
     observer: EngineObserver | None = None,
+    audit: AuditConfig | None = None,
 ) -> Store:
     """Open the configured backend; for `file` this loads the state (blocking until done).
-    `observer` (the metrics) hears of the file backend's fsyncs and snapshots."""
+    `observer` (the metrics) hears of the file backend's fsyncs and snapshots; `audit`
+    (`[audit]`; None: records on, kept forever, the host's chain) shapes the trail."""
     return await BACKENDS[config.backend](
-        config, clock, accept_empty=accept_empty, recover=recover, observer=observer
+        config, clock, accept_empty=accept_empty, recover=recover, observer=observer, audit=audit
     )

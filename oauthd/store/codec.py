@@ -136,6 +136,12 @@ def decode_many(kind: str, docs: list[Any]) -> list[Record]:
         raise DecodeError(f"{kind}: {type(exc).__name__}: {exc}") from None
 
 
+def is_audit_frame(payload: bytes) -> bool:
+    """A journal frame holding an audit record (its JSON object line), not a change (a
+    JSON array)."""
+    return payload[:1] == b"{"
+
+
 def encode_change(kind: str, key: str, record: Record | None) -> bytes:
     """A journal entry: `[kind, key, record]`, record null for a deletion."""
     return orjson.dumps([kind, key, record], default=_hex)

@@ -14,13 +14,16 @@ import itertools
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
-from oauthd.audit import AuditEvent, MemoryTrail
+from oauthd.audit import AuditEvent, default_chain_name, log_durable
 from oauthd.clock import Clock
+from oauthd.config import AuditConfig
 from oauthd.model import Record
 from oauthd.persist import DiskError, Engine, EngineObserver, RecoveryError, SaveSchedule
 from oauthd.persist.recovery import Recovered
 from oauthd.store import codec
+from oauthd.store.audit_files import AUDIT_DIR, AuditFiles
 from oauthd.store.base import StoreStatus, Unavailable, is_live
+from oauthd.store.file_trail import FileTrail, recover_chain
 from oauthd.store.memory import MemoryStore, MemoryTable
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 
@@ -31,18 +34,23 @@ Decoded = dict[str, list[Record]]
 
 class EngineSink:
     """Reports table changes to the engine; disk trouble becomes `Unavailable` (503), after
-    the engine put the failed changes back (newest first) through `tables`."""
+    the engine put the failed changes back (newest first) through `tables`. A change's
+    audit record is sealed and journaled right after its frame, in the same synchronous
+    step: one fdatasync makes both durable, and a failed batch undoes both."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, trail: FileTrail) -> None:
         self._engine = engine
         self.tables: dict[str, MemoryTable[Any]] = {}
-        self.trail: MemoryTrail | None = None
+        self.trail = trail
 
     def check_writable(self) -> None:
         try:
             self._engine.check_writable()
         except DiskError as exc:
             raise Unavailable(f"state cannot be saved: {exc}") from None
+
+    async def room(self) -> None:
+        await self.trail.room()
 
     async def changed(
         self,
@@ -53,14 +61,22 @@ class EngineSink:
         event: AuditEvent | None = None,
     ) -> None:
         table = self.tables[kind]
+        change = self._engine.append(
+            codec.encode_change(kind, key, record), lambda: table.restore(key, previous)
+        )
+        audited = None
+        if event is not None and self.trail.enabled:
+            audited = self.trail.stage(event)
         try:
-            await self._engine.commit(
-                codec.encode_change(kind, key, record), lambda: table.restore(key, previous)
-            )
+            await change
+            if audited is not None:
+                await audited
         except DiskError as exc:
+            if audited is not None and audited.done() and not audited.cancelled():
+                audited.exception()  # failed with the change: retrieved, not logged
             raise Unavailable(f"state cannot be saved: {exc}") from None
-        if event is not None and self.trail is not None:
-            self.trail.note(event)  # FIXME(#14): in the change's journal batch
+        if event is not None and not self.trail.enabled:
+            log_durable(event)
 
 
 def decode_document(chunks: Iterable[tuple[str, list[Any]]]) -> Decoded:
@@ -75,12 +91,13 @@ def decode_document(chunks: Iterable[tuple[str, list[Any]]]) -> Decoded:
 
 
 class FileStore(MemoryStore):
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    audit: FileTrail
+
+    def __init__(self, engine: Engine, clock: Clock, trail: FileTrail) -> None:
         self.engine = engine
-        sink = EngineSink(engine)
-        super().__init__(clock, sink)
+        sink = EngineSink(engine, trail)
+        super().__init__(clock, sink, trail)
         sink.tables = self.by_kind
-        sink.trail = self.audit
 
     @classmethod
     async def open(
@@ -90,12 +107,23 @@ class FileStore(MemoryStore):
         *,
         accept_empty: bool = False,
         recover: bool = False,
+        audit: AuditConfig | None = None,
     ) -> FileStore:
-        store = cls(engine, clock)
         gc.disable()  # a million long-lived records: the collector would only slow the load
         try:
             recovered = engine.open(decode_document, accept_empty=accept_empty, recover=recover)
             try:
+                files = AuditFiles(engine.state.path / AUDIT_DIR)
+                name = (audit.chain if audit else "") or default_chain_name()
+                trail = FileTrail(
+                    engine,
+                    files,
+                    clock,
+                    recover_chain(files, engine.state, name),
+                    enabled=audit.enabled if audit else True,
+                    retention=audit.retention if audit else 0.0,
+                )
+                store = cls(engine, clock, trail)
                 store._apply(recovered)
             except BaseException:
                 engine.state.unlock()
@@ -104,6 +132,8 @@ class FileStore(MemoryStore):
             gc.freeze()  # loaded records never need scanning for cycles
             gc.enable()
         await engine.start(store, recovered)
+        trail.start()
+        engine.before_delete = trail.sync
         return store
 
     def _apply(self, recovered: Recovered) -> None:
@@ -115,6 +145,8 @@ class FileStore(MemoryStore):
                     target.load(record.key, record)
         recovered.document = None  # let the decoded lists go
         for seq, payload in recovered.entries:
+            if codec.is_audit_frame(payload):
+                continue  # the trail's (`recover_chain`)
             try:
                 kind, key, record = codec.decode_change(payload)
                 target = self.by_kind[kind].records
@@ -167,7 +199,8 @@ class FileStore(MemoryStore):
 
     async def close(self) -> None:
         if self.engine.health().loaded:
-            await self.engine.close()
+            await self.engine.close()  # its last snapshot syncs the trail (`before_delete`)
+        await self.audit.close()
 
 
 def make_engine(

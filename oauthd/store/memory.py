@@ -8,7 +8,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from oauthd.audit import Audit, AuditEvent, MemoryTrail, resolve
+from oauthd.audit import Audit, AuditEvent, AuditTrail, MemoryTrail, resolve
 from oauthd.clock import Clock
 from oauthd.model import (
     AccountLink,
@@ -39,6 +39,10 @@ class ChangeSink(Protocol):
     def check_writable(self) -> None:
         """Raise `Unavailable` if a change could not be made durable now."""
 
+    async def room(self) -> None:
+        """Return once an audit record may be written (a bounded buffer); called before a
+        write with `audit=` changes anything."""
+
     async def changed(
         self,
         kind: str,
@@ -60,6 +64,9 @@ class NullSink:
         self.trail = trail
 
     def check_writable(self) -> None:
+        return None
+
+    async def room(self) -> None:
         return None
 
     async def changed(
@@ -103,6 +110,8 @@ class MemoryTable(Table[R]):
         return self._now_live(key)
 
     async def add(self, record: R, *, audit: Audit | None = None) -> None:
+        if audit is not None:
+            await self._sink.room()
         self._sink.check_writable()
         previous = self.records.get(record.key)
         if _live(previous, self._clock.now()) is not None:
@@ -112,6 +121,8 @@ class MemoryTable(Table[R]):
         await self._sink.changed(self.kind, record.key, record, previous, event)
 
     async def put(self, record: R, *, audit: Audit | None = None) -> None:
+        if audit is not None:
+            await self._sink.room()
         self._sink.check_writable()
         event = resolve(audit, record)
         previous = self.records.get(record.key)
@@ -119,6 +130,8 @@ class MemoryTable(Table[R]):
         await self._sink.changed(self.kind, record.key, record, previous, event)
 
     async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
+        if audit is not None:
+            await self._sink.room()
         self._sink.check_writable()
         record = self._now_live(key)
         if record is None:
@@ -131,6 +144,8 @@ class MemoryTable(Table[R]):
     async def update(
         self, key: str, change: Callable[[R], R], *, audit: Audit | None = None
     ) -> R | None:
+        if audit is not None:
+            await self._sink.room()
         self._sink.check_writable()
         record = self._now_live(key)
         if record is None:
@@ -146,6 +161,8 @@ class MemoryTable(Table[R]):
         return new
 
     async def delete(self, key: str, *, audit: Audit | None = None) -> bool:
+        if audit is not None:
+            await self._sink.room()
         self._sink.check_writable()
         record = self.records.get(key)
         if record is None:
@@ -200,10 +217,11 @@ class MemoryTable(Table[R]):
 
 class MemoryStore(Store):
     def __init__(
-        self, clock: Clock, sink: ChangeSink | None = None, trail: MemoryTrail | None = None
+        self, clock: Clock, sink: ChangeSink | None = None, trail: AuditTrail | None = None
     ) -> None:
-        self.audit: MemoryTrail = trail or MemoryTrail(clock)
-        sink = sink or NullSink(self.audit)
+        memory = trail if isinstance(trail, MemoryTrail) else MemoryTrail(clock)
+        self.audit: AuditTrail = trail or memory
+        sink = sink or NullSink(memory)
         self.clock = clock
         self.clients = MemoryTable[Client](Client.KIND, clock, sink)
         self.consents = MemoryTable[Consent](Consent.KIND, clock, sink)

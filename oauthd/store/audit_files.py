@@ -1,0 +1,178 @@
+"""The file backend's audit segments: `<state dir>/audit/audit-<first n>.jsonl`, one record
+line per line, a new file once the current one reaches ROTATE_AT bytes.
+
+Plain blocking file calls: the trail runs them on its own thread (one thread, so that
+writes stay in order and a write and its fsync are one hop); start-up recovery and the
+offline reader call them directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import orjson
+
+from oauthd.persist.statedir import DIR_MODE, FILE_MODE, write_all
+
+log = logging.getLogger("oauthd.audit")
+
+AUDIT_DIR = "audit"
+ROTATE_AT = 64 * 1024 * 1024
+SEGMENT_RE = re.compile(r"^audit-(\d{20})\.jsonl$")
+TAIL_READ = 64 * 1024
+
+
+def segment_name(first_n: int) -> str:
+    return f"audit-{first_n:020d}.jsonl"
+
+
+def list_segments(directory: Path) -> list[tuple[int, str]]:
+    """(first n, name) of every segment, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = [(int(m.group(1)), n) for n in names if (m := SEGMENT_RE.match(n))]
+    return sorted(found)
+
+
+def last_line(path: Path) -> tuple[bytes | None, int]:
+    """The last whole line of `path` (None if it has none) and the size up to its end (a
+    torn line after it is not counted)."""
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        read = min(size, TAIL_READ)
+        while True:
+            file.seek(size - read)
+            tail = file.read(read)
+            end = tail.rfind(b"\n")
+            if end < 0 and read == size:
+                return None, 0
+            start = tail.rfind(b"\n", 0, end) if end >= 0 else -1
+            if end >= 0 and (start >= 0 or read == size):
+                return tail[start + 1 : end], size - read + end + 1
+            read = min(size, read * 4)
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, line) of every whole line; a last line without its newline
+    (being written, or torn) is left out."""
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, 1):
+            if line.endswith(b"\n"):
+                yield number, line[:-1]
+
+
+class AuditFiles:
+    """Appends record lines to the newest segment; `sync` makes what was appended durable."""
+
+    def __init__(self, directory: Path, rotate_at: int = ROTATE_AT) -> None:
+        self.directory = directory
+        self.rotate_at = rotate_at
+        self._fd: int | None = None
+        self._size = 0
+        self._dir_dirty = False
+
+    def ensure(self) -> None:
+        old = os.umask(0o077)
+        try:
+            self.directory.mkdir(mode=DIR_MODE, exist_ok=True)
+        finally:
+            os.umask(old)
+
+    def recover_last(self) -> bytes | None:
+        """The last record line on disk; a torn last line (a crash mid-write) is cut off
+        first. Blocking: at start, before serving."""
+        for _, name in reversed(list_segments(self.directory)):
+            path = self.directory / name
+            line, good = last_line(path)
+            if good < path.stat().st_size:
+                cut = path.stat().st_size - good
+                with open(path, "r+b") as file:
+                    file.truncate(good)
+                    os.fsync(file.fileno())
+                log.warning(
+                    f"torn last audit record in {name}: {cut} bytes cut off (its journal "
+                    "frame, if it was acknowledged, brings it back)",
+                    extra={"event": "audit_torn_tail", "discarded_bytes": cut},
+                )
+            if line is not None:
+                return line
+        return None
+
+    def append(self, records: Sequence[tuple[int, bytes]]) -> None:
+        """Append (n, line) records in order; on an error the segment is cut back to where
+        it was, so that a retry never leaves half a line in the middle."""
+        for n, line in records:
+            if self._fd is None or self._size >= self.rotate_at:
+                self._open(n)
+            assert self._fd is not None
+            data = line + b"\n"
+            try:
+                write_all(self._fd, data)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                raise
+            self._size += len(data)
+
+    def _open(self, next_n: int) -> None:
+        """The newest segment while it has room, else a new one starting at `next_n`."""
+        if self._fd is not None:
+            os.fsync(self._fd)  # a rotated segment is durable: `sync` covers the current one
+            os.close(self._fd)
+            self._fd = None
+        segments = list_segments(self.directory)
+        if segments and self._size == 0:
+            path = self.directory / segments[-1][1]
+            size = path.stat().st_size
+            if size < self.rotate_at:
+                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                self._size = size
+                return
+        self.ensure()
+        name = self.directory / segment_name(next_n)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self._fd = os.open(name, flags, FILE_MODE)
+        self._size = 0
+        self._dir_dirty = True
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+        if self._dir_dirty:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._dir_dirty = False
+
+    def expire(self, cutoff: float) -> list[str]:
+        """Delete the segments whose newest record is older than `cutoff` (unix seconds),
+        never the newest segment; the names deleted."""
+        doomed = []
+        for _, name in list_segments(self.directory)[:-1]:
+            line, _ = last_line(self.directory / name)
+            if line is None or float(orjson.loads(line)["at"]) < cutoff:
+                doomed.append(name)
+        for name in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / name)
+        if doomed:
+            self._dir_dirty = True
+            self.sync()
+        return doomed
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

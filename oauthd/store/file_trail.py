@@ -1,0 +1,257 @@
+"""The file backend's audit trail: records sealed into the chain in the change's own
+synchronous step and journaled right after its frame (one fdatasync covers both), then
+compacted out of the journal into the audit segments (`audit_files`).
+
+A sealed record waits in memory until it is in a segment: at most `capacity` of them
+(writers wait for room before they change anything: backpressure). Before the engine
+deletes journal segments, every record sealed so far is in the audit segments, fsynced
+(`sync`, the engine's `before_delete`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+from oauthd.audit import AuditEvent, AuditTrail, Chain, ChainHead, head_of, log_durable
+from oauthd.clock import Clock
+from oauthd.persist import DiskError
+from oauthd.persist.backoff import Backoff, Throttle
+from oauthd.persist.statedir import StateDir
+from oauthd.store.audit_files import AuditFiles
+from oauthd.store.audit_frames import journal_chain
+from oauthd.store.base import Unavailable
+
+log = logging.getLogger("oauthd.audit")
+
+CAPACITY = 4096  # sealed records not yet in a segment
+RETENTION_EVERY = 3600.0
+
+
+class FrameSink(Protocol):
+    """The engine, as the trail sees it."""
+
+    def append(
+        self, payload: bytes, undo: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]: ...
+
+    def check_writable(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Sealed:
+    n: int
+    line: bytes
+    durable: asyncio.Future[None]
+
+
+def recover_chain(files: AuditFiles, state: StateDir, name: str) -> Chain:
+    """The chain at start: the segments' last record, then every journal record after it
+    appended to the segments (fsynced). Blocking, before serving."""
+    last = files.recover_last()
+    head = head_of(last) if last is not None else ChainHead()
+    if last is not None:
+        name = _chain_of(last, name)
+    later = [(f.n, f.line) for f in journal_chain(state) if f.n > head.n]
+    if later:
+        if later[0][0] != head.n + 1:
+            log.error(
+                f"audit records {head.n + 1}..{later[0][0] - 1} are in neither the audit "
+                "segments nor the journal",
+                extra={"event": "audit_gap"},
+            )
+        files.append(later)
+        files.sync()
+        head = head_of(later[-1][1])
+        name = _chain_of(later[-1][1], name)
+    return Chain(name, head)
+
+
+def _chain_of(line: bytes, configured: str) -> str:
+    found = str(orjson.loads(line)["chain"])
+    if found != configured:
+        log.warning(
+            f"the audit segments hold chain {found!r}: continuing it ([audit] chain names "
+            f"{configured!r}; the file backend keeps one chain)",
+            extra={"event": "audit_chain_name"},
+        )
+    return found
+
+
+class FileTrail(AuditTrail):
+    def __init__(
+        self,
+        frames: FrameSink,
+        files: AuditFiles,
+        clock: Clock,
+        chain: Chain,
+        *,
+        enabled: bool = True,
+        retention: float = 0.0,
+        capacity: int = CAPACITY,
+    ) -> None:
+        self.chain = chain
+        self.enabled = enabled
+        self.retention = retention
+        self.capacity = capacity
+        self._frames = frames
+        self._files = files
+        self._clock = clock
+        self._pending: deque[Sealed] = deque()
+        self._sealed = 0  # records sealed so far
+        self._done = 0  # ... of which in a segment, or dropped (their frame failed)
+        self._progress = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._error: OSError | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._log = Throttle()
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._compact_loop(), name="audit-compact"))
+        if self.retention > 0:
+            self._tasks.append(asyncio.create_task(self._retention_loop(), name="audit-expire"))
+
+    @property
+    def waiting(self) -> int:
+        """Sealed records not in a segment yet."""
+        return self._sealed - self._done
+
+    async def room(self) -> None:
+        """Return once a record can be sealed without the buffer passing `capacity`; the
+        caller seals in the same synchronous step (no await in between)."""
+        while self.enabled and self.waiting >= self.capacity:
+            self._progress.clear()
+            await self._progress.wait()
+
+    def stage(self, event: AuditEvent) -> asyncio.Future[None]:
+        """Seal `event` and queue its frame (after the change's, in the same step); the
+        future is done once the frame is durable, failed (`DiskError`) after the head was
+        put back. Call `room` first."""
+        line, before = self.chain.seal(event, self._clock.now())
+        durable = self._frames.append(line, lambda: self.chain.restore(before))
+        self._pending.append(Sealed(self.chain.head.n, line, durable))
+        self._sealed += 1
+        durable.add_done_callback(lambda future: self._settled(future, event))
+        return durable
+
+    def _settled(self, durable: asyncio.Future[None], event: AuditEvent) -> None:
+        if not durable.cancelled() and durable.exception() is None:
+            log_durable(event)
+        self._wake.set()
+
+    async def append(self, event: AuditEvent) -> None:
+        if not self.enabled:
+            log_durable(event)
+            return
+        await self.room()
+        try:
+            self._frames.check_writable()
+            await self.stage(event)
+        except DiskError as exc:
+            raise Unavailable(f"audit record cannot be saved: {exc}") from None
+
+    # -- compaction -------------------------------------------------------------------------
+
+    async def _compact_loop(self) -> None:
+        backoff = Backoff()
+        ready: list[tuple[int, bytes]] = []
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending and self._pending[0].durable.done():
+                item = self._pending.popleft()
+                if item.durable.cancelled() or item.durable.exception() is not None:
+                    self._advance(1)  # undone: a later record takes its position
+                else:
+                    ready.append((item.n, item.line))
+            if ready and await self._write(ready, backoff):
+                self._advance(len(ready))
+                ready = []
+            if self._closing and (self._error is not None or not (ready or self._pending)):
+                return  # what was not written stays in the journal
+            if ready:
+                self._wake.set()  # try again (after the backoff `_write` slept)
+
+    async def _write(self, ready: list[tuple[int, bytes]], backoff: Backoff) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._files.append, list(ready))
+        except OSError as exc:
+            self._error = exc
+            self._progress.set()  # a `sync` waiting hears of it
+            if self._log.due():
+                log.error(
+                    f"audit segment write failed: {exc.strerror or exc}; the records stay "
+                    "in the journal, retrying",
+                    extra={"event": "audit_write_failed"},
+                )
+            await asyncio.sleep(backoff.next_delay())
+            return False
+        self._error = None
+        backoff.reset()
+        return True
+
+    def _advance(self, count: int) -> None:
+        self._done += count
+        self._progress.set()
+
+    async def sync(self) -> None:
+        """Every record sealed so far in a segment (or dropped), fsynced; OSError if the
+        segments cannot be written now (then the journal keeps its segments)."""
+        target = self._sealed
+        self._wake.set()
+        while self._done < target:
+            if self._error is not None:
+                raise self._error
+            self._progress.clear()
+            await self._progress.wait()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._files.sync)
+
+    # -- retention --------------------------------------------------------------------------
+
+    async def expire(self) -> list[str]:
+        """Delete the segments past `retention` (never the current one)."""
+        if self.retention <= 0:
+            return []
+        cutoff = self._clock.now() - self.retention
+        loop = asyncio.get_running_loop()
+        doomed = await loop.run_in_executor(self._executor, self._files.expire, cutoff)
+        for name in doomed:
+            log.info(f"audit segment {name} is past retention: deleted")
+        return doomed
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.expire()
+            except OSError as exc:
+                log.warning(f"audit retention: {exc}", extra={"event": "audit_expire_failed"})
+            await asyncio.sleep(RETENTION_EVERY)
+
+    async def close(self) -> None:
+        """Write what is sealed, fsync, stop (after the engine closed: every frame is
+        settled then)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        for task in self._tasks[1:]:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._files.close)
+        finally:
+            self._executor.shutdown(wait=True)
