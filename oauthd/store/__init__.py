@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 
+from oauthd.audit import AuditReader
 from oauthd.clock import Clock
-from oauthd.config import AuditConfig, ConfigError, StorageConfig
+from oauthd.config import AuditConfig, Config, ConfigError, StorageConfig
 from oauthd.persist import EngineObserver
 from oauthd.store.base import (
     Conflict,
@@ -35,6 +36,7 @@ __all__ = [
     "Table",
     "Unavailable",
     "missing_extra",
+    "open_audit_reader",
     "open_store",
 ]
 
@@ -141,3 +143,28 @@ async def open_store(
     return await BACKENDS[config.backend](
         config, clock, accept_empty=accept_empty, recover=recover, observer=observer, audit=audit
     )
+
+
+async def _file_audit_reader(config: Config) -> AuditReader:
+    from oauthd.store.audit_reader import FileAuditReader
+
+    if not config.storage.path.is_dir():
+        raise ConfigError(f"{config.storage.path}: no such state directory")
+    return FileAuditReader(config.storage.path)
+
+
+AUDIT_READERS: dict[str, Callable[[Config], Awaitable[AuditReader]]] = {
+    "file": _file_audit_reader,
+}
+
+
+async def open_audit_reader(config: Config) -> AuditReader:
+    """The configured backend's audit records, read offline (`oauthd audit`);
+    `ConfigError` for a backend that keeps none (`memory`)."""
+    opener = AUDIT_READERS.get(config.storage.backend)
+    if opener is None:
+        raise ConfigError(
+            f"{config.source}: storage.backend = {config.storage.backend!r} keeps no audit "
+            "records to read"
+        )
+    return await opener(config)

@@ -1,0 +1,69 @@
+"""Reading the file backend's audit trail offline (`oauthd audit`), also while the daemon
+runs: the segments' whole lines, then the journal's audit records past the segments' last
+(acknowledged but not compacted yet, even after a crash before any restart). Read-only.
+
+A record compacted between reading the segments and reading the journal, whose journal
+segment is deleted meanwhile, is missed by that one read; it is in the segments the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import orjson
+
+from oauthd.persist.statedir import StateDir
+from oauthd.store.audit_files import AUDIT_DIR, list_segments, read_lines
+from oauthd.store.audit_frames import journal_chain
+
+Line = tuple[str, bytes]
+
+
+class FileAuditReader:
+    """The one chain of a file backend's state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    async def chains(self) -> list[str]:
+        async for _, line in self._all():
+            return [str(orjson.loads(line)["chain"])]
+        return []
+
+    async def lines(self, chain: str) -> AsyncIterator[Line]:
+        async for where, line in self._all():
+            yield where, line
+
+    async def _all(self) -> AsyncIterator[Line]:
+        last_n = 0
+        for where, line in await asyncio.to_thread(self._segment_lines):
+            yield where, line
+            last_n = _n(line, last_n)
+        for frame in await asyncio.to_thread(journal_chain, StateDir(self.state_dir)):
+            if frame.n > last_n:
+                yield frame.where, frame.line
+
+    def _segment_lines(self) -> list[Line]:
+        return list(self._iter_segments())
+
+    def _iter_segments(self) -> Iterator[Line]:
+        directory = self.state_dir / AUDIT_DIR
+        for _, name in list_segments(directory):
+            try:
+                for number, line in read_lines(directory / name):
+                    yield f"{AUDIT_DIR}/{name} line {number}", line
+            except FileNotFoundError:  # deleted by retention meanwhile
+                continue
+
+    async def close(self) -> None:
+        return None
+
+
+def _n(line: bytes, fallback: int) -> int:
+    """The record's position (an unreadable line keeps the last one: `verify` names it)."""
+    try:
+        return int(orjson.loads(line)["n"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return fallback
