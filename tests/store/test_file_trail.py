@@ -1,0 +1,212 @@
+"""The file backend's audit trail: same batch as the change, undo puts the head back,
+recovery from the journal (torn segment line, superseded frames, frames at or below the
+snapshot's seq), backpressure, retention, `enabled = false`."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from oauthd.audit import AuditEvent, ChainHead, verify
+from oauthd.clock import FakeClock, SystemClock
+from oauthd.persist.statedir import LOCK
+from oauthd.store import Unavailable
+from oauthd.store.audit_reader import FileAuditReader
+from oauthd.store.file import FileStore
+from tests.persist.test_engine_faults import Switch
+from tests.support.persist import engine_for, open_store
+from tests.support.records import make_grant
+
+
+def event(op: str) -> AuditEvent:
+    return AuditEvent("test_write", user="alice", detail={"op": op})
+
+
+async def trail_of(state: Path) -> list[tuple[str, bytes]]:
+    return [x async for x in FileAuditReader(state).lines("")]
+
+
+async def assert_intact(state: Path, ops: list[str]) -> None:
+    lines = await trail_of(state)
+    verdict = verify(_chain(lines), lines)
+    assert verdict.ok, verdict.problem
+    assert [orjson.loads(line)["op"] for _, line in lines] == ops
+
+
+def _chain(lines: list[tuple[str, bytes]]) -> str:
+    return str(orjson.loads(lines[0][1])["chain"]) if lines else ""
+
+
+def crash_copy(src: Path) -> Path:
+    """What kill -9 leaves: every file, the audit dir included, no lock."""
+    dst = src.with_name(src.name + "-crashed")
+    shutil.copytree(src, dst, ignore=lambda _, names: [n for n in names if n == LOCK])
+    return dst
+
+
+async def test_records_continue_the_chain_across_a_restart(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    await store.grants.put(make_grant(id="g1"), audit=event("1"))
+    await store.audit.append(event("2"))
+    await store.grants.delete("g1", audit=event("3"))
+    await store.close()
+    store = await open_store(tmp_path, SystemClock())
+    assert store.audit.chain.head.n == 3
+    await store.audit.append(event("4"))
+    await store.close()
+    await assert_intact(tmp_path, ["1", "2", "3", "4"])
+
+
+async def test_a_failed_batch_puts_the_head_back_and_later_records_supersede_its_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    await store.audit.append(event("1"))
+    head = store.audit.chain.head
+    switch = Switch(monkeypatch)
+    switch.on = True
+    results = await asyncio.gather(
+        store.grants.put(make_grant(id="a"), audit=event("lost-a")),
+        store.audit.append(event("lost-b")),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [Unavailable, Unavailable]
+    assert store.audit.chain.head == head
+    switch.on = False
+    assert await store.engine.save()
+    for _ in range(100):  # the journal reopens after its backoff (0.5 s)
+        if store.engine.health().journal_error is None:
+            break
+        await asyncio.sleep(0.05)
+    await store.audit.append(event("2"))
+    copy = crash_copy(tmp_path)
+    await store.close()
+    await assert_intact(copy, ["1", "2"])  # read before any restart
+    reopened = await open_store(copy, SystemClock())
+    await reopened.close()
+    await assert_intact(copy, ["1", "2"])
+
+
+async def test_journal_records_at_or_below_the_snapshot_seq_reach_the_segments(
+    tmp_path: Path,
+) -> None:
+    """The segments cannot be written: the records stay in the journal (its segments are
+    kept after a snapshot); a restart moves them into the segments."""
+    store = await open_store(tmp_path, SystemClock())
+    await store.audit.append(event("1"))
+    await store.audit.sync()
+
+    def refuse(*_: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store.audit._files.append = refuse  # type: ignore[method-assign]
+    for op in ("2", "3"):
+        await store.grants.put(make_grant(id=op), audit=event(op))
+    assert await store.engine.save()
+    await store.grants.put(make_grant(id="4"))
+    assert await store.engine.save()  # would delete the first segment, but the sync fails
+    copy = crash_copy(tmp_path)
+    store.audit._closing = True
+    await store.engine.close()
+    await assert_intact(copy, ["1", "2", "3"])
+    reopened = await open_store(copy, SystemClock())
+    assert reopened.audit.chain.head.n == 3
+    await reopened.close()
+    await assert_intact(copy, ["1", "2", "3"])
+
+
+async def test_a_torn_last_segment_line_is_cut_and_comes_back_from_the_journal(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    for op in ("1", "2"):
+        await store.audit.append(event(op))
+    await store.audit.sync()
+    copy = crash_copy(tmp_path)
+    await store.close()
+    segment = next((copy / "audit").iterdir())
+    data = segment.read_bytes()
+    segment.write_bytes(data[:-20])  # the second line torn
+    reopened = await open_store(copy, SystemClock())
+    assert reopened.audit.chain.head.n == 2
+    await reopened.close()
+    await assert_intact(copy, ["1", "2"])
+
+
+async def test_writers_wait_for_room_when_the_buffer_is_full(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    trail = store.audit
+    trail.capacity = 2
+    gate = threading.Event()
+    real = trail._files.append
+
+    def slow(records: Any) -> None:
+        gate.wait(10)
+        real(records)
+
+    trail._files.append = slow  # type: ignore[method-assign]
+    first = [asyncio.create_task(trail.append(event(str(i)))) for i in range(2)]
+    await asyncio.gather(*first)  # durable in the journal; the segments are held up
+    third = asyncio.create_task(store.grants.put(make_grant(id="g"), audit=event("2")))
+    await asyncio.sleep(0.2)
+    assert not third.done() and trail.waiting == 2
+    assert await store.grants.get("g") is None  # it waits before changing anything
+    gate.set()
+    await asyncio.wait_for(third, 5)
+    await store.close()
+    await assert_intact(tmp_path, ["0", "1", "2"])
+
+
+async def test_segments_past_retention_are_deleted_but_never_the_current_one(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(1_000_000.0)
+    store = await open_store(tmp_path, clock)
+    store.audit._files.rotate_at = 1  # a segment per record
+    store.audit.retention = 100.0
+    for op in ("1", "2", "3"):
+        await store.audit.append(event(op))
+        clock.advance(60)
+    await store.audit.sync()
+    assert len(list((tmp_path / "audit").iterdir())) == 3
+    clock.advance(30)  # now - 100 is past record 1 (180 s old) and 2 (120 s), not 3 (60 s)
+    assert await store.audit.expire() == ["audit-00000000000000000001.jsonl",
+                                          "audit-00000000000000000002.jsonl"]  # fmt: skip
+    clock.advance(1000)
+    assert await store.audit.expire() == []  # the current segment stays
+    await store.close()
+    verdict = verify(_chain(await trail_of(tmp_path)), await trail_of(tmp_path))
+    assert verdict.ok and (verdict.first, verdict.last) == (3, 3)
+
+
+async def test_disabled_audit_writes_no_record_but_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from oauthd.config import load_config
+
+    config = tmp_path / "c.toml"
+    config.write_text("[audit]\nenabled = false\n")
+    audit = load_config(config).audit
+    store = await FileStore.open(engine_for(tmp_path / "s"), SystemClock(), audit=audit)
+    with caplog.at_level("INFO", logger="oauthd.audit"):
+        await store.grants.put(make_grant(id="g"), audit=event("1"))
+        await store.audit.append(event("2"))
+    await store.close()
+    assert await trail_of(tmp_path / "s") == []
+    assert store.audit.chain.head == ChainHead()
+    assert [r.getMessage() for r in caplog.records].count("test write") == 2
+
+
+async def test_snapshot_durability_writes_records_to_the_segments(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, SystemClock(), journaled=False)
+    await store.grants.put(make_grant(id="g"), audit=event("1"))
+    await store.audit.append(event("2"))
+    await store.close()
+    await assert_intact(tmp_path, ["1", "2"])
