@@ -138,8 +138,9 @@ class FileTrail(AuditTrail):
         future is done once the frame is durable, failed (`DiskError`) after the head was
         put back. Call `room` first."""
         line, before = self.chain.seal(event, self._clock.now())
+        n = self.chain.head.n
         durable = self._frames.append(line, lambda: self.chain.restore(before))
-        self._pending.append(Sealed(self.chain.head.n, line, durable))
+        self._pending.append(Sealed(n, line, durable))
         self._sealed += 1
         durable.add_done_callback(lambda future: self._settled(future, event))
         return durable
