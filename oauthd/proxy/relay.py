@@ -103,6 +103,9 @@ class Relay:
         self.watch = self._deadlines.watch  # a request's watch, armed while it waits
         self.release = self._deadlines.release
         self._loop_time = time.monotonic  # what asyncio's loop.time() reads
+        # `send`: the request upstream, its answer's head (chosen once: with tracing off,
+        # no check and no extra frame per request)
+        self.send = self._send if tracing is None else self._traced_send
 
     async def start(self) -> None:
         self._deadlines.start()
@@ -151,7 +154,7 @@ class Relay:
         except _TooLarge:
             raise body_too_large() from None
 
-    async def send(
+    async def _traced_send(
         self,
         request: web.Request,
         length: int | None,
@@ -160,14 +163,10 @@ class Relay:
         body_read: bytes | None = None,
         message: object = None,
     ) -> aiohttp.ClientResponse:
-        """The request, with `headers`, to the upstream: its answer's head, or a refusal
-        (413 for a body over `max_request_bytes`, else 502/504). `length` is the request's
-        Content-Length, already checked against the limit; `body_read` the body if the
-        proxy read it already, `message` its JSON-RPC message. With tracing, the hop is a
-        client span, until the answer's head came, whose context goes as `traceparent`;
-        without, a client's `traceparent` goes upstream as it came (headers.py keeps it)."""
-        if self._tracing is None:
-            return await self._send(request, length, headers, watch, body_read)
+        """`send` with tracing on: the hop is a client span, until the answer's head came,
+        whose context goes upstream as `traceparent` (`Tracing.hop`); `message`: the
+        request's JSON-RPC message, if the proxy parsed it."""
+        assert self._tracing is not None
         hop = self._tracing.hop(request.method, self._target, headers, message, request.headers)
         try:
             upstream = await self._send(request, length, headers, watch, body_read)
@@ -186,8 +185,14 @@ class Relay:
         length: int | None,
         headers: CIMultiDict[str],
         watch: Watch,
-        body_read: bytes | None,
+        body_read: bytes | None = None,
+        message: object = None,
     ) -> aiohttp.ClientResponse:
+        """The request, with `headers`, to the upstream: its answer's head, or a refusal
+        (413 for a body over `max_request_bytes`, else 502/504). `length` is the request's
+        Content-Length, already checked against the limit; `body_read` the body if the
+        proxy read it already. (`send` without tracing: a client's `traceparent` goes
+        upstream as it came, headers.py keeps it.)"""
         body: bytes | AsyncIterator[bytes] | None = body_read
         if body is None and length is not None and length <= SMALL_BODY:
             body = await request.read()  # one write upstream, with a Content-Length
