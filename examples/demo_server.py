@@ -93,7 +93,7 @@ async def countdown(n: int, delay: float, ctx: Context) -> str:
 @mcp.resource("demo://about")
 def about() -> str:
     """What this server is."""
-    return "oauthd demo MCP server: tools echo, add, whoami, countdown."
+    return "oauthd demo MCP server: tools echo, add, whoami, countdown, trace_context."
 
 
 @mcp.prompt()
