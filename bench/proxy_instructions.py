@@ -16,6 +16,7 @@ off, and finally reads the totals with `callgrind_annotate`.
     .venv/bin/python bench/proxy_instructions.py                  # about 1-2 min
     .venv/bin/python bench/proxy_instructions.py --requests 3000 --concurrency 8
     .venv/bin/python bench/proxy_instructions.py --rules 50      # /mcp with 50 policy rules
+    .venv/bin/python bench/proxy_instructions.py --tracing 1     # [tracing] on, every trace kept
 
 Needs valgrind (Debian: apt-get install valgrind). Prints a Markdown table on stdout.
 """
@@ -128,6 +129,12 @@ async def main_async(args: argparse.Namespace) -> int:
             )
             policed = policed_resource(upstream, args.rules, args.rules_match) if args.rules else ""
             config = write_config(tmp, oauthd_port, upstream, resource=policed)
+            if args.tracing is not None:  # spans exported (OTLP/HTTP) to the stub, which drops them
+                with config.open("a") as toml:
+                    toml.write(
+                        f"[tracing]\nenabled = true\nsample_ratio = {args.tracing}\n"
+                        f'endpoint = "http://127.0.0.1:{stub_port}/v1/traces"\n'
+                    )
             serve = [py, "-m", "oauthd", "serve", "--config", str(config)]
             oauthd = procs.start("oauthd", [*callgrind(tmp / "oauthd.out"), *serve])
             base = f"http://127.0.0.1:{oauthd_port}"
@@ -159,6 +166,8 @@ async def main_async(args: argparse.Namespace) -> int:
     print("|---|---:|---:|")
     print(f"| bare hop | {per_bare:,.0f} | |")
     label = f"oauthd, {args.rules} rules ({args.rules_match} matches)" if args.rules else "oauthd"
+    if args.tracing is not None:
+        label += f", tracing on (sample_ratio {args.tracing})"
     print(f"| {label} | {per_oauthd:,.0f} | {ratio:.3f}x{mark} |")
     print(
         f"\n{args.requests} POST /mcp per proxy after {args.warmup} unmeasured, "
@@ -176,6 +185,9 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="where the temp dir goes")
     parser.add_argument("--rules", type=int, default=0, help="policy rules on oauthd's /mcp")
     parser.add_argument("--rules-match", choices=("last", "none"), default="last")
+    parser.add_argument(
+        "--tracing", type=float, default=None, help="[tracing] on with this sample_ratio"
+    )
     sys.exit(asyncio.run(main_async(parser.parse_args())))
 
 

@@ -71,6 +71,17 @@ def whoami(ctx: Context) -> dict[str, Any]:
 
 
 @mcp.tool()
+def trace_context(ctx: Context) -> dict[str, str]:
+    """The W3C trace context this request arrived with (its `traceparent` and `tracestate`
+    headers; "" when absent): what oauthd forwarded of the caller's trace."""
+    headers = ctx.headers or {}
+    return {
+        "traceparent": headers.get("traceparent", ""),
+        "tracestate": headers.get("tracestate", ""),
+    }
+
+
+@mcp.tool()
 async def countdown(n: int, delay: float, ctx: Context) -> str:
     """Count down from n, one progress notification every `delay` seconds."""
     for step in range(1, n + 1):
@@ -82,7 +93,7 @@ async def countdown(n: int, delay: float, ctx: Context) -> str:
 @mcp.resource("demo://about")
 def about() -> str:
     """What this server is."""
-    return "oauthd demo MCP server: tools echo, add, whoami, countdown."
+    return "oauthd demo MCP server: tools echo, add, whoami, countdown, trace_context."
 
 
 @mcp.prompt()

@@ -15,6 +15,7 @@ half-way through start closes what was opened, in the same reverse order."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,8 @@ from oauthd.outbound.idp import identity_provider
 from oauthd.outbound.jwks import JwksFetcher
 from oauthd.proxy import McpProxy
 from oauthd.store import Store, Unavailable, open_store
+from oauthd.store.traced import trace_tables
+from oauthd.tracing import Tracing, start_tracing
 from oauthd.users import Users
 
 log = logging.getLogger("oauthd.assembly")
@@ -60,7 +63,7 @@ class Start:
 
 @contextlib.asynccontextmanager
 async def _state(
-    config: Config, clock: Clock, metrics: Metrics, start: Start
+    config: Config, clock: Clock, metrics: Metrics, start: Start, tracing: Tracing | None
 ) -> AsyncIterator[Store]:
     store = await open_store(
         config.storage,
@@ -70,13 +73,17 @@ async def _state(
         observer=metrics,
         audit=config.audit,
     )
+    if tracing is not None:
+        trace_tables(store, tracing, config.storage.backend)
     metrics.watch_records(store)
+    metrics.watch_cache(getattr(store, "read_cache", None))  # redis, postgres
     log.info("state loaded", extra={"event": "state.loaded", "backend": store.status().backend})
     try:
         yield store
     finally:
         await store.close()
         metrics.watch_records(None)
+        metrics.watch_cache(None)
         log.info("state saved and closed", extra={"event": "state.closed"})
 
 
@@ -87,12 +94,16 @@ async def services(
     metrics: Metrics,
     start: Start,
     on_unavailable: Callable[[Unavailable, str], None],
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Services]:
     """The daemon's services while the block runs; `on_unavailable`: where the proxy
-    reports a request refused for a store outage."""
+    reports a request refused for a store outage; `tracing`: the spans' tracer, if on
+    (flushed and shut down last)."""
     keyring = read_keyring(config)
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(_state(config, clock, metrics, start))
+        if tracing is not None:
+            stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
+        store = await stack.enter_async_context(_state(config, clock, metrics, start, tracing))
         provider = identity_provider(config.login, keyring)
         if provider is not None:
             stack.push_async_callback(provider.close)
@@ -127,6 +138,7 @@ async def services(
             metrics,
             on_unavailable=on_unavailable,
             authorization=keyring.upstream_authorization,
+            tracing=tracing,
         )
         await proxy.start()
         stack.push_async_callback(proxy.close)
@@ -147,16 +159,20 @@ def create_app(
     clock: Clock | None = None,
     accept_empty: bool = False,
     recover: bool = False,
+    tracing: Tracing | None = None,
 ) -> web.Application:
     """The daemon's app: the routes, and the services as one cleanup context (built when
-    the app starts, before it listens; closed after it stopped and drained)."""
+    the app starts, before it listens; closed after it stopped and drained). `tracing`:
+    the app's tracer (by default `[tracing]`'s, None while it is off)."""
     clock = clock or SystemClock()
     metrics = Metrics()
-    app = web_app(config, clock, metrics)
+    tracing = tracing or start_tracing(config.tracing)
+    app = web_app(config, clock, metrics, tracing)
     start = Start(accept_empty, recover)
 
     async def running(app: web.Application) -> AsyncIterator[None]:
-        async with services(config, clock, metrics, start, refusal_log(app)) as built:
+        refusals = refusal_log(app)
+        async with services(config, clock, metrics, start, refusals, tracing) as built:
             app[STORE] = built.store
             app[STATE] = built.store
             app[AUTH] = built.auth

@@ -20,7 +20,17 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -29,10 +39,16 @@ from prometheus_client.core import (
 )
 
 from oauthd import __version__
+from oauthd.metrics_requests import (
+    DEVICE_GRANT,
+    CacheCounts,
+    CacheRequests,
+    RequestCounts,
+    status_class,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what `generate_latest` writes
 
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 LOGIN_RESULTS = ("success", "failure", "rate_limited")
 CLIENT_REMOVAL_REASONS = ("unused_per_app", "idle")
 ISSUING_GRANTS = ("authorization_code", DEVICE_GRANT, "client_credentials")
@@ -59,10 +75,6 @@ class RecordSource(Protocol):
     def tables(self) -> Iterable[CountedTable]: ...
 
 
-def status_class(status: int) -> str:
-    return f"{status // 100}xx" if 100 <= status < 600 else "other"
-
-
 class Metrics:
     def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
         self._wall = wall_clock
@@ -79,6 +91,7 @@ class Metrics:
         self._register_assertions(r)
         self._register_persistence(r)
         self._register_proxy(r)
+        self._register_requests(r)
         r.register(_ScrapeTimeCollector(self))
 
     def _register_protocol(self, r: CollectorRegistry) -> None:
@@ -210,6 +223,15 @@ class Metrics:
         )
         r.register(self._policy_decisions)
 
+    def _register_requests(self, r: CollectorRegistry) -> None:
+        """Requests by route and by grant type, the read cache, the process (and no
+        `*_created` series: their values are the process's start, which this says)."""
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide
+        self._requests = RequestCounts(r)
+        self._cache = CacheRequests(r)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
     # -- events: the protocol --------------------------------------------------------------
 
     def login(self, result: str) -> None:
@@ -276,6 +298,19 @@ class Metrics:
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind if kind in UPSTREAM_ERRORS else "other").inc()
+
+    # -- events: HTTP requests ---------------------------------------------------------------
+
+    def http_request(self, route: str, status: int) -> None:
+        """A request to `route` (as registered) answered with `status`."""
+        self._requests.route(route, status)
+
+    def token_request(self, grant_type: str | None, status: int) -> None:
+        self._requests.token(grant_type, status)
+
+    def watch_cache(self, cache: CacheCounts | None) -> None:
+        """Expose `cache`'s hits and misses at each scrape (None: no cache)."""
+        self._cache.source = cache
 
     # -- events: persistence (the engine's `EngineObserver`) ----------------------------------
 

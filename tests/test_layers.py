@@ -37,6 +37,7 @@ FOUNDATIONS = (
     "oauthd/peers.py",
     "oauthd/scopes.py",
     "oauthd/policy.py",
+    "oauthd/tracing.py",
     "oauthd/audit/",
 )
 # What `http/` may import of oauthd: the protocol's and the proxy's doors (the packages'
@@ -58,6 +59,8 @@ HTTP_MAY_IMPORT = (
     "oauthd.policy",
     "oauthd.log",
     "oauthd.metrics",
+    "oauthd.metrics_requests",
+    "oauthd.tracing",
     "oauthd.keyring",
 )
 
@@ -89,14 +92,14 @@ RULES = (
     ),
     Rule(
         "metrics are a leaf that every room may use",
-        ("oauthd/metrics.py",),
+        ("oauthd/metrics.py", "oauthd/metrics_requests.py"),
         ("aiohttp", "oauthd.persist", "oauthd.store", "oauthd.oauth", *OUTER),
     ),
     Rule(
         "prometheus stays in the metrics room",
         ("oauthd/",),
         ("prometheus_client",),
-        unless=("oauthd/metrics.py",),
+        unless=("oauthd/metrics.py", "oauthd/metrics_requests.py"),
     ),
     Rule(
         "the store is below the protocol", ("oauthd/store/",), ("aiohttp", "oauthd.oauth", *OUTER)
@@ -138,6 +141,12 @@ RULES = (
         ("oauthd/",),
         ("oauthd.assembly",),
         unless=("oauthd/daemon.py",),
+    ),
+    Rule(
+        "opentelemetry stays in the tracing leaf, imported there only when tracing is on",
+        ("oauthd/",),
+        ("opentelemetry",),
+        unless=("oauthd/tracing.py",),
     ),
     Rule(
         "aiohttp stays at the edge",

@@ -35,7 +35,13 @@ NAMES = (
     "oauthd_journal_records_total",
     "oauthd_proxy_request_duration_seconds_count",
     "oauthd_upstream_errors_total",
+    "oauthd_http_requests_total",
+    "oauthd_token_requests_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "python_info",
 )
+STANDARD = ("process_", "python_")  # prometheus_client's process and platform collectors
 
 
 def parse(text: str) -> Samples:
@@ -75,7 +81,9 @@ async def test_metrics_names_and_values_after_a_scripted_run(oauthd: ScriptedApp
     for name in NAMES:
         assert any(key[0] == name for key in samples), name
     families = list(text_string_to_metric_families(text))
-    assert all(f.name.startswith("oauthd_") and len(f.documentation) > 10 for f in families)
+    assert all(f.name.startswith(("oauthd_", *STANDARD)) for f in families)
+    assert all(len(f.documentation) > 10 for f in families if f.name.startswith("oauthd_"))
+    assert "_created" not in text  # prometheus_client's creation-time series are off
     assert "\noauthd_up 1.0\n" in text
     # the resource label: the configured resources' paths only (here the one at /mcp)
     assert (
@@ -102,6 +110,22 @@ async def test_metrics_names_and_values_after_a_scripted_run(oauthd: ScriptedApp
     assert value(samples, revoked, token_type="access_token", resource=mcp) == 0
     assert value(samples, "oauthd_reuse_detected_total", token_type="refresh_token") == 1
     assert value(samples, "oauthd_reuse_detected_total", token_type="authorization_code") == 1
+
+    # requests: the token endpoint by grant type, the routes by path as registered
+    tokens = "oauthd_token_requests_total"
+    assert value(samples, tokens, grant_type="authorization_code", status_class="2xx") == 3
+    assert value(samples, tokens, grant_type="authorization_code", status_class="4xx") == 1
+    assert value(samples, tokens, grant_type="refresh_token", status_class="2xx") == 1
+    assert value(samples, tokens, grant_type="refresh_token", status_class="4xx") == 1
+    routes = "oauthd_http_requests_total"
+    assert value(samples, routes, route="/token", status_class="2xx") == 4
+    assert value(samples, routes, route="/token", status_class="4xx") == 2
+    assert value(samples, routes, route="/register", status_class="2xx") == 1
+    assert value(samples, routes, route="/revoke", status_class="2xx") == 1
+    assert value(samples, routes, route="/authorize", status_class="3xx") >= 1
+    assert {dict(labels)["route"] for name, labels in samples if name == routes} <= {
+        *(r.resource.canonical for r in oauthd.app.router.routes() if r.resource is not None)
+    }
 
     # records per kind: what the store holds (expired ones not yet purged included)
     store = oauthd.store

@@ -21,6 +21,7 @@ from oauthd.crypto import Sealer, parse_key
 from oauthd.exits import ExitCode
 from oauthd.keyring import key_file_problems
 from oauthd.store import missing_extra
+from oauthd.tracing import missing_extra as tracing_missing
 
 SUN_PATH_MAX = 107  # bytes of a Unix socket path (sun_path is 108 with the final NUL)
 
@@ -56,9 +57,9 @@ def cmd_check_config(args: argparse.Namespace) -> ExitCode:
 def preflight(config: Config) -> Findings:
     """Everything `serve` checks at start beyond the file, each problem once."""
     found = Findings()
-    extra = missing_extra(config.storage.backend)
-    if extra is not None:
-        found.errors.append(f"{config.source}: {extra}")
+    for extra in (missing_extra(config.storage.backend), tracing_missing(config.tracing)):
+        if extra is not None:
+            found.errors.append(f"{config.source}: {extra}")
     _check_secrets(config, found)
     _check_admin_socket(config, found)
     if config.login.provider == "local" and not config.login.users:

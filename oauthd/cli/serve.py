@@ -36,9 +36,10 @@ def cmd_serve(args: argparse.Namespace) -> ExitCode:
     from oauthd.daemon import StartupError, serve
     from oauthd.persist.errors import LockedError, RecoveryError
     from oauthd.store import Unavailable, missing_extra
+    from oauthd.tracing import missing_extra as tracing_missing
 
     config = load(args)
-    extra = missing_extra(config.storage.backend)
+    extra = missing_extra(config.storage.backend) or tracing_missing(config.tracing)
     if extra is not None:  # one line, exit 78: not a traceback, and no restart loop
         raise ConfigError(f"{config.source}: {extra}")
     setup_logging(config.log.level)

@@ -33,6 +33,7 @@ from oauthd.config.sections import (
     ServerConfig,
     StorageConfig,
     TokensConfig,
+    TracingConfig,
 )
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "StorageConfig",
     "SubjectRule",
     "TokensConfig",
+    "TracingConfig",
     "TrustedIssuerConfig",
     "UpstreamConfig",
     "admin_socket_path",

@@ -263,6 +263,23 @@ class LogConfig:
     access_mcp: bool = field(metadata=key(to.boolean, True))  # ... the resources' ones too
 
 
+def _ratio(value: object, at: At) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise at.error(f"expected a number from 0 to 1, got {show(value)}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    enabled: bool = field(metadata=key(to.boolean, False))  # needs the otel extra
+    exporter: str = field(metadata=key(to.choice(("otlp", "console")), "otlp"))
+    # OTLP/HTTP traces URL; "" = the exporter's default (OTEL_EXPORTER_OTLP_* or localhost:4318)
+    endpoint: str = field(metadata=key(to.optional_url, ""))
+    service_name: str = field(metadata=key(to.string, "oauthd"))
+    # of the traces oauthd starts; a sampled or unsampled caller's traceparent decides its own
+    sample_ratio: float = field(metadata=key(_ratio, 1.0))
+
+
 def _check_storage(storage: StorageConfig, at: At) -> None:
     if storage.save_max_wait < storage.save_debounce:
         raise at.key("save_max_wait").error(
@@ -371,6 +388,7 @@ class Config:
     admin: AdminConfig = field(metadata=key(section(AdminConfig), {}))
     log: LogConfig = field(metadata=key(section(LogConfig), {}))
     audit: AuditConfig = field(metadata=key(section(AuditConfig), {}))
+    tracing: TracingConfig = field(metadata=key(section(TracingConfig), {}))
     pages: PagesConfig = field(metadata=key(section(PagesConfig), {}))
     keys: KeysConfig = field(metadata=key(section(KeysConfig, _check_keys), {}))
     # `[[resource]]` as written; empty when the file uses the `[upstream]` shorthand

@@ -12,9 +12,11 @@ from oauthd.config import Config
 from oauthd.http import account, browser, forward_auth, health, notfound, oauth_api, upgrade
 from oauthd.http import metrics as metrics_route
 from oauthd.http.errors import REFUSALS, Routes
-from oauthd.http.keys import CLOCK, CONFIG, METRICS, PROXY
+from oauthd.http.keys import CLOCK, CONFIG, METRICS, PROXY, TRACING
+from oauthd.http.tracing import tracing_middleware
 from oauthd.metrics import Metrics
 from oauthd.store import Unavailable
+from oauthd.tracing import Tracing
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -33,10 +35,16 @@ async def _proxy_handler(request: web.Request) -> web.StreamResponse:
     return await request.app[PROXY].handle(request)
 
 
-def web_app(config: Config, clock: Clock, metrics: Metrics) -> web.Application:
+def web_app(
+    config: Config, clock: Clock, metrics: Metrics, tracing: Tracing | None = None
+) -> web.Application:
     """The app with every route mounted. At shutdown, after it stops accepting, the
-    proxy's streams end (`on_shutdown`) so that the drain does not wait for them."""
-    app = web.Application(client_max_size=1 << 20)  # no middlewares: see `Routes`
+    proxy's streams end (`on_shutdown`) so that the drain does not wait for them. With
+    `tracing`, every request has a server span (the one middleware: see `Routes`)."""
+    traced = [] if tracing is None else [tracing_middleware(tracing, config.server.issuer)]
+    app = web.Application(client_max_size=1 << 20, middlewares=traced)
+    if tracing is not None:
+        app[TRACING] = tracing
     app[CONFIG] = config
     app[CLOCK] = clock
     app[METRICS] = metrics

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from oauthd.http import pages
-from oauthd.http.keys import CONFIG, page_brand
+from oauthd.http.keys import CONFIG, METRICS, page_brand
 from oauthd.log import request_id_var
+from oauthd.metrics import Metrics
 from oauthd.oauth import Delivery, OAuthError, add_query
 from oauthd.proxy import ACCESS_REQUEST_ID
 from oauthd.store import Unavailable
@@ -132,8 +133,9 @@ def oauth_error(request: web.Request, error: OAuthError) -> web.Response:
 
 
 class Routes:
-    """Where every route but `/mcp` is added: its handler runs under a request id, and what
-    it raises is rendered here (`OAuthError`, `Unavailable`, anything unexpected).
+    """Where every route but `/mcp` is added: its handler runs under a request id, what
+    it raises is rendered here (`OAuthError`, `Unavailable`, anything unexpected), and its
+    answer is counted by route (`Metrics.http_request`, when the app has metrics).
 
     A wrapper per route, not an aiohttp middleware: middlewares run for every request, and
     the `/mcp` proxy, which answers for itself in JSON-RPC, would pay two layers per call.
@@ -145,20 +147,21 @@ class Routes:
     def __init__(self, app: web.Application, *, pages: bool = False) -> None:
         self._router = app.router
         self._pages = pages
+        self._metrics = app.get(METRICS)
         if REFUSALS not in app:
             app[REFUSALS] = RefusalLog()
 
     def get(self, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
-        self._router.add_get(path, self._rendered(handler, outer))  # HEAD too
+        self._router.add_get(path, self._rendered(path, handler, outer))  # HEAD too
 
     def post(self, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
-        self._router.add_post(path, self._rendered(handler, outer))
+        self._router.add_post(path, self._rendered(path, handler, outer))
 
     def add(self, method: str, path: str, handler: Handler, outer: Wrapper | None = None) -> None:
-        self._router.add_route(method, path, self._rendered(handler, outer))
+        self._router.add_route(method, path, self._rendered(path, handler, outer))
 
-    def _rendered(self, handler: Handler, outer: Wrapper | None) -> Handler:
-        rendered = rendering_errors(handler, pages=self._pages)
+    def _rendered(self, path: str, handler: Handler, outer: Wrapper | None) -> Handler:
+        rendered = rendering_errors(handler, pages=self._pages, route=path, metrics=self._metrics)
         final = outer(rendered) if outer is not None else rendered
         RENDERED.add(final)
         return final
@@ -167,10 +170,23 @@ class Routes:
 RENDERED: weakref.WeakSet[Handler] = weakref.WeakSet()  # what `Routes` added (for a test)
 
 
-def rendering_errors(handler: Handler, *, pages: bool = False) -> Handler:
+def rendering_errors(
+    handler: Handler, *, pages: bool = False, route: str = "", metrics: Metrics | None = None
+) -> Handler:
+    """`handler` with its errors rendered; with `metrics`, its answers counted under
+    `route` (the path as registered)."""
+
     @functools.wraps(handler)
     async def rendered(request: web.Request) -> web.StreamResponse:
-        return await _render_errors(request, handler, pages)
+        if metrics is None:
+            return await _render_errors(request, handler, pages)
+        try:
+            response = await _render_errors(request, handler, pages)
+        except web.HTTPException as exc:  # aiohttp's answers: 404, 405, redirects
+            metrics.http_request(route, exc.status)
+            raise
+        metrics.http_request(route, response.status)
+        return response
 
     return rendered
 

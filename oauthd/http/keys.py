@@ -14,6 +14,7 @@ from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer
 from oauthd.peers import client_address as _client_address
 from oauthd.proxy import McpProxy
+from oauthd.tracing import Tracing
 
 
 class StateStatus(Protocol):
@@ -37,6 +38,7 @@ METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", AuthServer)
 PROXY = web.AppKey("proxy", McpProxy)
 STATE = web.AppKey("state", StateCheck)
+TRACING = web.AppKey("tracing", Tracing)  # only while tracing is on
 
 
 def client_address(request: web.Request) -> str:

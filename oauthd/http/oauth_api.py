@@ -3,14 +3,18 @@ introspection and device authorization. Each handler parses, calls `AuthServer`,
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 from aiohttp import web
 
 from oauthd.http.errors import NO_STORE, Handler, Routes, Wrapper
 from oauthd.http.forms import read_form, read_json_object
-from oauthd.http.keys import AUTH, CONFIG, client_address
-from oauthd.oauth import JWKS_PATH, credentials_from, registration_response
+from oauthd.http.keys import AUTH, CONFIG, METRICS, TRACING, client_address
+from oauthd.metrics_requests import grant_label
+from oauthd.oauth import JWKS_PATH, OAuthError, credentials_from, registration_response
+from oauthd.store import Unavailable
 
 PR_METADATA = "/.well-known/oauth-protected-resource"
 CORS_PATHS = frozenset(
@@ -60,8 +64,36 @@ async def register(request: web.Request) -> web.Response:
 async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     credentials = credentials_from(form, request.headers.get("Authorization"))
-    result = await request.app[AUTH].token(form, credentials, address=client_address(request))
+    with _grant(request, form.get("grant_type")):
+        result = await request.app[AUTH].token(form, credentials, address=client_address(request))
     return web.json_response(result.body(), headers=NO_STORE)
+
+
+@contextlib.contextmanager
+def _grant(request: web.Request, grant_type: str | None) -> Iterator[None]:
+    """A token request by grant type: counted with its answer's status class, and with
+    tracing on, a span `token <grant type>` (a grant type oauthd does not know: `other`)."""
+    label, status = grant_label(grant_type), 500
+    tracing = request.app.get(TRACING)
+    span = (
+        contextlib.nullcontext()
+        if tracing is None
+        else tracing.span(f"token {label}", {"oauthd.grant_type": label})
+    )
+    try:
+        with span:
+            yield
+        status = 200
+    except OAuthError as exc:
+        status = exc.status
+        raise
+    except Unavailable:
+        status = 503
+        raise
+    finally:
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.token_request(label, status)
 
 
 async def revoke(request: web.Request) -> web.Response:

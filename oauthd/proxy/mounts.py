@@ -23,6 +23,7 @@ from oauthd.proxy.policing import Policing, policy_of
 from oauthd.proxy.relay import Observe, Relay
 from oauthd.proxy.streams import OpenStreams
 from oauthd.scopes import ScopeHierarchy
+from oauthd.tracing import Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +46,10 @@ class Mounts:
         streams: OpenStreams,
         observe: Observe,
         authorization: Mapping[str, str | None],
+        tracing: Tracing | None = None,
     ) -> None:
         """`authorization`: each resource's static upstream `Authorization` value by path
-        (`Keyring.upstream_authorization`)."""
+        (`Keyring.upstream_authorization`); `tracing`: the hops' spans, if on."""
         hierarchy = ScopeHierarchy(dict(config.oauth.scope_implies))
         self._by_path: dict[str, Mount] = {}
         for resource in config.resources:
@@ -64,7 +66,7 @@ class Mounts:
                     resource.upstream,
                     auth.identity_assertion,
                 ),
-                Relay(resource.upstream, metrics, gate.add_cors, observe, streams),
+                Relay(resource.upstream, metrics, gate.add_cors, observe, streams, tracing),
                 None
                 if policy is None
                 else Policing(config, resource, policy, auth.groups_of, metrics),

@@ -50,6 +50,7 @@ from oauthd.proxy.request_keys import ACCESS_CALLER, ACCESS_REQUEST_ID, Caller
 from oauthd.proxy.sessions import SESSION_HEADER, SessionBindings
 from oauthd.proxy.streams import OpenStreams
 from oauthd.store import Store, Unavailable
+from oauthd.tracing import Tracing
 
 log = logging.getLogger("oauthd.proxy")
 
@@ -76,9 +77,10 @@ class McpProxy:
         on_unavailable: Callable[[Unavailable, str], None] | None = None,
         *,
         authorization: Mapping[str, str | None],
+        tracing: Tracing | None = None,
     ) -> None:
         """`authorization`: each resource's static `Authorization` value for its upstream,
-        by path (resolved at start by `oauthd.keyring`)."""
+        by path (resolved at start by `oauthd.keyring`); `tracing`: the hops' spans, if on."""
         self._metrics = metrics or Metrics()
         self._on_unavailable = on_unavailable or _log_unavailable
         self.sessions = SessionBindings(
@@ -86,7 +88,7 @@ class McpProxy:
         )
         self.streams = OpenStreams(store.grants, clock)
         self.mounts = Mounts(
-            config, auth, self._metrics, self.streams, self._observe, authorization
+            config, auth, self._metrics, self.streams, self._observe, authorization, tracing
         )
         self._forward_auth = ForwardAuth(self.mounts)
         # With one resource (the shorthand) its mount is every request's: no lookup.
@@ -138,7 +140,7 @@ class McpProxy:
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()
-            body, listed = None, None
+            body, message, listed = None, None, None
             if mount.policing is not None and request.method not in MCP_METHODS:
                 # a body policy never sees: the transport uses GET, POST and DELETE only
                 raise jsonrpc_error(405, -32000, "method not allowed", {"Allow": ALLOW})
@@ -147,10 +149,12 @@ class McpProxy:
                 listed = mount.policing.stream_listings(grant, newer)
             elif request.method == "POST":
                 if mount.policing is not None:
-                    body, listed = await self._policed_body(request, mount, grant)
+                    body, message, listed = await self._policed_body(request, mount, grant)
                 elif validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER)):
-                    body = (await self._read_message(request, mount, True))[0]
-            return await self._forward(request, mount, grant, session_id, started, body, listed)
+                    body, message = await self._read_message(request, mount, True)
+            return await self._forward(
+                request, mount, grant, session_id, started, body, listed, message
+            )
         except ProxyRefusal as refusal:
             return self._refused(request, mount, refusal, started)
         except Unavailable as exc:
@@ -190,13 +194,13 @@ class McpProxy:
 
     async def _policed_body(
         self, request: web.Request, mount: Mount, grant: Grant
-    ) -> tuple[bytes, Listed | None]:
-        """The body of a POST to a resource with rules, each of its messages decided
-        (`proxy/policing.py`); the listings whose answers are filtered."""
+    ) -> tuple[bytes, Any, Listed | None]:
+        """The body of a POST to a resource with rules and its message, each of its
+        messages decided (`proxy/policing.py`); the listings whose answers are filtered."""
         assert mount.policing is not None
         newer = validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER))
         body, message = await self._read_message(request, mount, newer)
-        return body, mount.policing.check(grant, message, private=newer)
+        return body, message, mount.policing.check(grant, message, private=newer)
 
     async def _forward(
         self,
@@ -207,10 +211,12 @@ class McpProxy:
         started: float,
         body: bytes | None = None,
         listed: Listed | None = None,
+        message: Any = None,
     ) -> web.StreamResponse:
         """The request upstream with its caller's identity, the answer back to the client;
         the sessions follow what the answer did to `session_id`. `body`: the body, if it
-        was read already; `listed`: the listings it asks for, filtered on the way back."""
+        was read already, and `message` its JSON-RPC message (named on the trace); `listed`:
+        the listings it asks for, filtered on the way back."""
         length = request.content_length
         if (length or 0) > mount.max_request_bytes:
             raise body_too_large()
@@ -226,7 +232,7 @@ class McpProxy:
             if call:
                 await relay.take_slot()
             try:
-                upstream = await relay.send(request, length, headers, watch, body)
+                upstream = await relay.send(request, length, headers, watch, body, message)
                 async with upstream:
                     new_id = upstream.headers.get(SESSION_HEADER)
                     if (new_id and new_id != session_id) or request.method == "DELETE":

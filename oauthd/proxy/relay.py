@@ -23,6 +23,7 @@ from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
 from oauthd.proxy.headers import client_response_headers, upstream_url
 from oauthd.proxy.listings import ListingFilter, SseFilter
 from oauthd.proxy.streams import OpenStreams
+from oauthd.tracing import HopTarget, Tracing
 
 log = logging.getLogger("oauthd.proxy")
 
@@ -72,12 +73,16 @@ class Relay:
         add_cors: AddCors,
         observe: Observe,
         streams: OpenStreams,
+        tracing: Tracing | None = None,
     ) -> None:
         self._metrics = metrics
+        self._tracing = tracing
         self._streams = streams
         self._add_cors = add_cors
         self._observe = observe
         self._upstream_base = URL(upstream.url)  # parsed once, not per request
+        base = self._upstream_base
+        self._target = HopTarget(str(base.with_query(None)), base.host or "", base.port or 0)
         self._max_request_bytes = upstream.max_request_bytes
         # The pool itself is unbounded: `_slots` bounds the calls (streams are not counted),
         # so no request queues inside aiohttp behind long-lived streams.
@@ -98,6 +103,9 @@ class Relay:
         self.watch = self._deadlines.watch  # a request's watch, armed while it waits
         self.release = self._deadlines.release
         self._loop_time = time.monotonic  # what asyncio's loop.time() reads
+        # `send`: the request upstream, its answer's head (chosen once: with tracing off,
+        # no check and no extra frame per request)
+        self.send = self._send if tracing is None else self._traced_send
 
     async def start(self) -> None:
         self._deadlines.start()
@@ -146,18 +154,45 @@ class Relay:
         except _TooLarge:
             raise body_too_large() from None
 
-    async def send(
+    async def _traced_send(
         self,
         request: web.Request,
         length: int | None,
         headers: CIMultiDict[str],
         watch: Watch,
         body_read: bytes | None = None,
+        message: object = None,
+    ) -> aiohttp.ClientResponse:
+        """`send` with tracing on: the hop is a client span, until the answer's head came,
+        whose context goes upstream as `traceparent` (`Tracing.hop`); `message`: the
+        request's JSON-RPC message, if the proxy parsed it."""
+        assert self._tracing is not None
+        hop = self._tracing.hop(request.method, self._target, headers, message, request.headers)
+        try:
+            upstream = await self._send(request, length, headers, watch, body_read)
+        except ProxyRefusal as refusal:
+            hop.failed(str(refusal.response.status))
+            raise
+        except BaseException:  # cancelled: the client went away
+            hop.failed("cancelled")
+            raise
+        hop.answered(upstream.status)
+        return upstream
+
+    async def _send(
+        self,
+        request: web.Request,
+        length: int | None,
+        headers: CIMultiDict[str],
+        watch: Watch,
+        body_read: bytes | None = None,
+        message: object = None,
     ) -> aiohttp.ClientResponse:
         """The request, with `headers`, to the upstream: its answer's head, or a refusal
         (413 for a body over `max_request_bytes`, else 502/504). `length` is the request's
         Content-Length, already checked against the limit; `body_read` the body if the
-        proxy read it already."""
+        proxy read it already. (`send` without tracing: a client's `traceparent` goes
+        upstream as it came, headers.py keeps it.)"""
         body: bytes | AsyncIterator[bytes] | None = body_read
         if body is None and length is not None and length <= SMALL_BODY:
             body = await request.read()  # one write upstream, with a Content-Length

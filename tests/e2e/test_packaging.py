@@ -32,6 +32,9 @@ IMPORTED_AS = {
     "mcp": "mcp",
     "pyjwt": "jwt",
     "uvicorn": "uvicorn",
+    "opentelemetry-api": "opentelemetry",
+    "opentelemetry-sdk": "opentelemetry.sdk",
+    "opentelemetry-exporter-otlp-proto-http": "opentelemetry.exporter.otlp.proto.http",
 }
 REQUIREMENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)")
 
@@ -75,13 +78,13 @@ def test_dependencies_are_ranges_with_the_tested_versions_in_constraints() -> No
         assert "==" not in spec, f"pyproject.toml pins {name}{spec}: declare a range"
         assert name in pins, f"constraints.txt has no tested version of {name}"
     dev = " ".join(PROJECT["optional-dependencies"]["dev"])
-    assert "oauthd[redis,postgres,argon2,demo]" in dev, "dev tests every extra"
+    assert "oauthd[redis,postgres,argon2,demo,otel]" in dev, "dev tests every extra"
 
 
 def test_every_declared_dependency_is_imported() -> None:
     sources = [p.read_text() for p in (REPO / "oauthd").rglob("*.py")]
     sources.append((REPO / "examples/demo_server.py").read_text())
-    for name, _ in requirements(("redis", "postgres", "argon2", "demo")):
+    for name, _ in requirements(("redis", "postgres", "argon2", "demo", "otel")):
         module = IMPORTED_AS[name]
         used = re.compile(rf"^\s*(import|from) {module}\b|import_module\(\"{module}\"\)", re.M)
         assert any(used.search(text) for text in sources), f"{name} is declared, never imported"
@@ -244,6 +247,24 @@ def test_a_wheel_without_extras_refuses_redis_in_one_line(tmp_path: Path) -> Non
     for command in ("check-config", "serve"):
         done = subprocess.run(
             [venv / "bin/oauthd", command, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (done.returncode, done.stderr) == (78, expected), (command, done.stderr)
+    # tracing on without the otel extra: the key and the install command, never a traceback
+    traced = tmp_path / "tracing.toml"
+    traced.write_text(
+        config.read_text().replace('backend = "redis"', 'backend = "memory"')
+        + "[tracing]\nenabled = true\n"
+    )
+    expected = (
+        f"oauthd: {traced}: tracing.enabled = true needs the otel extra: "
+        "pip install 'oauthd[otel]'\n"
+    )
+    for command in ("check-config", "serve"):
+        done = subprocess.run(
+            [venv / "bin/oauthd", command, "--config", str(traced)],
             capture_output=True,
             text=True,
             timeout=60,

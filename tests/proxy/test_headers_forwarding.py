@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 from yarl import URL
 
+from oauthd.http.keys import TRACING
 from tests.support.configs import write_secret
 from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream, Seen
@@ -276,3 +277,22 @@ async def test_a_body_above_one_mib_under_the_limit_is_relayed(
     assert upstream.requests[-1].body == big
     reply = await oauthd.mcp("POST", granted, data=b"x" * (4 * 1024 * 1024 + 1))
     reply.assert_jsonrpc_error(413)
+
+
+async def test_trace_context_passes_unchanged_with_tracing_off(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    """Without `[tracing]` (or without the otel extra), oauthd is no hop of the trace: the
+    client's `traceparent` and `tracestate` reach the upstream as they came, and nothing
+    parses or re-creates them (also for a body with its own `params._meta.traceparent`)."""
+    assert TRACING not in oauthd.app
+    granted = await oauthd.grant()
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {"traceparent": traceparent, "tracestate": "congo=t61rcWkgMzE"}
+    meta = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"_meta": meta}}
+    reply = await oauthd.mcp("POST", granted, headers=headers, json=body)
+    assert reply.status == 200, reply.text
+    (seen,) = upstream.requests
+    assert seen.headers.getall("traceparent") == [traceparent]
+    assert seen.headers.getall("tracestate") == ["congo=t61rcWkgMzE"]

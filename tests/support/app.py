@@ -19,6 +19,7 @@ from oauthd.config import Config
 from oauthd.http.keys import AUTH
 from oauthd.oauth import AuthServer
 from oauthd.store import Store
+from oauthd.tracing import Tracing
 from tests.support.configs import introspection_secret, make_config
 from tests.support.http_client import OauthdClient
 from tests.support.ports import free_port
@@ -32,6 +33,7 @@ class Running:
     config: Config
     clock: FakeClock = field(default_factory=lambda: FakeClock(time.time()))
     server: TestServer | None = None
+    tracing: Tracing | None = None  # the app's tracer (None: `[tracing]`'s)
     client: OauthdClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,7 +73,7 @@ class Running:
 
     async def start(self) -> None:
         port = self.config.server.listen.port
-        app = create_app(self.config, clock=self.clock)
+        app = create_app(self.config, clock=self.clock, tracing=self.tracing)
         self.server = TestServer(app, host="127.0.0.1", port=port)
         await self.server.start_server()
         # As in the daemon: a client that goes away cancels its handler. aiohttp's
