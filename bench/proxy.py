@@ -12,7 +12,11 @@ In one run, all on 127.0.0.1 with free ports picked at start:
   at `--rules-connections` against the same hop;
 - with `--signed-connections` (128 by default, '' to skip), a third `oauthd serve` whose
   `[upstream]` has `signed_identity = true` (each request carries a signed identity JWT;
-  one assertion serves a grant for half its 60 s life), measured against the same hop.
+  one assertion serves a grant for half its 60 s life), measured against the same hop;
+- with `--audit-connections` (64 by default, '' to skip), a fourth `oauthd serve` with
+  `[audit] enabled = false`: the main oauthd (audit on by default, a durable record per
+  `tools/call` before it is forwarded) is compared with it at those connection counts,
+  round by round, and the refresh grant is measured on both.
 The script logs in over HTTP as a client would (register, /authorize, the login and consent
 pages, /token), then runs wrk (POST with a JSON-RPC body; for oauthd with the
 `Authorization: Bearer` header) against the hop and oauthd, alternating, at each connection
@@ -229,6 +233,7 @@ def write_config(
     login: str = "",
     resource: str = "",
     upstream_keys: str = "",
+    extra: str = "",
 ) -> Path:
     """`tmp/oauthd.toml`; `storage` and `login` are the bodies of those sections (TOML);
     `resource`: `[[resource]]` tables in place of `[upstream]`; `upstream_keys`: more
@@ -250,7 +255,8 @@ issuer = "http://127.0.0.1:{port}"
 [[login.users]]
 username = "{USER}"
 password_hash = "{password_hash(PASSWORD)}"
-"""
+
+{extra}"""
     )
     return path
 
@@ -510,6 +516,8 @@ def temp_dir(where: str | None) -> Iterator[Path]:
 
 RULES_TARGET = "oauthd, rules"
 SIGNED_TARGET = "oauthd, signed identity"
+AUDIT_OFF_TARGET = "oauthd, audit off"
+AUDIT_OFF = "[audit]\nenabled = false\n"
 
 
 def rules_at(args: argparse.Namespace) -> list[int]:
@@ -518,6 +526,10 @@ def rules_at(args: argparse.Namespace) -> list[int]:
 
 def signed_at(args: argparse.Namespace) -> list[int]:
     return [int(c) for c in args.signed_connections.split(",") if c]
+
+
+def audit_at(args: argparse.Namespace) -> list[int]:
+    return [int(c) for c in args.audit_connections.split(",") if c]
 
 
 def ratio(a: float, b: float) -> float:
@@ -586,6 +598,18 @@ async def main_async(args: argparse.Namespace) -> int:
                     [py, "-m", "oauthd", "serve", "--config", str(signed_config)],
                     proxies_cpu,
                 )
+            unaudited = None
+            if audit_at(args):
+                unaudited_port = free_port()
+                (tmp / "unaudited").mkdir()
+                unaudited_config = write_config(
+                    tmp / "unaudited", unaudited_port, upstream, extra=AUDIT_OFF
+                )
+                unaudited = procs.start(
+                    "oauthd-unaudited",
+                    [py, "-m", "oauthd", "serve", "--config", str(unaudited_config)],
+                    proxies_cpu,
+                )
             await wait_ready(upstream, stub, "POST")
             await wait_ready(f"http://127.0.0.1:{bare_port}/mcp", bare, "POST")
             await wait_ready(f"{base}/readyz", oauthd)
@@ -605,6 +629,15 @@ async def main_async(args: argparse.Namespace) -> int:
                     await wait_ready(f"{signed_base}/readyz", signed)
                     signed_client = await register(api, signed_base)
                     signed_bearer = (await login(api, signed_base, signed_client)).access
+                if unaudited is not None:
+                    unaudited_base = f"http://127.0.0.1:{unaudited_port}"
+                    await wait_ready(f"{unaudited_base}/readyz", unaudited)
+                    unaudited_client = await register(api, unaudited_base)
+                    unaudited_grants = [
+                        await login(api, unaudited_base, unaudited_client)
+                        for _ in range(needed + 1)
+                    ]
+                    unaudited_bearer = unaudited_grants.pop().access
             bearer = grants.pop().access  # its own grant: refreshing the others never ends it
             print(f"# logged in: {len(grants) + 1} grants", file=sys.stderr, flush=True)
 
@@ -616,16 +649,24 @@ async def main_async(args: argparse.Namespace) -> int:
                 targets[RULES_TARGET] = (f"{policed_base}/mcp", policed.pid, policed_bearer)
             if signed is not None:
                 targets[SIGNED_TARGET] = (f"{signed_base}/mcp", signed.pid, signed_bearer)
+            if unaudited is not None:
+                targets[AUDIT_OFF_TARGET] = (
+                    f"{unaudited_base}/mcp",
+                    unaudited.pid,
+                    unaudited_bearer,
+                )
             rules_connections = rules_at(args) if policed else []
             signed_connections = signed_at(args) if signed else []
+            audit_connections = audit_at(args) if unaudited else []
             wanted = {
                 "bare hop": set(connections) | set(rules_connections) | set(signed_connections),
-                "oauthd": set(connections),
+                "oauthd": set(connections) | set(audit_connections),
                 RULES_TARGET: set(rules_connections),
                 SIGNED_TARGET: set(signed_connections),
+                AUDIT_OFF_TARGET: set(audit_connections),
             }
             results: dict[tuple[str, int], list[WrkResult]] = {}
-            for c in sorted(wanted["bare hop"]):
+            for c in sorted(wanted["bare hop"] | wanted["oauthd"]):
                 for _ in range(args.rounds):
                     for name, (url, pid, token) in targets.items():
                         if c not in wanted[name]:
@@ -643,12 +684,24 @@ async def main_async(args: argparse.Namespace) -> int:
                         )
                         results.setdefault((name, c), []).append(r)
 
-            refreshes = []
+            refreshes: list[RefreshResult] = []
+            unaudited_refreshes: list[RefreshResult] = []
             for n in refresh_clients:
                 print(f"# refresh grant, {n} clients", file=sys.stderr, flush=True)
                 refreshes.append(
                     await refresh_load(base, grants[:n], args.refresh_duration, 1.0, oauthd.pid)
                 )
+                if unaudited is not None:
+                    print(f"# refresh grant, audit off, {n} clients", file=sys.stderr, flush=True)
+                    unaudited_refreshes.append(
+                        await refresh_load(
+                            unaudited_base,
+                            unaudited_grants[:n],
+                            args.refresh_duration,
+                            1.0,
+                            unaudited.pid,
+                        )
+                    )
             code = procs.stop("oauthd")
             if code != 0:
                 print(procs.log_tail("oauthd"), file=sys.stderr)
@@ -662,6 +715,7 @@ async def main_async(args: argparse.Namespace) -> int:
         fs = fs_type(tmp)
 
     report(args, about, fs, procs.pin, connections, results, refreshes)
+    report_audit(args, results, refreshes, unaudited_refreshes)
     if args.rules:
         matched = (
             f"the call is matched by rule {args.rules}"
@@ -757,6 +811,46 @@ def report(
     print(f"\nMachine: {about}, after {after}; {placement}.")
 
 
+def report_audit(
+    args: argparse.Namespace,
+    results: dict[tuple[str, int], list[WrkResult]],
+    refreshes: list[RefreshResult],
+    unaudited: list[RefreshResult],
+) -> None:
+    """oauthd (audit on: a durable record per tools/call before it is forwarded) against
+    the same build with `[audit] enabled = false`, round by round in the same run."""
+    rows = [c for c in audit_at(args) if (AUDIT_OFF_TARGET, c) in results]
+    if rows:
+        print(
+            "\n| connections | audit on req/s | audit off req/s | ratio (target >= 0.80x) "
+            "| audit on p50 / p99 (ms) | audit off p50 / p99 (ms) | errors on / off |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+    for c in rows:
+        pairs = list(zip(results[("oauthd", c)], results[(AUDIT_OFF_TARGET, c)], strict=False))
+        tr = _median([ratio(on.rps, off.rps) for on, off in pairs])
+        miss = " (miss)" if tr < 0.80 else ""
+        on = {f: _column(pairs, 0, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms")}
+        off = {f: _column(pairs, 1, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms")}
+        print(
+            f"| {c} | {on['rps']:,.0f} | {off['rps']:,.0f} | {tr:.3f}x{miss} "
+            f"| {on['p50_ms']:.2f} / {on['p99_ms']:.2f} | {off['p50_ms']:.2f} / "
+            f"{off['p99_ms']:.2f} | {sum(a.errors for a, _ in pairs)} / "
+            f"{sum(b.errors for _, b in pairs)} |"
+        )
+    if unaudited:
+        print(
+            "\n| refresh clients | audit on grants/s | audit off grants/s | ratio "
+            "| audit on p99 (ms) | audit off p99 (ms) |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
+        for on_r, off_r in zip(refreshes, unaudited, strict=False):
+            print(
+                f"| {on_r.clients} | {on_r.rps:,.0f} | {off_r.rps:,.0f} "
+                f"| {ratio(on_r.rps, off_r.rps):.3f}x | {on_r.p99_ms:.2f} | {off_r.p99_ms:.2f} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", default="8,128", help="wrk connection counts")
@@ -771,6 +865,9 @@ def main() -> None:
     parser.add_argument("--rules-connections", default="128", help="'' to skip")
     parser.add_argument(
         "--signed-connections", default="128", help="oauthd with signed_identity ('' to skip)"
+    )
+    parser.add_argument(
+        "--audit-connections", default="64", help="audit on vs off at these ('' to skip)"
     )
     parser.add_argument("--pin", action="store_true", help="taskset: proxies CPU 0, rest CPU 1")
     parser.add_argument("--dir", default=None, help="where the temp state dir goes (local disk)")
