@@ -68,6 +68,7 @@ async def _state(
         accept_empty=start.accept_empty,
         recover=start.recover,
         observer=metrics,
+        audit=config.audit,
     )
     metrics.watch_records(store)
     log.info("state loaded", extra={"event": "state.loaded", "backend": store.status().backend})

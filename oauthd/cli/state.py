@@ -162,7 +162,7 @@ async def _open(config: Config, role: str) -> Store:
     from oauthd.store import Unavailable, open_store
 
     try:
-        store = await open_store(config.storage, SystemClock())
+        store = await open_store(config.storage, SystemClock(), audit=config.audit)
     except LockedError as exc:
         raise _Failed(
             f"{role} {config.source}: {exc}: a daemon is running on this state dir; "

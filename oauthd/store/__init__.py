@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 
+from oauthd.audit import AuditReader, MemoryTrail
 from oauthd.clock import Clock
-from oauthd.config import ConfigError, StorageConfig
+from oauthd.config import AuditConfig, ConfigError, StorageConfig
 from oauthd.persist import EngineObserver
+from oauthd.store.audit import trail_settings
 from oauthd.store.base import (
     Conflict,
     Count,
@@ -35,6 +37,7 @@ __all__ = [
     "Table",
     "Unavailable",
     "missing_extra",
+    "open_audit_reader",
     "open_store",
 ]
 
@@ -65,8 +68,11 @@ def _require_extra(backend: str) -> None:
         raise ConfigError(problem)
 
 
-async def _open_memory(config: StorageConfig, clock: Clock, **_: object) -> Store:
-    return MemoryStore(clock)
+async def _open_memory(
+    config: StorageConfig, clock: Clock, *, audit: AuditConfig | None = None, **_: object
+) -> Store:
+    settings = trail_settings(audit)
+    return MemoryStore(clock, trail=MemoryTrail(clock, settings.chain, enabled=settings.enabled))
 
 
 async def _open_file(
@@ -76,6 +82,7 @@ async def _open_file(
     accept_empty: bool = False,
     recover: bool = False,
     observer: EngineObserver | None = None,
+    audit: AuditConfig | None = None,  # the file backend's trail: branch audit-file
 ) -> Store:
     engine = make_engine(
         config.path,
@@ -88,7 +95,9 @@ async def _open_file(
     return await FileStore.open(engine, clock, accept_empty=accept_empty, recover=recover)
 
 
-async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store:
+async def _open_redis(
+    config: StorageConfig, clock: Clock, *, audit: AuditConfig | None = None, **_: object
+) -> Store:
     _require_extra("redis")
     from oauthd.store.redis import RedisStore  # redis-py is an optional extra
 
@@ -99,10 +108,13 @@ async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store
         pool_size=config.redis_pool_size,
         timeout=config.timeout,
         cache_size=config.cache_size,
+        audit=trail_settings(audit),
     )
 
 
-async def _open_postgres(config: StorageConfig, clock: Clock, **_: object) -> Store:
+async def _open_postgres(
+    config: StorageConfig, clock: Clock, *, audit: AuditConfig | None = None, **_: object
+) -> Store:
     _require_extra("postgres")
     from oauthd.store.postgres import PostgresStore  # psycopg is an optional extra
 
@@ -112,6 +124,7 @@ async def _open_postgres(config: StorageConfig, clock: Clock, **_: object) -> St
         pool_size=config.postgres_pool_size,
         op_timeout=config.timeout,
         cache_size=config.cache_size,
+        audit=trail_settings(audit),
     )
 
 
@@ -130,9 +143,42 @@ async def open_store(
     accept_empty: bool = False,
     recover: bool = False,
     observer: EngineObserver | None = None,
+    audit: AuditConfig | None = None,
 ) -> Store:
     """Open the configured backend; for `file` this loads the state (blocking until done).
-    `observer` (the metrics) hears of the file backend's fsyncs and snapshots."""
+    `observer` (the metrics) hears of the file backend's fsyncs and snapshots; `audit`
+    (`[audit]`; None: its defaults) names this instance's chain and says whether records
+    are kept."""
     return await BACKENDS[config.backend](
-        config, clock, accept_empty=accept_empty, recover=recover, observer=observer
+        config, clock, accept_empty=accept_empty, recover=recover, observer=observer, audit=audit
     )
+
+
+def _redis_reader(config: StorageConfig) -> AuditReader:
+    _require_extra("redis")
+    from oauthd.store.redis_audit import RedisAuditReader
+
+    return RedisAuditReader(config.redis_url, config.redis_prefix, config.timeout)
+
+
+def _postgres_reader(config: StorageConfig) -> AuditReader:
+    _require_extra("postgres")
+    from oauthd.store.postgres_audit import PostgresAuditReader
+
+    return PostgresAuditReader(config.postgres_dsn, config.timeout)
+
+
+# The offline readers of each backend's audit records (`oauthd audit verify|export`).
+AUDIT_READERS: dict[str, Callable[[StorageConfig], AuditReader]] = {
+    "redis": _redis_reader,
+    "postgres": _postgres_reader,
+}
+
+
+def open_audit_reader(config: StorageConfig) -> AuditReader:
+    """The reader of the configured backend's audit records (ConfigError for a backend
+    that keeps none: `memory`)."""
+    reader = AUDIT_READERS.get(config.backend)
+    if reader is None:
+        raise ConfigError(f"storage.backend = {config.backend!r} keeps no audit records")
+    return reader(config)
