@@ -15,21 +15,40 @@ head again and runs it once more (`StaleHead`). A write without `audit=` (or wit
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 
 from oauthd.audit import Audit, AuditEvent, ChainHead, head_of, resolve
+from oauthd.clock import Clock
 from oauthd.store.audit import Sealing, SharedTrail, StaleHead, TrailSettings
 from oauthd.store.base import Conflict, R
-from oauthd.store.postgres_connection import unavailable
-
-if TYPE_CHECKING:
-    from oauthd.store.postgres import PostgresStore, PostgresTable
+from oauthd.store.postgres_connection import Connections, unavailable
 
 T = TypeVar("T")
+
+
+class PostgresStore(Protocol):
+    """What the trail uses of `oauthd.store.postgres.PostgresStore`."""
+
+    clock: Clock
+    connections: Connections
+    writes: int
+
+
+class PostgresTable(Protocol[R]):
+    """What the trail uses of `oauthd.store.postgres.PostgresTable`."""
+
+    kind: str
+
+    def params(self, key: str) -> dict[str, Any]: ...
+
+    def row(self, record: R) -> dict[str, Any]: ...
+
+    def decode(self, doc: Any) -> R: ...
+
 
 READ_BATCH = 1000  # rows per query of the reader
 _LIVE = "(expires_at IS NULL OR expires_at > %(now)s)"

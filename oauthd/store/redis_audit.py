@@ -14,15 +14,16 @@ chain is sealed and kept whole, and docs/scaling.md for the cost.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from oauthd.audit import Audit, AuditEvent, ChainHead, head_of, resolve
+from oauthd.clock import Clock
 from oauthd.store import codec
 from oauthd.store.audit import Sealing, SharedTrail, TrailSettings
 from oauthd.store.base import Conflict, R, Unavailable
@@ -30,7 +31,33 @@ from oauthd.store.base import Conflict, R, Unavailable
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
-    from oauthd.store.redis import RedisStore, RedisTable
+T = TypeVar("T")
+
+
+class RedisStore(Protocol):
+    """What the trail uses of `oauthd.store.redis.RedisStore`."""
+
+    clock: Clock
+    prefix: str
+    client: aioredis.Redis
+    writes: int
+
+    async def call(self, operation: Awaitable[T]) -> T: ...
+
+
+class RedisTable(Protocol[R]):
+    """What the trail uses of `oauthd.store.redis.RedisTable`."""
+
+    kind: str
+
+    def key_name(self, key: str) -> str: ...
+
+    def decode(self, value: bytes | str) -> R: ...
+
+    def live(self, record: R | None) -> R | None: ...
+
+    def expiry(self, record: R) -> dict[str, Any]: ...
+
 
 FIELD = "record"  # the stream entry's one field
 READ_BATCH = 1000  # entries per XRANGE of the reader
