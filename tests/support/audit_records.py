@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from oauthd.audit import AuditReader, MemoryTrail
+from oauthd.store import Store
+from oauthd.store.audit import TrailSettings
 from tests.support.backends import StoreHarness
 from tests.support.postgres import schema_dsn, schema_name
 from tests.support.redis_backend import REDIS_URL, prefix
@@ -46,3 +48,24 @@ async def audit_lines(harness: StoreHarness, chain: str | None = None) -> list[t
 async def audit_records(harness: StoreHarness) -> list[dict[str, Any]]:
     """The open store's chain's records, as dicts."""
     return [orjson.loads(line) for _, line in await audit_lines(harness)]
+
+
+async def open_shared(harness: StoreHarness, chain: str, *, enabled: bool = True) -> Store:
+    """Another instance on the harness's shared backend, with the chain `chain`."""
+    settings = TrailSettings(chain, enabled=enabled)
+    if harness.name == "redis":
+        from oauthd.store.redis import RedisStore
+
+        return RedisStore(harness.clock, REDIS_URL, prefix=prefix(harness.state), audit=settings)
+    from oauthd.store.postgres import PostgresStore
+
+    dsn = schema_dsn(schema_name(harness.state.namespace))
+    return await PostgresStore.open(dsn, harness.clock, op_timeout=5, audit=settings)
+
+
+async def chain_lines(harness: StoreHarness, chain: str) -> list[tuple[str, bytes]]:
+    reader = reader_of(harness)
+    try:
+        return [item async for item in reader.lines(chain)]
+    finally:
+        await reader.close()
