@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 
-from oauthd.audit import AuditReader
+from oauthd.audit import AuditReader, MemoryTrail
 from oauthd.clock import Clock
 from oauthd.config import AuditConfig, Config, ConfigError, StorageConfig
 from oauthd.persist import EngineObserver
+from oauthd.store.audit import trail_settings
 from oauthd.store.base import (
     Conflict,
     Count,
@@ -67,8 +68,11 @@ def _require_extra(backend: str) -> None:
         raise ConfigError(problem)
 
 
-async def _open_memory(config: StorageConfig, clock: Clock, **_: object) -> Store:
-    return MemoryStore(clock)
+async def _open_memory(
+    config: StorageConfig, clock: Clock, *, audit: AuditConfig | None = None, **_: object
+) -> Store:
+    settings = trail_settings(audit)
+    return MemoryStore(clock, trail=MemoryTrail(clock, settings.chain, enabled=settings.enabled))
 
 
 async def _open_file(
@@ -93,7 +97,9 @@ async def _open_file(
     )
 
 
-async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store:
+async def _open_redis(
+    config: StorageConfig, clock: Clock, *, audit: AuditConfig | None = None, **_: object
+) -> Store:
     _require_extra("redis")
     from oauthd.store.redis import RedisStore  # redis-py is an optional extra
 
@@ -104,10 +110,13 @@ async def _open_redis(config: StorageConfig, clock: Clock, **_: object) -> Store
         pool_size=config.redis_pool_size,
         timeout=config.timeout,
         cache_size=config.cache_size,
+        audit=trail_settings(audit),
     )
 
 
-async def _open_postgres(config: StorageConfig, clock: Clock, **_: object) -> Store:
+async def _open_postgres(
+    config: StorageConfig, clock: Clock, *, audit: AuditConfig | None = None, **_: object
+) -> Store:
     _require_extra("postgres")
     from oauthd.store.postgres import PostgresStore  # psycopg is an optional extra
 
@@ -117,6 +126,7 @@ async def _open_postgres(config: StorageConfig, clock: Clock, **_: object) -> St
         pool_size=config.postgres_pool_size,
         op_timeout=config.timeout,
         cache_size=config.cache_size,
+        audit=trail_settings(audit),
     )
 
 
@@ -153,8 +163,26 @@ async def _file_audit_reader(config: Config) -> AuditReader:
     return FileAuditReader(config.storage.path)
 
 
+async def _redis_audit_reader(config: Config) -> AuditReader:
+    _require_extra("redis")
+    from oauthd.store.redis_audit import RedisAuditReader
+
+    storage = config.storage
+    return RedisAuditReader(storage.redis_url, storage.redis_prefix, storage.timeout)
+
+
+async def _postgres_audit_reader(config: Config) -> AuditReader:
+    _require_extra("postgres")
+    from oauthd.store.postgres_audit import PostgresAuditReader
+
+    return PostgresAuditReader(config.storage.postgres_dsn, config.storage.timeout)
+
+
+# The offline readers of each backend's audit records (`oauthd audit`, `oauthd explain`).
 AUDIT_READERS: dict[str, Callable[[Config], Awaitable[AuditReader]]] = {
     "file": _file_audit_reader,
+    "redis": _redis_audit_reader,
+    "postgres": _postgres_audit_reader,
 }
 
 

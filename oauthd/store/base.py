@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from oauthd.audit import Audit, AuditTrail, resolve
+from oauthd.audit import Audit, AuditTrail
 from oauthd.model import (
     AccountLink,
     AccountSession,
@@ -299,13 +299,6 @@ class Store(ABC):
             self.used_assertions,
             self.account_links,
         )
-
-    async def audited(self, audit: Audit | None, record: Record) -> None:
-        """FIXME(#14): the record of a write made without it; the backends write it in
-        the change's own step instead."""
-        event = resolve(audit, record)
-        if event is not None:
-            await self.audit.append(event)
 
     async def purge_expired(self) -> int:
         """Delete expired records of every table, one table after the other; return how

@@ -29,7 +29,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from oauthd.audit import Audit, MemoryTrail
+from oauthd.audit import Audit, resolve
 from oauthd.clock import Clock
 from oauthd.model import (
     AccountLink,
@@ -45,6 +45,7 @@ from oauthd.model import (
     SigningKey,
     UsedAssertion,
 )
+from oauthd.store.audit import TrailSettings, logged, trail_settings
 from oauthd.store.base import (
     Conflict,
     Probe,
@@ -56,6 +57,7 @@ from oauthd.store.base import (
 )
 from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
 from oauthd.store.codec import decode_many, encode
+from oauthd.store.postgres_audit import PostgresTrail
 from oauthd.store.postgres_connection import Connections, connect_timeout
 from oauthd.store.postgres_counters import PURGE as PURGE_COUNTERS
 from oauthd.store.postgres_counters import PostgresCounters
@@ -76,26 +78,30 @@ class PostgresTable(Table[R], Generic[R]):
         self._store = store
         self._sql = store.connections
 
-    def _decode(self, doc: Any) -> R:
+    def decode(self, doc: Any) -> R:
         record: R = decode_many(self.kind, [doc])[0]  # type: ignore[assignment]
         return record
 
-    def _params(self, key: str) -> dict[str, Any]:
+    def params(self, key: str) -> dict[str, Any]:
         return {"kind": self.kind, "key": key, "now": self._store.clock.now()}
 
     @staticmethod
-    def _row(record: R) -> dict[str, Any]:
+    def row(record: R) -> dict[str, Any]:
         return {"record": encode(record).decode(), "expires_at": record.expires_at}
 
     async def get(self, key: str) -> R | None:
         rows = await self._sql.read(
             f"SELECT record FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
             f"AND {_LIVE}",
-            self._params(key),
+            self.params(key),
         )
-        return self._decode(rows[0][0]) if rows else None
+        return self.decode(rows[0][0]) if rows else None
 
     async def add(self, record: R, *, audit: Audit | None = None) -> None:
+        event = resolve(audit, record)
+        if event is not None and self._store.audit.enabled:
+            await self._store.audit.add(self, record, event)  # one statement (postgres_audit)
+            return
         rows = await self._sql.write(
             "INSERT INTO oauthd_records (kind, key, record, expires_at) "
             "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
@@ -103,41 +109,49 @@ class PostgresTable(Table[R], Generic[R]):
             "SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at "
             "WHERE oauthd_records.expires_at IS NOT NULL "
             "AND oauthd_records.expires_at <= %(now)s RETURNING 1",
-            self._params(record.key) | self._row(record),
+            self.params(record.key) | self.row(record),
         )
         if not rows:
             raise Conflict(f"{self.kind}: key already present")
         self._store.writes += 1
-        await self._store.audited(audit, record)
+        logged(event)
 
     async def put(self, record: R, *, audit: Audit | None = None) -> None:
+        event = resolve(audit, record)
+        if event is not None and self._store.audit.enabled:
+            await self._store.audit.put(self, record, event)
+            return
         await self._sql.write(
             "INSERT INTO oauthd_records (kind, key, record, expires_at) "
             "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
             "ON CONFLICT (kind, key) DO UPDATE "
             "SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at",
-            {"kind": self.kind, "key": record.key} | self._row(record),
+            {"kind": self.kind, "key": record.key} | self.row(record),
         )
         self._store.writes += 1
-        await self._store.audited(audit, record)
+        logged(event)
 
     async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
+        if audit is not None and self._store.audit.enabled:
+            return await self._store.audit.take(self, key, audit)
         rows = await self._sql.write(
             f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
             f"AND {_LIVE} RETURNING record",
-            self._params(key),
+            self.params(key),
         )
         if not rows:
             return None
         self._store.writes += 1
-        record = self._decode(rows[0][0])
-        await self._store.audited(audit, record)
+        record = self.decode(rows[0][0])
+        logged(resolve(audit, record))
         return record
 
     async def update(
         self, key: str, change: Callable[[R], R], *, audit: Audit | None = None
     ) -> R | None:
-        params = self._params(key)
+        if audit is not None and self._store.audit.enabled:
+            return await self._store.audit.update(self, key, change, audit)
+        params = self.params(key)
 
         async def swap(conn: AsyncConnection[Any]) -> tuple[R | None, bool]:
             async with conn.transaction():
@@ -149,7 +163,7 @@ class PostgresTable(Table[R], Generic[R]):
                 row = await cur.fetchone()
                 if row is None:
                     return None, False
-                record = self._decode(row[0])
+                record = self.decode(row[0])
                 new = change(record)
                 if new is record:
                     return record, False
@@ -158,27 +172,29 @@ class PostgresTable(Table[R], Generic[R]):
                 await conn.execute(
                     "UPDATE oauthd_records SET record = %(record)s::jsonb, "
                     "expires_at = %(expires_at)s WHERE kind = %(kind)s AND key = %(key)s",
-                    params | self._row(new),
+                    params | self.row(new),
                 )
             return new, True
 
         result, written = await self._sql.run(swap)
         if written and result is not None:
             self._store.writes += 1
-            await self._store.audited(audit, result)
+            logged(resolve(audit, result))
         return result
 
     async def delete(self, key: str, *, audit: Audit | None = None) -> bool:
+        if audit is not None and self._store.audit.enabled:
+            return await self._store.audit.delete(self, key, audit)
         rows = await self._sql.write(
             f"DELETE FROM oauthd_records WHERE kind = %(kind)s AND key = %(key)s "
             f"RETURNING {_LIVE}, record",
-            self._params(key),
+            self.params(key),
         )
         if not rows:
             return False
         self._store.writes += 1
         if rows[0][0]:
-            await self._store.audited(audit, self._decode(rows[0][1]))
+            logged(resolve(audit, self.decode(rows[0][1])))
         return bool(rows[0][0])
 
     async def count(self) -> int:
@@ -222,12 +238,18 @@ class PostgresTable(Table[R], Generic[R]):
 
 
 class PostgresStore(Store):
-    def __init__(self, pool: AsyncConnectionPool[Any], clock: Clock, timeout: float) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        clock: Clock,
+        timeout: float,
+        audit: TrailSettings | None = None,
+    ) -> None:
         self.pool = pool
         self.clock = clock
-        self.audit = MemoryTrail(clock)  # FIXME(#14): a table, in the write's transaction
         self.writes = 0  # rows written (what the contract tests count)
         self.connections = Connections(pool, timeout)
+        self.audit: PostgresTrail = PostgresTrail(self, audit or trail_settings(None))
         self._probe = Probe(self.ping)
         self.clients = PostgresTable[Client](Client.KIND, self)
         self.consents = PostgresTable[Consent](Consent.KIND, self)
@@ -253,6 +275,7 @@ class PostgresStore(Store):
         pool_size: int = 10,
         op_timeout: float = 2.0,
         cache_size: int = CACHE_SIZE,
+        audit: TrailSettings | None = None,
     ) -> PostgresStore:
         """Open the pool and check the schema version: `Unavailable` when the server is
         unreachable within `op_timeout`, `SchemaError` when `oauthd migrate` is needed."""
@@ -272,7 +295,7 @@ class PostgresStore(Store):
             name="oauthd",
             reconnect_timeout=RECONNECT_WITHIN,
         )
-        store = cls(pool, clock, timeout)
+        store = cls(pool, clock, timeout, audit)
         try:
             await pool.open(wait=False)
             version = await store.connections.run(schema_version, read=True)
@@ -282,6 +305,7 @@ class PostgresStore(Store):
             raise
         listen = PostgresInvalidations(dsn, timeout)
         store.read_cache = attach(store, clock, listen, size=cache_size, timeout=timeout)
+        store.audit.start()  # retention (postgres_audit.py)
         return store
 
     # -- housekeeping ------------------------------------------------------------------------
@@ -314,6 +338,7 @@ class PostgresStore(Store):
         return StoreStatus(backend="postgres", healthy=problem is None, detail=problem)
 
     async def close(self) -> None:
+        await self.audit.close()
         if self.read_cache is not None:
             await self.read_cache.close()
         if not self.pool.closed:

@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from oauthd.audit import Audit, MemoryTrail
+from oauthd.audit import Audit, resolve
 from oauthd.clock import Clock
 from oauthd.model import (
     AccountLink,
@@ -52,6 +52,7 @@ from oauthd.model import (
     UsedAssertion,
 )
 from oauthd.store import codec
+from oauthd.store.audit import TrailSettings, logged, trail_settings
 from oauthd.store.base import (
     Conflict,
     Probe,
@@ -64,6 +65,7 @@ from oauthd.store.base import (
     is_live,
 )
 from oauthd.store.cache import CACHE_SIZE, ReadCache, attach
+from oauthd.store.redis_audit import RedisTrail
 from oauthd.store.redis_counters import RedisCounters
 from oauthd.store.redis_tracking import RedisInvalidations
 
@@ -104,19 +106,19 @@ class RedisTable(Table[R]):
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _key(self, key: str) -> str:
+    def key_name(self, key: str) -> str:
         return self._prefix + key
 
-    def _decode(self, value: bytes | str) -> R:
+    def decode(self, value: bytes | str) -> R:
         record: R = codec.decode(self.kind, orjson.loads(value))  # type: ignore[assignment]
         return record
 
-    def _live(self, record: R | None) -> R | None:
+    def live(self, record: R | None) -> R | None:
         if record is None or not is_live(record, self._store.clock.now()):
             return None
         return record
 
-    def _expiry(self, record: R) -> dict[str, Any]:
+    def expiry(self, record: R) -> dict[str, Any]:
         """The SET options for the record's native expiry (none when it never expires)."""
         if record.expires_at is None:
             return {}
@@ -126,15 +128,19 @@ class RedisTable(Table[R]):
     # -- the contract ---------------------------------------------------------------------
 
     async def get(self, key: str) -> R | None:
-        value = await self._store.call(self._store.client.get(self._key(key)))
-        return None if value is None else self._live(self._decode(value))
+        value = await self._store.call(self._store.client.get(self.key_name(key)))
+        return None if value is None else self.live(self.decode(value))
 
     async def add(self, record: R, *, audit: Audit | None = None) -> None:
-        name, value = self._key(record.key), codec.encode(record)
+        event = resolve(audit, record)
+        if event is not None and self._store.audit.enabled:
+            await self._store.audit.add(self, record, event)  # with its XADD (redis_audit.py)
+            return
+        name, value = self.key_name(record.key), codec.encode(record)
         client = self._store.client
 
         async def add() -> None:
-            if await client.set(name, value, nx=True, **self._expiry(record)):
+            if await client.set(name, value, nx=True, **self.expiry(record)):
                 return
             # Present: maybe only expired by our clock, not yet by the server's.
             async with client.pipeline(transaction=True) as pipe:
@@ -142,10 +148,10 @@ class RedisTable(Table[R]):
                     try:
                         await pipe.watch(name)
                         old = await pipe.get(name)
-                        if old is not None and self._live(self._decode(old)) is not None:
+                        if old is not None and self.live(self.decode(old)) is not None:
                             raise Conflict(f"{self.kind}: key already present")
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.set(name, value, **self._expiry(record))
+                        pipe.set(name, value, **self.expiry(record))
                         await pipe.execute()
                         return
                     except WatchError:
@@ -153,28 +159,38 @@ class RedisTable(Table[R]):
 
         await self._store.call(add())
         self._store.writes += 1
-        await self._store.audited(audit, record)
+        logged(event)
 
     async def put(self, record: R, *, audit: Audit | None = None) -> None:
-        name, value = self._key(record.key), codec.encode(record)
-        await self._store.call(self._store.client.set(name, value, **self._expiry(record)))
+        event = resolve(audit, record)
+        if event is not None and self._store.audit.enabled:
+            await self._store.audit.put(self, record, event)
+            return
+        name, value = self.key_name(record.key), codec.encode(record)
+        await self._store.call(self._store.client.set(name, value, **self.expiry(record)))
         self._store.writes += 1
-        await self._store.audited(audit, record)
+        logged(event)
 
     async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
+        if audit is not None and self._store.audit.enabled:
+            return await self._store.audit.take(self, key, audit)
         now = repr(self._store.clock.now())
-        value = await self._store.call(self._store.take_script(keys=[self._key(key)], args=[now]))
+        value = await self._store.call(
+            self._store.take_script(keys=[self.key_name(key)], args=[now])
+        )
         if value is None:
             return None
         self._store.writes += 1
-        record = self._decode(value)
-        await self._store.audited(audit, record)
+        record = self.decode(value)
+        logged(resolve(audit, record))
         return record
 
     async def update(
         self, key: str, change: Callable[[R], R], *, audit: Audit | None = None
     ) -> R | None:
-        name = self._key(key)
+        if audit is not None and self._store.audit.enabled:
+            return await self._store.audit.update(self, key, change, audit)
+        name = self.key_name(key)
         client = self._store.client
 
         async def update() -> R | None:
@@ -183,7 +199,7 @@ class RedisTable(Table[R]):
                     try:
                         await pipe.watch(name)
                         value = await pipe.get(name)
-                        record = None if value is None else self._live(self._decode(value))
+                        record = None if value is None else self.live(self.decode(value))
                         if record is None:
                             return None
                         new = change(record)
@@ -192,7 +208,7 @@ class RedisTable(Table[R]):
                         if new.key != key:
                             raise ValueError(f"{self.kind}: update must keep the key")
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.set(name, codec.encode(new), **self._expiry(new))
+                        pipe.set(name, codec.encode(new), **self.expiry(new))
                         await pipe.execute()
                         self._store.writes += 1
                         return new
@@ -202,17 +218,19 @@ class RedisTable(Table[R]):
         before = self._store.writes
         result = await self._store.call(update())
         if result is not None and self._store.writes != before:
-            await self._store.audited(audit, result)
+            logged(resolve(audit, result))
         return result
 
     async def delete(self, key: str, *, audit: Audit | None = None) -> bool:
-        value = await self._store.call(self._store.client.getdel(self._key(key)))
+        if audit is not None and self._store.audit.enabled:
+            return await self._store.audit.delete(self, key, audit)
+        value = await self._store.call(self._store.client.getdel(self.key_name(key)))
         if value is None:
             return False
         self._store.writes += 1
-        record = self._live(self._decode(value))
+        record = self.live(self.decode(value))
         if record is not None:
-            await self._store.audited(audit, record)
+            logged(resolve(audit, record))
         return record is not None
 
     async def _keys(self) -> AsyncIterator[list[bytes | str]]:
@@ -250,7 +268,7 @@ class RedisTable(Table[R]):
                 self.kind, [orjson.loads(v) for _, v in batch]
             )
             for record in records:
-                if self._live(record) is not None:
+                if self.live(record) is not None:
                     yield record
 
     async def purge_expired(self) -> int:
@@ -259,7 +277,7 @@ class RedisTable(Table[R]):
         removed = 0
         async for batch in self._values():
             for name, value in batch:
-                if self._live(self._decode(value)) is None:
+                if self.live(self.decode(value)) is None:
                     removed += await self._store.call(
                         self._store.delete_if_same_script(keys=[name], args=[value])
                     )
@@ -276,9 +294,9 @@ class RedisStore(Store):
         pool_size: int = 20,
         timeout: float = 2.0,
         cache_size: int = CACHE_SIZE,
+        audit: TrailSettings | None = None,
     ) -> None:
         self.clock = clock
-        self.audit = MemoryTrail(clock)  # FIXME(#14): a stream per chain, in the write's step
         self.prefix = prefix
         self.timeout = timeout
         self.writes = 0  # how many writes this store made (for tests and metrics)
@@ -293,6 +311,8 @@ class RedisStore(Store):
         self.client = aioredis.Redis(connection_pool=self._pool)
         self.take_script = self.client.register_script(_TAKE)
         self.delete_if_same_script = self.client.register_script(_DELETE_IF_SAME)
+        self.audit: RedisTrail = RedisTrail(self, audit or trail_settings(None))  # redis_audit.py
+        self.audit.start()  # retention, if an event loop runs (else at the first write)
         self._error: str | None = None
         self._closed = False
         self._probe = Probe(self.ping)
@@ -346,6 +366,7 @@ class RedisStore(Store):
         if self._closed:
             return
         self._closed = True
+        await self.audit.close()
         if self.read_cache is not None:
             await self.read_cache.close()
         with contextlib.suppress(RedisError, OSError, TimeoutError):

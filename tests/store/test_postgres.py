@@ -147,9 +147,9 @@ async def test_version_1_is_refused_and_migrated_to_the_invalidation_triggers(sc
         await conn.execute("CREATE TABLE oauthd_schema (version int NOT NULL)")
         await conn.execute(first.sql.encode())
         await conn.execute("INSERT INTO oauthd_schema (version) VALUES (1)")
-    with pytest.raises(postgres_schema.SchemaError, match="at version 1, this oauthd needs 3"):
+    with pytest.raises(postgres_schema.SchemaError, match="at version 1, this oauthd needs 4"):
         await postgres.PostgresStore.open(dsn, FakeClock())
-    assert await postgres_schema.migrate(dsn) == (1, [2, 3])
+    assert await postgres_schema.migrate(dsn) == (1, [2, 3, 4])
 
     async with (
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener,
@@ -212,9 +212,9 @@ async def test_version_2_is_refused_and_migrated_to_the_counters_table(schema: s
         for migration in postgres_schema.migrations()[:2]:
             await conn.execute(migration.sql.encode())
         await conn.execute("INSERT INTO oauthd_schema (version) VALUES (2)")
-    with pytest.raises(postgres_schema.SchemaError, match="at version 2, this oauthd needs 3"):
+    with pytest.raises(postgres_schema.SchemaError, match="at version 2, this oauthd needs 4"):
         await postgres.PostgresStore.open(dsn, FakeClock())
-    assert await postgres_schema.migrate(dsn) == (2, [3])
+    assert await postgres_schema.migrate(dsn) == (2, [3, 4])
     clock = FakeClock()
     store = await postgres.PostgresStore.open(dsn, clock)
     try:

@@ -1,0 +1,286 @@
+"""The redis backend's audit trail: one stream per chain, `<prefix>audit:<chain>`, each
+entry one record (field `record`: the sealed JSON line), with the server's ms ids.
+
+An audited write carries its XADD in the change's own atomic step: `add` one Lua script
+(the live-key check, SET, XADD), `put` one MULTI/EXEC (SET, XADD), `take`, `update` and
+`delete` a WATCH/MULTI loop (read the record, compute the event from it, then MULTI: the
+change and the XADD). A write without `audit=` (or with `[audit] enabled = false`) is the
+unaudited path of `redis.py`, as cheap as before. See `oauthd.store.audit` for how the
+chain is sealed and kept whole, and docs/scaling.md for the cost.
+
+`RedisAuditReader` reads the streams offline (`oauthd audit verify|export`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+from redis.maint_notifications import MaintNotificationsConfig
+
+from oauthd.audit import Audit, AuditEvent, ChainHead, head_of, resolve
+from oauthd.clock import Clock
+from oauthd.store import codec
+from oauthd.store.audit import Sealing, SharedTrail, TrailSettings
+from oauthd.store.base import Conflict, R, Unavailable
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+T = TypeVar("T")
+
+
+class RedisStore(Protocol):
+    """What the trail uses of `oauthd.store.redis.RedisStore`."""
+
+    clock: Clock
+    prefix: str
+    client: aioredis.Redis
+    writes: int
+
+    async def call(self, operation: Awaitable[T]) -> T: ...
+
+
+class RedisTable(Protocol[R]):
+    """What the trail uses of `oauthd.store.redis.RedisTable`."""
+
+    kind: str
+
+    def key_name(self, key: str) -> str: ...
+
+    def decode(self, value: bytes | str) -> R: ...
+
+    def live(self, record: R | None) -> R | None: ...
+
+    def expiry(self, record: R) -> dict[str, Any]: ...
+
+
+FIELD = "record"  # the stream entry's one field
+READ_BATCH = 1000  # entries per XRANGE of the reader
+
+# KEYS[1] the record's key, KEYS[2] the chain's stream; ARGV: the record's JSON, its PXAT
+# ('' = no expiry), now (our clock), the audit line. 1 if added (with its record), 0 if a
+# live record holds the key (nothing written).
+_ADD = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  local e = cjson.decode(v)['expires_at']
+  if e == cjson.null or e > tonumber(ARGV[3]) then return 0 end
+end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+end
+redis.call('XADD', KEYS[2], '*', 'record', ARGV[4])
+return 1
+"""
+
+
+def _escape_glob(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def stream_prefix(prefix: str) -> str:
+    return f"{prefix}audit:"
+
+
+async def chain_streams(client: aioredis.Redis, prefix: str) -> dict[str, str]:
+    """The audit streams under `prefix`: chain name -> stream key."""
+    start = stream_prefix(prefix)
+    found: dict[str, str] = {}
+    async for name in client.scan_iter(match=_escape_glob(start) + "*", count=200, _type="STREAM"):
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        found[key[len(start) :]] = key
+    return found
+
+
+def _id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(slots=True)
+class Step:
+    """What a WATCHed write does with the value it read: its result, and (unless
+    `change` is None: nothing to write) the change to queue and the event of it."""
+
+    result: Any
+    change: Callable[[Pipeline], Any] | None = None
+    event: AuditEvent | None = None
+
+
+class RedisTrail(SharedTrail):
+    def __init__(self, store: RedisStore, settings: TrailSettings) -> None:
+        super().__init__(settings, store.clock)
+        self._store = store
+        self.stream = stream_prefix(store.prefix) + settings.chain
+        self._add_script = store.client.register_script(_ADD)
+
+    async def read_head(self) -> ChainHead:
+        entries: Any = await self._store.call(self._store.client.xrevrange(self.stream, count=1))
+        return head_of(entries[0][1][FIELD.encode()]) if entries else ChainHead()
+
+    async def append_record(self, sealing: Sealing, line: bytes) -> None:
+        await self._store.call(self._store.client.xadd(self.stream, {FIELD: line}))
+
+    async def expire(self, now: float | None = None) -> int:
+        """XTRIM MINID by the streams' ms ids (the server's time; `now` seconds, by
+        default the system clock's), keeping each stream's last entry."""
+        cutoff = (int(((time.time() if now is None else now) - self.retention) * 1000), 0)
+        client, removed = self._store.client, 0
+        for stream in (await self._store.call(chain_streams(client, self._store.prefix))).values():
+            last = await self._store.call(client.xrevrange(stream, count=1))
+            if not last:
+                continue
+            ms, seq = min(cutoff, _id(last[0][0] or b"0-0"))
+            removed += await self._store.call(
+                client.xtrim(stream, minid=f"{ms}-{seq}", approximate=False)
+            )
+        return removed
+
+    # -- audited writes (the table checked `enabled` and that there is an event) ----------
+
+    async def add(self, table: RedisTable[R], record: R, event: AuditEvent) -> None:
+        name = table.key_name(record.key)
+
+        async def add(sealing: Sealing) -> None:
+            pxat = table.expiry(record).get("pxat", "")
+            args = [codec.encode(record), pxat, repr(self.clock.now()), sealing.seal(event)]
+            script = self._add_script(keys=[name, self.stream], args=args)
+            if not await self._store.call(script):
+                raise Conflict(f"{table.kind}: key already present")
+            self._store.writes += 1
+
+        await self.write(add)
+
+    async def put(self, table: RedisTable[R], record: R, event: AuditEvent) -> None:
+        name, value = table.key_name(record.key), codec.encode(record)
+
+        async def put(sealing: Sealing) -> None:
+            async def both() -> None:
+                async with self._store.client.pipeline(transaction=True) as pipe:
+                    pipe.set(name, value, **table.expiry(record))
+                    pipe.xadd(self.stream, {FIELD: sealing.seal(event)})
+                    await pipe.execute()
+
+            await self._store.call(both())
+            self._store.writes += 1
+
+        await self.write(put)
+
+    async def take(self, table: RedisTable[R], key: str, audit: Audit) -> R | None:
+        name = table.key_name(key)
+
+        def plan(value: bytes | str | None) -> Step:
+            record = None if value is None else table.live(table.decode(value))
+            if record is None:
+                return Step(None)
+            return Step(record, lambda pipe: pipe.delete(name), resolve(audit, record))
+
+        result: R | None = await self.write(lambda sealing: self._watched(name, plan, sealing))
+        return result
+
+    async def update(
+        self, table: RedisTable[R], key: str, change: Callable[[R], R], audit: Audit
+    ) -> R | None:
+        name = table.key_name(key)
+
+        def plan(value: bytes | str | None) -> Step:
+            record = None if value is None else table.live(table.decode(value))
+            if record is None:
+                return Step(None)
+            new = change(record)
+            if new is record:
+                return Step(record)
+            if new.key != key:
+                raise ValueError(f"{table.kind}: update must keep the key")
+            encoded, expiry = codec.encode(new), table.expiry(new)
+            return Step(new, lambda pipe: pipe.set(name, encoded, **expiry), resolve(audit, new))
+
+        result: R | None = await self.write(lambda sealing: self._watched(name, plan, sealing))
+        return result
+
+    async def delete(self, table: RedisTable[R], key: str, audit: Audit) -> bool:
+        name = table.key_name(key)
+
+        def plan(value: bytes | str | None) -> Step:
+            if value is None:
+                return Step(False)
+            record = table.live(table.decode(value))
+            if record is None:  # expired by our clock: removed, no record of it
+                return Step(False, lambda pipe: pipe.delete(name))
+            return Step(True, lambda pipe: pipe.delete(name), resolve(audit, record))
+
+        return bool(await self.write(lambda sealing: self._watched(name, plan, sealing)))
+
+    async def _watched(
+        self, name: str, plan: Callable[[bytes | str | None], Step], sealing: Sealing
+    ) -> Any:
+        """WATCH `name`, read it, and apply the plan's change with its record in one
+        MULTI/EXEC; again from the read if `name` changed meanwhile."""
+
+        async def loop() -> Any:
+            async with self._store.client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(name)
+                        step = plan(await pipe.get(name))
+                        if step.change is None:
+                            sealing.undo()
+                            return step.result
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        step.change(pipe)
+                        if step.event is None:
+                            sealing.undo()
+                        else:
+                            pipe.xadd(self.stream, {FIELD: sealing.seal(step.event)})
+                        await pipe.execute()
+                        self._store.writes += 1
+                        return step.result
+                    except WatchError:
+                        continue
+
+        return await self._store.call(loop())
+
+
+class RedisAuditReader:
+    """The audit streams of one prefix, read offline (`oauthd.audit.AuditReader`)."""
+
+    def __init__(self, url: str, prefix: str, timeout: float = 5.0) -> None:
+        self.prefix = prefix
+        self.timeout = timeout
+        self.client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )
+
+    async def chains(self) -> list[str]:
+        try:
+            return sorted(await chain_streams(self.client, self.prefix))
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"redis: {exc}") from None
+
+    async def lines(self, chain: str) -> AsyncIterator[tuple[str, bytes]]:
+        stream, start = stream_prefix(self.prefix) + chain, "-"
+        while True:
+            try:
+                batch: Any = await self.client.xrange(stream, min=start, count=READ_BATCH)
+            except (RedisError, OSError) as exc:
+                raise Unavailable(f"redis: {exc}") from None
+            for entry_id, fields in batch:
+                ident = entry_id.decode()
+                yield f"stream entry {ident}", fields[FIELD.encode()]
+            if len(batch) < READ_BATCH:
+                return
+            start = "(" + batch[-1][0].decode()
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,102 @@
+"""The redis backend's audit trail (`oauthd/store/redis_audit.py`) beyond the contract:
+`[audit] enabled = false`, retention, a write whose outcome was unknown, the reader."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oauthd.audit import AuditEvent, verify
+from oauthd.store import Unavailable
+from oauthd.store.redis import RedisStore
+from tests.support.audit_records import chain_lines, open_shared, reader_of
+from tests.support.backends import StoreHarness, open_harness
+from tests.support.records import make_grant
+
+EVENT = AuditEvent("token_issued", user="alice", client_id="app")
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
+    async for h in open_harness("redis", tmp_path):
+        yield h
+
+
+async def test_disabled_keeps_no_record_and_logs_the_line(
+    harness: StoreHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_shared(harness, "quiet", enabled=False)
+    try:
+        with caplog.at_level("INFO", logger="oauthd.audit"):
+            await store.grants.add(make_grant(), audit=EVENT)
+            await store.audit.append(EVENT)
+        assert [r.getMessage() for r in caplog.records if r.name == "oauthd.audit"] == [
+            "token issued",
+            "token issued",
+        ]
+        assert await chain_lines(harness, "quiet") == []
+        assert await store.grants.count() == 1
+    finally:
+        await store.close()
+
+
+async def test_retention_trims_old_entries_and_keeps_the_last(harness: StoreHarness) -> None:
+    store = harness.store
+    for _ in range(3):
+        await store.audit.append(EVENT)
+    trail = store.audit
+    assert await trail.expire(time.time() - 3600) == 0  # nothing is that old yet
+    assert await trail.expire(time.time() + trail.retention + 60) == 2
+    await store.grants.add(make_grant(), audit=EVENT)  # the chain goes on from the last
+    lines = await chain_lines(harness, trail.chain.name)
+    verdict = verify(trail.chain.name, lines)
+    assert verdict.ok and (verdict.first, verdict.last) == (3, 4), verdict
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "lost"])
+async def test_a_write_whose_outcome_was_unknown_leaves_no_fork_nor_gap(
+    harness: StoreHarness, landed: bool
+) -> None:
+    store = harness.store
+    assert isinstance(store, RedisStore)
+    real = store.call
+    failures: list[bool] = []
+
+    async def unanswered(operation: Any) -> Any:
+        if not (failures and failures.pop()):
+            return await real(operation)
+        if landed:
+            await real(operation)
+        else:
+            operation.close()
+        raise Unavailable("redis: no answer within 2s")  # the caller cannot know which
+
+    store.call = unanswered  # type: ignore[method-assign]
+    await store.grants.add(make_grant(), audit=EVENT)  # the head is read first
+    failures.append(True)  # the put's MULTI/EXEC: ran or not, unanswered
+    with pytest.raises(Unavailable):
+        await store.grants.put(make_grant(), audit=EVENT)
+    await store.grants.put(make_grant(), audit=EVENT)  # the head is read back first
+    lines = await chain_lines(harness, store.audit.chain.name)
+    verdict = verify(store.audit.chain.name, lines)
+    assert verdict.ok and verdict.records == 2 + landed, verdict
+
+
+async def test_the_reader_lists_every_instances_chain(harness: StoreHarness) -> None:
+    other = await open_shared(harness, "instance-b")
+    try:
+        await harness.store.audit.append(EVENT)
+        await other.grants.add(make_grant(), audit=EVENT)
+        reader = reader_of(harness)
+        try:
+            assert await reader.chains() == sorted([harness.store.audit.chain.name, "instance-b"])
+            [(where, _)] = [item async for item in reader.lines("instance-b")]
+            assert where.startswith("stream entry ")
+        finally:
+            await reader.close()
+    finally:
+        await other.close()
