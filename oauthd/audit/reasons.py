@@ -35,6 +35,7 @@ KEY_RETIRED = "key_retired"
 UPSTREAM_REFRESH_FAILED = "upstream_refresh_failed"
 
 # clients and sign-in
+REGISTRATION_DISABLED = "registration_disabled"
 INVALID_CLIENT = "invalid_client"  # unknown client or bad credentials
 BAD_CREDENTIALS = "bad_credentials"  # wrong user name or password
 RATE_LIMITED = "rate_limited"
