@@ -21,6 +21,7 @@ from oauthd.oauth.access_only import AccessOnlyGrants
 from oauthd.oauth.access_tokens import minters
 from oauthd.oauth.account import Accounts, ConnectedApp
 from oauthd.oauth.authorize import Authorizer, Flow, page_client
+from oauthd.oauth.bearer_refusal import bearer_refusal
 from oauthd.oauth.client_auth import ClientCredentials, ClientKeySource, check_introspection_client
 from oauthd.oauth.client_credentials import ClientCredentialsGrant
 from oauthd.oauth.clients import ClientRegistry, DocumentFetcher, Registration
@@ -84,6 +85,7 @@ class AuthServer(metadata.Discovery):
         self._keyring = keyring
         sealer = keyring.sealer
         self.store, self.users, self.metrics = store, users, metrics or Metrics()
+        self._clock = clock
         self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics, jwks)
         # `oauthd clients add`: add_client(NewClient), ClientRefused saying why not
         self.add_client = OperatorClients(config, store, clock, jwks).add
@@ -239,6 +241,11 @@ class AuthServer(metadata.Discovery):
         if not token:
             raise invalid_request("token is required")
         return await self.tokens.introspect(token, self.config.server.issuer)
+
+    async def bearer_refusal(self, token: str, resource: str) -> tuple[str, Grant | None]:
+        """Why `verify_bearer` refused `token` at `resource`: a reason code, and the live
+        grant it names if any."""
+        return await bearer_refusal(self.store.grants, self._clock.now(), token, resource)
 
     def on_grant_ended(self, listener: GrantEndedListener) -> None:
         """Call `listener(grant)` (awaited) whenever a grant is revoked or ends by
