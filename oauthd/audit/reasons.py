@@ -32,6 +32,7 @@ CLIENT_DELETED = "client_deleted"  # oauthd clients delete
 CLIENT_REAPED = "client_reaped"  # the registry's hygiene removed it
 CLIENT_REREGISTERED = "client_reregistered"  # explain: the same app registered anew
 KEY_RETIRED = "key_retired"
+AUTHORIZED_AGAIN = "authorized_again"  # explain: the client asked anew, its grant still live
 UPSTREAM_REFRESH_FAILED = "upstream_refresh_failed"
 
 # clients and sign-in
