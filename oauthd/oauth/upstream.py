@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from oauthd import crypto
-from oauthd.audit import reasons
+from oauthd.audit import AuditEvent, reasons
 from oauthd.metrics import Metrics
 from oauthd.model import Grant, PendingAuthorization
 from oauthd.oauth.authorize import Authorizer, Flow
@@ -213,6 +213,15 @@ class UpstreamTokens:
         try:
             fresh = await self._provider.refresh(refresh)
         except UpstreamError:
+            self._store.audit.append_soon(
+                AuditEvent(
+                    "upstream_refresh_failed",
+                    user=grant.user,
+                    client_id=grant.client_id,
+                    grant=grant.id[:8],
+                    reason=reasons.UPSTREAM_REFRESH_FAILED,
+                )
+            )
             return None
         fresh.setdefault("refresh_token", refresh)
         sealed = self._sealer.seal(orjson.dumps(fresh), grant.id)
