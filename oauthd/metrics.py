@@ -92,6 +92,7 @@ class Metrics:
         self._register_persistence(r)
         self._register_proxy(r)
         self._register_requests(r)
+        self._register_refusals(r)
         r.register(_ScrapeTimeCollector(self))
 
     def _register_protocol(self, r: CollectorRegistry) -> None:
@@ -231,6 +232,20 @@ class Metrics:
         self._cache = CacheRequests(r)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+
+    def _register_refusals(self, r: CollectorRegistry) -> None:
+        self._refusals = Counter(
+            "oauthd_refusals",
+            "Refusals (every invalid_grant, 401 and 403, and the other OAuth errors), by "
+            "endpoint (token, mcp, ...: bounded), error and reason code (docs/audit.md).",
+            ["endpoint", "error", "reason"],
+            registry=r,
+        )
+
+    def refusal(self, endpoint: str, error: str, reason: str) -> None:
+        """`endpoint`: a route's name or a resource's path (bounded); `reason`: a code of
+        `oauthd.audit.reasons` (a policy rule's id is configuration: bounded)."""
+        self._refusals.labels(endpoint, error, reason).inc()
 
     # -- events: the protocol --------------------------------------------------------------
 

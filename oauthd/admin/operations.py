@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oauthd.admin.views import ClientGroupView, ClientView, LinkView, SessionView
+from oauthd.audit import AuditEvent, reasons
 from oauthd.config import Config
 from oauthd.exits import ExitCode
-from oauthd.model import Client, Grant, SigningKey, account_link_key
-from oauthd.oauth import ClientRefused, NewClient, Registration
+from oauthd.model import AccountLink, Client, Grant, SigningKey, account_link_key
+from oauthd.oauth import ClientRefused, NewClient, Registration, client_deleted_event
 from oauthd.store import Store
 
 END_BATCH = 64  # grants ended concurrently: their journal writes share fsyncs
@@ -124,7 +125,13 @@ class Admin:
     async def remove_link(self, issuer: str, subject: str) -> LinkView:
         """Forget a link: the identity's next ID-JAG links it anew (its grants stay until
         they expire or are revoked: `sessions revoke --user`)."""
-        link = await self._store.account_links.take(account_link_key(issuer, subject))
+
+        def unlinked(link: AccountLink) -> AuditEvent:
+            detail = {"issuer": link.issuer, "subject": link.subject}
+            return AuditEvent("account_unlinked", user=link.user, detail=detail)
+
+        key = account_link_key(issuer, subject)
+        link = await self._store.account_links.take(key, audit=unlinked)
         if link is None:
             raise AdminError(f"no link of subject {subject!r} at issuer {issuer!r}")
         return LinkView.of(link)
@@ -197,8 +204,9 @@ class Admin:
         pending authorizations go. The record goes first, so that it can start nothing new
         meanwhile. A metadata-document client is only forgotten: it is fetched again the
         next time it is used."""
-        client = await self._store.clients.take(client_id)
-        ended = await self._end(await self.sessions(None, client_id, None))
+        client = await self._store.clients.take(client_id, audit=client_deleted_event)
+        grants = await self.sessions(None, client_id, None)
+        ended = await self._end(grants, by=reasons.CLIENT_DELETED)
         leftovers = await self._delete_leftovers(client_id)
         if client is None and not ended and not leftovers:
             raise AdminError(f"no client {client_id!r}")
@@ -222,13 +230,11 @@ class Admin:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _end(self, grants: list[Grant]) -> list[Grant]:
+    async def _end(self, grants: list[Grant], by: str = "admin") -> list[Grant]:
         ended: list[Grant] = []
         for start in range(0, len(grants), END_BATCH):
             batch = grants[start : start + END_BATCH]
-            results = await asyncio.gather(
-                *(self._auth.revoke_grant(g.id, by="admin") for g in batch)
-            )
+            results = await asyncio.gather(*(self._auth.revoke_grant(g.id, by=by) for g in batch))
             ended.extend(g for g in results if g is not None)
         return ended
 

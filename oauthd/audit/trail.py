@@ -27,6 +27,9 @@ from oauthd.log import audit as audit_line
 log = logging.getLogger(__name__)
 
 MEMORY_KEEP = 10_000  # records the memory trail keeps (the newest)
+# events whose log line is a warning: someone may be attacking
+WARNING_EVENTS = frozenset({"reuse_detected"})
+WARNING_RESULTS = frozenset({"failure", "rate_limited"})
 
 
 def default_chain_name() -> str:
@@ -40,7 +43,8 @@ def log_durable(event: AuditEvent) -> None:
     del fields["event"]
     message = str(fields.pop("message", event.event.replace("_", " ")))
     extra: dict[str, Any] = dict(fields)
-    audit_line(event.event, message, **extra)
+    warns = event.event in WARNING_EVENTS or fields.get("result") in WARNING_RESULTS
+    audit_line(event.event, message, level=logging.WARNING if warns else logging.INFO, **extra)
 
 
 class AuditTrail(ABC):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from oauthd import __version__
-from oauthd.cli import admin, audit, check, links, migrate, serve, state, users
+from oauthd.cli import admin, audit, check, explain, links, migrate, serve, state, users
 from oauthd.cli.output import fail
 from oauthd.config import ConfigError
 from oauthd.exits import ExitCode
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="oauthd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"oauthd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for family in (serve, check, users, state, migrate, admin, links, audit):
+    for family in (serve, check, users, state, migrate, admin, links, audit, explain):
         family.add_commands(sub)
     return parser
 

@@ -94,6 +94,12 @@ class RefusalLog:
         self._logged_at, self._unlogged = now, 0
 
 
+def _endpoint(request: web.Request) -> str:
+    """A bounded label: the route's path as registered (a path no route has is "other")."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "other"
+
+
 REFUSALS = web.AppKey("refusals", RefusalLog)  # one per app (added by `Routes`)
 
 
@@ -206,9 +212,13 @@ async def _render_errors(request: web.Request, handler: Handler, pages: bool) ->
                 "event": "oauth.error",
                 "error": exc.error,
                 "description": exc.description,
+                "reason": exc.reason,
                 "path": request.path,
             },
         )
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.refusal(_endpoint(request), exc.error, exc.reason)
         response = oauth_error(request, exc)
     except Unavailable as exc:
         request.app[REFUSALS].refused(exc, request.path)

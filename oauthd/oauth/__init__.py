@@ -9,6 +9,7 @@ from oauthd.oauth.account import ConnectedApp
 from oauthd.oauth.assertions import KeySetSource, KeysUnavailable, has_kid, import_key_set
 from oauthd.oauth.authorize import Flow, add_query
 from oauthd.oauth.client_auth import ClientCredentials, ClientKeySource, credentials_from
+from oauthd.oauth.client_events import deleted as client_deleted_event
 from oauthd.oauth.clients import (
     ClientDocumentError,
     DocumentFetcher,
@@ -58,6 +59,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamIdentity",
     "add_query",
+    "client_deleted_event",
     "credentials_from",
     "has_kid",
     "import_key_set",

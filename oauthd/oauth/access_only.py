@@ -58,10 +58,9 @@ class AccessOnlyGrants:
             groups=groups,
             principal=principal,
         )
-        await self._store.grants.add(grant)
-        self._tokens.announce_issued(
-            grant_id, user, client_id, scopes, grant_type, resource, principal
-        )
+        events = self._tokens.events
+        await self._store.grants.add(grant, audit=events.issued(grant, grant_type))
+        events.count_issued(grant, grant_type)
         return TokenResponse(
             access_token=access.token,
             refresh_token=None,

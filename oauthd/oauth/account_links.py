@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from oauthd.audit import AuditEvent
 from oauthd.clock import Clock
 from oauthd.config import TrustedIssuerConfig
-from oauthd.log import audit
 from oauthd.model import PRINCIPAL_USER, AccountLink, account_link_key
 from oauthd.oauth.assertions import AssertionRefused, Refusal, VerifiedAssertion
 from oauthd.store import Conflict, Store
@@ -55,20 +55,17 @@ class AccountLinks:
         user, via = await self._new_user(issuer, assertion)
         link = AccountLink(issuer.issuer, assertion.subject, user, via, self._clock.now(), None)
         try:
-            await self._store.account_links.add(link)
+            linked = AuditEvent(
+                "account_linked",
+                user=user,
+                detail={"issuer": issuer.issuer, "subject": assertion.subject, "via": via},
+            )
+            await self._store.account_links.add(link, audit=linked)
         except Conflict:  # linked meanwhile, by another request or instance
             existing = await self._store.account_links.get(key)
             if existing is not None:
                 return existing.user
             raise
-        audit(
-            "account_linked",
-            "enterprise identity linked",
-            issuer=issuer.issuer,
-            subject=assertion.subject,
-            user=user,
-            via=via,
-        )
         return user
 
     async def _new_user(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from oauthd import crypto
+from oauthd.audit import Audit, AuditEvent
 from oauthd.clock import Clock
 from oauthd.config import Config, ResourceConfig
 from oauthd.model import AuthCode, Client, Consent, Grant, PendingAuthorization, consent_key
@@ -260,7 +261,7 @@ class Authorizer:
         """What the flow asks beyond `consented` (a step-up asks only for these)."""
         return self._hierarchy.missing(frozenset(consented), flow.pending.scopes)
 
-    async def remember_consent(self, flow: Flow) -> None:
+    async def remember_consent(self, flow: Flow, audit: Audit | None = None) -> None:
         user = flow.pending.user
         assert user is not None
         path = self.resource_path(flow.pending)
@@ -269,12 +270,21 @@ class Authorizer:
             Consent(user, flow.client.client_id, flow.pending.scopes, 0.0, None, resource=path),
             self._clock.now(),
             self._config.tokens.consent_ttl,
+            audit,
         )
 
-    async def forget_consent(self, grant: Grant) -> None:
+    async def forget_consent(self, grant: Grant, reason: str) -> None:
         """The app of an ended grant has to ask again (for the grant's resource)."""
         path = self.targets.path_of(grant.resource)
-        await self._store.consents.delete(consent_key(grant.user, grant.client_id, path))
+        withdrawn = AuditEvent(
+            "consent_withdrawn",
+            user=grant.user,
+            client_id=grant.client_id,
+            resource=path,
+            reason=reason,
+        )
+        key = consent_key(grant.user, grant.client_id, path)
+        await self._store.consents.delete(key, audit=withdrawn)
 
     async def approve(self, flow: Flow) -> str:
         """Issue the code; return the redirect URL. The pending request is used up."""
@@ -336,7 +346,9 @@ class Authorizer:
         )
 
 
-async def widen_consent(store: Store, asked: Consent, now: float, ttl: float) -> None:
+async def widen_consent(
+    store: Store, asked: Consent, now: float, ttl: float, audit: Audit | None = None
+) -> None:
     """The remembered consent of `asked`'s user, client and resource gains `asked.scopes`
     and lives `ttl` from `now`: one atomic update (a consent and an upgrade at once both
     count), or a new record when there is none."""
@@ -347,10 +359,10 @@ async def widen_consent(store: Store, asked: Consent, now: float, ttl: float) ->
 
     fresh = dataclasses.replace(asked, created_at=now, expires_at=now + ttl)
     for _ in range(3):  # an add that lost to a concurrent one updates that one
-        if await store.consents.update(asked.key, widened) is not None:
+        if await store.consents.update(asked.key, widened, audit=audit) is not None:
             return
         try:
-            await store.consents.add(fresh)
+            await store.consents.add(fresh, audit=audit)
             return
         except Conflict:
             continue

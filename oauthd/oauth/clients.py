@@ -11,12 +11,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from oauthd import crypto
+from oauthd.audit import reasons
 from oauthd.clock import Clock
 from oauthd.config import Config
-from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import Client
-from oauthd.oauth import redirects
+from oauthd.oauth import client_events, redirects
 from oauthd.oauth.client_auth import (
     PRIVATE_KEY_JWT,
     SECRET_METHODS,
@@ -160,7 +160,12 @@ class ClientRegistry:
 
     async def register(self, body: Mapping[str, Any]) -> Registration:
         if not self._config.oauth.registration:
-            raise OAuthError("access_denied", "dynamic client registration is disabled", 403)
+            raise OAuthError(
+                "access_denied",
+                "dynamic client registration is disabled",
+                403,
+                reason=reasons.REGISTRATION_DISABLED,
+            )
         uris, dropped = self._redirect_uris(body)
         method = self._auth_method(body)
         grants = self._grant_types(body, method)
@@ -182,18 +187,9 @@ class ClientRegistry:
             expires_at=self.hygiene.unused_expiry(now),
             jwks=jwks,
         )
-        await self._store.clients.add(client)
+        await self._store.clients.add(client, audit=client_events.registered(client))
         await self.hygiene.registered(client)
         self._metrics.client_registered()
-        audit(
-            "client_registered",
-            "client registered",
-            client_id=client.client_id,
-            client_name=client.client_name,
-            auth_method=method,
-            grant_types=" ".join(grants),
-            redirect_uris=list(uris),
-        )
         return Registration(client, secret, dropped)
 
     def _redirect_uris(self, body: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oauthd.audit import AuditEvent
 from oauthd.config import Config
-from oauthd.log import audit
-from oauthd.oauth.authorize import Flow
+from oauthd.oauth.authorize import Authorizer, Flow
+from oauthd.oauth.device import DeviceFlows
+from oauthd.store import Store
 
 
 @dataclass(slots=True, frozen=True)
@@ -60,17 +62,42 @@ class ScopeDescriptions:
         )
 
 
-def consent_audit(flow: Flow, allow: bool, remembered: bool, resource_path: str) -> None:
-    """The audit line of a consent decision (`remembered`: an earlier one, applied)."""
-    decision = "allow" if allow else "deny"
-    audit(
+def consent_event(flow: Flow, allow: bool, remembered: bool, resource_path: str) -> AuditEvent:
+    """The record of a consent decision (`remembered`: an earlier one, applied)."""
+    return AuditEvent(
         "consent",
-        f"consent: {decision}",
-        decision=decision,
         user=flow.pending.user,
         client_id=flow.client.client_id,
-        scopes=" ".join(flow.pending.scopes),
         resource=resource_path,
-        device=flow.pending.device_key is not None,
-        remembered=remembered,
+        detail={
+            "decision": "allow" if allow else "deny",
+            "scopes": " ".join(flow.pending.scopes),
+            "device": flow.pending.device_key is not None,
+            "remembered": remembered,
+        },
     )
+
+
+async def finish_consent(
+    store: Store,
+    authorizer: Authorizer,
+    devices: DeviceFlows,
+    flow: Flow,
+    allow: bool,
+    remembered: bool,
+) -> str | None:
+    """Record the consent decision: the consent remembered with its record (an allow), or
+    the record alone (a deny). For a code flow: the URL to send the browser to; for a
+    device approval: None (the device gets its tokens by polling)."""
+    event = consent_event(flow, allow, remembered, authorizer.resource_path(flow.pending))
+    if flow.pending.device_key is not None:
+        await devices.decide(flow.pending, allow)  # refuses an expired flow first
+    if allow:
+        await authorizer.remember_consent(flow, audit=event)
+    else:
+        await store.audit.append(event)
+    if flow.pending.device_key is not None:
+        return None
+    if allow:
+        return await authorizer.approve(flow)
+    return await authorizer.deny(flow)

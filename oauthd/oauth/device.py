@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from oauthd import crypto
+from oauthd.audit import reasons
 from oauthd.clock import Clock
 from oauthd.config import Config, ResourceConfig
 from oauthd.model import Client, DeviceFlow, PendingAuthorization
@@ -184,9 +185,9 @@ class DeviceFlows:
         parts = crypto.split_token(form.get("device_code", ""))
         flow = await self._store.devices.get(parts[0]) if parts else None
         if parts is None or flow is None or not crypto.secret_matches(parts[1], flow.secret_hash):
-            raise invalid_grant("device_code is not valid")
+            raise invalid_grant("device_code is not valid", reasons.DEVICE_CODE_INVALID)
         if flow.client_id != client.client_id:
-            raise invalid_grant("device_code was issued to another client")
+            raise invalid_grant("device_code was issued to another client", reasons.WRONG_CLIENT)
         now = self._clock.now()
         if flow.deadline <= now:
             raise OAuthError("expired_token", "the device code has expired")
@@ -212,7 +213,7 @@ class DeviceFlows:
     async def _issue(self, flow: DeviceFlow) -> TokenResponse:
         taken = await self._store.devices.take(flow.device_key)  # single use
         if taken is None or taken.status != "approved" or taken.user is None:
-            raise invalid_grant("device_code was already used")
+            raise invalid_grant("device_code was already used", reasons.CODE_REPLAYED)
         return await self._tokens.issue(
             crypto.new_key(),
             taken.user,

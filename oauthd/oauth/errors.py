@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from oauthd.audit import reasons
+
 
 class Delivery(Enum):
     JSON = "json"
@@ -34,6 +36,8 @@ class OAuthError(Exception):
     delivery: Delivery = Delivery.JSON
     redirect: RedirectTarget | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # why (`oauthd.audit.reasons`): logged with the error and counted, never sent
+    reason: str = reasons.OTHER
 
     def __str__(self) -> str:
         return f"{self.error}: {self.description}"
@@ -46,15 +50,20 @@ def invalid_request(description: str) -> OAuthError:
 def invalid_client(description: str, *, challenge: bool = False) -> OAuthError:
     """401; with `challenge` (the client tried HTTP Basic) a WWW-Authenticate header."""
     headers = {"WWW-Authenticate": 'Basic realm="oauthd"'} if challenge else {}
-    return OAuthError("invalid_client", description, 401, headers=headers)
+    return OAuthError(
+        "invalid_client", description, 401, headers=headers, reason=reasons.INVALID_CLIENT
+    )
 
 
-def invalid_grant(description: str) -> OAuthError:
-    return OAuthError("invalid_grant", description)
+def invalid_grant(description: str, reason: str) -> OAuthError:
+    """`reason`: a code of `oauthd.audit.reasons` (every invalid_grant names one)."""
+    return OAuthError("invalid_grant", description, reason=reason)
 
 
-def page_error(error: str, description: str, status: int = 400) -> OAuthError:
-    return OAuthError(error, description, status, Delivery.PAGE)
+def page_error(
+    error: str, description: str, status: int = 400, reason: str = reasons.OTHER
+) -> OAuthError:
+    return OAuthError(error, description, status, Delivery.PAGE, reason=reason)
 
 
 def redirect_error(error: str, description: str, target: RedirectTarget) -> OAuthError:

@@ -34,9 +34,9 @@ from collections.abc import Callable
 
 import orjson
 
+from oauthd.audit import AuditEvent, reasons
 from oauthd.clock import Clock
 from oauthd.config import OAuthConfig
-from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import Client, RegistrationGroup
 from oauthd.store import Conflict, Store, Unavailable
@@ -49,6 +49,22 @@ LAST_USED_RESOLUTION = 3600.0  # seconds: last_used_at is at most this stale
 def group_key(client: Client) -> str:
     """The key of the app's `RegistrationGroup`: a digest of `Client.app`."""
     return hashlib.sha256(orjson.dumps(client.app)).hexdigest()[:32]
+
+
+def fingerprint(client: Client) -> str:
+    """12 hex characters of the app's key: what audit records name a registration's app by."""
+    return group_key(client)[:12]
+
+
+def removed_event(client: Client, why: str) -> AuditEvent:
+    """The registry removed an unused or idle registration (`why`: "unused_per_app",
+    "idle"); it held no grant."""
+    return AuditEvent(
+        "client_removed",
+        client_id=client.client_id,
+        reason=reasons.CLIENT_REAPED,
+        detail={"why": why, "client_name": client.client_name, "fingerprint": fingerprint(client)},
+    )
 
 
 def _is_stale(client: Client, now: float) -> bool:
@@ -109,14 +125,8 @@ class RegistryHygiene:
             )
             return
         for client_id in dropped:
-            if await self._expire_if(client_id, lambda c: c.last_used_at is None):
+            if await self._expire_if(client_id, lambda c: c.last_used_at is None, "unused_per_app"):
                 self._metrics.clients_removed("unused_per_app")
-                audit(
-                    "client_removed",
-                    "unused registration evicted",
-                    client_id=client_id,
-                    reason="unused_per_app",
-                )
 
     async def _join_group(self, client: Client) -> list[str]:
         key = group_key(client)
@@ -147,8 +157,9 @@ class RegistryHygiene:
             except Conflict:
                 continue  # another registration of the app made the group first
 
-    async def _expire_if(self, client_id: str, rule: Callable[[Client], bool]) -> bool:
-        """Expire the registration now if `rule(client)` holds for it as stored."""
+    async def _expire_if(self, client_id: str, rule: Callable[[Client], bool], why: str) -> bool:
+        """Expire the registration now if `rule(client)` holds for it as stored, recorded
+        as removed (`why`)."""
         now, expired = self._clock.now(), False
 
         def expire(stored: Client) -> Client:
@@ -156,7 +167,10 @@ class RegistryHygiene:
             expired = stored.source == "dcr" and rule(stored)
             return dataclasses.replace(stored, expires_at=now) if expired else stored
 
-        await self._store.clients.update(client_id, expire)
+        def event(client: Client) -> AuditEvent | None:
+            return removed_event(client, why) if client.expires_at == now else None
+
+        await self._store.clients.update(client_id, expire, audit=event)
         return expired
 
     # -- housekeeping ----------------------------------------------------------------------------
@@ -179,10 +193,9 @@ class RegistryHygiene:
         holding = {g.client_id async for g in self._store.grants.scan()}
         removed = 0
         for client_id in candidates:
-            if client_id not in holding and await self._expire_if(client_id, idle):
+            if client_id not in holding and await self._expire_if(client_id, idle, "idle"):
                 removed += 1
                 self._metrics.clients_removed("idle")
-                audit("client_removed", "idle client removed", client_id=client_id, reason="idle")
         return removed
 
 

@@ -1,15 +1,17 @@
-"""The sign-in event: counted and audited the same way for a password and for an upstream
+"""The sign-in event: counted and recorded the same way for a password and for an upstream
 identity provider."""
 
 from __future__ import annotations
 
-import logging
-
-from oauthd.log import audit
+from oauthd.audit import AuditEvent, reasons
 from oauthd.metrics import Metrics
+from oauthd.store import Store
+
+REASONS = {"rate_limited": reasons.RATE_LIMITED}
 
 
-def record_login(
+async def record_login(
+    store: Store,
     metrics: Metrics,
     result: str,
     *,
@@ -18,17 +20,18 @@ def record_login(
     client_id: str | None,
     address: str | None = None,
 ) -> None:
-    """Count a sign-in attempt by `result` ("success", "failure", "rate_limited") and write
-    its audit line; `address` is left out of the line when not known."""
+    """Count a sign-in attempt by `result` ("success", "failure", "rate_limited") and
+    write its record, durable on return (no state changes with it); `address` is left out
+    when not known. A failure's reason: `bad_credentials` for a password, else
+    `provider_refused`."""
     metrics.login(result)
-    where = {} if address is None else {"address": address}
-    audit(
-        "login",
-        f"sign-in: {result}",
-        level=logging.INFO if result == "success" else logging.WARNING,
-        result=result,
-        method=method,
-        user=user,
-        client_id=client_id,
-        **where,
+    detail: dict[str, str] = {"result": result, "method": method}
+    if address is not None:
+        detail["address"] = address
+    reason = None
+    if result != "success":
+        failed = reasons.BAD_CREDENTIALS if method == "password" else reasons.PROVIDER_REFUSED
+        reason = REASONS.get(result, failed)
+    await store.audit.append(
+        AuditEvent("login", user=user, client_id=client_id, reason=reason, detail=detail)
     )

@@ -18,8 +18,8 @@ import orjson
 from oauthd import crypto
 from oauthd.clock import Clock
 from oauthd.config import Config, ResourceConfig
-from oauthd.log import audit
 from oauthd.model import Client
+from oauthd.oauth import client_events
 from oauthd.oauth.assertions import JWT_BEARER
 from oauthd.oauth.client_auth import (
     PRIVATE_KEY_JWT,
@@ -92,18 +92,11 @@ class OperatorClients:
             jwks_uri=jwks_uri,
             resource=None if resource is None else self._targets.identifier(resource),
         )
-        await self._store.clients.add(client)
+        await self._store.clients.add(
+            client, audit=client_events.registered(client, "client_created")
+        )
         if jwks_uri is not None and self._keys is not None:
             self._keys.permit(jwks_uri)
-        audit(
-            "client_created",
-            "client created by the operator",
-            client_id=client.client_id,
-            client_name=name,
-            auth_method=spec.auth_method,
-            grant_types=" ".join(grants),
-            resource=client.resource,
-        )
         return Registration(client, secret, ())
 
     def _grant_types(self, grants: tuple[str, ...]) -> tuple[str, ...]:

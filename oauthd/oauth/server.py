@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from oauthd import crypto
+from oauthd.audit import reasons
 from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.keyring import Keyring
@@ -20,10 +21,11 @@ from oauthd.oauth.access_only import AccessOnlyGrants
 from oauthd.oauth.access_tokens import minters
 from oauthd.oauth.account import Accounts, ConnectedApp
 from oauthd.oauth.authorize import Authorizer, Flow, page_client
+from oauthd.oauth.bearer_refusal import bearer_refusal
 from oauthd.oauth.client_auth import ClientCredentials, ClientKeySource, check_introspection_client
 from oauthd.oauth.client_credentials import ClientCredentialsGrant
 from oauthd.oauth.clients import ClientRegistry, DocumentFetcher, Registration
-from oauthd.oauth.consent import ConsentRequest, ScopeDescriptions, consent_audit
+from oauthd.oauth.consent import ConsentRequest, ScopeDescriptions, finish_consent
 from oauthd.oauth.device import DeviceFlows
 from oauthd.oauth.errors import OAuthError, invalid_request, page_error
 from oauthd.oauth.identity_jwt import IdentityAssertions
@@ -83,6 +85,7 @@ class AuthServer(metadata.Discovery):
         self._keyring = keyring
         sealer = keyring.sealer
         self.store, self.users, self.metrics = store, users, metrics or Metrics()
+        self._clock = clock
         self.clients = ClientRegistry(config, store, clock, fetcher, self.metrics, jwks)
         # `oauthd clients add`: add_client(NewClient), ClientRefused saying why not
         self.add_client = OperatorClients(config, store, clock, jwks).add
@@ -102,7 +105,7 @@ class AuthServer(metadata.Discovery):
         self.limiter, self.limits = Limiter(store.counters, clock), Limits.from_config(config)
         ttl = config.login.known_browser_ttl
         browsers = KnownBrowsers(browser_key or os.urandom(32), clock, ttl)
-        self.sign_ins = SignIns(self.limiter, self.limits, browsers, self.metrics)
+        self.sign_ins = SignIns(self.limiter, self.limits, browsers, self.metrics, store)
         self._accounts = Accounts(store, self.tokens, clock)
         self.page_sign_ins = PageSignIns(config, store, clock, self._accounts)
         upgrades = Upgrades(config, store, clock, self.clients, self.tokens.scopes)
@@ -239,6 +242,11 @@ class AuthServer(metadata.Discovery):
             raise invalid_request("token is required")
         return await self.tokens.introspect(token, self.config.server.issuer)
 
+    async def bearer_refusal(self, token: str, resource: str) -> tuple[str, Grant | None]:
+        """Why `verify_bearer` refused `token` at `resource`: a reason code, and the live
+        grant it names if any."""
+        return await bearer_refusal(self.store.grants, self._clock.now(), token, resource)
+
     def on_grant_ended(self, listener: GrantEndedListener) -> None:
         """Call `listener(grant)` (awaited) whenever a grant is revoked or ends by
         refresh-token reuse detection."""
@@ -250,7 +258,7 @@ class AuthServer(metadata.Discovery):
         again; None if there is no such grant."""
         grant = await self.tokens.revoke_grant(grant_id, by=by)
         if grant is not None:
-            await self.authorizer.forget_consent(grant)
+            await self.authorizer.forget_consent(grant, reasons.grant_ended_by(by))
         return grant
 
     async def upstream_access_token(self, grant: Grant) -> str | None:
@@ -432,19 +440,8 @@ class AuthServer(metadata.Discovery):
         return None if grant is None else await self.revoke_grant(grant.id, by="account")
 
     async def finish(self, flow: Flow, allow: bool, *, remembered: bool = False) -> str | None:
-        """Record the consent decision (`remembered`: an earlier one, applied without a
-        page). For a code flow: the URL to send the browser to. For a device approval:
-        None (the device gets its tokens by polling)."""
-        if flow.pending.device_key is not None:
-            await self.devices.decide(flow.pending, allow)  # refuses an expired flow first
-            if allow:
-                await self.authorizer.remember_consent(flow)
-            consent_audit(flow, allow, remembered, self.authorizer.resource_path(flow.pending))
-            return None
-        if not allow:
-            location = await self.authorizer.deny(flow)
-        else:
-            await self.authorizer.remember_consent(flow)
-            location = await self.authorizer.approve(flow)
-        consent_audit(flow, allow, remembered, self.authorizer.resource_path(flow.pending))
-        return location
+        """Record the consent decision (`remembered`: an earlier one, applied). For a code
+        flow: the URL to send the browser to; for a device approval: None."""
+        return await finish_consent(
+            self.store, self.authorizer, self.devices, flow, allow, remembered
+        )

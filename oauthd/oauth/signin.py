@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 
+from oauthd.audit import reasons
 from oauthd.metrics import Metrics
 from oauthd.oauth.errors import OAuthError, page_error
 from oauthd.oauth.known_browsers import KnownBrowsers
 from oauthd.oauth.login import record_login
 from oauthd.oauth.ratelimit import Limit, Limiter, Limits, too_many
+from oauthd.store import Store
 from oauthd.users import Users
 
 REFUSED = "Too many failed sign-ins. Wait a few minutes and try again."
@@ -36,8 +38,14 @@ def user_key(username: str) -> str:
 
 class SignIns:
     def __init__(
-        self, limiter: Limiter, limits: Limits, browsers: KnownBrowsers, metrics: Metrics
+        self,
+        limiter: Limiter,
+        limits: Limits,
+        browsers: KnownBrowsers,
+        metrics: Metrics,
+        store: Store,
     ) -> None:
+        self._store = store
         self._limiter = limiter
         self._limits = limits
         self.browsers = browsers
@@ -68,18 +76,20 @@ class SignIns:
         try:
             await self._admit(under)
         except OAuthError:
-            self._audit("rate_limited", username, address, client_id)
+            await self._audit("rate_limited", username, address, client_id)
             raise
         user = await users.authenticate(username, password)
         if user is None:
-            self._audit("failure", username, address, client_id)
-            raise page_error("access_denied", "Wrong username or password.", 401)
+            await self._audit("failure", username, address, client_id)
+            raise page_error(
+                "access_denied", "Wrong username or password.", 401, reasons.BAD_CREDENTIALS
+            )
         limit, key = under[0]
         if limit is self._limits.sign_in_known_browser:
             await self._limiter.forget(limit, key)
         else:  # a right password is no guess: it does not use up the user's count
             await asyncio.gather(*(self._limiter.take_back(*counted) for counted in under))
-        self._audit("success", user, address, client_id)
+        await self._audit("success", user, address, client_id)
         return user
 
     async def _admit(self, under: list[tuple[Limit, str]]) -> None:
@@ -95,8 +105,9 @@ class SignIns:
                 raise too_many(REFUSED, wait, page=True)
             admitted.append((limit, key))
 
-    def _audit(self, result: str, user: str, address: str, client_id: str | None) -> None:
-        record_login(
+    async def _audit(self, result: str, user: str, address: str, client_id: str | None) -> None:
+        await record_login(
+            self._store,
             self._metrics,
             result,
             method="password",

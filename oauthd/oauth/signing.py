@@ -30,10 +30,10 @@ import orjson
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from oauthd.audit import AuditEvent
 from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.crypto import Sealer
-from oauthd.log import audit
 from oauthd.model import KEY_ACTIVE, KEY_NEXT, KEY_RETIRED, SigningKey
 from oauthd.store import Conflict, Store, Unavailable
 
@@ -187,8 +187,7 @@ class KeyRing:
         now = self._clock.now()
         record = self._new_key(kid, KEY_ACTIVE, now, activate_after=now)
         with contextlib.suppress(Conflict):  # another instance was first
-            await self._table.add(record)
-            _audit("key_created", record, "first signing key created")
+            await self._table.add(record, audit=key_event("key_created", record))
 
     async def _step(self, keys: list[SigningKey]) -> bool:
         """What is due now; whether the ring changed."""
@@ -221,11 +220,11 @@ class KeyRing:
                 return key  # another instance promoted (or dropped) it meanwhile
             return dataclasses.replace(key, state=KEY_ACTIVE, activated_at=now)
 
-        after = await self._table.update(kid, promoted)
-        if after is None or after.state != KEY_ACTIVE or after.activated_at != now:
-            return False
-        _audit("key_rotated", after, "signing key promoted: it signs from now on")
-        return True
+        def event(key: SigningKey) -> AuditEvent | None:
+            return key_event("key_rotated", key) if key.activated_at == now else None
+
+        after = await self._table.update(kid, promoted, audit=event)
+        return after is not None and after.state == KEY_ACTIVE and after.activated_at == now
 
     async def _retire(self, kid: str, now: float) -> SigningKey | None:
         """Retire an active key (kept published until what it signed expired), or drop a
@@ -239,10 +238,12 @@ class KeyRing:
             last = expires + (self.policy.longest_signed if key.state == KEY_ACTIVE else 0.0)
             return dataclasses.replace(key, state=KEY_RETIRED, retired_at=now, expires_at=last)
 
-        after = await self._table.update(kid, retired)
+        def event(key: SigningKey) -> AuditEvent | None:
+            return key_event("key_retired", key) if key.retired_at == now else None
+
+        after = await self._table.update(kid, retired, audit=event)
         if after is None or after.retired_at != now:
             return None
-        _audit("key_retired", after, "signing key retired")
         return after
 
     def _new_key(self, kid: str, state: str, now: float, *, activate_after: float) -> SigningKey:
@@ -269,10 +270,9 @@ class KeyRing:
         kid = f"k{serial(keys[-1].kid) + 1 if keys else 1}"
         record = self._new_key(kid, KEY_NEXT, now, activate_after=now + self.policy.publish_for)
         try:
-            await self._table.add(record)
+            await self._table.add(record, audit=key_event("key_created", record))
         except Conflict:
             return None
-        _audit("key_created", record, "next signing key created")
         return record
 
     # -- the operator's changes (`oauthd keys ...`) ---------------------------------------
@@ -358,13 +358,16 @@ class KeyRing:
                 await task
 
 
-def _audit(event: str, key: SigningKey, message: str) -> None:
-    audit(
+def key_event(event: str, key: SigningKey) -> AuditEvent:
+    """A signing key created (next, or the first active), rotated (it signs from now on)
+    or retired."""
+    return AuditEvent(
         event,
-        message,
-        kid=key.kid,
-        alg=key.alg,
-        state=key.state,
-        activate_after=int(key.activate_after),
-        expires_at=None if key.expires_at is None else int(key.expires_at),
+        detail={
+            "kid": key.kid,
+            "alg": key.alg,
+            "state": key.state,
+            "activate_after": int(key.activate_after),
+            "expires_at": None if key.expires_at is None else int(key.expires_at),
+        },
     )

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 
 from oauthd import crypto
+from oauthd.audit import AuditEvent, reasons
 from oauthd.model import AuthCode, Client
 from oauthd.oauth.assertions import JWT_BEARER
 from oauthd.oauth.client_auth import ClientCredentials
@@ -86,7 +87,9 @@ class TokenEndpoint:
         verifier = _required(form, "code_verifier")
         code = await self._store.codes.get(parts[0]) if parts else None
         if parts is None or code is None or not crypto.secret_matches(parts[1], code.secret_hash):
-            raise invalid_grant("authorization code is not valid (expired or unknown)")
+            raise invalid_grant(
+                "authorization code is not valid (expired or unknown)", reasons.CODE_INVALID
+            )
         self._check_code(code, client, form, verifier)
         return await self._redeem(code)
 
@@ -94,14 +97,21 @@ class TokenEndpoint:
         self, code: AuthCode, client: Client, form: Mapping[str, str], verifier: str
     ) -> None:
         if code.client_id != client.client_id:
-            raise invalid_grant("authorization code was issued to another client")
+            raise invalid_grant(
+                "authorization code was issued to another client", reasons.WRONG_CLIENT
+            )
         if code.redirect_uri_given and "redirect_uri" not in form:
             # RFC 6749 s4.1.3: required when the authorization request had it
-            raise invalid_grant("redirect_uri is required: the authorization request had one")
+            raise invalid_grant(
+                "redirect_uri is required: the authorization request had one",
+                reasons.CODE_INVALID,
+            )
         if form.get("redirect_uri", code.redirect_uri) != code.redirect_uri:
-            raise invalid_grant("redirect_uri differs from the authorization request")
+            raise invalid_grant(
+                "redirect_uri differs from the authorization request", reasons.CODE_INVALID
+            )
         if not crypto.pkce_matches(verifier, code.code_challenge):
-            raise invalid_grant("PKCE verification failed (code_verifier)")
+            raise invalid_grant("PKCE verification failed (code_verifier)", reasons.CODE_INVALID)
         resource = form.get("resource")
         if resource is not None and canonical_resource(resource) != canonical_resource(
             code.resource
@@ -116,7 +126,7 @@ class TokenEndpoint:
         if code.grant_id:
             return await self._claimed(code, code.grant_id)
         grant_id = crypto.new_key()
-        issued = await self._tokens.create(
+        grant, issued = await self._tokens.create(
             grant_id,
             code.user,
             code.client_id,
@@ -129,15 +139,18 @@ class TokenEndpoint:
         def claim(current: AuthCode) -> AuthCode:
             return current if current.grant_id else dataclasses.replace(current, grant_id=grant_id)
 
-        claimed = await self._store.codes.update(code.code_key, claim)
+        issued_event = self._tokens.events.issued(grant, "authorization_code")
+
+        def event(claimed: AuthCode) -> AuditEvent | None:
+            return issued_event if claimed.grant_id == grant_id else None
+
+        claimed = await self._store.codes.update(code.code_key, claim, audit=event)
         if claimed is None or claimed.grant_id != grant_id:
             await self._store.grants.delete(grant_id)  # never handed out
             if claimed is None:
-                raise invalid_grant("authorization code expired")
+                raise invalid_grant("authorization code expired", reasons.EXPIRED)
             return await self._claimed(code, claimed.grant_id or "")
-        self._tokens.announce_issued(
-            grant_id, code.user, code.client_id, code.scopes, "authorization_code", code.resource
-        )
+        self._tokens.events.count_issued(grant, "authorization_code")
         return issued
 
     async def _claimed(self, code: AuthCode, grant_id: str) -> TokenResponse:
@@ -150,9 +163,10 @@ class TokenEndpoint:
         if reissued is not None:
             return reissued
         await self._store.codes.delete(code.code_key)
-        if await self._tokens.end_grant(grant_id) is not None:
-            self._tokens.reuse_detected("authorization_code", code.user, code.client_id, grant_id)
-        raise invalid_grant("authorization code was already used; its tokens are revoked")
+        await self._tokens.end_replayed(grant_id, "authorization_code", reasons.CODE_REPLAYED)
+        raise invalid_grant(
+            "authorization code was already used; its tokens are revoked", reasons.CODE_REPLAYED
+        )
 
     def _upstream_for(self, code: AuthCode, grant_id: str) -> bytes | None:
         """The code's sealed upstream tokens, sealed again for the grant."""
@@ -161,5 +175,7 @@ class TokenEndpoint:
         try:
             opened = self._sealer.open(code.upstream_tokens, code.code_key)
         except ValueError:  # sealed under an earlier login.encryption_key
-            raise invalid_grant("authorization code can no longer be used; sign in again") from None
+            raise invalid_grant(
+                "authorization code can no longer be used; sign in again", reasons.KEY_RETIRED
+            ) from None
         return self._sealer.seal(opened, grant_id)

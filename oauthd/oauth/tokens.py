@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from oauthd import crypto
+from oauthd.audit import Audit, AuditEvent, reasons
 from oauthd.clock import Clock
 from oauthd.config import Config
-from oauthd.log import audit
 from oauthd.metrics import Metrics
 from oauthd.model import Client, Grant
 from oauthd.oauth.access_tokens import AccessClaims, Mint, opaque, token_parts
@@ -27,6 +26,7 @@ from oauthd.oauth.access_tokens import TokenResponse as TokenResponse
 from oauthd.oauth.access_tokens import grant_ref as grant_ref
 from oauthd.oauth.errors import OAuthError, invalid_grant
 from oauthd.oauth.families import superseded_with, was_superseded
+from oauthd.oauth.grant_events import GrantEvents
 from oauthd.oauth.resources import Targets, canonical_resource
 from oauthd.scopes import ScopeHierarchy
 from oauthd.store import Store
@@ -35,6 +35,7 @@ GrantEndedListener = Callable[[Grant], Coroutine[Any, Any, None]]
 BearerCheck = Callable[[str, str], Awaitable[Grant | None]]  # (token, resource) -> grant
 
 LAST_USED_RESOLUTION = 60.0  # write `last_used_at` at most this often per grant
+NOT_VALID = "refresh token is not valid (expired, revoked or not yours)"
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,14 +68,15 @@ class Tokens:
         self.resource = self.targets.identifier(config.default_resource)
         self._metrics.know_resources(r.path for r in config.resources)
         self.scopes = ScopeHierarchy(dict(config.oauth.scope_implies))
+        self.events = GrantEvents(self._metrics, self.targets)
         self.grant_ended: list[GrantEndedListener] = []
         self._background: set[asyncio.Task[None]] = set()
 
-    async def end_grant(self, grant_id: str) -> Grant | None:
-        """Delete a grant (revocation, reuse, a replayed code) and tell the listeners, e.g.
-        the proxy, which closes the grant's MCP sessions upstream. Listeners run in the
-        background: the answer to the client does not wait for the upstream."""
-        grant = await self._store.grants.take(grant_id)
+    async def end_grant(self, grant_id: str, audit: Audit | None = None) -> Grant | None:
+        """Delete a grant (revocation, reuse, a replayed code), with `audit` the record of
+        why, and tell the listeners, e.g. the proxy, which closes the grant's MCP sessions
+        upstream. Listeners run in the background: the answer does not wait for them."""
+        grant = await self._store.grants.take(grant_id, audit=audit)
         if grant is not None:
             for listener in self.grant_ended:
                 task = asyncio.create_task(listener(grant), name=f"grant-ended-{grant_id[:8]}")
@@ -120,10 +122,17 @@ class Tokens:
         groups: tuple[str, ...] = (),
     ) -> TokenResponse:
         """A new grant with its first token pair (`grant_type`: how it was obtained)."""
-        issued = await self.create(
-            grant_id, user, client_id, scopes, resource, upstream_tokens, groups=groups
+        grant, issued = await self.create(
+            grant_id,
+            user,
+            client_id,
+            scopes,
+            resource,
+            upstream_tokens,
+            groups=groups,
+            grant_type=grant_type,
         )
-        self.announce_issued(grant_id, user, client_id, scopes, grant_type, resource)
+        self.events.count_issued(grant, grant_type)
         return issued
 
     async def create(
@@ -136,10 +145,11 @@ class Tokens:
         upstream_tokens: bytes | None = None,
         *,
         groups: tuple[str, ...] = (),
-    ) -> TokenResponse:
-        """Write a new grant with its first token pair, not yet counted or audited (the
-        code exchange announces it once the code is claimed for it). `groups`: the
-        user's at sign-in (`Grant.groups`)."""
+        grant_type: str | None = None,
+    ) -> tuple[Grant, TokenResponse]:
+        """Write a new grant with its first token pair, not yet counted; audited as issued
+        with it when `grant_type` is given (the code exchange records it once the code
+        is claimed for it). `groups`: the user's at sign-in (`Grant.groups`)."""
         now = self._clock.now()
         pair = self._pair(
             AccessClaims(
@@ -160,32 +170,9 @@ class Tokens:
             upstream_tokens=upstream_tokens,
             groups=groups,
         )
-        await self._store.grants.add(grant)
-        return self._response(grant, pair)
-
-    def announce_issued(
-        self,
-        grant_id: str,
-        user: str,
-        client_id: str,
-        scopes: tuple[str, ...],
-        grant_type: str,
-        resource: str,
-        principal: str = "user",
-    ) -> None:
-        path = self.targets.label_of(resource)
-        self._metrics.token_issued(grant_type, path, principal)
-        audit(
-            "token_issued",
-            "tokens issued",
-            grant_type=grant_type,
-            principal=principal,
-            user=user,
-            client_id=client_id,
-            grant=grant_ref(grant_id),
-            scopes=" ".join(scopes),
-            resource=path,
-        )
+        event = None if grant_type is None else self.events.issued(grant, grant_type)
+        await self._store.grants.add(grant, audit=event)
+        return grant, self._response(grant, pair)
 
     async def reissue_unused(self, grant_id: str) -> TokenResponse | None:
         """A retried code exchange: a fresh first pair for a grant that was never used (no
@@ -211,16 +198,13 @@ class Tokens:
                 expires_at=now + self._ttl.refresh_ttl,
             )
 
-        updated = await self._store.grants.update(grant_id, again)
-        if updated is None or updated.refresh_hash != pair.refresh.secret_hash:
+        def event(grant: Grant) -> AuditEvent | None:
+            return self.events.reissued(grant) if grant.refresh_hash == mine else None
+
+        mine = pair.refresh.secret_hash
+        updated = await self._store.grants.update(grant_id, again, audit=event)
+        if updated is None or updated.refresh_hash != mine:
             return None
-        audit(
-            "token_reissued",
-            "code exchange retried: tokens issued again",
-            user=updated.user,
-            client_id=updated.client_id,
-            grant=grant_ref(grant_id),
-        )
         return self._response(updated, pair)
 
     # -- refresh -------------------------------------------------------------------------
@@ -230,32 +214,33 @@ class Tokens:
     ) -> TokenResponse:
         parts = crypto.split_token(refresh_token)
         if parts is None:
-            raise invalid_grant("malformed refresh token")
+            raise invalid_grant("malformed refresh token", reasons.MALFORMED_TOKEN)
         grant_id, secret = parts
         current = await self._store.grants.get(grant_id)
-        if current is None or current.client_id != client.client_id:
-            raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
+        if current is None:
+            raise invalid_grant(NOT_VALID, reasons.UNKNOWN_TOKEN)
+        if current.client_id != client.client_id:
+            raise await self._refusal(current, reasons.WRONG_CLIENT)
         access_scopes = self._narrowed(current, scope)
         if resource is not None and canonical_resource(resource) != canonical_resource(
             current.resource
         ):
-            raise OAuthError("invalid_target", "resource differs from the one granted")
+            raise OAuthError(
+                "invalid_target",
+                "resource differs from the one granted",
+                reason=reasons.RESOURCE_MISMATCH,
+            )
         claims = AccessClaims.of(current, self._clock.now(), self._ttl.access_ttl, access_scopes)
         pair = self._pair(claims)
         rotate = self._rotation(secret, pair, access_scopes)
-        updated = await self._store.grants.update(grant_id, rotate)
-        if updated is not None and updated.refresh_hash == pair.refresh.secret_hash:
-            path = self.targets.label_of(updated.resource)
-            self._metrics.token_refreshed(path)
-            audit(
-                "token_refreshed",
-                "tokens refreshed",
-                user=updated.user,
-                client_id=updated.client_id,
-                grant=grant_ref(grant_id),
-                scopes=" ".join(updated.token_scopes),
-                resource=path,
-            )
+        mine = pair.refresh.secret_hash
+
+        def event(grant: Grant) -> AuditEvent | None:
+            return self.events.refreshed(grant) if grant.refresh_hash == mine else None
+
+        updated = await self._store.grants.update(grant_id, rotate, audit=event)
+        if updated is not None and updated.refresh_hash == mine:
+            self._metrics.token_refreshed(self.events.path(updated.resource))
             return self._response(updated, pair)
         return await self._refused(grant_id, secret, updated)
 
@@ -308,24 +293,35 @@ class Tokens:
         # grant keeps the digests of its last SUPERSEDED_KEPT ones. Any other value under the
         # grant id (a guess, a typo, the access token sent by mistake) is refused and the
         # grant kept, so that knowing a grant id is not enough to end someone's session.
-        if grant is not None and was_superseded(secret, grant):
-            await self.end_grant(grant_id)  # reuse: end the whole family
-            self.reuse_detected("refresh_token", grant.user, grant.client_id, grant_id)
-            raise invalid_grant("refresh token was already used; the session is revoked")
-        raise invalid_grant("refresh token is not valid (expired, revoked or not yours)")
+        if grant is None:
+            raise invalid_grant(NOT_VALID, reasons.UNKNOWN_TOKEN)
+        if was_superseded(secret, grant):
+            # the previous token once its successor was used (or retries are off) is a
+            # replay after the grace; an older one is a superseded token replayed
+            previous = crypto.secret_matches(secret, grant.previous_refresh_hash)
+            reason = (
+                reasons.REPLAY_AFTER_GRACE
+                if previous
+                else reasons.SUPERSEDED_REFRESH_TOKEN_REPLAYED
+            )
+            await self.end_replayed(grant_id, "refresh_token", reason)  # the whole family
+            raise invalid_grant("refresh token was already used; the session is revoked", reason)
+        raise await self._refusal(grant, reasons.TOKEN_NOT_CURRENT)
 
-    def reuse_detected(self, token_type: str, user: str, client_id: str, grant_id: str) -> None:
-        """Count and audit a replayed refresh token or code (the caller ends its grant)."""
-        self._metrics.reuse_detected(token_type)
-        audit(
-            "reuse_detected",
-            "reuse detected: grant revoked",
-            level=logging.WARNING,
-            token_type=token_type,
-            user=user,
-            client_id=client_id,
-            grant=grant_ref(grant_id),
+    async def _refusal(self, grant: Grant, reason: str) -> OAuthError:
+        """The invalid_grant of a refresh that names a live grant, recorded (its user and
+        client are known)."""
+        await self._store.audit.append(self.events.refused(grant, "token", "invalid_grant", reason))
+        return invalid_grant(NOT_VALID, reason)
+
+    async def end_replayed(self, grant_id: str, token_type: str, reason: str) -> Grant | None:
+        """End the grant of a replayed refresh token or code, recorded and counted."""
+        ended = await self.end_grant(
+            grant_id, audit=lambda g: self.events.reuse(g, token_type, reason)
         )
+        if ended is not None:
+            self.events.count_reuse(token_type)
+        return ended
 
     def _narrowed(self, grant: Grant, scope: str | None) -> tuple[str, ...]:
         if scope is None:
@@ -380,8 +376,9 @@ class Tokens:
             return
         grant_id, secret = parts
         if _digest_in(secret, grant.refresh_hash, grant.previous_refresh_hash):
-            if await self.end_grant(grant_id) is not None:
-                self._revoked(grant, "refresh_token", "client")
+            revoked = self.events.revoked(grant, "refresh_token", "client")
+            if await self.end_grant(grant_id, audit=revoked) is not None:
+                self.events.count_revoked(grant, "refresh_token")
         elif _digest_in(secret, grant.access_hash):
             void = crypto.hash_secret(crypto.new_secret())
 
@@ -390,31 +387,23 @@ class Tokens:
                     return current
                 return dataclasses.replace(current, access_hash=void, access_expires_at=0.0)
 
-            updated = await self._store.grants.update(grant_id, voided)
+            def event(current: Grant) -> AuditEvent | None:
+                if current.access_hash != void:
+                    return None
+                return self.events.revoked(current, "access_token", "client")
+
+            updated = await self._store.grants.update(grant_id, voided, audit=event)
             if updated is not None and updated.access_hash == void:
-                self._revoked(grant, "access_token", "client")
+                self.events.count_revoked(grant, "access_token")
 
     async def revoke_grant(self, grant_id: str, *, by: str) -> Grant | None:
-        """End a whole grant on request (`by`: "account" for its user, "admin"), counted
+        """End a whole grant on request (`by`: "account" for its user, "consent", "admin",
+        "client_deleted", "upstream_refresh_failed": `reasons.grant_ended_by`), counted
         and audited as a revocation; None if it was not there."""
-        grant = await self.end_grant(grant_id)
+        grant = await self.end_grant(grant_id, audit=lambda g: self.events.revoked(g, "grant", by))
         if grant is not None:
-            self._revoked(grant, "grant", by)
+            self.events.count_revoked(grant, "grant")
         return grant
-
-    def _revoked(self, grant: Grant, token_type: str, by: str) -> None:
-        path = self.targets.label_of(grant.resource)
-        self._metrics.token_revoked(token_type, path)
-        audit(
-            "token_revoked",
-            "token revoked",
-            token_type=token_type,
-            by=by,
-            user=grant.user,
-            client_id=grant.client_id,
-            grant=grant_ref(grant.id),
-            resource=path,
-        )
 
     async def introspect(self, token: str, issuer: str) -> dict[str, Any]:
         """RFC 7662. Anything not active gets only `{"active": false}`."""

@@ -17,9 +17,9 @@ import dataclasses
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
+from oauthd.audit import AuditEvent
 from oauthd.clock import Clock
 from oauthd.config import Config, ResourceConfig
-from oauthd.log import audit
 from oauthd.model import Consent, Grant
 from oauthd.oauth.authorize import widen_consent
 from oauthd.oauth.clients import ClientRegistry
@@ -154,19 +154,20 @@ class Upgrades:
         def widen(grant: Grant) -> Grant:  # pure: shared backends may run it again
             return grant if grant.user != user else _widened(grant, added, hierarchy)
 
-        grant = await self._store.grants.update(grant_id, widen)
+        def event(grant: Grant) -> AuditEvent:
+            return AuditEvent(
+                "grant_upgraded",
+                user=user,
+                client_id=grant.client_id,
+                resource=grant.resource,
+                grant=grant_ref(grant.id),
+                detail={"scopes": " ".join(added)},
+            )
+
+        grant = await self._store.grants.update(grant_id, widen, audit=event)
         if grant is None:  # ended meanwhile
             raise page_error("invalid_request", NO_SUCH_GRANT, 404)
         now, ttl = self._clock.now(), self._config.tokens.consent_ttl
         path = Targets(self._config).path_of(grant.resource)
         await remember_added(self._store, grant, path, added, now, ttl)
-        audit(
-            "grant_upgraded",
-            "grant upgraded in place",
-            user=user,
-            client_id=grant.client_id,
-            grant=grant_ref(grant.id),
-            resource=grant.resource,
-            scopes=" ".join(added),
-        )
         return offer

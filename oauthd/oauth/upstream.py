@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from oauthd import crypto
+from oauthd.audit import AuditEvent, reasons
 from oauthd.metrics import Metrics
 from oauthd.model import Grant, PendingAuthorization
 from oauthd.oauth.authorize import Authorizer, Flow
@@ -135,15 +136,21 @@ class UpstreamLogin:
                 redirect_uri=self.callback_uri,
             )
         except UpstreamError as exc:
-            self._login_audit("failure", None, flow)
-            raise page_error("access_denied", f"The identity provider refused: {exc}") from None
+            await self._login_audit("failure", None, flow)
+            raise page_error(
+                "access_denied",
+                f"The identity provider refused: {exc}",
+                reason=reasons.PROVIDER_REFUSED,
+            ) from None
         signed_in = await self._signed_in(flow, identity)
-        self._login_audit("success", identity.username, flow)
+        await self._login_audit("success", identity.username, flow)
         return signed_in
 
-    def _login_audit(self, result: str, user: str | None, flow: Flow) -> None:
+    async def _login_audit(self, result: str, user: str | None, flow: Flow) -> None:
         client_id = flow.client.client_id if flow.returns_to is None else None
-        record_login(self._metrics, result, method="upstream", user=user, client_id=client_id)
+        await record_login(
+            self._store, self._metrics, result, method="upstream", user=user, client_id=client_id
+        )
 
     def _claim_leg(self, pending: PendingAuthorization, secret: str) -> dict[str, str]:
         if pending.upstream is None or pending.upstream.startswith(CLAIMED) or pending.user:
@@ -206,6 +213,15 @@ class UpstreamTokens:
         try:
             fresh = await self._provider.refresh(refresh)
         except UpstreamError:
+            self._store.audit.append_soon(
+                AuditEvent(
+                    "upstream_refresh_failed",
+                    user=grant.user,
+                    client_id=grant.client_id,
+                    grant=grant.id[:8],
+                    reason=reasons.UPSTREAM_REFRESH_FAILED,
+                )
+            )
             return None
         fresh.setdefault("refresh_token", refresh)
         sealed = self._sealer.seal(orjson.dumps(fresh), grant.id)

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from oauthd.audit import reasons
+from oauthd.model import Grant
 from oauthd.store import Unavailable
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -21,9 +23,11 @@ NO_STORE = {"Cache-Control": "no-store"}
 class ProxyRefusal(Exception):
     """A request the proxy answers itself; `response` is what the client gets."""
 
-    def __init__(self, response: web.Response) -> None:
+    def __init__(self, response: web.Response, reason: str = reasons.OTHER) -> None:
         super().__init__(response.status)
         self.response = response
+        self.reason = reason  # `oauthd.audit.reasons`: logged and counted
+        self.grant: Grant | None = None  # the known grant it concerns: recorded too
 
 
 def challenge(
@@ -32,6 +36,7 @@ def challenge(
     scope: str,
     error: str | None = None,
     description: str | None = None,
+    reason: str = reasons.OTHER,
 ) -> ProxyRefusal:
     parts = [f'resource_metadata="{resource_metadata}"']
     if error:
@@ -45,7 +50,7 @@ def challenge(
         "error_description": description
         or "a bearer token from this server's authorization server is required",
     }
-    return ProxyRefusal(web.json_response(body, status=status, headers=headers))
+    return ProxyRefusal(web.json_response(body, status=status, headers=headers), reason)
 
 
 POLICY_DENIED = -32003
@@ -59,6 +64,7 @@ def jsonrpc_error(
     headers: dict[str, str] | None = None,
     request_id: str | int | None = None,
     data: dict[str, Any] | None = None,
+    reason: str = reasons.OTHER,
 ) -> ProxyRefusal:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
@@ -70,7 +76,8 @@ def jsonrpc_error(
             status=status,
             content_type="application/json",
             headers={**NO_STORE, **headers} if headers else NO_STORE,
-        )
+        ),
+        reason,
     )
 
 
@@ -111,10 +118,10 @@ def not_json() -> ProxyRefusal:
     return jsonrpc_error(400, -32700, "Parse error: the request body is not JSON")
 
 
-def policy_denied(message: str, request_id: str | int | None) -> ProxyRefusal:
+def policy_denied(message: str, request_id: str | int | None, reason: str) -> ProxyRefusal:
     """A call the resource's rules deny: 403, the rule's message, never a challenge (no
     token would help)."""
-    return jsonrpc_error(403, POLICY_DENIED, message, request_id=request_id)
+    return jsonrpc_error(403, POLICY_DENIED, message, request_id=request_id, reason=reason)
 
 
 def scope_challenge(
@@ -122,6 +129,7 @@ def scope_challenge(
     needed: tuple[str, ...],
     upgrade_url: str,
     request_id: str | int | None,
+    reason: str = reasons.DEFAULT_POLICY,
 ) -> ProxyRefusal:
     """A call that needs scopes the token lacks (MCP 2026-07-28 authorization, "Scope
     Challenge Handling"): 403 with the challenge naming every scope the call needs, and a
@@ -139,4 +147,5 @@ def scope_challenge(
         {"WWW-Authenticate": challenge},
         request_id,
         {"scopes": list(needed), "upgrade_url": upgrade_url},
+        reason,
     )

@@ -12,6 +12,9 @@ from oauthd.oauth import BearerCheck, GrantEndedListener
 class Authority(Protocol):
     verify_bearer: BearerCheck  # the live grant an access token belongs to, or None
 
+    async def bearer_refusal(self, token: str, resource: str) -> tuple[str, Grant | None]:
+        """Why `verify_bearer` refused `token` (a reason code), and the grant it names."""
+
     async def upstream_access_token(self, grant: Grant) -> str | None:
         """The user's identity-provider access token, if there is one."""
 

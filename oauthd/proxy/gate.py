@@ -11,13 +11,18 @@ included, so that a browser client can read them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
+from oauthd.audit import reasons
 from oauthd.config import Config, ResourceConfig
 from oauthd.model import Grant
 from oauthd.oauth import BearerCheck
 from oauthd.proxy.answers import challenge, jsonrpc_error
 from oauthd.scopes import ScopeHierarchy
+
+WhyRefused = Callable[[str, str], Awaitable[tuple[str, Grant | None]]]
 
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
@@ -30,7 +35,11 @@ EXPOSED_HEADERS = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, Retry
 
 class Gate:
     def __init__(
-        self, config: Config, resource: ResourceConfig, verify_bearer: BearerCheck
+        self,
+        config: Config,
+        resource: ResourceConfig,
+        verify_bearer: BearerCheck,
+        why_refused: WhyRefused,
     ) -> None:
         issuer = config.server.issuer
         self._own_origin = issuer.lower()
@@ -41,6 +50,7 @@ class Gate:
         self._resource = resource.uri(issuer)
         self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource{resource.path}"
         self._verify_bearer = verify_bearer  # bound once: the hot path
+        self._why_refused = why_refused  # asked only once a token was refused
 
     def check_origin(self, request: web.Request) -> None:
         """A request without Origin is not from a browser and passes; any other origin
@@ -49,7 +59,9 @@ class Gate:
         if origin is None:
             return
         if not self._origin_allowed(origin):
-            raise jsonrpc_error(403, -32000, "Origin not allowed")
+            raise jsonrpc_error(
+                403, -32000, "Origin not allowed", reason=reasons.ORIGIN_NOT_ALLOWED
+            )
 
     def _origin_allowed(self, origin: str) -> bool:
         return origin.lower() == self._own_origin or origin.lower() in self._allowed_origins
@@ -76,7 +88,7 @@ class Gate:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
-            raise challenge(401, self._metadata_url, scope)
+            raise challenge(401, self._metadata_url, scope, reason=reasons.NO_TOKEN)
         if scheme.lower() != "bearer" or not token.strip():
             raise challenge(
                 401,
@@ -84,16 +96,21 @@ class Gate:
                 scope,
                 "invalid_request",
                 "use the Authorization: Bearer scheme",
+                reasons.NOT_BEARER,
             )
         grant = await self._verify_bearer(token.strip(), self._resource)
         if grant is None:
-            raise challenge(
+            reason, known = await self._why_refused(token.strip(), self._resource)
+            refusal = challenge(
                 401,
                 self._metadata_url,
                 scope,
                 "invalid_token",
                 "the access token is invalid or has expired",
+                reason,
             )
+            refusal.grant = known
+            raise refusal
         if self._hierarchy:  # a scope may be held through one that implies it
             missing = list(
                 self._hierarchy.missing(frozenset(grant.token_scopes), self._required_scopes)
@@ -101,11 +118,14 @@ class Gate:
         else:
             missing = [s for s in self._required_scopes if s not in grant.token_scopes]
         if missing:
-            raise challenge(
+            refusal = challenge(
                 403,
                 self._metadata_url,
                 scope,
                 "insufficient_scope",
                 f"the token lacks the scope {missing[0]}",
+                reasons.INSUFFICIENT_SCOPE,
             )
+            refusal.grant = grant
+            raise refusal
         return grant

@@ -53,7 +53,7 @@ class Mounts:
         hierarchy = ScopeHierarchy(dict(config.oauth.scope_implies))
         self._by_path: dict[str, Mount] = {}
         for resource in config.resources:
-            gate = Gate(config, resource, auth.verify_bearer)
+            gate = Gate(config, resource, auth.verify_bearer, auth.bearer_refusal)
             policy = policy_of(resource, hierarchy)
             self._by_path[resource.path] = Mount(
                 resource,

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from oauthd.audit.reasons import policy_rule
 from oauthd.config import Config, ResourceConfig
 from oauthd.metrics import Metrics
 from oauthd.model import Grant
@@ -37,6 +38,7 @@ from oauthd.policy import (
     call_of,
 )
 from oauthd.proxy.answers import ProxyRefusal, policy_denied, scope_challenge
+from oauthd.proxy.call_audit import Decided
 from oauthd.proxy.messages import request_id
 from oauthd.scopes import ScopeHierarchy
 
@@ -108,18 +110,21 @@ class Policing:
         caller = Caller(grant.user, grant.client_id, self._groups_of(grant), grant.principal)
         return Listed(self.policy, caller, frozenset(grant.token_scopes), {}, private, True)
 
-    def check(self, grant: Grant, message: Any, private: bool) -> Listed | None:
+    def check(
+        self, grant: Grant, message: Any, private: bool, decided: list[Decided] | None = None
+    ) -> Listed | None:
         """Raise the refusal of a message (or batch) the grant's caller may not send;
-        return the listings it asks for (None if none)."""
+        return the listings it asks for (None if none). `decided` gains each call's
+        decision (for its audit record)."""
         caller = Caller(grant.user, grant.client_id, self._groups_of(grant), grant.principal)
         scopes = frozenset(grant.token_scopes)
         if isinstance(message, list):
-            return self._check_batch(grant, caller, scopes, message, private)
+            return self._check_batch(grant, caller, scopes, message, private, decided)
         call = call_of(message)
         if call is None:
             return None
         decision = self.policy.decide(caller, scopes, call)
-        self._record(decision, call, grant)
+        self._record(decision, call, grant, decided)
         if type(decision) is not Allow:
             raise self._refusal(grant, scopes, (decision,), request_id(message))
         if call.method in LISTINGS and (rid := request_id(message)) is not None:
@@ -133,6 +138,7 @@ class Policing:
         scopes: frozenset[str],
         batch: list[Any],
         private: bool,
+        decided: list[Decided] | None,
     ) -> Listed | None:
         refused: list[Decision] = []
         listings: dict[str | int, str] = {}
@@ -141,7 +147,7 @@ class Policing:
             if call is None:
                 continue
             decision = self.policy.decide(caller, scopes, call)
-            self._record(decision, call, grant)
+            self._record(decision, call, grant, decided)
             if type(decision) is not Allow:
                 refused.append(decision)
             elif call.method in LISTINGS and (rid := request_id(each)) is not None:
@@ -161,19 +167,24 @@ class Policing:
         every scope the calls need."""
         denied = next((d for d in refused if isinstance(d, Deny)), None)
         if denied is not None:
-            return policy_denied(denied.message, rid)
+            return policy_denied(denied.message, rid, policy_rule(denied.rule))
         needed = tuple(
             dict.fromkeys(scope for d in refused if isinstance(d, StepUp) for scope in d.scopes)
         )
         missing = self._hierarchy.missing(scopes, needed)
         upgrade = upgrade_url(self._issuer, grant.id, missing)
-        return scope_challenge(self._metadata_url, needed, upgrade, rid)
+        rule = next((d.rule for d in refused if d.rule is not None), None)
+        return scope_challenge(self._metadata_url, needed, upgrade, rid, policy_rule(rule))
 
-    def _record(self, decision: Decision, call: Call, grant: Grant) -> None:
-        """Count the decision; log it with its rule unless it is the default allow (an
-        allow by a rule only at debug level: it is every call's fate)."""
+    def _record(
+        self, decision: Decision, call: Call, grant: Grant, decided: list[Decided] | None
+    ) -> None:
+        """Count the decision, note it in `decided`; log it with its rule unless it is the
+        default allow (an allow by a rule only at debug level: it is every call's fate)."""
         outcome = OUTCOMES.get(type(decision), "step_up")
         self._count[outcome][0] += 1
+        if decided is not None:
+            decided.append(Decided(call, outcome, decision.rule))
         if decision.rule is None and outcome == "allow":
             return
         level = logging.DEBUG if outcome == "allow" else logging.INFO
@@ -184,6 +195,7 @@ class Policing:
                 extra={
                     "event": "proxy.policy",
                     "rule": decision.rule,
+                    "reason": None if outcome == "allow" else policy_rule(decision.rule),
                     "decision": outcome,
                     "method": call.method,
                     # the tool, prompt or resource URI ("name" is the log record's own)

@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from oauthd.audit import AuditEvent
 from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.crypto import Sealer
@@ -33,6 +35,7 @@ from oauthd.proxy.answers import (
     store_unavailable,
 )
 from oauthd.proxy.authority import Authority
+from oauthd.proxy.call_audit import CallAudit, Decided, allowed_calls
 from oauthd.proxy.forward_auth import ForwardAuth
 from oauthd.proxy.listings import ListingFilter
 from oauthd.proxy.messages import (
@@ -95,6 +98,9 @@ class McpProxy:
         self._only = self.mounts.default if len(self.mounts) == 1 else None
         self._watch: asyncio.Task[None] | None = None
         self._id_prefix, self._ids = secrets.token_hex(4) + "-", itertools.count(1)
+        self._trail = store.audit
+        audited = config.audit.enabled and config.audit.calls
+        self._calls = CallAudit(store.audit) if audited else None
         auth.on_grant_ended(self.close_sessions_of)
 
     async def start(self) -> None:
@@ -140,7 +146,7 @@ class McpProxy:
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()
-            body, message, listed = None, None, None
+            body, message, listed, call_ids = None, None, None, list[str]()
             if mount.policing is not None and request.method not in MCP_METHODS:
                 # a body policy never sees: the transport uses GET, POST and DELETE only
                 raise jsonrpc_error(405, -32000, "method not allowed", {"Allow": ALLOW})
@@ -148,12 +154,13 @@ class McpProxy:
                 newer = validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER))
                 listed = mount.policing.stream_listings(grant, newer)
             elif request.method == "POST":
-                if mount.policing is not None:
-                    body, message, listed = await self._policed_body(request, mount, grant)
-                elif validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER)):
-                    body, message = await self._read_message(request, mount, True)
+                newer = validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER))
+                if mount.policing is not None or newer or self._calls is not None:
+                    body, message, listed, call_ids = await self._read_post(
+                        request, mount, grant, newer
+                    )
             return await self._forward(
-                request, mount, grant, session_id, started, body, listed, message
+                request, mount, grant, session_id, started, body, listed, message, call_ids
             )
         except ProxyRefusal as refusal:
             return self._refused(request, mount, refusal, started)
@@ -167,7 +174,7 @@ class McpProxy:
             request_id_var.reset(token)
 
     async def _read_message(
-        self, request: web.Request, mount: Mount, mirrored: bool
+        self, request: web.Request, mount: Mount, mirrored: bool, lenient: bool = False
     ) -> tuple[bytes, Any]:
         """A POST's body, read whole (413 past the resource's limit), and its JSON-RPC
         message; `mirrored`: a 2026-07-28 request, whose `Mcp-Method`/`Mcp-Name` headers
@@ -179,6 +186,8 @@ class McpProxy:
         try:
             message = parse(body)
         except NotJson:
+            if lenient:
+                return body, None
             raise not_json() from None
         if not mirrored:
             return body, message
@@ -192,15 +201,33 @@ class McpProxy:
             raise header_mismatch(str(exc), request_id(message)) from None
         return body, message
 
-    async def _policed_body(
-        self, request: web.Request, mount: Mount, grant: Grant
-    ) -> tuple[bytes, Any, Listed | None]:
-        """The body of a POST to a resource with rules and its message, each of its
-        messages decided (`proxy/policing.py`); the listings whose answers are filtered."""
-        assert mount.policing is not None
-        newer = validates_headers(request.headers.get(PROTOCOL_VERSION_HEADER))
-        body, message = await self._read_message(request, mount, newer)
-        return body, message, mount.policing.check(grant, message, private=newer)
+    async def _read_post(
+        self, request: web.Request, mount: Mount, grant: Grant, newer: bool
+    ) -> tuple[bytes, Any, Listed | None, list[str]]:
+        """A POST's body read whole and its message, each of its messages decided by the
+        resource's rules if it has any (`proxy/policing.py`), its calls recorded with their
+        decisions before anything reaches the upstream (`[audit] calls`, refused calls
+        too); the listings whose answers are filtered, and the recorded calls' ids."""
+        # read only to record its calls: a body that is not JSON passes as it did
+        lenient = mount.policing is None and not newer
+        body, message = await self._read_message(request, mount, newer, lenient)
+        decided: list[Decided] = []
+        listed, refusal = None, None
+        if mount.policing is not None:
+            try:
+                listed = mount.policing.check(grant, message, private=newer, decided=decided)
+            except ProxyRefusal as exc:
+                refusal = exc
+        elif self._calls is not None:
+            decided = allowed_calls(message)
+        ids: list[str] = []
+        if self._calls is not None and decided:
+            path, request_id = mount.resource.path, request[ACCESS_REQUEST_ID]
+            ids = await self._calls.decided(grant, path, decided, request_id)
+        if refusal is not None:
+            refusal.grant = grant
+            raise refusal
+        return body, message, listed, ids
 
     async def _forward(
         self,
@@ -212,6 +239,7 @@ class McpProxy:
         body: bytes | None = None,
         listed: Listed | None = None,
         message: Any = None,
+        call_ids: list[str] | None = None,
     ) -> web.StreamResponse:
         """The request upstream with its caller's identity, the answer back to the client;
         the sessions follow what the answer did to `session_id`. `body`: the body, if it
@@ -232,7 +260,9 @@ class McpProxy:
             if call:
                 await relay.take_slot()
             try:
-                upstream = await relay.send(request, length, headers, watch, body, message)
+                upstream = await self._send(
+                    request, mount, grant, headers, watch, body, message, call_ids
+                )
                 async with upstream:
                     new_id = upstream.headers.get(SESSION_HEADER)
                     if (new_id and new_id != session_id) or request.method == "DELETE":
@@ -258,6 +288,34 @@ class McpProxy:
         finally:
             relay.release(watch)
 
+    async def _send(
+        self,
+        request: web.Request,
+        mount: Mount,
+        grant: Grant,
+        headers: CIMultiDict[str],
+        watch: Any,
+        body: bytes | None,
+        message: Any,
+        call_ids: list[str] | None,
+    ) -> Any:
+        """The request upstream; the recorded calls' outcome (upstream status, latency)
+        once it answered or failed, written without waiting."""
+        sent = time.perf_counter()
+        status = 502
+        try:
+            length = request.content_length
+            upstream = await mount.relay.send(request, length, headers, watch, body, message)
+            status = upstream.status
+            return upstream
+        except ProxyRefusal as exc:
+            status = exc.response.status
+            raise
+        finally:
+            if call_ids and self._calls is not None:
+                seconds = time.perf_counter() - sent
+                self._calls.completed(grant, mount.resource.path, call_ids, status, seconds)
+
     async def forward_auth(self, request: web.Request) -> web.StreamResponse:
         """Another proxy's question about a request to the MCP server it fronts
         (`proxy/forward_auth.py`): 200 with the identity headers, or `/mcp`'s refusal."""
@@ -272,9 +330,36 @@ class McpProxy:
     def _refused(
         self, request: web.Request, mount: Mount, refusal: ProxyRefusal, started: float
     ) -> web.StreamResponse:
+        if refusal.response.status in (401, 403):
+            self._refusal_noted(mount, refusal)
         mount.gate.add_cors(request, refusal.response)
         self._observe(request, refusal.response.status, started)
         return refusal.response
+
+    def _refusal_noted(self, mount: Mount, refusal: ProxyRefusal) -> None:
+        """A 401 or 403: its reason logged and counted; recorded when it concerns a known
+        grant (an unknown token has no principal: a stream of them is no stream of
+        writes)."""
+        status, reason, grant = refusal.response.status, refusal.reason, refusal.grant
+        error = "invalid_token" if status == 401 else "forbidden"
+        path = mount.resource.path
+        log.info(
+            "request refused",
+            extra={"event": "proxy.refused", "status": status, "reason": reason, "path": path},
+        )
+        self._metrics.refusal(path, error, reason)
+        if grant is not None:
+            self._trail.append_soon(
+                AuditEvent(
+                    "refused",
+                    user=grant.user,
+                    client_id=grant.client_id,
+                    resource=path,
+                    grant=grant.id[:8],
+                    reason=reason,
+                    detail={"endpoint": path, "status": status},
+                )
+            )
 
     def _observe(self, request: web.Request, status: int, started: float) -> None:
         """The latency metric: until the response headers go out (not a stream's life)."""

@@ -22,8 +22,8 @@ def lands_then_times_out(monkeypatch: pytest.MonkeyPatch, table: Any, method: st
     real: Callable[..., Awaitable[Any]] = getattr(table, method)
     fired: list[str] = []
 
-    async def call(*args: Any) -> Any:
-        result = await real(*args)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        result = await real(*args, **kwargs)
         if not fired:
             fired.append(method)
             raise Unavailable("redis: no answer within 2s")

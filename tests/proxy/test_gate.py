@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from oauthd.audit import reasons
 from oauthd.config import Config, default_config
 from oauthd.model import Grant
 from oauthd.proxy.answers import ProxyRefusal
@@ -45,6 +46,9 @@ class Bearers:
         self.seen.append(token)
         return make_grant(user="alice", scopes=self.scopes) if token == GOOD_TOKEN else None
 
+    async def why(self, token: str, resource: str) -> tuple[str, Grant | None]:
+        return reasons.UNKNOWN_TOKEN, None
+
 
 def make_gate(
     tmp_path: Path,
@@ -52,7 +56,8 @@ def make_gate(
     required: tuple[str, ...] = ("mcp",),
 ) -> Gate:
     cfg = config(tmp_path, required)
-    return Gate(cfg, cfg.resources[0], (bearers or Bearers(("mcp",))).verify)
+    bearers = bearers or Bearers(("mcp",))
+    return Gate(cfg, cfg.resources[0], bearers.verify, bearers.why)
 
 
 def request(method: str = "POST", **headers: str) -> web.Request:

@@ -199,10 +199,12 @@ async def test_a_large_body_arrives_intact(oauthd: Oauthd, upstream: FakeUpstrea
 
 
 async def test_the_request_body_is_streamed_not_buffered(
-    oauthd: Oauthd, upstream: FakeUpstream
+    start_oauthd: StartOauthd, upstream: FakeUpstream
 ) -> None:
-    """The upstream reads the first part of the body while the client still holds back
-    the rest: the proxy does not wait for the whole body."""
+    """Without rules and without call records (`[audit] calls = false`), the upstream
+    reads the first part of the body while the client still holds back the rest: the
+    proxy does not wait for the whole body."""
+    oauthd = await start_oauthd(audit={"calls": False})
     first_arrived = asyncio.Event()
 
     async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:

@@ -1,0 +1,90 @@
+"""The record of every `tools/call`, `resources/read` and `prompts/get` (`[audit] calls`):
+who called what and what was decided, durable before the call reaches the upstream (a
+refused call is recorded too); once the upstream answered, a second record with the same
+call id, the upstream's status and the latency, written without waiting. Never an
+argument: the method and the name (tool, prompt, resource URI) only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from oauthd.audit import AuditEvent, AuditTrail, reasons
+from oauthd.model import Grant
+from oauthd.policy import Call, call_of
+
+AUDITED = frozenset({"tools/call", "resources/read", "prompts/get"})
+
+
+class Decided(NamedTuple):
+    """One call and its decision: "allow", "deny" or "step_up", and the rule that made it."""
+
+    call: Call
+    outcome: str
+    rule: str | None = None
+
+
+def allowed_calls(message: Any) -> list[Decided]:
+    """The audited calls of a message (or batch) a resource without rules lets through."""
+    found = []
+    for each in message if isinstance(message, list) else (message,):
+        call = call_of(each)
+        if call is not None and call.method in AUDITED:
+            found.append(Decided(call, "allow"))
+    return found
+
+
+class CallAudit:
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
+
+    async def decided(
+        self, grant: Grant, resource: str, calls: Sequence[Decided], request_id: str
+    ) -> list[str]:
+        """Record each audited call's decision, durable on return; their call ids."""
+        ids = []
+        for number, (call, outcome, rule) in enumerate(calls, 1):
+            if call.method not in AUDITED:
+                continue
+            call_id = f"{request_id}.{number}"
+            ids.append(call_id)
+            refused = outcome != "allow"
+            await self._trail.append(
+                AuditEvent(
+                    "call_decided",
+                    user=grant.user,
+                    client_id=grant.client_id,
+                    resource=resource,
+                    grant=grant.id[:8],
+                    reason=reasons.policy_rule(rule) if refused else None,
+                    detail={
+                        "call": call_id,
+                        "principal": grant.principal,
+                        "method": call.method,
+                        "target": call.name,
+                        "decision": outcome,
+                        "rule": rule,
+                    },
+                )
+            )
+        return ids
+
+    def completed(
+        self, grant: Grant, resource: str, call_ids: Sequence[str], status: int, seconds: float
+    ) -> None:
+        """The upstream answered the forwarded calls (`status`, after `seconds`)."""
+        for call_id in call_ids:
+            self._trail.append_soon(
+                AuditEvent(
+                    "call_completed",
+                    user=grant.user,
+                    client_id=grant.client_id,
+                    resource=resource,
+                    grant=grant.id[:8],
+                    detail={
+                        "call": call_id,
+                        "upstream_status": status,
+                        "latency_ms": round(seconds * 1000, 1),
+                    },
+                )
+            )
