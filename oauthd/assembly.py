@@ -19,13 +19,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
 from oauthd.admin import server as admin_server
+from oauthd.audit import default_chain_name
 from oauthd.clock import Clock, SystemClock
-from oauthd.config import Config
+from oauthd.config import AuditConfig, Config
 from oauthd.housekeeping import housekeeping
 from oauthd.http import refusal_log, web_app
 from oauthd.http.keys import AUTH, PROXY, STATE
@@ -61,6 +62,13 @@ class Start:
     recover: bool = False
 
 
+def instance_audit(config: Config) -> AuditConfig:
+    """`[audit]` with this instance's chain named: `chain`, else host name and port."""
+    if config.audit.chain:
+        return config.audit
+    return replace(config.audit, chain=default_chain_name(config.server.listen.port))
+
+
 @contextlib.asynccontextmanager
 async def _state(
     config: Config, clock: Clock, metrics: Metrics, start: Start, tracing: Tracing | None
@@ -71,7 +79,7 @@ async def _state(
         accept_empty=start.accept_empty,
         recover=start.recover,
         observer=metrics,
-        audit=config.audit,
+        audit=instance_audit(config),
     )
     if tracing is not None:
         trace_tables(store, tracing, config.storage.backend)

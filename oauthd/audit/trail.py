@@ -32,9 +32,11 @@ WARNING_EVENTS = frozenset({"reuse_detected"})
 WARNING_RESULTS = frozenset({"failure", "rate_limited"})
 
 
-def default_chain_name() -> str:
-    """An instance's chain name when `[audit] chain` is empty: the host name."""
-    return socket.gethostname() or "oauthd"
+def default_chain_name(port: int | None = None) -> str:
+    """An instance's chain name when `[audit] chain` is empty: the host name, and the port
+    it listens on (two instances on one host share a backend, never a chain)."""
+    host = socket.gethostname() or "oauthd"
+    return host if port is None else f"{host}:{port}"
 
 
 def log_durable(event: AuditEvent) -> None:
