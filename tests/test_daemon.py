@@ -64,9 +64,10 @@ async def test_serve_loads_first_logs_json_and_stops_cleanly_on_sigterm_and_sigi
     for name in ("one", "two", "three"):
         assert register(port, name) == 201
     before = examine(state, time.time())
-    # each registration is two changes: the client and its app's group (oauth/hygiene.py);
-    # the first start also made the first signing key (oauth/signing.py)
-    assert before.last_seq == before.base_seq + 7, "the changes are in the journal only"
+    # each registration is two changes: the client and its app's group (oauth/hygiene.py),
+    # and its audit record; the first start also made the first signing key
+    # (oauth/signing.py), and its record
+    assert before.last_seq == before.base_seq + 11, "the changes are in the journal only"
     assert before.counts["signing_keys"] == 1
 
     assert await daemon.stop(signal.SIGTERM) == 0, daemon.stderr()

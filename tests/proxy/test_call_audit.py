@@ -17,6 +17,7 @@ from oauthd.clock import FakeClock
 from oauthd.http.keys import METRICS
 from oauthd.policy import Call
 from oauthd.proxy.call_audit import CallAudit, Decided, allowed_calls
+from oauthd.store.audit_reader import FileAuditReader
 from tests.support.proxy_app import Oauthd
 from tests.support.records import make_grant
 from tests.support.upstream import FakeUpstream, Seen, echo
@@ -29,10 +30,21 @@ CALL = {
 }
 
 
-def records(oauthd: Oauthd, event: str) -> list[dict[str, Any]]:
+async def all_lines(oauthd: Oauthd) -> list[bytes]:
+    """Every audit record so far: the memory trail's, or read back from the state dir
+    (the segments, then the journal) as `oauthd audit` reads them."""
     trail = oauthd.store.audit
-    assert isinstance(trail, MemoryTrail)
-    lines = (orjson.loads(line) for line in trail.lines)
+    if isinstance(trail, MemoryTrail):
+        return list(trail.lines)
+    reader = FileAuditReader(oauthd.config.storage.path)
+    try:
+        return [line async for _, line in reader.lines(trail.chain.name)]
+    finally:
+        await reader.close()
+
+
+async def records(oauthd: Oauthd, event: str) -> list[dict[str, Any]]:
+    lines = (orjson.loads(line) for line in await all_lines(oauthd))
     return [r for r in lines if r["event"] == event]
 
 
@@ -42,7 +54,7 @@ async def test_the_decision_is_recorded_before_the_upstream_sees_the_call(
     on_arrival: list[list[dict[str, Any]]] = []
 
     async def answer(request: web.Request, seen: Seen) -> web.StreamResponse:
-        on_arrival.append(records(oauthd, "call_decided"))
+        on_arrival.append(await records(oauthd, "call_decided"))
         return await echo(request, seen)
 
     upstream.answer = answer
@@ -54,10 +66,10 @@ async def test_the_decision_is_recorded_before_the_upstream_sees_the_call(
     assert decided["method"] == "tools/call" and decided["target"] == "add"
     assert decided["decision"] == "allow" and decided["client_id"] == granted.client_id
     assert decided["resource"] == "/mcp" and decided["grant"] == granted.grant_id[:8]
-    (completed,) = records(oauthd, "call_completed")
+    (completed,) = await records(oauthd, "call_completed")
     assert completed["call"] == decided["call"]
     assert completed["upstream_status"] == 200 and completed["latency_ms"] >= 0
-    assert b"s3cr3t-argument" not in b"".join(oauthd.store.audit.lines)  # type: ignore[attr-defined]
+    assert b"s3cr3t-argument" not in b"".join(await all_lines(oauthd))
 
 
 async def test_without_call_records_nothing_is_recorded(
@@ -67,7 +79,7 @@ async def test_without_call_records_nothing_is_recorded(
     granted = await oauthd.grant()
     reply = await oauthd.mcp("POST", granted, json=CALL)
     assert reply.status == 200
-    assert records(oauthd, "call_decided") == []
+    assert await records(oauthd, "call_decided") == []
 
 
 async def test_an_expired_token_is_refused_with_its_reason(
@@ -81,7 +93,7 @@ async def test_an_expired_token_is_refused_with_its_reason(
     await settle_pending()
     (line,) = [r for r in caplog.records if getattr(r, "event", "") == "proxy.refused"]
     assert line.reason == reasons.EXPIRED  # type: ignore[attr-defined]
-    (refused,) = records(oauthd, "refused")
+    (refused,) = await records(oauthd, "refused")
     assert refused["reason"] == reasons.EXPIRED and refused["status"] == 401
     labels = {"endpoint": "/mcp", "error": "invalid_token", "reason": reasons.EXPIRED}
     count = oauthd.app[METRICS].registry.get_sample_value("oauthd_refusals_total", labels)
@@ -94,7 +106,7 @@ async def test_an_unknown_token_is_logged_and_counted_but_not_recorded(
     reply = await oauthd.call("POST", "/mcp", headers={"Authorization": "Bearer nope.nope"})
     assert reply.status == 401
     await settle_pending()
-    assert records(oauthd, "refused") == []
+    assert await records(oauthd, "refused") == []
 
 
 async def test_a_refused_call_is_recorded_with_its_rule() -> None:
