@@ -19,6 +19,7 @@ from oauthd.config import Config, UpstreamConfig
 from oauthd.model import Grant
 from oauthd.peers import client_address
 from oauthd.proxy.headers import upstream_request_headers
+from oauthd.proxy.request_keys import ACCESS_REQUEST_ID
 from oauthd.proxy.sessions import SESSION_HEADER
 
 IdpTokenSource = Callable[[Grant], Awaitable[str | None]]
@@ -79,8 +80,13 @@ class Identity:
 
     def request_headers(self, request: web.Request, grant: Grant) -> CIMultiDict[str]:
         """What goes upstream with a relayed request: the client's own headers that may
-        cross (headers.py), where it came from (X-Forwarded-*), and who it is."""
+        cross (headers.py), where it came from (X-Forwarded-*), who it is, and the request
+        id of oauthd's log lines and audit records (`X-Request-Id`: the upstream's logs
+        and a call's `call_decided` record name the same request)."""
         headers = upstream_request_headers(request.headers, self._names)
+        request_id = request.get(ACCESS_REQUEST_ID)
+        if request_id is not None:
+            headers["X-Request-Id"] = request_id
         headers["X-Forwarded-For"] = client_address(
             request.remote, request.headers, self._trusted_proxies
         )

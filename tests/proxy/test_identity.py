@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from oauthd.config import Config, default_config
 from oauthd.model import Grant
 from oauthd.proxy.identity import Identity
+from oauthd.proxy.request_keys import ACCESS_REQUEST_ID
 from tests.support.records import make_grant
 
 GRANT = make_grant(user="alice", client_id="client-1", scopes=("mcp", "files:read"))
@@ -53,9 +54,11 @@ def test_a_relayed_request_says_who_calls_and_from_where(tmp_path: Path) -> None
             "X-Forwarded-For": "10.0.0.1",
         },
     )
+    request[ACCESS_REQUEST_ID] = "4f2a9c1e0b7d3a65"
     headers = identity(tmp_path).request_headers(request, GRANT)
     assert dict(headers) == {
         "Accept": "application/json",
+        "X-Request-Id": "4f2a9c1e0b7d3a65",  # oauthd's, as in its log lines and records
         "X-Forwarded-For": "unknown",  # a mocked request has no peer; a forged XFF never counts
         "X-Forwarded-Proto": "https",
         "X-Forwarded-Host": "auth.example",
