@@ -22,6 +22,7 @@ from typing import Any
 from oauthd.audit.chain import Chain
 from oauthd.audit.event import AuditEvent
 from oauthd.clock import Clock
+from oauthd.log import AUDIT_LOGGER
 from oauthd.log import audit as audit_line
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,22 @@ def default_chain_name(port: int | None = None) -> str:
     return host if port is None else f"{host}:{port}"
 
 
+# One per forwarded call: logged at debug level only (the access log has a line for each
+# request; the record is the account of the call, and a log line each would double the
+# proxy's cost per call).
+QUIET_EVENTS = frozenset({"call_decided", "call_completed"})
+_audit_logger = logging.getLogger(AUDIT_LOGGER)
+
+
 def log_durable(event: AuditEvent) -> None:
     """The log line of a record that is durable now."""
+    if event.event in QUIET_EVENTS:
+        if not _audit_logger.isEnabledFor(logging.DEBUG):
+            return
+        quiet: dict[str, Any] = event.fields()
+        del quiet["event"]
+        audit_line(event.event, event.event.replace("_", " "), level=logging.DEBUG, **quiet)
+        return
     fields = event.fields()
     del fields["event"]
     message = str(fields.pop("message", event.event.replace("_", " ")))

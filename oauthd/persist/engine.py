@@ -99,6 +99,7 @@ class Engine:
         self._save_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._dirty_since: float | None = None
+        self._trailing_since: float | None = None  # journaled frames that change no record
         self._last_change = 0.0
         self._last_save = 0.0
         self._retry_delay = 0.0
@@ -222,17 +223,26 @@ class Engine:
         synchronously up to the journal append, so seq order is memory order."""
         await self.append(payload, undo)
 
-    def append(self, payload: bytes, undo: Undo | None = None) -> asyncio.Future[None]:
+    def append(
+        self, payload: bytes, undo: Undo | None = None, *, state: bool = True
+    ) -> asyncio.Future[None]:
         """`commit` without waiting: the frame is queued now (frames appended in one
         synchronous step share a batch); the future is done once it is durable (at once
-        without a journal), or failed (`DiskError`) after `undo` ran."""
+        without a journal), or failed (`DiskError`) after `undo` ran. `state` False: a
+        frame that changes no record (an audit record): it needs a snapshot only to trim
+        the journal, at the `interval` pace, not after the debounce."""
         self.seq += 1
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._last_change = now
-        if self._dirty_since is None:
-            self._dirty_since = now
-            self._wake.set()
+        if not state:
+            if self._dirty_since is None and self._trailing_since is None:
+                self._trailing_since = now
+                self._wake.set()
+        else:
+            self._last_change = now
+            if self._dirty_since is None:
+                self._dirty_since = now
+                self._wake.set()
         if self._journal is not None:
             return self._journal.append(self.seq, payload, undo)
         done: asyncio.Future[None] = loop.create_future()
@@ -243,14 +253,17 @@ class Engine:
 
     def _due_in(self) -> float | None:
         """Seconds until the next save is due; None if nothing needs saving."""
-        if self._dirty_since is None:
-            return None
         s = self.schedule
-        due = min(
-            self._last_change + s.debounce,
-            self._dirty_since + s.max_wait,
-            self._last_save + s.interval,
-        )
+        if self._dirty_since is not None:
+            due = min(
+                self._last_change + s.debounce,
+                self._dirty_since + s.max_wait,
+                self._last_save + s.interval,
+            )
+        elif self._trailing_since is not None:  # only frames that change no record
+            due = self._last_save + s.interval
+        else:
+            return None
         if self._retry_delay:
             due = max(due, self._last_save + self._retry_delay)
         return max(0.0, due - asyncio.get_running_loop().time())
@@ -305,7 +318,7 @@ class Engine:
         await source.prepare_scan()
         seq, started, saved_at = self.seq, time.perf_counter(), self._wall()
         rollbacks = self._rollbacks
-        self._last_save, self._dirty_since = loop.time(), None
+        self._last_save, self._dirty_since, self._trailing_since = loop.time(), None, None
         sections = source.freeze()
         if self._journal is not None:
             self._journal.rotate(seq + 1)

@@ -106,20 +106,27 @@ class AuditFiles:
         return None
 
     def append(self, records: Sequence[tuple[int, bytes]]) -> None:
-        """Append (n, line) records in order; on an error the segment is cut back to where
-        it was, so that a retry never leaves half a line in the middle."""
-        for n, line in records:
+        """Append (n, line) records in order, one write per run of records that fits the
+        segment; on an error the segment is cut back to where it was, so that a retry
+        never leaves half a line in the middle."""
+        start = 0
+        while start < len(records):
             if self._fd is None or self._size >= self.rotate_at:
-                self._open(n)
+                self._open(records[start][0])
             assert self._fd is not None
-            data = line + b"\n"
+            run, size, end = [], self._size, start
+            while end < len(records) and (end == start or size < self.rotate_at):
+                line = records[end][1] + b"\n"
+                run.append(line)
+                size += len(line)
+                end += 1
             try:
-                write_all(self._fd, data)
+                write_all(self._fd, b"".join(run))
             except OSError:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)
                 raise
-            self._size += len(data)
+            self._size, start = size, end
 
     def _open(self, next_n: int) -> None:
         """The newest segment while it has room, else a new one starting at `next_n`."""

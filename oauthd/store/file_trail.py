@@ -33,6 +33,9 @@ from oauthd.store.base import Unavailable
 log = logging.getLogger("oauthd.audit")
 
 CAPACITY = 4096  # sealed records not yet in a segment
+# How long the compactor lets durable records gather before it writes them to a segment:
+# one write (and one thread hop) for many records, not one per journal batch.
+GATHER = 0.05
 RETENTION_EVERY = 3600.0
 
 
@@ -40,7 +43,7 @@ class FrameSink(Protocol):
     """The engine, as the trail sees it."""
 
     def append(
-        self, payload: bytes, undo: Callable[[], None] | None = None
+        self, payload: bytes, undo: Callable[[], None] | None = None, *, state: bool = True
     ) -> asyncio.Future[None]: ...
 
     def check_writable(self) -> None: ...
@@ -139,7 +142,7 @@ class FileTrail(AuditTrail):
         put back. Call `room` first."""
         line, before = self.chain.seal(event, self._clock.now())
         n = self.chain.head.n
-        durable = self._frames.append(line, lambda: self.chain.restore(before))
+        durable = self._frames.append(line, lambda: self.chain.restore(before), state=False)
         self._pending.append(Sealed(n, line, durable))
         self._sealed += 1
         durable.add_done_callback(lambda future: self._settled(future, event))
@@ -149,6 +152,32 @@ class FileTrail(AuditTrail):
         if not durable.cancelled() and durable.exception() is None:
             log_durable(event)
         self._wake.set()
+
+    def append_soon(self, event: AuditEvent) -> None:
+        """Sealed and queued now, in this step, when the buffer has room and the journal
+        works (no task: one per forwarded call would cost more than the record); else as
+        the base class does."""
+        if not self.enabled or self.waiting >= self.capacity:
+            super().append_soon(event)
+            return
+        try:
+            self._frames.check_writable()
+        except DiskError:
+            super().append_soon(event)  # fails there, and is logged
+            return
+        self.stage(event).add_done_callback(self._unwaited)
+
+    def _unwaited(self, durable: asyncio.Future[None]) -> None:
+        """A record nobody waits for: its failure is logged, at most once a while (its
+        head was put back; the journal logs the disk's trouble itself)."""
+        if durable.cancelled() or (exc := durable.exception()) is None:
+            return
+        if self._log.due():
+            suppressed = self._log.take_suppressed()
+            log.error(
+                f"audit record not written: {exc}",
+                extra={"event": "audit_failed", "suppressed": suppressed},
+            )
 
     async def append(self, event: AuditEvent) -> None:
         if not self.enabled:
@@ -168,6 +197,8 @@ class FileTrail(AuditTrail):
         ready: list[tuple[int, bytes]] = []
         while True:
             await self._wake.wait()
+            if not self._closing and self.waiting < self.capacity // 2:
+                await asyncio.sleep(GATHER)
             self._wake.clear()
             while self._pending and self._pending[0].durable.done():
                 item = self._pending.popleft()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from oauthd.audit import AuditEvent
 from oauthd.persist import engine as engine_module
 from oauthd.store.file import FileStore
 from tests.support.persist import open_store
@@ -128,3 +129,24 @@ async def test_save_after_idle_then_no_more(tmp_path: Path, save_log: SaveLog) -
     assert health.snapshot_seq == 1 and health.last_save_at is not None
     await store.close()
     assert len(save_log.saves) == 1
+
+
+async def test_audit_records_alone_wait_for_the_interval(tmp_path: Path, save_log: SaveLog) -> None:
+    """A record that changes no record (an audit event) needs a snapshot only to trim the
+    journal: a stream of them is saved at the interval's pace, never after the debounce
+    (at a million grants a snapshot every few seconds for tool calls would be waste)."""
+    store = await scheduled_store(
+        tmp_path, save_log, debounce=DEBOUNCE, max_wait=MAX_WAIT, interval=0.6
+    )
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < 0.5:  # steady audit records, no change: before the interval
+        await store.audit.append(AuditEvent("call_decided", user="alice"))
+        await asyncio.sleep(0.02)
+    assert save_log.saves == [], "the debounce or max_wait fired for audit records alone"
+    await asyncio.sleep(0.1 + SLACK)
+    assert len(save_log.saves) == 1  # the interval did
+    await store.grants.put(make_grant())  # a change: the debounce again
+    await asyncio.sleep(DEBOUNCE + SLACK)
+    assert len(save_log.saves) == 2
+    await store.close()
