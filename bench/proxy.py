@@ -14,9 +14,10 @@ In one run, all on 127.0.0.1 with free ports picked at start:
   `[upstream]` has `signed_identity = true` (each request carries a signed identity JWT;
   one assertion serves a grant for half its 60 s life), measured against the same hop;
 - with `--audit-connections` (64 by default, '' to skip), a fourth `oauthd serve` with
-  `[audit] enabled = false`: the main oauthd (audit on by default, a durable record per
-  `tools/call` before it is forwarded) is compared with it at those connection counts,
-  round by round, and the refresh grant is measured on both.
+  `[audit] calls = true` (a durable record per `tools/call` before it is forwarded, one of
+  its outcome after) and a fifth with `[audit] enabled = false`, compared round by round
+  at those connection counts; the refresh grant is measured on the main oauthd (audit
+  records on, the default) and on the fifth.
 The script logs in over HTTP as a client would (register, /authorize, the login and consent
 pages, /token), then runs wrk (POST with a JSON-RPC body; for oauthd with the
 `Authorization: Bearer` header) against the hop and oauthd, alternating, at each connection
@@ -518,6 +519,8 @@ RULES_TARGET = "oauthd, rules"
 SIGNED_TARGET = "oauthd, signed identity"
 AUDIT_OFF_TARGET = "oauthd, audit off"
 AUDIT_OFF = "[audit]\nenabled = false\n"
+AUDIT_ON_TARGET = "oauthd, calls audited"
+AUDIT_CALLS = "[audit]\ncalls = true\n"
 
 
 def rules_at(args: argparse.Namespace) -> list[int]:
@@ -598,8 +601,18 @@ async def main_async(args: argparse.Namespace) -> int:
                     [py, "-m", "oauthd", "serve", "--config", str(signed_config)],
                     proxies_cpu,
                 )
-            unaudited = None
+            unaudited = audited = None
             if audit_at(args):
+                audited_port = free_port()
+                (tmp / "audited").mkdir()
+                audited_config = write_config(
+                    tmp / "audited", audited_port, upstream, extra=AUDIT_CALLS
+                )
+                audited = procs.start(
+                    "oauthd-audited",
+                    [py, "-m", "oauthd", "serve", "--config", str(audited_config)],
+                    proxies_cpu,
+                )
                 unaudited_port = free_port()
                 (tmp / "unaudited").mkdir()
                 unaudited_config = write_config(
@@ -638,6 +651,11 @@ async def main_async(args: argparse.Namespace) -> int:
                         for _ in range(needed + 1)
                     ]
                     unaudited_bearer = unaudited_grants.pop().access
+                if audited is not None:
+                    audited_base = f"http://127.0.0.1:{audited_port}"
+                    await wait_ready(f"{audited_base}/readyz", audited)
+                    audited_client = await register(api, audited_base)
+                    audited_bearer = (await login(api, audited_base, audited_client)).access
             bearer = grants.pop().access  # its own grant: refreshing the others never ends it
             print(f"# logged in: {len(grants) + 1} grants", file=sys.stderr, flush=True)
 
@@ -649,6 +667,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 targets[RULES_TARGET] = (f"{policed_base}/mcp", policed.pid, policed_bearer)
             if signed is not None:
                 targets[SIGNED_TARGET] = (f"{signed_base}/mcp", signed.pid, signed_bearer)
+            if audited is not None:
+                targets[AUDIT_ON_TARGET] = (f"{audited_base}/mcp", audited.pid, audited_bearer)
             if unaudited is not None:
                 targets[AUDIT_OFF_TARGET] = (
                     f"{unaudited_base}/mcp",
@@ -660,13 +680,14 @@ async def main_async(args: argparse.Namespace) -> int:
             audit_connections = audit_at(args) if unaudited else []
             wanted = {
                 "bare hop": set(connections) | set(rules_connections) | set(signed_connections),
-                "oauthd": set(connections) | set(audit_connections),
+                "oauthd": set(connections),
+                AUDIT_ON_TARGET: set(audit_connections),
                 RULES_TARGET: set(rules_connections),
                 SIGNED_TARGET: set(signed_connections),
                 AUDIT_OFF_TARGET: set(audit_connections),
             }
             results: dict[tuple[str, int], list[WrkResult]] = {}
-            for c in sorted(wanted["bare hop"] | wanted["oauthd"]):
+            for c in sorted(wanted["bare hop"] | wanted[AUDIT_ON_TARGET]):
                 for _ in range(args.rounds):
                     for name, (url, pid, token) in targets.items():
                         if c not in wanted[name]:
@@ -817,8 +838,9 @@ def report_audit(
     refreshes: list[RefreshResult],
     unaudited: list[RefreshResult],
 ) -> None:
-    """oauthd (audit on: a durable record per tools/call before it is forwarded) against
-    the same build with `[audit] enabled = false`, round by round in the same run."""
+    """oauthd with `[audit] calls = true` (a durable record per tools/call before it is
+    forwarded) against the same build with `[audit] enabled = false`, round by round in
+    the same run; the refresh grant with audit records on (the default) and off."""
     rows = [c for c in audit_at(args) if (AUDIT_OFF_TARGET, c) in results]
     if rows:
         print(
@@ -827,7 +849,9 @@ def report_audit(
         )
         print("|---:|---:|---:|---:|---:|---:|---:|")
     for c in rows:
-        pairs = list(zip(results[("oauthd", c)], results[(AUDIT_OFF_TARGET, c)], strict=False))
+        pairs = list(
+            zip(results[(AUDIT_ON_TARGET, c)], results[(AUDIT_OFF_TARGET, c)], strict=False)
+        )
         tr = _median([ratio(on.rps, off.rps) for on, off in pairs])
         miss = " (miss)" if tr < 0.80 else ""
         on = {f: _column(pairs, 0, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms")}

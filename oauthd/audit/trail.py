@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any
@@ -76,10 +77,14 @@ class AuditTrail(ABC):
         if it cannot be)."""
 
     def append_soon(self, event: AuditEvent) -> None:
-        """Write `event` without waiting for it (the outcome of a call already forwarded);
-        a failure is logged, never raised."""
+        """Write `event` without waiting for it (the outcome of a call already forwarded,
+        a refusal); a failure is logged, never raised. At most MAX_UNWAITED are under way:
+        past that (a backend slower than the refusals coming in) the record is dropped and
+        logged, so that a flood of bad requests cannot pile up tasks without bound."""
+        if unwaited_full():
+            return
         task = asyncio.get_running_loop().create_task(self.append(event))
-        _pending.add(task)
+        track_unwaited(task)
         task.add_done_callback(_finished)
 
     async def close(self) -> None:
@@ -87,13 +92,41 @@ class AuditTrail(ABC):
         return None
 
 
-_pending: set[asyncio.Task[None]] = set()
+MAX_UNWAITED = 1024  # `append_soon` records under way at once
+COMPLAIN_EVERY = 30.0  # seconds between two log lines about records not written
+
+_pending: set[asyncio.Future[None]] = set()  # records nobody waits for, under way
+_complaints = {"at": -COMPLAIN_EVERY, "suppressed": 0.0}
 
 
-def _finished(task: asyncio.Task[None]) -> None:
-    _pending.discard(task)
+def _complain(message: str) -> None:
+    now = time.monotonic()
+    if now - _complaints["at"] < COMPLAIN_EVERY:
+        _complaints["suppressed"] += 1
+        return
+    suppressed = int(_complaints["suppressed"])
+    _complaints["suppressed"], _complaints["at"] = 0, now
+    log.error(message, extra={"event": "audit_failed", "suppressed": suppressed})
+
+
+def unwaited_full() -> bool:
+    """MAX_UNWAITED records nobody waits for are under way: the next one is dropped
+    (logged, at most once per COMPLAIN_EVERY)."""
+    if len(_pending) < MAX_UNWAITED:
+        return False
+    _complain(f"audit record dropped: {MAX_UNWAITED} records are waiting already")
+    return True
+
+
+def track_unwaited(durable: asyncio.Future[None]) -> None:
+    """Count a record nobody waits for among those `settle_pending` waits for."""
+    _pending.add(durable)
+    durable.add_done_callback(_pending.discard)
+
+
+def _finished(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error(f"audit record not written: {task.exception()}", extra={"event": "audit_failed"})
+        _complain(f"audit record not written: {task.exception()}")
 
 
 async def settle_pending() -> None:

@@ -251,7 +251,7 @@ class PagesConfig:
 class AuditConfig:
     enabled: bool = field(metadata=key(to.boolean, True))  # durable audit records at all
     # a record per tools/call, resources/read and prompts/get, durable before it is forwarded
-    calls: bool = field(metadata=key(to.boolean, True))
+    calls: bool = field(metadata=key(to.boolean, False))
     retention: float = field(metadata=key(_seconds_or_off, "90d"))  # 0 = keep forever
     chain: str = field(metadata=key(to.string, ""))  # this instance's chain; "" = host name
 

@@ -174,7 +174,7 @@ class McpProxy:
             request_id_var.reset(token)
 
     async def _read_message(
-        self, request: web.Request, mount: Mount, mirrored: bool, lenient: bool = False
+        self, request: web.Request, mount: Mount, mirrored: bool
     ) -> tuple[bytes, Any]:
         """A POST's body, read whole (413 past the resource's limit), and its JSON-RPC
         message; `mirrored`: a 2026-07-28 request, whose `Mcp-Method`/`Mcp-Name` headers
@@ -186,8 +186,6 @@ class McpProxy:
         try:
             message = parse(body)
         except NotJson:
-            if lenient:
-                return body, None
             raise not_json() from None
         if not mirrored:
             return body, message
@@ -208,9 +206,9 @@ class McpProxy:
         resource's rules if it has any (`proxy/policing.py`), its calls recorded with their
         decisions before anything reaches the upstream (`[audit] calls`, refused calls
         too); the listings whose answers are filtered, and the recorded calls' ids."""
-        # read only to record its calls: a body that is not JSON passes as it did
-        lenient = mount.policing is None and not newer
-        body, message = await self._read_message(request, mount, newer, lenient)
+        # Read to record its calls too: a body that is not JSON is refused (-32700), as
+        # with rules, since a call the upstream might still parse would go unrecorded.
+        body, message = await self._read_message(request, mount, newer)
         decided: list[Decided] = []
         listed, refusal = None, None
         if mount.policing is not None:

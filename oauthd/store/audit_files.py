@@ -77,6 +77,7 @@ class AuditFiles:
         self._fd: int | None = None
         self._size = 0
         self._dir_dirty = False
+        self.last_n = 0  # the position of the last record written (0: none yet)
 
     def ensure(self) -> None:
         old = os.umask(0o077)
@@ -108,8 +109,11 @@ class AuditFiles:
     def append(self, records: Sequence[tuple[int, bytes]]) -> None:
         """Append (n, line) records in order, one write per run of records that fits the
         segment; on an error the segment is cut back to where it was, so that a retry
-        never leaves half a line in the middle."""
+        never leaves half a line in the middle. Records at or before the last one written
+        are skipped: a retry after a failure half-way (at a rotation) writes each once."""
         start = 0
+        while start < len(records) and records[start][0] <= self.last_n:
+            start += 1
         while start < len(records):
             if self._fd is None or self._size >= self.rotate_at:
                 self._open(records[start][0])
@@ -126,7 +130,7 @@ class AuditFiles:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)
                 raise
-            self._size, start = size, end
+            self._size, start, self.last_n = size, end, records[end - 1][0]
 
     def _open(self, next_n: int) -> None:
         """The newest segment while it has room, else a new one starting at `next_n`."""
@@ -144,9 +148,10 @@ class AuditFiles:
                 return
         self.ensure()
         name = self.directory / segment_name(next_n)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        # not O_EXCL: a leftover of an attempt that failed after creating it is reused
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         self._fd = os.open(name, flags, FILE_MODE)
-        self._size = 0
+        self._size = os.fstat(self._fd).st_size
         self._dir_dirty = True
 
     def sync(self) -> None:
@@ -161,13 +166,19 @@ class AuditFiles:
             self._dir_dirty = False
 
     def expire(self, cutoff: float) -> list[str]:
-        """Delete the segments whose newest record is older than `cutoff` (unix seconds),
-        never the newest segment; the names deleted."""
+        """Delete the oldest segments whose newest record is older than `cutoff` (unix
+        seconds): a leading run only, never the newest segment, so that the chain left has
+        no gap even if the clock stepped back; the names deleted."""
         doomed = []
         for _, name in list_segments(self.directory)[:-1]:
             line, _ = last_line(self.directory / name)
-            if line is None or float(orjson.loads(line)["at"]) < cutoff:
-                doomed.append(name)
+            try:
+                expired = line is None or float(orjson.loads(line)["at"]) < cutoff
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                expired = False  # unreadable: kept (and `oauthd audit verify` names it)
+            if not expired:
+                break
+            doomed.append(name)
         for name in doomed:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.directory / name)

@@ -22,6 +22,7 @@ from typing import Protocol
 import orjson
 
 from oauthd.audit import AuditEvent, AuditTrail, Chain, ChainHead, head_of, log_durable
+from oauthd.audit.trail import track_unwaited, unwaited_full
 from oauthd.clock import Clock
 from oauthd.persist import DiskError
 from oauthd.persist.backoff import Backoff, Throttle
@@ -61,6 +62,7 @@ def recover_chain(files: AuditFiles, state: StateDir, name: str) -> Chain:
     appended to the segments (fsynced). Blocking, before serving."""
     last = files.recover_last()
     head = head_of(last) if last is not None else ChainHead()
+    files.last_n = head.n
     if last is not None:
         name = _chain_of(last, name)
     later = [(f.n, f.line) for f in journal_chain(state) if f.n > head.n]
@@ -131,8 +133,12 @@ class FileTrail(AuditTrail):
 
     async def room(self) -> None:
         """Return once a record can be sealed without the buffer passing `capacity`; the
-        caller seals in the same synchronous step (no await in between)."""
+        caller seals in the same synchronous step (no await in between). `Unavailable`
+        (503) while the buffer is full and the segments cannot be written: the request
+        fails at once and changes nothing, rather than waiting for the disk."""
         while self.enabled and self.waiting >= self.capacity:
+            if self._error is not None:
+                raise Unavailable(f"audit segments cannot be written: {self._error}")
             self._progress.clear()
             await self._progress.wait()
 
@@ -165,7 +171,11 @@ class FileTrail(AuditTrail):
         except DiskError:
             super().append_soon(event)  # fails there, and is logged
             return
-        self.stage(event).add_done_callback(self._unwaited)
+        if unwaited_full():
+            return
+        durable = self.stage(event)
+        track_unwaited(durable)
+        durable.add_done_callback(self._unwaited)
 
     def _unwaited(self, durable: asyncio.Future[None]) -> None:
         """A record nobody waits for: its failure is logged, at most once a while (its
@@ -266,7 +276,7 @@ class FileTrail(AuditTrail):
         while True:
             try:
                 await self.expire()
-            except OSError as exc:
+            except Exception as exc:  # never the end of retention
                 log.warning(f"audit retention: {exc}", extra={"event": "audit_expire_failed"})
             await asyncio.sleep(RETENTION_EVERY)
 

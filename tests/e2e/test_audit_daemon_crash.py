@@ -113,6 +113,7 @@ def daemon_for(directory: Path, storage: dict[str, TomlValue], upstream: str) ->
     sections: dict[str, dict[str, TomlValue]] = {
         "upstream": {"url": upstream},
         "storage": storage,
+        "audit": {"calls": True},
         "login": {"encryption_key": f"file:{directory / 'encryption.key'}"},
     }
     return OauthdProcess(directory, write_config(directory / "oauthd.toml", port, sections), port)

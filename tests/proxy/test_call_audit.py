@@ -30,6 +30,13 @@ CALL = {
 }
 
 
+@pytest.fixture
+async def oauthd(start_oauthd: Any) -> Oauthd:
+    """oauthd with `[audit] calls` on (off by default)."""
+    started: Oauthd = await start_oauthd(audit={"calls": True})
+    return started
+
+
 async def all_lines(oauthd: Oauthd) -> list[bytes]:
     """Every audit record so far: the memory trail's, or read back from the state dir
     (the segments, then the journal) as `oauthd audit` reads them."""
@@ -75,7 +82,7 @@ async def test_the_decision_is_recorded_before_the_upstream_sees_the_call(
 async def test_without_call_records_nothing_is_recorded(
     start_oauthd: Any, upstream: FakeUpstream
 ) -> None:
-    oauthd = await start_oauthd(audit={"calls": False})
+    oauthd = await start_oauthd()  # `[audit] calls` is off by default
     granted = await oauthd.grant()
     reply = await oauthd.mcp("POST", granted, json=CALL)
     assert reply.status == 200
@@ -127,3 +134,20 @@ def test_allowed_calls_finds_the_audited_methods_of_a_batch() -> None:
     batch = [CALL, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, {"id": 3}]
     assert allowed_calls(batch) == [Decided(Call("tools/call", "add"), "allow")]
     assert allowed_calls(None) == []
+
+
+async def test_a_body_that_does_not_parse_is_refused_not_forwarded_unrecorded(
+    oauthd: Oauthd, upstream: FakeUpstream
+) -> None:
+    """orjson refuses NaN where the upstream's parser may take it: a call that could run
+    without its record never leaves oauthd."""
+    granted = await oauthd.grant()
+    body = (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+        b'"params":{"name":"x","arguments":{"a":NaN}}}'
+    )
+    reply = await oauthd.mcp(
+        "POST", granted, data=body, headers={"Content-Type": "application/json"}
+    )
+    assert reply.status == 400 and reply.json()["error"]["code"] == -32700
+    assert upstream.of_method("POST") == []

@@ -66,6 +66,32 @@ def test_a_failed_write_leaves_no_half_line(
     assert segment.read_bytes() == b"first\nsecond\n"
 
 
+def test_a_retry_after_a_failure_at_a_rotation_writes_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = AuditFiles(tmp_path / "audit", rotate_at=10)
+    real, calls = audit_files.write_all, []
+
+    def second_fails(fd: int, data: bytes) -> None:
+        calls.append(data)
+        if len(calls) == 2:  # the run in the new segment, after the rotation
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(audit_files, "write_all", second_fails)
+    records = [(1, b"first-one"), (2, b"second-one"), (3, b"third")]
+    with pytest.raises(OSError):
+        files.append(records)
+    files.append(records)  # the compactor retries the whole list
+    files.close()
+    lines = [
+        line
+        for _, name in audit_files.list_segments(tmp_path / "audit")
+        for line in (tmp_path / "audit" / name).read_bytes().splitlines()
+    ]
+    assert lines == [b"first-one", b"second-one", b"third"]
+
+
 def test_recover_last_cuts_a_torn_line_and_falls_back_to_an_older_segment(tmp_path: Path) -> None:
     files = AuditFiles(tmp_path / "audit", rotate_at=1)
     files.append([(1, b"one"), (2, b"two")])

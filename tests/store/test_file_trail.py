@@ -20,6 +20,7 @@ from oauthd.persist.statedir import LOCK
 from oauthd.store import Unavailable
 from oauthd.store.audit_reader import FileAuditReader
 from oauthd.store.file import FileStore
+from oauthd.store.file_trail import GATHER
 from tests.persist.test_engine_faults import Switch
 from tests.support.persist import engine_for, open_store
 from tests.support.records import make_grant
@@ -210,3 +211,21 @@ async def test_snapshot_durability_writes_records_to_the_segments(tmp_path: Path
     await store.audit.append(event("2"))
     await store.close()
     await assert_intact(tmp_path, ["1", "2"])
+
+
+async def test_a_full_buffer_with_unwritable_segments_is_a_503_not_a_wait(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    trail = store.audit
+    trail.capacity = 2
+
+    def broken(records: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    trail._files.append = broken  # type: ignore[method-assign]
+    for i in range(2):
+        await trail.append(event(str(i)))  # durable in the journal
+    await asyncio.sleep(GATHER + 0.1)  # the compactor tried, and failed
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(store.grants.put(make_grant(id="g"), audit=event("2")), 2)
+    assert await store.grants.get("g") is None  # nothing changed
+    await store.close()
