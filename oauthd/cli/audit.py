@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
 
 import orjson
 
-from oauthd.audit import AuditReader, Verdict, verify
+from oauthd.audit import AuditReader, Problem, Verdict, verify
 from oauthd.cli.options import load
 from oauthd.cli.output import fail
 from oauthd.exits import ExitCode
@@ -65,6 +66,17 @@ async def _reader(args: argparse.Namespace) -> AuditReader:
     return await open_audit_reader(load(args))
 
 
+def _kept_whole(verdict: Verdict, retention: float) -> Verdict:
+    """With retention off nothing may be missing at the chain's start either."""
+    if not verdict.ok or retention > 0 or verdict.records == 0 or verdict.first == 1:
+        return verdict
+    what = (
+        f"records 1..{verdict.first - 1} are missing, and [audit] retention is 0 "
+        "(nothing is ever deleted): the oldest records were dropped"
+    )
+    return replace(verdict, problem=Problem("the chain's start", verdict.first, what))
+
+
 def cmd_verify(args: argparse.Namespace) -> ExitCode:
     return asyncio.run(_verify(args, sys.stdout))
 
@@ -79,7 +91,11 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> ExitCode:
             chains = [args.chain]
         if not chains:
             out.write("no audit records\n")
-        verdicts = [verify(name, [x async for x in reader.lines(name)]) for name in chains]
+        retention = load(args).audit.retention
+        verdicts = [
+            _kept_whole(verify(name, [x async for x in reader.lines(name)]), retention)
+            for name in chains
+        ]
     finally:
         await reader.close()
     for verdict in verdicts:

@@ -75,6 +75,18 @@ def test_an_edited_deleted_or_reordered_record_fails_naming_its_position(
     assert expected in out, out
 
 
+def test_dropping_the_oldest_records_fails_when_retention_is_off(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = segment(config)
+    path.write_bytes(b"\n".join(path.read_bytes().splitlines()[2:]) + b"\n")
+    code, out = run(capsys, "audit", "verify", "--config", str(config))
+    assert code == 0, out  # the default retention (90 days) may have removed them
+    config.write_text(config.read_text() + "\n[audit]\nretention = 0\n")
+    code, out = run(capsys, "audit", "verify", "--config", str(config))
+    assert code == 1 and "records 1..2 are missing" in out, out
+
+
 def test_verify_of_an_unknown_chain_fails(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys, "audit", "verify", "--config", str(config), "--chain", "other")
     assert code == 1 and "no audit chain 'other'" in out
