@@ -12,7 +12,8 @@ from typing import Any, BinaryIO, TextIO
 
 import orjson
 
-from oauthd.audit import AuditReader, Problem, Verdict, verify
+from oauthd.audit import AuditReader, Problem, Verdict
+from oauthd.audit.verify import ChainCheck
 from oauthd.cli.options import load
 from oauthd.cli.output import fail
 from oauthd.exits import ExitCode
@@ -92,15 +93,21 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> ExitCode:
         if not chains:
             out.write("no audit records\n")
         retention = load(args).audit.retention
-        verdicts = [
-            _kept_whole(verify(name, [x async for x in reader.lines(name)]), retention)
-            for name in chains
-        ]
+        verdicts = [_kept_whole(await _checked(reader, name), retention) for name in chains]
     finally:
         await reader.close()
     for verdict in verdicts:
         out.write(_verdict_line(verdict) + "\n")
     return ExitCode.OK if all(v.ok for v in verdicts) else ExitCode.FAILURE
+
+
+async def _checked(reader: AuditReader, chain: str) -> Verdict:
+    """`verify` of one chain as it is read: one record in memory at a time."""
+    check = ChainCheck(chain)
+    async for where, line in reader.lines(chain):
+        if not check.feed(where, line):
+            break
+    return check.verdict()
 
 
 def _verdict_line(verdict: Verdict) -> str:

@@ -13,7 +13,7 @@ import orjson
 
 from oauthd.persist.journal import list_segments, scan_segment
 from oauthd.persist.statedir import StateDir
-from oauthd.store.codec import is_audit_frame
+from oauthd.store.codec import audit_line_of
 
 
 @dataclass(slots=True, frozen=True)
@@ -33,10 +33,11 @@ def journal_chain(state: StateDir) -> list[Frame]:
         except FileNotFoundError:
             continue
         for seq, payload in scan.entries:
-            if not is_audit_frame(payload):
+            line = audit_line_of(payload)
+            if line is None:
                 continue
-            n = int(orjson.loads(payload)["n"])
+            n = int(orjson.loads(line)["n"])
             while chain and chain[-1].n >= n:
                 chain.pop()
-            chain.append(Frame(n, f"{name} seq {seq}", payload))
+            chain.append(Frame(n, f"{name} seq {seq}", line))
     return chain

@@ -9,7 +9,7 @@ segment is deleted meanwhile, is missed by that one read; it is in the segments 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -38,27 +38,25 @@ class FileAuditReader:
 
     async def _all(self) -> AsyncIterator[Line]:
         last_n = 0
-        for where, line in await asyncio.to_thread(self._segment_lines):
-            yield where, line
-            last_n = _n(line, last_n)
+        directory = self.state_dir / AUDIT_DIR
+        for _, name in await asyncio.to_thread(list_segments, directory):
+            # one segment (at most ROTATE_AT bytes) in memory at a time
+            for number, line in await asyncio.to_thread(_lines_of, directory / name):
+                yield f"{AUDIT_DIR}/{name} line {number}", line
+                last_n = _n(line, last_n)
         for frame in await asyncio.to_thread(journal_chain, StateDir(self.state_dir)):
             if frame.n > last_n:
                 yield frame.where, frame.line
 
-    def _segment_lines(self) -> list[Line]:
-        return list(self._iter_segments())
-
-    def _iter_segments(self) -> Iterator[Line]:
-        directory = self.state_dir / AUDIT_DIR
-        for _, name in list_segments(directory):
-            try:
-                for number, line in read_lines(directory / name):
-                    yield f"{AUDIT_DIR}/{name} line {number}", line
-            except FileNotFoundError:  # deleted by retention meanwhile
-                continue
-
     async def close(self) -> None:
         return None
+
+
+def _lines_of(path: Path) -> list[tuple[int, bytes]]:
+    try:
+        return list(read_lines(path))
+    except FileNotFoundError:  # deleted by retention meanwhile
+        return []
 
 
 def _n(line: bytes, fallback: int) -> int:

@@ -142,14 +142,29 @@ def is_audit_frame(payload: bytes) -> bool:
     return payload[:1] == b"{"
 
 
-def encode_change(kind: str, key: str, record: Record | None) -> bytes:
-    """A journal entry: `[kind, key, record]`, record null for a deletion."""
-    return orjson.dumps([kind, key, record], default=_hex)
+def encode_change(
+    kind: str, key: str, record: Record | None, audit_line: bytes | None = None
+) -> bytes:
+    """A journal entry: `[kind, key, record]`, record null for a deletion; with the audit
+    record that describes the change, `[kind, key, record, audit record]` (one frame:
+    never one on disk without the other)."""
+    if audit_line is None:
+        return orjson.dumps([kind, key, record], default=_hex)
+    return orjson.dumps([kind, key, record, orjson.Fragment(audit_line)], default=_hex)
+
+
+def audit_line_of(payload: bytes) -> bytes | None:
+    """The audit record a journal frame holds: an audit frame's whole payload, or a
+    change's fourth element; None for a change without one."""
+    if is_audit_frame(payload):
+        return payload
+    entry = orjson.loads(payload)
+    return orjson.dumps(entry[3]) if len(entry) > 3 else None
 
 
 def decode_change(payload: bytes) -> tuple[str, str, Record | None]:
     try:
-        kind, key, doc = orjson.loads(payload)
+        kind, key, doc, *_ = orjson.loads(payload)
     except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise DecodeError(f"journal entry: {exc}") from None
     if not isinstance(kind, str) or not isinstance(key, str):

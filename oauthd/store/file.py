@@ -35,8 +35,8 @@ Decoded = dict[str, list[Record]]
 class EngineSink:
     """Reports table changes to the engine; disk trouble becomes `Unavailable` (503), after
     the engine put the failed changes back (newest first) through `tables`. A change's
-    audit record is sealed and journaled right after its frame, in the same synchronous
-    step: one fdatasync makes both durable, and a failed batch undoes both."""
+    audit record is sealed and rides in the change's own journal frame: neither is ever on
+    disk without the other, and a failed batch undoes both."""
 
     def __init__(self, engine: Engine, trail: FileTrail) -> None:
         self._engine = engine
@@ -61,19 +61,19 @@ class EngineSink:
         event: AuditEvent | None = None,
     ) -> None:
         table = self.tables[kind]
-        change = self._engine.append(
-            codec.encode_change(kind, key, record), lambda: table.restore(key, previous)
-        )
-        audited = None
+
+        def undo() -> None:
+            table.restore(key, previous)
+
         if event is not None and self.trail.enabled:
-            audited = self.trail.stage(event)
+            frame = self.trail.stage(
+                event, lambda line: (codec.encode_change(kind, key, record, line), undo)
+            )
+        else:
+            frame = self._engine.append(codec.encode_change(kind, key, record), undo)
         try:
-            await change
-            if audited is not None:
-                await audited
+            await frame
         except DiskError as exc:
-            if audited is not None and audited.done() and not audited.cancelled():
-                audited.exception()  # failed with the change: retrieved, not logged
             raise Unavailable(f"state cannot be saved: {exc}") from None
         if event is not None and not self.trail.enabled:
             log_durable(event)

@@ -50,6 +50,9 @@ class FrameSink(Protocol):
     def check_writable(self) -> None: ...
 
 
+Change = tuple[bytes, Callable[[], None]]  # a change's journal payload, and its undo
+
+
 @dataclass(slots=True)
 class Sealed:
     n: int
@@ -142,13 +145,26 @@ class FileTrail(AuditTrail):
             self._progress.clear()
             await self._progress.wait()
 
-    def stage(self, event: AuditEvent) -> asyncio.Future[None]:
-        """Seal `event` and queue its frame (after the change's, in the same step); the
-        future is done once the frame is durable, failed (`DiskError`) after the head was
-        put back. Call `room` first."""
+    def stage(
+        self, event: AuditEvent, change: Callable[[bytes], Change] | None = None
+    ) -> asyncio.Future[None]:
+        """Seal `event` and queue its frame: a frame of its own, or, with `change`, the
+        change's frame that carries it (`change(line)`: its payload and undo), so that
+        neither is ever on disk without the other. The future is done once the frame is
+        durable, failed (`DiskError`) after the head (and the change) were put back. Call
+        `room` first."""
         line, before = self.chain.seal(event, self._clock.now())
         n = self.chain.head.n
-        durable = self._frames.append(line, lambda: self.chain.restore(before), state=False)
+        if change is None:
+            durable = self._frames.append(line, lambda: self.chain.restore(before), state=False)
+        else:
+            payload, undo = change(line)
+
+            def undo_both() -> None:
+                undo()
+                self.chain.restore(before)
+
+            durable = self._frames.append(payload, undo_both)
         self._pending.append(Sealed(n, line, durable))
         self._sealed += 1
         durable.add_done_callback(lambda future: self._settled(future, event))

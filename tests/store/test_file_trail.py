@@ -16,7 +16,8 @@ import pytest
 
 from oauthd.audit import AuditEvent, ChainHead, verify
 from oauthd.clock import FakeClock, SystemClock
-from oauthd.persist.statedir import LOCK
+from oauthd.persist.journal import list_segments, scan_segment
+from oauthd.persist.statedir import LOCK, StateDir
 from oauthd.store import Unavailable
 from oauthd.store.audit_reader import FileAuditReader
 from oauthd.store.file import FileStore
@@ -229,3 +230,25 @@ async def test_a_full_buffer_with_unwritable_segments_is_a_503_not_a_wait(tmp_pa
         await asyncio.wait_for(store.grants.put(make_grant(id="g"), audit=event("2")), 2)
     assert await store.grants.get("g") is None  # nothing changed
     await store.close()
+
+
+async def test_a_change_and_its_record_are_one_journal_frame(tmp_path: Path) -> None:
+    """A torn tail takes both or neither: the record rides in the change's own frame."""
+    store = await open_store(tmp_path, SystemClock())
+    await store.grants.put(make_grant(id="g1"), audit=event("1"))
+    await store.audit.append(event("2"))
+    copy = crash_copy(tmp_path)
+    await store.close()
+    frames = [
+        payload
+        for _, name in list_segments(StateDir(copy))
+        for _, payload in scan_segment(StateDir(copy).file(name)).entries
+    ]
+    change, alone = frames[-2], frames[-1]
+    kind, key, _, record = orjson.loads(change)
+    assert (kind, key, record["op"]) == ("grants", "g1", "1")
+    assert orjson.loads(alone)["op"] == "2"
+    reopened = await open_store(copy, SystemClock())
+    assert await reopened.grants.get("g1") is not None
+    await reopened.close()
+    await assert_intact(copy, ["1", "2"])
