@@ -135,6 +135,9 @@ async def main_async(args: argparse.Namespace) -> int:
                         f"[tracing]\nenabled = true\nsample_ratio = {args.tracing}\n"
                         f'endpoint = "http://127.0.0.1:{stub_port}/v1/traces"\n'
                     )
+            if args.audit_calls:  # a durable record per tools/call, before it is forwarded
+                with config.open("a") as toml:
+                    toml.write("[audit]\ncalls = true\n")
             serve = [py, "-m", "oauthd", "serve", "--config", str(config)]
             oauthd = procs.start("oauthd", [*callgrind(tmp / "oauthd.out"), *serve])
             base = f"http://127.0.0.1:{oauthd_port}"
@@ -168,6 +171,8 @@ async def main_async(args: argparse.Namespace) -> int:
     label = f"oauthd, {args.rules} rules ({args.rules_match} matches)" if args.rules else "oauthd"
     if args.tracing is not None:
         label += f", tracing on (sample_ratio {args.tracing})"
+    if args.audit_calls:
+        label += ", [audit] calls = true"
     print(f"| {label} | {per_oauthd:,.0f} | {ratio:.3f}x{mark} |")
     print(
         f"\n{args.requests} POST /mcp per proxy after {args.warmup} unmeasured, "
@@ -187,6 +192,9 @@ def main() -> None:
     parser.add_argument("--rules-match", choices=("last", "none"), default="last")
     parser.add_argument(
         "--tracing", type=float, default=None, help="[tracing] on with this sample_ratio"
+    )
+    parser.add_argument(
+        "--audit-calls", action="store_true", help="[audit] calls = true (a record per call)"
     )
     sys.exit(asyncio.run(main_async(parser.parse_args())))
 
