@@ -31,6 +31,7 @@ import orjson
 from oauthd.admin.keys import key_operations
 from oauthd.admin.operations import Admin, AdminError, Authority, SigningKeys
 from oauthd.admin.views import ClientGroupView, ClientView, KeyView, LinkView, SessionView
+from oauthd.audit import grant_ref
 from oauthd.config import Config, admin_socket_path
 from oauthd.exits import ExitCode
 from oauthd.oauth import NewClient
@@ -189,7 +190,7 @@ class AdminServer:
             "sessions revoked by the operator",
             extra={
                 "event": "admin.revoke",
-                "grant": grant_id[:8] if grant_id else None,
+                "grant": grant_ref(grant_id) if grant_id else None,
                 "user": user,
                 "client_id": client,
                 "resource": resource,

@@ -5,7 +5,7 @@ backends write the records (with the change they describe); the CLI reads them o
 """
 
 from oauthd.audit.chain import GENESIS, Chain, ChainHead, head_of, record_hash, seal
-from oauthd.audit.event import Audit, AuditEvent, Plain, resolve
+from oauthd.audit.event import Audit, AuditEvent, Plain, grant_ref, resolve
 from oauthd.audit.reader import AuditReader
 from oauthd.audit.trail import (
     AuditTrail,
@@ -29,6 +29,7 @@ __all__ = [
     "Problem",
     "Verdict",
     "default_chain_name",
+    "grant_ref",
     "head_of",
     "log_durable",
     "record_hash",

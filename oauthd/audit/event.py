@@ -9,9 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 Plain: TypeAlias = str | int | float | bool | None
+
+
+class OfGrant(Protocol):
+    """What an event takes from a grant (`oauthd.model.Grant`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+
+
+def grant_ref(grant_id: str) -> str:
+    """What logs and audit records show of a grant id: its first 8 characters (enough to
+    correlate)."""
+    return grant_id[:8]
 
 
 @dataclass(slots=True, frozen=True)
@@ -23,6 +40,27 @@ class AuditEvent:
     grant: str | None = None  # the first 8 characters of the grant id
     reason: str | None = None  # a reason code (`oauthd.audit.reasons`)
     detail: Mapping[str, Plain] = field(default_factory=dict)
+
+    @classmethod
+    def of_grant(
+        cls,
+        event: str,
+        grant: OfGrant,
+        resource: str | None = None,
+        *,
+        reason: str | None = None,
+        detail: Mapping[str, Plain] | None = None,
+    ) -> AuditEvent:
+        """An event about `grant`: its user, client and reference filled in."""
+        return cls(
+            event,
+            user=grant.user,
+            client_id=grant.client_id,
+            resource=resource,
+            grant=grant_ref(grant.id),
+            reason=reason,
+            detail=detail or {},
+        )
 
     def fields(self) -> dict[str, Plain]:
         """The event as a record's fields, empty ones left out."""

@@ -67,11 +67,6 @@ class TokenResponse:
         return body
 
 
-def grant_ref(grant_id: str) -> str:
-    """What logs show of a grant id: its first 8 characters (enough to correlate)."""
-    return grant_id[:8]
-
-
 Mint = Callable[[AccessClaims], crypto.MintedToken]
 
 

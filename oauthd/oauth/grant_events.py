@@ -5,10 +5,11 @@ write returned."""
 
 from __future__ import annotations
 
-from oauthd.audit import AuditEvent, reasons
+from collections.abc import Mapping
+
+from oauthd.audit import AuditEvent, Plain, reasons
 from oauthd.metrics import Metrics
 from oauthd.model import Grant
-from oauthd.oauth.access_tokens import grant_ref
 from oauthd.oauth.resources import Targets
 
 
@@ -20,15 +21,24 @@ class GrantEvents:
     def path(self, resource: str) -> str:
         return self._targets.label_of(resource)
 
+    def _about(
+        self,
+        event: str,
+        grant: Grant,
+        *,
+        reason: str | None = None,
+        detail: Mapping[str, Plain] | None = None,
+    ) -> AuditEvent:
+        return AuditEvent.of_grant(
+            event, grant, self.path(grant.resource), reason=reason, detail=detail
+        )
+
     def issued(self, grant: Grant, grant_type: str) -> AuditEvent:
         """A new grant (`grant_type`: how it was obtained); `expires_at`: when it ends
         unless refreshed (what `oauthd explain` infers an expiry from)."""
-        return AuditEvent(
+        return self._about(
             "token_issued",
-            user=grant.user,
-            client_id=grant.client_id,
-            resource=self.path(grant.resource),
-            grant=grant_ref(grant.id),
+            grant,
             detail={
                 "grant_type": grant_type,
                 "principal": grant.principal,
@@ -41,22 +51,16 @@ class GrantEvents:
         self._metrics.token_issued(grant_type, self.path(grant.resource), grant.principal)
 
     def reissued(self, grant: Grant) -> AuditEvent:
-        return AuditEvent(
+        return self._about(
             "token_reissued",
-            user=grant.user,
-            client_id=grant.client_id,
-            resource=self.path(grant.resource),
-            grant=grant_ref(grant.id),
+            grant,
             detail={"expires_at": int(grant.expires_at or 0)},
         )
 
     def refreshed(self, grant: Grant) -> AuditEvent:
-        return AuditEvent(
+        return self._about(
             "token_refreshed",
-            user=grant.user,
-            client_id=grant.client_id,
-            resource=self.path(grant.resource),
-            grant=grant_ref(grant.id),
+            grant,
             detail={
                 "scopes": " ".join(grant.token_scopes),
                 "expires_at": int(grant.expires_at or 0),
@@ -65,12 +69,9 @@ class GrantEvents:
 
     def revoked(self, grant: Grant, token_type: str, by: str) -> AuditEvent:
         """An end on request: by the client (/revoke), its user, an admin, a deletion."""
-        return AuditEvent(
+        return self._about(
             "token_revoked",
-            user=grant.user,
-            client_id=grant.client_id,
-            resource=self.path(grant.resource),
-            grant=grant_ref(grant.id),
+            grant,
             reason=reasons.grant_ended_by(by),
             detail={"token_type": token_type, "by": by},
         )
@@ -80,12 +81,9 @@ class GrantEvents:
 
     def reuse(self, grant: Grant, token_type: str, reason: str) -> AuditEvent:
         """A replayed refresh token or code: its grant ends (`reason` says which replay)."""
-        return AuditEvent(
+        return self._about(
             "reuse_detected",
-            user=grant.user,
-            client_id=grant.client_id,
-            resource=self.path(grant.resource),
-            grant=grant_ref(grant.id),
+            grant,
             reason=reason,
             detail={"token_type": token_type},
         )
@@ -96,12 +94,9 @@ class GrantEvents:
     def refused(self, grant: Grant, endpoint: str, error: str, reason: str) -> AuditEvent:
         """A refusal that concerns a known grant (a refresh of a dead token of it, a token
         of another client or resource): its user and client are known."""
-        return AuditEvent(
+        return self._about(
             "refused",
-            user=grant.user,
-            client_id=grant.client_id,
-            resource=self.path(grant.resource),
-            grant=grant_ref(grant.id),
+            grant,
             reason=reason,
             detail={"endpoint": endpoint, "error": error},
         )

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oauthd import crypto
+from oauthd.audit import grant_ref
 from oauthd.clock import Clock
 from oauthd.model import Grant
-from oauthd.oauth.access_tokens import grant_ref
 from oauthd.oauth.signing import IDENTITY_TTL, KeyRing
 from oauthd.oauth.tokens import Tokens
 

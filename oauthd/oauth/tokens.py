@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from oauthd import crypto
-from oauthd.audit import Audit, AuditEvent, reasons
+from oauthd.audit import Audit, AuditEvent, grant_ref, reasons
 from oauthd.clock import Clock
 from oauthd.config import Config
 from oauthd.metrics import Metrics
 from oauthd.model import Client, Grant
 from oauthd.oauth.access_tokens import AccessClaims, Mint, opaque, token_parts
 from oauthd.oauth.access_tokens import TokenResponse as TokenResponse
-from oauthd.oauth.access_tokens import grant_ref as grant_ref
 from oauthd.oauth.errors import OAuthError, invalid_grant
 from oauthd.oauth.families import superseded_with, was_superseded
 from oauthd.oauth.grant_events import GrantEvents
@@ -79,7 +78,9 @@ class Tokens:
         grant = await self._store.grants.take(grant_id, audit=audit)
         if grant is not None:
             for listener in self.grant_ended:
-                task = asyncio.create_task(listener(grant), name=f"grant-ended-{grant_id[:8]}")
+                task = asyncio.create_task(
+                    listener(grant), name=f"grant-ended-{grant_ref(grant_id)}"
+                )
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         return grant

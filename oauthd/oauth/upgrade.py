@@ -25,7 +25,6 @@ from oauthd.oauth.authorize import widen_consent
 from oauthd.oauth.clients import ClientRegistry
 from oauthd.oauth.errors import OAuthError, page_error
 from oauthd.oauth.resources import Targets
-from oauthd.oauth.tokens import grant_ref
 from oauthd.scopes import ScopeHierarchy
 from oauthd.store import Store
 
@@ -155,13 +154,9 @@ class Upgrades:
             return grant if grant.user != user else _widened(grant, added, hierarchy)
 
         def event(grant: Grant) -> AuditEvent:
-            return AuditEvent(
-                "grant_upgraded",
-                user=user,
-                client_id=grant.client_id,
-                resource=grant.resource,
-                grant=grant_ref(grant.id),
-                detail={"scopes": " ".join(added)},
+            # written only when `widen` changed it: a grant of `user`
+            return AuditEvent.of_grant(
+                "grant_upgraded", grant, grant.resource, detail={"scopes": " ".join(added)}
             )
 
         grant = await self._store.grants.update(grant_id, widen, audit=event)

@@ -214,12 +214,8 @@ class UpstreamTokens:
             fresh = await self._provider.refresh(refresh)
         except UpstreamError:
             self._store.audit.append_soon(
-                AuditEvent(
-                    "upstream_refresh_failed",
-                    user=grant.user,
-                    client_id=grant.client_id,
-                    grant=grant.id[:8],
-                    reason=reasons.UPSTREAM_REFRESH_FAILED,
+                AuditEvent.of_grant(
+                    "upstream_refresh_failed", grant, reason=reasons.UPSTREAM_REFRESH_FAILED
                 )
             )
             return None

@@ -50,12 +50,10 @@ class CallAudit:
             ids.append(call_id)
             refused = outcome != "allow"
             await self._trail.append(
-                AuditEvent(
+                AuditEvent.of_grant(
                     "call_decided",
-                    user=grant.user,
-                    client_id=grant.client_id,
-                    resource=resource,
-                    grant=grant.id[:8],
+                    grant,
+                    resource,
                     reason=reasons.policy_rule(rule) if refused else None,
                     detail={
                         "call": call_id,
@@ -75,12 +73,10 @@ class CallAudit:
         """The upstream answered the forwarded calls (`status`, after `seconds`)."""
         for call_id in call_ids:
             self._trail.append_soon(
-                AuditEvent(
+                AuditEvent.of_grant(
                     "call_completed",
-                    user=grant.user,
-                    client_id=grant.client_id,
-                    resource=resource,
-                    grant=grant.id[:8],
+                    grant,
+                    resource,
                     detail={
                         "call": call_id,
                         "upstream_status": status,

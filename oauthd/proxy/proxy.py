@@ -348,12 +348,10 @@ class McpProxy:
         self._metrics.refusal(path, error, reason)
         if grant is not None:
             self._trail.append_soon(
-                AuditEvent(
+                AuditEvent.of_grant(
                     "refused",
-                    user=grant.user,
-                    client_id=grant.client_id,
-                    resource=path,
-                    grant=grant.id[:8],
+                    grant,
+                    path,
                     reason=reason,
                     detail={"endpoint": path, "status": status},
                 )
