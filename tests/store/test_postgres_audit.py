@@ -1,6 +1,7 @@
 """The postgres backend's audit trail (`oauthd/store/postgres_audit.py`) beyond the
-contract: `[audit] enabled = false`, retention, a write whose outcome was unknown, a head
-that moved under the instance (the primary key refuses the fork), the reader."""
+contract: retention, a write whose outcome was unknown, a head that moved under the
+instance (the primary key refuses the fork); `tests/store/test_audit_shared.py` has the
+trail that is off and the reader."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from oauthd.audit import AuditEvent, verify
 from oauthd.store import Unavailable
 from oauthd.store.postgres import PostgresStore
-from tests.support.audit_records import chain_lines, open_shared, reader_of
+from tests.support.audit_records import chain_lines, open_shared
 from tests.support.backends import StoreHarness, open_harness
 from tests.support.records import NOW, make_grant
 
@@ -24,24 +25,6 @@ EVENT = AuditEvent("token_issued", user="alice", client_id="app")
 async def harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
     async for h in open_harness("postgres", tmp_path):
         yield h
-
-
-async def test_disabled_keeps_no_record_and_logs_the_line(
-    harness: StoreHarness, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = await open_shared(harness, "quiet", enabled=False)
-    try:
-        with caplog.at_level("INFO", logger="oauthd.audit"):
-            await store.grants.add(make_grant(), audit=EVENT)
-            await store.audit.append(EVENT)
-        assert [r.getMessage() for r in caplog.records if r.name == "oauthd.audit"] == [
-            "token issued",
-            "token issued",
-        ]
-        assert await chain_lines(harness, "quiet") == []
-        assert await store.grants.count() == 1
-    finally:
-        await store.close()
 
 
 async def test_retention_deletes_old_rows_and_keeps_each_chains_last(
@@ -108,18 +91,3 @@ async def test_a_head_moved_by_another_writer_is_read_again_not_forked(
         assert await harness.store.grants.get(taken.key) is None
     finally:
         await twin.close()
-
-
-async def test_the_reader_lists_every_instances_chain(harness: StoreHarness) -> None:
-    other = await open_shared(harness, "instance-b")
-    try:
-        await harness.store.audit.append(EVENT)
-        await other.grants.add(make_grant(), audit=EVENT)
-        reader = reader_of(harness)
-        try:
-            assert await reader.chains() == sorted([harness.store.audit.chain.name, "instance-b"])
-            assert [w async for w, _ in reader.lines("instance-b")] == ["row n=1"]
-        finally:
-            await reader.close()
-    finally:
-        await other.close()

@@ -1,5 +1,6 @@
 """The redis backend's audit trail (`oauthd/store/redis_audit.py`) beyond the contract:
-`[audit] enabled = false`, retention, a write whose outcome was unknown, the reader."""
+retention, a write whose outcome was unknown (`tests/store/test_audit_shared.py`: a
+trail that is off, the reader)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from oauthd.audit import AuditEvent, verify
 from oauthd.store import Unavailable
 from oauthd.store.redis import RedisStore
-from tests.support.audit_records import chain_lines, open_shared, reader_of
+from tests.support.audit_records import chain_lines
 from tests.support.backends import StoreHarness, open_harness
 from tests.support.records import make_grant
 
@@ -24,24 +25,6 @@ EVENT = AuditEvent("token_issued", user="alice", client_id="app")
 async def harness(tmp_path: Path) -> AsyncIterator[StoreHarness]:
     async for h in open_harness("redis", tmp_path):
         yield h
-
-
-async def test_disabled_keeps_no_record_and_logs_the_line(
-    harness: StoreHarness, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = await open_shared(harness, "quiet", enabled=False)
-    try:
-        with caplog.at_level("INFO", logger="oauthd.audit"):
-            await store.grants.add(make_grant(), audit=EVENT)
-            await store.audit.append(EVENT)
-        assert [r.getMessage() for r in caplog.records if r.name == "oauthd.audit"] == [
-            "token issued",
-            "token issued",
-        ]
-        assert await chain_lines(harness, "quiet") == []
-        assert await store.grants.count() == 1
-    finally:
-        await store.close()
 
 
 async def test_retention_trims_old_entries_and_keeps_the_last(harness: StoreHarness) -> None:
@@ -84,19 +67,3 @@ async def test_a_write_whose_outcome_was_unknown_leaves_no_fork_nor_gap(
     lines = await chain_lines(harness, store.audit.chain.name)
     verdict = verify(store.audit.chain.name, lines)
     assert verdict.ok and verdict.records == 2 + landed, verdict
-
-
-async def test_the_reader_lists_every_instances_chain(harness: StoreHarness) -> None:
-    other = await open_shared(harness, "instance-b")
-    try:
-        await harness.store.audit.append(EVENT)
-        await other.grants.add(make_grant(), audit=EVENT)
-        reader = reader_of(harness)
-        try:
-            assert await reader.chains() == sorted([harness.store.audit.chain.name, "instance-b"])
-            [(where, _)] = [item async for item in reader.lines("instance-b")]
-            assert where.startswith("stream entry ")
-        finally:
-            await reader.close()
-    finally:
-        await other.close()
