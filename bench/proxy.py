@@ -539,6 +539,37 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
+@dataclass
+class Variant:
+    """Another oauthd of the run, on a config of its own (rules, signed identity, audit)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_variant(
+    procs: Processes, tmp: Path, name: str, upstream: str, cpus: str | None, **config: str
+) -> Variant:
+    """`oauthd serve` as "oauthd-<name>", its config and state in `tmp/<name>`;
+    `config`: `write_config`'s keyword arguments."""
+    port = free_port()
+    (tmp / name).mkdir()
+    path = write_config(tmp / name, port, upstream, **config)
+    serve = [sys.executable, "-m", "oauthd", "serve", "--config", str(path)]
+    return Variant(procs.start(f"oauthd-{name}", serve, cpus), port)
+
+
+async def sign_in(api: aiohttp.ClientSession, variant: Variant, grants: int) -> list[Grant]:
+    """Once it is ready: one registration, and `grants` logins of it."""
+    await wait_ready(f"{variant.base}/readyz", variant.proc)
+    client_id = await register(api, variant.base)
+    return [await login(api, variant.base, client_id) for _ in range(grants)]
+
+
 async def main_async(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         print("bench/proxy.py: wrk not found (Debian: apt-get install wrk)", file=sys.stderr)
@@ -574,55 +605,30 @@ async def main_async(args: argparse.Namespace) -> int:
                 serve = ["-m", "cProfile", "-o", args.profile, *serve]
             oauthd = procs.start("oauthd", [py, *serve], proxies_cpu)
             base = f"http://127.0.0.1:{oauthd_port}"
-            policed = None
+            policed = signed = audited = unaudited = None
             if args.rules:
-                policed_port = free_port()
-                (tmp / "rules").mkdir()
-                rules_config = write_config(
-                    tmp / "rules",
-                    policed_port,
-                    upstream,
-                    resource=policed_resource(upstream, args.rules, args.rules_match),
+                resource = policed_resource(upstream, args.rules, args.rules_match)
+                policed = start_variant(
+                    procs, tmp, "rules", upstream, proxies_cpu, resource=resource
                 )
-                policed = procs.start(
-                    "oauthd-rules",
-                    [py, "-m", "oauthd", "serve", "--config", str(rules_config)],
-                    proxies_cpu,
-                )
-            signed = None
             if signed_at(args):
-                signed_port = free_port()
-                (tmp / "signed").mkdir()
-                signed_config = write_config(
-                    tmp / "signed", signed_port, upstream, upstream_keys="signed_identity = true\n"
+                keys = "signed_identity = true\n"
+                signed = start_variant(
+                    procs, tmp, "signed", upstream, proxies_cpu, upstream_keys=keys
                 )
-                signed = procs.start(
-                    "oauthd-signed",
-                    [py, "-m", "oauthd", "serve", "--config", str(signed_config)],
-                    proxies_cpu,
-                )
-            unaudited = audited = None
             if audit_at(args):
-                audited_port = free_port()
-                (tmp / "audited").mkdir()
-                audited_config = write_config(
-                    tmp / "audited", audited_port, upstream, extra=AUDIT_CALLS
+                audited = start_variant(
+                    procs, tmp, "audited", upstream, proxies_cpu, extra=AUDIT_CALLS
                 )
-                audited = procs.start(
-                    "oauthd-audited",
-                    [py, "-m", "oauthd", "serve", "--config", str(audited_config)],
-                    proxies_cpu,
+                unaudited = start_variant(
+                    procs, tmp, "unaudited", upstream, proxies_cpu, extra=AUDIT_OFF
                 )
-                unaudited_port = free_port()
-                (tmp / "unaudited").mkdir()
-                unaudited_config = write_config(
-                    tmp / "unaudited", unaudited_port, upstream, extra=AUDIT_OFF
-                )
-                unaudited = procs.start(
-                    "oauthd-unaudited",
-                    [py, "-m", "oauthd", "serve", "--config", str(unaudited_config)],
-                    proxies_cpu,
-                )
+            variants = {
+                RULES_TARGET: policed,
+                SIGNED_TARGET: signed,
+                AUDIT_ON_TARGET: audited,
+                AUDIT_OFF_TARGET: unaudited,
+            }
             await wait_ready(upstream, stub, "POST")
             await wait_ready(f"http://127.0.0.1:{bare_port}/mcp", bare, "POST")
             await wait_ready(f"{base}/readyz", oauthd)
@@ -632,30 +638,18 @@ async def main_async(args: argparse.Namespace) -> int:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as api:
                 client_id = await register(api, base)
                 grants = [await login(api, base, client_id) for _ in range(needed + 1)]
-                if policed is not None:
-                    policed_base = f"http://127.0.0.1:{policed_port}"
-                    await wait_ready(f"{policed_base}/readyz", policed)
-                    policed_client = await register(api, policed_base)
-                    policed_bearer = (await login(api, policed_base, policed_client)).access
-                if signed is not None:
-                    signed_base = f"http://127.0.0.1:{signed_port}"
-                    await wait_ready(f"{signed_base}/readyz", signed)
-                    signed_client = await register(api, signed_base)
-                    signed_bearer = (await login(api, signed_base, signed_client)).access
-                if unaudited is not None:
-                    unaudited_base = f"http://127.0.0.1:{unaudited_port}"
-                    await wait_ready(f"{unaudited_base}/readyz", unaudited)
-                    unaudited_client = await register(api, unaudited_base)
-                    unaudited_grants = [
-                        await login(api, unaudited_base, unaudited_client)
-                        for _ in range(needed + 1)
-                    ]
-                    unaudited_bearer = unaudited_grants.pop().access
-                if audited is not None:
-                    audited_base = f"http://127.0.0.1:{audited_port}"
-                    await wait_ready(f"{audited_base}/readyz", audited)
-                    audited_client = await register(api, audited_base)
-                    audited_bearer = (await login(api, audited_base, audited_client)).access
+                bearers: dict[str, str] = {}
+                unaudited_grants: list[Grant] = []
+                for target, variant in variants.items():
+                    if variant is None:
+                        continue
+                    # the unaudited one is refreshed too: a grant per refresh client
+                    signed_in = await sign_in(
+                        api, variant, needed + 1 if variant is unaudited else 1
+                    )
+                    bearers[target] = signed_in.pop().access
+                    if variant is unaudited:
+                        unaudited_grants = signed_in
             bearer = grants.pop().access  # its own grant: refreshing the others never ends it
             print(f"# logged in: {len(grants) + 1} grants", file=sys.stderr, flush=True)
 
@@ -663,18 +657,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 "bare hop": (f"http://127.0.0.1:{bare_port}/mcp", bare.pid, None),
                 "oauthd": (f"{base}/mcp", oauthd.pid, bearer),
             }
-            if policed is not None:
-                targets[RULES_TARGET] = (f"{policed_base}/mcp", policed.pid, policed_bearer)
-            if signed is not None:
-                targets[SIGNED_TARGET] = (f"{signed_base}/mcp", signed.pid, signed_bearer)
-            if audited is not None:
-                targets[AUDIT_ON_TARGET] = (f"{audited_base}/mcp", audited.pid, audited_bearer)
-            if unaudited is not None:
-                targets[AUDIT_OFF_TARGET] = (
-                    f"{unaudited_base}/mcp",
-                    unaudited.pid,
-                    unaudited_bearer,
-                )
+            for target, variant in variants.items():
+                if variant is not None:
+                    targets[target] = (f"{variant.base}/mcp", variant.proc.pid, bearers[target])
             rules_connections = rules_at(args) if policed else []
             signed_connections = signed_at(args) if signed else []
             audit_connections = audit_at(args) if unaudited else []
@@ -716,11 +701,11 @@ async def main_async(args: argparse.Namespace) -> int:
                     print(f"# refresh grant, audit off, {n} clients", file=sys.stderr, flush=True)
                     unaudited_refreshes.append(
                         await refresh_load(
-                            unaudited_base,
+                            unaudited.base,
                             unaudited_grants[:n],
                             args.refresh_duration,
                             1.0,
-                            unaudited.pid,
+                            unaudited.proc.pid,
                         )
                     )
             code = procs.stop("oauthd")
