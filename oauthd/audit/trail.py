@@ -83,9 +83,7 @@ class AuditTrail(ABC):
         logged, so that a flood of bad requests cannot pile up tasks without bound."""
         if unwaited_full():
             return
-        task = asyncio.get_running_loop().create_task(self.append(event))
-        track_unwaited(task)
-        task.add_done_callback(_finished)
+        track_unwaited(asyncio.get_running_loop().create_task(self.append(event)))
 
     async def close(self) -> None:
         """Flush what is buffered; idempotent."""
@@ -119,14 +117,16 @@ def unwaited_full() -> bool:
 
 
 def track_unwaited(durable: asyncio.Future[None]) -> None:
-    """Count a record nobody waits for among those `settle_pending` waits for."""
+    """Count a record nobody waits for among those `settle_pending` waits for; its
+    failure is logged here (at most once per COMPLAIN_EVERY), never raised."""
     _pending.add(durable)
     durable.add_done_callback(_pending.discard)
+    durable.add_done_callback(_finished)
 
 
-def _finished(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        _complain(f"audit record not written: {task.exception()}")
+def _finished(durable: asyncio.Future[None]) -> None:
+    if not durable.cancelled() and durable.exception() is not None:
+        _complain(f"audit record not written: {durable.exception()}")
 
 
 async def settle_pending() -> None:

@@ -189,21 +189,7 @@ class FileTrail(AuditTrail):
             return
         if unwaited_full():
             return
-        durable = self.stage(event)
-        track_unwaited(durable)
-        durable.add_done_callback(self._unwaited)
-
-    def _unwaited(self, durable: asyncio.Future[None]) -> None:
-        """A record nobody waits for: its failure is logged, at most once a while (its
-        head was put back; the journal logs the disk's trouble itself)."""
-        if durable.cancelled() or (exc := durable.exception()) is None:
-            return
-        if self._log.due():
-            suppressed = self._log.take_suppressed()
-            log.error(
-                f"audit record not written: {exc}",
-                extra={"event": "audit_failed", "suppressed": suppressed},
-            )
+        track_unwaited(self.stage(event))  # its failure is logged there
 
     async def append(self, event: AuditEvent) -> None:
         if not self.enabled:
