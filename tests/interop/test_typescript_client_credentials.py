@@ -108,10 +108,10 @@ async def test_typescript_client_credentials_provider(
     r = await run_client(
         node,
         oauthd,
-        "--client-credentials",
-        made["client_id"],
-        "--client-secret",
-        made["client_secret"],
+        # `--option=value`: a random client id or secret may start with "-", which
+        # node's parseArgs takes for an option when it stands on its own
+        f"--client-credentials={made['client_id']}",
+        f"--client-secret={made['client_secret']}",
         "--secret-method",
         method,
     )
@@ -138,8 +138,7 @@ async def test_typescript_private_key_jwt_provider(
     r = await run_client(
         node,
         oauthd,
-        "--private-key-jwt",
-        made["client_id"],
+        f"--private-key-jwt={made['client_id']}",
         "--private-key-pem",
         str(key),
         "--alg",
