@@ -830,21 +830,24 @@ def report_audit(
     if rows:
         print(
             "\n| connections | audit on req/s | audit off req/s | ratio (target >= 0.80x) "
-            "| audit on p50 / p99 (ms) | audit off p50 / p99 (ms) | errors on / off |"
+            "| audit on p50 / p99 (ms) | audit off p50 / p99 (ms) "
+            "| CPU per request on / off, user + sys (us) | errors on / off |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in rows:
         pairs = list(
             zip(results[(AUDIT_ON_TARGET, c)], results[(AUDIT_OFF_TARGET, c)], strict=False)
         )
         tr = _median([ratio(on.rps, off.rps) for on, off in pairs])
         miss = " (miss)" if tr < 0.80 else ""
-        on = {f: _column(pairs, 0, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms")}
-        off = {f: _column(pairs, 1, attrgetter(f)) for f in ("rps", "p50_ms", "p99_ms")}
+        fields = ("rps", "p50_ms", "p99_ms", "user_us", "sys_us")
+        on = {f: _column(pairs, 0, attrgetter(f)) for f in fields}
+        off = {f: _column(pairs, 1, attrgetter(f)) for f in fields}
         print(
             f"| {c} | {on['rps']:,.0f} | {off['rps']:,.0f} | {tr:.3f}x{miss} "
             f"| {on['p50_ms']:.2f} / {on['p99_ms']:.2f} | {off['p50_ms']:.2f} / "
-            f"{off['p99_ms']:.2f} | {sum(a.errors for a, _ in pairs)} / "
+            f"{off['p99_ms']:.2f} | {on['user_us']:.0f} + {on['sys_us']:.0f} / "
+            f"{off['user_us']:.0f} + {off['sys_us']:.0f} | {sum(a.errors for a, _ in pairs)} / "
             f"{sum(b.errors for _, b in pairs)} |"
         )
     if unaudited:

@@ -17,6 +17,7 @@ off, and finally reads the totals with `callgrind_annotate`.
     .venv/bin/python bench/proxy_instructions.py --requests 3000 --concurrency 8
     .venv/bin/python bench/proxy_instructions.py --rules 50      # /mcp with 50 policy rules
     .venv/bin/python bench/proxy_instructions.py --tracing 1     # [tracing] on, every trace kept
+    .venv/bin/python bench/proxy_instructions.py --audit-calls --keep /tmp/cg  # callgrind files
 
 Needs valgrind (Debian: apt-get install valgrind). Prints a Markdown table on stdout.
 """
@@ -99,6 +100,12 @@ def instructions(out: Path) -> int:
     return int(match[1].replace(",", ""))
 
 
+def keep(tmp: Path, where: Path) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    for name in ("bare.out", "oauthd.out"):
+        shutil.copy(tmp / name, where / name)
+
+
 def callgrind(out: Path) -> list[str]:
     return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
 
@@ -161,6 +168,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 procs.stop(name, timeout=120)
             procs.stop_all()
         bare_total, oauthd_total = instructions(tmp / "bare.out"), instructions(tmp / "oauthd.out")
+        if args.keep:  # for callgrind_annotate / kcachegrind: where the instructions go
+            keep(tmp, Path(args.keep))
 
     per_bare, per_oauthd = bare_total / args.requests, oauthd_total / args.requests
     ratio = per_bare / per_oauthd
@@ -196,6 +205,7 @@ def main() -> None:
     parser.add_argument(
         "--audit-calls", action="store_true", help="[audit] calls = true (a record per call)"
     )
+    parser.add_argument("--keep", default=None, help="copy the callgrind files to this dir")
     sys.exit(asyncio.run(main_async(parser.parse_args())))
 
 

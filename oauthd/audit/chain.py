@@ -11,8 +11,7 @@ reordering one breaks `n` or `prev` (`oauthd.audit.verify`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -22,8 +21,7 @@ from oauthd.log import request_id_var
 GENESIS = "0" * 64
 
 
-@dataclass(slots=True, frozen=True)
-class ChainHead:
+class ChainHead(NamedTuple):
     """Where a chain ends: the last record's position and hash (0 and GENESIS: empty)."""
 
     n: int = 0
@@ -32,23 +30,29 @@ class ChainHead:
 
 def record_hash(prev: str, body: dict[str, Any]) -> str:
     """The hash of a record whose fields (without `hash`) are `body`."""
-    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(prev.encode() + b"\n" + canonical).hexdigest()
+    return _digest(prev, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+
+
+def _digest(prev: str, canonical: bytes) -> str:
+    return hashlib.sha256(b"%s\n%s" % (prev.encode(), canonical)).hexdigest()
 
 
 def seal(head: ChainHead, chain: str, event: AuditEvent, at: float) -> tuple[bytes, ChainHead]:
-    """The record for `event` after `head`, as one JSON line (no newline), and the new head."""
+    """The record for `event` after `head`, as one JSON line (no newline), and the new head.
+    The line is the hashed serialisation with `hash` appended (one encoding, not two: the
+    keys are sorted but for `hash`, last; `verify` re-serialises, so the order is free)."""
     body: dict[str, Plain] = event.fields()
     body["n"] = head.n + 1
-    body["at"] = round(at, 6)
+    body["at"] = int(at * 1_000_000) / 1_000_000  # microseconds; round() costs more here
     body["chain"] = chain
     request_id = request_id_var.get()
     if request_id is not None:
         body["request_id"] = request_id
     body["prev"] = head.hash
-    digest = record_hash(head.hash, body)
-    body["hash"] = digest
-    return orjson.dumps(body), ChainHead(head.n + 1, digest)
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    digest = _digest(head.hash, canonical)
+    line = b'%s,"hash":"%s"}' % (canonical[:-1], digest.encode())
+    return line, ChainHead(head.n + 1, digest)
 
 
 def head_of(line: bytes | str) -> ChainHead:

@@ -48,6 +48,12 @@ QUIET_EVENTS = frozenset({"call_decided", "call_completed"})
 _audit_logger = logging.getLogger(AUDIT_LOGGER)
 
 
+def logs_durable(event: AuditEvent) -> bool:
+    """Whether `log_durable(event)` would log anything (a call record is skipped, with no
+    callback at all, unless the audit logger is at debug level)."""
+    return event.event not in QUIET_EVENTS or _audit_logger.isEnabledFor(logging.DEBUG)
+
+
 def log_durable(event: AuditEvent) -> None:
     """The log line of a record that is durable now."""
     if event.event in QUIET_EVENTS:
@@ -120,11 +126,11 @@ def track_unwaited(durable: asyncio.Future[None]) -> None:
     """Count a record nobody waits for among those `settle_pending` waits for; its
     failure is logged here (at most once per COMPLAIN_EVERY), never raised."""
     _pending.add(durable)
-    durable.add_done_callback(_pending.discard)
     durable.add_done_callback(_finished)
 
 
 def _finished(durable: asyncio.Future[None]) -> None:
+    _pending.discard(durable)
     if not durable.cancelled() and durable.exception() is not None:
         _complain(f"audit record not written: {durable.exception()}")
 

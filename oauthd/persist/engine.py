@@ -233,13 +233,12 @@ class Engine:
         the journal, at the `interval` pace, not after the debounce."""
         self.seq += 1
         loop = asyncio.get_running_loop()
-        now = loop.time()
         if not state:
             if self._dirty_since is None and self._trailing_since is None:
-                self._trailing_since = now
+                self._trailing_since = loop.time()
                 self._wake.set()
         else:
-            self._last_change = now
+            self._last_change = now = loop.time()
             if self._dirty_since is None:
                 self._dirty_since = now
                 self._wake.set()

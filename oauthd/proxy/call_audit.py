@@ -80,7 +80,7 @@ class CallAudit:
                     detail={
                         "call": call_id,
                         "upstream_status": status,
-                        "latency_ms": round(seconds * 1000, 1),
+                        "latency_ms": int(seconds * 10_000) / 10,  # cheaper than round()
                     },
                 )
             )

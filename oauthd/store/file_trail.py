@@ -22,7 +22,7 @@ from typing import Protocol
 import orjson
 
 from oauthd.audit import AuditEvent, AuditTrail, Chain, ChainHead, head_of, log_durable
-from oauthd.audit.trail import track_unwaited, unwaited_full
+from oauthd.audit.trail import logs_durable, track_unwaited, unwaited_full
 from oauthd.clock import Clock
 from oauthd.persist import DiskError
 from oauthd.persist.backoff import Backoff, Throttle
@@ -81,6 +81,11 @@ def recover_chain(files: AuditFiles, state: StateDir, name: str) -> Chain:
         head = head_of(later[-1][1])
         name = _chain_of(later[-1][1], name)
     return Chain(name, head)
+
+
+def _log_if_durable(durable: asyncio.Future[None], event: AuditEvent) -> None:
+    if not durable.cancelled() and durable.exception() is None:
+        log_durable(event)
 
 
 def _chain_of(line: bytes, configured: str) -> str:
@@ -167,12 +172,12 @@ class FileTrail(AuditTrail):
             durable = self._frames.append(payload, undo_both)
         self._pending.append(Sealed(n, line, durable))
         self._sealed += 1
-        durable.add_done_callback(lambda future: self._settled(future, event))
+        if logs_durable(event):
+            durable.add_done_callback(lambda future: _log_if_durable(future, event))
+        durable.add_done_callback(self._settled)
         return durable
 
-    def _settled(self, durable: asyncio.Future[None], event: AuditEvent) -> None:
-        if not durable.cancelled() and durable.exception() is None:
-            log_durable(event)
+    def _settled(self, durable: asyncio.Future[None]) -> None:
         self._wake.set()
 
     def append_soon(self, event: AuditEvent) -> None:
@@ -195,7 +200,8 @@ class FileTrail(AuditTrail):
         if not self.enabled:
             log_durable(event)
             return
-        await self.room()
+        if self.waiting >= self.capacity:  # no coroutine for `room` when there is room
+            await self.room()
         try:
             self._frames.check_writable()
             await self.stage(event)
