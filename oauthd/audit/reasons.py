@@ -41,6 +41,10 @@ INVALID_CLIENT = "invalid_client"  # unknown client or bad credentials
 BAD_CREDENTIALS = "bad_credentials"  # wrong user name or password
 RATE_LIMITED = "rate_limited"
 PROVIDER_REFUSED = "provider_refused"  # the upstream identity provider said no
+SIGN_IN_ENDED = "sign_in_ended"  # a page needs a browser sign-in that is gone or never was
+CROSS_SITE_FORM = "cross_site_form"  # a form sent from another origin
+CSRF_FAILED = "csrf_failed"  # a form's CSRF token is missing, expired or not ours
+ADDRESS_NOT_ALLOWED = "address_not_allowed"  # /metrics or /forward-auth from elsewhere
 
 # the proxy
 NO_TOKEN = "no_token"

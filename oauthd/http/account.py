@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from oauthd.audit import reasons
 from oauthd.http import pages
 from oauthd.http.browser import html, read_page_form, refused_page, see_other
 from oauthd.http.cookies import (
@@ -130,7 +131,9 @@ async def _signed_in_form(request: web.Request) -> tuple[AccountSession, dict[st
     form = await read_page_form(request)
     session = await signed_in_session(request)
     if session is None:
-        raise page_error("login_required", "Your session has ended. Sign in again.", 403)
+        raise page_error(
+            "login_required", "Your session has ended. Sign in again.", 403, reasons.SIGN_IN_ENDED
+        )
     check_csrf(request, form, f"account:{session.session_key}")
     return session, form
 

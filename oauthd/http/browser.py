@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from oauthd.audit import reasons
 from oauthd.http import pages
 from oauthd.http.cookies import (
     browser_secret,
@@ -154,7 +155,7 @@ async def login_submit(request: web.Request) -> web.Response:
 async def _signed_in_flow(request: web.Request, pending_id: str) -> tuple[Flow, str]:
     flow, secret = await _flow(request, pending_id)
     if flow.pending.user is None:
-        raise page_error("login_required", "Sign in first.", 403)
+        raise page_error("login_required", "Sign in first.", 403, reasons.SIGN_IN_ENDED)
     return flow, secret
 
 
@@ -234,7 +235,12 @@ async def upstream_callback(request: web.Request) -> web.Response:
     if "error" in params or not params.get("code"):
         flow = await auth.upstream_flow(state, secret)
         if flow.returns_to is not None:
-            raise page_error("access_denied", "The identity provider did not sign you in.", 403)
+            raise page_error(
+                "access_denied",
+                "The identity provider did not sign you in.",
+                403,
+                reasons.PROVIDER_REFUSED,
+            )
         return await _finish(request, flow, allow=False)
     flow = await auth.complete_upstream_login(state, params["code"], secret)
     if flow.returns_to is not None:  # a sign-in to reach one of our pages (/upgrade)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from oauthd import crypto
+from oauthd.audit import reasons
 from oauthd.http.keys import AUTH, CONFIG
 from oauthd.model import AccountSession
 from oauthd.oauth import ACCOUNT_SESSION_TTL, page_error
@@ -161,6 +162,7 @@ def check_same_origin(request: web.Request) -> None:
             "This form was sent from another site, not from this one. "
             "Start again from the application.",
             403,
+            reasons.CROSS_SITE_FORM,
         )
 
 
@@ -176,5 +178,6 @@ def check_csrf(request: web.Request, form: dict[str, str], purpose: str) -> str:
             "This form expired or did not come from this site (CSRF check failed). "
             "Start again from the application.",
             403,
+            reasons.CSRF_FAILED,
         )
     return secret

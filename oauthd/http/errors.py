@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from oauthd.audit import reasons
 from oauthd.http import pages
 from oauthd.http.keys import CONFIG, METRICS, page_brand
 from oauthd.log import request_id_var
@@ -98,6 +99,23 @@ def _endpoint(request: web.Request) -> str:
     """A bounded label: the route's path as registered (a path no route has is "other")."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "other"
+
+
+def address_refused(request: web.Request, what: str) -> web.Response:
+    """403 for a client address outside an `allow` list (/metrics, /forward-auth): logged
+    and counted with its reason like every 403."""
+    log.info(
+        "request refused",
+        extra={
+            "event": "http.address_refused",
+            "reason": reasons.ADDRESS_NOT_ALLOWED,
+            "path": request.path,
+        },
+    )
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.refusal(_endpoint(request), "access_denied", reasons.ADDRESS_NOT_ALLOWED)
+    return json_error(403, "access_denied", f"{what} not served to this address")
 
 
 REFUSALS = web.AppKey("refusals", RefusalLog)  # one per app (added by `Routes`)

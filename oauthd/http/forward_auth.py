@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oauthd.http.errors import Routes, json_error
+from oauthd.http.errors import Routes, address_refused
 from oauthd.http.keys import CONFIG, PROXY
 from oauthd.peers import in_networks
 
@@ -16,7 +16,7 @@ PATH = "/forward-auth"
 
 async def forward_auth(request: web.Request) -> web.StreamResponse:
     if not in_networks(request.remote or "", request.app[CONFIG].forward_auth.allow):
-        return json_error(403, "access_denied", "forward-auth is not served to this address")
+        return address_refused(request, "forward-auth is")
     return await request.app[PROXY].forward_auth(request)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from oauthd.config import Config
-from oauthd.http.errors import Routes, json_error
+from oauthd.http.errors import Routes, address_refused
 from oauthd.http.keys import CONFIG, METRICS, client_address
 from oauthd.metrics import CONTENT_TYPE, Metrics
 from oauthd.peers import in_networks
@@ -23,7 +23,7 @@ def allowed(remote: str | None, allow: tuple[str, ...]) -> bool:
 
 async def metrics(request: web.Request) -> web.Response:
     if not allowed(client_address(request), request.app[CONFIG].metrics.allow):
-        return json_error(403, "access_denied", "metrics are not served to this address")
+        return address_refused(request, "metrics are")
     body = await request.app[METRICS].render()
     return web.Response(
         body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"}

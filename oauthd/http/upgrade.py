@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from oauthd.audit import reasons
 from oauthd.http.account import login_page
 from oauthd.http.browser import html, read_page_form, see_other
 from oauthd.http.cookies import (
@@ -99,7 +100,10 @@ async def upgrade_submit(request: web.Request) -> web.Response:
     session = await signed_in_session(request)
     if session is None:
         raise page_error(
-            "login_required", "Your sign-in has ended. Open the link from the app again.", 403
+            "login_required",
+            "Your sign-in has ended. Open the link from the app again.",
+            403,
+            reasons.SIGN_IN_ENDED,
         )
     check_csrf(request, form, _purpose(session))
     decision = form.get("decision")

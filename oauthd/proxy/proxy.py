@@ -68,6 +68,9 @@ def _log_unavailable(exc: Unavailable, path: str) -> None:
     )
 
 
+FORWARD_AUTH_ENDPOINT = "/forward-auth"  # its refusals' label: the route, not the resource
+
+
 class McpProxy:
     def __init__(
         self,
@@ -320,6 +323,8 @@ class McpProxy:
         try:
             return await self._forward_auth.check(request)
         except ProxyRefusal as refusal:
+            if refusal.response.status in (401, 403):
+                self._refusal_noted(FORWARD_AUTH_ENDPOINT, refusal)
             return refusal.response
         except Unavailable as exc:
             self._on_unavailable(exc, request.path)
@@ -329,18 +334,17 @@ class McpProxy:
         self, request: web.Request, mount: Mount, refusal: ProxyRefusal, started: float
     ) -> web.StreamResponse:
         if refusal.response.status in (401, 403):
-            self._refusal_noted(mount, refusal)
+            self._refusal_noted(mount.resource.path, refusal)
         mount.gate.add_cors(request, refusal.response)
         self._observe(request, refusal.response.status, started)
         return refusal.response
 
-    def _refusal_noted(self, mount: Mount, refusal: ProxyRefusal) -> None:
+    def _refusal_noted(self, path: str, refusal: ProxyRefusal) -> None:
         """A 401 or 403: its reason logged and counted; recorded when it concerns a known
         grant (an unknown token has no principal: a stream of them is no stream of
         writes)."""
         status, reason, grant = refusal.response.status, refusal.reason, refusal.grant
         error = "invalid_token" if status == 401 else "forbidden"
-        path = mount.resource.path
         log.info(
             "request refused",
             extra={"event": "proxy.refused", "status": status, "reason": reason, "path": path},

@@ -182,6 +182,8 @@ async def test_login_without_a_valid_csrf_token(oauthd: Running) -> None:
     data = {**login.form().fields, "csrf_token": "forged", "username": USER, "password": PASSWORD}
     refused = await browser.request("POST", "/account/login", data=data)
     assert refused.status == 403 and not refused.cookies_set()
+    metrics = await oauthd.client.call("GET", "/metrics")
+    assert 'endpoint="/account/login",error="invalid_request",reason="csrf_failed"' in metrics.text
 
 
 def _session_cookie(answer: Answer) -> SimpleCookie:

@@ -28,6 +28,11 @@ async def test_behind_a_trusted_proxy_the_allow_list_sees_the_client(tmp_path: P
         assert (await running.client.call("GET", "/metrics", headers=FORGED)).status == 403
         inside = await running.client.call("GET", "/metrics", headers=INSIDE)
         assert inside.status == 200 and "oauthd_" in inside.text
+        refused = (
+            'oauthd_refusals_total{endpoint="/metrics",error="access_denied",'
+            'reason="address_not_allowed"} 2.0'
+        )
+        assert refused in inside.text  # counted with its reason, as every 403
     finally:
         await running.close()
 

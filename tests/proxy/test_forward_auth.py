@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oauthd.audit import reasons
+from oauthd.http.keys import METRICS
 from tests.support.configs import write_secret
 from tests.support.proxy_app import Oauthd, StartOauthd
 from tests.support.upstream import FakeUpstream
@@ -38,6 +40,14 @@ async def test_refusals_are_the_challenges_of_mcp(oauthd: Oauthd) -> None:
         "POST", "/forward-auth", headers=granted.bearer(Origin="https://evil.example")
     )
     assert foreign.status == 403
+    registry = oauthd.app[METRICS].registry
+    for error, reason in (
+        ("invalid_token", reasons.NO_TOKEN),
+        ("invalid_token", reasons.UNKNOWN_TOKEN),
+        ("forbidden", reasons.ORIGIN_NOT_ALLOWED),
+    ):
+        labels = {"endpoint": "/forward-auth", "error": error, "reason": reason}
+        assert registry.get_sample_value("oauthd_refusals_total", labels) == 1, labels
 
 
 async def test_the_original_method_and_path(oauthd: Oauthd) -> None:
