@@ -85,6 +85,17 @@ class Sealing:
         self.event, self.n = event, self._chain.head.n
         return line
 
+    @property
+    def prev(self) -> str:
+        """The hash the sealed record follows (the head before it)."""
+        assert self._before is not None, "seal first"
+        return self._before.hash
+
+    @property
+    def hash(self) -> str:
+        """The sealed record's own hash (the head after it)."""
+        return self._chain.head.hash
+
     def undo(self) -> None:
         if self._before is not None:
             self._chain.restore(self._before)

@@ -1,11 +1,15 @@
 """The redis backend's audit trail: one stream per chain, `<prefix>audit:<chain>`, each
 entry one record (field `record`: the sealed JSON line), with the server's ms ids.
 
-An audited write carries its XADD in the change's own atomic step: `add` one Lua script
-(the live-key check, SET, XADD), `put` one MULTI/EXEC (SET, XADD), `take`, `update` and
-`delete` a WATCH/MULTI loop (read the record, compute the event from it, then MULTI: the
-change and the XADD). A write without `audit=` (or with `[audit] enabled = false`) is the
-unaudited path of `redis.py`, as cheap as before. See `oauthd.store.audit` for how the
+An audited write carries its XADD in the change's own atomic step: `add` and `put` one
+Lua script each (the live-key check, SET, XADD), `take`, `update` and `delete` a
+WATCH/MULTI loop (read the record, compute the event from it, then MULTI: the change and
+the XADD). Every step first checks, on the server, that the chain's head is the one the
+record was sealed after (`<stream>:head`, the last record's hash, moved in the same step),
+so that a second instance with the same chain name, or a write that timed out and landed
+late, is refused whole (`StaleHead`: the head is read again) and never forks the chain.
+A write without `audit=` (or with `[audit] enabled = false`) is the unaudited path of
+`redis.py`, as cheap as before. See `oauthd.store.audit` for how the
 chain is sealed and kept whole, and docs/scaling.md for the cost.
 
 `RedisAuditReader` reads the streams offline (`oauthd audit verify|export`).
@@ -22,10 +26,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from oauthd.audit import Audit, AuditEvent, ChainHead, head_of, resolve
+from oauthd.audit import GENESIS, Audit, AuditEvent, ChainHead, head_of, resolve
 from oauthd.clock import Clock
 from oauthd.store import codec
-from oauthd.store.audit import Sealing, SharedTrail, TrailSettings
+from oauthd.store.audit import Sealing, SharedTrail, StaleHead, TrailSettings
 from oauthd.store.base import Conflict, R, Unavailable
 
 if TYPE_CHECKING:
@@ -60,25 +64,60 @@ class RedisTable(Protocol[R]):
 
 
 FIELD = "record"  # the stream entry's one field
+STALE = -1  # a script's answer: the chain's head is not the one the record was sealed after
 READ_BATCH = 1000  # entries per XRANGE of the reader
 
-# KEYS[1] the record's key, KEYS[2] the chain's stream; ARGV: the record's JSON, its PXAT
-# ('' = no expiry), now (our clock), the audit line. 1 if added (with its record), 0 if a
-# live record holds the key (nothing written).
-_ADD = """
-local v = redis.call('GET', KEYS[1])
-if v then
-  local e = cjson.decode(v)['expires_at']
-  if e == cjson.null or e > tonumber(ARGV[3]) then return 0 end
+HEAD_SUFFIX = ":head"  # beside each stream: its last record's hash (a string key)
+
+# Is the chain's head (the last record's hash) ARGV[prev]? The head key, or for a stream
+# written before there was one, its last entry; an empty chain's head is GENESIS.
+_HEAD_IS = """
+local function head_is(stream, head_key, prev)
+  local h = redis.call('GET', head_key)
+  if h then return h == prev end
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #last == 0 then return prev == '{genesis}' end
+  return cjson.decode(last[1][2][2])['hash'] == prev
 end
-if ARGV[2] == '' then
-  redis.call('SET', KEYS[1], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+local function append(stream, head_key, line, hash)
+  redis.call('XADD', stream, '*', 'record', line)
+  redis.call('SET', head_key, hash)
 end
-redis.call('XADD', KEYS[2], '*', 'record', ARGV[4])
+""".replace("{genesis}", GENESIS)
+
+# KEYS: the chain's stream, its head key; ARGV: prev, hash, line. 1 appended, -1 stale.
+_APPEND = (
+    _HEAD_IS
+    + """
+if not head_is(KEYS[1], KEYS[2], ARGV[1]) then return -1 end
+append(KEYS[1], KEYS[2], ARGV[3], ARGV[2])
 return 1
 """
+)
+
+# KEYS: the record's key, the stream, its head key; ARGV: prev, hash, line, the record's
+# JSON, its PXAT ('' = no expiry), now (our clock; `add` only: a live record refuses).
+# 1 written (with its record), 0 a live record holds the key (nothing written), -1 stale.
+_ADD = (
+    _HEAD_IS
+    + """
+if not head_is(KEYS[2], KEYS[3], ARGV[1]) then return -1 end
+if ARGV[6] ~= '' then
+  local v = redis.call('GET', KEYS[1])
+  if v then
+    local e = cjson.decode(v)['expires_at']
+    if e == cjson.null or e > tonumber(ARGV[6]) then return 0 end
+  end
+end
+if ARGV[5] == '' then
+  redis.call('SET', KEYS[1], ARGV[4])
+else
+  redis.call('SET', KEYS[1], ARGV[4], 'PXAT', ARGV[5])
+end
+append(KEYS[2], KEYS[3], ARGV[3], ARGV[2])
+return 1
+"""
+)
 
 
 def _escape_glob(text: str) -> str:
@@ -120,14 +159,19 @@ class RedisTrail(SharedTrail):
         super().__init__(settings, store.clock)
         self._store = store
         self.stream = stream_prefix(store.prefix) + settings.chain
+        self.head_key = self.stream + HEAD_SUFFIX
         self._add_script = store.client.register_script(_ADD)
+        self._append_script = store.client.register_script(_APPEND)
 
     async def read_head(self) -> ChainHead:
         entries: Any = await self._store.call(self._store.client.xrevrange(self.stream, count=1))
         return head_of(entries[0][1][FIELD.encode()]) if entries else ChainHead()
 
     async def append_record(self, sealing: Sealing, line: bytes) -> None:
-        await self._store.call(self._store.client.xadd(self.stream, {FIELD: line}))
+        keys = [self.stream, self.head_key]
+        args: list[str | bytes] = [sealing.prev, sealing.hash, line]
+        if await self._store.call(self._append_script(keys=keys, args=args)) == STALE:
+            raise StaleHead("the audit chain's head moved")
 
     async def expire(self, now: float | None = None) -> int:
         """XTRIM MINID by the streams' ms ids (the server's time; `now` seconds, by
@@ -147,32 +191,28 @@ class RedisTrail(SharedTrail):
     # -- audited writes (the table checked `enabled` and that there is an event) ----------
 
     async def add(self, table: RedisTable[R], record: R, event: AuditEvent) -> None:
-        name = table.key_name(record.key)
-
-        async def add(sealing: Sealing) -> None:
-            pxat = table.expiry(record).get("pxat", "")
-            args = [codec.encode(record), pxat, repr(self.clock.now()), sealing.seal(event)]
-            script = self._add_script(keys=[name, self.stream], args=args)
-            if not await self._store.call(script):
-                raise Conflict(f"{table.kind}: key already present")
-            self._store.writes += 1
-
-        await self.write(add)
+        await self.write(lambda sealing: self._set(table, record, event, sealing, only_new=True))
 
     async def put(self, table: RedisTable[R], record: R, event: AuditEvent) -> None:
-        name, value = table.key_name(record.key), codec.encode(record)
+        await self.write(lambda sealing: self._set(table, record, event, sealing, only_new=False))
 
-        async def put(sealing: Sealing) -> None:
-            async def both() -> None:
-                async with self._store.client.pipeline(transaction=True) as pipe:
-                    pipe.set(name, value, **table.expiry(record))
-                    pipe.xadd(self.stream, {FIELD: sealing.seal(event)})
-                    await pipe.execute()
-
-            await self._store.call(both())
-            self._store.writes += 1
-
-        await self.write(put)
+    async def _set(
+        self, table: RedisTable[R], record: R, event: AuditEvent, sealing: Sealing, only_new: bool
+    ) -> None:
+        """SET the record with its record of `event` in one script; `only_new`: refused
+        (`Conflict`) while a live record holds the key."""
+        line = sealing.seal(event)
+        pxat = table.expiry(record).get("pxat", "")
+        now = repr(self.clock.now()) if only_new else ""
+        keys = [table.key_name(record.key), self.stream, self.head_key]
+        args: list[str | bytes] = [sealing.prev, sealing.hash, line, codec.encode(record)]
+        args += [str(pxat), now]
+        written = await self._store.call(self._add_script(keys=keys, args=args))
+        if written == STALE:
+            raise StaleHead("the audit chain's head moved")
+        if not written:
+            raise Conflict(f"{table.kind}: key already present")
+        self._store.writes += 1
 
     async def take(self, table: RedisTable[R], key: str, audit: Audit) -> R | None:
         name = table.key_name(key)
@@ -222,24 +262,29 @@ class RedisTrail(SharedTrail):
     async def _watched(
         self, name: str, plan: Callable[[bytes | str | None], Step], sealing: Sealing
     ) -> Any:
-        """WATCH `name`, read it, and apply the plan's change with its record in one
-        MULTI/EXEC; again from the read if `name` changed meanwhile."""
+        """WATCH `name` and the chain's head, read both, and apply the plan's change with
+        its record in one MULTI/EXEC; again from the read if either changed meanwhile
+        (`StaleHead` if the head was not ours to begin with)."""
 
         async def loop() -> Any:
             async with self._store.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        await pipe.watch(name)
-                        step = plan(await pipe.get(name))
+                        await pipe.watch(name, self.head_key)
+                        value, head = await pipe.mget(name, self.head_key)
+                        step = plan(value)
                         if step.change is None:
                             sealing.undo()
                             return step.result
+                        if step.event is not None and not await self._head_is_ours(head):
+                            raise StaleHead("the audit chain's head moved")
                         pipe.multi()  # type: ignore[no-untyped-call]
                         step.change(pipe)
                         if step.event is None:
                             sealing.undo()
                         else:
                             pipe.xadd(self.stream, {FIELD: sealing.seal(step.event)})
+                            pipe.set(self.head_key, sealing.hash)
                         await pipe.execute()
                         self._store.writes += 1
                         return step.result
@@ -247,6 +292,14 @@ class RedisTrail(SharedTrail):
                         continue
 
         return await self._store.call(loop())
+
+    async def _head_is_ours(self, head: bytes | str | None) -> bool:
+        """Is the server's head (the head key's value, None if there is none yet: a stream
+        written before it, read then) the one this instance seals after?"""
+        if head is None:
+            found = await self.read_head()
+            return found.hash == self.chain.head.hash
+        return (head.decode() if isinstance(head, bytes) else head) == self.chain.head.hash
 
 
 class RedisAuditReader:

@@ -1,6 +1,6 @@
 """The redis backend's audit trail (`oauthd/store/redis_audit.py`) beyond the contract:
-retention, a write whose outcome was unknown (`tests/store/test_audit_shared.py`: a
-trail that is off, the reader)."""
+retention, a write whose outcome was unknown, a chain without its head key
+(`tests/store/test_audit_shared.py`: a trail that is off, the reader, a twin)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from oauthd.audit import AuditEvent, verify
+from oauthd.audit import AuditEvent, ChainHead, verify
 from oauthd.store import Unavailable
 from oauthd.store.redis import RedisStore
+from oauthd.store.redis_audit import RedisTrail
 from tests.support.audit_records import chain_lines
 from tests.support.backends import StoreHarness, open_harness
 from tests.support.records import make_grant
@@ -67,3 +68,23 @@ async def test_a_write_whose_outcome_was_unknown_leaves_no_fork_nor_gap(
     lines = await chain_lines(harness, store.audit.chain.name)
     verdict = verify(store.audit.chain.name, lines)
     assert verdict.ok and verdict.records == 2 + landed, verdict
+
+
+async def test_a_stream_written_before_its_head_key_is_checked_by_its_last_entry(
+    harness: StoreHarness,
+) -> None:
+    """A chain written by an older oauthd has no head key: the server compares with the
+    stream's last entry instead, then keeps the key from there on."""
+    store = harness.store
+    assert isinstance(store, RedisStore)
+    trail = store.audit
+    assert isinstance(trail, RedisTrail)
+    await store.grants.add(make_grant(), audit=EVENT)
+    await store.client.delete(trail.head_key)  # as an older oauthd left it
+    await store.grants.put(make_grant(), audit=EVENT)
+    assert await store.client.get(trail.head_key) == trail.chain.head.hash.encode()
+    await store.client.delete(trail.head_key)
+    trail.chain.restore(ChainHead())  # a stale head: refused on the server, read again
+    await store.audit.append(EVENT)
+    verdict = verify(trail.chain.name, await chain_lines(harness, trail.chain.name))
+    assert verdict.ok and verdict.records == 3, verdict
