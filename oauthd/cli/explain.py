@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from oauthd import store
-from oauthd.audit.explain import Record, Relogin, explain
+from oauthd.audit.explain import BEFORE_KEPT, Record, Relogin, explain
+from oauthd.audit.reader import AuditReader
 from oauthd.cli import options
 from oauthd.cli.output import fail
 from oauthd.config import Config
@@ -42,28 +47,61 @@ def add_commands(sub: Any) -> None:
     cmd.set_defaults(run=cmd_explain)
 
 
-async def _records(config: Config, user: str) -> list[Record]:
-    """The records `explain` needs: the user's, and every client's registration and
-    deletion (a re-registered app is found by its fingerprint). Only those are kept in
-    memory, however long the trail."""
+CALL_EVENTS = frozenset({"call_decided", "call_completed"})
+
+
+def _needed(record: Record, user: str) -> bool:
+    """What the search for the re-login needs: the user's records but their calls (a
+    step-up excepted: it ends a grant), and every client's registration and deletion (a
+    re-registered app is found by its fingerprint)."""
+    event = record.get("event")
+    if event in CALL_EVENTS:
+        return record.get("user") == user and record.get("decision") == "step_up"
+    return record.get("user") == user or str(event).startswith("client_")
+
+
+async def _scan(reader: AuditReader, keep: Callable[[Record], bool]) -> AsyncIterator[Record]:
+    for chain in await reader.chains():
+        async for _, line in reader.lines(chain):
+            record = orjson.loads(line)
+            if keep(record):
+                yield record
+
+
+async def _explain(config: Config, user: str, client: str | None) -> Relogin | None:
+    """Two passes over the trail, so that memory holds the records of grants, not of
+    calls (there may be millions): the first finds the re-login without the calls, the
+    second collects the last `BEFORE_KEPT` records, calls included, of the earlier grant's
+    client before it."""
     reader = await store.open_audit_reader(config)
     try:
-        found: list[Record] = []
-        for chain in await reader.chains():
-            async for _, line in reader.lines(chain):
-                record = orjson.loads(line)
-                if record.get("user") == user or str(record.get("event")).startswith("client_"):
-                    found.append(record)
-        found.sort(key=lambda r: float(r.get("at", 0)))  # chains of several instances
-        return found
+        records = [r async for r in _scan(reader, lambda r: _needed(r, user))]
+        found = explain(records, user, client)
+        if found is None:
+            return None
+        old_client = found.previous.get("client_id")
+        latest: list[tuple[float, int, Record]] = []  # a min-heap of the latest ones
+        order = itertools.count()
+
+        def before(record: Record) -> bool:
+            return (
+                record.get("user") == user
+                and record.get("client_id") == old_client
+                and float(record.get("at", 0)) < found.at
+            )
+
+        async for record in _scan(reader, before):
+            heapq.heappush(latest, (float(record["at"]), next(order), record))
+            if len(latest) > BEFORE_KEPT:
+                heapq.heappop(latest)
+        return replace(found, before=tuple(r for _, _, r in sorted(latest)))
     finally:
         await reader.close()
 
 
 def cmd_explain(args: argparse.Namespace) -> ExitCode:
     config = options.load(args)
-    records = asyncio.run(_records(config, args.user))
-    found = explain(records, args.user, args.client)
+    found = asyncio.run(_explain(config, args.user, args.client))
     if found is None:
         whose = f" with {args.client}" if args.client else ""
         return fail(f"the audit trail has no re-login of {args.user}{whose}", ExitCode.FAILURE)
