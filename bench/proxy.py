@@ -404,6 +404,22 @@ def run_wrk(
     auth = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in extra.items())
     script = tmp / f"wrk-{target}.lua"
     script.write_text(WRK_SCRIPT % {"body": RPC_BODY, "auth": auth})
+    return run_wrk_script(script, target, url, pid, connections, duration, cpus, threads=threads)
+
+
+def run_wrk_script(
+    script: Path,
+    target: str,
+    url: str,
+    pid: int,
+    connections: int,
+    duration: float,
+    cpus: str | None,
+    *,
+    threads: int,
+) -> WrkResult:
+    """wrk with a Lua `script` ending in WRK_SCRIPT's `done` (the WRKJSON line), measuring
+    the CPU time of process `pid` over the run."""
     argv = [
         "wrk",
         f"-t{min(threads, connections)}",
