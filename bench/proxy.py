@@ -568,14 +568,21 @@ class Variant:
 
 
 def start_variant(
-    procs: Processes, tmp: Path, name: str, upstream: str, cpus: str | None, **config: str
+    procs: Processes,
+    tmp: Path,
+    name: str,
+    upstream: str,
+    cpus: str | None,
+    profile: str | None = None,
+    **config: str,
 ) -> Variant:
     """`oauthd serve` as "oauthd-<name>", its config and state in `tmp/<name>`;
-    `config`: `write_config`'s keyword arguments."""
+    `config`: `write_config`'s keyword arguments; `profile`: under cProfile, stats there."""
     port = free_port()
     (tmp / name).mkdir()
     path = write_config(tmp / name, port, upstream, **config)
-    serve = [sys.executable, "-m", "oauthd", "serve", "--config", str(path)]
+    profiled = [] if profile is None else ["-m", "cProfile", "-o", profile]
+    serve = [sys.executable, *profiled, "-m", "oauthd", "serve", "--config", str(path)]
     return Variant(procs.start(f"oauthd-{name}", serve, cpus), port)
 
 

@@ -202,8 +202,14 @@ async def start_targets(args: argparse.Namespace, tmp: Path, procs: Processes) -
         "minimal", [sys.executable, str(BENCH / "minimal_refresh.py"), "--port", str(minimal_port)]
     )
     snapshot_storage = FILE_STORAGE.replace('"journal"', '"snapshot"')
-    journal = start_variant(procs, tmp, "journal", NO_UPSTREAM, None)
-    snapshot = start_variant(procs, tmp, "snapshot", NO_UPSTREAM, None, storage=snapshot_storage)
+
+    def profile(name: str) -> str | None:
+        return None if args.profile is None else str(Path(args.profile, f"{name}.prof").resolve())
+
+    journal = start_variant(procs, tmp, "journal", NO_UPSTREAM, None, profile("journal"))
+    snapshot = start_variant(
+        procs, tmp, "snapshot", NO_UPSTREAM, None, profile("snapshot"), storage=snapshot_storage
+    )
     fastmcp_base, minimal_base = (
         f"http://127.0.0.1:{fastmcp_port}",
         f"http://127.0.0.1:{minimal_port}",
@@ -212,12 +218,13 @@ async def start_targets(args: argparse.Namespace, tmp: Path, procs: Processes) -
     await wait_ready(f"{minimal_base}/seed", minimal, "POST")
     for variant in (journal, snapshot):
         await wait_ready(f"{variant.base}/readyz", variant.proc)
-    return [
+    targets = [
         Target(FASTMCP, fastmcp_base, fastmcp.pid, fastmcp_signer(fastmcp_base)),
         Target(MINIMAL, minimal_base, minimal.pid, minimal_signer(minimal_base)),
         Target(JOURNAL, journal.base, journal.proc.pid, oauthd_signer(journal.base)),
         Target(SNAPSHOT, snapshot.base, snapshot.proc.pid, oauthd_signer(snapshot.base)),
     ]
+    return [t for t in targets if t.name in args.targets]
 
 
 Results = dict[tuple[str, int], list[WrkResult]]
@@ -266,6 +273,8 @@ def report(args: argparse.Namespace, results: Results, about: str, fs: str) -> N
     print("|---:|---|---:|---|---|")
     for n in args.clients:
         for top, bottom, goal in RATIOS:
+            if (top, n) not in results or (bottom, n) not in results:
+                continue
             pairs = zip(results[(top, n)], results[(bottom, n)], strict=True)
             each = [ratio(a.rps, b.rps) for a, b in pairs]
             median = statistics.median(each)
@@ -318,7 +327,14 @@ def main() -> None:
     parser.add_argument(
         "--hold", type=float, default=0.0, help="keep measuring at least this long (profiling)"
     )
+    parser.add_argument(
+        "--targets",
+        default=",".join((FASTMCP, MINIMAL, JOURNAL, SNAPSHOT)),
+        help="which to measure (the ratios need all four)",
+    )
+    parser.add_argument("--profile", default=None, help="oauthd under cProfile: stats in this dir")
     args = parser.parse_args()
+    args.targets = args.targets.split(",")
     args.clients = [int(c) for c in args.clients.split(",") if c]
     sys.exit(asyncio.run(main_async(args)))
 
