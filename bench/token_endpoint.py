@@ -245,7 +245,8 @@ async def measure(args: argparse.Namespace, tmp: Path, targets: list[Target]) ->
                     r = refresh_run(tmp, target, grants, args.duration)
                     print(
                         f"# {target.name}, {n} clients, round {round_ + 1}: {r.rps:,.0f}/s, "
-                        f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, CPU {r.cpu_us:.0f} us, "
+                        f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+                        f"CPU {r.user_us:.0f} us user + {r.sys_us:.0f} us system, "
                         f"errors {r.errors}",
                         file=sys.stderr,
                         flush=True,
