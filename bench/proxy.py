@@ -404,6 +404,22 @@ def run_wrk(
     auth = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in extra.items())
     script = tmp / f"wrk-{target}.lua"
     script.write_text(WRK_SCRIPT % {"body": RPC_BODY, "auth": auth})
+    return run_wrk_script(script, target, url, pid, connections, duration, cpus, threads=threads)
+
+
+def run_wrk_script(
+    script: Path,
+    target: str,
+    url: str,
+    pid: int,
+    connections: int,
+    duration: float,
+    cpus: str | None,
+    *,
+    threads: int,
+) -> WrkResult:
+    """wrk with a Lua `script` ending in WRK_SCRIPT's `done` (the WRKJSON line), measuring
+    the CPU time of process `pid` over the run."""
     argv = [
         "wrk",
         f"-t{min(threads, connections)}",
@@ -552,14 +568,21 @@ class Variant:
 
 
 def start_variant(
-    procs: Processes, tmp: Path, name: str, upstream: str, cpus: str | None, **config: str
+    procs: Processes,
+    tmp: Path,
+    name: str,
+    upstream: str,
+    cpus: str | None,
+    profile: str | None = None,
+    **config: str,
 ) -> Variant:
     """`oauthd serve` as "oauthd-<name>", its config and state in `tmp/<name>`;
-    `config`: `write_config`'s keyword arguments."""
+    `config`: `write_config`'s keyword arguments; `profile`: under cProfile, stats there."""
     port = free_port()
     (tmp / name).mkdir()
     path = write_config(tmp / name, port, upstream, **config)
-    serve = [sys.executable, "-m", "oauthd", "serve", "--config", str(path)]
+    profiled = [] if profile is None else ["-m", "cProfile", "-o", profile]
+    serve = [sys.executable, *profiled, "-m", "oauthd", "serve", "--config", str(path)]
     return Variant(procs.start(f"oauthd-{name}", serve, cpus), port)
 
 

@@ -267,6 +267,31 @@ def flush_lines() -> None:
 
 AUDIT_LOGGER = "oauthd.audit"
 _audit_log = logging.getLogger(AUDIT_LOGGER)
+_root_log = logging.getLogger(ROOT)
+
+
+def audit_fast(event: str, message: str, fields: dict[str, object]) -> None:
+    """`audit` at info level, the same line written past the logging machinery
+    (`write_line`) while `setup_logging`'s handler has the lines: for a record written once
+    per request (a refresh), whose line cost a sixth of it. `fields` are an audit event's
+    (never a secret, never a `LogRecord` attribute's name)."""
+    if not _audit_log.isEnabledFor(logging.INFO):
+        return
+    if not any(isinstance(h, _StdoutHandler) for h in _root_log.handlers):
+        _audit_log.info(message, extra={"event": f"audit.{event}", **fields})  # as any line
+        return
+    doc: dict[str, object] = {
+        "ts": timestamp(),
+        "level": "info",
+        "logger": AUDIT_LOGGER,
+        "msg": message,
+    }
+    request_id = request_id_var.get()
+    if request_id is not None:
+        doc["request_id"] = request_id
+    doc["event"] = f"audit.{event}"
+    doc.update(fields)
+    write_line(doc)
 
 
 def audit(event: str, message: str, *, level: int = logging.INFO, **fields: object) -> None:

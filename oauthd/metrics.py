@@ -115,6 +115,7 @@ class Metrics:
             ["resource"],
             registry=r,
         )
+        self._refreshed_children: dict[str, Counter] = {}
         self._revoked = Counter(
             "oauthd_tokens_revoked",
             "Revocations that took effect, by what was revoked: access_token or refresh_token "
@@ -268,7 +269,11 @@ class Metrics:
         self._issued.labels(grant_type, resource, principal).inc()
 
     def token_refreshed(self, resource: str) -> None:
-        self._refreshed.labels(resource).inc()
+        # the child looked up once per resource (a configured path: bounded), not per refresh
+        child = self._refreshed_children.get(resource)
+        if child is None:
+            child = self._refreshed_children[resource] = self._refreshed.labels(resource)
+        child.inc()
 
     def token_revoked(self, token_type: str, resource: str) -> None:
         self._revoked.labels(token_type, resource).inc()

@@ -15,6 +15,9 @@ import pytest
 from oauthd.log import (
     REDACTED,
     JsonFormatter,
+    audit,
+    audit_fast,
+    flush_lines,
     request_id_var,
     set_level,
     setup_logging,
@@ -206,3 +209,38 @@ def test_short_hash() -> None:
     assert short_hash(digest.hex().upper()) == digest.hex()[:8]
     leaked = short_hash("abc.not-a-digest")
     assert len(leaked) == 8 and not "abc.not-a-digest".startswith(leaked)
+
+
+def test_a_fast_audit_line_is_the_formatters_line(
+    log: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fields: dict[str, object] = {"user": "alice", "client_id": "c1", "expires_at": 7}
+    token = request_id_var.set("req-1")
+    try:
+        audit("token_refreshed", "token refreshed", **fields)
+        audit_fast("token_refreshed", "token refreshed", fields)
+        flush_lines()
+    finally:
+        request_id_var.reset(token)
+    slow, fast = (orjson.loads(line) for line in capsys.readouterr().out.splitlines())
+    del slow["ts"], fast["ts"]
+    assert list(fast.items()) == list(slow.items())
+    assert fast["event"] == "audit.token_refreshed" and fast["request_id"] == "req-1"
+
+
+def test_a_fast_audit_line_goes_through_logging_without_the_stdout_handler() -> None:
+    root, audit_log = logging.getLogger("oauthd"), logging.getLogger("oauthd.audit")
+    saved = (list(root.handlers), root.level)
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    root.handlers, root.level = [], logging.INFO
+    audit_log.addHandler(handler)
+    try:
+        audit_fast("token_refreshed", "token refreshed", {"user": "alice"})
+    finally:
+        audit_log.removeHandler(handler)
+        root.handlers, root.level = saved
+    (record,) = seen
+    assert getattr(record, "event", None) == "audit.token_refreshed"
+    assert getattr(record, "user", None) == "alice"

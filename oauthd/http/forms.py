@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import orjson
 from aiohttp import web
@@ -34,15 +35,24 @@ def single_values(params: MultiMapping[str]) -> dict[str, str]:
     return _once_each(params.items(), 4096)
 
 
+def _form_pairs(text: str) -> Iterator[tuple[str, str]]:
+    """`parse_qsl(text, keep_blank_values=True)`, without its generic argument handling:
+    `&`-separated, a field without `=` has an empty value, empty fields are skipped."""
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            yield unquote_plus(name), unquote_plus(value)
+
+
 async def read_form(request: web.Request) -> dict[str, str]:
     if request.content_type != "application/x-www-form-urlencoded":
         raise invalid_request("the body must be application/x-www-form-urlencoded")
     body = await _read_limited(request, FORM_LIMIT)
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except (UnicodeDecodeError, ValueError):
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
         raise invalid_request("the form body is not valid UTF-8 form data") from None
-    return _once_each(pairs, None)  # the body as a whole is bounded by FORM_LIMIT
+    return _once_each(_form_pairs(text), None)  # the body as a whole is bounded by FORM_LIMIT
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -59,8 +69,14 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise OAuthError("invalid_request", f"the body is larger than {limit} bytes", 413)
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise OAuthError("invalid_request", f"the body is larger than {limit} bytes", 413)
+        try:  # in one call: a form is small, and usually arrived with its headers
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise invalid_request("the body is shorter than its Content-Length") from None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(8192):

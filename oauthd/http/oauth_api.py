@@ -3,10 +3,11 @@ introspection and device authorization. Each handler parses, calls `AuthServer`,
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Awaitable
+from typing import TypeVar
 
+import orjson
 from aiohttp import web
 
 from oauthd.http.errors import NO_STORE, Handler, Routes, Wrapper
@@ -16,7 +17,9 @@ from oauthd.metrics_requests import grant_label
 from oauthd.oauth import JWKS_PATH, OAuthError, credentials_from, registration_response
 from oauthd.store import Unavailable
 
+T = TypeVar("T")
 PR_METADATA = "/.well-known/oauth-protected-resource"
+TOKEN_HEADERS = {**NO_STORE, "Content-Type": "application/json; charset=utf-8"}  # as json_response
 CORS_PATHS = frozenset(
     {
         "/.well-known/oauth-authorization-server",
@@ -62,28 +65,28 @@ async def register(request: web.Request) -> web.Response:
 
 
 async def token(request: web.Request) -> web.Response:
+    """A token request by grant type: counted with its answer's status class, and with
+    tracing on, in a span `token <grant type>` (a grant type oauthd does not know:
+    `other`). The answer is built directly with orjson (no `json_response`)."""
     form = await read_form(request)
     credentials = credentials_from(form, request.headers.get("Authorization"))
-    with _grant(request, form.get("grant_type")):
-        result = await request.app[AUTH].token(form, credentials, address=client_address(request))
-    return web.json_response(result.body(), headers=NO_STORE)
-
-
-@contextlib.contextmanager
-def _grant(request: web.Request, grant_type: str | None) -> Iterator[None]:
-    """A token request by grant type: counted with its answer's status class, and with
-    tracing on, a span `token <grant type>` (a grant type oauthd does not know: `other`)."""
-    label, status = grant_label(grant_type), 500
+    label = grant_label(form.get("grant_type"))
+    call = request.app[AUTH].token(form, credentials, address=client_address(request))
     tracing = request.app.get(TRACING)
-    span = (
-        contextlib.nullcontext()
-        if tracing is None
-        else tracing.span(f"token {label}", {"oauthd.grant_type": label})
-    )
+    if tracing is None:
+        result = await _counted(request, label, call)
+    else:
+        with tracing.span(f"token {label}", {"oauthd.grant_type": label}):
+            result = await _counted(request, label, call)
+    return web.Response(body=orjson.dumps(result.body()), headers=TOKEN_HEADERS)
+
+
+async def _counted(request: web.Request, label: str, call: Awaitable[T]) -> T:
+    status = 500
     try:
-        with span:
-            yield
+        result = await call
         status = 200
+        return result
     except OAuthError as exc:
         status = exc.status
         raise

@@ -55,7 +55,12 @@ class Targets:
 
     def of(self, identifier: str) -> ResourceConfig | None:
         """The configured resource a grant (or code) is bound to; None if it is gone."""
-        return self._by_identifier.get(canonical_resource(identifier))
+        # A grant's identifier is stored canonical: found as it is, without parsing the URL
+        # again (this runs for each refresh's record and count)
+        found = self._by_identifier.get(identifier)
+        return (
+            found if found is not None else self._by_identifier.get(canonical_resource(identifier))
+        )
 
     def path_of(self, identifier: str) -> str:
         """The path part of a resource identifier (what a `Consent` names), also for a

@@ -255,37 +255,36 @@ class Tokens:
         grace = self._ttl.refresh_grace
 
         def rotate(grant: Grant) -> Grant:
-            fresh = dataclasses.replace(
-                grant,
-                access_scopes=None if access_scopes == grant.scopes else access_scopes,
-                access_hash=pair.access.secret_hash,
-                access_expires_at=now + self._ttl.access_ttl,
-                refresh_hash=pair.refresh.secret_hash,
-                successor_used=False,
-                last_used_at=now,
-                expires_at=now + self._ttl.refresh_ttl,
-            )
+            previous: bytes | None
+            rotated_at: float | None
             if crypto.secret_matches(secret, grant.refresh_hash):
-                return dataclasses.replace(
-                    fresh,
-                    previous_refresh_hash=grant.refresh_hash,
-                    superseded_hashes=superseded_with(grant, grant.refresh_hash),
-                    rotated_at=now,
-                )
+                previous, rotated_at = grant.refresh_hash, now
             # The superseded token while its successor was never used: a retry of a refresh
             # whose answer was lost (a 503 for a write that timed out but landed, a dropped
             # connection), however late it comes. Not reuse: theft is still caught when
             # whoever holds the voided successor presents it. grace 0 turns retries off.
-            if (
+            elif (
                 grace > 0
                 and not grant.successor_used
                 and crypto.secret_matches(secret, grant.previous_refresh_hash)
             ):
                 # a retry: new pair, the unused successor is void (and superseded)
-                return dataclasses.replace(
-                    fresh, superseded_hashes=superseded_with(grant, grant.refresh_hash)
-                )
-            return grant
+                previous, rotated_at = grant.previous_refresh_hash, grant.rotated_at
+            else:
+                return grant
+            return dataclasses.replace(  # one copy of the record: it has many fields
+                grant,
+                access_scopes=None if access_scopes == grant.scopes else access_scopes,
+                access_hash=pair.access.secret_hash,
+                access_expires_at=now + self._ttl.access_ttl,
+                refresh_hash=pair.refresh.secret_hash,
+                previous_refresh_hash=previous,
+                superseded_hashes=superseded_with(grant, grant.refresh_hash),
+                successor_used=False,
+                rotated_at=rotated_at,
+                last_used_at=now,
+                expires_at=now + self._ttl.refresh_ttl,
+            )
 
         return rotate
 

@@ -231,6 +231,14 @@ def test_targets_name_paths_and_labels(env2: Env) -> None:
     assert canonical_resource("HTTPS://A.Example/x/") == "https://a.example/x"
 
 
+def test_targets_find_a_resource_as_stored_and_in_another_spelling(env2: Env) -> None:
+    targets = Targets(env2.config)
+    files = env2.config.resources[1]
+    assert targets.of(FILES) is files  # canonical, as a grant stores it
+    assert targets.of(FILES.upper().replace("/FILES/MCP", "/files/mcp") + "/") is files
+    assert targets.of(f"{ISSUER}/files/MCP") is None  # the path stays case-sensitive
+
+
 def test_metadata_per_resource(env2: Env) -> None:
     server = env2.server
     files = server.protected_resource_metadata("/files/mcp")
