@@ -125,9 +125,14 @@ def missing_field_defaults(cls: type, given: list[str]) -> dict[str, Any]:
 
 
 def make_grants(n: int, seed: int = 1) -> list[Any]:
-    """N realistic grants: ~22-char ids, a few dozen users and clients, shared scope tuples,
-    32-byte random digests, half of them rotated once (previous refresh hash kept). Fields
-    added to `Grant` later get their empty value (no MCP sessions bound, and so on)."""
+    return list(grant_stream(n, seed))
+
+
+def grant_stream(n: int, seed: int = 1) -> Any:
+    """N realistic grants, one at a time: ~22-char ids, a few dozen users and clients,
+    shared scope tuples, 32-byte random digests, half of them rotated once (previous
+    refresh hash kept). Fields added to `Grant` later get their empty value (no MCP
+    sessions bound, and so on)."""
     from oauthd.crypto import new_key
     from oauthd.model import Grant
 
@@ -140,25 +145,22 @@ def make_grants(n: int, seed: int = 1) -> list[Any]:
     ]
     scopes = [("mcp",), ("mcp", "offline_access"), ("mcp:read",), ("mcp:read", "mcp:write")]
     resources = ["https://mcp.example.com/mcp", "https://tools.example.com/mcp"]
-    raw = os.urandom(96 * n)
-    grants: list[Any] = []
-    append = grants.append
     for i in range(n):
         created = now - rnd.uniform(0, 30 * 86400)
         used = created + rnd.uniform(0, now - created)
         rotated = i & 1 == 0
-        o = 96 * i
-        append(
+        raw = os.urandom(96)
+        yield (
             Grant(
                 id=new_key(),
                 user=users[rnd.randrange(40)],
                 client_id=clients[rnd.randrange(30)],
                 scopes=scopes[rnd.randrange(4)],
                 resource=resources[i & 1],
-                access_hash=raw[o : o + 32],
+                access_hash=raw[:32],
                 access_expires_at=used + 3600.0,
-                refresh_hash=raw[o + 32 : o + 64],
-                previous_refresh_hash=raw[o + 64 : o + 96] if rotated else None,
+                refresh_hash=raw[32:64],
+                previous_refresh_hash=raw[64:] if rotated else None,
                 rotated_at=used if rotated else None,
                 successor_used=rotated and i & 2 == 0,
                 upstream_tokens=None,
@@ -168,7 +170,6 @@ def make_grants(n: int, seed: int = 1) -> list[Any]:
                 **extra,
             )
         )
-    return grants
 
 
 def make_engine(path: Path, journaled: bool = True) -> Any:
@@ -276,6 +277,22 @@ class PhaseTimer:
         }
 
 
+def parse_floor(path: Path) -> float:
+    """The restart's floor: read the snapshot file and parse the JSON of each of its lines
+    (as the loader does), building no record; seconds."""
+    import orjson
+
+    loads = orjson.loads
+    t = time.perf_counter()
+    data = path.read_bytes()
+    for line in data.split(b"\n")[1:]:
+        if line[:1] == b"," and line[-2:] != b":[":
+            line = line[1:]
+        if line[:1] in (b"{", b"["):
+            loads(b"[" + line + b"]")
+    return time.perf_counter() - t
+
+
 def evict_from_page_cache(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -362,6 +379,118 @@ async def child_save(state: Path, n: int, count: int, chunk: int) -> dict[str, A
     }
 
 
+# -- child: collections over records created at run time ----------------------------------
+
+
+class GcPauses:
+    """Times every collection the interpreter runs (gc.callbacks), by generation."""
+
+    def __init__(self) -> None:
+        self.worst: dict[int, float] = {}
+        self.worst_cpu: dict[int, float] = {}  # thread CPU time: not inflated by preemption
+        self.runs: dict[int, int] = {}
+        self._started = (0.0, 0.0)
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = (time.perf_counter(), time.thread_time())
+            return
+        gen = info["generation"]
+        took, cpu = time.perf_counter() - self._started[0], time.thread_time() - self._started[1]
+        self.worst[gen] = max(self.worst.get(gen, 0.0), took)
+        self.worst_cpu[gen] = max(self.worst_cpu.get(gen, 0.0), cpu)
+        self.runs[gen] = self.runs.get(gen, 0) + 1
+
+
+async def child_gc(state: Path, n: int) -> dict[str, Any]:
+    """N grants created at run time through `store.grants.put` (durability "snapshot", so a
+    put returns at once; the loop is given a turn every 100 puts, as requests would), never
+    frozen by a load; then a full `gc.collect()` and two snapshots, each under the ticker."""
+    from oauthd.clock import SystemClock
+    from oauthd.store.file import FileStore
+
+    store = await FileStore.open(make_engine(state, journaled=False), SystemClock())
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
+    t = time.perf_counter()
+    put = store.grants.put
+    for i, grant in enumerate(grant_stream(n)):
+        await put(grant)
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+    create_s = time.perf_counter() - t
+    auto = {
+        "worst_ms": {g: w * 1e3 for g, w in pauses.worst.items()},
+        "worst_cpu_ms": {g: w * 1e3 for g, w in pauses.worst_cpu.items()},
+        "runs": dict(pauses.runs),
+    }
+    tracked = len(gc.get_objects())
+    async with Ticker() as ticker:
+        await asyncio.sleep(0.02)
+        t, cpu = time.perf_counter(), time.thread_time()
+        gc.collect()
+        collect_ms = (time.perf_counter() - t) * 1e3
+        collect_cpu_ms = (time.thread_time() - cpu) * 1e3
+        await asyncio.sleep(0.02)
+    saves = []
+    for _ in range(2):
+        async with Ticker() as save_ticker:
+            t = time.perf_counter()
+            assert await store.engine.save()
+            saves.append({"wall_s": time.perf_counter() - t, **save_ticker.summary()})
+    gc.callbacks.remove(pauses)
+    await store.close()
+    return {
+        "n": n,
+        "create_s": create_s,
+        "auto_collections": auto,
+        "tracked_objects": tracked,
+        "full_collect_ms": collect_ms,
+        "full_collect_cpu_ms": collect_cpu_ms,
+        "full_collect_stall_ms": ticker.summary()["max_ms"],
+        "saves": saves,
+    }
+
+
+def run_gc(n: int, directory: str | None) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="oauthd-bench-gc-", dir=directory))
+    try:
+        print(f"# {fmt_n(n)}: grants created at run time, then gc.collect() ...", file=sys.stderr)
+        return run_child(["--child-gc", str(base / "state"), str(n)])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def print_gc(r: dict[str, Any]) -> None:
+    worst = max(r["full_collect_stall_ms"], r["full_collect_ms"])
+    auto = max(r["auto_collections"]["worst_ms"].values(), default=0.0)
+    save = r["saves"][-1]
+    print(
+        "\n| grants created at run time | create (s) | tracked objects after | full "
+        "gc.collect() stall (ms) | worst automatic collection while creating (ms) "
+        "| snapshot stall max (ms) | snapshot wall (s) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {fmt_n(r['n'])} | {r['create_s']:.1f} | {r['tracked_objects']:,} "
+        f"| {worst:.1f}{mark(worst <= TARGET_STALL_MS)} "
+        f"| {auto:.1f}{mark(auto <= TARGET_STALL_MS)} "
+        f"| {save['max_ms']:.1f}{mark(save['max_ms'] <= TARGET_STALL_MS)} "
+        f"| {save['wall_s']:.2f} |"
+    )
+    a = r["auto_collections"]
+    print(
+        f"\nAutomatic collections while creating, by generation: {a['runs']}; worst wall "
+        f"(ms) {_ms(a['worst_ms'])}, worst thread CPU (ms) {_ms(a['worst_cpu_ms'])}. Full "
+        f"gc.collect(): {r['full_collect_ms']:.1f} ms wall, {r['full_collect_cpu_ms']:.1f} ms "
+        "thread CPU."
+    )
+
+
+def _ms(by_gen: dict[str, float]) -> str:
+    return ", ".join(f"gen {g}: {v:.1f}" for g, v in sorted(by_gen.items()))
+
+
 # -- child: restart -----------------------------------------------------------------------
 
 
@@ -379,6 +508,9 @@ async def child_open(state: Path, n: int, cold: bool) -> dict[str, Any]:
     await empty.close()
     shutil.rmtree(empty_dir)
 
+    if cold:
+        evict_from_page_cache(state / "snapshot.json")
+    floor_s = parse_floor(state / "snapshot.json")
     if cold:
         evict_from_page_cache(state / "snapshot.json")
 
@@ -403,6 +535,7 @@ async def child_open(state: Path, n: int, cold: bool) -> dict[str, Any]:
         "loaded": loaded,
         "cold": cold,
         "open_s": open_s,
+        "floor_s": floor_s,
         "phases": phases,
         "rss_empty": rss_empty,
         "rss_loaded": rss_loaded,
@@ -648,7 +781,14 @@ def main() -> None:
         metavar="N",
         help="instead: time prototype load paths (chunked lines, positional) on N grants",
     )
+    parser.add_argument(
+        "--gc",
+        type=int,
+        metavar="N",
+        help="instead: a full collection and snapshots after N grants created at run time",
+    )
     parser.add_argument("--child-save", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child-gc", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-write-variants", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-variant", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -660,6 +800,17 @@ def main() -> None:
         d, n, saves, chunk = args.child_save
         result = asyncio.run(child_save(Path(d), int(n), int(saves), int(chunk)))
         print(json.dumps(result))
+        return
+    if args.child_gc:
+        print(json.dumps(asyncio.run(child_gc(Path(args.child_gc[0]), int(args.child_gc[1])))))
+        return
+    if args.gc:
+        state_before = machine_state()
+        result = run_gc(args.gc, args.dir)
+        print_gc(result)
+        print(f"\nMachine before: {state_before}; after: {machine_state()}.")
+        if args.json:
+            print("\n```json\n" + json.dumps(result, indent=1) + "\n```")
         return
     if args.child_write_variants:
         write_variants(Path(args.child_write_variants[0]), int(args.child_write_variants[1]))

@@ -26,10 +26,11 @@ from oauthd.store.base import StoreStatus, Unavailable, is_live
 from oauthd.store.file_trail import FileTrail, recover_chain
 from oauthd.store.memory import MemoryStore, MemoryTable
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
+from oauthd.store.rows import LAYOUTS, Row
 
 SNAPSHOT_CHUNK = 250  # records serialised per event-loop turn (about 0.3-0.5 ms)
 
-Decoded = dict[str, list[Record]]
+Decoded = dict[str, list[tuple[str, Row]]]  # by kind: (key, row) of each record
 
 
 class EngineSink:
@@ -80,13 +81,14 @@ class EngineSink:
 
 
 def decode_document(chunks: Iterable[tuple[str, list[Any]]]) -> Decoded:
-    """Every record of a snapshot, by kind, decoded chunk by chunk; ValueError if any is
-    damaged."""
+    """Every record of a snapshot, by kind, decoded chunk by chunk into the rows the tables
+    keep; ValueError if any is damaged."""
     decoded: Decoded = {kind: [] for kind in codec.KINDS}
     for kind, items in chunks:
         if kind not in decoded:
             raise codec.DecodeError(f"unknown record kind {kind!r}")
-        decoded[kind].extend(codec.decode_many(kind, items))
+        pack = LAYOUTS[kind].pack
+        decoded[kind].extend([(r.key, pack(r)) for r in codec.decode_many(kind, items)])
     return decoded
 
 
@@ -109,7 +111,6 @@ class FileStore(MemoryStore):
         recover: bool = False,
         audit: AuditConfig | None = None,
     ) -> FileStore:
-        gc.disable()  # a million long-lived records: the collector would only slow the load
         try:
             recovered = engine.open(decode_document, accept_empty=accept_empty, recover=recover)
             try:
@@ -129,8 +130,9 @@ class FileStore(MemoryStore):
                 engine.state.unlock()
                 raise
         finally:
-            gc.freeze()  # loaded records never need scanning for cycles
-            gc.enable()
+            # What start-up made (the tables' dicts above all) never needs scanning for
+            # cycles; the rows themselves are untracked by the collections of the load.
+            gc.freeze()
         await engine.start(store, recovered)
         trail.start()
         engine.before_delete = trail.sync
@@ -138,11 +140,12 @@ class FileStore(MemoryStore):
 
     def _apply(self, recovered: Recovered) -> None:
         now = self.clock.now()
-        for kind, records in recovered.document.items():
-            target = self.by_kind[kind].records
-            for record in records:
-                if is_live(record, now):
-                    target.load(record.key, record)
+        for kind, rows in recovered.document.items():
+            target, expires_at = self.by_kind[kind].records, LAYOUTS[kind].expires_at
+            for key, row in rows:
+                expires = expires_at(row)
+                if expires is None or expires > now:
+                    target.load_packed(key, row)
         recovered.document = None  # let the decoded lists go
         for seq, payload in recovered.entries:
             if codec.is_audit_frame(payload):

@@ -27,9 +27,8 @@ from oauthd.model import (
 )
 from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, is_live
 from oauthd.store.counters import MemoryCounters
-from oauthd.store.codec import RECORD_CLASS
 from oauthd.store.records import RecordMap
-from oauthd.store.rows import packer, unpacker
+from oauthd.store.rows import LAYOUTS
 
 PURGE_CHUNK = 2000
 SCAN_CHUNK = 1000  # records looked at per event-loop turn by `scan`
@@ -93,8 +92,8 @@ class MemoryTable(Table[R]):
 
     def __init__(self, kind: str, clock: Clock, sink: ChangeSink) -> None:
         self.kind = kind
-        cls = RECORD_CLASS[kind]
-        self.records: RecordMap[R] = RecordMap(packer(cls), unpacker(cls))
+        layout = LAYOUTS[kind]
+        self.records: RecordMap[R] = RecordMap(layout.pack, layout.unpack)
         self._clock = clock
         self._sink = sink
 
