@@ -49,7 +49,7 @@ def _plain(cls: type[Any]) -> Layout:
 
 # access_expires_at, created_at, last_used_at, expires_at, rotated_at (NaN: None), the
 # lengths of the access and refresh digests, whether a previous refresh digest follows
-_TIMES = struct.Struct("<5dBBB")
+_TIMES = struct.Struct("<5dHHB")
 _EXPIRES = struct.Struct("<d")
 _EXPIRES_AT = 24  # offset of expires_at in the blob
 _NAN = math.nan
