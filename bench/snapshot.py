@@ -402,6 +402,25 @@ class GcPauses:
         self.runs[gen] = self.runs.get(gen, 0) + 1
 
 
+class GcTotal:
+    """Collections during a step: how many per generation, and their total time."""
+
+    def __init__(self) -> None:
+        self.runs = [0, 0, 0]
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.runs[info["generation"]] += 1
+            self.seconds += time.perf_counter() - self._started
+
+    def report(self) -> dict[str, Any]:
+        return {"runs": self.runs, "s": round(self.seconds, 3)}
+
+
 async def child_gc(state: Path, n: int) -> dict[str, Any]:
     """N grants created at run time through `store.grants.put` (durability "snapshot", so a
     put returns at once; the loop is given a turn every 100 puts, as requests would), never
@@ -510,7 +529,9 @@ async def child_open(state: Path, n: int, cold: bool) -> dict[str, Any]:
 
     if cold:
         evict_from_page_cache(state / "snapshot.json")
+    cpu = time.process_time()
     floor_s = parse_floor(state / "snapshot.json")
+    floor_cpu_s = time.process_time() - cpu
     if cold:
         evict_from_page_cache(state / "snapshot.json")
 
@@ -520,9 +541,12 @@ async def child_open(state: Path, n: int, cold: bool) -> dict[str, Any]:
     timer.wrap(FileStore, "_apply", "FileStore._apply (expiry filter, RecordMap.load)")
     timer.wrap(Engine, "start", "Engine.start (journal segment)")
     hwm_before = hwm_bytes()
-    t = time.perf_counter()
+    collections = GcTotal()
+    gc.callbacks.append(collections)
+    t, cpu = time.perf_counter(), time.process_time()
     store = await FileStore.open(make_engine(state), SystemClock())
-    open_s = time.perf_counter() - t
+    open_s, open_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+    gc.callbacks.remove(collections)
     timer.restore()
     loaded = await store.grants.count()
     gc.collect()  # what a running daemon settles at; frozen records are not scanned
@@ -536,6 +560,9 @@ async def child_open(state: Path, n: int, cold: bool) -> dict[str, Any]:
         "cold": cold,
         "open_s": open_s,
         "floor_s": floor_s,
+        "open_cpu_s": open_cpu_s,
+        "floor_cpu_s": floor_cpu_s,
+        "gc_during_open": collections.report(),
         "phases": phases,
         "rss_empty": rss_empty,
         "rss_loaded": rss_loaded,

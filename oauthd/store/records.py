@@ -80,14 +80,13 @@ class RecordMap(Generic[V]):
 
     def load(self, key: str, value: V) -> None:
         """`set` for bulk loading at start-up, before any scan: straight into the base."""
-        self.load_packed(key, self._pack(value))
+        self.load_packed({key: self._pack(value)})
 
-    def load_packed(self, key: str, packed: Any) -> None:
-        """`load` of a value already packed (a row decoded from a snapshot)."""
+    def load_packed(self, packed: dict[str, Any]) -> None:
+        """`load` of many values already packed (rows decoded from a snapshot)."""
         assert self._overlay is None
-        if key not in self._base:
-            self._size += 1
-        self._base[key] = packed
+        self._base.update(packed)
+        self._size = len(self._base)
 
     async def acquire_scan(self) -> None:
         await self._scan_lock.acquire()

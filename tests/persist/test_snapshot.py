@@ -512,7 +512,7 @@ async def test_snapshot_is_consistent_while_writes_continue(tmp_path: Path) -> N
         if seq <= doc["seq"]:
             _apply(at_seq, kind, key, record)
     decoded = decode_document((k, v) for k, v in doc.items() if isinstance(v, list))
-    unpacked = (LAYOUTS[k].unpack(row) for k, rows in decoded.items() for _, row in rows)
+    unpacked = (LAYOUTS[k].unpack(row) for k, rows in decoded.items() for row in rows.values())
     assert as_contents(unpacked) == at_seq
 
     # And after a crash, snapshot + journal give every acknowledged change.
