@@ -48,8 +48,8 @@ INSTALL = "_install (fsync+rename, thread)"
 RUN_TIMEOUT = 900  # seconds, per subprocess
 
 TARGET_STALL_MS = 10.0
-TARGET_RESTART_S = 3.0
-TARGET_BYTES = 600
+TARGET_RESTART_RATIO = 1.5  # restart <= 1.5x its floor measured in the same process
+TARGET_BYTES = 500
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -481,28 +481,30 @@ def run_gc(n: int, directory: str | None) -> dict[str, Any]:
 
 
 def print_gc(r: dict[str, Any]) -> None:
-    worst = max(r["full_collect_stall_ms"], r["full_collect_ms"])
-    auto = max(r["auto_collections"]["worst_ms"].values(), default=0.0)
+    """Collections judged on the loop thread's CPU time (what a collection costs the loop
+    on a machine of its own); wall times, which add preemption by other processes, after."""
+    a = r["auto_collections"]
+    full = r["full_collect_cpu_ms"]
+    auto = max(a["worst_cpu_ms"].values(), default=0.0)
     save = r["saves"][-1]
     print(
-        "\n| grants created at run time | create (s) | tracked objects after | full "
-        "gc.collect() stall (ms) | worst automatic collection while creating (ms) "
-        "| snapshot stall max (ms) | snapshot wall (s) |"
+        "\n| grants created at run time | tracked objects after | full gc.collect(), CPU "
+        "(ms) | worst automatic collection while creating, CPU (ms) | full gc.collect(), "
+        "wall / ticker stall (ms) | snapshot stall max, wall (ms) | snapshot wall (s) |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     print(
-        f"| {fmt_n(r['n'])} | {r['create_s']:.1f} | {r['tracked_objects']:,} "
-        f"| {worst:.1f}{mark(worst <= TARGET_STALL_MS)} "
+        f"| {fmt_n(r['n'])} | {r['tracked_objects']:,} "
+        f"| {full:.1f}{mark(full <= TARGET_STALL_MS)} "
         f"| {auto:.1f}{mark(auto <= TARGET_STALL_MS)} "
+        f"| {r['full_collect_ms']:.1f} / {r['full_collect_stall_ms']:.1f} "
         f"| {save['max_ms']:.1f}{mark(save['max_ms'] <= TARGET_STALL_MS)} "
         f"| {save['wall_s']:.2f} |"
     )
-    a = r["auto_collections"]
     print(
-        f"\nAutomatic collections while creating, by generation: {a['runs']}; worst wall "
-        f"(ms) {_ms(a['worst_ms'])}, worst thread CPU (ms) {_ms(a['worst_cpu_ms'])}. Full "
-        f"gc.collect(): {r['full_collect_ms']:.1f} ms wall, {r['full_collect_cpu_ms']:.1f} ms "
-        "thread CPU."
+        f"\nCreating them took {r['create_s']:.1f} s. Automatic collections while creating, by "
+        f"generation: {a['runs']}; worst wall (ms) {_ms(a['worst_ms'])}, worst thread CPU (ms) "
+        f"{_ms(a['worst_cpu_ms'])}."
     )
 
 
@@ -883,10 +885,11 @@ def main() -> None:
 def print_tables(results: list[dict[str, Any]]) -> None:
     print(
         "| grants | snapshot wall (s) | stall max (ms) | stall p99 (ms) "
-        "| restart median (s) | restart min-max (s) | RSS/grant after restart (B) "
+        "| restart median (s) | restart min-max (s) | restart / floor, cold; warm "
+        "| RSS/grant after restart (B) "
         "| RSS/grant bulk-built (B) | peak RSS on restart (MiB) | snapshot file (MB) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         s, runs = r["saved"], r["restarts"]
         steady = s["saves"][1:]
@@ -898,20 +901,26 @@ def print_tables(results: list[dict[str, Any]]) -> None:
         times = sorted(x["open_s"] for x in runs)
         median = times[len(times) // 2]
         per_grant = runs[0]["bytes_per_grant"]
+        ratios = [x["open_s"] / x["floor_s"] for x in runs]
+        worst = max(ratios)
+        ratio_text = "; ".join(f"{q:.2f}" for q in ratios)
         print(
             f"| {fmt_n(n)} | {wall:.2f} "
             f"| {stall_max:.1f}{mark(not big or stall_max <= TARGET_STALL_MS)} "
             f"| {stall_p99:.2f} "
-            f"| {median:.2f}{mark(not big or median <= TARGET_RESTART_S)} "
+            f"| {median:.2f} "
             f"| {times[0]:.2f}-{times[-1]:.2f} "
+            f"| {ratio_text}{mark(not big or worst <= TARGET_RESTART_RATIO)} "
             f"| {per_grant:.0f}{mark(per_grant <= TARGET_BYTES)} "
             f"| {s['bytes_per_grant_built']:.0f} "
             f"| {max(x['peak_rss'] for x in runs) / 2**20:.0f} "
             f"| {s['snapshot_bytes'] / 1e6:.1f} |"
         )
     print(
-        f"\nTargets: stall <= {TARGET_STALL_MS:g} ms and restart <= {TARGET_RESTART_S:g} s at 1M "
-        f'grants; <= {TARGET_BYTES} B per grant. "(miss)" marks a missed target. '
+        f"\nTargets: stall <= {TARGET_STALL_MS:g} ms and restart <= {TARGET_RESTART_RATIO:g}x "
+        "its floor (reading the snapshot and parsing its JSON, no record built, timed in the "
+        f'same process just before) at 1M grants; <= {TARGET_BYTES} B per grant. "(miss)" '
+        "marks a missed target. "
         "Snapshot wall and stall p99: median over the steady-state saves (all but the first); "
         "stall max: the worst of them. Restart: `FileStore.open` in a fresh process, first run "
         "with the snapshot evicted from the page cache."
@@ -936,8 +945,10 @@ def print_tables(results: list[dict[str, Any]]) -> None:
             phases = ", ".join(f"{k} {p['s']:.2f}" for k, p in run["phases"].items())
             print(
                 f"  - restart {i + 1} ({'cold' if run['cold'] else 'warm'} page cache): "
-                f"FileStore.open {run['open_s']:.2f} s (process spawn to ready "
-                f"{run['process_to_ready_s']:.2f} s), {run['loaded']} grants; {phases}"
+                f"FileStore.open {run['open_s']:.2f} s ({run['open_cpu_s']:.2f} s CPU; process "
+                f"spawn to ready {run['process_to_ready_s']:.2f} s), floor {run['floor_s']:.2f} s "
+                f"({run['floor_cpu_s']:.2f} s CPU), {run['loaded']} grants; collections during "
+                f"the open {run['gc_during_open']}; {phases}"
             )
         print(
             f"  - build {s['build_s']:.2f} s, bulk load {s['load_s']:.2f} s; RSS empty store "
