@@ -940,8 +940,9 @@ def print_tables(results: list[dict[str, Any]]) -> None:
         for i, save in enumerate(s["saves"], 1):
             print(
                 f"  - save {i}: {save['wall_s']:.3f} s, {save['ticks']} ticks, stall max "
-                f"{save['max_ms']:.2f} ms (loop-thread CPU {save['max_cpu_ms']:.2f} ms), p99 {save['p99_ms']:.2f} ms, p50 {save['p50_ms']:.3f} "
-                f"ms; worst (offset s, ms): {save['top']}; _install began at "
+                f"{save['max_ms']:.2f} ms (loop-thread CPU {save['max_cpu_ms']:.2f} ms), p99 "
+                f"{save['p99_ms']:.2f} ms, p50 {save['p50_ms']:.3f} ms; worst (offset s, ms): "
+                f"{save['top']}; _install began at "
                 f"{save['install_at_s']:.3f} s; gc runs per generation {save['gc_collections']}"
             )
             for label, p in save["phases"].items():
