@@ -92,8 +92,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|")
     miss = "" if ratio <= TARGET else " (miss)"
     print(f"| {fmt_n(args.grants)} | {floor:,} | {restart:,} | {ratio:.2f}{miss} |")
-    print(f"\nTarget: restart <= {TARGET}x the floor. Machine before: {before}; after: ")
-    print(f"{machine_state()}.")
+    print(f"\nTarget: restart <= {TARGET}x the floor. Machine before: {before}; after:")
+    print(f"{machine_state()}.")  # counts do not depend on it; the run's length does
 
 
 if __name__ == "__main__":
