@@ -52,6 +52,8 @@ def _plain(cls: type[Any]) -> Layout:
 # access_expires_at, created_at, last_used_at, expires_at, rotated_at (NaN: None), the
 # lengths of the access and refresh digests, whether a previous refresh digest follows
 _TIMES = struct.Struct("<5dHHB")
+_unpack_times = _TIMES.unpack_from
+_HEAD = _TIMES.size
 _EXPIRES = struct.Struct("<d")
 _EXPIRES_AT = 24  # offset of expires_at in the blob
 _NAN = math.nan
@@ -92,30 +94,46 @@ def _pack_grant(g: Grant) -> Row:
 
 
 def _unpack_grant(row: Row) -> Grant:
-    blob = row[5]
-    access_expires, created, used, expires, rotated, a, r, has_previous = _TIMES.unpack_from(blob)
-    at = _TIMES.size
+    # one unpacking of the row and module-level names: a grant is read on every /mcp call
+    (
+        id_,
+        user,
+        client_id,
+        scopes,
+        resource,
+        blob,
+        successor_used,
+        upstream,
+        sessions,
+        access_scopes,
+        superseded,
+        groups,
+        principal,
+    ) = row
+    access_expires, created, used, expires, rotated, a, r, has_previous = _unpack_times(blob)
+    a += _HEAD
+    r += a
     return Grant(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        blob[at : at + a],
+        id_,
+        user,
+        client_id,
+        scopes,
+        resource,
+        blob[_HEAD:a],
         access_expires,
-        blob[at + a : at + a + r],
-        blob[at + a + r :] if has_previous else None,
+        blob[a:r],
+        blob[r:] if has_previous else None,
         None if rotated != rotated else rotated,  # NaN
-        row[6],
-        row[7],
-        row[8],
+        successor_used,
+        upstream,
+        sessions,
         created,
         used,
         None if expires != expires else expires,
-        row[9],
-        row[10],
-        row[11],
-        row[12],
+        access_scopes,
+        superseded,
+        groups,
+        principal,
     )
 
 
