@@ -6,7 +6,8 @@ chunks between event-loop turns and see exactly the state of the moment it froze
 copying a million entries in one turn. Thawing merges the overlay back in chunks.
 
 Values are kept packed (`pack`, `unpack`: the memory tables keep records as rows, see
-`rows.py`) in a dict that is tracked by the collector from the start, so that the
+`rows.py`; the last `RECENT` values read are kept unpacked too, a bounded number of objects
+for the collector) in a dict that is tracked by the collector from the start, so that the
 `gc.freeze()` after a load takes it out of every later collection even when it was empty:
 a tracked million-entry dict costs a full collection about 0.3 s, whatever it holds.
 """
@@ -20,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
 MERGE_CHUNK = 5000
+RECENT = 1024  # values kept unpacked, the last read: a grant is read on every /mcp call
 
 
 class _Tombstone:
@@ -44,6 +46,7 @@ class RecordMap(Generic[V]):
         self._overlay: dict[str, Any] | None = None
         self._scan_lock = asyncio.Lock()
         self._size = 0
+        self._recent: dict[str, V] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -56,10 +59,20 @@ class RecordMap(Generic[V]):
         return self._base.get(key)
 
     def get(self, key: str) -> V | None:
+        value = self._recent.get(key)
+        if value is not None:
+            return value
         packed = self._packed(key)
-        return None if packed is None else self._unpack(packed)
+        if packed is None:
+            return None
+        value = self._unpack(packed)
+        if len(self._recent) >= RECENT:
+            del self._recent[next(iter(self._recent))]  # the oldest
+        self._recent[key] = value
+        return value
 
     def set(self, key: str, value: V) -> None:
+        self._recent.pop(key, None)
         if self._packed(key) is None:
             self._size += 1
         if self._overlay is not None:
@@ -68,6 +81,7 @@ class RecordMap(Generic[V]):
             self._base[key] = self._pack(value)
 
     def pop(self, key: str) -> V | None:
+        self._recent.pop(key, None)
         packed = self._packed(key)
         if packed is None:
             return None
@@ -85,6 +99,7 @@ class RecordMap(Generic[V]):
     def load_packed(self, packed: dict[str, Any]) -> None:
         """`load` of many values already packed (rows decoded from a snapshot)."""
         assert self._overlay is None
+        self._recent.clear()
         self._base.update(packed)
         self._size = len(self._base)
 
