@@ -30,7 +30,7 @@ from oauthd.store.memory import MemoryStore, MemoryTable
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 from oauthd.store.rows import LAYOUTS, Row, young_collections_only
 
-SNAPSHOT_CHUNK = 250  # records serialised per event-loop turn (about 0.3-0.5 ms)
+SNAPSHOT_CHUNK = 100  # records built from their rows and serialised per event-loop turn
 
 Decoded = dict[str, dict[str, Row]]  # by kind and key
 
