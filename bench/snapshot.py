@@ -48,8 +48,8 @@ INSTALL = "_install (fsync+rename, thread)"
 RUN_TIMEOUT = 900  # seconds, per subprocess
 
 TARGET_STALL_MS = 10.0
-TARGET_RESTART_S = 3.0
-TARGET_BYTES = 600
+TARGET_RESTART_RATIO = 1.5  # restart <= 1.5x its floor measured in the same process
+TARGET_BYTES = 500
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -125,9 +125,14 @@ def missing_field_defaults(cls: type, given: list[str]) -> dict[str, Any]:
 
 
 def make_grants(n: int, seed: int = 1) -> list[Any]:
-    """N realistic grants: ~22-char ids, a few dozen users and clients, shared scope tuples,
-    32-byte random digests, half of them rotated once (previous refresh hash kept). Fields
-    added to `Grant` later get their empty value (no MCP sessions bound, and so on)."""
+    return list(grant_stream(n, seed))
+
+
+def grant_stream(n: int, seed: int = 1) -> Any:
+    """N realistic grants, one at a time: ~22-char ids, a few dozen users and clients,
+    shared scope tuples, 32-byte random digests, half of them rotated once (previous
+    refresh hash kept). Fields added to `Grant` later get their empty value (no MCP
+    sessions bound, and so on)."""
     from oauthd.crypto import new_key
     from oauthd.model import Grant
 
@@ -140,25 +145,22 @@ def make_grants(n: int, seed: int = 1) -> list[Any]:
     ]
     scopes = [("mcp",), ("mcp", "offline_access"), ("mcp:read",), ("mcp:read", "mcp:write")]
     resources = ["https://mcp.example.com/mcp", "https://tools.example.com/mcp"]
-    raw = os.urandom(96 * n)
-    grants: list[Any] = []
-    append = grants.append
     for i in range(n):
         created = now - rnd.uniform(0, 30 * 86400)
         used = created + rnd.uniform(0, now - created)
         rotated = i & 1 == 0
-        o = 96 * i
-        append(
+        raw = os.urandom(96)
+        yield (
             Grant(
                 id=new_key(),
                 user=users[rnd.randrange(40)],
                 client_id=clients[rnd.randrange(30)],
                 scopes=scopes[rnd.randrange(4)],
                 resource=resources[i & 1],
-                access_hash=raw[o : o + 32],
+                access_hash=raw[:32],
                 access_expires_at=used + 3600.0,
-                refresh_hash=raw[o + 32 : o + 64],
-                previous_refresh_hash=raw[o + 64 : o + 96] if rotated else None,
+                refresh_hash=raw[32:64],
+                previous_refresh_hash=raw[64:] if rotated else None,
                 rotated_at=used if rotated else None,
                 successor_used=rotated and i & 2 == 0,
                 upstream_tokens=None,
@@ -168,7 +170,6 @@ def make_grants(n: int, seed: int = 1) -> list[Any]:
                 **extra,
             )
         )
-    return grants
 
 
 def make_engine(path: Path, journaled: bool = True) -> Any:
@@ -179,26 +180,31 @@ def make_engine(path: Path, journaled: bool = True) -> Any:
 
 
 class Ticker:
-    """Sleeps `TICK` in a loop; every gap beyond it is event-loop stall."""
+    """Sleeps `TICK` in a loop; every gap beyond it is event-loop stall. The loop thread's
+    CPU time over each gap (`cpu_gaps`) is the part of the stall the process caused itself:
+    what it would be on a machine of its own, without preemption by other processes."""
 
     def __init__(self) -> None:
         self.gaps: list[tuple[float, float]] = []  # (offset from start, stall seconds)
+        self.cpu_gaps: list[float] = []  # loop-thread CPU seconds over each gap
         self._task: asyncio.Task[None] | None = None
         self._stop = False
 
     async def _run(self) -> None:
         start = time.perf_counter()
-        before = start
+        before, cpu_before = start, time.thread_time()
         while not self._stop:
             await asyncio.sleep(TICK)
-            after = time.perf_counter()
+            after, cpu_after = time.perf_counter(), time.thread_time()
             self.gaps.append((before - start, max(0.0, after - before - TICK)))
-            before = after
+            self.cpu_gaps.append(cpu_after - cpu_before)
+            before, cpu_before = after, cpu_after
 
     async def __aenter__(self) -> Ticker:
         self._task = asyncio.create_task(self._run())
         await asyncio.sleep(TICK * 3)  # let it settle
         self.gaps.clear()
+        self.cpu_gaps.clear()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -211,9 +217,12 @@ class Ticker:
         if not stalls:
             return {"ticks": 0, "max_ms": 0.0, "p99_ms": 0.0, "p50_ms": 0.0, "top": []}
         top = sorted(self.gaps, key=lambda g: -g[1])[:5]
+        cpu = sorted(self.cpu_gaps)
         return {
             "ticks": len(stalls),
             "max_ms": stalls[-1] * 1e3,
+            "max_cpu_ms": cpu[-1] * 1e3,
+            "p99_cpu_ms": cpu[min(len(cpu) - 1, int(len(cpu) * 0.99))] * 1e3,
             "p99_ms": stalls[min(len(stalls) - 1, int(len(stalls) * 0.99))] * 1e3,
             "p50_ms": stalls[len(stalls) // 2] * 1e3,
             "top": [(round(at, 3), round(g * 1e3, 2)) for at, g in top],
@@ -274,6 +283,22 @@ class PhaseTimer:
             }
             for k, v in self.seconds.items()
         }
+
+
+def parse_floor(path: Path) -> float:
+    """The restart's floor: read the snapshot file and parse the JSON of each of its lines
+    (as the loader does), building no record; seconds."""
+    import orjson
+
+    loads = orjson.loads
+    t = time.perf_counter()
+    data = path.read_bytes()
+    for line in data.split(b"\n")[1:]:
+        if line[:1] == b"," and line[-2:] != b":[":
+            line = line[1:]
+        if line[:1] in (b"{", b"["):
+            loads(b"[" + line + b"]")
+    return time.perf_counter() - t
 
 
 def evict_from_page_cache(path: Path) -> None:
@@ -362,6 +387,139 @@ async def child_save(state: Path, n: int, count: int, chunk: int) -> dict[str, A
     }
 
 
+# -- child: collections over records created at run time ----------------------------------
+
+
+class GcPauses:
+    """Times every collection the interpreter runs (gc.callbacks), by generation."""
+
+    def __init__(self) -> None:
+        self.worst: dict[int, float] = {}
+        self.worst_cpu: dict[int, float] = {}  # thread CPU time: not inflated by preemption
+        self.runs: dict[int, int] = {}
+        self._started = (0.0, 0.0)
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = (time.perf_counter(), time.thread_time())
+            return
+        gen = info["generation"]
+        took, cpu = time.perf_counter() - self._started[0], time.thread_time() - self._started[1]
+        self.worst[gen] = max(self.worst.get(gen, 0.0), took)
+        self.worst_cpu[gen] = max(self.worst_cpu.get(gen, 0.0), cpu)
+        self.runs[gen] = self.runs.get(gen, 0) + 1
+
+
+class GcTotal:
+    """Collections during a step: how many per generation, and their total time."""
+
+    def __init__(self) -> None:
+        self.runs = [0, 0, 0]
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.runs[info["generation"]] += 1
+            self.seconds += time.perf_counter() - self._started
+
+    def report(self) -> dict[str, Any]:
+        return {"runs": self.runs, "s": round(self.seconds, 3)}
+
+
+async def child_gc(state: Path, n: int) -> dict[str, Any]:
+    """N grants created at run time through `store.grants.put` (durability "snapshot", so a
+    put returns at once; the loop is given a turn every 100 puts, as requests would), never
+    frozen by a load; then a full `gc.collect()` and two snapshots, each under the ticker."""
+    from oauthd.clock import SystemClock
+    from oauthd.store.file import FileStore
+
+    store = await FileStore.open(make_engine(state, journaled=False), SystemClock())
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
+    t = time.perf_counter()
+    put = store.grants.put
+    for i, grant in enumerate(grant_stream(n)):
+        await put(grant)
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+    create_s = time.perf_counter() - t
+    auto = {
+        "worst_ms": {g: w * 1e3 for g, w in pauses.worst.items()},
+        "worst_cpu_ms": {g: w * 1e3 for g, w in pauses.worst_cpu.items()},
+        "runs": dict(pauses.runs),
+    }
+    tracked = len(gc.get_objects())
+    async with Ticker() as ticker:
+        await asyncio.sleep(0.02)
+        t, cpu = time.perf_counter(), time.thread_time()
+        gc.collect()
+        collect_ms = (time.perf_counter() - t) * 1e3
+        collect_cpu_ms = (time.thread_time() - cpu) * 1e3
+        await asyncio.sleep(0.02)
+    saves = []
+    for _ in range(2):
+        async with Ticker() as save_ticker:
+            t = time.perf_counter()
+            assert await store.engine.save()
+            saves.append({"wall_s": time.perf_counter() - t, **save_ticker.summary()})
+    gc.callbacks.remove(pauses)
+    await store.close()
+    return {
+        "n": n,
+        "create_s": create_s,
+        "auto_collections": auto,
+        "tracked_objects": tracked,
+        "full_collect_ms": collect_ms,
+        "full_collect_cpu_ms": collect_cpu_ms,
+        "full_collect_stall_ms": ticker.summary()["max_ms"],
+        "saves": saves,
+    }
+
+
+def run_gc(n: int, directory: str | None) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="oauthd-bench-gc-", dir=directory))
+    try:
+        print(f"# {fmt_n(n)}: grants created at run time, then gc.collect() ...", file=sys.stderr)
+        return run_child(["--child-gc", str(base / "state"), str(n)])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def print_gc(r: dict[str, Any]) -> None:
+    """Collections judged on the loop thread's CPU time (what a collection costs the loop
+    on a machine of its own); wall times, which add preemption by other processes, after."""
+    a = r["auto_collections"]
+    full = r["full_collect_cpu_ms"]
+    auto = max(a["worst_cpu_ms"].values(), default=0.0)
+    save = r["saves"][-1]
+    print(
+        "\n| grants created at run time | tracked objects after | full gc.collect(), CPU "
+        "(ms) | worst automatic collection while creating, CPU (ms) | full gc.collect(), "
+        "wall / ticker stall (ms) | snapshot stall max, wall (ms) | snapshot wall (s) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {fmt_n(r['n'])} | {r['tracked_objects']:,} "
+        f"| {full:.1f}{mark(full <= TARGET_STALL_MS)} "
+        f"| {auto:.1f}{mark(auto <= TARGET_STALL_MS)} "
+        f"| {r['full_collect_ms']:.1f} / {r['full_collect_stall_ms']:.1f} "
+        f"| {save['max_ms']:.1f}{mark(save['max_ms'] <= TARGET_STALL_MS)} "
+        f"| {save['wall_s']:.2f} |"
+    )
+    print(
+        f"\nCreating them took {r['create_s']:.1f} s. Automatic collections while creating, by "
+        f"generation: {a['runs']}; worst wall (ms) {_ms(a['worst_ms'])}, worst thread CPU (ms) "
+        f"{_ms(a['worst_cpu_ms'])}."
+    )
+
+
+def _ms(by_gen: dict[str, float]) -> str:
+    return ", ".join(f"gen {g}: {v:.1f}" for g, v in sorted(by_gen.items()))
+
+
 # -- child: restart -----------------------------------------------------------------------
 
 
@@ -381,6 +539,11 @@ async def child_open(state: Path, n: int, cold: bool) -> dict[str, Any]:
 
     if cold:
         evict_from_page_cache(state / "snapshot.json")
+    cpu = time.process_time()
+    floor_s = parse_floor(state / "snapshot.json")
+    floor_cpu_s = time.process_time() - cpu
+    if cold:
+        evict_from_page_cache(state / "snapshot.json")
 
     timer = PhaseTimer()
     timer.wrap(recovery, "open_snapshot", "open_snapshot (read the file, envelope)")
@@ -388,9 +551,12 @@ async def child_open(state: Path, n: int, cold: bool) -> dict[str, Any]:
     timer.wrap(FileStore, "_apply", "FileStore._apply (expiry filter, RecordMap.load)")
     timer.wrap(Engine, "start", "Engine.start (journal segment)")
     hwm_before = hwm_bytes()
-    t = time.perf_counter()
+    collections = GcTotal()
+    gc.callbacks.append(collections)
+    t, cpu = time.perf_counter(), time.process_time()
     store = await FileStore.open(make_engine(state), SystemClock())
-    open_s = time.perf_counter() - t
+    open_s, open_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+    gc.callbacks.remove(collections)
     timer.restore()
     loaded = await store.grants.count()
     gc.collect()  # what a running daemon settles at; frozen records are not scanned
@@ -403,6 +569,10 @@ async def child_open(state: Path, n: int, cold: bool) -> dict[str, Any]:
         "loaded": loaded,
         "cold": cold,
         "open_s": open_s,
+        "floor_s": floor_s,
+        "open_cpu_s": open_cpu_s,
+        "floor_cpu_s": floor_cpu_s,
+        "gc_during_open": collections.report(),
         "phases": phases,
         "rss_empty": rss_empty,
         "rss_loaded": rss_loaded,
@@ -648,7 +818,14 @@ def main() -> None:
         metavar="N",
         help="instead: time prototype load paths (chunked lines, positional) on N grants",
     )
+    parser.add_argument(
+        "--gc",
+        type=int,
+        metavar="N",
+        help="instead: a full collection and snapshots after N grants created at run time",
+    )
     parser.add_argument("--child-save", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child-gc", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-write-variants", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-variant", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -660,6 +837,17 @@ def main() -> None:
         d, n, saves, chunk = args.child_save
         result = asyncio.run(child_save(Path(d), int(n), int(saves), int(chunk)))
         print(json.dumps(result))
+        return
+    if args.child_gc:
+        print(json.dumps(asyncio.run(child_gc(Path(args.child_gc[0]), int(args.child_gc[1])))))
+        return
+    if args.gc:
+        state_before = machine_state()
+        result = run_gc(args.gc, args.dir)
+        print_gc(result)
+        print(f"\nMachine before: {state_before}; after: {machine_state()}.")
+        if args.json:
+            print("\n```json\n" + json.dumps(result, indent=1) + "\n```")
         return
     if args.child_write_variants:
         write_variants(Path(args.child_write_variants[0]), int(args.child_write_variants[1]))
@@ -705,10 +893,11 @@ def main() -> None:
 def print_tables(results: list[dict[str, Any]]) -> None:
     print(
         "| grants | snapshot wall (s) | stall max (ms) | stall p99 (ms) "
-        "| restart median (s) | restart min-max (s) | RSS/grant after restart (B) "
+        "| restart median (s) | restart min-max (s) | restart / floor, cold; warm "
+        "| RSS/grant after restart (B) "
         "| RSS/grant bulk-built (B) | peak RSS on restart (MiB) | snapshot file (MB) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         s, runs = r["saved"], r["restarts"]
         steady = s["saves"][1:]
@@ -720,20 +909,26 @@ def print_tables(results: list[dict[str, Any]]) -> None:
         times = sorted(x["open_s"] for x in runs)
         median = times[len(times) // 2]
         per_grant = runs[0]["bytes_per_grant"]
+        ratios = [x["open_s"] / x["floor_s"] for x in runs]
+        worst = max(ratios)
+        ratio_text = "; ".join(f"{q:.2f}" for q in ratios)
         print(
             f"| {fmt_n(n)} | {wall:.2f} "
             f"| {stall_max:.1f}{mark(not big or stall_max <= TARGET_STALL_MS)} "
             f"| {stall_p99:.2f} "
-            f"| {median:.2f}{mark(not big or median <= TARGET_RESTART_S)} "
+            f"| {median:.2f} "
             f"| {times[0]:.2f}-{times[-1]:.2f} "
+            f"| {ratio_text}{mark(not big or worst <= TARGET_RESTART_RATIO)} "
             f"| {per_grant:.0f}{mark(per_grant <= TARGET_BYTES)} "
             f"| {s['bytes_per_grant_built']:.0f} "
             f"| {max(x['peak_rss'] for x in runs) / 2**20:.0f} "
             f"| {s['snapshot_bytes'] / 1e6:.1f} |"
         )
     print(
-        f"\nTargets: stall <= {TARGET_STALL_MS:g} ms and restart <= {TARGET_RESTART_S:g} s at 1M "
-        f'grants; <= {TARGET_BYTES} B per grant. "(miss)" marks a missed target. '
+        f"\nTargets: stall <= {TARGET_STALL_MS:g} ms and restart <= {TARGET_RESTART_RATIO:g}x "
+        "its floor (reading the snapshot and parsing its JSON, no record built, timed in the "
+        f'same process just before) at 1M grants; <= {TARGET_BYTES} B per grant. "(miss)" '
+        "marks a missed target. "
         "Snapshot wall and stall p99: median over the steady-state saves (all but the first); "
         "stall max: the worst of them. Restart: `FileStore.open` in a fresh process, first run "
         "with the snapshot evicted from the page cache."
@@ -745,8 +940,9 @@ def print_tables(results: list[dict[str, Any]]) -> None:
         for i, save in enumerate(s["saves"], 1):
             print(
                 f"  - save {i}: {save['wall_s']:.3f} s, {save['ticks']} ticks, stall max "
-                f"{save['max_ms']:.2f} ms, p99 {save['p99_ms']:.2f} ms, p50 {save['p50_ms']:.3f} "
-                f"ms; worst (offset s, ms): {save['top']}; _install began at "
+                f"{save['max_ms']:.2f} ms (loop-thread CPU {save['max_cpu_ms']:.2f} ms), p99 "
+                f"{save['p99_ms']:.2f} ms, p50 {save['p50_ms']:.3f} ms; worst (offset s, ms): "
+                f"{save['top']}; _install began at "
                 f"{save['install_at_s']:.3f} s; gc runs per generation {save['gc_collections']}"
             )
             for label, p in save["phases"].items():
@@ -758,8 +954,10 @@ def print_tables(results: list[dict[str, Any]]) -> None:
             phases = ", ".join(f"{k} {p['s']:.2f}" for k, p in run["phases"].items())
             print(
                 f"  - restart {i + 1} ({'cold' if run['cold'] else 'warm'} page cache): "
-                f"FileStore.open {run['open_s']:.2f} s (process spawn to ready "
-                f"{run['process_to_ready_s']:.2f} s), {run['loaded']} grants; {phases}"
+                f"FileStore.open {run['open_s']:.2f} s ({run['open_cpu_s']:.2f} s CPU; process "
+                f"spawn to ready {run['process_to_ready_s']:.2f} s), floor {run['floor_s']:.2f} s "
+                f"({run['floor_cpu_s']:.2f} s CPU), {run['loaded']} grants; collections during "
+                f"the open {run['gc_during_open']}; {phases}"
             )
         print(
             f"  - build {s['build_s']:.2f} s, bulk load {s['load_s']:.2f} s; RSS empty store "

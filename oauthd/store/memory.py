@@ -28,6 +28,7 @@ from oauthd.model import (
 from oauthd.store.base import Conflict, R, Store, StoreStatus, Table, is_live
 from oauthd.store.counters import MemoryCounters
 from oauthd.store.records import RecordMap
+from oauthd.store.rows import LAYOUTS
 
 PURGE_CHUNK = 2000
 SCAN_CHUNK = 1000  # records looked at per event-loop turn by `scan`
@@ -91,7 +92,8 @@ class MemoryTable(Table[R]):
 
     def __init__(self, kind: str, clock: Clock, sink: ChangeSink) -> None:
         self.kind = kind
-        self.records: RecordMap[R] = RecordMap()
+        layout = LAYOUTS[kind]
+        self.records: RecordMap[R] = RecordMap(layout.pack, layout.unpack)
         self._clock = clock
         self._sink = sink
 

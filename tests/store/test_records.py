@@ -234,3 +234,31 @@ def test_behaves_like_a_dict_through_any_freeze_and_thaw(
     ops: list[tuple[str, str, int]],
 ) -> None:
     asyncio.run(run_against_model(ops))
+
+
+async def test_a_value_read_recently_never_outlives_a_change() -> None:
+    m: RecordMap[tuple[str]] = RecordMap(lambda v: v, lambda row: (row[0],))  # fresh on unpack
+    m.set("a", ("1",))
+    first = m.get("a")
+    assert m.get("a") is first  # kept unpacked while it stays the same
+    m.set("a", ("2",))
+    assert m.get("a") == ("2",)
+    m.pop("a")
+    assert m.get("a") is None
+    m.set("b", ("3",))
+    assert m.get("b") == ("3",)
+    async with m.frozen():
+        m.set("b", ("4",))  # into the overlay
+        assert m.get("b") == ("4",)
+        m.pop("b")
+        assert m.get("b") is None
+    assert m.get("b") is None
+
+
+def test_the_values_kept_unpacked_are_bounded() -> None:
+    m: RecordMap[str] = RecordMap()
+    for i in range(records.RECENT * 2):
+        m.set(str(i), str(i))
+        assert m.get(str(i)) == str(i)
+    assert len(m._recent) == records.RECENT
+    assert m.get("0") == "0"  # evicted, read again from the base
