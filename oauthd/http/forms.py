@@ -73,6 +73,8 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     if length is not None:
         if length > limit:
             raise OAuthError("invalid_request", f"the body is larger than {limit} bytes", 413)
+        if length == 0:  # aiohttp's empty stream refuses even readexactly(0)
+            return b""
         try:  # in one call: a form is small, and usually arrived with its headers
             return await request.content.readexactly(length)
         except asyncio.IncompleteReadError:
