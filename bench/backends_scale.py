@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -111,6 +112,7 @@ class Result:
     backend: str
     copy_s: float | None = None
     bytes_per_grant: float | None = None
+    ready_s: float | None = None  # from `oauthd serve` to /readyz answering 200
     rows: dict[str, Throughput] = field(default_factory=dict)
 
 
@@ -259,39 +261,55 @@ def backend_bytes(backend: str, handle: Any, tag: str) -> float:
     return float(row[0])
 
 
-async def one_backend(
-    tmp: Path, procs: Processes, args: argparse.Namespace, backend: str, ports: tuple[int, str]
-) -> Result:
-    """Copy the state into `backend` (not for `file`), serve it, measure, clean up."""
+@dataclass
+class Copied:
+    """A shared backend holding the copied state, until `clean()`."""
+
+    result: Result
+    config: Path
+    clean: Any
+
+
+async def copy_into(
+    tmp: Path, args: argparse.Namespace, backend: str, ports: tuple[int, str]
+) -> Copied:
+    """The state copied into `backend` (the copies of several backends run at once)."""
     port, upstream = ports
     here = tmp / backend
-    here.mkdir()
-    key = tmp / "encryption.key"
-    login = f'encryption_key = "file:{key}"\n'
-    result = Result(backend)
-    if backend == "file":
-        config = tmp / "source" / "oauthd.toml"
-        return await serve_and_measure(tmp, procs, args, config, result, port)
+    (here / "state").mkdir(mode=0o700, parents=True)
+    login = f'encryption_key = "file:{tmp / "encryption.key"}"\n'
     tag = f"oauthd_scale_{os.urandom(6).hex()}"
-    (here / "state").mkdir(mode=0o700)
     config = write_config(here, port, upstream, storage_section(backend, args, tag), login)
     _, handle = prepare_backend(backend, args, tag)
-    try:
-        if backend == "postgres":
-            run_oauthd(["migrate", "--config", str(config)], 120)
-        before = backend_bytes(backend, handle, tag)
-        print(f"# {backend}: copying {args.grants:,} grants", file=sys.stderr, flush=True)
-        source = tmp / "source" / "oauthd.toml"
-        result.copy_s, tail = run_oauthd(
-            ["state", "copy", "--from", str(source), "--to", str(config)], args.copy_timeout
-        )
-        print(
-            f"# {backend}: copied in {result.copy_s:.1f} s: {tail.strip()[-200:]}", file=sys.stderr
-        )
-        result.bytes_per_grant = (backend_bytes(backend, handle, tag) - before) / args.grants
-        return await serve_and_measure(tmp, procs, args, config, result, port)
-    finally:
-        remove_backend_state(backend, handle, tag)
+    copied = Copied(Result(backend), config, lambda: remove_backend_state(backend, handle, tag))
+    if backend == "postgres":
+        await asyncio.to_thread(run_oauthd, ["migrate", "--config", str(config)], 120)
+    before = backend_bytes(backend, handle, tag)
+    print(f"# {backend}: copying {args.grants:,} grants", file=sys.stderr, flush=True)
+    source = tmp / "source" / "oauthd.toml"
+    argv = ["state", "copy", "--from", str(source), "--to", str(config)]
+    copied.result.copy_s, tail = await asyncio.to_thread(run_oauthd, argv, args.copy_timeout)
+    print(
+        f"# {backend}: copied in {copied.result.copy_s:.1f} s: {tail.strip()[-200:]}",
+        file=sys.stderr,
+    )
+    copied.result.bytes_per_grant = (backend_bytes(backend, handle, tag) - before) / args.grants
+    return copied
+
+
+async def wait_ready_long(url: str, child: Any, limit: float) -> float:
+    """Seconds until `url` answers 200 (`limit` at most)."""
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() - started < limit:
+            if child.poll() is not None:
+                raise RuntimeError(f"{url}: the process exited with {child.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        return time.monotonic() - started
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url}: not ready within {limit:g} s")
 
 
 async def serve_and_measure(
@@ -306,7 +324,8 @@ async def serve_and_measure(
     child = procs.start(name, [sys.executable, "-m", "oauthd", "serve", "--config", str(config)])
     try:
         base = f"http://127.0.0.1:{port}"
-        await wait_ready(f"{base}/readyz", child)
+        result.ready_s = await wait_ready_long(f"{base}/readyz", child, args.copy_timeout)
+        print(f"# {result.backend}: ready after {result.ready_s:.1f} s", file=sys.stderr)
         print(f"# {result.backend}: serving, measuring", file=sys.stderr, flush=True)
         result.rows = await measure(tmp, base, child.pid, args)
         for row, t in result.rows.items():
@@ -364,8 +383,27 @@ async def main_async(args: argparse.Namespace) -> int:
                 args.redis_url = private_redis(procs)
             made = generate(tmp, args, port, upstream)
             print(f"# state: {made}", file=sys.stderr, flush=True)
-            for backend in args.backends:
-                results.append(await one_backend(tmp, procs, args, backend, (port, upstream)))
+            shared = [b for b in args.backends if b != "file"]
+            copies = await asyncio.gather(
+                *(copy_into(tmp, args, b, (port, upstream)) for b in shared), return_exceptions=True
+            )
+            try:
+                for c in copies:
+                    if isinstance(c, BaseException):
+                        raise c
+                for c in copies:
+                    results.append(
+                        await serve_and_measure(tmp, procs, args, c.config, c.result, port)
+                    )
+            finally:
+                for c in copies:
+                    if not isinstance(c, BaseException):
+                        c.clean()
+            if "file" in args.backends:
+                source = tmp / "source" / "oauthd.toml"
+                results.append(
+                    await serve_and_measure(tmp, procs, args, source, Result("file"), port)
+                )
         except BaseException:
             for name in list(procs.children):
                 print(f"--- {name} log:\n{procs.log_tail(name)}", file=sys.stderr)
@@ -384,16 +422,17 @@ def report(
     print(f"{args.duration:g} s per row; cold /mcp over {args.cold_grants:,} grants,")
     print(f"warm over {args.warm_grants:,}; state {made}\n")
     print(
-        "| backend | copy (s) | copy (grants/s) | bytes per grant | row | req/s | p50 (ms) "
-        "| p99 (ms) | errors | cache hit / miss / stale_skip |"
+        "| backend | copy (s) | copy (grants/s) | bytes per grant | ready (s) | row | req/s "
+        "| p50 (ms) | p99 (ms) | errors | cache hit / miss / stale_skip |"
     )
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|")
     for r in results:
         copy = f"{r.copy_s:.1f}" if r.copy_s is not None else "-"
         rate = f"{args.grants / r.copy_s:,.0f}" if r.copy_s else "-"
         size = f"{r.bytes_per_grant:,.0f}" if r.bytes_per_grant is not None else "-"
         for i, (row, t) in enumerate(r.rows.items()):
-            head = (r.backend, copy, rate, size) if i == 0 else ("", "", "", "")
+            ready = f"{r.ready_s:.1f}" if r.ready_s is not None else "-"
+            head = (r.backend, copy, rate, size, ready) if i == 0 else ("",) * 5
             cells = f"{t.rps:,.0f} | {t.p50_ms:.2f} | {t.p99_ms:.2f} | {t.errors} | {t.cache}"
             print(f"| {' | '.join(head)} | {row} | {cells} |")
 
