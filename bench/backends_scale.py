@@ -286,8 +286,10 @@ async def copy_into(
         await asyncio.to_thread(run_oauthd, ["migrate", "--config", str(config)], 120)
     before = backend_bytes(backend, handle, tag)
     print(f"# {backend}: copying {args.grants:,} grants", file=sys.stderr, flush=True)
-    source = tmp / "source" / "oauthd.toml"
-    argv = ["state", "copy", "--from", str(source), "--to", str(config)]
+    # each copy holds its source's lock: copies at once need a source each
+    source = tmp / f"source-{backend}"
+    await asyncio.to_thread(shutil.copytree, tmp / "source", source)
+    argv = ["state", "copy", "--from", str(source / "oauthd.toml"), "--to", str(config)]
     copied.result.copy_s, tail = await asyncio.to_thread(run_oauthd, argv, args.copy_timeout)
     print(
         f"# {backend}: copied in {copied.result.copy_s:.1f} s: {tail.strip()[-200:]}",
