@@ -31,6 +31,7 @@ from oauthd.housekeeping import housekeeping
 from oauthd.http import refusal_log, web_app
 from oauthd.http.keys import AUTH, PROXY, STATE
 from oauthd.keyring import device_code_key, known_browser_key, read_keyring, session_sealer
+from oauthd.loop_lag import watching
 from oauthd.metrics import Metrics
 from oauthd.oauth import AuthServer, key_ring
 from oauthd.outbound.cimd import CimdFetcher
@@ -152,6 +153,7 @@ async def services(
         stack.push_async_callback(proxy.close)
         stack.push_async_callback(auth.drain)  # before the proxy closes: its DELETEs finish
         await stack.enter_async_context(housekeeping(store, auth.remove_idle_clients))
+        await stack.enter_async_context(watching(metrics.loop_lag))
         await stack.enter_async_context(admin_server.serving(config, store, auth, keys))
         yield Services(store, auth, proxy)
 

@@ -44,6 +44,7 @@ from oauthd.metrics_requests import (
     CacheCounts,
     CacheRequests,
     RequestCounts,
+    loop_lag_gauge,
     status_class,
 )
 
@@ -231,6 +232,7 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide
         self._requests = RequestCounts(r)
         self._cache = CacheRequests(r)
+        self.loop_lag = loop_lag_gauge(r).set  # oauthd.loop_lag reports each window
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
 

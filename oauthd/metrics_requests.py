@@ -1,7 +1,8 @@
-"""The request counts of the HTTP routes and the token endpoint, and the read cache's hit
-rate, for `oauthd.metrics.Metrics` (which holds one of each and is all that code reports
-to). Labels are bounded: a route is a path as registered (never a requested one), a grant
-type one of those oauthd knows or `other`, a status its class (`2xx`, `4xx`, ...).
+"""The request counts of the HTTP routes and the token endpoint, the read cache's hit
+rate, and the event loop's lag (`oauthd.loop_lag`), for `oauthd.metrics.Metrics` (which
+holds one of each and is all that code reports to). Labels are bounded: a route is a path
+as registered (never a requested one), a grant type one of those oauthd knows or `other`,
+a status its class (`2xx`, `4xx`, ...).
 
 No aiohttp here, and no import of a room."""
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, Metric
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -124,3 +125,12 @@ class CacheRequests:
             "to the backend: the invalidation listener was not fresh).",
             labels=["result"],
         )
+
+
+def loop_lag_gauge(registry: CollectorRegistry) -> Gauge:
+    return Gauge(
+        "oauthd_event_loop_lag_seconds",
+        "The longest the event loop was late for a 100 ms timer in the last 10 s window: "
+        "how long one callback or garbage collection held every request.",
+        registry=registry,
+    )

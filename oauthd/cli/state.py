@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -136,6 +137,9 @@ class ProgressLine:
             self.out.flush()
 
 
+COPY_TIMEOUT = 30.0  # seconds a call of `oauthd state copy` to a shared backend may take
+
+
 def _where(storage: StorageConfig) -> tuple[str, ...]:
     if storage.backend == "file":
         return ("file", str(storage.path.resolve()))
@@ -161,8 +165,15 @@ async def _open(config: Config, role: str) -> Store:
     from oauthd.persist.errors import LockedError, RecoveryError
     from oauthd.store import Unavailable, open_store
 
+    # No read cache: a copy reads each record once, and a cached store's every write would
+    # wait for its listener's confirmation (other instances' caches are invalidated by the
+    # backend itself, whoever writes). A longer timeout: a call writes a whole batch, and
+    # no request is waiting for it.
+    storage = replace(
+        config.storage, cache_size=0, timeout=max(config.storage.timeout, COPY_TIMEOUT)
+    )
     try:
-        store = await open_store(config.storage, SystemClock(), audit=config.audit)
+        store = await open_store(storage, SystemClock(), audit=config.audit)
     except LockedError as exc:
         raise _Failed(
             f"{role} {config.source}: {exc}: a daemon is running on this state dir; "

@@ -40,7 +40,7 @@ import asyncio
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -225,6 +225,11 @@ class Table(ABC, Generic[R]):
     @abstractmethod
     async def put(self, record: R, *, audit: Audit | None = None) -> None:
         """Insert or replace whole."""
+
+    async def put_many(self, records: Sequence[R]) -> None:
+        """`put` each record, unaudited (`oauthd state copy`). A shared backend writes
+        them in one round trip instead of one each; not atomic as a whole."""
+        await asyncio.gather(*(self.put(record) for record in records))
 
     @abstractmethod
     async def take(self, key: str, *, audit: Audit | None = None) -> R | None:

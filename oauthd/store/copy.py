@@ -1,7 +1,7 @@
 """Copy every live record from one store to another (`oauthd state copy`), then verify.
 
 Each table of the source is scanned (expired records are never yielded, so never copied),
-written to the target with `put` in batches of bounded concurrency, and the target is then
+written to the target with `put_many` in batches (a round trip each), and the target is then
 counted: it must hold at least as many live records of each kind as were copied, and
 exactly as many when it was empty before (a non-empty target is refused unless `merge`).
 A copied record that expires while the copy runs is not expected in the target.
@@ -9,7 +9,6 @@ A copied record that expires while the copy runs is not expected in the target.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ Progress = Callable[[str, int, int], None]
 Pairs = list[tuple[Table[Any], Table[Any]]]  # (source table, target table) of each kind
 Expiries = list[float | None]
 
-BATCH = 64  # puts in flight at once per batch
+BATCH = 500  # records per `put_many`: one round trip to a shared backend
 
 
 class TargetNotEmpty(StoreError):
@@ -113,7 +112,7 @@ async def _copy_table(src: Table[Any], dst: Table[Any], progress: Progress, batc
     progress(src.kind, 0, total)
     for start in range(0, total, batch):
         chunk = records[start : start + batch]
-        await asyncio.gather(*(dst.put(r) for r in chunk))
+        await dst.put_many(chunk)
         progress(src.kind, start + len(chunk), total)
     return [r.expires_at for r in records]
 

@@ -20,7 +20,7 @@ what to run; the schema and `migrate` are in `postgres_schema.py`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic
 
 import orjson
@@ -70,6 +70,12 @@ SCAN_BATCH = 200  # rows fetched per query by `scan` (keyset pagination)
 RECONNECT_WITHIN = 5.0
 
 _LIVE = "(expires_at IS NULL OR expires_at > %(now)s)"
+_UPSERT = (
+    "INSERT INTO oauthd_records (kind, key, record, expires_at) "
+    "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
+    "ON CONFLICT (kind, key) DO UPDATE "
+    "SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at"
+)
 
 
 class PostgresTable(Table[R], Generic[R]):
@@ -121,15 +127,19 @@ class PostgresTable(Table[R], Generic[R]):
         if event is not None and self._store.audit.enabled:
             await self._store.audit.put(self, record, event)
             return
-        await self._sql.write(
-            "INSERT INTO oauthd_records (kind, key, record, expires_at) "
-            "VALUES (%(kind)s, %(key)s, %(record)s::jsonb, %(expires_at)s) "
-            "ON CONFLICT (kind, key) DO UPDATE "
-            "SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at",
-            {"kind": self.kind, "key": record.key} | self.row(record),
-        )
+        await self._sql.write(_UPSERT, {"kind": self.kind, "key": record.key} | self.row(record))
         self._store.writes += 1
         logged(event)
+
+    async def put_many(self, records: Sequence[R]) -> None:
+        rows = [{"kind": self.kind, "key": r.key} | self.row(r) for r in records]
+
+        async def put_all(conn: AsyncConnection[Any]) -> None:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(_UPSERT, rows)
+
+        await self._sql.run(put_all)
+        self._store.writes += len(records)
 
     async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
         if audit is not None and self._store.audit.enabled:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -170,6 +170,18 @@ class RedisTable(Table[R]):
         await self._store.call(self._store.client.set(name, value, **self.expiry(record)))
         self._store.writes += 1
         logged(event)
+
+    async def put_many(self, records: Sequence[R]) -> None:
+        client = self._store.client
+
+        async def put_all() -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for record in records:
+                    pipe.set(self.key_name(record.key), codec.encode(record), **self.expiry(record))
+                await pipe.execute()
+
+        await self._store.call(put_all())
+        self._store.writes += len(records)
 
     async def take(self, key: str, *, audit: Audit | None = None) -> R | None:
         if audit is not None and self._store.audit.enabled:

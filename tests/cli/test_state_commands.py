@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oauthd.cli import main
-from oauthd.cli.state import ProgressLine
+from oauthd.cli.state import COPY_TIMEOUT, ProgressLine
+from oauthd.config import StorageConfig
+from oauthd.store import Store
 
 
 @pytest.mark.parametrize("action", ["inspect", "verify"])
@@ -85,3 +88,25 @@ def test_progress_rewrites_one_line_on_a_terminal() -> None:
     progress("codes", 1, 2)
     progress("codes", 2, 2)
     assert out.getvalue() == "\rcodes         0/2\rcodes         1/2\rcodes         2/2\n"
+
+
+def test_copy_opens_both_stores_without_a_read_cache_and_with_a_batch_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy reads each record once, and a cached store's writes wait for its listener."""
+    import oauthd.store
+
+    opened: list[tuple[int, float]] = []
+    real = oauthd.store.open_store
+
+    async def spy(storage: StorageConfig, *args: Any, **kwargs: Any) -> Store:
+        opened.append((storage.cache_size, storage.timeout))
+        return await real(storage, *args, **kwargs)
+
+    monkeypatch.setattr(oauthd.store, "open_store", spy)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    source = write(tmp_path / "a.toml", 'path = "a"\ncache_size = 500')
+    target = write(tmp_path / "b.toml", 'path = "b"\ncache_size = 500')
+    assert main(["state", "copy", "--from", str(source), "--to", str(target)]) == 0
+    assert opened == [(0, COPY_TIMEOUT), (0, COPY_TIMEOUT)]

@@ -129,6 +129,20 @@ class TestStore:
         assert await t.count() == 1
 
     @every_kind
+    async def test_put_many_inserts_and_replaces_each_with_its_own_expiry(
+        self, harness: StoreHarness, kind: str
+    ) -> None:
+        t, first = table(harness.store, kind), make(kind)
+        await t.put(first)
+        records = [nulled(bumped(first)), make(kind, expires_at=NOW + 10), make(kind)]
+        await t.put_many(records)
+        assert [await t.get(r.key) for r in records] == records
+        assert await t.count() == 3
+        harness.clock.advance(10)
+        assert await t.get(records[1].key) is None
+        assert await t.get(records[2].key) == records[2]
+
+    @every_kind
     async def test_none_fields_round_trip_and_none_expiry_never_expires(
         self, harness: StoreHarness, kind: str
     ) -> None:
