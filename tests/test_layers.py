@@ -49,6 +49,7 @@ HTTP_MAY_IMPORT = (
     "oauthd.oauth",
     "oauthd.proxy",
     "oauthd.store.Unavailable",
+    "oauthd.audit.reasons",  # the reason codes (constants) of the refusals it renders
     "oauthd.config",
     "oauthd.model",
     "oauthd.crypto",
