@@ -255,8 +255,8 @@ class McpProxy:
         watch = relay.watch()
         call = request.method != "GET"  # a GET stream takes no call slot
         try:
-            if call:
-                await relay.take_slot()
+            if call and not relay.take_slot_now():
+                await relay.wait_slot()
             try:
                 upstream = await (  # recorded calls: their outcome once the upstream answered
                     self._send(request, mount, grant, headers, watch, body, message, call_ids)
