@@ -46,6 +46,7 @@ class Gate:
         self._allowed_origins = resource.upstream.allowed_origins
         self._required_scopes = resource.required_scopes
         self._hierarchy = ScopeHierarchy(dict(config.oauth.scope_implies))
+        self._implies = bool(self._hierarchy)  # decided once: the hot path
         self._scope = " ".join(self._required_scopes)
         self._resource = resource.uri(issuer)
         self._metadata_url = f"{issuer}/.well-known/oauth-protected-resource{resource.path}"
@@ -98,9 +99,10 @@ class Gate:
                 "use the Authorization: Bearer scheme",
                 reasons.NOT_BEARER,
             )
-        grant = await self._verify_bearer(token.strip(), self._resource)
+        token = token.strip()
+        grant = await self._verify_bearer(token, self._resource)
         if grant is None:
-            reason, known = await self._why_refused(token.strip(), self._resource)
+            reason, known = await self._why_refused(token, self._resource)
             refusal = challenge(
                 401,
                 self._metadata_url,
@@ -111,12 +113,15 @@ class Gate:
             )
             refusal.grant = known
             raise refusal
-        if self._hierarchy:  # a scope may be held through one that implies it
+        if not self._required_scopes:
+            return grant
+        if self._implies:  # a scope may be held through one that implies it
             missing = list(
                 self._hierarchy.missing(frozenset(grant.token_scopes), self._required_scopes)
             )
         else:
-            missing = [s for s in self._required_scopes if s not in grant.token_scopes]
+            held = grant.token_scopes
+            missing = [s for s in self._required_scopes if s not in held]
         if missing:
             refusal = challenge(
                 403,

@@ -149,7 +149,7 @@ class McpProxy:
             session_id = request.headers.get(SESSION_HEADER)
             if session_id is not None and not await self.sessions.belongs_to(session_id, grant):
                 raise session_not_found()
-            body, message, listed, call_ids = None, None, None, list[str]()
+            body, message, listed, call_ids = None, None, None, None
             if mount.policing is not None and request.method not in MCP_METHODS:
                 # a body policy never sees: the transport uses GET, POST and DELETE only
                 raise jsonrpc_error(405, -32000, "method not allowed", {"Allow": ALLOW})
@@ -204,7 +204,7 @@ class McpProxy:
 
     async def _read_post(
         self, request: web.Request, mount: Mount, grant: Grant, newer: bool
-    ) -> tuple[bytes, Any, Listed | None, list[str]]:
+    ) -> tuple[bytes, Any, Listed | None, list[str] | None]:
         """A POST's body read whole and its message, each of its messages decided by the
         resource's rules if it has any (`proxy/policing.py`), its calls recorded with their
         decisions before anything reaches the upstream (`[audit] calls`, refused calls
@@ -221,7 +221,7 @@ class McpProxy:
                 refusal = exc
         elif self._calls is not None:
             decided = allowed_calls(message)
-        ids: list[str] = []
+        ids: list[str] | None = None
         if self._calls is not None and decided:
             path, request_id = mount.resource.path, request[ACCESS_REQUEST_ID]
             ids = await self._calls.decided(grant, path, decided, request_id)
@@ -258,11 +258,13 @@ class McpProxy:
         watch = relay.watch()
         call = request.method != "GET"  # a GET stream takes no call slot
         try:
-            if call:
-                await relay.take_slot()
+            if call and not relay.take_slot_now():
+                await relay.wait_slot()
             try:
-                upstream = await self._send(
-                    request, mount, grant, headers, watch, body, message, call_ids
+                upstream = await (  # recorded calls: their outcome once the upstream answered
+                    self._send(request, mount, grant, headers, watch, body, message, call_ids)
+                    if call_ids
+                    else relay.send(request, length, headers, watch, body, message)
                 )
                 async with upstream:
                     new_id = upstream.headers.get(SESSION_HEADER)
@@ -298,10 +300,11 @@ class McpProxy:
         watch: Any,
         body: bytes | None,
         message: Any,
-        call_ids: list[str] | None,
+        call_ids: list[str],
     ) -> Any:
         """The request upstream; the recorded calls' outcome (upstream status, latency)
-        once it answered or failed, written without waiting."""
+        once it answered or failed, written without waiting. (Only with recorded calls:
+        otherwise `_forward` calls the relay's `send` itself, one coroutine less.)"""
         sent = time.perf_counter()
         status = 502
         try:
@@ -313,7 +316,7 @@ class McpProxy:
             status = exc.response.status
             raise
         finally:
-            if call_ids and self._calls is not None:
+            if self._calls is not None:
                 seconds = time.perf_counter() - sent
                 self._calls.completed(grant, mount.resource.path, call_ids, status, seconds)
 

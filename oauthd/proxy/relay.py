@@ -22,6 +22,7 @@ from oauthd.proxy.answers import ProxyRefusal, body_too_large, jsonrpc_error, ov
 from oauthd.proxy.deadlines import IDLE, ReadDeadlines, Watch
 from oauthd.proxy.headers import client_response_headers, upstream_url
 from oauthd.proxy.listings import ListingFilter, SseFilter
+from oauthd.proxy.slots import CallSlots
 from oauthd.proxy.streams import OpenStreams
 from oauthd.tracing import HopTarget, Tracing
 
@@ -86,7 +87,9 @@ class Relay:
         self._max_request_bytes = upstream.max_request_bytes
         # The pool itself is unbounded: `_slots` bounds the calls (streams are not counted),
         # so no request queues inside aiohttp behind long-lived streams.
-        self._slots = asyncio.Semaphore(upstream.max_connections)
+        self._slots = CallSlots(upstream.max_connections)
+        self.take_slot_now = self._slots.take_now  # a free slot, or False: `wait_slot`
+        self.free_slot = self._slots.free
         self._slot_wait = upstream.connect_timeout
         # The read timeout is `self._deadlines`, not aiohttp's `sock_read` (see deadlines.py).
         self._timeout = aiohttp.ClientTimeout(
@@ -123,26 +126,19 @@ class Relay:
 
     # -- client to upstream ----------------------------------------------------------------
 
-    async def take_slot(self) -> None:
-        """One of the `max_connections` call slots, for a call's whole exchange with the
-        upstream (`free_slot` after), waited for at most `connect_timeout`; a 503
-        `ProxyRefusal` if none comes free. (Not a context manager: this is the hot path.)"""
-        slots = self._slots
-        if not slots.locked():
-            await slots.acquire()  # free: returns at once
-            return
+    async def wait_slot(self) -> None:
+        """When `take_slot_now` found none free: one of the `max_connections` call slots,
+        for a call's whole exchange with the upstream (`free_slot` after), waited for at
+        most `connect_timeout`; a 503 `ProxyRefusal` if none comes free."""
         started = self._loop_time()
         try:
             async with asyncio.timeout(self._slot_wait):
-                await slots.acquire()
+                await self._slots.wait()
         except TimeoutError:
             self._metrics.slot_wait(self._loop_time() - started, refused=True)
             log.warning("no free upstream slot", extra={"event": "proxy.overloaded"})
             raise overloaded() from None
         self._metrics.slot_wait(self._loop_time() - started, refused=False)
-
-    def free_slot(self) -> None:
-        self._slots.release()
 
     async def read_body(self, request: web.Request, length: int | None) -> bytes:
         """The whole body, for a request the proxy must read before it decides; 413 past
