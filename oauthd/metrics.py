@@ -17,7 +17,6 @@ import platform
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from itertools import accumulate
 from typing import Protocol
 
 from prometheus_client import (
@@ -32,13 +31,12 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 
 from oauthd import __version__
+from oauthd.metrics_loop import LoopCounter, LoopHistogram
 from oauthd.metrics_requests import (
     DEVICE_GRANT,
     CacheCounts,
@@ -382,62 +380,6 @@ class Metrics:
         if self._last_snapshot_at is not None:
             age.add_metric([], max(0.0, self._wall() - self._last_snapshot_at))
         yield age
-
-
-class LoopHistogram:
-    """A Prometheus histogram for the /mcp hot path: one plain list per label set (a count
-    per bucket, then the sum), updated without locks because only the event loop touches
-    it, and turned into a family when scraped. prometheus_client's `Histogram` takes a lock
-    per bucket update, which costs a /mcp request more than the bearer check does."""
-
-    def __init__(
-        self, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]
-    ) -> None:
-        self._name, self._documentation, self._labels = name, documentation, labels
-        self._buckets = buckets
-        self._series: dict[tuple[str, ...], list[float]] = {}
-
-    def series(self, values: tuple[str, ...]) -> list[float]:
-        """The list to update for `values`: `[bisect_left(buckets, x)] += 1`, `[-1] += x`."""
-        found = self._series.get(values)
-        if found is None:
-            found = self._series[values] = [0] * (len(self._buckets) + 2)
-        return found
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labels)
-        bounds = [*(repr(float(b)) for b in self._buckets), "+Inf"]
-        for values, series in self._series.items():
-            cumulative = accumulate(series[:-1])
-            family.add_metric(list(values), list(zip(bounds, cumulative, strict=True)), series[-1])
-        yield family
-
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labels)
-
-
-class LoopCounter:
-    """A Prometheus counter for the /mcp hot path, like `LoopHistogram`: a one-element
-    list per label set, incremented without a lock (only the event loop touches it)."""
-
-    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
-        self._name, self._documentation, self._labels = name, documentation, labels
-        self._series: dict[tuple[str, ...], list[int]] = {}
-
-    def series(self, values: tuple[str, ...]) -> list[int]:
-        found = self._series.get(values)
-        if found is None:
-            found = self._series[values] = [0]
-        return found
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
-        for values, series in self._series.items():
-            family.add_metric(list(values), series[0])
-        yield family
-
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self._name, self._documentation, labels=self._labels)
 
 
 class _ScrapeTimeCollector:

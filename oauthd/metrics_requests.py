@@ -36,7 +36,7 @@ class RequestCounts:
     `http.errors.Routes` answered (the OAuth endpoints, the pages, the metadata, health);
     `oauthd_token_requests_total{grant_type, status_class}`: the token endpoint's, by grant
     type. The route counter is a plain dict of counts (only the event loop touches it),
-    turned into a family when scraped, like `metrics.LoopCounter`."""
+    turned into a family when scraped, like `metrics_loop.LoopCounter`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._routes: dict[tuple[str, int], list[int]] = {}
