@@ -316,11 +316,11 @@ async def register(api: aiohttp.ClientSession, base: str) -> str:
         return client_id
 
 
-async def login(api: aiohttp.ClientSession, base: str, client_id: str) -> Grant:
-    """Authorization code + PKCE through the real login and consent pages, then /token."""
+def authorize_params(base: str, client_id: str) -> tuple[str, dict[str, str]]:
+    """A PKCE verifier and the /authorize query of a code flow for `/mcp`."""
     verifier = base64.urlsafe_b64encode(os.urandom(40)).rstrip(b"=").decode()
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    params = {
+    return verifier, {
         "response_type": "code",
         "client_id": client_id,
         "redirect_uri": REDIRECT_URI,
@@ -330,6 +330,11 @@ async def login(api: aiohttp.ClientSession, base: str, client_id: str) -> Grant:
         "resource": f"{base}/mcp",
         "scope": "mcp",
     }
+
+
+async def login(api: aiohttp.ClientSession, base: str, client_id: str) -> Grant:
+    """Authorization code + PKCE through the real login and consent pages, then /token."""
+    verifier, params = authorize_params(base, client_id)
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as browser:
         page = await _follow(browser, base, "GET", f"{base}/authorize", params=params)

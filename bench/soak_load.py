@@ -21,11 +21,8 @@ error is counted as such, any other unexpected answer as `unexpected`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
-import os
 import random
 import time
 from collections import defaultdict
@@ -36,7 +33,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
-from proxy import PASSWORD, REDIRECT_URI, USER, _Form
+from proxy import PASSWORD, REDIRECT_URI, USER, _Form, authorize_params
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 ACCEPT = "application/json, text/event-stream"
@@ -235,18 +232,7 @@ class Load:
 
     async def login(self) -> Grant | None:
         client_id = random.choice(self.clients)
-        verifier = base64.urlsafe_b64encode(os.urandom(40)).rstrip(b"=").decode()
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-        params = {
-            "response_type": "code",
-            "client_id": client_id,
-            "redirect_uri": REDIRECT_URI,
-            "code_challenge": challenge.rstrip(b"=").decode(),
-            "code_challenge_method": "S256",
-            "state": os.urandom(8).hex(),
-            "resource": f"{self.base}/mcp",
-            "scope": "mcp",
-        }
+        verifier, params = authorize_params(self.base, client_id)
         typed = {"username": USER, "password": PASSWORD, "user_code": ""}
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
             page = await self.pages(
