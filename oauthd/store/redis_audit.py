@@ -69,12 +69,13 @@ READ_BATCH = 1000  # entries per XRANGE of the reader
 
 HEAD_SUFFIX = ":head"  # beside each stream: its last record's hash (a string key)
 
-# Is the chain's head (the last record's hash) ARGV[prev]? The head key, or for a stream
-# written before there was one, its last entry; an empty chain's head is GENESIS.
+# Is the chain's head (the last record's hash) ARGV[prev]? The stream's last entry says;
+# the head key (moved with each record) answers the common case without decoding it, and
+# a key out of step (a stream written before there was one, or deleted by hand) falls back
+# to the stream. An empty chain's head is GENESIS.
 _HEAD_IS = """
 local function head_is(stream, head_key, prev)
-  local h = redis.call('GET', head_key)
-  if h then return h == prev end
+  if redis.call('GET', head_key) == prev then return true end
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if #last == 0 then return prev == '{genesis}' end
   return cjson.decode(last[1][2][2])['hash'] == prev
@@ -294,12 +295,13 @@ class RedisTrail(SharedTrail):
         return await self._store.call(loop())
 
     async def _head_is_ours(self, head: bytes | str | None) -> bool:
-        """Is the server's head (the head key's value, None if there is none yet: a stream
-        written before it, read then) the one this instance seals after?"""
-        if head is None:
-            found = await self.read_head()
-            return found.hash == self.chain.head.hash
-        return (head.decode() if isinstance(head, bytes) else head) == self.chain.head.hash
+        """Is the server's head the one this instance seals after? The head key's value
+        (`head`) answers the common case; otherwise the stream's last entry decides, as in
+        the scripts."""
+        ours = self.chain.head.hash
+        if head is not None and (head.decode() if isinstance(head, bytes) else head) == ours:
+            return True
+        return (await self.read_head()).hash == ours
 
 
 class RedisAuditReader:

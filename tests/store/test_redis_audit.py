@@ -88,3 +88,25 @@ async def test_a_stream_written_before_its_head_key_is_checked_by_its_last_entry
     await store.audit.append(EVENT)
     verdict = verify(trail.chain.name, await chain_lines(harness, trail.chain.name))
     assert verdict.ok and verdict.records == 3, verdict
+
+
+async def test_a_stream_deleted_by_hand_starts_a_new_chain_instead_of_refusing_writes(
+    harness: StoreHarness,
+) -> None:
+    """The stream decides, not its head key: with the stream gone (an operator's DEL) and
+    the key left behind, the next writes are not refused for ever; the chain starts anew
+    (verify of a chain that starts at 1 passes)."""
+    store = harness.store
+    assert isinstance(store, RedisStore)
+    trail = store.audit
+    assert isinstance(trail, RedisTrail)
+    await store.grants.add(make_grant(), audit=EVENT)
+    await store.audit.append(EVENT)
+    await store.client.delete(trail.stream)
+    trail.chain.restore(ChainHead())  # as a restarted instance would read it
+    await store.audit.append(EVENT)
+    taken = make_grant()
+    await store.grants.put(taken)
+    assert await store.grants.take(taken.key, audit=EVENT) == taken
+    verdict = verify(trail.chain.name, await chain_lines(harness, trail.chain.name))
+    assert verdict.ok and (verdict.first, verdict.records) == (1, 2), verdict
