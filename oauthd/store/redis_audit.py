@@ -289,7 +289,8 @@ class RedisTrail(SharedTrail):
                         await pipe.execute()
                         self._store.writes += 1
                         return step.result
-                    except WatchError:
+                    except WatchError:  # the record changed: again, from the head we had
+                        sealing.undo()
                         continue
 
         return await self._store.call(loop())

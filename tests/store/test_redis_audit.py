@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from oauthd.audit import AuditEvent, ChainHead, verify
 from oauthd.store import Unavailable
@@ -18,6 +20,7 @@ from oauthd.store.redis_audit import RedisTrail
 from tests.support.audit_records import chain_lines
 from tests.support.backends import StoreHarness, open_harness
 from tests.support.records import make_grant
+from tests.support.redis_backend import REDIS_URL
 
 EVENT = AuditEvent("token_issued", user="alice", client_id="app")
 
@@ -110,3 +113,34 @@ async def test_a_stream_deleted_by_hand_starts_a_new_chain_instead_of_refusing_w
     assert await store.grants.take(taken.key, audit=EVENT) == taken
     verdict = verify(trail.chain.name, await chain_lines(harness, trail.chain.name))
     assert verdict.ok and (verdict.first, verdict.records) == (1, 2), verdict
+
+
+async def test_a_record_changed_meanwhile_retries_from_the_same_head(
+    harness: StoreHarness,
+) -> None:
+    """Another instance changes the record between WATCH and EXEC five times in a row (a
+    refresh raced on every instance): each retry seals after the head the server still
+    has, so the update lands, with no 503 and no gap."""
+    store = harness.store
+    assert isinstance(store, RedisStore)
+    grant = make_grant()
+    await store.grants.put(grant)
+    name = store.grants.key_name(grant.key)  # type: ignore[attr-defined]
+    other = redis.Redis.from_url(REDIS_URL)
+    raw = other.get(name)
+    calls = 0
+
+    def change(g: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= 5:
+            other.set(name, raw)  # the WATCHed key changes: EXEC fails, the loop retries
+        return replace(g, user="bob")
+
+    try:
+        updated = await store.grants.update(grant.key, change, audit=EVENT)
+    finally:
+        other.close()
+    assert updated is not None and updated.user == "bob" and calls == 6
+    verdict = verify(store.audit.chain.name, await chain_lines(harness, store.audit.chain.name))
+    assert verdict.ok and verdict.records == 1, verdict
