@@ -412,8 +412,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     await serve_and_measure(tmp, procs, args, source, Result("file"), port)
                 )
         except BaseException:
-            for name in list(procs.children):
-                print(f"--- {name} log:\n{procs.log_tail(name)}", file=sys.stderr)
+            procs.print_logs()
             raise
         finally:
             procs.stop_all()

@@ -173,6 +173,11 @@ class Processes:
         path = self.logs / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def print_logs(self) -> None:
+        """Each running child's log tail on stderr (a run that failed shows why)."""
+        for name in list(self.children):
+            print(f"--- {name} log:\n{self.log_tail(name)}", file=sys.stderr)
+
     def stop(self, name: str, timeout: float = 15.0) -> int | None:
         child = self.children.pop(name, None)
         if child is None:
@@ -741,8 +746,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 print(procs.log_tail("oauthd"), file=sys.stderr)
                 raise RuntimeError(f"oauthd exited with {code}")
         except BaseException:
-            for name in list(procs.children):
-                print(f"--- {name} log:\n{procs.log_tail(name)}", file=sys.stderr)
+            procs.print_logs()
             raise
         finally:
             procs.stop_all()

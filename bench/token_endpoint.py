@@ -309,8 +309,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 for key, runs in (await measure(args, tmp, targets)).items():
                     results[key].extend(runs)
         except BaseException:
-            for name in list(procs.children):
-                print(f"--- {name} log:\n{procs.log_tail(name)}", file=sys.stderr)
+            procs.print_logs()
             raise
         finally:
             procs.stop_all()
