@@ -463,8 +463,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     print(procs.log_tail(f"oauthd-{inst.backend}"), file=sys.stderr)
                     raise RuntimeError(f"oauthd ({inst.backend}) exited with {code}")
         except BaseException:
-            for name in list(procs.children):
-                print(f"--- {name} log:\n{procs.log_tail(name)}", file=sys.stderr)
+            procs.print_logs()
             raise
         finally:
             for inst in instances:  # first oauthd, then its state, then the servers
