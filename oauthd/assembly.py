@@ -84,14 +84,14 @@ async def _state(
     )
     if tracing is not None:
         trace_tables(store, tracing, config.storage.backend)
-    metrics.watch_records(store)
+    await metrics.watch_records(store)
     metrics.watch_cache(getattr(store, "read_cache", None))  # redis, postgres
     log.info("state loaded", extra={"event": "state.loaded", "backend": store.status().backend})
     try:
         yield store
     finally:
+        await metrics.watch_records(None)  # no census left running on a closed store
         await store.close()
-        metrics.watch_records(None)
         metrics.watch_cache(None)
         log.info("state saved and closed", extra={"event": "state.closed"})
 

@@ -12,12 +12,10 @@ No aiohttp here, and no import of a room: oauth/, proxy/, store/ and http/ may i
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,6 +34,7 @@ from prometheus_client.core import (
 )
 
 from oauthd import __version__
+from oauthd.metrics_census import Census, RecordSource
 from oauthd.metrics_loop import LoopCounter, LoopHistogram
 from oauthd.metrics_requests import (
     DEVICE_GRANT,
@@ -61,23 +60,10 @@ FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 SNAPSHOT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
-class CountedTable(Protocol):
-    @property
-    def kind(self) -> str: ...
-
-    async def count(self) -> int: ...
-
-
-class RecordSource(Protocol):
-    """The store, as far as the metrics see it."""
-
-    def tables(self) -> Iterable[CountedTable]: ...
-
-
 class Metrics:
     def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
         self._wall = wall_clock
-        self._records: RecordSource | None = None
+        self._census: Census | None = None
         self._record_counts: dict[str, int] = {}
         self._last_snapshot_at: float | None = None
         self.registry = r = CollectorRegistry()
@@ -349,19 +335,22 @@ class Metrics:
 
     # -- scraping ------------------------------------------------------------------------------
 
-    def watch_records(self, source: RecordSource | None) -> None:
-        """Count `source`'s records per kind at each `render()` (None: stop)."""
-        self._records = source
+    async def watch_records(self, source: RecordSource | None) -> None:
+        """Count `source`'s records per kind for `render()` (`Census`; None: stop)."""
+        if self._census is not None:
+            await self._census.close()
+        self._census = Census(source) if source is not None else None
         self._record_counts = {}
+
+    async def record_counts(self) -> dict[str, int]:
+        """Records per kind, as fresh as the census allows (empty before the first)."""
+        if self._census is not None:
+            self._record_counts = await self._census.read()
+        return self._record_counts
 
     async def render(self) -> bytes:
         """The Prometheus text exposition, with the scrape-time values read now."""
-        source = self._records
-        if source is not None:
-            # If the store is down, the rest is scraped anyway, with the last counts (monitoring
-            # matters most during an outage).
-            with contextlib.suppress(Exception):
-                self._record_counts = {t.kind: await t.count() for t in source.tables()}
+        await self.record_counts()
         return generate_latest(self.registry)
 
     def _scrape_time_families(self) -> Iterator[Metric]:

@@ -205,21 +205,33 @@ async def test_hash_password_stdin_gives_a_hash_the_config_accepts(tmp_path: Pat
     assert empty.code != 0
 
 
-@pytest.mark.parametrize(("count", "words"), [(0, "0 grants"), (1, "1 grant"), (2, "2 grants")])
-async def test_the_status_line_counts_grants_in_english(count: int, words: str) -> None:
+@pytest.mark.parametrize(
+    ("count", "words"),
+    [(0, "0 grants"), (1, "1 grant"), (2, "2 grants"), (None, "unknown grants")],
+)
+async def test_the_status_line_counts_grants_in_english(count: int | None, words: str) -> None:
+    """None: the backend is down, the census fails (the line must not)."""
     from types import SimpleNamespace
 
     from aiohttp import web
 
     from oauthd.assembly import STORE
     from oauthd.daemon import _describe
+    from oauthd.http.keys import METRICS
+    from oauthd.metrics import Metrics
 
-    class Grants:
-        async def count(self) -> int:
-            return count
+    class Store:
+        grants = SimpleNamespace(kind="grants")
+
+        async def census(self) -> dict[str, int]:
+            if count is None:
+                raise ConnectionError("backend down")
+            return {"grants": count, "clients": 5}
 
     app = web.Application()
-    app[STORE] = SimpleNamespace(grants=Grants())  # type: ignore[assignment]
+    app[STORE] = Store()  # type: ignore[assignment]
+    app[METRICS] = Metrics()
+    await app[METRICS].watch_records(app[STORE])
     runner = SimpleNamespace(addresses=[("127.0.0.1", 8080)])
     line = await _describe(runner, app)  # type: ignore[arg-type]
     assert line == f"serving on 127.0.0.1:8080, {words}"

@@ -61,6 +61,7 @@ HTTP_MAY_IMPORT = (
     "oauthd.log",
     "oauthd.metrics",
     "oauthd.metrics_requests",
+    "oauthd.metrics_census",
     "oauthd.tracing",
     "oauthd.keyring",
 )
@@ -93,14 +94,24 @@ RULES = (
     ),
     Rule(
         "metrics are a leaf that every room may use",
-        ("oauthd/metrics.py", "oauthd/metrics_requests.py", "oauthd/metrics_loop.py"),
+        (
+            "oauthd/metrics.py",
+            "oauthd/metrics_requests.py",
+            "oauthd/metrics_loop.py",
+            "oauthd/metrics_census.py",
+        ),
         ("aiohttp", "oauthd.persist", "oauthd.store", "oauthd.oauth", *OUTER),
     ),
     Rule(
         "prometheus stays in the metrics room",
         ("oauthd/",),
         ("prometheus_client",),
-        unless=("oauthd/metrics.py", "oauthd/metrics_requests.py", "oauthd/metrics_loop.py"),
+        unless=(
+            "oauthd/metrics.py",
+            "oauthd/metrics_requests.py",
+            "oauthd/metrics_loop.py",
+            "oauthd/metrics_census.py",
+        ),
     ),
     Rule(
         "the store is below the protocol", ("oauthd/store/",), ("aiohttp", "oauthd.oauth", *OUTER)

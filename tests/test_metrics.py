@@ -259,20 +259,19 @@ async def test_a_scrape_during_a_store_outage_keeps_the_last_counts() -> None:
     """Monitoring matters most during an outage: /metrics still answers, with the record
     counts it last read."""
 
-    class Table:
-        kind = "grants"
+    class Store:
         down = False
 
-        async def count(self) -> int:
+        async def census(self) -> dict[str, int]:
             if self.down:
                 raise RuntimeError("store unavailable")
-            return 7
+            return {"grants": 7}
 
-    table = Table()
+    store = Store()
     metrics = Metrics()
-    metrics.watch_records(SimpleNamespace(tables=lambda: [table]))  # type: ignore[arg-type]
+    await metrics.watch_records(store)
     assert value(parse((await metrics.render()).decode()), "oauthd_records", kind="grants") == 7
-    table.down = True
+    store.down = True
     samples = parse((await metrics.render()).decode())
     assert value(samples, "oauthd_records", kind="grants") == 7
     assert value(samples, "oauthd_up") == 1

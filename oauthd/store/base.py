@@ -305,6 +305,11 @@ class Store(ABC):
             self.account_links,
         )
 
+    async def census(self) -> dict[str, int]:
+        """How many records each table stores (`count`, expired ones not yet purged
+        included), by kind: for monitoring. A shared backend counts them all in one pass."""
+        return {table.kind: await table.count() for table in self.tables()}
+
     async def purge_expired(self) -> int:
         """Delete expired records of every table, one table after the other; return how
         many. Never needed for correctness."""

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -36,7 +37,7 @@ from redis.exceptions import RedisError, WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from oauthd.audit import Audit, resolve
-from oauthd.clock import Clock
+from oauthd.clock import Clock, SystemClock
 from oauthd.model import (
     AccountLink,
     AccountSession,
@@ -71,7 +72,13 @@ from oauthd.store.redis_tracking import RedisInvalidations
 
 T = TypeVar("T")
 
-SCAN_COUNT = 200  # keys asked for per SCAN round trip
+log = logging.getLogger("oauthd.store")
+
+SCAN_COUNT = 200  # keys asked for per SCAN round trip (then read with MGET)
+COUNT_SCAN_COUNT = 2000  # the same when the keys are only counted
+# How far the server's clock may lag ours before `purge_expired` walks the records itself:
+# a record the server has not expired yet is gone from it within this many seconds anyway.
+CLOCK_TOLERANCE = 1.0
 RETRY_AFTER = 5.0
 
 # Atomically: the value if it is live at ARGV[1] (deleting it), else nil (leaving it).
@@ -245,13 +252,13 @@ class RedisTable(Table[R]):
             logged(resolve(audit, record))
         return record is not None
 
-    async def _keys(self) -> AsyncIterator[list[bytes | str]]:
+    async def _keys(self, per_trip: int = SCAN_COUNT) -> AsyncIterator[list[bytes | str]]:
         """The table's keys, a batch per SCAN round trip, each key once."""
         seen: set[bytes | str] = set()
         cursor: int = 0
         while True:
             cursor, batch = await self._store.call(
-                self._store.client.scan(cursor, match=self._pattern, count=SCAN_COUNT)
+                self._store.client.scan(cursor, match=self._pattern, count=per_trip)
             )
             fresh = [k for k in batch if k not in seen]  # SCAN may return a key twice
             seen.update(fresh)
@@ -270,7 +277,7 @@ class RedisTable(Table[R]):
 
     async def count(self) -> int:
         total = 0
-        async for keys in self._keys():
+        async for keys in self._keys(COUNT_SCAN_COUNT):
             total += len(keys)
         return total
 
@@ -327,6 +334,7 @@ class RedisStore(Store):
         self.audit.start()  # retention, if an event loop runs (else at the first write)
         self._error: str | None = None
         self._closed = False
+        self._server_kept_time = True  # at the last purge (a change is logged)
         self._probe = Probe(self.ping)
         self.clients = RedisTable[Client](Client.KIND, self)
         self.consents = RedisTable[Consent](Consent.KIND, self)
@@ -362,6 +370,48 @@ class RedisStore(Store):
 
     async def ping(self) -> None:
         await self.call(self.client.ping())
+
+    async def census(self) -> dict[str, int]:
+        """Records by kind from one SCAN pass over the prefix (each table's `count` would
+        walk the whole keyspace once per kind). Unlike `count`, it keeps no set of the keys
+        seen, so at a million records it holds nothing: a key the server moves while it
+        resizes its hash table may be counted twice, which monitoring can live with."""
+        counts = {table.kind: 0 for table in self.tables()}
+        by_name = {kind.encode(): kind for kind in counts}
+        start = len(self.prefix.encode())
+        pattern = _escape_glob(self.prefix) + "*"
+        cursor: int = 0
+        while True:
+            cursor, batch = await self.call(
+                self.client.scan(cursor, match=pattern, count=COUNT_SCAN_COUNT)
+            )
+            for name in cast(list[bytes], batch):  # the client does not decode responses
+                kind = by_name.get(name[start:].partition(b":")[0])
+                if kind is not None:
+                    counts[kind] += 1
+            if cursor == 0:
+                return counts
+
+    async def purge_expired(self) -> int:
+        """The server expires every record itself, at the time our clock gave it (`PXAT`),
+        so walking all the records (a SCAN and an MGET per table) is only worth it when our
+        clock and the server's disagree: an injected clock (not the system's), or a server
+        clock lagging ours by more than CLOCK_TOLERANCE. Every minute at a million grants,
+        the walk would cost more than the rest of the daemon."""
+        if isinstance(self.clock, SystemClock) and await self._server_keeps_time():
+            return 0
+        return await super().purge_expired()
+
+    async def _server_keeps_time(self) -> bool:
+        before = time.time()
+        seconds, micros = await self.call(self.client.time())
+        lag = (before + time.time()) / 2 - (seconds + micros / 1e6)
+        keeps = lag <= CLOCK_TOLERANCE
+        if keeps != self._server_kept_time:
+            self._server_kept_time = keeps
+            level = logging.INFO if keeps else logging.WARNING
+            log.log(level, "redis server clock lag", extra={"event": "redis.clock", "lag": lag})
+        return keeps
 
     def status(self) -> StoreStatus:
         if self._closed:

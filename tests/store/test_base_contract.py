@@ -245,9 +245,11 @@ class TestStore:
         for record in expiring + live + forever:
             await table(store, record.KIND).add(record)
         assert await store.purge_expired() == 0
+        assert await store.census() == await counts(store) == dict.fromkeys(KINDS, 3)
         harness.clock.advance(60)
+        assert await store.census() == dict.fromkeys(KINDS, 3)  # expired, not purged yet
         assert await store.purge_expired() == len(KINDS)
-        assert await counts(store) == dict.fromkeys(KINDS, 2)
+        assert await store.census() == await counts(store) == dict.fromkeys(KINDS, 2)
         for record in live + forever:
             assert await table(store, record.KIND).get(record.key) == record
         assert await store.purge_expired() == 0

@@ -14,12 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from oauthd.clock import FakeClock
+from oauthd.clock import FakeClock, SystemClock
 from oauthd.config import load_config
 from oauthd.store import Unavailable, codec, open_store
-from oauthd.store.redis import RedisStore
+from oauthd.store import redis as redis_store
+from oauthd.store.redis import RedisStore, RedisTable
 from tests.support.backends import open_harness
 from tests.support.records import NOW, make_client, make_grant
+from tests.support.redis_backend import REDIS_URL
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
@@ -147,3 +149,34 @@ async def test_a_counter_expires_on_the_server_with_its_window(tmp_path: Path) -
         await store.counters.add("login-user:alice", 60)  # the same window: no new expiry
         ttl = await store.client.pttl(f"{store.prefix}counter:login-user:alice")
         assert 59_000 <= ttl <= 60_000
+
+
+async def test_with_the_system_clock_a_purge_leaves_expiry_to_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walking every record every minute would cost more than the daemon at a million
+    grants: with the system clock and a server that keeps time, the purge only asks the
+    server's time; a server lagging beyond the tolerance makes it walk again."""
+    walked: list[str] = []
+    walk = RedisTable.purge_expired
+
+    async def spy(table: RedisTable[Any]) -> int:
+        walked.append(table.kind)
+        return await walk(table)
+
+    monkeypatch.setattr(RedisTable, "purge_expired", spy)
+    async for harness in open_harness("redis", tmp_path):
+        assert isinstance(harness.store, RedisStore)
+        store = RedisStore(SystemClock(), REDIS_URL, prefix=harness.store.prefix)
+        try:
+            await store.grants.add(make_grant(expires_at=time.time() + 60))
+            assert await store.purge_expired() == 0 and walked == []
+            monkeypatch.setattr(redis_store, "CLOCK_TOLERANCE", -1.0)  # as if it lagged
+            assert await store.purge_expired() == 0
+            assert set(walked) == {t.kind for t in store.tables()}
+            assert await store.census() == {t.kind: int(t.kind == "grants") for t in store.tables()}
+        finally:
+            await store.close()
+        monkeypatch.setattr(redis_store, "CLOCK_TOLERANCE", 1.0)
+        await harness.store.purge_expired()  # an injected clock: the server cannot know it
+        assert walked.count("grants") == 2
