@@ -17,6 +17,7 @@ from oauthd.assembly import STORE, create_app
 from oauthd.clock import FakeClock
 from oauthd.config import Config
 from oauthd.http.keys import AUTH
+from oauthd.log import flush_lines
 from oauthd.oauth import AuthServer
 from oauthd.store import Store
 from oauthd.tracing import Tracing
@@ -82,10 +83,12 @@ class Running:
         assert self.server.runner._kwargs.get("handler_cancellation") is True
 
     async def stop(self) -> None:
-        """Stop the app (the store writes its final snapshot)."""
+        """Stop the app (the store writes its final snapshot), and write the log lines
+        that wait in `write_line`'s buffer, as the daemon does at shutdown."""
         if self.server is not None:
             await self.server.close()
             self.server = None
+        flush_lines()
 
     async def restart(self) -> None:
         await self.stop()
