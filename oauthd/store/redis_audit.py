@@ -68,6 +68,7 @@ STALE = -1  # a script's answer: the chain's head is not the one the record was 
 READ_BATCH = 1000  # entries per XRANGE of the reader
 
 HEAD_SUFFIX = ":head"  # beside each stream: its last record's hash (a string key)
+STREAM_SCAN_COUNT = 2000  # keys per SCAN round trip when looking for the audit streams
 
 # Is the chain's head (the last record's hash) ARGV[prev]? The stream's last entry says;
 # the head key (moved with each record) answers the common case without decoding it, and
@@ -125,18 +126,33 @@ def _escape_glob(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+async def _as_is(operation: Awaitable[Any]) -> Any:
+    return await operation  # the reader's client has socket timeouts of its own
+
+
 def stream_prefix(prefix: str) -> str:
     return f"{prefix}audit:"
 
 
-async def chain_streams(client: aioredis.Redis, prefix: str) -> dict[str, str]:
-    """The audit streams under `prefix`: chain name -> stream key."""
+async def chain_streams(
+    client: aioredis.Redis, prefix: str, call: Callable[[Awaitable[Any]], Awaitable[Any]]
+) -> dict[str, str]:
+    """The audit streams under `prefix`: chain name -> stream key. SCAN walks the whole
+    keyspace (a million grants' keys too): each round trip asks for STREAM_SCAN_COUNT keys
+    and has the timeout of its own (`call`), not the walk."""
     start = stream_prefix(prefix)
+    pattern = _escape_glob(start) + "*"
     found: dict[str, str] = {}
-    async for name in client.scan_iter(match=_escape_glob(start) + "*", count=200, _type="STREAM"):
-        key = name.decode() if isinstance(name, bytes) else str(name)
-        found[key[len(start) :]] = key
-    return found
+    cursor: int = 0
+    while True:
+        cursor, batch = await call(
+            client.scan(cursor, match=pattern, count=STREAM_SCAN_COUNT, _type="STREAM")
+        )
+        for name in batch:
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            found[key[len(start) :]] = key
+        if cursor == 0:
+            return found
 
 
 def _id(entry_id: bytes | str) -> tuple[int, int]:
@@ -179,7 +195,8 @@ class RedisTrail(SharedTrail):
         default the system clock's), keeping each stream's last entry."""
         cutoff = (int(((time.time() if now is None else now) - self.retention) * 1000), 0)
         client, removed = self._store.client, 0
-        for stream in (await self._store.call(chain_streams(client, self._store.prefix))).values():
+        streams = await chain_streams(client, self._store.prefix, self._store.call)
+        for stream in streams.values():
             last = await self._store.call(client.xrevrange(stream, count=1))
             if not last:
                 continue
@@ -320,7 +337,7 @@ class RedisAuditReader:
 
     async def chains(self) -> list[str]:
         try:
-            return sorted(await chain_streams(self.client, self.prefix))
+            return sorted(await chain_streams(self.client, self.prefix, _as_is))
         except (RedisError, OSError) as exc:
             raise Unavailable(f"redis: {exc}") from None
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from oauthd.audit import AuditEvent, ChainHead, verify
-from oauthd.store import Unavailable
+from oauthd.store import Unavailable, redis_audit
 from oauthd.store.redis import RedisStore
 from oauthd.store.redis_audit import RedisTrail
 from tests.support.audit_records import chain_lines
@@ -144,3 +144,30 @@ async def test_a_record_changed_meanwhile_retries_from_the_same_head(
     assert updated is not None and updated.user == "bob" and calls == 6
     verdict = verify(store.audit.chain.name, await chain_lines(harness, store.audit.chain.name))
     assert verdict.ok and verdict.records == 1, verdict
+
+
+async def test_the_streams_are_found_among_many_keys_one_bounded_round_trip_at_a_time(
+    harness: StoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a million grants the walk takes many round trips: each has the store's timeout,
+    not the walk as a whole (which failed retention at 1M on Redis)."""
+    store = harness.store
+    assert isinstance(store, RedisStore)
+    for _ in range(30):
+        await store.grants.add(make_grant())
+    await store.audit.append(EVENT)
+    await store.client.xadd(f"{store.prefix}audit:other", {"record": b"{}"})
+    monkeypatch.setattr(redis_audit, "STREAM_SCAN_COUNT", 5)
+    trips = 0
+
+    async def call(operation: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await store.call(operation)
+
+    found = await redis_audit.chain_streams(store.client, store.prefix, call)
+    assert found == {
+        store.audit.chain.name: store.audit.stream,
+        "other": f"{store.prefix}audit:other",
+    }
+    assert trips > 3
