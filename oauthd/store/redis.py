@@ -74,8 +74,8 @@ T = TypeVar("T")
 
 log = logging.getLogger("oauthd.store")
 
-SCAN_COUNT = 200  # keys asked for per SCAN round trip (then read with MGET)
-COUNT_SCAN_COUNT = 2000  # the same when the keys are only counted
+MGET_BATCH = 200  # records read per MGET round trip by `scan` and the purge
+SCAN_COUNT = 2000  # keys asked for per SCAN round trip
 # How far the server's clock may lag ours before `purge_expired` walks the records itself:
 # a record the server has not expired yet is gone from it within this many seconds anyway.
 CLOCK_TOLERANCE = 1.0
@@ -252,13 +252,13 @@ class RedisTable(Table[R]):
             logged(resolve(audit, record))
         return record is not None
 
-    async def _keys(self, per_trip: int = SCAN_COUNT) -> AsyncIterator[list[bytes | str]]:
+    async def _keys(self) -> AsyncIterator[list[bytes | str]]:
         """The table's keys, a batch per SCAN round trip, each key once."""
         seen: set[bytes | str] = set()
         cursor: int = 0
         while True:
             cursor, batch = await self._store.call(
-                self._store.client.scan(cursor, match=self._pattern, count=per_trip)
+                self._store.client.scan(cursor, match=self._pattern, count=SCAN_COUNT)
             )
             fresh = [k for k in batch if k not in seen]  # SCAN may return a key twice
             seen.update(fresh)
@@ -268,16 +268,21 @@ class RedisTable(Table[R]):
                 return
 
     async def _values(self) -> AsyncIterator[list[tuple[bytes | str, bytes | str]]]:
-        """(key, value) of the table's records, a batch at a time; vanished keys skipped."""
+        """(key, value) of the table's records, an MGET of at most MGET_BATCH at a time
+        (so a consumer's turn stays short); vanished keys skipped. The SCAN asks for more
+        keys a round trip: the keyspace holds every kind, and a small kind among a million
+        grants would take thousands of round trips."""
         async for keys in self._keys():
-            values = await self._store.call(self._store.client.mget(keys))
-            found = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
-            if found:
-                yield found
+            for start in range(0, len(keys), MGET_BATCH):
+                batch = keys[start : start + MGET_BATCH]
+                values = await self._store.call(self._store.client.mget(batch))
+                found = [(k, v) for k, v in zip(batch, values, strict=True) if v is not None]
+                if found:
+                    yield found
 
     async def count(self) -> int:
         total = 0
-        async for keys in self._keys(COUNT_SCAN_COUNT):
+        async for keys in self._keys():
             total += len(keys)
         return total
 
@@ -383,7 +388,7 @@ class RedisStore(Store):
         cursor: int = 0
         while True:
             cursor, batch = await self.call(
-                self.client.scan(cursor, match=pattern, count=COUNT_SCAN_COUNT)
+                self.client.scan(cursor, match=pattern, count=SCAN_COUNT)
             )
             for name in cast(list[bytes], batch):  # the client does not decode responses
                 kind = by_name.get(name[start:].partition(b":")[0])
