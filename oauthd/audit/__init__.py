@@ -14,10 +14,11 @@ from oauthd.audit.trail import (
     log_durable,
     settle_pending,
 )
-from oauthd.audit.verify import Problem, Verdict, verify
+from oauthd.audit.verify import Anchor, Problem, Verdict, verify
 
 __all__ = [
     "GENESIS",
+    "Anchor",
     "Audit",
     "AuditEvent",
     "AuditReader",

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from oauthd.audit.verify import Anchor
+
 
 class AuditReader(Protocol):
     async def chains(self) -> list[str]:
@@ -17,6 +19,11 @@ class AuditReader(Protocol):
 
     def lines(self, chain: str) -> AsyncIterator[tuple[str, bytes]]:
         """(where, record line) of `chain`, oldest first, as stored."""
+        ...
+
+    async def anchor(self, chain: str) -> Anchor | None:
+        """Where the store last saw `chain` end, if it keeps that apart from the records
+        (`verify`'s check that none were cut from the end)."""
         ...
 
     async def close(self) -> None: ...

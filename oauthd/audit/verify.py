@@ -23,6 +23,17 @@ class Problem:
 
 
 @dataclass(slots=True, frozen=True)
+class Anchor:
+    """Where a store last saw its chain end, kept apart from the records, so that records
+    cut from the end are found: the file backend's `audit-head.json` (position and hash, at
+    each snapshot and at shutdown), Redis' head key (the hash, moved with each record)."""
+
+    hash: str
+    n: int | None  # None: only the hash is kept, which the chain's last record must have
+    where: str
+
+
+@dataclass(slots=True, frozen=True)
 class Verdict:
     chain: str
     records: int
@@ -35,9 +46,12 @@ class Verdict:
         return self.problem is None
 
 
-def verify(chain: str, lines: Iterable[tuple[str, bytes | str]]) -> Verdict:
-    """Check `lines` ((where, line) in stored order) as the chain named `chain`."""
-    check = ChainCheck(chain)
+def verify(
+    chain: str, lines: Iterable[tuple[str, bytes | str]], anchor: Anchor | None = None
+) -> Verdict:
+    """Check `lines` ((where, line) in stored order) as the chain named `chain`, which
+    must reach `anchor`, if there is one."""
+    check = ChainCheck(chain, anchor)
     for where, line in lines:
         if not check.feed(where, line):
             break
@@ -49,10 +63,21 @@ class ChainCheck:
     read): `feed` each (where, line) in stored order until it returns False (the first
     problem), then `verdict`."""
 
-    __slots__ = ("_expected_prev", "chain", "count", "expected_n", "first", "problem")
+    __slots__ = (
+        "_anchored",
+        "_expected_prev",
+        "anchor",
+        "chain",
+        "count",
+        "expected_n",
+        "first",
+        "problem",
+    )
 
-    def __init__(self, chain: str) -> None:
+    def __init__(self, chain: str, anchor: Anchor | None = None) -> None:
         self.chain = chain
+        self.anchor = anchor
+        self._anchored = False  # the record the anchor names was seen
         self.count, self.first, self.expected_n = 0, 0, 0
         self._expected_prev = ""
         self.problem: Problem | None = None
@@ -80,6 +105,13 @@ class ChainCheck:
         elif prev != self._expected_prev:
             what = "does not link to the record before it (prev differs): a record was replaced"
             return self._fail(Problem(where, n, what))
+        anchor = self.anchor
+        if anchor is not None and (anchor.n == n or anchor.n is None):
+            if anchor.hash == digest:
+                self._anchored = True
+            elif anchor.n is not None:
+                what = f"not the record {anchor.where} names at this position: the chain was "
+                return self._fail(Problem(where, n, what + "rewritten"))
         self.count += 1
         self.expected_n, self._expected_prev = n + 1, digest
         return True
@@ -90,7 +122,21 @@ class ChainCheck:
 
     def verdict(self) -> Verdict:
         last = max(self.expected_n - 1, 0)
+        if self.problem is None and self.anchor is not None:
+            self.problem = self._short_of(self.anchor, last)
         return Verdict(self.chain, self.count, self.first, last, self.problem)
+
+    def _short_of(self, anchor: Anchor, last: int) -> Problem | None:
+        """Whether the chain lacks the record its anchor names: records cut from its end.
+        (The anchor is read before the records: a store still writing only adds after it;
+        retention may have removed the anchor's record, never the records after it.)"""
+        if self._anchored or (anchor.n is not None and self.count and self.first > anchor.n):
+            return None
+        if anchor.n is not None:
+            what = f"the chain ends at record {last}, but {anchor.where} says it reached "
+            return Problem(anchor.where, anchor.n, what + f"{anchor.n}: records were cut")
+        what = f"the chain (to record {last}) lacks the last record {anchor.where} names"
+        return Problem(anchor.where, None, what + ": records were cut from its end")
 
 
 def _gap(expected: int, found: int) -> str:

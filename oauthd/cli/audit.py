@@ -102,8 +102,13 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> ExitCode:
 
 
 async def _checked(reader: AuditReader, chain: str) -> Verdict:
-    """`verify` of one chain as it is read: one record in memory at a time."""
-    check = ChainCheck(chain)
+    """`verify` of one chain as it is read: one record in memory at a time. Its anchor is
+    read first: a store still writing only adds records after it."""
+    try:
+        anchor = await reader.anchor(chain)
+    except ValueError as exc:
+        return Verdict(chain, 0, 0, 0, Problem("the anchor", None, str(exc)))
+    check = ChainCheck(chain, anchor)
     async for where, line in reader.lines(chain):
         if not check.feed(where, line):
             break

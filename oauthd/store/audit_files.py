@@ -17,11 +17,16 @@ from pathlib import Path
 
 import orjson
 
-from oauthd.persist.statedir import DIR_MODE, FILE_MODE, write_all
+from oauthd.audit import Anchor, head_of
+from oauthd.persist.statedir import DIR_MODE, FILE_MODE, StateDir, write_all
 
 log = logging.getLogger("oauthd.audit")
 
 AUDIT_DIR = "audit"
+# Beside the audit dir, in the state dir: the chain's position and hash when the segments
+# were last synced (before the journal's old segments go, and at shutdown), so that
+# records cut from the end of the segments are found (`read_anchor`).
+ANCHOR = "audit-head.json"
 ROTATE_AT = 64 * 1024 * 1024
 SEGMENT_RE = re.compile(r"^audit-(\d{20})\.jsonl$")
 TAIL_READ = 64 * 1024
@@ -78,6 +83,7 @@ class AuditFiles:
         self._size = 0
         self._dir_dirty = False
         self.last_n = 0  # the position of the last record written (0: none yet)
+        self.last_line: bytes | None = None  # ... and its line
 
     def ensure(self) -> None:
         old = os.umask(0o077)
@@ -131,6 +137,7 @@ class AuditFiles:
                     os.ftruncate(self._fd, self._size)
                 raise
             self._size, start, self.last_n = size, end, records[end - 1][0]
+            self.last_line = records[end - 1][1]
 
     def _open(self, next_n: int) -> None:
         """The newest segment while it has room, else a new one starting at `next_n`."""
@@ -165,6 +172,16 @@ class AuditFiles:
                 os.close(fd)
             self._dir_dirty = False
 
+    def write_anchor(self) -> None:
+        """Record where the synced segments end (`ANCHOR`, replaced atomically): call
+        after `sync`. A crash before it leaves an older anchor, which only asks less."""
+        if self.last_line is None:
+            return
+        head = head_of(self.last_line)
+        chain = str(orjson.loads(self.last_line)["chain"])
+        doc = {"chain": chain, "n": head.n, "hash": head.hash}
+        StateDir(self.directory.parent).write_durably(ANCHOR, orjson.dumps(doc) + b"\n")
+
     def expire(self, cutoff: float) -> list[str]:
         """Delete the oldest segments whose newest record is older than `cutoff` (unix
         seconds): a leading run only, never the newest segment, so that the chain left has
@@ -194,3 +211,17 @@ class AuditFiles:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def read_anchor(state_dir: Path) -> tuple[str, Anchor] | None:
+    """(chain, anchor) from the state dir's `ANCHOR`; None if there is none. ValueError
+    if it cannot be read."""
+    try:
+        data = (state_dir / ANCHOR).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        doc = orjson.loads(data)
+        return str(doc["chain"]), Anchor(str(doc["hash"]), int(doc["n"]), ANCHOR)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{ANCHOR} is unreadable: {exc}") from None

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import orjson
 
+from oauthd.audit import Anchor
 from oauthd.persist.statedir import StateDir
-from oauthd.store.audit_files import AUDIT_DIR, list_segments, read_lines
+from oauthd.store.audit_files import AUDIT_DIR, list_segments, read_anchor, read_lines
 from oauthd.store.audit_frames import journal_chain
 
 Line = tuple[str, bytes]
@@ -35,6 +36,10 @@ class FileAuditReader:
     async def lines(self, chain: str) -> AsyncIterator[Line]:
         async for where, line in self._all():
             yield where, line
+
+    async def anchor(self, chain: str) -> Anchor | None:
+        found = await asyncio.to_thread(read_anchor, self.state_dir)
+        return found[1] if found is not None and found[0] == chain else None
 
     async def _all(self) -> AsyncIterator[Line]:
         last_n = 0

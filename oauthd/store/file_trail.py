@@ -27,7 +27,7 @@ from oauthd.clock import Clock
 from oauthd.persist import DiskError
 from oauthd.persist.backoff import Backoff, Throttle
 from oauthd.persist.statedir import StateDir
-from oauthd.store.audit_files import AuditFiles
+from oauthd.store.audit_files import AuditFiles, read_anchor
 from oauthd.store.audit_frames import journal_chain
 from oauthd.store.base import Unavailable
 
@@ -65,7 +65,7 @@ def recover_chain(files: AuditFiles, state: StateDir, name: str) -> Chain:
     appended to the segments (fsynced). Blocking, before serving."""
     last = files.recover_last()
     head = head_of(last) if last is not None else ChainHead()
-    files.last_n = head.n
+    files.last_n, files.last_line = head.n, last
     if last is not None:
         name = _chain_of(last, name)
     later = [(f.n, f.line) for f in journal_chain(state) if f.n > head.n]
@@ -80,7 +80,32 @@ def recover_chain(files: AuditFiles, state: StateDir, name: str) -> Chain:
         files.sync()
         head = head_of(later[-1][1])
         name = _chain_of(later[-1][1], name)
-    return Chain(name, head)
+    return Chain(name, _past_anchor(state, name, head))
+
+
+def _past_anchor(state: StateDir, name: str, head: ChainHead) -> ChainHead:
+    """`head`, or the anchor's position if the chain reached further before (records were
+    cut from the segments' end, beyond what the journal holds): the chain goes on after
+    the anchor, so that the gap stays for `oauthd audit verify` to report rather than new
+    records taking the lost ones' positions."""
+    try:
+        found = read_anchor(state.path)
+    except (ValueError, OSError) as exc:
+        log.error(f"audit anchor: {exc}", extra={"event": "audit_anchor_unreadable"})
+        return head
+    if found is None or found[0] != name:
+        return head
+    anchor = found[1]
+    n = anchor.n
+    if n is None or n <= head.n:
+        return head
+    log.error(
+        f"audit records {head.n + 1}..{n} are in neither the audit segments nor the "
+        f"journal, though {anchor.where} says the chain reached {n}: they were cut "
+        "from the end of the segments; the chain goes on after them",
+        extra={"event": "audit_gap"},
+    )
+    return ChainHead(n, anchor.hash)
 
 
 def _log_if_durable(durable: asyncio.Future[None], event: AuditEvent) -> None:
@@ -265,7 +290,11 @@ class FileTrail(AuditTrail):
                 raise self._error
             self._progress.clear()
             await self._progress.wait()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._files.sync)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._sync_files)
+
+    def _sync_files(self) -> None:
+        self._files.sync()
+        self._files.write_anchor()
 
     # -- retention --------------------------------------------------------------------------
 
@@ -288,6 +317,10 @@ class FileTrail(AuditTrail):
                 log.warning(f"audit retention: {exc}", extra={"event": "audit_expire_failed"})
             await asyncio.sleep(RETENTION_EVERY)
 
+    def _close_files(self) -> None:
+        self._files.close()
+        self._files.write_anchor()
+
     async def close(self) -> None:
         """Write what is sealed, fsync, stop (after the engine closed: every frame is
         settled then)."""
@@ -302,6 +335,6 @@ class FileTrail(AuditTrail):
                 await task
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._files.close)
+            await loop.run_in_executor(self._executor, self._close_files)
         finally:
             self._executor.shutdown(wait=True)

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 
-from oauthd.audit import Audit, AuditEvent, ChainHead, head_of, resolve
+from oauthd.audit import Anchor, Audit, AuditEvent, ChainHead, head_of, resolve
 from oauthd.clock import Clock
 from oauthd.store.audit import Sealing, SharedTrail, StaleHead, TrailSettings
 from oauthd.store.base import Conflict, R
@@ -286,6 +286,10 @@ class PostgresAuditReader:
             if len(rows) < READ_BATCH:
                 return
             after = rows[-1][0]
+
+    async def anchor(self, chain: str) -> Anchor | None:
+        """None: the rows are the only copy (a row cut from a chain's end goes unseen)."""
+        return None
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

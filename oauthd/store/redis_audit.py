@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from oauthd.audit import GENESIS, Audit, AuditEvent, ChainHead, head_of, resolve
+from oauthd.audit import GENESIS, Anchor, Audit, AuditEvent, ChainHead, head_of, resolve
 from oauthd.clock import Clock
 from oauthd.store import codec
 from oauthd.store.audit import Sealing, SharedTrail, StaleHead, TrailSettings
@@ -354,6 +354,18 @@ class RedisAuditReader:
             if len(batch) < READ_BATCH:
                 return
             start = "(" + batch[-1][0].decode()
+
+    async def anchor(self, chain: str) -> Anchor | None:
+        """The head key beside the stream: the hash of the chain's last record, moved in
+        the same script as each record (so a record cut from the stream's end is found)."""
+        key = stream_prefix(self.prefix) + chain + HEAD_SUFFIX
+        try:
+            head = await self.client.get(key)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"redis: {exc}") from None
+        if head is None:
+            return None
+        return Anchor(head.decode() if isinstance(head, bytes) else str(head), None, key)
 
     async def close(self) -> None:
         await self.client.aclose()

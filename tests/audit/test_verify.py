@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from oauthd.audit import AuditEvent, Chain, verify
+from oauthd.audit import Anchor, AuditEvent, Chain, verify
 
 
 def _lines(count: int, name: str = "c") -> list[tuple[str, bytes]]:
@@ -63,3 +63,36 @@ def test_garbage_and_another_chain_fail() -> None:
     assert verify("c", [("line 1", b"{not json")]).problem is not None
     problem = verify("c", _lines(1, name="other")).problem
     assert problem is not None and "chain" in problem.what
+
+
+def _hash(line: bytes) -> str:
+    return str(orjson.loads(line)["hash"])
+
+
+def test_records_cut_from_the_end_fail_against_the_anchor() -> None:
+    lines = _lines(5)
+    anchor = Anchor(_hash(lines[4][1]), 5, "audit-head.json")
+    assert verify("c", lines, anchor).ok
+    problem = verify("c", lines[:3], anchor).problem
+    assert problem is not None and (problem.where, problem.n) == ("audit-head.json", 5)
+    assert "ends at record 3" in problem.what and "cut" in problem.what
+
+
+def test_a_rewritten_record_at_the_anchors_position_fails() -> None:
+    problem = verify("c", _lines(5), Anchor("f" * 64, 3, "a")).problem
+    assert problem is not None and (problem.where, problem.n) == ("line 3", 3)
+    assert "rewritten" in problem.what
+
+
+def test_an_anchor_before_what_retention_kept_passes() -> None:
+    lines = _lines(5)
+    assert verify("c", lines[3:], Anchor(_hash(lines[1][1]), 2, "a")).ok
+
+
+def test_a_hash_only_anchor_must_be_in_the_chain() -> None:
+    lines = _lines(5)
+    assert verify("c", lines, Anchor(_hash(lines[4][1]), None, "k")).ok
+    assert verify("c", lines, Anchor(_hash(lines[3][1]), None, "k")).ok  # written meanwhile
+    problem = verify("c", lines[:4], Anchor(_hash(lines[4][1]), None, "k")).problem
+    assert problem is not None and problem.where == "k" and "cut" in problem.what
+    assert not verify("c", [], Anchor(_hash(lines[4][1]), None, "k")).ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -123,3 +124,30 @@ def test_a_memory_backend_has_no_trail(tmp_path: Path, capsys: pytest.CaptureFix
     path.write_text('[storage]\nbackend = "memory"\n')
     code, out = run(capsys, "audit", "verify", "--config", str(path))
     assert code == 78 and "keeps no audit records" in out
+
+
+def test_cutting_the_newest_records_fails_and_a_restart_keeps_the_gap(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The segments' end is anchored outside them (`audit-head.json`, written at each sync
+    and at shutdown): records cut from the end are reported, and a restart goes on after
+    the anchor, so new records do not take the lost ones' positions."""
+    state = config.parent / "state"
+    assert orjson.loads((state / "audit-head.json").read_bytes())["n"] == 5
+    for journal in state.glob("journal-*.log"):  # as once a snapshot trimmed the journal
+        journal.unlink()
+    path = segment(config)
+    path.write_bytes(b"\n".join(path.read_bytes().splitlines()[:3]) + b"\n")
+    code, out = run(capsys, "audit", "verify", "--config", str(config))
+    assert code == 1
+    assert "audit-head.json: the chain ends at record 3, but audit-head.json says it" in out, out
+
+    async def restart() -> None:
+        store = await open_store(state, FakeClock(T0 + 600))
+        await store.audit.append(AuditEvent("token_issued", user="carol", client_id="c3"))
+        await store.close()
+
+    asyncio.run(restart())
+    code, out = run(capsys, "audit", "verify", "--config", str(config))
+    assert code == 1
+    assert "record 6 at audit/audit-00000000000000000001.jsonl line 4: expected record 4" in out

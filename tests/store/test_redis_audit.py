@@ -14,9 +14,10 @@ import pytest
 import redis
 
 from oauthd.audit import AuditEvent, ChainHead, verify
+from oauthd.cli.audit import _checked
 from oauthd.store import Unavailable, redis_audit
 from oauthd.store.redis import RedisStore
-from oauthd.store.redis_audit import RedisTrail
+from oauthd.store.redis_audit import RedisAuditReader, RedisTrail
 from tests.support.audit_records import chain_lines
 from tests.support.backends import StoreHarness, open_harness
 from tests.support.records import make_grant
@@ -171,3 +172,24 @@ async def test_the_streams_are_found_among_many_keys_one_bounded_round_trip_at_a
         "other": f"{store.prefix}audit:other",
     }
     assert trips > 3
+
+
+async def test_a_record_cut_from_the_streams_end_fails_verify_against_the_head_key(
+    harness: StoreHarness,
+) -> None:
+    store = harness.store
+    assert isinstance(store, RedisStore)
+    for _ in range(3):
+        await store.audit.append(EVENT)
+    trail = store.audit
+    assert isinstance(trail, RedisTrail)
+    reader = RedisAuditReader(REDIS_URL, store.prefix)
+    try:
+        assert (await _checked(reader, trail.chain.name)).ok
+        last = await store.client.xrevrange(trail.stream, count=1)
+        await store.client.xdel(trail.stream, last[0][0])
+        verdict = await _checked(reader, trail.chain.name)
+    finally:
+        await reader.close()
+    assert verdict.problem is not None and verdict.problem.where == trail.head_key
+    assert "cut from its end" in verdict.problem.what
