@@ -195,11 +195,12 @@ class FileTrail(AuditTrail):
                 self.chain.restore(before)
 
             durable = self._frames.append(payload, undo_both)
+        if not self._pending:  # the compactor waits for the oldest record only
+            durable.add_done_callback(self._settled)
         self._pending.append(Sealed(n, line, durable))
         self._sealed += 1
         if logs_durable(event):
             durable.add_done_callback(lambda future: _log_if_durable(future, event))
-        durable.add_done_callback(self._settled)
         return durable
 
     def _settled(self, durable: asyncio.Future[None]) -> None:
@@ -249,6 +250,8 @@ class FileTrail(AuditTrail):
                     self._advance(1)  # undone: a later record takes its position
                 else:
                     ready.append((item.n, item.line))
+            if self._pending:  # frames settle in order: wake when the oldest left has
+                self._pending[0].durable.add_done_callback(self._settled)
             if ready and await self._write(ready, backoff):
                 self._advance(len(ready))
                 ready = []
