@@ -85,8 +85,9 @@ async def _describe(runner: web.AppRunner, app: web.Application) -> str:
         return f"serving on {where}, no grants"
     # The census /metrics shows: on a shared backend at a million records it takes seconds,
     # so it is waited for only briefly and not run again too soon (metrics_census.py).
-    count = (await app[METRICS].record_counts()).get(store.grants.kind)
-    if count is None:  # not counted yet, or the backend is down
+    metrics = app[METRICS]
+    count = (await metrics.record_counts()).get(store.grants.kind)
+    if count is None or metrics.record_counts_failing:  # not counted yet, or backend down
         return f"serving on {where}, unknown grants"
     return f"serving on {where}, {count} grant{'' if count == 1 else 's'}"
 

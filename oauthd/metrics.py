@@ -348,6 +348,11 @@ class Metrics:
             self._record_counts = await self._census.read()
         return self._record_counts
 
+    @property
+    def record_counts_failing(self) -> bool:
+        """The last census failed (the backend is down): the counts are older."""
+        return self._census is not None and self._census.failing
+
     async def render(self) -> bytes:
         """The Prometheus text exposition, with the scrape-time values read now."""
         await self.record_counts()

@@ -38,12 +38,16 @@ class Census:
         self._source = source
         self._monotonic = monotonic
         self.counts: dict[str, int] = {}
+        self.failing = False  # the last census failed: `counts` are older than it
         self._running: asyncio.Task[None] | None = None
         self._next_at = -float("inf")
+        self._closed = False
 
     async def read(self) -> dict[str, int]:
         """The counts, as fresh as CENSUS_WAIT allows."""
-        if self._running is None and self._monotonic() >= self._next_at:
+        if self._running is not None and self._running.done():
+            self._running = None  # cancelled before it ran (its `finally` never did)
+        if self._running is None and not self._closed and self._monotonic() >= self._next_at:
             self._running = asyncio.create_task(self._count(), name="records-census")
         if self._running is not None:
             await asyncio.wait({self._running}, timeout=CENSUS_WAIT)
@@ -53,7 +57,9 @@ class Census:
         started = self._monotonic()
         try:
             self.counts = await self._source.census()
+            self.failing = False
         except Exception as exc:  # the store is down: the last counts stay
+            self.failing = True
             log.debug("record census failed: %s", exc, extra={"event": "metrics.census"})
         finally:
             took = self._monotonic() - started
@@ -61,6 +67,7 @@ class Census:
             self._running = None
 
     async def close(self) -> None:
+        self._closed = True  # no census starts on a store being closed
         if self._running is not None:
             self._running.cancel()
             with contextlib.suppress(asyncio.CancelledError):

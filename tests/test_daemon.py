@@ -235,3 +235,37 @@ async def test_the_status_line_counts_grants_in_english(count: int | None, words
     runner = SimpleNamespace(addresses=[("127.0.0.1", 8080)])
     line = await _describe(runner, app)  # type: ignore[arg-type]
     assert line == f"serving on 127.0.0.1:8080, {words}"
+
+
+async def test_the_status_line_says_unknown_while_the_backend_is_down() -> None:
+    """The census keeps the last counts for /metrics; the status line does not pass them
+    off as current."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    from oauthd.assembly import STORE
+    from oauthd.daemon import _describe
+    from oauthd.http.keys import METRICS
+    from oauthd.metrics import Metrics
+
+    class Store:
+        grants = SimpleNamespace(kind="grants")
+        down = False
+
+        async def census(self) -> dict[str, int]:
+            if self.down:
+                raise ConnectionError("backend down")
+            return {"grants": 3}
+
+    app = web.Application()
+    app[STORE] = store = Store()  # type: ignore[assignment]
+    app[METRICS] = Metrics()
+    await app[METRICS].watch_records(store)
+    runner = SimpleNamespace(addresses=[("127.0.0.1", 8080)])
+    assert await _describe(runner, app) == "serving on 127.0.0.1:8080, 3 grants"  # type: ignore[arg-type]
+    store.down = True
+    assert await _describe(runner, app) == "serving on 127.0.0.1:8080, unknown grants"  # type: ignore[arg-type]
+    store.down = False
+    await asyncio.sleep(0.05)  # past the census spacing (ten times the failed one's time)
+    assert await _describe(runner, app) == "serving on 127.0.0.1:8080, 3 grants"  # type: ignore[arg-type]

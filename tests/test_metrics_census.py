@@ -33,8 +33,10 @@ async def test_a_slow_census_answers_with_the_last_counts_and_lands_for_the_next
     assert store.started == 1
     store.release.set()
     await asyncio.sleep(0)
-    assert census.counts == {"grants": 1}
+    assert await census.read() == {"grants": 1}  # the next scrape has it
+    assert not census.failing
     await census.close()
+    assert await census.read() == {"grants": 1} and store.started == 1  # none after close
 
 
 async def test_a_census_is_spaced_by_ten_times_its_duration() -> None:

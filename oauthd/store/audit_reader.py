@@ -29,9 +29,15 @@ class FileAuditReader:
         self.state_dir = state_dir
 
     async def chains(self) -> list[str]:
+        """The chain of the records, or of the anchor when no record is left (a trail cut
+        to nothing is a chain that fails `verify`, not an empty store)."""
         async for _, line in self._all():
             return [str(orjson.loads(line)["chain"])]
-        return []
+        try:
+            found = await asyncio.to_thread(read_anchor, self.state_dir)
+        except ValueError:
+            return []  # unreadable, and no record to check it against
+        return [found[0]] if found is not None else []
 
     async def lines(self, chain: str) -> AsyncIterator[Line]:
         async for where, line in self._all():

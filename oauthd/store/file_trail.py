@@ -80,7 +80,10 @@ def recover_chain(files: AuditFiles, state: StateDir, name: str) -> Chain:
         files.sync()
         head = head_of(later[-1][1])
         name = _chain_of(later[-1][1], name)
-    return Chain(name, _past_anchor(state, name, head))
+    anchored = _past_anchor(state, name, head)
+    if anchored is not head:  # no anchor below it until a record past it is in a segment
+        files.last_n, files.last_line = anchored.n, None
+    return Chain(name, anchored)
 
 
 def _past_anchor(state: StateDir, name: str, head: ChainHead) -> ChainHead:
@@ -321,6 +324,7 @@ class FileTrail(AuditTrail):
             await asyncio.sleep(RETENTION_EVERY)
 
     def _close_files(self) -> None:
+        self._files.sync()  # the directory too: the anchor must not name a lost segment
         self._files.close()
         self._files.write_anchor()
 

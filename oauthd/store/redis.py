@@ -33,7 +33,7 @@ from typing import Any, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from oauthd.audit import Audit, resolve
@@ -376,6 +376,13 @@ class RedisStore(Store):
     async def ping(self) -> None:
         await self.call(self.client.ping())
 
+    async def _server_time(self) -> tuple[int, int] | None:
+        try:
+            seconds, micros = await self.client.time()
+        except ResponseError:
+            return None
+        return int(seconds), int(micros)
+
     async def census(self) -> dict[str, int]:
         """Records by kind from one SCAN pass over the prefix (each table's `count` would
         walk the whole keyspace once per kind). Unlike `count`, it keeps no set of the keys
@@ -409,7 +416,10 @@ class RedisStore(Store):
 
     async def _server_keeps_time(self) -> bool:
         before = time.time()
-        seconds, micros = await self.call(self.client.time())
+        reply = await self.call(self._server_time())
+        if reply is None:
+            return False  # TIME refused (an ACL, a proxy): walk, as without the check
+        seconds, micros = reply
         lag = (before + time.time()) / 2 - (seconds + micros / 1e6)
         keeps = lag <= CLOCK_TOLERANCE
         if keeps != self._server_kept_time:

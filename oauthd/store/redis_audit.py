@@ -130,6 +130,23 @@ async def _as_is(operation: Awaitable[Any]) -> Any:
     return await operation  # the reader's client has socket timeouts of its own
 
 
+async def _chain_heads(client: aioredis.Redis, prefix: str) -> set[str]:
+    """The chains whose head key is under `prefix` (offline: the reader's own timeouts)."""
+    start = stream_prefix(prefix)
+    pattern = _escape_glob(start) + "*" + _escape_glob(HEAD_SUFFIX)
+    found: set[str] = set()
+    cursor: int = 0
+    while True:
+        cursor, batch = await client.scan(
+            cursor, match=pattern, count=STREAM_SCAN_COUNT, _type="STRING"
+        )
+        for name in batch:
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            found.add(key[len(start) : -len(HEAD_SUFFIX)])
+        if cursor == 0:
+            return found
+
+
 def stream_prefix(prefix: str) -> str:
     return f"{prefix}audit:"
 
@@ -336,10 +353,14 @@ class RedisAuditReader:
         )
 
     async def chains(self) -> list[str]:
+        """The chains with a stream, and those with only a head key left (a stream deleted
+        whole: `verify` reports its records cut)."""
         try:
-            return sorted(await chain_streams(self.client, self.prefix, _as_is))
+            streams = await chain_streams(self.client, self.prefix, _as_is)
+            heads = await _chain_heads(self.client, self.prefix)
         except (RedisError, OSError) as exc:
             raise Unavailable(f"redis: {exc}") from None
+        return sorted(set(streams) | heads)
 
     async def lines(self, chain: str) -> AsyncIterator[tuple[str, bytes]]:
         stream, start = stream_prefix(self.prefix) + chain, "-"

@@ -93,6 +93,7 @@ def test_a_hash_only_anchor_must_be_in_the_chain() -> None:
     lines = _lines(5)
     assert verify("c", lines, Anchor(_hash(lines[4][1]), None, "k")).ok
     assert verify("c", lines, Anchor(_hash(lines[3][1]), None, "k")).ok  # written meanwhile
+    assert verify("c", lines[4:], Anchor(_hash(lines[3][1]), None, "k")).ok  # then retention
     problem = verify("c", lines[:4], Anchor(_hash(lines[4][1]), None, "k")).problem
     assert problem is not None and problem.where == "k" and "cut" in problem.what
     assert not verify("c", [], Anchor(_hash(lines[4][1]), None, "k")).ok

@@ -142,12 +142,25 @@ def test_cutting_the_newest_records_fails_and_a_restart_keeps_the_gap(
     assert code == 1
     assert "audit-head.json: the chain ends at record 3, but audit-head.json says it" in out, out
 
-    async def restart() -> None:
+    async def restart(record: bool) -> None:
         store = await open_store(state, FakeClock(T0 + 600))
-        await store.audit.append(AuditEvent("token_issued", user="carol", client_id="c3"))
+        if record:
+            await store.audit.append(AuditEvent("token_issued", user="carol", client_id="c3"))
         await store.close()
 
-    asyncio.run(restart())
+    asyncio.run(restart(record=False))  # a shutdown before any record keeps the anchor
+    assert orjson.loads((state / "audit-head.json").read_bytes())["n"] == 5
+    asyncio.run(restart(record=True))
     code, out = run(capsys, "audit", "verify", "--config", str(config))
     assert code == 1
     assert "record 6 at audit/audit-00000000000000000001.jsonl line 4: expected record 4" in out
+
+
+def test_a_trail_cut_to_nothing_fails(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = config.parent / "state"
+    for journal in state.glob("journal-*.log"):
+        journal.unlink()
+    segment(config).write_bytes(b"")
+    code, out = run(capsys, "audit", "verify", "--config", str(config))
+    assert code == 1
+    assert "the chain ends at record 0, but audit-head.json says it reached 5" in out, out

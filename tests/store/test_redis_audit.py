@@ -193,3 +193,10 @@ async def test_a_record_cut_from_the_streams_end_fails_verify_against_the_head_k
         await reader.close()
     assert verdict.problem is not None and verdict.problem.where == trail.head_key
     assert "cut from its end" in verdict.problem.what
+    await store.client.delete(trail.stream)  # the whole stream: its head key stays
+    reader = RedisAuditReader(REDIS_URL, store.prefix)
+    try:
+        assert trail.chain.name in await reader.chains()
+        assert not (await _checked(reader, trail.chain.name)).ok
+    finally:
+        await reader.close()
