@@ -26,6 +26,7 @@ async def test_a_slow_census_answers_with_the_last_counts_and_lands_for_the_next
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(metrics_census, "CENSUS_WAIT", 0.05)
+    monkeypatch.setattr(metrics_census, "CENSUS_SPACING", 1e6)  # one census in this test
     store = SlowStore()
     census = Census(store)
     assert await asyncio.wait_for(census.read(), 1) == {}  # nothing counted yet
