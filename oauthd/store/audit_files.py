@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from oauthd.audit import Anchor, head_of
+from oauthd.audit import Anchor
 from oauthd.persist.statedir import DIR_MODE, FILE_MODE, StateDir, write_all
 
 log = logging.getLogger("oauthd.audit")
@@ -177,9 +177,8 @@ class AuditFiles:
         after `sync`. A crash before it leaves an older anchor, which only asks less."""
         if self.last_line is None:
             return
-        head = head_of(self.last_line)
-        chain = str(orjson.loads(self.last_line)["chain"])
-        doc = {"chain": chain, "n": head.n, "hash": head.hash}
+        last = orjson.loads(self.last_line)
+        doc = {"chain": str(last["chain"]), "n": int(last["n"]), "hash": str(last["hash"])}
         StateDir(self.directory.parent).write_durably(ANCHOR, orjson.dumps(doc) + b"\n")
 
     def expire(self, cutoff: float) -> list[str]:

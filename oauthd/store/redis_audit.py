@@ -126,50 +126,49 @@ def _escape_glob(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-async def _as_is(operation: Awaitable[Any]) -> Any:
-    return await operation  # the reader's client has socket timeouts of its own
+async def _scan_names(
+    client: aioredis.Redis,
+    pattern: str,
+    key_type: str,
+    call: Callable[[Awaitable[Any]], Awaitable[Any]],
+) -> list[str]:
+    """The keys matching `pattern` of `key_type`. SCAN walks the whole keyspace (a
+    million grants' keys too): each round trip asks for STREAM_SCAN_COUNT keys and has the
+    timeout of its own (`call`), not the walk."""
+    names: list[str] = []
+    cursor: int = 0
+    while True:
+        cursor, batch = await call(
+            client.scan(cursor, match=pattern, count=STREAM_SCAN_COUNT, _type=key_type)
+        )
+        names.extend(name.decode() if isinstance(name, bytes) else str(name) for name in batch)
+        if cursor == 0:
+            return names
+
+
+async def chain_streams(
+    client: aioredis.Redis, prefix: str, call: Callable[[Awaitable[Any]], Awaitable[Any]]
+) -> dict[str, str]:
+    """The audit streams under `prefix`: chain name -> stream key."""
+    start = stream_prefix(prefix)
+    keys = await _scan_names(client, _escape_glob(start) + "*", "STREAM", call)
+    return {key[len(start) :]: key for key in keys}
 
 
 async def _chain_heads(client: aioredis.Redis, prefix: str) -> set[str]:
     """The chains whose head key is under `prefix` (offline: the reader's own timeouts)."""
     start = stream_prefix(prefix)
     pattern = _escape_glob(start) + "*" + _escape_glob(HEAD_SUFFIX)
-    found: set[str] = set()
-    cursor: int = 0
-    while True:
-        cursor, batch = await client.scan(
-            cursor, match=pattern, count=STREAM_SCAN_COUNT, _type="STRING"
-        )
-        for name in batch:
-            key = name.decode() if isinstance(name, bytes) else str(name)
-            found.add(key[len(start) : -len(HEAD_SUFFIX)])
-        if cursor == 0:
-            return found
+    keys = await _scan_names(client, pattern, "STRING", _as_is)
+    return {key[len(start) : -len(HEAD_SUFFIX)] for key in keys}
+
+
+async def _as_is(operation: Awaitable[Any]) -> Any:
+    return await operation  # the reader's client has socket timeouts of its own
 
 
 def stream_prefix(prefix: str) -> str:
     return f"{prefix}audit:"
-
-
-async def chain_streams(
-    client: aioredis.Redis, prefix: str, call: Callable[[Awaitable[Any]], Awaitable[Any]]
-) -> dict[str, str]:
-    """The audit streams under `prefix`: chain name -> stream key. SCAN walks the whole
-    keyspace (a million grants' keys too): each round trip asks for STREAM_SCAN_COUNT keys
-    and has the timeout of its own (`call`), not the walk."""
-    start = stream_prefix(prefix)
-    pattern = _escape_glob(start) + "*"
-    found: dict[str, str] = {}
-    cursor: int = 0
-    while True:
-        cursor, batch = await call(
-            client.scan(cursor, match=pattern, count=STREAM_SCAN_COUNT, _type="STREAM")
-        )
-        for name in batch:
-            key = name.decode() if isinstance(name, bytes) else str(name)
-            found[key[len(start) :]] = key
-        if cursor == 0:
-            return found
 
 
 def _id(entry_id: bytes | str) -> tuple[int, int]:
