@@ -607,7 +607,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         print("bench/proxy.py: wrk not found (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
-    connections = [int(c) for c in args.connections.split(",")]
+    connections = [int(c) for c in args.connections.split(",") if c]
     refresh_clients = [int(c) for c in args.refresh_clients.split(",") if c]
     about = machine()
     with temp_dir(args.dir) as tmp:
@@ -650,11 +650,27 @@ async def main_async(args: argparse.Namespace) -> int:
                     procs, tmp, "signed", upstream, proxies_cpu, upstream_keys=keys
                 )
             if audit_at(args):
+                profiles = {
+                    name: f"{args.profile}.{name}" if args.profile else None
+                    for name in ("audited", "unaudited")
+                }
                 audited = start_variant(
-                    procs, tmp, "audited", upstream, proxies_cpu, extra=AUDIT_CALLS
+                    procs,
+                    tmp,
+                    "audited",
+                    upstream,
+                    proxies_cpu,
+                    profiles["audited"],
+                    extra=AUDIT_CALLS,
                 )
                 unaudited = start_variant(
-                    procs, tmp, "unaudited", upstream, proxies_cpu, extra=AUDIT_OFF
+                    procs,
+                    tmp,
+                    "unaudited",
+                    upstream,
+                    proxies_cpu,
+                    profiles["unaudited"],
+                    extra=AUDIT_OFF,
                 )
             variants = {
                 RULES_TARGET: policed,

@@ -28,6 +28,9 @@ class ChainHead(NamedTuple):
     hash: str = GENESIS
 
 
+_new_head = tuple.__new__  # ChainHead(n, hash) without the NamedTuple's Python __new__
+
+
 def record_hash(prev: str, body: dict[str, Any]) -> str:
     """The hash of a record whose fields (without `hash`) are `body`."""
     return _digest(prev, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
@@ -41,18 +44,20 @@ def seal(head: ChainHead, chain: str, event: AuditEvent, at: float) -> tuple[byt
     """The record for `event` after `head`, as one JSON line (no newline), and the new head.
     The line is the hashed serialisation with `hash` appended (one encoding, not two: the
     keys are sorted but for `hash`, last; `verify` re-serialises, so the order is free)."""
+    # one or two per audited tool call: spelled out, without helper calls
     body: dict[str, Plain] = event.fields()
-    body["n"] = head.n + 1
+    n = head.n + 1
+    body["n"] = n
     body["at"] = int(at * 1_000_000) / 1_000_000  # microseconds; round() costs more here
     body["chain"] = chain
     request_id = request_id_var.get()
     if request_id is not None:
         body["request_id"] = request_id
-    body["prev"] = head.hash
+    prev = body["prev"] = head.hash
     canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    digest = _digest(head.hash, canonical)
+    digest = hashlib.sha256(b"%s\n%s" % (prev.encode(), canonical)).hexdigest()
     line = b'%s,"hash":"%s"}' % (canonical[:-1], digest.encode())
-    return line, ChainHead(head.n + 1, digest)
+    return line, _new_head(ChainHead, (n, digest))
 
 
 def head_of(line: bytes | str) -> ChainHead:

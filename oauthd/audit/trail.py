@@ -18,6 +18,7 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 from oauthd.audit.chain import Chain
@@ -87,6 +88,12 @@ class AuditTrail(ABC):
     async def append(self, event: AuditEvent) -> None:
         """Write `event` as a record of its own; return once it is durable (`Unavailable`
         if it cannot be)."""
+
+    def durable(self, event: AuditEvent) -> Awaitable[None]:
+        """`append(event)` as an awaitable: where the backend can, `event` is sealed now
+        and the awaitable is a future (no coroutine per record); awaiting it raises as
+        `append` does. Await the awaitables in the order they were made."""
+        return self.append(event)
 
     def append_soon(self, event: AuditEvent) -> None:
         """Write `event` without waiting for it (the outcome of a call already forwarded,

@@ -224,13 +224,19 @@ class Engine:
         await self.append(payload, undo)
 
     def append(
-        self, payload: bytes, undo: Undo | None = None, *, state: bool = True
+        self,
+        payload: bytes,
+        undo: Undo | None = None,
+        *,
+        state: bool = True,
+        future: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None]:
         """`commit` without waiting: the frame is queued now (frames appended in one
-        synchronous step share a batch); the future is done once it is durable (at once
-        without a journal), or failed (`DiskError`) after `undo` ran. `state` False: a
-        frame that changes no record (an audit record): it needs a snapshot only to trim
-        the journal, at the `interval` pace, not after the debounce."""
+        synchronous step share a batch); the future (`future`, else a new one) is done
+        once it is durable (at once without a journal), or failed (`DiskError`) after
+        `undo` ran. `state` False: a frame that changes no record (audit records): it
+        needs a snapshot only to trim the journal, at the `interval` pace, not after the
+        debounce."""
         self.seq += 1
         loop = asyncio.get_running_loop()
         if not state:
@@ -243,8 +249,8 @@ class Engine:
                 self._dirty_since = now
                 self._wake.set()
         if self._journal is not None:
-            return self._journal.append(self.seq, payload, undo)
-        done: asyncio.Future[None] = loop.create_future()
+            return self._journal.append(self.seq, payload, undo, future)
+        done = loop.create_future() if future is None else future
         done.set_result(None)
         return done
 

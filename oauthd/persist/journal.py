@@ -191,10 +191,17 @@ class JournalWriter:
         self._fd = fd
         self._segment_first = first_seq
 
-    def append(self, seq: int, payload: bytes, undo: Undo | None = None) -> asyncio.Future[None]:
-        """The future is done once the frame is durable, or failed (`DiskError`) after
-        `undo` ran."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def append(
+        self,
+        seq: int,
+        payload: bytes,
+        undo: Undo | None = None,
+        future: asyncio.Future[None] | None = None,
+    ) -> asyncio.Future[None]:
+        """The future (`future`, else a new one) is done once the frame is durable, or
+        failed (`DiskError`) after `undo` ran."""
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
         if self.failure is not None:
             if undo is not None:
                 undo()

@@ -6,7 +6,9 @@ argument: the method and the name (tool, prompt, resource URI) only."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import inspect
+from collections.abc import Awaitable, Sequence
 from typing import Any, NamedTuple
 
 from oauthd.audit import AuditEvent, AuditTrail, reasons
@@ -38,34 +40,37 @@ class CallAudit:
     def __init__(self, trail: AuditTrail) -> None:
         self._trail = trail
 
-    async def decided(
+    def decided(
         self, grant: Grant, resource: str, calls: Sequence[Decided], request_id: str
-    ) -> list[str]:
-        """Record each audited call's decision, durable on return; their call ids."""
-        ids = []
+    ) -> tuple[list[str], Awaitable[None] | None]:
+        """Record each audited call's decision: their call ids, and what to await before
+        the calls go anywhere (durable once it is done; None: no audited call)."""
+        ids: list[str] = []
+        writes: list[Awaitable[None]] = []
         for number, (call, outcome, rule) in enumerate(calls, 1):
             if call.method not in AUDITED:
                 continue
             call_id = f"{request_id}.{number}"
             ids.append(call_id)
             refused = outcome != "allow"
-            await self._trail.append(
-                AuditEvent.of_grant(
-                    "call_decided",
-                    grant,
-                    resource,
-                    reason=reasons.policy_rule(rule) if refused else None,
-                    detail={
-                        "call": call_id,
-                        "principal": grant.principal,
-                        "method": call.method,
-                        "target": call.name,
-                        "decision": outcome,
-                        "rule": rule,
-                    },
-                )
+            event = AuditEvent.of_grant(
+                "call_decided",
+                grant,
+                resource,
+                reason=reasons.policy_rule(rule) if refused else None,
+                detail={
+                    "call": call_id,
+                    "principal": grant.principal,
+                    "method": call.method,
+                    "target": call.name,
+                    "decision": outcome,
+                    "rule": rule,
+                },
             )
-        return ids
+            writes.append(self._trail.durable(event))
+        if len(writes) <= 1:
+            return ids, writes[0] if writes else None
+        return ids, _in_order(writes)
 
     def completed(
         self, grant: Grant, resource: str, call_ids: Sequence[str], status: int, seconds: float
@@ -84,3 +89,18 @@ class CallAudit:
                     },
                 )
             )
+
+
+async def _in_order(writes: list[Awaitable[None]]) -> None:
+    """Each write awaited in turn; after a failure the rest are dropped (a coroutine
+    closed, a future cancelled) rather than left never awaited."""
+    for index, write in enumerate(writes):
+        try:
+            await write
+        except BaseException:
+            for rest in writes[index + 1 :]:
+                if inspect.iscoroutine(rest):
+                    rest.close()
+                elif isinstance(rest, asyncio.Future):
+                    rest.cancel()
+            raise

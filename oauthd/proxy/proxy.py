@@ -176,22 +176,16 @@ class McpProxy:
         finally:
             request_id_var.reset(token)
 
-    async def _read_message(
-        self, request: web.Request, mount: Mount, mirrored: bool
-    ) -> tuple[bytes, Any]:
-        """A POST's body, read whole (413 past the resource's limit), and its JSON-RPC
-        message; `mirrored`: a 2026-07-28 request, whose `Mcp-Method`/`Mcp-Name` headers
-        must agree with the body (400 -32020 on a mismatch)."""
-        length = request.content_length
-        if (length or 0) > mount.max_request_bytes:
-            raise body_too_large()
-        body = await mount.relay.read_body(request, length)
+    def _message(self, request: web.Request, body: bytes, mirrored: bool) -> Any:
+        """A POST's JSON-RPC message; `mirrored`: a 2026-07-28 request, whose
+        `Mcp-Method`/`Mcp-Name` headers must agree with the body (400 -32020 on a
+        mismatch)."""
         try:
             message = parse(body)
         except NotJson:
             raise not_json() from None
         if not mirrored:
-            return body, message
+            return message
         try:
             check_headers(request.headers, message)
         except Mismatch as exc:
@@ -200,7 +194,7 @@ class McpProxy:
                 extra={"event": "proxy.header_mismatch", "reason": str(exc)},
             )
             raise header_mismatch(str(exc), request_id(message)) from None
-        return body, message
+        return message
 
     async def _read_post(
         self, request: web.Request, mount: Mount, grant: Grant, newer: bool
@@ -211,7 +205,11 @@ class McpProxy:
         too); the listings whose answers are filtered, and the recorded calls' ids."""
         # Read to record its calls too: a body that is not JSON is refused (-32700), as
         # with rules, since a call the upstream might still parse would go unrecorded.
-        body, message = await self._read_message(request, mount, newer)
+        length = request.content_length
+        if (length or 0) > mount.max_request_bytes:
+            raise body_too_large()
+        body = await mount.relay.read_body(request, length)
+        message = self._message(request, body, newer)
         decided: list[Decided] = []
         listed, refusal = None, None
         if mount.policing is not None:
@@ -224,7 +222,9 @@ class McpProxy:
         ids: list[str] | None = None
         if self._calls is not None and decided:
             path, request_id = mount.resource.path, request[ACCESS_REQUEST_ID]
-            ids = await self._calls.decided(grant, path, decided, request_id)
+            ids, durable = self._calls.decided(grant, path, decided, request_id)
+            if durable is not None:
+                await durable
         if refusal is not None:
             refusal.grant = grant
             raise refusal

@@ -9,7 +9,7 @@ import asyncio
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -140,11 +140,14 @@ class Relay:
             raise overloaded() from None
         self._metrics.slot_wait(self._loop_time() - started, refused=False)
 
-    async def read_body(self, request: web.Request, length: int | None) -> bytes:
+    def read_body(self, request: web.Request, length: int | None) -> Awaitable[bytes]:
         """The whole body, for a request the proxy must read before it decides; 413 past
         `max_request_bytes`. `length`: its Content-Length, already checked against it."""
         if length is not None and length <= SMALL_BODY:
-            return await request.read()
+            return request.read()  # no coroutine of ours around it: the hot path
+        return self._read_whole(request)
+
+    async def _read_whole(self, request: web.Request) -> bytes:
         try:
             return b"".join([chunk async for chunk in self._body(request)])
         except _TooLarge:

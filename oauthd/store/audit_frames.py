@@ -1,4 +1,6 @@
-"""The audit records still in the journal: its audit frames, as the chain they make.
+"""The audit records still in the journal: its audit frames (one record per line: those
+sealed in one event-loop turn share a frame) and the records changes carry, as the chain
+they make.
 
 Frames are taken in seq order, and a frame at position n supersedes every earlier frame at
 n or after: frames of a failed batch may stay in a segment after the chain head was put
@@ -13,7 +15,7 @@ import orjson
 
 from oauthd.persist.journal import list_segments, scan_segment
 from oauthd.persist.statedir import StateDir
-from oauthd.store.codec import audit_line_of
+from oauthd.store.codec import audit_lines_of
 
 
 @dataclass(slots=True, frozen=True)
@@ -33,11 +35,9 @@ def journal_chain(state: StateDir) -> list[Frame]:
         except FileNotFoundError:
             continue
         for seq, payload in scan.entries:
-            line = audit_line_of(payload)
-            if line is None:
-                continue
-            n = int(orjson.loads(line)["n"])
-            while chain and chain[-1].n >= n:
-                chain.pop()
-            chain.append(Frame(n, f"{name} seq {seq}", line))
+            for line in audit_lines_of(payload):
+                n = int(orjson.loads(line)["n"])
+                while chain and chain[-1].n >= n:
+                    chain.pop()
+                chain.append(Frame(n, f"{name} seq {seq}", line))
     return chain

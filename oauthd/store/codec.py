@@ -137,9 +137,14 @@ def decode_many(kind: str, docs: list[Any]) -> list[Record]:
 
 
 def is_audit_frame(payload: bytes) -> bool:
-    """A journal frame holding an audit record (its JSON object line), not a change (a
-    JSON array)."""
+    """A journal frame holding audit records (their JSON object lines, one per line), not
+    a change (a JSON array)."""
     return payload[:1] == b"{"
+
+
+def encode_audit(lines: list[bytes]) -> bytes:
+    """An audit frame: the records sealed in one event-loop turn, one per line."""
+    return lines[0] if len(lines) == 1 else b"\n".join(lines)
 
 
 def encode_change(
@@ -153,13 +158,13 @@ def encode_change(
     return orjson.dumps([kind, key, record, orjson.Fragment(audit_line)], default=_hex)
 
 
-def audit_line_of(payload: bytes) -> bytes | None:
-    """The audit record a journal frame holds: an audit frame's whole payload, or a
-    change's fourth element; None for a change without one."""
+def audit_lines_of(payload: bytes) -> list[bytes]:
+    """The audit records a journal frame holds, in chain order: an audit frame's lines, or
+    a change's fourth element (none for a change without one)."""
     if is_audit_frame(payload):
-        return payload
+        return payload.split(b"\n")
     entry = orjson.loads(payload)
-    return orjson.dumps(entry[3]) if len(entry) > 3 else None
+    return [orjson.dumps(entry[3])] if len(entry) > 3 else []
 
 
 def decode_change(payload: bytes) -> tuple[str, str, Record | None]:

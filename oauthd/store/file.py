@@ -203,6 +203,7 @@ class FileStore(MemoryStore):
         return StoreStatus(backend="file", healthy=health.healthy, detail=problem)
 
     async def close(self) -> None:
+        self.audit.flush()  # this turn's records: their frame, before the journal closes
         if self.engine.health().loaded:
             await self.engine.close()  # its last snapshot syncs the trail (`before_delete`)
         await self.audit.close()

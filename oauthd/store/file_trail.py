@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import orjson
@@ -30,6 +31,7 @@ from oauthd.persist.statedir import StateDir
 from oauthd.store.audit_files import AuditFiles, read_anchor
 from oauthd.store.audit_frames import journal_chain
 from oauthd.store.base import Unavailable
+from oauthd.store.codec import encode_audit
 
 log = logging.getLogger("oauthd.audit")
 
@@ -44,7 +46,12 @@ class FrameSink(Protocol):
     """The engine, as the trail sees it."""
 
     def append(
-        self, payload: bytes, undo: Callable[[], None] | None = None, *, state: bool = True
+        self,
+        payload: bytes,
+        undo: Callable[[], None] | None = None,
+        *,
+        state: bool = True,
+        future: asyncio.Future[None] | None = None,
     ) -> asyncio.Future[None]: ...
 
     def check_writable(self) -> None: ...
@@ -55,9 +62,27 @@ Change = tuple[bytes, Callable[[], None]]  # a change's journal payload, and its
 
 @dataclass(slots=True)
 class Sealed:
-    n: int
-    line: bytes
+    """Records that share a journal frame: those of one event-loop turn (`append`,
+    `append_soon`), or the one a change carries."""
+
+    lines: list[tuple[int, bytes]]  # (n, line), in chain order
     durable: asyncio.Future[None]
+    logged: list[AuditEvent] | None = None  # logged once the frame is durable
+    tracked: bool = False  # among the records nobody waits for (`track_unwaited`)
+    # One per record a caller waits for (`append`, `durable`), told once the frame is
+    # durable: a caller cancelled while it waits cancels its own future, never the frame's.
+    waiters: list[asyncio.Future[None]] | None = None
+
+
+def _release(waiters: list[asyncio.Future[None]], durable: asyncio.Future[None]) -> None:
+    failure = None if durable.cancelled() else durable.exception()
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if failure is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(Unavailable(f"audit record cannot be saved: {failure}"))
 
 
 def recover_chain(files: AuditFiles, state: StateDir, name: str) -> Chain:
@@ -111,9 +136,10 @@ def _past_anchor(state: StateDir, name: str, head: ChainHead) -> ChainHead:
     return ChainHead(n, anchor.hash)
 
 
-def _log_if_durable(durable: asyncio.Future[None], event: AuditEvent) -> None:
+def _log_if_durable(events: list[AuditEvent], durable: asyncio.Future[None]) -> None:
     if not durable.cancelled() and durable.exception() is None:
-        log_durable(event)
+        for event in events:
+            log_durable(event)
 
 
 def _chain_of(line: bytes, configured: str) -> str:
@@ -146,7 +172,9 @@ class FileTrail(AuditTrail):
         self._frames = frames
         self._files = files
         self._clock = clock
-        self._pending: deque[Sealed] = deque()
+        self._pending: deque[Sealed] = deque()  # frames queued, not in a segment yet
+        self._batch: Sealed | None = None  # this turn's records, their frame not queued
+        self._batch_before = chain.head  # the head before the first of them
         self._sealed = 0  # records sealed so far
         self._done = 0  # ... of which in a segment, or dropped (their frame failed)
         self._progress = asyncio.Event()
@@ -178,52 +206,109 @@ class FileTrail(AuditTrail):
             self._progress.clear()
             await self._progress.wait()
 
-    def stage(
-        self, event: AuditEvent, change: Callable[[bytes], Change] | None = None
-    ) -> asyncio.Future[None]:
-        """Seal `event` and queue its frame: a frame of its own, or, with `change`, the
-        change's frame that carries it (`change(line)`: its payload and undo), so that
-        neither is ever on disk without the other. The future is done once the frame is
-        durable, failed (`DiskError`) after the head (and the change) were put back. Call
-        `room` first."""
+    def stage(self, event: AuditEvent, change: Callable[[bytes], Change]) -> asyncio.Future[None]:
+        """Seal `event` into the frame of the change it describes (`change(line)`: its
+        payload and undo), so that neither is ever on disk without the other. The future
+        is done once the frame is durable, failed (`DiskError`) after the change and the
+        head were put back. Call `room` first.
+
+        A record of its own (`append`, `durable`, `append_soon`) joins the frame of this
+        event-loop turn's records instead, queued once the turn's callbacks have run, or
+        before the next change's frame: the journal keeps the chain's order."""
+        self.flush()
         line, before = self.chain.seal(event, self._clock.now())
-        n = self.chain.head.n
-        if change is None:
-            durable = self._frames.append(line, lambda: self.chain.restore(before), state=False)
-        else:
-            payload, undo = change(line)
+        payload, undo = change(line)
 
-            def undo_both() -> None:
-                undo()
-                self.chain.restore(before)
+        def undo_both() -> None:
+            undo()
+            self.chain.restore(before)
 
-            durable = self._frames.append(payload, undo_both)
-        if not self._pending:  # the compactor waits for the oldest record only
-            durable.add_done_callback(self._settled)
-        self._pending.append(Sealed(n, line, durable))
+        sealed = Sealed([(self.chain.head.n, line)], self._frames.append(payload, undo_both))
         self._sealed += 1
         if logs_durable(event):
-            durable.add_done_callback(lambda future: _log_if_durable(future, event))
-        return durable
+            sealed.logged = [event]
+        self._queue(sealed)
+        return sealed.durable
+
+    def _batched(self, event: AuditEvent) -> Sealed:
+        """`event` sealed into this turn's frame (opened if there is none)."""
+        line, before = self.chain.seal(event, self._clock.now())
+        batch = self._batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._batch = Sealed([], loop.create_future())
+            self._batch_before = before
+            loop.call_soon(self.flush)
+        batch.lines.append((self.chain.head.n, line))
+        self._sealed += 1
+        if logs_durable(event):
+            if batch.logged is None:
+                batch.logged = []
+            batch.logged.append(event)
+        return batch
+
+    def flush(self) -> None:
+        """Queue this turn's frame of records now, if there is one."""
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        before = self._batch_before
+        self._frames.append(
+            encode_audit([line for _, line in batch.lines]),
+            lambda: self.chain.restore(before),
+            state=False,
+            future=batch.durable,
+        )
+        self._queue(batch)
+
+    def _queue(self, sealed: Sealed) -> None:
+        if not self._pending:  # the compactor waits for the oldest frame only
+            sealed.durable.add_done_callback(self._settled)
+        self._pending.append(sealed)
+        if sealed.waiters:
+            sealed.durable.add_done_callback(partial(_release, sealed.waiters))
+        if sealed.logged:
+            sealed.durable.add_done_callback(partial(_log_if_durable, sealed.logged))
+
+    def _waiter(self, batch: Sealed) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
+        if batch.waiters is None:
+            batch.waiters = [waiter]
+        else:
+            batch.waiters.append(waiter)
+        return waiter
 
     def _settled(self, durable: asyncio.Future[None]) -> None:
         self._wake.set()
 
-    def append_soon(self, event: AuditEvent) -> None:
-        """Sealed and queued now, in this step, when the buffer has room and the journal
-        works (no task: one per forwarded call would cost more than the record); else as
-        the base class does."""
-        if not self.enabled or self.waiting >= self.capacity:
-            super().append_soon(event)
-            return
+    def _joinable(self) -> bool:
+        """A record can join this turn's frame now: the trail is on, the buffer has room
+        and the journal works (asked once per frame: a frame queued after the journal
+        failed fails as a whole)."""
+        if not self.enabled or self._sealed - self._done >= self.capacity:
+            return False
+        if self._batch is not None:
+            return True
         try:
             self._frames.check_writable()
         except DiskError:
-            super().append_soon(event)  # fails there, and is logged
+            return False
+        return True
+
+    def append_soon(self, event: AuditEvent) -> None:
+        """Sealed into this turn's frame now, when it can be (no task: one per forwarded
+        call would cost more than the record); else as the base class does (where a
+        journal that fails fails it, and that is logged)."""
+        if not self._joinable():
+            super().append_soon(event)
             return
-        if unwaited_full():
+        if self._batch is None and unwaited_full():
             return
-        track_unwaited(self.stage(event))  # its failure is logged there
+        batch = self._batched(event)
+        if not batch.tracked:
+            batch.tracked = True
+            track_unwaited(batch.durable)  # its failure is logged there
 
     async def append(self, event: AuditEvent) -> None:
         if not self.enabled:
@@ -233,9 +318,16 @@ class FileTrail(AuditTrail):
             await self.room()
         try:
             self._frames.check_writable()
-            await self.stage(event)
         except DiskError as exc:
             raise Unavailable(f"audit record cannot be saved: {exc}") from None
+        await self._waiter(self._batched(event))
+
+    def durable(self, event: AuditEvent) -> Awaitable[None]:
+        """Sealed into this turn's frame now, without a coroutine, when it can be; else
+        `append`'s coroutine."""
+        if not self._joinable():
+            return self.append(event)  # waits for room, or refuses
+        return self._waiter(self._batched(event))
 
     # -- compaction -------------------------------------------------------------------------
 
@@ -250,9 +342,9 @@ class FileTrail(AuditTrail):
             while self._pending and self._pending[0].durable.done():
                 item = self._pending.popleft()
                 if item.durable.cancelled() or item.durable.exception() is not None:
-                    self._advance(1)  # undone: a later record takes its position
+                    self._advance(len(item.lines))  # undone: later records take their n
                 else:
-                    ready.append((item.n, item.line))
+                    ready.extend(item.lines)
             if self._pending:  # frames settle in order: wake when the oldest left has
                 self._pending[0].durable.add_done_callback(self._settled)
             if ready and await self._write(ready, backoff):
@@ -289,6 +381,7 @@ class FileTrail(AuditTrail):
     async def sync(self) -> None:
         """Every record sealed so far in a segment (or dropped), fsynced; OSError if the
         segments cannot be written now (then the journal keeps its segments)."""
+        self.flush()
         target = self._sealed
         self._wake.set()
         while self._done < target:

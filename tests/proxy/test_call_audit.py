@@ -123,8 +123,10 @@ async def test_a_refused_call_is_recorded_with_its_rule() -> None:
         Decided(Call("tools/call", "drop"), "deny", "no-drop"),
         Decided(Call("tools/list"), "allow"),
     ]
-    ids = await CallAudit(trail).decided(grant, "/mcp", decided, "req-1")
+    ids, durable = CallAudit(trail).decided(grant, "/mcp", decided, "req-1")
     assert ids == ["req-1.1"]  # a listing is no audited call
+    assert durable is not None
+    await durable
     (record,) = [orjson.loads(line) for line in trail.lines]
     assert record["reason"] == "policy_rule:no-drop" and record["rule"] == "no-drop"
     assert record["decision"] == "deny"

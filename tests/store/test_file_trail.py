@@ -252,3 +252,80 @@ async def test_a_change_and_its_record_are_one_journal_frame(tmp_path: Path) -> 
     assert await reopened.grants.get("g1") is not None
     await reopened.close()
     await assert_intact(copy, ["1", "2"])
+
+
+def journal_frames(state: Path) -> list[bytes]:
+    return [
+        payload
+        for _, name in list_segments(StateDir(state))
+        for _, payload in scan_segment(StateDir(state).file(name)).entries
+    ]
+
+
+async def test_the_records_of_one_loop_turn_share_one_frame_and_come_back_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    store.audit.append_soon(event("1"))
+    waited = store.audit.durable(event("2"))
+    store.audit.append_soon(event("3"))
+    await waited
+    await store.audit.append(event("4"))  # the next turn: a frame of its own
+    copy = crash_copy(tmp_path)
+    await store.close()
+    shutil.rmtree(copy / "audit", ignore_errors=True)  # only the journal has them
+    *_, turn, alone = journal_frames(copy)
+    assert [orjson.loads(line)["op"] for line in turn.split(b"\n")] == ["1", "2", "3"]
+    assert orjson.loads(alone)["op"] == "4"
+    reopened = await open_store(copy, SystemClock())
+    assert reopened.audit.chain.head.n == 4
+    await reopened.close()
+    await assert_intact(copy, ["1", "2", "3", "4"])
+
+
+async def test_a_change_after_records_of_its_turn_is_journaled_after_them(
+    tmp_path: Path,
+) -> None:
+    """The turn's frame goes first: the journal keeps the chain's order."""
+    store = await open_store(tmp_path, SystemClock())
+    store.audit.append_soon(event("1"))
+    await store.grants.put(make_grant(id="g1"), audit=event("2"))
+    copy = crash_copy(tmp_path)
+    await store.close()
+    *_, turn, change = journal_frames(copy)
+    assert orjson.loads(turn)["op"] == "1"
+    assert orjson.loads(change)[3]["op"] == "2"
+    shutil.rmtree(copy / "audit", ignore_errors=True)
+    reopened = await open_store(copy, SystemClock())
+    await reopened.close()
+    await assert_intact(copy, ["1", "2"])
+
+
+async def test_a_caller_cancelled_while_it_waits_leaves_the_frame_and_the_others_alone(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    waiters = [asyncio.create_task(store.audit.append(event(op))) for op in ("1", "2")]
+    await asyncio.sleep(0)  # both sealed into one turn's frame
+    waiters[0].cancel()
+    await waiters[1]
+    assert waiters[0].cancelled()
+    await store.close()
+    await assert_intact(tmp_path, ["1", "2"])
+
+
+async def test_a_failed_turn_frame_refuses_every_waiter_and_puts_the_head_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    await store.audit.append(event("1"))
+    head = store.audit.chain.head
+    switch = Switch(monkeypatch)
+    switch.on = True
+    first, second = store.audit.durable(event("lost-a")), store.audit.durable(event("lost-b"))
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert [type(r) for r in results] == [Unavailable, Unavailable]
+    assert "audit record cannot be saved" in str(results[0])
+    assert store.audit.chain.head == head
+    switch.on = False
+    await store.close()
