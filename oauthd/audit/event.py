@@ -71,9 +71,13 @@ class AuditEvent:
             found["grant"] = self.grant
         if self.reason is not None:
             found["reason"] = self.reason
-        for name, value in self.detail.items():
-            if name not in found and name not in RESERVED:
-                found[name] = value
+        detail = self.detail
+        if detail and found.keys().isdisjoint(detail) and RESERVED.isdisjoint(detail):
+            found.update(detail)  # the usual case, in one step
+        elif detail:
+            for name, value in detail.items():
+                if name not in found and name not in RESERVED:
+                    found[name] = value
         return found
 
 

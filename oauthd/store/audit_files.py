@@ -120,6 +120,8 @@ class AuditFiles:
         start = 0
         while start < len(records) and records[start][0] <= self.last_n:
             start += 1
+        if start == 0 and self._fd is not None and self._write_whole(records):
+            return  # the usual case: one join and one write, no Python step per record
         while start < len(records):
             if self._fd is None or self._size >= self.rotate_at:
                 self._open(records[start][0])
@@ -138,6 +140,25 @@ class AuditFiles:
                 raise
             self._size, start, self.last_n = size, end, records[end - 1][0]
             self.last_line = records[end - 1][1]
+
+    def _write_whole(self, records: Sequence[tuple[int, bytes]]) -> bool:
+        """Every record to the open segment in one write, if it has room for them all;
+        False (nothing written) if not."""
+        assert self._fd is not None
+        lines = [line for _, line in records]
+        if self._size + sum(map(len, lines)) + len(lines) >= self.rotate_at:
+            return False
+        lines.append(b"")
+        data = b"\n".join(lines)
+        try:
+            write_all(self._fd, data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+        self.last_n, self.last_line = records[-1]
+        return True
 
     def _open(self, next_n: int) -> None:
         """The newest segment while it has room, else a new one starting at `next_n`."""

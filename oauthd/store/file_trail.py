@@ -23,6 +23,7 @@ from typing import Protocol
 import orjson
 
 from oauthd.audit import AuditEvent, AuditTrail, Chain, ChainHead, head_of, log_durable
+from oauthd.audit.chain import seal
 from oauthd.audit.trail import logs_durable, track_unwaited, unwaited_full
 from oauthd.clock import Clock
 from oauthd.persist import DiskError
@@ -232,7 +233,9 @@ class FileTrail(AuditTrail):
 
     def _batched(self, event: AuditEvent) -> Sealed:
         """`event` sealed into this turn's frame (opened if there is none)."""
-        line, before = self.chain.seal(event, self._clock.now())
+        chain = self.chain
+        before = chain.head
+        line, chain.head = seal(before, chain.name, event, self._clock.now())
         batch = self._batch
         if batch is None:
             loop = asyncio.get_running_loop()

@@ -45,3 +45,13 @@ def test_the_request_id_rides_along_and_reserved_detail_is_ignored() -> None:
         request_id_var.reset(token)
     record = orjson.loads(line)
     assert (record["request_id"], record["n"], record["rule"]) == ("req-1", 1, "r1")
+
+
+def test_detail_never_overrides_the_events_own_fields() -> None:
+    event = AuditEvent("x", user="alice", detail={"user": "mallory", "event": "y", "op": 1})
+    assert event.fields() == {"event": "x", "user": "alice", "op": 1}
+    assert AuditEvent("x", user="alice", detail={"op": 1}).fields() == {
+        "event": "x",
+        "user": "alice",
+        "op": 1,
+    }
