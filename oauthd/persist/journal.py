@@ -18,10 +18,10 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oauthd.persist.disk_thread import DiskThread
 from oauthd.persist.errors import DiskError
 from oauthd.persist.statedir import StateDir, write_all
 
@@ -153,7 +153,7 @@ class JournalWriter:
         self._state = state
         self._on_fsync = on_fsync
         self._on_failure = on_failure
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._thread = DiskThread("journal")
         self._fd: int | None = None
         self._queue: deque[Pending | int] = deque()
         self._wake = asyncio.Event()
@@ -163,9 +163,7 @@ class JournalWriter:
         self._segment_first: int | None = None
 
     async def open_segment(self, first_seq: int) -> None:
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._new_segment, first_seq
-        )
+        await self._thread.run(self._new_segment, first_seq)
         self.failure = None
         if self._task is None:
             self._task = asyncio.create_task(self._flush_loop(), name="journal-flush")
@@ -217,15 +215,14 @@ class JournalWriter:
         self._wake.set()
 
     async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 batch, rotate_to = self._next_batch()
-                await self._flush(loop, batch)
+                await self._flush(batch)
                 if rotate_to is not None and self.failure is None:
-                    await self._rotate(loop, rotate_to)
+                    await self._rotate(rotate_to)
             if self._closing:
                 return
 
@@ -239,7 +236,7 @@ class JournalWriter:
             batch.append(item)
         return batch, None
 
-    async def _flush(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> None:
+    async def _flush(self, batch: list[Pending]) -> None:
         if not batch:
             return
         if self.failure is not None:
@@ -247,7 +244,7 @@ class JournalWriter:
             return
         try:
             data = b"".join(frame for frame, _, _ in batch)
-            elapsed = await loop.run_in_executor(self._executor, self._write, data)
+            elapsed = await self._thread.run(self._write, data)
         except OSError as exc:
             self._fail(f"journal write failed: {exc.strerror or exc}", batch)
             return
@@ -265,11 +262,11 @@ class JournalWriter:
         os.fdatasync(self._fd)
         return time.perf_counter() - started
 
-    async def _rotate(self, loop: asyncio.AbstractEventLoop, next_seq: int) -> None:
+    async def _rotate(self, next_seq: int) -> None:
         if next_seq == self._segment_first:
             return  # nothing was written to the current segment yet
         try:
-            await loop.run_in_executor(self._executor, self._new_segment, next_seq)
+            await self._thread.run(self._new_segment, next_seq)
         except OSError as exc:
             self._fail(f"journal rotation failed: {exc.strerror or exc}")
 
@@ -300,4 +297,4 @@ class JournalWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._executor.shutdown(wait=True)
+        self._thread.stop()
