@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,11 +31,26 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
 
 
+def _work(jobs: queue.SimpleQueue[_Job | None]) -> None:
+    while (job := jobs.get()) is not None:
+        loop, future, call, args = job
+        try:
+            result, error = call(*args), None
+        except BaseException as exc:  # handed to the caller, as an executor would
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, future, result, error)
+        del job, future, result, error
+
+
 class DiskThread:
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        # a daemon thread: a store never closed (a test, a crash) does not hold up exit
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        # The thread holds the queue, not this object: one that is dropped without `stop`
+        # (a store never closed) ends its thread when it is collected. A daemon thread, so
+        # that it never holds up the interpreter's exit either.
+        self._thread = threading.Thread(target=_work, args=(self._jobs,), name=name, daemon=True)
+        weakref.finalize(self, self._jobs.put, None)
         self._started = False
         self._stopped = False
 
@@ -49,17 +65,6 @@ class DiskThread:
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((loop, future, call, args))
         return future
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            loop, future, call, args = job
-            try:
-                result, error = call(*args), None
-            except BaseException as exc:  # handed to the caller, as an executor would
-                result, error = None, exc
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            del job, future, result, error
 
     def stop(self) -> None:
         """Let what was asked finish, then end the thread (waits for it); idempotent."""

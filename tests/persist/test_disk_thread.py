@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import threading
 
 import pytest
@@ -61,3 +62,13 @@ async def test_stop_lets_queued_calls_finish_and_refuses_new_ones() -> None:
     worker.stop()  # idempotent
     with pytest.raises(RuntimeError):
         worker.run(done.append, 4)
+
+
+async def test_a_thread_dropped_without_stop_ends_when_it_is_collected() -> None:
+    worker = DiskThread("test-disk-dropped")
+    await worker.run(lambda: None)
+    thread = worker._thread
+    del worker
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
