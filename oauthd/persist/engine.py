@@ -121,6 +121,9 @@ class Engine:
         # Run before journal segments are deleted (the audit trail moves the records they
         # hold into its own files); an OSError keeps the segments.
         self.before_delete: Callable[[], Awaitable[None]] | None = None
+        # Run at close, after the journal's last frame is settled and before the state dir
+        # is unlocked (the audit trail's last writes, its anchor among them).
+        self.before_unlock: Callable[[], Awaitable[None]] | None = None
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -432,7 +435,8 @@ class Engine:
         )
 
     async def close(self) -> None:
-        """Final snapshot if anything changed, flush the journal, release the lock."""
+        """Final snapshot if anything changed, flush the journal, `before_unlock`, release
+        the lock."""
         if self._saver is not None:
             self._saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -445,4 +449,8 @@ class Engine:
             self._journal = None
         self._executor.shutdown(wait=True)
         self._loaded = False
-        self.state.unlock()
+        try:
+            if self.before_unlock is not None:
+                await self.before_unlock()
+        finally:
+            self.state.unlock()

@@ -142,6 +142,7 @@ class FileStore(MemoryStore):
         await engine.start(store, recovered)
         trail.start()
         engine.before_delete = trail.sync
+        engine.before_unlock = trail.close  # the anchor is written under the lock
         return store
 
     def _apply(self, recovered: Recovered) -> None:
@@ -205,8 +206,10 @@ class FileStore(MemoryStore):
     async def close(self) -> None:
         self.audit.flush()  # this turn's records: their frame, before the journal closes
         if self.engine.health().loaded:
-            await self.engine.close()  # its last snapshot syncs the trail (`before_delete`)
-        await self.audit.close()
+            # its last snapshot syncs the trail (`before_delete`); the trail closes before
+            # the state dir is unlocked (`before_unlock`)
+            await self.engine.close()
+        await self.audit.close()  # idempotent: for an engine that never loaded
 
 
 def make_engine(

@@ -329,3 +329,19 @@ async def test_a_failed_turn_frame_refuses_every_waiter_and_puts_the_head_back(
     assert store.audit.chain.head == head
     switch.on = False
     await store.close()
+
+
+async def test_the_anchor_is_written_before_the_state_dir_is_unlocked(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    await store.audit.append(event("1"))
+    await store.audit.append(event("2"))
+    state = store.engine.state
+    unlock, seen = state.unlock, []
+
+    def checked_unlock() -> None:
+        seen.append(orjson.loads((tmp_path / "audit-head.json").read_bytes())["n"])
+        unlock()
+
+    state.unlock = checked_unlock  # type: ignore[method-assign]
+    await store.close()
+    assert seen == [2]
