@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from oauthd.persist.backoff import Backoff, Throttle
 from oauthd.persist.errors import DiskError, PersistError, startup_io_error
 from oauthd.persist.health import FsyncStats, Health
-from oauthd.persist.journal import JournalWriter, Undo, list_segments
+from oauthd.persist.journal import MAX_PAYLOAD, JournalWriter, Undo, list_segments
 from oauthd.persist.migrate import Migration
 from oauthd.persist.recovery import Loader, Recovered
 from oauthd.persist.snapshot import Chunk, write_snapshot
@@ -240,8 +240,20 @@ class Engine:
         `undo` ran. `state` False: a frame that changes no record (audit records): it
         needs a snapshot only to trim the journal, at the `interval` pace, not after the
         debounce."""
-        self.seq += 1
         loop = asyncio.get_running_loop()
+        if self.journaled and (self._journal is None or len(payload) > MAX_PAYLOAD):
+            # refused before it takes a seq: the journal's seq numbers stay gapless
+            reason = (
+                "the journal is closed"
+                if self._journal is None
+                else f"a journal frame of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit"
+            )
+            if undo is not None:
+                undo()
+            refused = loop.create_future() if future is None else future
+            refused.set_exception(DiskError(reason))
+            return refused
+        self.seq += 1
         if not state:
             if self._dirty_since is None and self._trailing_since is None:
                 self._trailing_since = loop.time()
@@ -254,7 +266,8 @@ class Engine:
         if self._journal is not None:
             return self._journal.append(self.seq, payload, undo, future)
         done = loop.create_future() if future is None else future
-        done.set_result(None)
+        if not done.done():
+            done.set_result(None)
         return done
 
     # -- saving ---------------------------------------------------------------------------

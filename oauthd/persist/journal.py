@@ -205,6 +205,12 @@ class JournalWriter:
                 undo()
             future.set_exception(DiskError(self.failure))
             return future
+        if self._closing and (self._task is None or self._task.done()):
+            # the flush loop is gone: a frame queued now would wait for ever
+            if undo is not None:
+                undo()
+            future.set_exception(DiskError("the journal is closed"))
+            return future
         self._queue.append((encode_frame(seq, payload), future, undo))
         self._wake.set()
         return future
@@ -294,7 +300,7 @@ class JournalWriter:
         if self._task is not None:
             await self._task
             self._task = None
+        self._thread.stop()  # first: a segment still being opened sets `_fd` before this
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._thread.stop()

@@ -37,6 +37,7 @@ from oauthd.store.codec import encode_audit
 log = logging.getLogger("oauthd.audit")
 
 CAPACITY = 4096  # sealed records not yet in a segment
+TURN_FRAME_BYTES = 1 << 20  # a turn's frame is queued once its records pass this size
 # How long the compactor lets durable records gather before it writes them to a segment:
 # one write (and one thread hop) for many records, not one per journal batch.
 GATHER = 0.05
@@ -67,7 +68,11 @@ class Sealed:
     `append_soon`), or the one a change carries."""
 
     lines: list[tuple[int, bytes]]  # (n, line), in chain order
+    # The frame's own future: never handed out (a caller that is cancelled must not cancel
+    # it: a cancelled frame would look undone to the compactor, and its records never
+    # reach a segment); callers wait on futures of their own (`waiters`).
     durable: asyncio.Future[None]
+    size: int = 0  # bytes of its lines
     logged: list[AuditEvent] | None = None  # logged once the frame is durable
     tracked: bool = False  # among the records nobody waits for (`track_unwaited`)
     # One per record a caller waits for (`append`, `durable`), told once the frame is
@@ -76,7 +81,7 @@ class Sealed:
 
 
 def _release(waiters: list[asyncio.Future[None]], durable: asyncio.Future[None]) -> None:
-    failure = None if durable.cancelled() else durable.exception()
+    failure = "cancelled" if durable.cancelled() else durable.exception()
     for waiter in waiters:
         if waiter.done():
             continue
@@ -84,6 +89,18 @@ def _release(waiters: list[asyncio.Future[None]], durable: asyncio.Future[None])
             waiter.set_result(None)
         else:
             waiter.set_exception(Unavailable(f"audit record cannot be saved: {failure}"))
+
+
+def _mirror(waiter: asyncio.Future[None], durable: asyncio.Future[None]) -> None:
+    """A change's caller hears what its frame did (`DiskError` as it is)."""
+    if waiter.done():
+        return
+    if durable.cancelled():
+        waiter.set_exception(DiskError("the journal frame was cancelled"))
+    elif (failure := durable.exception()) is not None:
+        waiter.set_exception(failure)
+    else:
+        waiter.set_result(None)
 
 
 def recover_chain(files: AuditFiles, state: StateDir, name: str) -> Chain:
@@ -221,6 +238,7 @@ class FileTrail(AuditTrail):
         payload, undo = change(line)
 
         def undo_both() -> None:
+            self.flush()  # a turn's frame sealed after this one fails (and is undone) first
             undo()
             self.chain.restore(before)
 
@@ -229,10 +247,19 @@ class FileTrail(AuditTrail):
         if logs_durable(event):
             sealed.logged = [event]
         self._queue(sealed)
-        return sealed.durable
+        waiter = asyncio.get_running_loop().create_future()
+        sealed.durable.add_done_callback(partial(_mirror, waiter))
+        return waiter
+
+    def _undo_turn(self, before: ChainHead) -> None:
+        self.flush()  # as in `stage`: a later turn's frame is undone first
+        self.chain.restore(before)
 
     def _batched(self, event: AuditEvent) -> Sealed:
-        """`event` sealed into this turn's frame (opened if there is none)."""
+        """`event` sealed into this turn's frame (opened if there is none, or if the open
+        one reached TURN_FRAME_BYTES: a frame stays far below the journal's limit)."""
+        if self._batch is not None and self._batch.size >= TURN_FRAME_BYTES:
+            self.flush()
         chain = self.chain
         before = chain.head
         line, chain.head = seal(before, chain.name, event, self._clock.now())
@@ -242,7 +269,8 @@ class FileTrail(AuditTrail):
             batch = self._batch = Sealed([], loop.create_future())
             self._batch_before = before
             loop.call_soon(self.flush)
-        batch.lines.append((self.chain.head.n, line))
+        batch.lines.append((chain.head.n, line))
+        batch.size += len(line) + 1
         self._sealed += 1
         if logs_durable(event):
             if batch.logged is None:
@@ -259,7 +287,7 @@ class FileTrail(AuditTrail):
         before = self._batch_before
         self._frames.append(
             encode_audit([line for _, line in batch.lines]),
-            lambda: self.chain.restore(before),
+            partial(self._undo_turn, before),
             state=False,
             future=batch.durable,
         )
@@ -311,7 +339,7 @@ class FileTrail(AuditTrail):
         batch = self._batched(event)
         if not batch.tracked:
             batch.tracked = True
-            track_unwaited(batch.durable)  # its failure is logged there
+            track_unwaited(self._waiter(batch))  # its failure is logged there
 
     async def append(self, event: AuditEvent) -> None:
         if not self.enabled:

@@ -25,6 +25,7 @@ from oauthd.clock import SystemClock
 from oauthd.exits import ExitCode
 from oauthd.metrics import Metrics
 from oauthd.persist import RecoveryError
+from oauthd.persist import engine as engine_module
 from oauthd.persist import journal as journal_module
 from oauthd.persist import snapshot as snapshot_module
 from oauthd.persist import statedir as statedir_module
@@ -210,3 +211,32 @@ async def test_an_io_error_at_start_is_a_recovery_error_naming_path_and_errno(
     assert refused.value.exit_code == ExitCode.CONFIG == 78
     assert str(tmp_path / "lock") in message and errno.errorcode[code] in message
     assert "\n" not in message
+
+
+async def test_a_frame_over_the_journals_limit_is_refused_before_it_takes_a_seq(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused as a disk error (the request's 503), its change undone, and no gap in the
+    journal's seq numbers: the next frame takes the seq it would have taken."""
+    monkeypatch.setattr(engine_module, "MAX_PAYLOAD", 2000)
+    store = await open_store(tmp_path, SystemClock())
+    seq = store.engine.seq
+    undone: list[bool] = []
+    with pytest.raises(journal_module.DiskError, match="over the 2000-byte limit"):
+        await store.engine.append(b"x" * 2001, lambda: undone.append(True))
+    assert undone == [True] and store.engine.seq == seq
+    await store.grants.put(make_grant(id="after"))
+    assert store.engine.seq == seq + 1
+    await store.close()
+    reopened = await open_store(tmp_path, SystemClock())
+    assert await reopened.grants.get("after") is not None
+    await reopened.close()
+
+
+async def test_a_frame_after_the_journal_closed_is_refused_not_left_waiting(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path, SystemClock())
+    await store.engine.close()
+    with pytest.raises(journal_module.DiskError, match="the journal is closed"):
+        await asyncio.wait_for(store.engine.append(b"[]"), 5)

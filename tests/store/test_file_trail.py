@@ -5,6 +5,7 @@ snapshot's seq), backpressure, retention, `enabled = false`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import shutil
 import threading
@@ -14,14 +15,17 @@ from typing import Any
 import orjson
 import pytest
 
-from oauthd.audit import AuditEvent, ChainHead, verify
+from oauthd.audit import AuditEvent, Chain, ChainHead, verify
+from oauthd.audit.trail import settle_pending
 from oauthd.clock import FakeClock, SystemClock
+from oauthd.persist import DiskError
 from oauthd.persist.journal import list_segments, scan_segment
 from oauthd.persist.statedir import LOCK, StateDir
-from oauthd.store import Unavailable
+from oauthd.store import Unavailable, file_trail
+from oauthd.store.audit_files import AuditFiles
 from oauthd.store.audit_reader import FileAuditReader
 from oauthd.store.file import FileStore
-from oauthd.store.file_trail import GATHER
+from oauthd.store.file_trail import GATHER, FileTrail
 from tests.persist.test_engine_faults import Switch
 from tests.support.persist import engine_for, open_store
 from tests.support.records import make_grant
@@ -345,3 +349,98 @@ async def test_the_anchor_is_written_before_the_state_dir_is_unlocked(tmp_path: 
     state.unlock = checked_unlock  # type: ignore[method-assign]
     await store.close()
     assert seen == [2]
+
+
+class FakeFrames:
+    """The engine as the trail sees it: frames kept in order, failed on demand as the
+    journal fails a batch (undo newest first; from then on every frame fails at once)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, Any, asyncio.Future[None]]] = []
+        self.failed = False
+
+    def append(
+        self,
+        payload: bytes,
+        undo: Any = None,
+        *,
+        state: bool = True,
+        future: asyncio.Future[None] | None = None,
+    ) -> asyncio.Future[None]:
+        done = future or asyncio.get_running_loop().create_future()
+        if self.failed:
+            if undo is not None:
+                undo()
+            done.set_exception(DiskError("journal failed"))
+        else:
+            self.frames.append((payload, undo, done))
+        return done
+
+    def check_writable(self) -> None:
+        if self.failed:
+            raise DiskError("journal failed")
+
+    def fail_all(self) -> None:
+        self.failed = True
+        for _, undo, _done in reversed(self.frames):
+            if undo is not None:
+                undo()
+        for _, _, done in self.frames:
+            done.set_exception(DiskError("journal failed"))
+
+
+def fake_trail(tmp_path: Path) -> tuple[FileTrail, FakeFrames]:
+    frames = FakeFrames()
+    trail = FileTrail(frames, AuditFiles(tmp_path / "audit"), FakeClock(1000.0), Chain("c"))
+    return trail, frames
+
+
+async def test_a_failed_change_frame_undoes_a_later_turns_open_frame_first(
+    tmp_path: Path,
+) -> None:
+    """The change's frame fails while a turn's frame sealed after it is not queued yet:
+    the head goes back to before the change, not to the open frame's start."""
+    trail, frames = fake_trail(tmp_path)
+    undone: list[str] = []
+    changed = trail.stage(event("C"), lambda line: (b"[]", lambda: undone.append("C")))
+    trail.append_soon(event("B"))
+    frames.fail_all()
+    trail.flush()  # the turn's frame, queued after the failure: fails at once
+    assert trail.chain.head == ChainHead()
+    assert undone == ["C"]
+    with pytest.raises(DiskError):
+        await changed
+    await settle_pending()
+
+
+async def test_a_turns_frame_is_queued_once_its_records_pass_the_size_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_trail, "TURN_FRAME_BYTES", 1000)
+    trail, frames = fake_trail(tmp_path)
+    for n in range(6):
+        trail.append_soon(AuditEvent("test_write", detail={"op": str(n), "pad": "x" * 400}))
+    trail.flush()
+    sizes = [len(payload) for payload, _, _ in frames.frames]
+    assert len(sizes) == 3 and all(size < 1000 + 600 for size in sizes)
+    lines = [line for payload, _, _ in frames.frames for line in payload.split(b"\n")]
+    assert [orjson.loads(line)["n"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    for _, _, done in frames.frames:
+        done.set_result(None)
+    await settle_pending()
+
+
+async def test_a_writer_cancelled_while_its_change_is_journaled_keeps_the_chain_whole(
+    tmp_path: Path,
+) -> None:
+    """A client gone mid-request cancels the handler: the change's frame is durable all the
+    same, and its record reaches the segments."""
+    store = await open_store(tmp_path, SystemClock())
+    writer = asyncio.create_task(store.grants.put(make_grant(id="g1"), audit=event("1")))
+    await asyncio.sleep(0)  # staged: the frame is queued, the writer waits
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    await store.audit.append(event("2"))
+    await store.close()
+    await assert_intact(tmp_path, ["1", "2"])
