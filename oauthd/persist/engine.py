@@ -14,13 +14,13 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from oauthd.persist.backoff import Backoff, Throttle
+from oauthd.persist.contracts import EngineObserver, SaveSchedule, SnapshotSource
 from oauthd.persist.errors import DiskError, PersistError, startup_io_error
 from oauthd.persist.health import FsyncStats, Health
 from oauthd.persist.journal import MAX_PAYLOAD, JournalWriter, Undo, list_segments
@@ -33,40 +33,6 @@ log = logging.getLogger("oauthd.persist")
 
 RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
-
-
-@dataclass(slots=True, frozen=True)
-class SaveSchedule:
-    """When to write a snapshot: `debounce` after the last change, but no later than
-    `max_wait` after the first unsaved change (steady traffic cannot starve saves), and at
-    most `interval` after the previous save. Nothing changed -> nothing written."""
-
-    interval: float
-    debounce: float
-    max_wait: float
-
-
-class SnapshotSource(Protocol):
-    """What the store gives the engine to snapshot."""
-
-    async def prepare_scan(self) -> None:
-        """Wait until a consistent scan can start (may wait for an earlier scan)."""
-
-    def freeze(self) -> Sequence[tuple[str, AsyncIterator[bytes]]]:
-        """Synchronously fix the state and return each kind's records as chunked JSON arrays."""
-
-    async def thaw(self) -> None:
-        """The scan is over (written or failed)."""
-
-
-class EngineObserver(Protocol):
-    """Told of every journal fsync and snapshot write (the metrics); must not raise."""
-
-    def journal_fsynced(self, seconds: float, records: int) -> None: ...
-
-    def snapshot_written(self, saved_at: float, seconds: float, size: int) -> None: ...
-
-    def snapshot_failed(self) -> None: ...
 
 
 class Engine:

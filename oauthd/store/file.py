@@ -24,8 +24,9 @@ from oauthd.persist import DiskError, Engine, EngineObserver, RecoveryError, Sav
 from oauthd.persist.recovery import Recovered
 from oauthd.store import codec
 from oauthd.store.audit_files import AUDIT_DIR, AuditFiles
+from oauthd.store.audit_recovery import recover_chain
 from oauthd.store.base import StoreStatus, Unavailable, is_live
-from oauthd.store.file_trail import FileTrail, recover_chain
+from oauthd.store.file_trail import FileTrail
 from oauthd.store.memory import MemoryStore, MemoryTable
 from oauthd.store.migrations import CURRENT_VERSION, MIGRATIONS
 from oauthd.store.rows import LAYOUTS, Row, young_collections_only
