@@ -132,12 +132,7 @@ class AuditFiles:
                 run.append(line)
                 size += len(line)
                 end += 1
-            try:
-                write_all(self._fd, b"".join(run))
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._size)
-                raise
+            self._write_run(b"".join(run))
             self._size, start, self.last_n = size, end, records[end - 1][0]
             self.last_line = records[end - 1][1]
 
@@ -150,15 +145,20 @@ class AuditFiles:
             return False
         lines.append(b"")
         data = b"\n".join(lines)
+        self._write_run(data)
+        self._size += len(data)
+        self.last_n, self.last_line = records[-1]
+        return True
+
+    def _write_run(self, data: bytes) -> None:
+        """Whole lines to the open segment; on an error it is cut back to where it was."""
+        assert self._fd is not None
         try:
             write_all(self._fd, data)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
             raise
-        self._size += len(data)
-        self.last_n, self.last_line = records[-1]
-        return True
 
     def _open(self, next_n: int) -> None:
         """The newest segment while it has room, else a new one starting at `next_n`."""
