@@ -44,7 +44,6 @@ def seal(head: ChainHead, chain: str, event: AuditEvent, at: float) -> tuple[byt
     """The record for `event` after `head`, as one JSON line (no newline), and the new head.
     The line is the hashed serialisation with `hash` appended (one encoding, not two: the
     keys are sorted but for `hash`, last; `verify` re-serialises, so the order is free)."""
-    # one or two per audited tool call: spelled out, without helper calls
     body: dict[str, Plain] = event.fields()
     n = head.n + 1
     body["n"] = n
@@ -55,7 +54,7 @@ def seal(head: ChainHead, chain: str, event: AuditEvent, at: float) -> tuple[byt
         body["request_id"] = request_id
     prev = body["prev"] = head.hash
     canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    digest = hashlib.sha256(b"%s\n%s" % (prev.encode(), canonical)).hexdigest()
+    digest = _digest(prev, canonical)
     line = b'%s,"hash":"%s"}' % (canonical[:-1], digest.encode())
     return line, _new_head(ChainHead, (n, digest))
 

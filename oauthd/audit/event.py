@@ -54,8 +54,9 @@ class AuditEvent:
         detail: Mapping[str, Plain] | None = None,
     ) -> AuditEvent:
         """An event about `grant`: its user, client and reference filled in."""
-        # positional, and the grant's reference taken in place: one per audited call
-        return cls(event, grant.user, grant.client_id, resource, grant.id[:8], reason, detail or {})
+        return cls(
+            event, grant.user, grant.client_id, resource, grant_ref(grant.id), reason, detail or {}
+        )
 
     def fields(self) -> dict[str, Plain]:
         """The event as a record's fields, empty ones left out."""

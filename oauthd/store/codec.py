@@ -144,7 +144,7 @@ def is_audit_frame(payload: bytes) -> bool:
 
 def encode_audit(lines: list[bytes]) -> bytes:
     """An audit frame: the records sealed in one event-loop turn, one per line."""
-    return lines[0] if len(lines) == 1 else b"\n".join(lines)
+    return b"\n".join(lines)
 
 
 def encode_change(

@@ -21,7 +21,6 @@ from functools import partial
 from typing import Protocol
 
 from oauthd.audit import AuditEvent, AuditTrail, Chain, ChainHead, log_durable
-from oauthd.audit.chain import seal
 from oauthd.audit.trail import logs_durable, track_unwaited, unwaited_full
 from oauthd.clock import Clock
 from oauthd.persist import DiskError
@@ -194,16 +193,14 @@ class FileTrail(AuditTrail):
         one reached TURN_FRAME_BYTES: a frame stays far below the journal's limit)."""
         if self._batch is not None and self._batch.size >= TURN_FRAME_BYTES:
             self.flush()
-        chain = self.chain
-        before = chain.head
-        line, chain.head = seal(before, chain.name, event, self._clock.now())
+        line, before = self.chain.seal(event, self._clock.now())
         batch = self._batch
         if batch is None:
             loop = asyncio.get_running_loop()
             batch = self._batch = Sealed([], loop.create_future())
             self._batch_before = before
             loop.call_soon(self.flush)
-        batch.lines.append((chain.head.n, line))
+        batch.lines.append((self.chain.head.n, line))
         batch.size += len(line) + 1
         self._sealed += 1
         if logs_durable(event):
