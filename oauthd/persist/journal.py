@@ -200,16 +200,13 @@ class JournalWriter:
         failed (`DiskError`) after `undo` ran."""
         if future is None:
             future = asyncio.get_running_loop().create_future()
-        if self.failure is not None:
+        refusal = self.failure
+        if refusal is None and self._closing and (self._task is None or self._task.done()):
+            refusal = "the journal is closed"  # no flush loop: a frame would wait for ever
+        if refusal is not None:
             if undo is not None:
                 undo()
-            future.set_exception(DiskError(self.failure))
-            return future
-        if self._closing and (self._task is None or self._task.done()):
-            # the flush loop is gone: a frame queued now would wait for ever
-            if undo is not None:
-                undo()
-            future.set_exception(DiskError("the journal is closed"))
+            future.set_exception(DiskError(refusal))
             return future
         self._queue.append((encode_frame(seq, payload), future, undo))
         self._wake.set()

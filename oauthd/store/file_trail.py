@@ -75,27 +75,32 @@ class Sealed:
     waiters: list[asyncio.Future[None]] | None = None
 
 
-def _release(waiters: list[asyncio.Future[None]], durable: asyncio.Future[None]) -> None:
-    failure = "cancelled" if durable.cancelled() else durable.exception()
+def _audit_refusal(failure: BaseException) -> BaseException:
+    return Unavailable(f"audit record cannot be saved: {failure}")
+
+
+def _as_is(failure: BaseException) -> BaseException:
+    return failure
+
+
+def _release(
+    waiters: list[asyncio.Future[None]],
+    refusal: Callable[[BaseException], BaseException],
+    durable: asyncio.Future[None],
+) -> None:
+    """Tell each caller what the frame did: done, or failed with `refusal(failure)` (a
+    turn's records: `Unavailable`; a change: the `DiskError` as it is)."""
+    if durable.cancelled():
+        failure: BaseException | None = DiskError("the journal frame was cancelled")
+    else:
+        failure = durable.exception()
     for waiter in waiters:
         if waiter.done():
             continue
         if failure is None:
             waiter.set_result(None)
         else:
-            waiter.set_exception(Unavailable(f"audit record cannot be saved: {failure}"))
-
-
-def _mirror(waiter: asyncio.Future[None], durable: asyncio.Future[None]) -> None:
-    """A change's caller hears what its frame did (`DiskError` as it is)."""
-    if waiter.done():
-        return
-    if durable.cancelled():
-        waiter.set_exception(DiskError("the journal frame was cancelled"))
-    elif (failure := durable.exception()) is not None:
-        waiter.set_exception(failure)
-    else:
-        waiter.set_result(None)
+            waiter.set_exception(refusal(failure))
 
 
 def _log_if_durable(events: list[AuditEvent], durable: asyncio.Future[None]) -> None:
@@ -181,7 +186,7 @@ class FileTrail(AuditTrail):
             sealed.logged = [event]
         self._queue(sealed)
         waiter = asyncio.get_running_loop().create_future()
-        sealed.durable.add_done_callback(partial(_mirror, waiter))
+        sealed.durable.add_done_callback(partial(_release, [waiter], _as_is))
         return waiter
 
     def _undo_turn(self, before: ChainHead) -> None:
@@ -229,7 +234,7 @@ class FileTrail(AuditTrail):
             sealed.durable.add_done_callback(self._settled)
         self._pending.append(sealed)
         if sealed.waiters:
-            sealed.durable.add_done_callback(partial(_release, sealed.waiters))
+            sealed.durable.add_done_callback(partial(_release, sealed.waiters, _audit_refusal))
         if sealed.logged:
             sealed.durable.add_done_callback(partial(_log_if_durable, sealed.logged))
 
